@@ -1,0 +1,131 @@
+"""The tag event: built from a frame's triage, serialised to the v1 MQTT payload.
+
+Pure logic. The payload's contract is ``proto/mqtt/tag-event.v1.schema.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import uuid
+from typing import Any, Literal
+
+from agent.triage.policy import TriageDecision, Verdict
+
+SCHEMA_ID = "edge-agent/tag-event/v1"
+
+EscalationStatus = Literal[
+    "not_needed", "answered", "unavailable", "timeout", "rejected", "rate_limited", "invalid_answer", "cached"
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EscalationOutcome:
+    status: EscalationStatus
+    reason: str | None = None
+    model: str | None = None
+    latency_ms: float | None = None
+    description: str | None = None
+
+
+NOT_NEEDED = EscalationOutcome(status="not_needed")
+# Until the gateway exists (issue: escalation), uncertain frames are published with this.
+NO_GATEWAY = EscalationOutcome(status="unavailable", reason="no escalation gateway configured")
+
+
+@dataclasses.dataclass(frozen=True)
+class TagEvent:
+    event_id: str
+    device: str
+    camera: str
+    sequence: int
+    captured_at: datetime.datetime
+    created_at: datetime.datetime
+    frame_width: int
+    frame_height: int
+    verdict: Verdict
+    decided_by: Literal["prefilter", "vlm"]
+    decision: TriageDecision
+    model_id: str
+    prefilter_latency_ms: float
+    escalation: EscalationOutcome
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_ID,
+            "event_id": self.event_id,
+            "device": self.device,
+            "camera": self.camera,
+            "sequence": self.sequence,
+            "captured_at": rfc3339(self.captured_at),
+            "created_at": rfc3339(self.created_at),
+            "frame": {"width": self.frame_width, "height": self.frame_height},
+            "verdict": self.verdict,
+            "decided_by": self.decided_by,
+            "tags": [
+                {
+                    "label": t.detection.label,
+                    "confidence": round(t.detection.confidence, 4),
+                    "box": [round(v, 1) for v in t.detection.box],
+                    "state": t.state,
+                    "source": "prefilter",
+                }
+                for t in self.decision.tags
+            ],
+            "prefilter": {"model": self.model_id, "latency_ms": round(self.prefilter_latency_ms, 2)},
+            "escalation": {
+                "status": self.escalation.status,
+                "reason": self.escalation.reason,
+                "model": self.escalation.model,
+                "latency_ms": self.escalation.latency_ms,
+                "description": self.escalation.description,
+            },
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_payload(), separators=(",", ":")).encode()
+
+
+def rfc3339(ts: datetime.datetime) -> str:
+    """UTC with microseconds and a 'Z', e.g. 2026-11-22T03:04:05.123456Z."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamp must be timezone-aware (UTC)")
+    return ts.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_event(
+    *,
+    device: str,
+    camera: str,
+    sequence: int,
+    captured_at: datetime.datetime,
+    frame_width: int,
+    frame_height: int,
+    decision: TriageDecision,
+    model_id: str,
+    prefilter_latency_ms: float,
+    escalation: EscalationOutcome | None = None,
+    now: datetime.datetime | None = None,
+) -> TagEvent:
+    """A new event with a fresh id. Uncertain frames with no escalation outcome
+    get ``unavailable``; decided frames get ``not_needed``."""
+    if escalation is None:
+        escalation = NO_GATEWAY if decision.needs_escalation else NOT_NEEDED
+    decided_by: Literal["prefilter", "vlm"] = "vlm" if escalation.status == "answered" else "prefilter"
+    return TagEvent(
+        event_id=str(uuid.uuid4()),
+        device=device,
+        camera=camera,
+        sequence=sequence,
+        captured_at=captured_at,
+        created_at=now or datetime.datetime.now(datetime.timezone.utc),
+        frame_width=frame_width,
+        frame_height=frame_height,
+        verdict=decision.verdict,
+        decided_by=decided_by,
+        decision=decision,
+        model_id=model_id,
+        prefilter_latency_ms=prefilter_latency_ms,
+        escalation=escalation,
+    )
