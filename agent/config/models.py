@@ -21,7 +21,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 def _check_id(value: str, what: str) -> str:
@@ -72,7 +72,7 @@ class ModelConfig(_Strict):
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     intra_op_threads: Annotated[int, Field(ge=0, le=64)] = 2
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
@@ -83,6 +83,11 @@ class MqttConfig(_Strict):
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     max_queued: Annotated[int, Field(ge=1)] = 10000
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: object) -> object:
+        return {5: "5", 5.0: "5", 3.1: "3.1.1"}.get(v, v) if isinstance(v, int | float) else v
 
     @field_validator("url")
     @classmethod

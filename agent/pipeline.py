@@ -1,0 +1,182 @@
+"""The agent's data flow in one place: grabbers -> prefilter -> triage -> event -> publisher.
+
+Threads: one grabber thread per camera (``agent.capture.grabber``), this module's
+one inference thread, and paho's network thread inside the publisher. The
+inference thread visits the cameras round-robin and takes each one's next frame
+(the newest one, for live cameras), so one busy camera cannot starve the others.
+
+``FrameInspector`` is the synchronous core (frame in, event out) that the daemon,
+the demo and the tests share.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from agent.capture.frame import Frame
+from agent.config.models import AgentConfig, CameraConfig
+from agent.prefilter.detection import PrefilterResult
+from agent.publish.event import TagEvent, build_event
+from agent.triage.policy import TriageDecision, triage
+
+log = logging.getLogger(__name__)
+
+
+class Prefilter(Protocol):
+    def detect(self, image: np.ndarray) -> PrefilterResult: ...
+
+
+class EventSink(Protocol):
+    def publish_event(self, event: TagEvent) -> int: ...
+
+
+class FrameQueue(Protocol):
+    """What the inference thread needs of a grabber."""
+
+    def take(self, timeout: float) -> Frame | None: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """One inspected frame: the event plus what produced it (for live views and tests)."""
+
+    frame: Frame
+    result: PrefilterResult
+    decision: TriageDecision
+    event: TagEvent
+
+
+class FrameInspector:
+    """Frame -> prefilter -> triage -> tag event. No threads, no network."""
+
+    def __init__(self, config: AgentConfig, prefilter: Prefilter) -> None:
+        self._config = config
+        self._prefilter = prefilter
+        self._cameras: dict[str, CameraConfig] = {c.id: c for c in config.cameras}
+
+    def inspect(self, frame: Frame) -> Inspection:
+        camera = self._cameras.get(frame.camera_id)
+        if camera is None:
+            raise KeyError(f"frame from unknown camera {frame.camera_id!r}")
+        result = self._prefilter.detect(frame.image)
+        decision = triage(result.detections, self._config.triage_for(camera))
+        event = build_event(
+            device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
+            captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
+            decision=decision, model_id=result.model_id, prefilter_latency_ms=result.latency_ms,
+        )
+        return Inspection(frame, result, decision, event)
+
+
+@dataclasses.dataclass
+class RunCounters:
+    """Running totals of the inference loop (read by the summary and, later, metrics)."""
+
+    inspected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    verdicts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    escalations: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    publish_refused: int = 0
+    latencies_ms: collections.deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=2000))
+
+
+class InferenceLoop:
+    """The inference thread: takes frames from every camera and publishes their events."""
+
+    def __init__(
+        self,
+        inspector: FrameInspector,
+        queues: Sequence[tuple[str, FrameQueue]],
+        sink: EventSink,
+        on_inspection: Callable[[Inspection], None] | None = None,
+    ) -> None:
+        self._inspector = inspector
+        self._queues = list(queues)
+        self._sink = sink
+        self._on_inspection = on_inspection
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counters = RunCounters()
+        self.last_progress = time.monotonic()
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the loop to end (all sources ended, or stopped). True if it ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    def step(self) -> int:
+        """Take at most one frame from each camera and process it. Returns frames processed."""
+        done = 0
+        for _camera_id, queue in self._queues:
+            frame = queue.take(0.0)
+            if frame is not None:
+                self._process(frame)
+                done += 1
+        return done
+
+    def _process(self, frame: Frame) -> None:
+        inspection = self._inspector.inspect(frame)
+        c = self.counters
+        c.inspected[frame.camera_id] += 1
+        c.verdicts[inspection.event.verdict] += 1
+        c.escalations[inspection.event.escalation.status] += 1
+        c.latencies_ms.append(inspection.result.latency_ms)
+        self._sink.publish_event(inspection.event)
+        self.last_progress = time.monotonic()
+        if self._on_inspection is not None:
+            self._on_inspection(inspection)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.step():
+                    continue
+                if all(q.ended for _, q in self._queues):
+                    log.info("all sources ended")
+                    return
+                self.last_progress = time.monotonic()  # idle is progress: nothing to do
+                # nothing ready: wait on the first camera briefly instead of spinning
+                frame = self._queues[0][1].take(0.02)
+                if frame is not None:
+                    self._process(frame)
+        except BaseException as exc:  # recorded for the service, which shuts down on it
+            self.error = exc
+            log.exception("inference loop failed")
+
+
+def latency_percentiles(values: Sequence[float]) -> tuple[float, float]:
+    """(p50, p99) of ``values`` in the same unit; (0, 0) when empty."""
+    if not values:
+        return 0.0, 0.0
+    ordered = sorted(values)
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return pick(0.5), pick(0.99)
+

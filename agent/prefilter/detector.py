@@ -1,0 +1,118 @@
+"""The YOLOv8 ONNX detector: pre-process, forward, post-process.
+
+``YoloDetector.from_file`` does the I/O (reads the file, opens the session, checks
+the layout); ``__init__`` takes a ready session, so tests can pass a fake one.
+Not thread-safe: one inference thread owns a detector (its input buffers are
+preallocated and reused for every frame).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+
+from agent.config.models import ModelConfig
+from agent.errors import ModelError
+from agent.prefilter.detection import Detection, PrefilterResult
+from agent.prefilter.letterbox import Letterbox, boxes_to_source, letterbox_into, plan_letterbox, to_nchw_float
+from agent.prefilter.model_info import (
+    SIDECAR_HELP,
+    ModelInfo,
+    check_detector_layout,
+    file_digest,
+    parse_metadata,
+    read_sidecar,
+)
+from agent.prefilter.onnx_session import InferenceSessionLike, open_session
+from agent.prefilter.yolo_decode import decode_yolov8
+
+
+class YoloDetector:
+    def __init__(
+        self,
+        session: InferenceSessionLike,
+        info: ModelInfo,
+        *,
+        min_score: float = 0.05,
+        iou_threshold: float = 0.7,
+        max_detections: int = 100,
+    ) -> None:
+        self.session = session
+        self.info = info
+        self.min_score = min_score
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self._canvas = np.full((info.input_h, info.input_w, 3), 114, np.uint8)
+        self._tensor = np.zeros((1, 3, info.input_h, info.input_w), np.float32)
+        self._plans: dict[tuple[int, int], Letterbox] = {}
+
+    @classmethod
+    def from_file(cls, path: pathlib.Path, config: ModelConfig | None = None) -> YoloDetector:
+        config = config or ModelConfig(path=path)
+        path = pathlib.Path(path)
+        session, meta = open_session(path, config.providers, config.intra_op_threads)
+        info = describe_model(path, session, meta)
+        return cls(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
+                   max_detections=config.max_detections)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox ``image`` into the reused input tensor; returns (tensor, plan)."""
+        h, w = image.shape[:2]
+        plan = self._plans.get((w, h))
+        if plan is None:
+            plan = plan_letterbox(w, h, self.info.input_w, self.info.input_h)
+            self._plans[(w, h)] = plan
+        letterbox_into(image, plan, self._canvas)
+        to_nchw_float(self._canvas, self._tensor[0])
+        return self._tensor, plan
+
+    def forward(self, tensor: np.ndarray) -> np.ndarray:
+        outputs = self.session.run([self.info.output_name], {self.info.input_name: tensor})
+        return np.asarray(outputs[0])
+
+    def postprocess(self, output: np.ndarray, plan: Letterbox) -> tuple[Detection, ...]:
+        raw = decode_yolov8(output[0], len(self.info.names), min_score=self.min_score,
+                            iou_threshold=self.iou_threshold, max_detections=self.max_detections)
+        boxes = boxes_to_source(raw.boxes, plan)
+        names = self.info.names
+        return tuple(
+            Detection(label=names[int(c)], class_id=int(c), confidence=float(s),
+                      box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+            for b, s, c in zip(boxes, raw.scores, raw.class_ids, strict=True)
+        )
+
+    def detect(self, image: np.ndarray) -> PrefilterResult:
+        t0 = time.perf_counter()
+        tensor, plan = self.preprocess(image)
+        output = self.forward(tensor)
+        detections = self.postprocess(output, plan)
+        return PrefilterResult(self.info.model_id, detections, (time.perf_counter() - t0) * 1000.0)
+
+
+def describe_model(path: pathlib.Path, session: InferenceSessionLike, meta: dict[str, str]) -> ModelInfo:
+    """Work out and check what the model is, from ONNX metadata or a sidecar."""
+    where = f"model {path}"
+    parsed = parse_metadata(meta, where)
+    source = "onnx metadata"
+    if "names" not in parsed:
+        side = read_sidecar(path)
+        if side is None:
+            raise ModelError(f"{where}: no class names in the ONNX metadata and no sidecar {path.stem}.json; "
+                             f"expected an ultralytics export or {SIDECAR_HELP}")
+        parsed, source = side
+    task = parsed.get("task", "detect")
+    if task != "detect":
+        raise ModelError(f"{where}: task is {task!r}; this version of the prefilter runs detectors "
+                         "(task 'detect', YOLOv8 output layout)")
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"{where}: expected 1 input and 1 output (YOLOv8 export without NMS), got "
+                         f"{len(inputs)} inputs and {len(outputs)} outputs")
+    names: tuple[str, ...] = parsed["names"]
+    w, h = check_detector_layout(where, names, list(inputs[0].shape), list(outputs[0].shape), parsed.get("imgsz"))
+    return ModelInfo(
+        model_id=f"{path.stem}@{file_digest(path)[:12]}", path=path, task=task, names=names,
+        input_w=w, input_h=h, input_name=inputs[0].name, output_name=outputs[0].name, metadata_source=source,
+    )

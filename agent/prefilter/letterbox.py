@@ -1,0 +1,85 @@
+"""Letterbox pre-processing, the same arithmetic as ultralytics' ``LetterBox``
+(``auto=False, scaleup=True, center=True``, grey 114 padding, INTER_LINEAR), so
+boxes match the model's training. Pure numpy/OpenCV.
+
+    r       = min(H_in / h, W_in / w)
+    new     = (round(w * r), round(h * r))
+    dw, dh  = (W_in - new_w) / 2, (H_in - new_h) / 2
+    left    = round(dw - 0.1), top = round(dh - 0.1)
+
+A box in model-input pixels maps back with ``x = (x - left) / r`` (and y likewise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+@dataclasses.dataclass(frozen=True)
+class Letterbox:
+    """Where a source image lands inside the model input."""
+
+    src_w: int
+    src_h: int
+    dst_w: int
+    dst_h: int
+    scale: float
+    new_w: int
+    new_h: int
+    left: int
+    top: int
+
+
+def plan_letterbox(src_w: int, src_h: int, dst_w: int, dst_h: int) -> Letterbox:
+    if min(src_w, src_h, dst_w, dst_h) <= 0:
+        raise ValueError(f"image sizes must be positive, got source {src_w}x{src_h}, input {dst_w}x{dst_h}")
+    r = min(dst_h / src_h, dst_w / src_w)
+    new_w, new_h = int(round(src_w * r)), int(round(src_h * r))
+    dw, dh = (dst_w - new_w) / 2, (dst_h - new_h) / 2
+    return Letterbox(src_w, src_h, dst_w, dst_h, r, new_w, new_h, int(round(dw - 0.1)), int(round(dh - 0.1)))
+
+
+def letterbox_into(image: np.ndarray, plan: Letterbox, out: np.ndarray) -> None:
+    """Resize ``image`` (BGR HxWx3 uint8) into the preallocated ``out`` (dst_h x dst_w x 3),
+    grey padding around it. One resize, written straight into ``out``'s window."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a BGR image of shape (H, W, 3), got {image.shape}")
+    if image.shape[:2] != (plan.src_h, plan.src_w):
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, plan is for {plan.src_w}x{plan.src_h}")
+    if out.shape != (plan.dst_h, plan.dst_w, 3):
+        raise ValueError(f"output buffer must be {(plan.dst_h, plan.dst_w, 3)}, got {out.shape}")
+    out.fill(PAD_VALUE)
+    window = out[plan.top:plan.top + plan.new_h, plan.left:plan.left + plan.new_w]
+    if (plan.new_w, plan.new_h) == (plan.src_w, plan.src_h):
+        window[...] = image
+    else:
+        cv2.resize(image, (plan.new_w, plan.new_h), dst=window, interpolation=cv2.INTER_LINEAR)
+
+
+def to_nchw_float(letterboxed: np.ndarray, out: np.ndarray) -> None:
+    """BGR HWC uint8 -> RGB CHW float32 in 0..1, written into ``out`` (3, H, W)."""
+    h, w = letterboxed.shape[:2]
+    if out.shape != (3, h, w) or out.dtype != np.float32:
+        raise ValueError(f"tensor buffer must be float32 {(3, h, w)}, got {out.dtype} {out.shape}")
+    for c in range(3):  # channel 0 of the tensor is R = channel 2 of BGR
+        np.multiply(letterboxed[:, :, 2 - c], np.float32(1.0 / 255.0), out=out[c], casting="unsafe")
+
+
+def boxes_to_source(boxes: np.ndarray, plan: Letterbox) -> np.ndarray:
+    """Map xyxy boxes (N, 4) from model-input pixels back to source pixels, clipped."""
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {boxes.shape}")
+    out = boxes.astype(np.float32, copy=True)
+    out[:, [0, 2]] -= plan.left
+    out[:, [1, 3]] -= plan.top
+    out /= plan.scale
+    out[:, 0] = np.clip(out[:, 0], 0, plan.src_w)
+    out[:, 2] = np.clip(out[:, 2], 0, plan.src_w)
+    out[:, 1] = np.clip(out[:, 1], 0, plan.src_h)
+    out[:, 3] = np.clip(out[:, 3], 0, plan.src_h)
+    return out

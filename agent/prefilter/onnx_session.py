@@ -1,0 +1,74 @@
+"""The model runtime boundary: building an ONNX Runtime session.
+
+Everything onnxruntime raises while loading is translated into ModelError with
+the file named; the detector itself only sees the small ``InferenceSessionLike``
+interface, so tests can hand it a fake session.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+class IOSpec(Protocol):
+    name: str
+    shape: list[Any]
+
+
+class InferenceSessionLike(Protocol):
+    def get_inputs(self) -> Sequence[IOSpec]: ...
+    def get_outputs(self) -> Sequence[IOSpec]: ...
+    def run(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Keep the requested providers that this onnxruntime build has, in the requested order."""
+    usable = [p for p in requested if p in available]
+    if not usable:
+        hint = ""
+        if any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in requested):
+            hint = "; for NVIDIA GPUs install the `gpu` extra (pip install 'edge-agent[gpu]')"
+        raise ModelError(f"none of the configured model.providers {list(requested)} is available in this "
+                         f"onnxruntime build (available: {list(available)}){hint}")
+    missing = [p for p in requested if p not in available]
+    if missing:
+        log.warning("providers not available, skipped: %s (using %s)", missing, usable)
+    return usable
+
+
+def open_session(
+    path: pathlib.Path, providers: Sequence[str], intra_op_threads: int
+) -> tuple[Any, dict[str, str]]:
+    """Create an onnxruntime session and return it with the model's custom metadata."""
+    import onnxruntime as ort
+
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist; expected an ONNX file "
+                         "(the shipped demo model is models/conveyor-yolov8n.onnx)")
+    if not path.is_file():
+        raise ModelError(f"model path {path} is not a file; expected an ONNX file")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # On a shared edge box, spinning threads steal the cores that decode video.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    chosen = choose_providers(providers, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+    except Exception as exc:  # onnxruntime raises its own untyped Fail/InvalidProtobuf errors
+        raise ModelError(f"model file {path} could not be loaded by onnxruntime: "
+                         f"{str(exc).strip().splitlines()[0][:300]}; expected a valid ONNX model") from exc
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    return session, meta

@@ -1,0 +1,135 @@
+"""The running agent: builds every stage from the config, runs, shuts down in order.
+
+Start-up order is chosen so that bad input fails before anything is opened:
+config (already parsed) -> model (loaded and checked) -> publisher (connecting
+in the background) -> grabbers -> inference thread. Shutdown reverses it:
+grabbers stop, the inference thread finishes its frame, the publisher flushes
+what is in flight, then publishes ``offline`` and disconnects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent.capture.grabber import Grabber, GrabberStats
+from agent.config.models import AgentConfig
+from agent.pipeline import FrameInspector, InferenceLoop, Inspection, Prefilter, latency_percentiles
+from agent.prefilter.detector import YoloDetector
+from agent.publish.event import TagEvent
+from agent.publish.mqtt_publisher import MqttPublisher
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def start(self) -> None: ...
+    def wait_connected(self, timeout: float) -> bool: ...
+    def publish_event(self, event: TagEvent) -> int: ...
+    def flush(self, timeout: float) -> bool: ...
+    def stop(self, timeout: float) -> None: ...
+    def stats(self) -> Any: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    seconds: float
+    inspected: dict[str, int]
+    verdicts: dict[str, int]
+    escalations: dict[str, int]
+    latency_p50_ms: float
+    latency_p99_ms: float
+    cameras: dict[str, GrabberStats]
+    publisher: Any
+    flushed: bool
+
+
+def _log_camera_state(camera_id: str, state: str, reason: str | None) -> None:
+    level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
+    log.log(level, "camera %s: %s%s", camera_id, state, f" ({reason})" if reason else "")
+
+
+class AgentService:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        prefilter: Prefilter | None = None,
+        publisher: Publisher | None = None,
+        on_inspection: Callable[[Inspection], None] | None = None,
+        on_camera_state: Callable[[str, str, str | None], None] = _log_camera_state,
+    ) -> None:
+        self.config = config
+        self._prefilter = prefilter
+        self._publisher = publisher
+        self._on_inspection = on_inspection
+        self._on_camera_state = on_camera_state
+        self.grabbers: list[Grabber] = []
+        self.loop: InferenceLoop | None = None
+        self._started_at = 0.0
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise RuntimeError("service not started")
+        return self._publisher
+
+    def start(self) -> None:
+        if self._prefilter is None:
+            self._prefilter = YoloDetector.from_file(self.config.model.path, self.config.model)
+            log.info("model loaded: %s", self._prefilter.info.model_id)
+        if self._publisher is None:
+            self._publisher = MqttPublisher(self.config.mqtt, self.config.device_id)
+        self._publisher.start()
+        self.grabbers = [Grabber(cam, on_state=self._on_camera_state) for cam in self.config.cameras]
+        for g in self.grabbers:
+            g.start()
+        inspector = FrameInspector(self.config, self._prefilter)
+        self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
+                                  self._on_inspection)
+        self._started_at = time.monotonic()
+        self.loop.start()
+
+    def wait(self, stop: threading.Event, duration: float | None = None) -> None:
+        """Block until ``stop`` is set, ``duration`` passed, or every source ended."""
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.is_set():
+            if self.loop is not None and self.loop.finished:
+                break
+            remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            stop.wait(remaining)
+
+    def shutdown(self, timeout: float = 10.0) -> RunSummary:
+        deadline = time.monotonic() + timeout
+        for g in self.grabbers:
+            g.stop(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        if self.loop is not None:
+            self.loop.stop(timeout=max(0.1, deadline - time.monotonic()))
+        flushed = True
+        if self._publisher is not None:
+            flushed = self._publisher.flush(max(0.1, deadline - time.monotonic() - 1.0))
+            if not flushed:
+                log.warning("shutdown: some events were not acknowledged by the broker before the timeout")
+            self._publisher.stop(max(0.5, deadline - time.monotonic()))
+        return self.summary(flushed)
+
+    def summary(self, flushed: bool = True) -> RunSummary:
+        counters = self.loop.counters if self.loop else None
+        p50, p99 = latency_percentiles(list(counters.latencies_ms)) if counters else (0.0, 0.0)
+        return RunSummary(
+            seconds=time.monotonic() - self._started_at if self._started_at else 0.0,
+            inspected=dict(counters.inspected) if counters else {},
+            verdicts=dict(counters.verdicts) if counters else {},
+            escalations=dict(counters.escalations) if counters else {},
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
+            cameras={g.camera.id: g.stats() for g in self.grabbers},
+            publisher=self._publisher.stats() if self._publisher else None,
+            flushed=flushed,
+        )
