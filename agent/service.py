@@ -48,11 +48,6 @@ class RunSummary:
     flushed: bool
 
 
-def _log_camera_state(camera_id: str, state: str, reason: str | None) -> None:
-    level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
-    log.log(level, "camera %s: %s%s", camera_id, state, f" ({reason})" if reason else "")
-
-
 class AgentService:
     def __init__(
         self,
@@ -61,7 +56,7 @@ class AgentService:
         prefilter: Prefilter | None = None,
         publisher: Publisher | None = None,
         on_inspection: Callable[[Inspection], None] | None = None,
-        on_camera_state: Callable[[str, str, str | None], None] = _log_camera_state,
+        on_camera_state: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.config = config
         self._prefilter = prefilter
@@ -82,10 +77,11 @@ class AgentService:
         if self._prefilter is None:
             self._prefilter = YoloDetector.from_file(self.config.model.path, self.config.model)
             log.info("model loaded: %s", self._prefilter.info.model_id)
+        # constructing a grabber checks its source spec (no I/O yet): fail before connecting anywhere
+        self.grabbers = [Grabber(cam, on_state=self._on_camera_state) for cam in self.config.cameras]
         if self._publisher is None:
             self._publisher = MqttPublisher(self.config.mqtt, self.config.device_id)
         self._publisher.start()
-        self.grabbers = [Grabber(cam, on_state=self._on_camera_state) for cam in self.config.cameras]
         for g in self.grabbers:
             g.start()
         inspector = FrameInspector(self.config, self._prefilter)

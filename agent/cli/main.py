@@ -64,13 +64,18 @@ def run(
         typer.echo(f"edge-agent: error: inference stopped: {service.loop.error}", err=True)
         raise typer.Exit(1)
     typer.echo(f"inspected {sum(summary.inspected.values())} frames: {summary.verdicts}", err=True)
+    failed = {cam: st.last_error for cam, st in summary.cameras.items() if st.state == "failed"}
+    for cam, reason in failed.items():
+        typer.echo(f"edge-agent: error: camera {cam} failed: {reason}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
 def demo(
     broker: Annotated[Optional[str], typer.Option(
         help="publish to this broker (mqtt://HOST:PORT) instead of a private Mosquitto")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds (default: Ctrl-C)")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds (default or 0: until Ctrl-C)")] = None,
     fps: Annotated[float, typer.Option(help="synthetic camera frame rate")] = 15.0,
     seed: Annotated[int, typer.Option(help="seed of the synthetic conveyor")] = 1,
     model: Annotated[Optional[pathlib.Path], typer.Option(help="ONNX detector (default: the shipped one)")] = None,
@@ -79,6 +84,8 @@ def demo(
     """Run the agent on a synthetic conveyor camera with the shipped model and a real Mosquitto."""
     from agent.cli.demo import run_demo
 
+    if duration is not None and duration <= 0:
+        duration = None  # 0 means "until Ctrl-C"
     try:
         code = run_demo(broker=broker, duration=duration, fps=fps, seed=seed, model=model, quiet=quiet)
     except EdgeAgentError as exc:

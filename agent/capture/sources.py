@@ -1,0 +1,501 @@
+"""Frame sources: where a camera's frames come from.
+
+Every source sits behind the small :class:`FrameSource` protocol, so the grabber
+(and the tests) never know which kind they hold:
+
+* :class:`OpenCVSource`: video files, ``rtsp://`` / ``rtsps://`` / ``http(s)://``
+  streams (FFmpeg), V4L2 devices (``/dev/videoN`` or an index) and GStreamer
+  pipelines (``gst:...``, only with an OpenCV built with GStreamer).
+* :class:`SyntheticSource`: ``synthetic://conveyor?seed=1&fps=15`` renders the
+  synthetic conveyor scene, with ground truth on every frame.
+
+:func:`open_source` picks the implementation from the spec. Constructors do no
+I/O (a bad spec fails at once, before any camera is opened); :meth:`open` does.
+
+Sources never sleep: pacing and dropping are the grabber's job.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import pathlib
+import re
+import urllib.parse
+from typing import Protocol, TypeGuard
+
+import cv2
+import numpy as np
+
+from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
+from agent.errors import SourceError
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "FrameSource",
+    "OpenCVSource",
+    "SourceFrame",
+    "SyntheticSource",
+    "mask_secrets",
+    "open_source",
+]
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED_FORMS = (
+    "synthetic://conveyor[?seed=N&fps=F&frames=N&width=W&height=H]",
+    "rtsp://[user:pass@]HOST[:PORT]/PATH (also rtsps://)",
+    "http(s)://HOST/PATH (MJPEG or any stream FFmpeg reads)",
+    "/dev/videoN or a device index N (V4L2)",
+    "gst:PIPELINE ... ! appsink (needs OpenCV built with GStreamer)",
+    "a video file path (or file:///path)",
+)
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pass", "pwd", "token", "access_token", "key",
+                                "apikey", "api_key", "secret", "auth", "sig", "signature"})
+
+
+def mask_secrets(spec: str) -> str:
+    """``spec`` with credentials hidden: the password of ``user:pass@`` (or a bare
+    token before ``@``) and the values of query keys such as ``password`` or ``token``."""
+    m = _SCHEME.match(spec)
+    if not m:
+        return spec
+    head, rest = spec[: m.end()], spec[m.end():]
+    query = ""
+    if "?" in rest:
+        rest, query = rest.split("?", 1)
+        query = "?" + query
+    # the last '@' before the query ends the user info; masking too much beats leaking
+    at = rest.rfind("@")
+    if at >= 0:
+        userinfo, host_and_path = rest[:at], rest[at + 1:]
+        userinfo = userinfo.split(":", 1)[0] + ":***" if ":" in userinfo else "***"
+        rest = f"{userinfo}@{host_and_path}"
+    if query:
+        parts = []
+        for item in query[1:].split("&"):
+            key, sep, _value = item.partition("=")
+            if sep and key.lower() in _SECRET_QUERY_KEYS:
+                item = f"{key}=***"
+            parts.append(item)
+        query = "?" + "&".join(parts)
+    return head + rest + query
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFrame:
+    """One read from a source: a BGR ``uint8`` HxWx3 image, or ``image=None`` with
+    ``corrupt=True`` when the source produced something that could not be decoded."""
+
+    image: np.ndarray | None
+    truth: FrameTruth | None = None
+    corrupt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image is None and not self.corrupt:
+            raise ValueError("SourceFrame without an image must be marked corrupt=True")
+
+    @classmethod
+    def broken(cls) -> SourceFrame:
+        """A frame that was read but could not be decoded."""
+        return cls(image=None, corrupt=True)
+
+
+class FrameSource(Protocol):
+    """Where frames come from. One thread uses a source at a time.
+
+    A source may also have a ``nominal_fps: float | None`` attribute: the rate a
+    non-live source should be played at when the camera config sets no ``fps``
+    (``None``: as fast as the consumer takes frames). The grabber reads it with
+    ``getattr``, so sources without it are fine.
+    """
+
+    @property
+    def is_live(self) -> bool:
+        """True for cameras and network streams (frames keep coming, a failure is
+        retried); false for files and synthetic sources (finite or replayable)."""
+        ...
+
+    def open(self) -> None:
+        """Open (or re-open) the source. Raises :class:`SourceError` saying which
+        source and what was expected."""
+        ...
+
+    def read(self) -> SourceFrame | None:
+        """The next frame; ``None`` at the end of a finite source. Raises
+        :class:`SourceError` when a live stream broke (the caller reconnects)."""
+        ...
+
+    def close(self) -> None:
+        """Release the source. Safe to call twice or before :meth:`open`."""
+        ...
+
+    def describe(self) -> str:
+        """A human-readable name for logs and errors, without passwords."""
+        ...
+
+
+def _valid_image(image: object) -> TypeGuard[np.ndarray]:
+    return (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.shape[0] > 0
+        and image.shape[1] > 0
+    )
+
+
+class OpenCVSource:
+    """Files, network streams, V4L2 devices and GStreamer pipelines through ``cv2.VideoCapture``.
+
+    Files: a read that fails before the container's frame count is reached is a
+    corrupt frame (reported, then reading goes on); after ``max_failed_reads``
+    failures in a row the file is treated as ended, and frames still missing from
+    the stated count are reported as corrupt (FFmpeg may skip broken packets
+    without a failed read), so good + corrupt frames add up to the frame count.
+    A shortfall of at most 1 % (2 frames minimum) is taken for an estimated count.
+    Live sources: a failed read raises :class:`SourceError`; a decoded frame of the
+    wrong shape or type is reported as corrupt.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        open_timeout_s: float = 5.0,
+        read_timeout_s: float = 5.0,
+        max_failed_reads: int = 50,
+    ) -> None:
+        if open_timeout_s <= 0 or read_timeout_s <= 0:
+            raise ValueError("open_timeout_s and read_timeout_s must be positive")
+        if max_failed_reads < 1:
+            raise ValueError("max_failed_reads must be at least 1")
+        self.spec = spec
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_failed_reads = max_failed_reads
+        self.nominal_fps: float | None = None  # files play as fast as they are consumed
+        self._desc = mask_secrets(spec)
+        self._cap: cv2.VideoCapture | None = None
+        self._frame_count = 0  # known frame count of a file, 0 = unknown
+        self._decoded = 0  # successful cap.read() calls since open
+        self._failed = 0  # failed reads reported as corrupt frames since open
+        self._eof = False
+        self._pending: collections.deque[SourceFrame] = collections.deque()
+        self._kind, self._target = self._classify(spec)
+
+    def _classify(self, spec: str) -> tuple[str, str | int]:
+        m = _SCHEME.match(spec)
+        if spec.startswith("gst:"):
+            pipeline = spec[len("gst:"):].strip()
+            if not pipeline:
+                raise SourceError(f"camera source {self._desc!r}: empty GStreamer pipeline after 'gst:'")
+            if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+                raise SourceError(
+                    f"camera source {self._desc!r}: this OpenCV ({cv2.__version__}) was built without "
+                    "GStreamer support (the opencv-python wheels from PyPI are); use an OpenCV built "
+                    "with -DWITH_GSTREAMER=ON, or give the stream as an rtsp:// URL or a file instead"
+                )
+            if "appsink" not in pipeline:
+                pipeline += " ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=2"
+            return "gstreamer", pipeline
+        if m:
+            scheme = m.group(1).lower()
+            if scheme in _STREAM_SCHEMES:
+                return "stream", spec
+            if scheme == "file":
+                path = urllib.parse.unquote(urllib.parse.urlsplit(spec).path)
+                if not path:
+                    raise SourceError(f"camera source {self._desc!r}: file:// URL without a path")
+                return "file", path
+            raise SourceError(_unknown_scheme(spec))
+        if spec.isdigit():
+            return "v4l2", int(spec)
+        if spec.startswith("/dev/video"):
+            return "v4l2", spec
+        if not spec.strip():
+            raise SourceError("camera source is empty; expected one of: " + "; ".join(ACCEPTED_FORMS))
+        return "file", spec
+
+    @property
+    def kind(self) -> str:
+        """``file``, ``stream``, ``v4l2`` or ``gstreamer``."""
+        return self._kind
+
+    @property
+    def is_live(self) -> bool:
+        return self._kind != "file"
+
+    @property
+    def frame_count(self) -> int:
+        """The file's frame count as the container states it; 0 when unknown or live."""
+        return self._frame_count
+
+    def describe(self) -> str:
+        return self._desc
+
+    def __repr__(self) -> str:
+        return f"OpenCVSource({self._desc!r}, kind={self._kind})"
+
+    def open(self) -> None:
+        self.close()
+        try:
+            cap = self._open_capture()
+        except cv2.error as exc:
+            raise SourceError(f"camera source {self._desc!r}: OpenCV refused to open it: {exc}") from exc
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(self._open_failure_message())
+        self._cap = cap
+        self._decoded = 0
+        self._failed = 0
+        self._eof = False
+        self._pending.clear()
+        self._frame_count = 0
+        if self._kind == "file":
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            self._frame_count = int(count) if math.isfinite(count) and count > 0 else 0
+        logger.debug("opened %s (%s, backend %s, frame count %s)", self._desc, self._kind,
+                     cap.getBackendName(), self._frame_count or "unknown")
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        if self._kind == "file":
+            path = pathlib.Path(str(self._target)).expanduser()
+            if not path.exists():
+                raise SourceError(
+                    f"camera source {self._desc!r}: file not found (expected an existing video file, "
+                    "an rtsp:// or http(s):// URL, /dev/videoN or synthetic://conveyor)"
+                )
+            if not path.is_file():
+                raise SourceError(f"camera source {self._desc!r}: is not a regular file "
+                                  "(expected a video file such as .mp4, .mkv or .avi)")
+            return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        if self._kind == "stream":
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
+            ]
+            return cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG, params)
+        if self._kind == "v4l2":
+            if isinstance(self._target, str) and not pathlib.Path(self._target).exists():
+                raise SourceError(f"camera source {self._desc!r}: no such device (is the camera "
+                                  "plugged in? `v4l2-ctl --list-devices` lists the devices)")
+            return cv2.VideoCapture(self._target, cv2.CAP_V4L2)
+        return cv2.VideoCapture(str(self._target), cv2.CAP_GSTREAMER)
+
+    def _open_failure_message(self) -> str:
+        if self._kind == "file":
+            return (f"camera source {self._desc!r}: OpenCV/FFmpeg cannot decode this file "
+                    "(expected a video container such as .mp4, .mkv or .avi with a codec FFmpeg knows)")
+        if self._kind == "stream":
+            return (f"camera source {self._desc!r}: could not open the stream within "
+                    f"{self.open_timeout_s:g} s (check that the camera is reachable, the URL path and "
+                    "the credentials)")
+        if self._kind == "v4l2":
+            return (f"camera source {self._desc!r}: could not open the V4L2 device (is it in use by "
+                    "another process, and may this user read it, e.g. group 'video'?)")
+        return (f"camera source {self._desc!r}: GStreamer could not start the pipeline "
+                "(check it with gst-launch-1.0; it must end in appsink)")
+
+    def read(self) -> SourceFrame | None:
+        if self._cap is None:
+            raise SourceError(f"camera source {self._desc!r}: read() before open()")
+        if self._pending:
+            return self._pending.popleft()
+        if self._eof:
+            return None
+        ok, image = self._read_once()
+        if ok:
+            return self._wrap(image)
+        if self.is_live:
+            raise SourceError(
+                f"camera source {self._desc!r}: no frame within {self.read_timeout_s:g} s or the "
+                "stream ended (connection lost?)"
+            )
+        if self._frame_count <= 0 or self._decoded >= self._frame_count:
+            self._eof = True  # the end of the file
+            return None
+        # A failure before the known end: skip the broken part and resynchronise.
+        failures = 1
+        while failures < self.max_failed_reads:
+            ok, image = self._read_once()
+            if ok:
+                self._failed += failures
+                self._pending.extend(SourceFrame.broken() for _ in range(failures - 1))
+                self._pending.append(self._wrap(image))
+                return SourceFrame.broken()
+            failures += 1
+        return self._end_short()
+
+    def _end_short(self) -> SourceFrame | None:
+        """The file ended before its stated frame count. FFmpeg skips broken packets
+        silently, so frames can go missing without a failed read: report the
+        shortfall as corrupt frames, unless it is small enough to be the container's
+        estimate being off (1 % of the count, at least 2 frames)."""
+        self._eof = True
+        missing = self._frame_count - self._decoded - self._failed
+        if missing > max(2, self._frame_count // 100):
+            logger.warning("%s: the file ended after %d of its %d frames; counting the %d missing as corrupt",
+                           self._desc, self._decoded + self._failed, self._frame_count, missing)
+            self._failed += missing
+            self._pending.extend(SourceFrame.broken() for _ in range(missing))
+            return self._pending.popleft()
+        logger.debug("%s: ended after %d of %d frames (count was an estimate)",
+                     self._desc, self._decoded + self._failed, self._frame_count)
+        return None
+
+    def _read_once(self) -> tuple[bool, object]:
+        cap = self._cap
+        if cap is None:  # closed meanwhile
+            return False, None
+        try:
+            ok, image = cap.read()
+        except cv2.error as exc:
+            logger.debug("%s: read raised %s", self._desc, exc)
+            return False, None
+        ok = bool(ok) and image is not None
+        if ok:
+            self._decoded += 1
+        return ok, image
+
+    @staticmethod
+    def _wrap(image: object) -> SourceFrame:
+        if not _valid_image(image):
+            return SourceFrame.broken()
+        return SourceFrame(image=np.ascontiguousarray(image))
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        self._pending.clear()
+        if cap is not None:
+            cap.release()
+
+
+class SyntheticSource:
+    """``synthetic://conveyor?seed=1&fps=15&frames=300``: the synthetic conveyor
+    scene with ground truth on every frame.
+
+    Query keys (all optional): ``seed`` (int >= 0, default 0), ``fps`` (the rate the
+    grabber plays it at, default 15; 0 = as fast as frames are taken), ``frames``
+    (how many frames before the end, default unlimited), ``width``/``height``
+    (pixels, default 640x480, at least 320x240). Re-opening restarts the same deterministic stream.
+    """
+
+    SCENES = ("conveyor",)
+    ACCEPTED_KEYS = ("seed", "fps", "frames", "width", "height")
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        parsed = urllib.parse.urlsplit(spec)
+        if parsed.scheme != "synthetic":
+            raise SourceError(f"camera source {spec!r}: not a synthetic:// source")
+        scene = (parsed.netloc + parsed.path).strip("/")
+        if scene not in self.SCENES:
+            raise SourceError(f"camera source {spec!r}: unknown synthetic scene {scene!r}; "
+                              f"accepted: {', '.join(self.SCENES)}")
+        try:
+            pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True, strict_parsing=True) \
+                if parsed.query else []
+        except ValueError as exc:
+            raise SourceError(f"camera source {spec!r}: malformed query {parsed.query!r} "
+                              "(expected key=value pairs joined by '&')") from exc
+        values: dict[str, str] = {}
+        for key, value in pairs:
+            if key not in self.ACCEPTED_KEYS:
+                raise SourceError(f"camera source {spec!r}: unknown query key {key!r}; accepted keys: "
+                                  f"{', '.join(self.ACCEPTED_KEYS)}")
+            if key in values:
+                raise SourceError(f"camera source {spec!r}: query key {key!r} given twice")
+            values[key] = value
+        seed = self._int(values, "seed", 0, 2**63 - 1)
+        width = self._int(values, "width", 320, 4096)
+        height = self._int(values, "height", 240, 4096)
+        self.seed: int = 0 if seed is None else seed
+        self.fps = self._float(values, "fps", 15.0, 0.0, 240.0)
+        self.frames: int | None = self._int(values, "frames", 1, 2**63 - 1)
+        self.settings = SceneSettings(width=640 if width is None else width,
+                                      height=480 if height is None else height)
+        self.nominal_fps: float | None = self.fps or None
+        self._scene: ConveyorScene | None = None
+        self._emitted = 0
+
+    def _int(self, values: dict[str, str], key: str, lo: int, hi: int) -> int | None:
+        raw = values.get(key)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SourceError(f"camera source {self.spec!r}: query key {key!r} must be an integer, "
+                              f"got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise SourceError(f"camera source {self.spec!r}: query key {key!r} must be between {lo} and "
+                              f"{hi}, got {value}")
+        return value
+
+    def _float(self, values: dict[str, str], key: str, default: float, lo: float, hi: float) -> float:
+        raw = values.get(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SourceError(f"camera source {self.spec!r}: query key {key!r} must be a number, "
+                              f"got {raw!r}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise SourceError(f"camera source {self.spec!r}: query key {key!r} must be between {lo:g} and "
+                              f"{hi:g} (0 = unpaced), got {raw!r}")
+        return value
+
+    @property
+    def is_live(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return self.spec
+
+    def __repr__(self) -> str:
+        return f"SyntheticSource({self.spec!r})"
+
+    def open(self) -> None:
+        self._scene = ConveyorScene(seed=self.seed, settings=self.settings)
+        self._emitted = 0
+
+    def read(self) -> SourceFrame | None:
+        if self._scene is None:
+            raise SourceError(f"camera source {self.spec!r}: read() before open()")
+        if self.frames is not None and self._emitted >= self.frames:
+            return None
+        image, truth = self._scene.next_frame()
+        self._emitted += 1
+        return SourceFrame(image=image, truth=truth)
+
+    def close(self) -> None:
+        self._scene = None
+
+
+def _unknown_scheme(spec: str) -> str:
+    m = _SCHEME.match(spec)
+    scheme = m.group(1) if m else "?"
+    return (f"camera source {mask_secrets(spec)!r}: unknown URL scheme {scheme + '://'!r}; accepted forms: "
+            + "; ".join(ACCEPTED_FORMS))
+
+
+def open_source(spec: str) -> FrameSource:
+    """The source for ``spec`` (constructed, not yet opened). Raises
+    :class:`SourceError` for a spec no source understands."""
+    text = spec.strip()
+    if not text:
+        raise SourceError("camera source is empty; expected one of: " + "; ".join(ACCEPTED_FORMS))
+    m = _SCHEME.match(text)
+    if m and m.group(1).lower() == "synthetic":
+        return SyntheticSource(text)
+    if m and m.group(1).lower() not in (*_STREAM_SCHEMES, "file"):
+        raise SourceError(_unknown_scheme(text))
+    return OpenCVSource(text)

@@ -1,0 +1,445 @@
+"""Publish tag events to an MQTT broker with paho-mqtt 2.x (QoS 1).
+
+``MqttPublisher`` owns one paho client and its network thread::
+
+    pub = MqttPublisher(config.mqtt, config.device_id)
+    pub.start()                      # never blocks; connects and reconnects forever
+    pub.publish_event(event)         # from the pipeline thread; returns the MQTT mid
+    pub.flush(5.0)                   # every published event acknowledged?
+    pub.stop()                       # retained "offline", clean disconnect
+
+Topics (see :mod:`agent.publish.topics`): events go to
+``<prefix>/<device>/<camera>/tags``; ``<prefix>/<device>/status`` holds a
+retained JSON state: ``online`` after every successful connect, ``offline``
+with reason ``shutdown`` on :meth:`MqttPublisher.stop`, and ``offline`` with
+reason ``connection lost`` from the broker (the last will) when the agent dies or
+its connection breaks.
+
+Delivery. paho keeps QoS 1 messages in memory while the broker is away and sends
+them after the next connect, so ``publish()`` returning ``MQTT_ERR_NO_CONN``
+means *queued*, not lost. The in-memory queue is capped by
+``MqttConfig.max_queued``; a publish beyond it (``MQTT_ERR_QUEUE_SIZE``) is
+dropped, counted and logged with its event id. Acknowledgements are tracked by
+message id in ``on_publish``: paho's ``MQTTMessageInfo.wait_for_publish()``
+raises for a message first queued while disconnected, even after its delivery.
+A PUBACK reason code is a failure only when ``is_failure`` (>= 128): 16, "No
+matching subscribers", means the broker took the message. Nothing here survives
+a process restart; the SQLite outbox does that.
+
+Threads. ``publish_event`` runs on the pipeline thread, paho's callbacks on its
+network thread. paho calls ``on_publish`` while holding its own message lock, so
+this class never holds its lock while calling into paho (no lock-order
+inversion), and an acknowledgement that arrives before ``publish()`` has
+returned its mid is parked until the mid is registered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import logging
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config.models import MqttConfig
+from agent.errors import PublishError
+from agent.publish.event import TagEvent, rfc3339
+from agent.publish.topics import status_topic, tags_topic
+
+_log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/json"
+
+
+def agent_version() -> str:
+    try:
+        return importlib.metadata.version("edge-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class PublisherStats:
+    """A consistent snapshot of the publisher's counters.
+
+    ``published`` counts every event handed to :meth:`MqttPublisher.publish_event`;
+    each ends up ``acked`` (PUBACK received), ``dropped`` (queue full, or the broker
+    refused it) or still ``pending`` (queued or in flight).
+    """
+
+    published: int
+    acked: int
+    dropped: int
+    pending: int
+    connected: bool
+    last_error: str | None
+
+
+_Kind = Literal["event", "status"]
+
+
+class MqttPublisher:
+    """Tag events and the device's online/offline status over MQTT (paho-mqtt 2.x)."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        device_id: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._config = config
+        self._device = device_id
+        self._prefix = config.topic_prefix
+        self._status_topic = status_topic(self._prefix, device_id)
+        self._v5 = config.protocol == "5"
+        self._host = config.host
+        self._port = config.port
+        self.client_id = config.client_id or f"edge-agent-{device_id}"
+        self._version = agent_version()
+
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on acks, drops, (dis)connects
+        self._published = 0
+        self._acked = 0
+        self._dropped = 0
+        self._last_error: str | None = None
+        self._connected = False
+        self._refusals = 0  # refusing CONNACKs so far
+        self._refusals_reported = 0  # the ones wait_connected() has returned False for
+        self._logged_errors: set[str] = set()  # errors logged since the last successful connect
+        self._pending: dict[int, tuple[_Kind, str]] = {}  # mid -> (kind, event id or status state)
+        self._early_acks: dict[int, ReasonCode] = {}  # acks that beat publish() returning the mid
+        self._started = False
+        self._stopped = False
+
+        if self._v5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=True,
+            )
+        client.on_log = paho_log_to(_log.getChild("paho"))
+        client.suppress_exceptions = True  # a bug in a callback is logged, not the end of the network thread
+        client.reconnect_delay_set(1, 30)
+        client.max_queued_messages_set(config.max_queued)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if urllib.parse.urlsplit(config.url).scheme == "mqtts":
+            client.tls_set_context(tls_context or ssl.create_default_context())
+        will = {"state": "offline", "device": device_id, "reason": "connection lost"}
+        client.will_set(
+            self._status_topic,
+            json.dumps(will, separators=(",", ":")),
+            qos=1,
+            retain=True,
+            properties=self._properties(PacketTypes.WILLMESSAGE),
+        )
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def device_id(self) -> str:
+        return self._device
+
+    @property
+    def status_topic(self) -> str:
+        return self._status_topic
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting (1 s doubling to 30 s). Never blocks."""
+        with self._lock:
+            if self._stopped:
+                raise PublishError("the MQTT publisher was stopped; create a new one")
+            if self._started:
+                return
+            self._started = True
+        _log.info("connecting to MQTT broker %s:%d as %s", self._host, self._port, self.client_id)
+        self._client.connect_async(self._host, self._port, keepalive=self._config.keepalive_s)
+        rc = self._client.loop_start()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise PublishError(f"cannot start the MQTT network thread: {mqtt.error_string(rc)}")
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected. False on timeout, or as soon as the broker refuses the
+        connection (see ``stats().last_error``; the publisher keeps retrying). Each refusal
+        makes one call return early, so a retry loop around this call never spins."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._connected:
+                if self._refusals > self._refusals_reported:
+                    self._refusals_reported = self._refusals
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def publish_event(self, event: TagEvent) -> int:
+        """Queue one event (QoS 1) and return its MQTT message id.
+
+        Returns at once, connected or not: a message published while disconnected is
+        kept in memory and sent after reconnecting. When the in-memory queue
+        (``max_queued``) is full the event is dropped, counted and logged.
+        """
+        with self._lock:
+            if self._stopped:
+                raise PublishError(f"cannot publish event {event.event_id}: the MQTT publisher was stopped")
+            self._published += 1
+        try:
+            topic = tags_topic(self._prefix, event.device, event.camera)
+            info = self._client.publish(
+                topic, event.to_json(), qos=1, retain=False, properties=self._properties(PacketTypes.PUBLISH)
+            )
+        except ValueError as exc:  # invalid topic or a payload over 256 MiB: a bug, not an outage
+            with self._changed:
+                self._dropped += 1
+                self._changed.notify_all()
+            raise PublishError(f"cannot publish event {event.event_id}: {exc}") from exc
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            with self._changed:
+                self._dropped += 1
+                dropped = self._dropped
+                self._changed.notify_all()
+            _log.warning(
+                "dropped event %s (camera %s, sequence %d): the MQTT in-memory queue is full "
+                "(max_queued=%d, %d dropped so far)",
+                event.event_id,
+                event.camera,
+                event.sequence,
+                self._config.max_queued,
+                dropped,
+            )
+            return info.mid
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            # paho stored the message before trying to send it: it stays queued and is resent.
+            _log.warning(
+                "publishing event %s returned %s; it stays queued and will be resent",
+                event.event_id,
+                mqtt.error_string(info.rc),
+            )
+        self._track(info.mid, "event", event.event_id)
+        return info.mid
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every published event is acknowledged (or dropped). False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._published - self._acked - self._dropped > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish the retained ``offline``/``shutdown`` status (waiting up to ``timeout``
+        for its acknowledgement), disconnect cleanly (no last will) and stop the thread."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            started, connected = self._started, self._connected
+        if started and connected:
+            status = {"state": "offline", "device": self._device, "reason": "shutdown", "since": _now()}
+            mid = self._publish_status(status)
+            if mid is not None and not self._wait_acked(mid, timeout):
+                _log.warning("the broker did not acknowledge the offline status within %.1f s", timeout)
+        with self._lock:
+            unacked = sum(1 for kind, _ in self._pending.values() if kind == "event")
+        if unacked:
+            _log.warning("stopping with %d event(s) not acknowledged by the broker", unacked)
+        self._client.disconnect()
+        if started:
+            self._client.loop_stop()
+        with self._changed:
+            self._connected = False
+            self._changed.notify_all()
+
+    def stats(self) -> PublisherStats:
+        with self._lock:
+            return PublisherStats(
+                published=self._published,
+                acked=self._acked,
+                dropped=self._dropped,
+                pending=self._published - self._acked - self._dropped,
+                connected=self._connected,
+                last_error=self._last_error,
+            )
+
+    # -- paho callbacks (network thread) ----------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            where = f"{self._host}:{self._port}"
+            error = f"broker {where} refused the connection: {reason_code} ({reason_code.value})"
+            with self._changed:
+                self._last_error = error
+                self._refusals += 1
+                self._connected = False
+                first = error not in self._logged_errors
+                self._logged_errors.add(error)
+                self._changed.notify_all()
+            if first:
+                _log.error("%s; retrying", error)
+            return
+        with self._changed:
+            self._connected = True
+            self._refusals_reported = self._refusals
+            self._logged_errors.clear()
+            self._changed.notify_all()
+        _log.info("connected to MQTT broker %s:%d as %s", self._host, self._port, self.client_id)
+        status = {"state": "online", "device": self._device, "since": _now(), "version": self._version}
+        self._publish_status(status)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        error = f"cannot connect to broker {self._host}:{self._port}"
+        with self._changed:
+            self._last_error = error
+            first = error not in self._logged_errors
+            self._logged_errors.add(error)
+            self._changed.notify_all()
+        if first:
+            _log.warning("%s; retrying (events are queued in memory meanwhile)", error)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._changed:
+            was_connected, stopping = self._connected, self._stopped
+            self._connected = False
+            if was_connected and not stopping:
+                self._last_error = f"connection to {self._host}:{self._port} lost: {reason_code}"
+            self._changed.notify_all()
+        if was_connected and not stopping:
+            _log.warning(
+                "lost the connection to MQTT broker %s:%d (%s); reconnecting",
+                self._host,
+                self._port,
+                reason_code,
+            )
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._changed:
+            entry = self._pending.pop(mid, None)
+            if entry is None:
+                self._early_acks[mid] = reason_code
+                return
+            self._settle(mid, entry, reason_code)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _track(self, mid: int, kind: _Kind, what: str) -> None:
+        with self._changed:
+            early = self._early_acks.pop(mid, None)
+            if early is None:
+                self._pending[mid] = (kind, what)
+            else:
+                self._settle(mid, (kind, what), early)
+
+    def _settle(self, mid: int, entry: tuple[_Kind, str], reason_code: ReasonCode) -> None:
+        """Count an acknowledgement; the caller holds the lock."""
+        kind, what = entry
+        if reason_code.is_failure:
+            error = f"broker refused {kind} {what} (mid {mid}): {reason_code} ({reason_code.value})"
+            self._last_error = error
+            if kind == "event":
+                self._dropped += 1
+            _log.warning("%s; it is dropped", error)
+        elif kind == "event":
+            self._acked += 1
+        self._changed.notify_all()
+
+    def _wait_acked(self, mid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while mid in self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def _publish_status(self, status: dict[str, str]) -> int | None:
+        info = self._client.publish(
+            self._status_topic,
+            json.dumps(status, separators=(",", ":")),
+            qos=1,
+            retain=True,
+            properties=self._properties(PacketTypes.PUBLISH),
+        )
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            _log.warning("could not publish status %r: the MQTT in-memory queue is full", status["state"])
+            return None
+        self._track(info.mid, "status", status["state"])
+        return info.mid
+
+    def _properties(self, packet_type: int) -> Properties | None:
+        if not self._v5:
+            return None
+        props = Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        props.ContentType = CONTENT_TYPE
+        return props
+
+
+def paho_log_to(logger: logging.Logger) -> Callable[[mqtt.Client, Any, int, str], None]:
+    """An ``on_log`` callback for paho: its chatter goes to ``logger`` at DEBUG.
+
+    paho logs routine conditions at its ERR level (e.g. "Client is not connected"
+    on every reconnect attempt); the publisher reports those itself, once. Only an
+    exception caught in one of our callbacks stays an error.
+    """
+
+    def on_log(client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        if buf.startswith("Caught exception"):
+            logger.error("%s", buf)
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", buf)
+
+    return on_log
+
+
+def _now() -> str:
+    return rfc3339(datetime.datetime.now(datetime.timezone.utc))

@@ -1,0 +1,237 @@
+"""Watch tag events on a broker, one readable line each (``edge-agent tail``).
+
+  2026-11-22T03:04:05Z  box1/cam1  #42  defect     prefilter  scratch:0.91 dent:0.47?  escalation=not_needed
+
+Columns: capture time, device/camera, frame sequence, verdict, decided_by,
+tags as ``label:confidence`` (a trailing ``?`` marks an uncertain tag), and the
+escalation status (with the VLM model and latency when it answered).
+With ``validate=True`` every payload is checked against the JSON Schema and an
+invalid one is shown as ``INVALID <topic>`` followed by one line per problem.
+A payload that is not JSON is always shown as invalid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import ssl
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.errors import PublishError
+from agent.publish.mqtt_publisher import paho_log_to
+from agent.publish.schema import validate_payload
+from agent.publish.topics import DEFAULT_PREFIX, tags_filter
+
+_log = logging.getLogger(__name__)
+
+Writer = Callable[[str], object]
+
+
+@dataclasses.dataclass
+class TailCounts:
+    """Filled in by :func:`tail` when passed as ``counts``."""
+
+    shown: int = 0  # events shown as event lines (the return value of tail())
+    invalid: int = 0  # payloads shown as INVALID (not JSON, or schema problems with validate=True)
+    filtered: int = 0  # events received but hidden by the verdict filter
+
+
+def _stdout_writer(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _tag_text(tag: object) -> str:
+    if not isinstance(tag, dict):
+        return "?"
+    confidence = tag.get("confidence")
+    number = f"{confidence:.2f}" if isinstance(confidence, (int, float)) else "?"
+    return f"{tag.get('label', '?')}:{number}{'?' if tag.get('state') == 'uncertain' else ''}"
+
+
+def format_event(payload: dict[str, Any]) -> str:
+    """One line for a tag event payload (tolerates missing or mistyped fields)."""
+    tags = payload.get("tags")
+    tag_text = " ".join(_tag_text(t) for t in tags) if isinstance(tags, list) and tags else "-"
+    esc = payload.get("escalation")
+    esc = esc if isinstance(esc, dict) else {}
+    detail = [str(esc["model"])] if esc.get("model") else []
+    if isinstance(esc.get("latency_ms"), (int, float)):
+        detail.append(f"{esc['latency_ms']:.0f}ms")
+    if esc.get("reason"):
+        detail.append(str(esc["reason"]))
+    esc_text = f"escalation={esc.get('status', '?')}" + (f"({' '.join(detail)})" if detail else "")
+    where = f"{payload.get('device', '?')}/{payload.get('camera', '?')}"
+    verdict = f"{payload.get('verdict', '?')!s:<9}  {payload.get('decided_by', '?')!s:<9}"
+    when, sequence = payload.get("captured_at", "?"), payload.get("sequence", "?")
+    return f"{when}  {where}  #{sequence}  {verdict}  {tag_text}  {esc_text}"
+
+
+def tail(
+    url: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    device: str = "+",
+    camera: str | None = None,
+    verdict: str | None = None,
+    validate: bool = False,
+    count: int | None = None,
+    timeout: float | None = None,
+    out: Writer | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    counts: TailCounts | None = None,
+    on_subscribed: Callable[[], object] | None = None,
+) -> int:
+    """Subscribe to ``<prefix>/<device>/<camera>/tags`` and write one line per event.
+
+    Args:
+        url: broker, ``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]`` (system CAs).
+        prefix: topic prefix, as in ``MqttConfig.topic_prefix``.
+        device: one device id, or ``+`` for all.
+        camera: one camera id, or None for all.
+        verdict: show only events with this verdict (``pass``/``defect``/``uncertain``).
+        validate: check each payload against the JSON Schema; invalid ones are shown
+            with their problems and counted in ``counts.invalid``.
+        count: stop after this many messages shown (events plus invalid payloads).
+        timeout: stop after this many seconds. With neither ``count`` nor ``timeout``
+            it runs until interrupted (KeyboardInterrupt propagates after a clean disconnect).
+        out: called with each line (no newline); default writes to stdout.
+        username, password: broker credentials.
+        counts: optional :class:`TailCounts`, updated as messages arrive.
+        on_subscribed: called once the broker has confirmed the subscription.
+
+    Returns:
+        The number of events shown (invalid payloads not included).
+
+    Raises:
+        PublishError: bad URL, the broker cannot be reached, or it refused the
+            connection or the subscription.
+    """
+    write = out or _stdout_writer
+    tally = counts if counts is not None else TailCounts()
+    topic_filter = tags_filter(prefix, device, camera or "+")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+        raise PublishError(f"{url!r} is not a broker URL; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    try:
+        port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+    except ValueError as exc:
+        raise PublishError(f"{url!r} has an invalid port: {exc}") from None
+    host = parsed.hostname
+
+    state: dict[str, Any] = {"subscribed": False, "error": None, "shown_total": 0}
+
+    def done() -> bool:
+        return count is not None and state["shown_total"] >= count
+
+    def on_connect(
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            state["error"] = (
+                f"broker {host}:{port} refused the connection: {reason_code} ({reason_code.value})"
+            )
+            return
+        client.subscribe(topic_filter, qos=1)
+
+    def on_subscribe(
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        if failed:
+            state["error"] = f"broker refused the subscription to {topic_filter}: {failed[0]}"
+            return
+        if not state["subscribed"]:
+            state["subscribed"] = True
+            if on_subscribed is not None:
+                on_subscribed()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if done():
+            return
+        try:
+            payload = json.loads(msg.payload)
+        except ValueError as exc:
+            tally.invalid += 1
+            state["shown_total"] += 1
+            write(f"INVALID {msg.topic}: not JSON ({len(msg.payload)} bytes): {exc}")
+            return
+        if not isinstance(payload, dict):
+            tally.invalid += 1
+            state["shown_total"] += 1
+            write(f"INVALID {msg.topic}: not a JSON object ({type(payload).__name__})")
+            return
+        if validate:
+            problems = validate_payload(payload)
+            if problems:
+                tally.invalid += 1
+                state["shown_total"] += 1
+                write(f"INVALID {msg.topic}: {len(problems)} problem(s)")
+                for problem in problems:
+                    write(f"    {problem}")
+                return
+        if verdict is not None and payload.get("verdict") != verdict:
+            tally.filtered += 1
+            return
+        tally.shown += 1
+        state["shown_total"] += 1
+        write(format_event(payload))
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_log = paho_log_to(_log.getChild("paho"))
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    if username is not None:
+        client.username_pw_set(username, password)
+    if parsed.scheme == "mqtts":
+        client.tls_set_context(ssl.create_default_context())
+
+    shown_before = tally.shown
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        try:
+            client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise PublishError(f"cannot connect to broker {host}:{port}: {exc}") from exc
+        while not done() and state["error"] is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            rc = client.loop(timeout=wait)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and state["error"] is None:
+                _log.warning(
+                    "lost the connection to %s:%d (%s); reconnecting", host, port, mqtt.error_string(rc)
+                )
+                time.sleep(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+                try:
+                    client.reconnect()
+                except OSError as exc:
+                    _log.warning("reconnect to %s:%d failed: %s", host, port, exc)
+        if state["error"] is not None:
+            raise PublishError(state["error"])
+    finally:
+        if client.socket() is not None:
+            client.disconnect()  # written at once without a network thread; paho then closes the socket
+            if client.socket() is not None:
+                client.loop(timeout=0.1)
+    return tally.shown - shown_before

@@ -1,0 +1,164 @@
+"""Shared fixtures: a clean environment, a real Mosquitto broker, an MQTT collector,
+and a tag event builder."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config.models import TriageConfig
+from agent.prefilter.detection import Detection
+from agent.publish.event import EscalationOutcome, TagEvent, build_event
+from agent.publish.local_broker import LocalMosquitto
+from agent.triage.policy import triage
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EDGE_AGENT_* variable from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("EDGE_AGENT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def mosquitto() -> Iterator[LocalMosquitto]:
+    """A real Mosquitto on a free loopback port, one per test module.
+
+    No skip when mosquitto is missing: the BrokerError says how to install it.
+    Tests that stop or restart a broker make their own LocalMosquitto.
+    """
+    with LocalMosquitto() as broker:
+        yield broker
+
+
+# -- a subscriber that records what the broker delivers -------------------------------------
+
+
+class MqttCollector:
+    """A paho MQTT v5 subscriber in its own network thread that records messages."""
+
+    def __init__(
+        self,
+        url_or_port: str | int,
+        topic: str,
+        *,
+        client_id: str = "",
+        session_expiry_s: int | None = None,
+    ) -> None:
+        self.port = url_or_port if isinstance(url_or_port, int) else int(str(url_or_port).rsplit(":", 1)[1])
+        self.topic = topic
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._session_expiry_s = session_expiry_s
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def start(self, timeout: float = 5.0) -> MqttCollector:
+        props = None
+        clean_start = True
+        if self._session_expiry_s is not None:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._session_expiry_s
+            clean_start = False
+        self.client.connect("127.0.0.1", self.port, keepalive=30, clean_start=clean_start, properties=props)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.close()
+            raise TimeoutError(f"no SUBACK for {self.topic} within {timeout} s")
+        return self
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[mqtt.MQTTMessage]:
+        """The first ``n`` messages; fewer if they did not come within ``timeout``."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) >= n, timeout)
+            return list(self.messages[:n]) if len(self.messages) >= n else list(self.messages)
+
+    def wait_until(self, predicate: Callable[[mqtt.MQTTMessage], bool], timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: any(predicate(m) for m in self.messages), timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def collector() -> Iterator[Callable[..., MqttCollector]]:
+    """Factory: ``collector(broker.url, "edge/+/+/tags")`` returns a started MqttCollector,
+    closed at the end of the test."""
+    made: list[MqttCollector] = []
+
+    def make(url_or_port: str | int, topic: str, **kwargs: Any) -> MqttCollector:
+        c = MqttCollector(url_or_port, topic, **kwargs).start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+# -- tag events ------------------------------------------------------------------------------
+
+_DETECTIONS = {
+    # verdict -> detections that triage (accept 0.6, reject 0.25) turns into it
+    "pass": [Detection("scratch", 0, 0.1, (1.0, 2.0, 3.0, 4.0))],  # below reject: dropped
+    "defect": [
+        Detection("scratch", 0, 0.91234, (10.04, 20.0, 110.0, 220.55)),  # accepted
+        Detection("dent", 1, 0.4, (300.0, 40.0, 350.0, 90.0)),  # uncertain, kept
+    ],
+    "uncertain": [Detection("dent", 1, 0.42, (300.0, 40.0, 350.0, 90.0))],
+}
+
+
+def make_event(
+    *,
+    device: str = "dev1",
+    camera: str = "cam1",
+    sequence: int = 1,
+    verdict: str = "defect",
+    escalation: EscalationOutcome | None = None,
+) -> TagEvent:
+    decision = triage(_DETECTIONS[verdict], TriageConfig())
+    return build_event(
+        device=device,
+        camera=camera,
+        sequence=sequence,
+        captured_at=datetime.datetime.now(datetime.timezone.utc),
+        frame_width=640,
+        frame_height=480,
+        decision=decision,
+        model_id="conveyor-yolov8n-int8@0123abcd",
+        prefilter_latency_ms=12.3456,
+        escalation=escalation,
+    )
+
+
+@pytest.fixture
+def event_factory() -> Callable[..., TagEvent]:
+    """``event_factory(device=, camera=, sequence=, verdict="pass"|"defect"|"uncertain", escalation=)``."""
+    return make_event
