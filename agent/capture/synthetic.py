@@ -57,12 +57,40 @@ class FrameTruth:
         return "defect" if self.defects else "pass"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Scratch:
+    c: tuple[float, float]
+    angle: float
+    length: float
+    bend: float
+    thick: int
+    light: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hole:
+    c: tuple[float, float]
+    r: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stain:
+    blobs: tuple[tuple[float, float, float, float, float], ...]  # cx, cy, axis x, axis y, angle
+    colour: tuple[int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bite:
+    c: tuple[float, float]  # a point on the part's rim
+    r: float
+
+
 @dataclasses.dataclass
 class _Defect:
     label: str
     strength: float
     # geometry in part-local coordinates (origin = part centre)
-    params: dict[str, object]
+    shape: _Scratch | _Hole | _Stain | _Bite
 
 
 @dataclasses.dataclass
@@ -87,6 +115,9 @@ class SceneSettings:
     defect_rate: float = 0.45  # share of parts with at least one defect
     faint_rate: float = 0.2  # share of defects drawn faint
     noise_sigma: float = 3.0
+
+
+DEFAULT_SETTINGS = SceneSettings()
 
 
 def _new_part(rng: np.random.Generator, settings: SceneSettings) -> _Part:
@@ -127,26 +158,25 @@ def _new_defect(rng: np.random.Generator, part: _Part, settings: SceneSettings) 
     label = DEFECT_CLASSES[int(rng.integers(0, len(DEFECT_CLASSES)))]
     faint = rng.random() < settings.faint_rate
     strength = float(rng.uniform(0.22, 0.38) if faint else rng.uniform(0.65, 1.0))
-    params: dict[str, object]
+    shape: _Scratch | _Hole | _Stain | _Bite
     if label == "scratch":
         cx, cy = _point_inside(rng, part, 28)
         angle = float(rng.uniform(0, math.pi))
         length = float(rng.uniform(26, 50))
         bend = float(rng.uniform(-6, 6))
-        params = {"c": (cx, cy), "angle": angle, "length": length, "bend": bend,
-                  "thick": int(rng.integers(2, 4)), "light": bool(rng.random() < 0.3)}
+        shape = _Scratch((cx, cy), angle, length, bend, int(rng.integers(2, 4)), bool(rng.random() < 0.3))
     elif label == "hole":
         cx, cy = _point_inside(rng, part, 18)
-        params = {"c": (cx, cy), "r": float(rng.uniform(6, 12))}
+        shape = _Hole((cx, cy), float(rng.uniform(6, 12)))
     elif label == "stain":
         cx, cy = _point_inside(rng, part, 22)
-        blobs = [
+        blobs = tuple(
             (cx + float(rng.uniform(-7, 7)), cy + float(rng.uniform(-7, 7)),
              float(rng.uniform(6, 13)), float(rng.uniform(5, 11)), float(rng.uniform(0, 180)))
             for _ in range(int(rng.integers(2, 5)))
-        ]
+        )
         colour = (int(rng.integers(20, 50)), int(rng.integers(60, 95)), int(rng.integers(100, 140)))
-        params = {"blobs": blobs, "colour": colour}
+        shape = _Stain(blobs, colour)
     else:  # missing: a bite out of the rim
         theta = float(rng.uniform(0, 2 * math.pi))
         if part.shape == "disc":
@@ -161,8 +191,8 @@ def _new_defect(rng: np.random.Generator, part: _Part, settings: SceneSettings) 
                 (-part.half_w, t * part.half_h),
                 (part.half_w, t * part.half_h),
             ][side]
-        params = {"c": (ex, ey), "r": float(rng.uniform(13, 22))}
-    return _Defect(label=label, strength=strength, params=params)
+        shape = _Bite((ex, ey), float(rng.uniform(13, 22)))
+    return _Defect(label=label, strength=strength, shape=shape)
 
 
 def _part_mask_and_image(part: _Part) -> tuple[np.ndarray, np.ndarray, list[DefectTruth], int, int]:
@@ -205,12 +235,10 @@ def _draw_defect(
 ) -> tuple[tuple[float, float, float, float] | None, np.ndarray]:
     s = d.strength
     h, w = mask.shape
-    if d.label == "scratch":
-        cx, cy = d.params["c"]  # type: ignore[misc]
-        angle = float(d.params["angle"])  # type: ignore[arg-type]
-        length = float(d.params["length"])  # type: ignore[arg-type]
-        bend = float(d.params["bend"])  # type: ignore[arg-type]
-        thick = int(d.params["thick"])  # type: ignore[call-overload]
+    g = d.shape
+    if isinstance(g, _Scratch):
+        cx, cy = g.c
+        angle, length, bend, thick = g.angle, g.length, g.bend, g.thick
         pts = []
         for t in np.linspace(-0.5, 0.5, 9):
             px = cx + ox + t * length * math.cos(angle) - (1 - 4 * t * t) * bend * math.sin(angle)
@@ -218,15 +246,15 @@ def _draw_defect(
             pts.append((px, py))
         layer = np.zeros((h, w), np.float32)
         cv2.polylines(layer, [np.round(np.array(pts)).astype(np.int32)], False, 1.0, thick, cv2.LINE_AA)
-        delta = 110.0 if d.params["light"] else -120.0
+        delta = 110.0 if g.light else -120.0
         img += (layer * delta * s)[:, :, None]
         arr = np.array(pts)
         x1, y1 = arr.min(axis=0) - thick - 2
         x2, y2 = arr.max(axis=0) + thick + 2
         return (float(x1), float(y1), float(x2), float(y2)), mask
-    if d.label == "hole":
-        cx, cy = d.params["c"]  # type: ignore[misc]
-        r = float(d.params["r"])  # type: ignore[arg-type]
+    if isinstance(g, _Hole):
+        cx, cy = g.c
+        r = g.r
         layer = np.zeros((h, w), np.float32)
         centre = (int(round(cx + ox)), int(round(cy + oy)))
         cv2.circle(layer, centre, int(round(r)), 1.0, -1, cv2.LINE_AA)
@@ -236,11 +264,10 @@ def _draw_defect(
         img[:] = img * (1 - layer * s * 0.85)[:, :, None] + (layer * s * 0.85 * 25.0)[:, :, None]
         m = r + 3
         return (cx + ox - m, cy + oy - m, cx + ox + m, cy + oy + m), mask
-    if d.label == "stain":
-        blobs = d.params["blobs"]
-        colour = np.array(d.params["colour"], np.float32)
+    if isinstance(g, _Stain):
+        colour = np.array(g.colour, np.float32)
         layer = np.zeros((h, w), np.float32)
-        for bx, by, ax, ay, ang in blobs:  # type: ignore[attr-defined]
+        for bx, by, ax, ay, ang in g.blobs:
             cv2.ellipse(layer, (int(round(bx + ox)), int(round(by + oy))),
                         (int(round(ax)), int(round(ay))), ang, 0, 360, 1.0, -1, cv2.LINE_AA)
         layer = cv2.GaussianBlur(layer, (5, 5), 0) * mask
@@ -251,8 +278,8 @@ def _draw_defect(
             return None, mask
         return (float(xs.min()) - 1, float(ys.min()) - 1, float(xs.max()) + 2, float(ys.max()) + 2), mask
     # missing: cut a bite out of the part mask; faint = a shallow chip
-    ex, ey = d.params["c"]  # type: ignore[misc]
-    r = float(d.params["r"]) * (0.45 + 0.55 * s)
+    ex, ey = g.c
+    r = g.r * (0.45 + 0.55 * s)
     cut = np.zeros((h, w), np.float32)
     cv2.circle(cut, (int(round(ex + ox)), int(round(ey + oy))), int(round(r)), 1.0, -1, cv2.LINE_AA)
     removed = mask * cut
@@ -313,7 +340,8 @@ def _finish(frame: np.ndarray, rng: np.random.Generator, settings: SceneSettings
     light = 1.08 - 0.25 * (((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2)
     frame *= light[:, :, None]
     frame += rng.normal(0, settings.noise_sigma, frame.shape).astype(np.float32)
-    return np.clip(frame, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
 
 
 def _part_box(part: _Part, width: int, height: int) -> tuple[float, float, float, float]:
@@ -321,7 +349,7 @@ def _part_box(part: _Part, width: int, height: int) -> tuple[float, float, float
             min(part.x + part.half_w, float(width)), min(part.y + part.half_h, float(height)))
 
 
-def render_still(rng: np.random.Generator, settings: SceneSettings = SceneSettings()) -> tuple[np.ndarray, FrameTruth]:
+def render_still(rng: np.random.Generator, settings: SceneSettings = DEFAULT_SETTINGS) -> tuple[np.ndarray, FrameTruth]:
     """One independent frame: 0–3 parts placed fully inside, not overlapping."""
     w, h = settings.width, settings.height
     frame = _belt(w, h, float(rng.uniform(0, 48)))
@@ -345,7 +373,7 @@ def render_still(rng: np.random.Generator, settings: SceneSettings = SceneSettin
 class ConveyorScene:
     """A continuous belt: call :meth:`next_frame` for each frame, in order."""
 
-    def __init__(self, seed: int = 0, settings: SceneSettings = SceneSettings()) -> None:
+    def __init__(self, seed: int = 0, settings: SceneSettings = DEFAULT_SETTINGS) -> None:
         self.settings = settings
         self._rng = np.random.default_rng(seed)
         self._parts: list[_Part] = []

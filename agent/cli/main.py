@@ -11,7 +11,7 @@ import pathlib
 import signal
 import sys
 import threading
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,9 +39,9 @@ def _install_stop_signals(stop: threading.Event) -> None:
 
 @app.command()
 def run(
-    config: Annotated[Optional[pathlib.Path], typer.Option(
+    config: Annotated[pathlib.Path | None, typer.Option(
         "--config", "-c", help="YAML config file (default: $EDGE_AGENT_CONFIG, else built-in defaults)")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="override logging.level")] = None,
+    log_level: Annotated[str | None, typer.Option(help="override logging.level")] = None,
 ) -> None:
     """Run the agent as a daemon until SIGTERM/SIGINT (or until every file source ended)."""
     from agent import logs
@@ -73,12 +73,13 @@ def run(
 
 @app.command()
 def demo(
-    broker: Annotated[Optional[str], typer.Option(
+    broker: Annotated[str | None, typer.Option(
         help="publish to this broker (mqtt://HOST:PORT) instead of a private Mosquitto")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds (default or 0: until Ctrl-C)")] = None,
+    duration: Annotated[float | None, typer.Option(
+        help="stop after this many seconds (default or 0: until Ctrl-C)")] = None,
     fps: Annotated[float, typer.Option(help="synthetic camera frame rate")] = 15.0,
     seed: Annotated[int, typer.Option(help="seed of the synthetic conveyor")] = 1,
-    model: Annotated[Optional[pathlib.Path], typer.Option(help="ONNX detector (default: the shipped one)")] = None,
+    model: Annotated[pathlib.Path | None, typer.Option(help="ONNX detector (default: the shipped one)")] = None,
     quiet: Annotated[bool, typer.Option(help="no per-event lines, only the summary")] = False,
 ) -> None:
     """Run the agent on a synthetic conveyor camera with the shipped model and a real Mosquitto."""
@@ -98,11 +99,11 @@ def tail(
     broker: Annotated[str, typer.Option(help="broker URL")] = "mqtt://127.0.0.1:1883",
     prefix: Annotated[str, typer.Option(help="topic prefix")] = "edge",
     device: Annotated[str, typer.Option(help="device id, or + for all")] = "+",
-    camera: Annotated[Optional[str], typer.Option(help="only this camera")] = None,
-    verdict: Annotated[Optional[str], typer.Option(help="only this verdict: pass, defect or uncertain")] = None,
+    camera: Annotated[str | None, typer.Option(help="only this camera")] = None,
+    verdict: Annotated[str | None, typer.Option(help="only this verdict: pass, defect or uncertain")] = None,
     validate: Annotated[bool, typer.Option(help="check every payload against the JSON Schema")] = False,
-    count: Annotated[Optional[int], typer.Option(help="stop after this many events")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="stop after this many seconds")] = None,
+    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
 ) -> None:
     """Subscribe to tag events and print them, one line each."""
     from agent.publish.tail import tail as run_tail

@@ -87,7 +87,7 @@ class MqttConfig(_Strict):
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, v: object) -> object:
-        return {5: "5", 5.0: "5", 3.1: "3.1.1"}.get(v, v) if isinstance(v, int | float) else v
+        return "5" if v == 5 else v
 
     @field_validator("url")
     @classmethod

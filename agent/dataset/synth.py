@@ -20,7 +20,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from agent.capture.synthetic import DEFECT_CLASSES, FrameTruth, SceneSettings, render_still
+from agent.capture.synthetic import DEFAULT_SETTINGS, DEFECT_CLASSES, FrameTruth, SceneSettings, render_still
 from agent.errors import DatasetError
 
 ProgressFn = Callable[[str, int, int], None]
@@ -42,7 +42,7 @@ def write_synthetic_dataset(
     n_train: int,
     n_val: int,
     seed: int = 0,
-    settings: SceneSettings = SceneSettings(),
+    settings: SceneSettings = DEFAULT_SETTINGS,
     progress: ProgressFn | None = None,
 ) -> pathlib.Path:
     """Render ``n_train`` + ``n_val`` stills into ``out``; returns the data.yaml path."""

@@ -16,7 +16,13 @@ import numpy as np
 from agent.config.models import ModelConfig
 from agent.errors import ModelError
 from agent.prefilter.detection import Detection, PrefilterResult
-from agent.prefilter.letterbox import Letterbox, boxes_to_source, letterbox_into, plan_letterbox, to_nchw_float
+from agent.prefilter.letterbox import (
+    Letterbox,
+    boxes_to_source,
+    letterbox_into,
+    plan_letterbox,
+    to_nchw_float,
+)
 from agent.prefilter.model_info import (
     SIDECAR_HELP,
     ModelInfo,

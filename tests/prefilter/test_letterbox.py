@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.prefilter.letterbox import PAD_VALUE, boxes_to_source, letterbox_into, plan_letterbox, to_nchw_float
+from agent.prefilter.letterbox import (
+    PAD_VALUE,
+    boxes_to_source,
+    letterbox_into,
+    plan_letterbox,
+    to_nchw_float,
+)
 
 
 @pytest.mark.parametrize(
