@@ -1,20 +1,25 @@
 """Shared fixtures: a clean environment, a real Mosquitto broker, an MQTT collector,
-and a tag event builder."""
+a tag event builder, and real video files of the conveyor scene."""
 
 from __future__ import annotations
 
 import datetime
 import os
+import pathlib
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
 from agent.config.models import TriageConfig
 from agent.prefilter.detection import Detection
 from agent.publish.event import EscalationOutcome, TagEvent, build_event
@@ -162,3 +167,43 @@ def make_event(
 def event_factory() -> Callable[..., TagEvent]:
     """``event_factory(device=, camera=, sequence=, verdict="pass"|"defect"|"uncertain", escalation=)``."""
     return make_event
+
+
+# -- real video files ------------------------------------------------------------------------
+
+VIDEO_FRAMES = 40
+VIDEO_SIZE = (320, 240)  # width, height: small, so writing and decoding are quick
+
+
+@pytest.fixture(scope="session")
+def scene_frames() -> list[tuple[np.ndarray, FrameTruth]]:
+    """The frames written into :func:`video_file`, in order, with their truth."""
+    scene = ConveyorScene(seed=3, settings=SceneSettings(width=VIDEO_SIZE[0], height=VIDEO_SIZE[1]))
+    return [scene.next_frame() for _ in range(VIDEO_FRAMES)]
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory: pytest.TempPathFactory,
+               scene_frames: list[tuple[np.ndarray, FrameTruth]]) -> pathlib.Path:
+    """A real 40-frame MJPG .avi of the conveyor scene at 15 fps."""
+    path = tmp_path_factory.mktemp("video") / "conveyor.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, VIDEO_SIZE)
+    if not writer.isOpened():
+        pytest.fail("OpenCV cannot write MJPG .avi files here")
+    for image, _truth in scene_frames:
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def corrupt_video(tmp_path: pathlib.Path, video_file: pathlib.Path) -> pathlib.Path:
+    """:func:`video_file` with a fifth of its bytes, from one third in, overwritten by
+    seeded garbage: the container index at the end survives, the frames there do not."""
+    path = tmp_path / "corrupt.avi"
+    shutil.copyfile(video_file, path)
+    data = bytearray(path.read_bytes())
+    start, length = len(data) // 3, len(data) // 5
+    data[start:start + length] = np.random.default_rng(7).integers(0, 256, length, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path

@@ -3,59 +3,22 @@
 from __future__ import annotations
 
 import pathlib
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
-import cv2
-import numpy as np
 import pytest
 
-from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
+from tests.conftest import VIDEO_FRAMES, VIDEO_SIZE  # noqa: F401  (the video fixtures live there)
 
-VIDEO_FRAMES = 40
-VIDEO_SIZE = (320, 240)  # width, height: small, so writing and decoding are quick
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = pathlib.Path(__file__).with_name("rtsp_server.py")
 RTSP_PACKAGES = ("gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base "
                  "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly")
 
 
-@pytest.fixture(scope="session")
-def scene_frames() -> list[tuple[np.ndarray, FrameTruth]]:
-    """The frames written into :func:`video_file`, in order, with their truth."""
-    scene = ConveyorScene(seed=3, settings=SceneSettings(width=VIDEO_SIZE[0], height=VIDEO_SIZE[1]))
-    return [scene.next_frame() for _ in range(VIDEO_FRAMES)]
-
-
-@pytest.fixture(scope="session")
-def video_file(tmp_path_factory: pytest.TempPathFactory,
-               scene_frames: list[tuple[np.ndarray, FrameTruth]]) -> pathlib.Path:
-    """A real 40-frame MJPG .avi of the conveyor scene at 15 fps."""
-    path = tmp_path_factory.mktemp("video") / "conveyor.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, VIDEO_SIZE)
-    if not writer.isOpened():
-        pytest.fail("OpenCV cannot write MJPG .avi files here")
-    for image, _truth in scene_frames:
-        writer.write(image)
-    writer.release()
-    return path
-
-
-@pytest.fixture
-def corrupt_video(tmp_path: pathlib.Path, video_file: pathlib.Path) -> pathlib.Path:
-    """:func:`video_file` with a fifth of its bytes, from one third in, overwritten by
-    seeded garbage: the container index at the end survives, the frames there do not."""
-    path = tmp_path / "corrupt.avi"
-    shutil.copyfile(video_file, path)
-    data = bytearray(path.read_bytes())
-    start, length = len(data) // 3, len(data) // 5
-    data[start:start + length] = np.random.default_rng(7).integers(0, 256, length, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
-    return path
 
 
 DAMAGED_FRAMES = (10, 11, 25)  # 0-based indexes of the frames garbled by damaged_video
