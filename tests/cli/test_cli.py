@@ -20,7 +20,8 @@ from tests.conftest import VIDEO_FRAMES
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]
 
 
-def edge_agent(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def edge_agent(*args: str, timeout: float = 60.0,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*EDGE_AGENT, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
