@@ -6,6 +6,7 @@
     │   └── ModelLayoutError        the ONNX graph's inputs/outputs are not a layout we run
     ├── SourceError                 a camera/frame source cannot be opened or read
     ├── PublishError                the MQTT side cannot be set up (bad broker URL, broker refused)
+    │   └── OutboxError             the SQLite outbox cannot be opened or written
     ├── BrokerError                 a local Mosquitto for the demo/tests could not be started
     └── DatasetError                a dataset cannot be written or read
 
@@ -52,3 +53,7 @@ class BrokerError(EdgeAgentError):
 
 class DatasetError(EdgeAgentError):
     """A dataset could not be written or read."""
+
+
+class OutboxError(PublishError):
+    """The SQLite outbox cannot be opened or written (path, permissions, disk)."""

@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.capture.grabber import Grabber, GrabberStats
+from agent.config.loader import resolve_runtime_paths
 from agent.config.models import AgentConfig
 from agent.pipeline import FrameInspector, InferenceLoop, Inspection, Prefilter, latency_percentiles
 from agent.prefilter.detector import YoloDetector
 from agent.publish.event import TagEvent
 from agent.publish.mqtt_publisher import MqttPublisher
+from agent.publish.outbox import Outbox
+from agent.publish.reliable import ReliablePublisher
+from agent.publish.topics import stats_topic
 
 log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
     def start(self) -> None: ...
+    def publish_stats(self, doc: dict[str, Any]) -> None: ...
     def wait_connected(self, timeout: float) -> bool: ...
     def publish_event(self, event: TagEvent) -> int: ...
     def flush(self, timeout: float) -> bool: ...
@@ -80,7 +86,7 @@ class AgentService:
         # constructing a grabber checks its source spec (no I/O yet): fail before connecting anywhere
         self.grabbers = [Grabber(cam, on_state=self._on_camera_state) for cam in self.config.cameras]
         if self._publisher is None:
-            self._publisher = MqttPublisher(self.config.mqtt, self.config.device_id)
+            self._publisher = build_publisher(self.config)
         self._publisher.start()
         for g in self.grabbers:
             g.start()
@@ -91,8 +97,11 @@ class AgentService:
         self.loop.start()
 
     def wait(self, stop: threading.Event, duration: float | None = None) -> None:
-        """Block until ``stop`` is set, ``duration`` passed, or every source ended."""
+        """Block until ``stop`` is set, ``duration`` passed, or every source ended.
+        Publishes the periodic stats meanwhile."""
         deadline = None if duration is None else time.monotonic() + duration
+        interval = self.config.mqtt.stats_interval_s
+        next_stats = time.monotonic() + interval
         while not stop.is_set():
             if self.loop is not None and self.loop.finished:
                 break
@@ -100,6 +109,29 @@ class AgentService:
             if remaining <= 0:
                 break
             stop.wait(remaining)
+            if interval > 0 and time.monotonic() >= next_stats:
+                next_stats += interval
+                self.publish_stats()
+
+    def stats_document(self) -> dict[str, Any]:
+        """The periodic ``<prefix>/<device>/stats`` payload."""
+        s = self.summary()
+        pub = s.publisher
+        return {
+            "device": self.config.device_id,
+            "uptime_s": round(s.seconds, 1),
+            "inspected": s.inspected,
+            "verdicts": s.verdicts,
+            "escalations": s.escalations,
+            "prefilter_ms": {"p50": round(s.latency_p50_ms, 2), "p99": round(s.latency_p99_ms, 2)},
+            "cameras": {cam: dataclasses.asdict(st) for cam, st in s.cameras.items()},
+            "publisher": dataclasses.asdict(pub) if dataclasses.is_dataclass(pub) and not isinstance(pub, type)
+            else None,
+        }
+
+    def publish_stats(self) -> None:
+        if self._publisher is not None:
+            self._publisher.publish_stats(self.stats_document())
 
     def shutdown(self, timeout: float = 10.0) -> RunSummary:
         deadline = time.monotonic() + timeout
@@ -129,3 +161,18 @@ class AgentService:
             publisher=self._publisher.stats() if self._publisher else None,
             flushed=flushed,
         )
+
+
+def build_publisher(config: AgentConfig) -> ReliablePublisher:
+    """Outbox + MQTT connection from the config (reads the password file, builds TLS)."""
+    path = resolve_runtime_paths(config).outbox.path or pathlib.Path("outbox.sqlite")  # always filled in
+    outbox = Outbox(path, max_rows=config.outbox.max_rows, max_bytes=config.outbox.max_bytes,
+                    synchronous=config.outbox.synchronous)
+    config = resolve_runtime_paths(config)
+    try:
+        mqtt = MqttPublisher.from_config(config.mqtt, config.device_id)
+    except Exception:
+        outbox.close()
+        raise
+    return ReliablePublisher(outbox, mqtt, topic_prefix=config.mqtt.topic_prefix, inflight=config.outbox.inflight,
+                             stats_topic=stats_topic(config.mqtt.topic_prefix, config.device_id))

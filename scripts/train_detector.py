@@ -81,6 +81,10 @@ def main() -> int:
     ap.add_argument("--activation", choices=["relu", "silu"], default="relu")
     ap.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "train-detector")
     ap.add_argument("--models", type=pathlib.Path, default=REPO / "models")
+    ap.add_argument("--init", type=pathlib.Path, default=None,
+                    help="start from these weights (a best.pt of an earlier run) instead of random init; "
+                         "the earlier run's record.json is kept in the model card as stage 1")
+    ap.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics' auto)")
     args = ap.parse_args()
 
     from agent.capture.synthetic import DEFECT_CLASSES
@@ -100,14 +104,26 @@ def main() -> int:
 
     from ultralytics import YOLO  # the train extra
 
-    yaml_path = work / f"yolov8n-{args.activation}.yaml"
-    yaml_path.write_text(model_yaml(len(DEFECT_CLASSES), args.activation))
-    model = YOLO(str(yaml_path), task="detect")
+    previous = None
+    if args.init is not None:
+        init = args.init.resolve()
+        # copy the weights first: the work dir (possibly the one they came from) is rebuilt below
+        init_copy = work / "init.pt"
+        shutil.copyfile(init, init_copy)
+        record_file = init.parent.parent.parent / "record.json"
+        if record_file.exists():
+            previous = json.loads(record_file.read_text())
+        model = YOLO(str(init_copy), task="detect")
+    else:
+        yaml_path = work / f"yolov8n-{args.activation}.yaml"
+        yaml_path.write_text(model_yaml(len(DEFECT_CLASSES), args.activation))
+        model = YOLO(str(yaml_path), task="detect")
+    extra = {"lr0": args.lr0, "optimizer": "AdamW"} if args.lr0 is not None else {}
     t0 = time.time()
     model.train(
         data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-        deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=False,
-        project=str(work), name="run", exist_ok=True, verbose=False, patience=1000,
+        deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=args.init is not None,
+        project=str(work), name="run", exist_ok=True, verbose=False, patience=1000, **extra,
     )
     train_s = time.time() - t0
     best = work / "run" / "weights" / "best.pt"
@@ -143,6 +159,8 @@ def main() -> int:
         "batch": args.batch, "activation": args.activation, "train_seconds": round(train_s),
         "ultralytics": ultralytics.__version__, "torch": torch.__version__, "opset": opset,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "metrics": summary,
+        "init": "random" if args.init is None else "fine-tuned from the previous stage", "lr0": args.lr0,
+        "previous_stage": previous,
     }
     (work / "record.json").write_text(json.dumps(record, indent=2))
     write_card(args.models / f"{args.name}.md", record)
@@ -167,7 +185,7 @@ Finds four defect kinds on parts riding a conveyor belt: `scratch`, `hole`,
 | file | `models/{r['name']}.onnx` (FP32, opset {r['opset']}, input 1x3x{r['imgsz']}x{r['imgsz']}, output 1x{4 + r['nc']}x{(r['imgsz'] // 8) ** 2 + (r['imgsz'] // 16) ** 2 + (r['imgsz'] // 32) ** 2}) |
 | architecture | YOLOv8n from `yolov8n.yaml`, activation {r['activation']}, random init |
 | dataset | {r['train_images']} train / {r['val_images']} held-out val stills, 640x480, seed {r['seed']} (val uses seed {r['seed'] + 1}) |
-| training | {r['epochs']} epochs, imgsz {r['imgsz']}, batch {r['batch']}, seed {r['seed']}, CPU, {r['train_seconds']} s |
+| training | {stages(r)} |
 | tools | ultralytics {r['ultralytics']}, torch {r['torch']}, {r['machine']} |
 | date | {r['date']} |
 | licence | AGPL-3.0-or-later (trained with ultralytics) |
@@ -187,9 +205,34 @@ triage band and, later, to the VLM.
 ## Reproduce
 
     pip install -e '.[train]'
-    python scripts/train_detector.py --train {r['train_images']} --val {r['val_images']} \\
-        --epochs {r['epochs']} --imgsz {r['imgsz']} --seed {r['seed']} --activation {r['activation']}
+{reproduce(r)}
 """)
+
+
+def stages(r: dict) -> str:  # type: ignore[type-arg]
+    this = (f"{r['epochs']} epochs, imgsz {r['imgsz']}, batch {r['batch']}, seed {r['seed']}"
+            f"{'' if r.get('lr0') is None else ', lr0 ' + str(r['lr0'])}, CPU, {r['train_seconds']} s")
+    prev = r.get("previous_stage")
+    if not prev:
+        return this
+    return (f"stage 1: {stages(prev)} (val mAP50 {prev['metrics']['mAP50']:.3f}); "
+            f"stage 2, fine-tuned from stage 1: {this}")
+
+
+def reproduce(r: dict) -> str:  # type: ignore[type-arg]
+    prev = r.get("previous_stage")
+    lines = []
+    if prev:
+        lines.append(reproduce(prev) + "  # stage 1, into runs/train-detector")
+        lines.append("    mv runs/train-detector runs/stage1")
+    cmd = (f"    python scripts/train_detector.py --train {r['train_images']} --val {r['val_images']} "
+           f"--epochs {r['epochs']} --imgsz {r['imgsz']} --seed {r['seed']} --activation {r['activation']}")
+    if r.get("lr0") is not None:
+        cmd += f" --lr0 {r['lr0']}"
+    if prev:
+        cmd += " --init runs/stage1/run/weights/best.pt"
+    lines.append(cmd)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ from agent.triage.policy import triage
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No EDGE_AGENT_* variable from the developer's shell leaks into a test."""
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No EDGE_AGENT_* variable from the developer's shell leaks into a test, and each test
+    (and every process it starts) keeps its state (the outbox) in a fresh directory."""
     for name in list(os.environ):
-        if name.startswith("EDGE_AGENT_"):
+        if name.startswith("EDGE_AGENT_") or name in ("CREDENTIALS_DIRECTORY", "XDG_STATE_HOME"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="module")

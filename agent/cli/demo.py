@@ -12,11 +12,12 @@ import contextlib
 import pathlib
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import TextIO
 
-from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig
+from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, OutboxConfig
 from agent.pipeline import Inspection
 from agent.publish.local_broker import LocalMosquitto
 from agent.service import AgentService, RunSummary
@@ -79,12 +80,13 @@ def run_demo(
             out.write(format_inspection(ins, colour) + "\n")
             out.flush()
 
-    with _broker(broker, out) as url:
+    with _broker(broker, out) as url, tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
         config = AgentConfig(
             device_id="demo",
             cameras=[CameraConfig(id="conveyor1", source=f"synthetic://conveyor?seed={seed}&fps={fps:g}", fps=fps)],
             model=ModelConfig(path=model) if model else ModelConfig(),
-            mqtt=MqttConfig(url=url),
+            mqtt=MqttConfig(url=url, stats_interval_s=10),
+            outbox=OutboxConfig(path=pathlib.Path(state) / "outbox.sqlite"),
         )
         service = AgentService(config, on_inspection=on_inspection)
         service.start()
@@ -117,6 +119,7 @@ def render_summary(s: RunSummary, agreement: collections.Counter[tuple[str, str]
                      f"state {st.state}")
     if s.publisher is not None:
         p = s.publisher
-        lines.append(f"mqtt: published {p.published}, acknowledged {p.acked}, dropped {p.dropped}"
+        lines.append(f"mqtt: committed to the outbox {p.committed}, acknowledged by the broker {p.acked}, "
+                     f"evicted {p.evicted}, still pending {p.pending}"
                      + ("" if s.flushed else " (NOT all acknowledged before shutdown)"))
     return "\n".join(lines) + "\n"

@@ -116,7 +116,7 @@ def load_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None =
         problems += [_describe(error, lines, overrides) for error in exc.errors(include_url=False)]
     if problems:
         raise ConfigError(problems, source)
-    return config
+    return resolve_runtime_paths(config, os.environ if env is None else env)
 
 
 def check_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> list[str]:
@@ -154,12 +154,52 @@ def _read_file(path: pathlib.Path) -> tuple[dict[str, Any], dict[FieldPath, int]
         raise ConfigError([f"top level (line {loader.lines.get((), 1)}): expected a mapping of settings "
                            f"({allowed}), got {_kind(document)}"], str(path))
 
-    model = document.get("model")
-    if isinstance(model, dict) and isinstance(model.get("path"), str):
-        model_path = pathlib.Path(model["path"]).expanduser()
-        if not model_path.is_absolute():
-            model["path"] = str(path.resolve().parent / model_path)
+    for keys in _FILE_FIELDS:
+        _make_absolute(document, keys, path.resolve().parent)
     return document, loader.lines, loader.duplicates
+
+
+# file paths in the config that are relative to the config file's folder
+_FILE_FIELDS = (("model", "path"), ("outbox", "path"), ("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
+                ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"))
+
+
+def _make_absolute(document: dict[str, Any], keys: tuple[str, ...], base: pathlib.Path) -> None:
+    node: Any = document
+    for key in keys[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+        value = pathlib.Path(node[keys[-1]]).expanduser()
+        if not value.is_absolute():
+            node[keys[-1]] = str(base / value)
+
+
+def default_state_dir(env: Mapping[str, str]) -> pathlib.Path:
+    """Where the agent keeps its state: systemd's ``$STATE_DIRECTORY`` (the first, if several),
+    else ``$XDG_STATE_HOME/edge-agent``, else ``~/.local/state/edge-agent``."""
+    if env.get("STATE_DIRECTORY"):
+        return pathlib.Path(env["STATE_DIRECTORY"].split(":")[0])
+    if env.get("XDG_STATE_HOME"):
+        return pathlib.Path(env["XDG_STATE_HOME"]) / "edge-agent"
+    return pathlib.Path(env.get("HOME", str(pathlib.Path.home()))) / ".local" / "state" / "edge-agent"
+
+
+def resolve_runtime_paths(config: AgentConfig, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Fill in what depends on the service's environment: the outbox's default path and the
+    file behind a systemd credential (``$CREDENTIALS_DIRECTORY/<name>``)."""
+    env = os.environ if env is None else env
+    outbox, mqtt = config.outbox, config.mqtt
+    if outbox.path is None:
+        outbox = outbox.model_copy(update={"path": default_state_dir(env) / "outbox.sqlite"})
+    if mqtt.password_credential is not None:
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ConfigError([f"mqtt.password_credential: {mqtt.password_credential!r} names a systemd credential "
+                               "but $CREDENTIALS_DIRECTORY is not set; add LoadCredential="
+                               f"{mqtt.password_credential}:/path/to/secret to the unit, or use password_file"])
+        mqtt = mqtt.model_copy(update={"password_file": pathlib.Path(creds) / mqtt.password_credential,
+                                       "password_credential": None})
+    return config.model_copy(update={"outbox": outbox, "mqtt": mqtt})
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:

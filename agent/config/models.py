@@ -76,6 +76,21 @@ class ModelConfig(_Strict):
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
+class TlsConfig(_Strict):
+    """TLS for ``mqtts://``. Without ``ca_file`` the system's CAs are trusted."""
+
+    ca_file: pathlib.Path | None = None
+    cert_file: pathlib.Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    key_file: pathlib.Path | None = Field(default=None, description="client key (mutual TLS)")
+    verify_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        return self
+
+
 class MqttConfig(_Strict):
     url: str = "mqtt://127.0.0.1:1883"
     topic_prefix: str = "edge"
@@ -83,6 +98,24 @@ class MqttConfig(_Strict):
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     max_queued: Annotated[int, Field(ge=1)] = 10000
+    session_expiry_s: Annotated[int, Field(ge=0)] = 3600
+    username: str | None = None
+    password_file: pathlib.Path | None = Field(
+        default=None, description="file holding the password (first line); never put the password itself here")
+    password_credential: str | None = Field(
+        default=None, description="name of a systemd credential (LoadCredential=) holding the password")
+    tls: TlsConfig | None = None
+    stats_interval_s: Annotated[float, Field(ge=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _password_source(self) -> MqttConfig:
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("give password_file or password_credential, not both")
+        if (self.password_file or self.password_credential) and not self.username:
+            raise ValueError("a password needs a username")
+        if self.tls is not None and urllib.parse.urlsplit(self.url).scheme != "mqtts":
+            raise ValueError("tls settings are given but the url is not mqtts://")
+        return self
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -119,6 +152,19 @@ class MqttConfig(_Strict):
         return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
 
 
+class OutboxConfig(_Strict):
+    """The SQLite store-and-forward queue between inspection and MQTT."""
+
+    path: pathlib.Path | None = Field(
+        default=None, description="default: $STATE_DIRECTORY/outbox.sqlite under systemd, else "
+        "$XDG_STATE_HOME/edge-agent/outbox.sqlite or ~/.local/state/edge-agent/outbox.sqlite")
+    max_rows: Annotated[int, Field(ge=1)] = 100_000
+    max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    synchronous: Literal["normal", "full"] = Field(
+        default="normal", description="normal survives a crash of the agent; full also a power cut (slower)")
+    inflight: Annotated[int, Field(ge=1, le=1000)] = 64
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "warning"
     json_format: bool = Field(default=False, alias="json")
@@ -134,6 +180,7 @@ class AgentConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     triage: TriageConfig = Field(default_factory=TriageConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("device_id")

@@ -85,9 +85,11 @@ class PublisherStats:
     pending: int
     connected: bool
     last_error: str | None
+    connects: int = 0  # successful connections so far (a change means a reconnect happened)
 
 
-_Kind = Literal["event", "status"]
+_Kind = Literal["event", "status", "row"]
+AckListener = Callable[[str, bool], None]  # (tag, acknowledged) for publish_raw messages
 
 
 class MqttPublisher:
@@ -119,6 +121,7 @@ class MqttPublisher:
         self._dropped = 0
         self._last_error: str | None = None
         self._connected = False
+        self._connects = 0
         self._refusals = 0  # refusing CONNACKs so far
         self._refusals_reported = 0  # the ones wait_connected() has returned False for
         self._logged_errors: set[str] = set()  # errors logged since the last successful connect
@@ -126,6 +129,9 @@ class MqttPublisher:
         self._early_acks: dict[int, ReasonCode] = {}  # acks that beat publish() returning the mid
         self._started = False
         self._stopped = False
+        self._ack_listener: AckListener | None = None
+        self._status_extra: Callable[[], dict[str, Any]] | None = None
+        self._online_since: str | None = None
 
         if self._v5:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
@@ -134,7 +140,7 @@ class MqttPublisher:
                 CallbackAPIVersion.VERSION2,
                 client_id=self.client_id,
                 protocol=mqtt.MQTTv311,
-                clean_session=True,
+                clean_session=config.session_expiry_s == 0,
             )
         client.on_log = paho_log_to(_log.getChild("paho"))
         client.suppress_exceptions = True  # a bug in a callback is logged, not the end of the network thread
@@ -158,6 +164,21 @@ class MqttPublisher:
         client.on_publish = self._on_publish
         self._client = client
 
+    @classmethod
+    def from_config(cls, config: MqttConfig, device_id: str) -> MqttPublisher:
+        """Read the password file and build the TLS context the config names, with errors that
+        name the field; then make the publisher."""
+        password = None
+        if config.password_file is not None:
+            try:
+                password = config.password_file.read_text(encoding="utf-8").splitlines()[0]
+            except (OSError, IndexError, UnicodeDecodeError) as exc:
+                what = "is empty" if isinstance(exc, IndexError) else f"cannot be read ({exc})"
+                raise PublishError(f"mqtt.password_file {config.password_file} {what}; expected a file whose "
+                                   "first line is the broker password") from exc
+        return cls(config, device_id, username=config.username, password=password,
+                   tls_context=tls_context_for(config))
+
     # -- public API -------------------------------------------------------------------------
 
     @property
@@ -177,7 +198,14 @@ class MqttPublisher:
                 return
             self._started = True
         _log.info("connecting to MQTT broker %s:%d as %s", self._host, self._port, self.client_id)
-        self._client.connect_async(self._host, self._port, keepalive=self._config.keepalive_s)
+        if self._v5:
+            # clean start off, with a session the broker keeps for session_expiry_s across outages
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._config.session_expiry_s
+            self._client.connect_async(self._host, self._port, keepalive=self._config.keepalive_s,
+                                       clean_start=self._config.session_expiry_s == 0, properties=props)
+        else:
+            self._client.connect_async(self._host, self._port, keepalive=self._config.keepalive_s)
         rc = self._client.loop_start()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise PublishError(f"cannot start the MQTT network thread: {mqtt.error_string(rc)}")
@@ -244,6 +272,37 @@ class MqttPublisher:
         self._track(info.mid, "event", event.event_id)
         return info.mid
 
+    def set_ack_listener(self, listener: AckListener) -> None:
+        """``listener(tag, ok)`` is called on paho's thread when a :meth:`publish_raw` message is
+        settled: ok=True on PUBACK, False when the broker refused it. It must be quick."""
+        self._ack_listener = listener
+
+    def set_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
+        """Extra fields for the retained ``online`` status (e.g. outbox counters)."""
+        self._status_extra = provider
+
+    def publish_raw(self, topic: str, payload: bytes, tag: str) -> bool:
+        """Queue one QoS 1 message whose settlement goes to the ack listener with ``tag``.
+        False when paho's in-memory queue is full (nothing was queued; try again later)."""
+        info = self._client.publish(topic, payload, qos=1, retain=False,
+                                    properties=self._properties(PacketTypes.PUBLISH))
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return False
+        self._track(info.mid, "row", tag)
+        return True
+
+    def publish_stats(self, topic: str, doc: dict[str, Any]) -> None:
+        """Best effort (QoS 0, not stored anywhere): periodic counters for dashboards."""
+        self._client.publish(topic, json.dumps(doc, separators=(",", ":")), qos=0, retain=False,
+                             properties=self._properties(PacketTypes.PUBLISH))
+
+    def republish_status(self) -> None:
+        """Publish the retained ``online`` status again (its extra fields changed)."""
+        with self._lock:
+            connected = self._connected and not self._stopped
+        if connected:
+            self._publish_status(self._online_status())
+
     def flush(self, timeout: float) -> bool:
         """Wait until every published event is acknowledged (or dropped). False on timeout."""
         deadline = time.monotonic() + timeout
@@ -275,6 +334,9 @@ class MqttPublisher:
         self._client.disconnect()
         if started:
             self._client.loop_stop()
+            # paho closes its wake-up socket pair only in Client.__del__; close it now so a stopped
+            # publisher holds no sockets (and GC raises no ResourceWarning)
+            self._client._reset_sockets()  # noqa: SLF001
         with self._changed:
             self._connected = False
             self._changed.notify_all()
@@ -288,6 +350,7 @@ class MqttPublisher:
                 pending=self._published - self._acked - self._dropped,
                 connected=self._connected,
                 last_error=self._last_error,
+                connects=self._connects,
             )
 
     # -- paho callbacks (network thread) ----------------------------------------------------
@@ -315,12 +378,20 @@ class MqttPublisher:
             return
         with self._changed:
             self._connected = True
+            self._connects += 1
             self._refusals_reported = self._refusals
             self._logged_errors.clear()
             self._changed.notify_all()
         _log.info("connected to MQTT broker %s:%d as %s", self._host, self._port, self.client_id)
-        status = {"state": "online", "device": self._device, "since": _now(), "version": self._version}
-        self._publish_status(status)
+        self._online_since = _now()
+        self._publish_status(self._online_status())
+
+    def _online_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"state": "online", "device": self._device,
+                                  "since": self._online_since or _now(), "version": self._version}
+        if self._status_extra is not None:
+            status.update(self._status_extra())
+        return status
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         error = f"cannot connect to broker {self._host}:{self._port}"
@@ -387,9 +458,11 @@ class MqttPublisher:
             self._last_error = error
             if kind == "event":
                 self._dropped += 1
-            _log.warning("%s; it is dropped", error)
+            _log.warning("%s%s", error, "; it stays in the outbox" if kind == "row" else "; it is dropped")
         elif kind == "event":
             self._acked += 1
+        if kind == "row" and self._ack_listener is not None:
+            self._ack_listener(what, not reason_code.is_failure)
         self._changed.notify_all()
 
     def _wait_acked(self, mid: int, timeout: float) -> bool:
@@ -402,7 +475,7 @@ class MqttPublisher:
                 self._changed.wait(remaining)
             return True
 
-    def _publish_status(self, status: dict[str, str]) -> int | None:
+    def _publish_status(self, status: dict[str, Any]) -> int | None:
         info = self._client.publish(
             self._status_topic,
             json.dumps(status, separators=(",", ":")),
@@ -422,6 +495,27 @@ class MqttPublisher:
         props = Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
         props.ContentType = CONTENT_TYPE
         return props
+
+
+def tls_context_for(config: MqttConfig) -> ssl.SSLContext | None:
+    """The SSLContext for an ``mqtts://`` URL (None for plain ``mqtt://``)."""
+    if urllib.parse.urlsplit(config.url).scheme != "mqtts":
+        return None
+    tls = config.tls
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PublishError(f"mqtt.tls.ca_file {tls.ca_file if tls else None}: cannot load CA certificates "
+                           f"({exc}); expected a PEM file") from exc
+    if tls is not None and tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise PublishError(f"mqtt.tls.cert_file/key_file {tls.cert_file}, {tls.key_file}: cannot load the "
+                               f"client certificate ({exc}); expected PEM files that belong together") from exc
+    if tls is not None and not tls.verify_hostname:
+        ctx.check_hostname = False
+    return ctx
 
 
 def paho_log_to(logger: logging.Logger) -> Callable[[mqtt.Client, Any, int, str], None]:

@@ -87,9 +87,10 @@ def test_empty_file_means_defaults(tmp_path: pathlib.Path, text: str) -> None:
 
 
 def test_no_file_means_defaults() -> None:
-    config = load_config(None, env={})
-    assert config == AgentConfig()
+    config = load_config(None, env={"HOME": "/home/op"})
+    assert config.model_copy(update={"outbox": AgentConfig().outbox}) == AgentConfig()
     assert config.model.path == DEFAULT_MODEL
+    assert config.outbox.path == pathlib.Path("/home/op/.local/state/edge-agent/outbox.sqlite")
     assert check_config(None, env={}) == []
 
 
@@ -100,7 +101,7 @@ def test_no_file_means_defaults() -> None:
         (
             "device_id: a\ncolour: red\n",
             "colour (line 2): unknown key; expected one of: "
-            "device_id, cameras, model, triage, mqtt, logging",
+            "device_id, cameras, model, triage, mqtt, outbox, logging",
         ),
         # unknown nested key: names ModelConfig's fields
         (
@@ -238,7 +239,7 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: pathlib.Path, text: str
 def test_top_level_must_be_a_mapping(tmp_path: pathlib.Path, text: str, got: str) -> None:
     assert problems_of(write(tmp_path, text)) == [
         "top level (line 1): expected a mapping of settings "
-        f"(device_id, cameras, model, triage, mqtt, logging), got {got}"
+        f"(device_id, cameras, model, triage, mqtt, outbox, logging), got {got}"
     ]
 
 
@@ -331,7 +332,8 @@ def test_env_override_without_file_uses_default_cameras() -> None:
         # an unknown key from the environment
         ({"EDGE_AGENT_MQTT__HOST": "b"},
          "mqtt.host (environment EDGE_AGENT_MQTT__HOST): unknown key; expected one of: url, topic_prefix, "
-         "client_id, protocol, keepalive_s, max_queued"),
+         "client_id, protocol, keepalive_s, max_queued, session_expiry_s, username, password_file, "
+         "password_credential, tls, stats_interval_s"),
         # an index past the end of the file's list
         ({"EDGE_AGENT_CAMERAS__2__SOURCE": "x"},
          "cameras[2] (environment EDGE_AGENT_CAMERAS__2__SOURCE): index 2 is past the end of the list "

@@ -81,7 +81,7 @@ def test_every_event_arrives_once_valid_and_in_order_per_camera(
     finally:
         pub.stop()
     assert stats == PublisherStats(
-        published=n, acked=n, dropped=0, pending=0, connected=True, last_error=None
+        published=n, acked=n, dropped=0, pending=0, connected=True, last_error=None, connects=1
     )
     time.sleep(0.2)  # anything extra would have arrived by now
     assert len(sub.messages) == n

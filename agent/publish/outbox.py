@@ -1,0 +1,279 @@
+"""The SQLite outbox: every event is committed here before MQTT sees it.
+
+A row is deleted only when the broker acknowledged it (PUBACK), so a broker outage
+or a crash of the agent loses nothing that was committed. Rows are replayed oldest
+first. The store is bounded in rows and bytes; when full, the *oldest* rows are
+evicted, counted and logged (never silently).
+
+Redelivery bookkeeping: ``sent_high_water`` (kept in the database) is the highest
+row id ever handed to MQTT. After a restart, rows at or below it may already have
+reached the broker; sending them again is an at-least-once redelivery, and is
+counted as such (consumers dedupe on ``event_id``).
+
+Durability: WAL journal. ``synchronous=NORMAL`` (default) survives a crash or
+SIGKILL of the agent; ``FULL`` also survives a power cut, at the price of an fsync
+per commit (see ``scripts/bench_publish.py``).
+
+A file that is not a readable SQLite outbox is moved aside (``*.corrupt-<time>``)
+with an error in the log, and a new outbox is started: the agent keeps running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+from typing import Literal
+
+from agent.errors import OutboxError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    camera: str
+    topic: str
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxStats:
+    rows: int
+    bytes: int
+    appended: int  # since this process opened the outbox
+    deleted: int  # acknowledged and removed
+    evicted: int  # removed unsent because the outbox was full (lost on purpose, counted)
+    evicted_total: int  # over the outbox file's whole life
+    recovered: int  # rows found at open (left over from before a restart or outage)
+    corrupt_moved_to: str | None  # where a corrupt file was moved at open, if one was
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: pathlib.Path,
+        *,
+        max_rows: int = 100_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        synchronous: Literal["normal", "full"] = "normal",
+    ) -> None:
+        if max_rows < 1 or max_bytes < 1:
+            raise OutboxError(f"outbox bounds must be positive, got max_rows={max_rows} max_bytes={max_bytes}")
+        self.path = pathlib.Path(path)
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._synchronous = synchronous.upper()
+        self._lock = threading.Lock()
+        self._appended = self._deleted = self._evicted = 0
+        self._last_evict_log = 0.0
+        self._evicted_unlogged = 0
+        self.corrupt_moved_to: str | None = None
+        self._db = self._open()
+        rows, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
+        self._rows, self._bytes = int(rows), int(size)
+        self.recovered = self._rows
+        self._evicted_total = self._meta("evicted_total")
+        self.sent_high_water = self._meta("sent_high_water")
+        if self._rows:
+            log.info("outbox %s: %d event(s) left from before, to be sent first", self.path, self._rows)
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"outbox directory {directory} cannot be created ({exc.strerror}); set outbox.path "
+                              "to a writable place (under systemd: StateDirectory=edge-agent)") from exc
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise OutboxError(f"outbox directory {directory} is not writable by this user (uid {os.getuid()}); "
+                              "set outbox.path to a writable place (under systemd: StateDirectory=edge-agent)")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise OutboxError(f"outbox file {self.path} is not readable and writable by this user")
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            moved = self._move_aside(str(exc))
+            try:
+                return self._connect()
+            except sqlite3.Error as exc2:
+                raise OutboxError(f"outbox {self.path}: cannot start a new outbox after moving the corrupt one "
+                                  f"to {moved}: {exc2}") from exc2
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            db.executescript(_SCHEMA)
+            columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+            expected = ["id", "event_id", "camera", "topic", "payload", "created"]
+            if columns != expected:
+                raise sqlite3.DatabaseError(f"table 'events' has columns {columns}, expected {expected}")
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, reason: str) -> str:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = pathlib.Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, pathlib.Path(str(target) + suffix))
+        self.corrupt_moved_to = str(target)
+        log.error("outbox %s is not a usable outbox (%s); moved it to %s and started a new one. Events in the "
+                  "old file were not sent; inspect it with sqlite3.", self.path, reason, target)
+        return str(target)
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def append(self, event_id: str, camera: str, topic: str, payload: bytes) -> int:
+        """Commit one event; evict the oldest rows first if the bounds require it. Returns the row id."""
+        size = len(payload)
+        if size > self.max_bytes:
+            raise OutboxError(f"event {event_id} is {size} bytes, larger than outbox.max_bytes={self.max_bytes}")
+        with self._lock:
+            evicted = 0
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                while self._rows and (self._rows + 1 > self.max_rows or self._bytes + size > self.max_bytes):
+                    evicted += self._evict_oldest_locked(max(1, self._rows + 1 - self.max_rows))
+                cur = self._db.execute(
+                    "INSERT INTO events(event_id, camera, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
+                    (event_id, camera, topic, payload, time.time()))
+                if evicted:
+                    self._db.execute("INSERT INTO meta(key, value) VALUES ('evicted_total', ?) "
+                                     "ON CONFLICT(key) DO UPDATE SET value = value + ?", (evicted, evicted))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"outbox {self.path}: cannot store event {event_id}: {exc}") from exc
+            self._rows += 1
+            self._bytes += size
+            self._appended += 1
+            if evicted:
+                self._evicted += evicted
+                self._evicted_total += evicted
+                self._evicted_unlogged += evicted
+            row_id = int(cur.lastrowid or 0)
+        if evicted:
+            self._log_eviction()
+        return row_id
+
+    def _evict_oldest_locked(self, count: int) -> int:
+        rows = self._db.execute("SELECT id, LENGTH(payload) FROM events ORDER BY id LIMIT ?", (count,)).fetchall()
+        if not rows:
+            return 0
+        self._db.execute("DELETE FROM events WHERE id <= ?", (rows[-1][0],))
+        self._rows -= len(rows)
+        self._bytes -= sum(int(r[1]) for r in rows)
+        return len(rows)
+
+    def _log_eviction(self) -> None:
+        now = time.monotonic()
+        if now - self._last_evict_log < 10.0:
+            return
+        with self._lock:
+            n, self._evicted_unlogged = self._evicted_unlogged, 0
+            total = self._evicted_total
+        self._last_evict_log = now
+        log.warning("outbox full (max_rows=%d, max_bytes=%d): evicted the %d oldest unsent event(s) "
+                    "(%d in total)", self.max_rows, self.max_bytes, n, total)
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.debug("rollback after a failed outbox write failed too", exc_info=True)
+
+    # -- the forwarder's side -----------------------------------------------------------------
+
+    def next_rows(self, after_id: int, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` rows with id > ``after_id``, oldest first."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT id, event_id, camera, topic, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit))
+            return [OutboxRow(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in cur.fetchall()]
+
+    def mark_sent(self, up_to_id: int) -> None:
+        """Record that rows up to ``up_to_id`` were handed to MQTT (for redelivery counting)."""
+        if up_to_id <= self.sent_high_water:
+            return
+        with self._lock:
+            self._db.execute("INSERT INTO meta(key, value) VALUES ('sent_high_water', ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)", (up_to_id,))
+            self.sent_high_water = up_to_id
+
+    def delete(self, ids: list[int]) -> int:
+        """Remove acknowledged rows. Ids that were evicted meanwhile are ignored. Returns rows removed."""
+        if not ids:
+            return 0
+        with self._lock:
+            removed = 0
+            size = 0
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found = self._db.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE id IN ({marks})",
+                        chunk).fetchone()
+                    self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
+                    removed += int(found[0])
+                    size += int(found[1])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"outbox {self.path}: cannot delete acknowledged events: {exc}") from exc
+            self._rows -= removed
+            self._bytes -= size
+            self._deleted += removed
+            return removed
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            return OutboxStats(self._rows, self._bytes, self._appended, self._deleted, self._evicted,
+                               self._evicted_total, self.recovered, self.corrupt_moved_to)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                log.debug("WAL checkpoint at close failed", exc_info=True)
+            self._db.close()
