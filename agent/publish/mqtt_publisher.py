@@ -40,6 +40,7 @@ import datetime
 import importlib.metadata
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -148,8 +149,13 @@ class MqttPublisher:
         client.max_queued_messages_set(config.max_queued)
         if username is not None:
             client.username_pw_set(username, password)
+        self._tls_context: ssl.SSLContext | None = None
         if urllib.parse.urlsplit(config.url).scheme == "mqtts":
-            client.tls_set_context(tls_context or ssl.create_default_context())
+            self._tls_context = tls_context or ssl.create_default_context()
+            self._tls_context.sslsocket_class = _ClosingOnFailedHandshake
+            client.tls_set_context(self._tls_context)
+        self._last_diagnosis = -1e9
+        self._diagnosis = "unknown reason"
         will = {"state": "offline", "device": device_id, "reason": "connection lost"}
         client.will_set(
             self._status_topic,
@@ -394,14 +400,19 @@ class MqttPublisher:
         return status
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        error = f"cannot connect to broker {self._host}:{self._port}"
+        now = time.monotonic()
+        if now - self._last_diagnosis >= 60.0:  # paho swallows the OSError: find out why, now and then
+            self._last_diagnosis = now
+            self._diagnosis = diagnose_connection(self._host, self._port, self._tls_context,
+                                                  timeout=min(5.0, self._config.keepalive_s))
+        error = f"cannot connect to broker {self._host}:{self._port}: {self._diagnosis}"
         with self._changed:
             self._last_error = error
             first = error not in self._logged_errors
             self._logged_errors.add(error)
             self._changed.notify_all()
         if first:
-            _log.warning("%s; retrying (events are queued in memory meanwhile)", error)
+            _log.warning("%s; retrying (events wait in the outbox meanwhile)", error)
 
     def _on_disconnect(
         self,
@@ -416,6 +427,16 @@ class MqttPublisher:
             self._connected = False
             if was_connected and not stopping:
                 self._last_error = f"connection to {self._host}:{self._port} lost: {reason_code}"
+            elif not stopping and not (self._last_error or "").startswith(f"broker {self._host}"):
+                # closed before a CONNACK: e.g. a TLS broker that wants a client certificate
+                error = (f"cannot connect to broker {self._host}:{self._port}: it closed the connection before "
+                         f"accepting it ({reason_code})"
+                         + ("; if it requires client certificates, set mqtt.tls.cert_file and key_file"
+                            if self._tls_context is not None else ""))
+                self._last_error = error
+                if error not in self._logged_errors:
+                    self._logged_errors.add(error)
+                    _log.warning("%s; retrying", error)
             self._changed.notify_all()
         if was_connected and not stopping:
             _log.warning(
@@ -495,6 +516,40 @@ class MqttPublisher:
         props = Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
         props.ContentType = CONTENT_TYPE
         return props
+
+
+class _ClosingOnFailedHandshake(ssl.SSLSocket):
+    """paho does not close its TLS socket when the handshake fails (client.py, _ssl_wrap_socket):
+    with this class the socket closes itself, so a retry loop against a bad CA leaks nothing."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def diagnose_connection(host: str, port: int, tls: ssl.SSLContext | None, timeout: float) -> str:
+    """Why a connection to the broker fails, in words: the TCP error, or the TLS handshake error
+    (e.g. an unknown CA or a wrong host name), or "TCP and TLS work" (the MQTT layer failed)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if tls is None:
+        sock.close()
+        return "TCP works; the MQTT connection itself failed"
+    ssock = tls.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    try:
+        ssock.do_handshake()
+        return "TCP and TLS handshake work; the MQTT connection itself failed"
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the broker's certificate was not accepted ({exc.verify_message}); check mqtt.tls.ca_file"
+    except (ssl.SSLError, OSError) as exc:
+        return f"TLS handshake failed: {exc}"
+    finally:
+        ssock.close()
 
 
 def tls_context_for(config: MqttConfig) -> ssl.SSLContext | None:

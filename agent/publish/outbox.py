@@ -26,6 +26,7 @@ import logging
 import os
 import pathlib
 import sqlite3
+import tempfile
 import threading
 import time
 from typing import Literal
@@ -47,6 +48,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+class _Corrupt(Exception):
+    """The file is not a usable outbox (not SQLite, damaged, or another schema)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,41 +108,56 @@ class Outbox:
 
     def _open(self) -> sqlite3.Connection:
         directory = self.path.parent
+        hint = "set outbox.path to a writable place (under systemd: StateDirectory=edge-agent)"
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutboxError(f"outbox directory {directory} cannot be created ({exc.strerror}); set outbox.path "
-                              "to a writable place (under systemd: StateDirectory=edge-agent)") from exc
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise OutboxError(f"outbox directory {directory} is not writable by this user (uid {os.getuid()}); "
-                              "set outbox.path to a writable place (under systemd: StateDirectory=edge-agent)")
-        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
-            raise OutboxError(f"outbox file {self.path} is not readable and writable by this user")
+            raise OutboxError(f"outbox directory {directory} cannot be created ({exc.strerror}); {hint}") from exc
+        try:  # a real write, not os.access: root, read-only mounts and immutable folders differ
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            raise OutboxError(f"outbox directory {directory} is not writable by this user (uid {os.getuid()}: "
+                              f"{exc.strerror}); {hint}") from exc
+        if self.path.exists():
+            try:
+                with self.path.open("r+b"):
+                    pass
+            except OSError as exc:
+                raise OutboxError(f"outbox file {self.path} cannot be opened for writing ({exc.strerror}); "
+                                  f"{hint}") from exc
         try:
             return self._connect()
-        except sqlite3.DatabaseError as exc:
+        except _Corrupt as exc:
             moved = self._move_aside(str(exc))
             try:
                 return self._connect()
-            except sqlite3.Error as exc2:
+            except (sqlite3.Error, _Corrupt) as exc2:
                 raise OutboxError(f"outbox {self.path}: cannot start a new outbox after moving the corrupt one "
                                   f"to {moved}: {exc2}") from exc2
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path} cannot be opened: {exc}; {hint}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                if "not a database" in str(exc) or "malformed" in str(exc):
+                    raise _Corrupt(str(exc)) from exc
+                raise
             if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+                raise _Corrupt(f"integrity check failed: {check}")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.executescript(_SCHEMA)
             columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
             expected = ["id", "event_id", "camera", "topic", "payload", "created"]
             if columns != expected:
-                raise sqlite3.DatabaseError(f"table 'events' has columns {columns}, expected {expected}")
+                raise _Corrupt(f"table 'events' has columns {columns}, expected {expected}")
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        except sqlite3.DatabaseError:
+        except BaseException:
             db.close()
             raise
         return db

@@ -39,6 +39,7 @@ class ReliableStats:
     evicted: int  # rows evicted unsent because the outbox was full (this process)
     evicted_total: int  # over the outbox file's life
     redelivered: int  # rows sent again after a restart (may be duplicates downstream)
+    resent: int  # in flight at a disconnect, sent again by paho after the reconnect (may be duplicates)
     refused: int  # PUBACKs with a failure code (rows kept and retried)
     pending: int  # rows in the outbox now (unsent or unacknowledged)
     pending_bytes: int
@@ -88,7 +89,7 @@ class ReliablePublisher:
         self._new_rows = False
         self._connects_seen = 0
         self._held_since = 0.0
-        self._acked = self._refused = self._redelivered = 0
+        self._acked = self._refused = self._redelivered = self._resent = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._replay_limit = outbox.sent_high_water  # rows up to here were sent by an earlier process
@@ -154,7 +155,7 @@ class ReliablePublisher:
         with self._cv:
             return ReliableStats(
                 committed=o.appended, acked=self._acked, evicted=o.evicted, evicted_total=o.evicted_total,
-                redelivered=self._redelivered, refused=self._refused, pending=o.rows, pending_bytes=o.bytes,
+                redelivered=self._redelivered, resent=self._resent, refused=self._refused, pending=o.rows, pending_bytes=o.bytes,
                 inflight=len(self._inflight), connected=m.connected, last_error=m.last_error)
 
     # -- callbacks from paho's thread ------------------------------------------------------------
@@ -214,6 +215,8 @@ class ReliablePublisher:
             if m.connects != self._connects_seen:  # (re)connected since the last look
                 self._connects_seen = m.connects
                 self._held_back = set(self._inflight)  # paho resends these itself; let them settle first
+                if m.connects > 1:
+                    self._resent += len(self._held_back)
                 self._held_since = time.monotonic()
             if self._held_back and time.monotonic() - self._held_since > self._hold_timeout_s:
                 log.warning("%d event(s) resent after a reconnect were not acknowledged within %.0f s; "
