@@ -155,8 +155,8 @@ class ReliablePublisher:
         with self._cv:
             return ReliableStats(
                 committed=o.appended, acked=self._acked, evicted=o.evicted, evicted_total=o.evicted_total,
-                redelivered=self._redelivered, resent=self._resent, refused=self._refused, pending=o.rows, pending_bytes=o.bytes,
-                inflight=len(self._inflight), connected=m.connected, last_error=m.last_error)
+                redelivered=self._redelivered, resent=self._resent, refused=self._refused, pending=o.rows,
+                pending_bytes=o.bytes, inflight=len(self._inflight), connected=m.connected, last_error=m.last_error)
 
     # -- callbacks from paho's thread ------------------------------------------------------------
 
