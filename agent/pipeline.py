@@ -25,6 +25,7 @@ from agent.capture.frame import Frame
 from agent.config.models import AgentConfig, CameraConfig
 from agent.prefilter.detection import PrefilterResult
 from agent.publish.event import TagEvent, build_event
+from agent.publish.snapshot import SnapshotSender
 from agent.triage.policy import TriageDecision, triage
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,13 @@ class InferenceLoop:
         queues: Sequence[tuple[str, FrameQueue]],
         sink: EventSink,
         on_inspection: Callable[[Inspection], None] | None = None,
+        snapshots: SnapshotSender | None = None,
     ) -> None:
         self._inspector = inspector
         self._queues = list(queues)
         self._sink = sink
         self._on_inspection = on_inspection
+        self._snapshots = snapshots
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.counters = RunCounters()
@@ -149,6 +152,8 @@ class InferenceLoop:
         c.escalations[inspection.event.escalation.status] += 1
         c.latencies_ms.append(inspection.result.latency_ms)
         self._sink.publish_event(inspection.event)
+        if self._snapshots is not None:
+            self._snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision)
         self.last_progress = time.monotonic()
         if self._on_inspection is not None:
             self._on_inspection(inspection)

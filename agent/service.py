@@ -26,6 +26,7 @@ from agent.publish.event import TagEvent
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox
 from agent.publish.reliable import ReliablePublisher
+from agent.publish.snapshot import SnapshotSender
 from agent.publish.topics import stats_topic
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 class Publisher(Protocol):
     def start(self) -> None: ...
     def publish_stats(self, doc: dict[str, Any]) -> None: ...
+    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool: ...
     def wait_connected(self, timeout: float) -> bool: ...
     def publish_event(self, event: TagEvent) -> int: ...
     def flush(self, timeout: float) -> bool: ...
@@ -91,8 +93,9 @@ class AgentService:
         for g in self.grabbers:
             g.start()
         inspector = FrameInspector(self.config, self._prefilter)
+        snapshots = SnapshotSender(self.config.snapshots, self._publisher) if self.config.snapshots.enabled else None
         self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
-                                  self._on_inspection)
+                                  self._on_inspection, snapshots)
         self._started_at = time.monotonic()
         self.loop.start()
 

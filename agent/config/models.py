@@ -165,6 +165,19 @@ class OutboxConfig(_Strict):
     inflight: Annotated[int, Field(ge=1, le=1000)] = 64
 
 
+class SnapshotConfig(_Strict):
+    """Annotated JPEGs on ``<prefix>/<device>/<camera>/snapshot`` for chosen verdicts."""
+
+    enabled: bool = False
+    verdicts: list[Literal["pass", "defect", "uncertain"]] = Field(default_factory=lambda: ["defect", "uncertain"])  # type: ignore[arg-type]
+    max_width: Annotated[int, Field(ge=64, le=8192)] = 640
+    quality: Annotated[int, Field(ge=10, le=100)] = 80
+    max_bytes: Annotated[int, Field(ge=1024, le=10 * 1024 * 1024)] = 200_000
+    store_in_outbox: bool = Field(
+        default=False, description="keep snapshots through outages like events (they count against the "
+        "outbox bounds); by default a snapshot is sent only while connected")
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "warning"
     json_format: bool = Field(default=False, alias="json")
@@ -181,6 +194,7 @@ class AgentConfig(_Strict):
     triage: TriageConfig = Field(default_factory=TriageConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("device_id")

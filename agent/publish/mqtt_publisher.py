@@ -287,15 +287,34 @@ class MqttPublisher:
         """Extra fields for the retained ``online`` status (e.g. outbox counters)."""
         self._status_extra = provider
 
-    def publish_raw(self, topic: str, payload: bytes, tag: str) -> bool:
+    def publish_raw(self, topic: str, payload: bytes, tag: str, *, content_type: str = CONTENT_TYPE,
+                    event_id: str | None = None) -> bool:
         """Queue one QoS 1 message whose settlement goes to the ack listener with ``tag``.
         False when paho's in-memory queue is full (nothing was queued; try again later)."""
-        info = self._client.publish(topic, payload, qos=1, retain=False,
-                                    properties=self._properties(PacketTypes.PUBLISH))
+        props = self._properties(PacketTypes.PUBLISH)
+        if props is not None:
+            props.ContentType = content_type
+            if event_id is not None:
+                props.UserProperty = ("event_id", event_id)
+        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return False
         self._track(info.mid, "row", tag)
         return True
+
+    def publish_blob(self, topic: str, payload: bytes, content_type: str, event_id: str) -> bool:
+        """A QoS 1 side message (a snapshot) tied to an event by an ``event_id`` user property.
+        Only while connected (nothing piles up in memory); False when not sent."""
+        with self._lock:
+            if not self._connected or self._stopped:
+                return False
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = content_type
+            props.UserProperty = ("event_id", event_id)
+        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def publish_stats(self, topic: str, doc: dict[str, Any]) -> None:
         """Best effort (QoS 0, not stored anywhere): periodic counters for dashboards."""

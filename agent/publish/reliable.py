@@ -27,9 +27,11 @@ from typing import Any
 from agent.publish.event import TagEvent
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox, OutboxStats
-from agent.publish.topics import tags_topic
+from agent.publish.topics import snapshot_topic, tags_topic
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_SUFFIX = "/snapshot"  # outbox rows holding a snapshot carry "<event_id>/snapshot"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +117,17 @@ class ReliablePublisher:
             self._cv.notify_all()
         return row_id
 
+    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool:
+        """A snapshot: through the outbox when ``durable``, else sent only while connected."""
+        topic = snapshot_topic(self._prefix, self.mqtt.device_id, camera)
+        if not durable:
+            return self.mqtt.publish_blob(topic, jpeg, "image/jpeg", event_id)
+        self.outbox.append(event_id + SNAPSHOT_SUFFIX, camera, topic, jpeg)
+        with self._cv:
+            self._new_rows = True
+            self._cv.notify_all()
+        return True
+
     def publish_stats(self, doc: dict[str, Any]) -> None:
         """Periodic counters (best effort); the retained status is refreshed when evictions grew."""
         if self._stats_topic is not None:
@@ -192,7 +205,11 @@ class ReliablePublisher:
                             self._cv.wait(0.2)
                     continue
                 for row in batch:
-                    if not self.mqtt.publish_raw(row.topic, row.payload, str(row.id)):
+                    snapshot = row.event_id.endswith(SNAPSHOT_SUFFIX)
+                    if not self.mqtt.publish_raw(
+                            row.topic, row.payload, str(row.id),
+                            content_type="image/jpeg" if snapshot else "application/json",
+                            event_id=row.event_id.removesuffix(SNAPSHOT_SUFFIX) if snapshot else None):
                         with self._cv:
                             self._inflight.discard(row.id)
                             self._rewind(row.id - 1)  # paho's queue is full: send this one again later

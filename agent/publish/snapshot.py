@@ -1,0 +1,91 @@
+"""Snapshots: the inspected frame as a JPEG with the tags drawn on it.
+
+``render_snapshot`` is pure (image in, bytes out): boxes coloured by state
+(red = accepted, amber = uncertain), labels with confidence, scaled down to
+``max_width`` and re-encoded at lower quality until it fits ``max_bytes``.
+``SnapshotSender`` decides which inspections get one and hands the bytes to the
+publisher, counting what it skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from agent.config.models import SnapshotConfig
+from agent.triage.policy import TriageDecision
+
+log = logging.getLogger(__name__)
+
+_COLOURS = {"accepted": (40, 40, 230), "uncertain": (0, 190, 255)}  # BGR
+_QUALITY_STEPS = (0, 15, 30, 45)  # subtracted from the configured quality until the JPEG fits
+
+
+def render_snapshot(image: np.ndarray, decision: TriageDecision, *, max_width: int, quality: int,
+                    max_bytes: int) -> bytes | None:
+    """Annotated JPEG of ``image`` (BGR), at most ``max_width`` wide and ``max_bytes`` long;
+    None if even the lowest quality step is too large."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a BGR image of shape (H, W, 3), got {image.shape}")
+    scale = min(1.0, max_width / image.shape[1])
+    canvas = image.copy() if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale,
+                                                          interpolation=cv2.INTER_AREA)
+    thickness = max(1, round(2 * scale))
+    for tag in decision.tags:
+        d = tag.detection
+        x1, y1, x2, y2 = (int(round(v * scale)) for v in d.box)
+        colour = _COLOURS[tag.state]
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
+        text = f"{d.label} {d.confidence:.2f}{'?' if tag.state == 'uncertain' else ''}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        ty = max(th + base, y1)
+        cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw + 2, ty), colour, -1)
+        cv2.putText(canvas, text, (x1 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for step in _QUALITY_STEPS:
+        q = max(10, quality - step)
+        ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok and buf.size <= max_bytes:
+            return buf.tobytes()
+    return None
+
+
+class SnapshotSink(Protocol):
+    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool: ...
+
+
+@dataclasses.dataclass
+class SnapshotCounters:
+    sent: int = 0
+    too_large: int = 0
+    not_queued: int = 0
+
+
+class SnapshotSender:
+    """Per inspection: render and publish a snapshot if its verdict is one the config asks for."""
+
+    def __init__(self, config: SnapshotConfig, sink: SnapshotSink) -> None:
+        self.config = config
+        self._sink = sink
+        self.counters = SnapshotCounters()
+
+    def wants(self, verdict: str) -> bool:
+        return self.config.enabled and verdict in self.config.verdicts
+
+    def send(self, camera: str, event_id: str, image: np.ndarray, decision: TriageDecision) -> None:
+        if not self.wants(decision.verdict):
+            return
+        c = self.config
+        jpeg = render_snapshot(image, decision, max_width=c.max_width, quality=c.quality, max_bytes=c.max_bytes)
+        if jpeg is None:
+            self.counters.too_large += 1
+            log.warning("snapshot of event %s skipped: larger than snapshots.max_bytes=%d even at low quality "
+                        "(%d skipped so far)", event_id, c.max_bytes, self.counters.too_large)
+            return
+        if self._sink.publish_snapshot(camera, event_id, jpeg, c.store_in_outbox):
+            self.counters.sent += 1
+        else:
+            self.counters.not_queued += 1
