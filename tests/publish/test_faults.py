@@ -4,6 +4,7 @@ agent, an outage longer than the outbox bound, refused credentials, TLS trust.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -129,7 +130,9 @@ def test_outage_longer_than_the_bound_loses_exactly_the_evicted_events(
 
 
 def test_refused_credentials_give_a_clear_error_and_no_busy_loop(tmp_path: pathlib.Path,
-                                                                 event_factory: EventFactory) -> None:
+                                                                 event_factory: EventFactory,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # even paho's debug chatter must not contain the password
     passwords = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", "right-password"], check=True,
                    capture_output=True)
@@ -150,7 +153,9 @@ def test_refused_credentials_give_a_clear_error_and_no_busy_loop(tmp_path: pathl
             time.sleep(4)
             attempts = broker.log_text().count("New connection from 127.0.0.1")
             assert 2 <= attempts <= 6  # backoff 1 s, 2 s, 4 s...: no busy loop
-            assert "not-the-password" not in broker.log_text() and pub.stats().pending == 1  # kept
+            assert pub.stats().pending == 1  # the event is kept while refused
+            assert "not-the-password" not in broker.log_text() + caplog.text  # never logged
+            assert caplog.text.count("refused the connection") == 1  # logged once, not per retry
         finally:
             pub.stop(timeout=1)
         good = reliable(tmp_path / "o.sqlite", MqttConfig(url=broker.url, username="edge", password_file=right),
