@@ -74,6 +74,8 @@ class AgentService:
         self.grabbers: list[Grabber] = []
         self.loop: InferenceLoop | None = None
         self._started_at = 0.0
+        self._stats_stop = threading.Event()
+        self._stats_thread: threading.Thread | None = None
 
     @property
     def publisher(self) -> Publisher:
@@ -98,13 +100,13 @@ class AgentService:
                                   self._on_inspection, snapshots)
         self._started_at = time.monotonic()
         self.loop.start()
+        if self.config.mqtt.stats_interval_s > 0:
+            self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+            self._stats_thread.start()
 
     def wait(self, stop: threading.Event, duration: float | None = None) -> None:
-        """Block until ``stop`` is set, ``duration`` passed, or every source ended.
-        Publishes the periodic stats meanwhile."""
+        """Block until ``stop`` is set, ``duration`` passed, or every source ended."""
         deadline = None if duration is None else time.monotonic() + duration
-        interval = self.config.mqtt.stats_interval_s
-        next_stats = time.monotonic() + interval
         while not stop.is_set():
             if self.loop is not None and self.loop.finished:
                 break
@@ -112,9 +114,14 @@ class AgentService:
             if remaining <= 0:
                 break
             stop.wait(remaining)
-            if interval > 0 and time.monotonic() >= next_stats:
-                next_stats += interval
+
+    def _stats_loop(self) -> None:
+        interval = self.config.mqtt.stats_interval_s
+        while not self._stats_stop.wait(interval):
+            try:
                 self.publish_stats()
+            except Exception:  # noqa: BLE001  stats are best effort; inspection goes on
+                log.exception("publishing the periodic stats failed")
 
     def stats_document(self) -> dict[str, Any]:
         """The periodic ``<prefix>/<device>/stats`` payload."""
@@ -138,6 +145,9 @@ class AgentService:
 
     def shutdown(self, timeout: float = 10.0) -> RunSummary:
         deadline = time.monotonic() + timeout
+        self._stats_stop.set()
+        if self._stats_thread is not None:
+            self._stats_thread.join(1.0)
         for g in self.grabbers:
             g.stop(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
         if self.loop is not None:

@@ -154,3 +154,35 @@ def test_bad_camera_spec_fails_before_the_broker_is_contacted() -> None:
         service.start()
     with pytest.raises(RuntimeError, match="not started"):
         _ = service.publisher
+
+
+def test_periodic_stats_topic_reports_cameras_and_outbox(
+    mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector]
+) -> None:
+    stats = collector(mosquitto.url, "edge/box1/stats")
+    cfg = AgentConfig(device_id="box1", cameras=[CameraConfig(id="belt", source="synthetic://conveyor?fps=10")],
+                      mqtt=MqttConfig(url=mosquitto.url, stats_interval_s=0.5))
+    service = AgentService(cfg)
+    service.start()
+    try:
+        got = stats.wait_for(3, timeout=15)
+    finally:
+        service.shutdown()
+    assert len(got) == 3
+    last = json.loads(got[-1].payload)
+    assert last["device"] == "box1" and last["inspected"]["belt"] > 0
+    assert last["cameras"]["belt"]["state"] == "online"
+    assert {"committed", "acked", "evicted", "pending", "redelivered"} <= set(last["publisher"])
+    assert last["publisher"]["evicted"] == 0
+
+
+def test_mqtt_311_works_through_the_outbox(mosquitto: LocalMosquitto,
+                                           collector: Callable[..., MqttCollector]) -> None:
+    sub = collector(mosquitto.url, "edge/old-box/+/tags")
+    cfg = AgentConfig(device_id="old-box", cameras=[CameraConfig(id="belt", source="synthetic://conveyor?fps=0&frames=6")],
+                      mqtt=MqttConfig(url=mosquitto.url, protocol="3.1.1"))
+    service = AgentService(cfg)
+    run_to_end(service)
+    summary = service.shutdown()
+    assert [json.loads(m.payload)["sequence"] for m in sub.wait_for(6)] == [1, 2, 3, 4, 5, 6]
+    assert summary.flushed and summary.publisher.acked == 6
