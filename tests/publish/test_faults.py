@@ -295,3 +295,27 @@ def test_mutual_tls_needs_the_client_certificate(tmp_path: pathlib.Path, pki: di
             assert "cannot connect to broker" in (without.stats().last_error or "")
         finally:
             without.stop(timeout=1)
+
+
+def test_password_from_a_systemd_credential_end_to_end(tmp_path: pathlib.Path) -> None:
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", "s3cret-from-credential"], check=True,
+                   capture_output=True)
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret-from-credential\n")
+    config = tmp_path / "agent.yaml"
+    with LocalMosquitto(extra_config=["allow_anonymous false", f"password_file {passwords}"]) as broker:
+        config.write_text(f"device_id: cred-box\nmqtt: {{url: '{broker.url}', username: edge, "
+                          "password_credential: mqtt-password}\nlogging: {level: debug}\n"
+                          "cameras: [{id: belt, source: 'synthetic://conveyor?fps=0&frames=4'}]\n")
+        env = {**os.environ, "CREDENTIALS_DIRECTORY": str(creds)}
+        proc = subprocess.run([sys.executable, "-m", "agent.cli.main", "run", "--config", str(config)], env=env,
+                              capture_output=True, text=True, timeout=90, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        assert "inspected 4 frames" in proc.stderr
+        assert "s3cret-from-credential" not in proc.stderr + proc.stdout  # debug logs included
+        missing = subprocess.run([sys.executable, "-m", "agent.cli.main", "run", "--config", str(config)],
+                                 capture_output=True, text=True, timeout=60, cwd=REPO,
+                                 env={k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"})
+    assert missing.returncode == 2 and "$CREDENTIALS_DIRECTORY is not set" in missing.stderr
