@@ -154,9 +154,13 @@ class AgentService:
             self.loop.stop(timeout=max(0.1, deadline - time.monotonic()))
         flushed = True
         if self._publisher is not None:
-            flushed = self._publisher.flush(max(0.1, deadline - time.monotonic() - 1.0))
+            # while connected, give in-flight events time to be acknowledged; when the broker is away
+            # there is nothing to wait for: the events are safe in the outbox for the next start
+            connected = bool(getattr(self._publisher.stats(), "connected", True))
+            flushed = self._publisher.flush(max(0.1, deadline - time.monotonic() - 1.0) if connected else 0.0)
             if not flushed:
-                log.warning("shutdown: some events were not acknowledged by the broker before the timeout")
+                log.warning("shutdown: %s; unacknowledged events stay in the outbox and are sent after the next "
+                            "start", "timed out waiting for the broker" if connected else "the broker is away")
             self._publisher.stop(max(0.5, deadline - time.monotonic()))
         return self.summary(flushed)
 

@@ -319,3 +319,32 @@ def test_password_from_a_systemd_credential_end_to_end(tmp_path: pathlib.Path) -
                                  capture_output=True, text=True, timeout=60, cwd=REPO,
                                  env={k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"})
     assert missing.returncode == 2 and "$CREDENTIALS_DIRECTORY is not set" in missing.stderr
+
+
+def test_sigterm_while_the_broker_is_away_exits_promptly_and_keeps_the_events(tmp_path: pathlib.Path) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "agent.yaml"
+    with LocalMosquitto() as broker:
+        config.write_text(f"device_id: term-box\nmqtt: {{url: '{broker.url}'}}\n"
+                          "cameras: [{id: belt, source: 'synthetic://conveyor?seed=5&fps=15'}]\n")
+        agent = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", str(config)],
+                                 env={**os.environ, "STATE_DIRECTORY": str(state)}, stderr=subprocess.PIPE,
+                                 text=True, cwd=REPO)
+        try:
+            sub = MqttCollector(broker.port, "edge/term-box/+/tags").start()
+            assert sub.wait_for(3, timeout=30)
+            sub.close()
+            broker.stop()
+            time.sleep(1.0)  # events pile up in the outbox
+            t0 = time.monotonic()
+            agent.send_signal(signal.SIGTERM)
+            _, err = agent.communicate(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate(timeout=10)
+    assert agent.returncode == 0, err
+    assert took < 6, f"shutdown took {took:.1f} s with the broker away"
+    with sqlite3.connect(f"file:{state / 'outbox.sqlite'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] > 0  # kept for the next start
