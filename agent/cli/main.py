@@ -21,8 +21,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Camera-side inspection agent: prefilter, triage, VLM escalation, MQTT tags.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
 dataset_app = typer.Typer(no_args_is_help=True, help="Make and export datasets.")
+models_app = typer.Typer(no_args_is_help=True, help="Inspect and evaluate prefilter models.")
 app.add_typer(config_app, name="config")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(models_app, name="models")
 
 
 def _fail(exc: EdgeAgentError) -> typer.Exit:
@@ -153,6 +155,38 @@ def dataset_synth(
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     typer.echo(str(data_yaml))
+
+
+@models_app.command("info")
+def models_info(
+    model: Annotated[pathlib.Path, typer.Argument(help="ONNX model file")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Show a model's task, classes, input size, precision, opset, id and INT8 gate record."""
+    from agent.cli.models import show_info
+
+    try:
+        show_info(model, as_json)
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+
+
+@models_app.command("eval")
+def models_eval(
+    model: Annotated[pathlib.Path, typer.Argument(help="ONNX detector")],
+    data: Annotated[pathlib.Path, typer.Option(help="YOLO dataset: a data.yaml or a folder with images/ and labels/")],
+    split: Annotated[str, typer.Option(help="split to evaluate")] = "val",
+    out: Annotated[pathlib.Path | None, typer.Option(help="report folder (default: ./eval-<model stem>)")] = None,
+    conf: Annotated[float, typer.Option(help="keep predictions above this confidence (as ultralytics val)")] = 0.001,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold (as ultralytics val)")] = 0.7,
+) -> None:
+    """Run a detector over a labelled split: mAP50, mAP50-95, per-class P/R/F1, eval.json and report.html."""
+    from agent.cli.models import run_eval
+
+    try:
+        run_eval(model, data, split, out, conf, iou)
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
 
 
 def main() -> None:
