@@ -85,6 +85,7 @@ def main() -> int:
                     help="start from these weights (a best.pt of an earlier run) instead of random init; "
                          "the earlier run's record.json is kept in the model card as stage 1")
     ap.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics' auto)")
+    ap.add_argument("--close-mosaic", type=int, default=10, help="last epochs trained without mosaic augmentation")
     args = ap.parse_args()
 
     from agent.capture.synthetic import DEFECT_CLASSES
@@ -123,7 +124,8 @@ def main() -> int:
     model.train(
         data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
         deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=args.init is not None,
-        project=str(work), name="run", exist_ok=True, verbose=False, patience=1000, **extra,
+        project=str(work), name="run", exist_ok=True, verbose=False, patience=1000, close_mosaic=args.close_mosaic,
+        **extra,
     )
     train_s = time.time() - t0
     best = work / "run" / "weights" / "best.pt"
@@ -160,6 +162,7 @@ def main() -> int:
         "ultralytics": ultralytics.__version__, "torch": torch.__version__, "opset": opset,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "metrics": summary,
         "init": "random" if args.init is None else "fine-tuned from the previous stage", "lr0": args.lr0,
+        "close_mosaic": args.close_mosaic,
         "previous_stage": previous,
     }
     (work / "record.json").write_text(json.dumps(record, indent=2))
@@ -211,26 +214,37 @@ triage band and, later, to the VLM.
 
 def stages(r: dict) -> str:  # type: ignore[type-arg]
     this = (f"{r['epochs']} epochs, imgsz {r['imgsz']}, batch {r['batch']}, seed {r['seed']}"
-            f"{'' if r.get('lr0') is None else ', lr0 ' + str(r['lr0'])}, CPU, {r['train_seconds']} s")
+            f"{'' if r.get('lr0') is None else ', lr0 ' + str(r['lr0'])}"
+            f"{'' if r.get('close_mosaic', 10) == 10 else ', no mosaic in the last ' + str(r['close_mosaic'])}"
+            f", CPU, {r['train_seconds']} s")
     prev = r.get("previous_stage")
     if not prev:
         return this
-    return (f"stage 1: {stages(prev)} (val mAP50 {prev['metrics']['mAP50']:.3f}); "
-            f"stage 2, fine-tuned from stage 1: {this}")
+    n = _depth(r)
+    first = "stage 1: " if not prev.get("previous_stage") else ""
+    return (f"{first}{stages(prev)} (val mAP50 {prev['metrics']['mAP50']:.3f}); "
+            f"stage {n}, fine-tuned from stage {n - 1}: {this}")
+
+
+def _depth(r: dict) -> int:  # type: ignore[type-arg]
+    return 1 if not r.get("previous_stage") else 1 + _depth(r["previous_stage"])
 
 
 def reproduce(r: dict) -> str:  # type: ignore[type-arg]
     prev = r.get("previous_stage")
     lines = []
+    n = _depth(r)
     if prev:
-        lines.append(reproduce(prev) + "  # stage 1, into runs/train-detector")
-        lines.append("    mv runs/train-detector runs/stage1")
+        lines.append(reproduce(prev) + f"  # stage {n - 1}, into runs/train-detector")
+        lines.append(f"    mv runs/train-detector runs/stage{n - 1}")
     cmd = (f"    python scripts/train_detector.py --train {r['train_images']} --val {r['val_images']} "
            f"--epochs {r['epochs']} --imgsz {r['imgsz']} --seed {r['seed']} --activation {r['activation']}")
     if r.get("lr0") is not None:
         cmd += f" --lr0 {r['lr0']}"
+    if r.get("close_mosaic", 10) != 10:
+        cmd += f" --close-mosaic {r['close_mosaic']}"
     if prev:
-        cmd += " --init runs/stage1/run/weights/best.pt"
+        cmd += f" --init runs/stage{n - 1}/run/weights/best.pt"
     lines.append(cmd)
     return "\n".join(lines)
 
