@@ -68,7 +68,7 @@ def ultralytics_predictions(model: pathlib.Path, images: list[pathlib.Path]) -> 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=pathlib.Path, default=REPO / "models" / "conveyor-yolov8n.onnx")
-    ap.add_argument("--count", type=int, default=12)
+    ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--seed", type=int, default=2024)
     args = ap.parse_args()
     images = render_images(GOLDEN, args.count, args.seed)
