@@ -89,6 +89,8 @@ class ReliablePublisher:
         self._rewind_to: int | None = None  # a refused row: resend from here after a pause
         self._rewind_at = 0.0
         self._new_rows = False
+        self._blocked = False
+        self.forwarder_passes = 0  # loop iterations of the forwarder (a spinning forwarder shows here)
         self._connects_seen = 0
         self._held_since = 0.0
         self._acked = self._refused = self._redelivered = self._resent = 0
@@ -197,11 +199,14 @@ class ReliablePublisher:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                self.forwarder_passes += 1
                 self._delete_acked()
                 batch = self._rows_to_send()
                 if not batch:
                     with self._cv:
-                        if not (self._new_rows or self._acked_ids or self._stop.is_set()):
+                        # wait while blocked (disconnected, resends unsettled, window full) even if new rows
+                        # came in, or while there is nothing new: never spin (acks and commits wake us)
+                        if not self._stop.is_set() and not self._acked_ids and (self._blocked or not self._new_rows):
                             self._cv.wait(0.2)
                     continue
                 for row in batch:
@@ -241,13 +246,15 @@ class ReliablePublisher:
                 self._last_sent = min(self._last_sent, min(self._held_back) - 1)
                 self._inflight -= self._held_back
                 self._held_back = set()
-            if not m.connected or self._held_back:
+            self._blocked = not m.connected or bool(self._held_back)
+            if self._blocked:
                 return []
             if self._rewind_to is not None and time.monotonic() >= self._rewind_at and not self._inflight:
                 self._last_sent = min(self._last_sent, self._rewind_to)
                 self._rewind_to = None
             room = self._window - len(self._inflight)
             if room <= 0:
+                self._blocked = True
                 return []
             self._new_rows = False
             after = self._last_sent

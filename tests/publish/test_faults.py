@@ -348,3 +348,23 @@ def test_sigterm_while_the_broker_is_away_exits_promptly_and_keeps_the_events(tm
     assert took < 6, f"shutdown took {took:.1f} s with the broker away"
     with sqlite3.connect(f"file:{state / 'outbox.sqlite'}?mode=ro", uri=True) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] > 0  # kept for the next start
+
+
+def test_forwarder_waits_instead_of_spinning_while_the_broker_is_away(tmp_path: pathlib.Path,
+                                                                      event_factory: EventFactory) -> None:
+    with LocalMosquitto() as broker:
+        broker.stop()
+        pub = reliable(tmp_path / "o.sqlite", MqttConfig(url=broker.url), "spin-box")
+        try:
+            before = pub.forwarder_passes
+            t0 = time.monotonic()
+            for s in range(1, 201):  # new rows keep arriving while it cannot send
+                pub.publish_event(event_factory(device="spin-box", sequence=s))
+                time.sleep(0.005)
+            passes = pub.forwarder_passes - before
+            elapsed = time.monotonic() - t0
+        finally:
+            pub.stop(timeout=1)
+    # blocked, it sleeps up to 0.2 s per pass and wakes for each commit: at most one pass per commit plus
+    # five per second; a spinning forwarder makes tens of thousands
+    assert passes <= 200 + 5 * elapsed + 5, passes
