@@ -1,21 +1,34 @@
-"""Write a labelled YOLO-format dataset from the synthetic conveyor scene.
+"""Write labelled datasets from the synthetic conveyor scene.
 
-Layout (what ultralytics and ``edge-agent models eval`` read)::
+Detection (``write_synthetic_dataset``), the YOLO layout that ultralytics and
+``edge-agent models eval`` read::
 
     OUT/data.yaml
     OUT/images/{train,val}/000000.jpg
     OUT/labels/{train,val}/000000.txt   # "class cx cy w h", normalised 0..1
     OUT/truth/{train,val}/000000.json   # full ground truth incl. faintness
 
+Classification (``write_classify_dataset``), ultralytics' classify folder layout
+(one folder per class; every class gets a folder, empty or not)::
+
+    OUT/dataset.json                    # task, class names in model order, label rule, seed, counts
+    OUT/{train,val}/<class>/000000.jpg  # classes: pass, scratch, hole, stain, missing
+    OUT/truth/{train,val}.jsonl         # one line per image: file, label, full ground truth
+
+A frame's class is given by :func:`frame_label`: ``pass`` without a visible
+defect, else one defect class chosen by the label rule (see there).
+
 The train and val splits come from different random streams (seed and seed+1),
-so no picture appears in both.
+so no picture appears in both; the same seed renders the same pictures in both layouts.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -24,6 +37,14 @@ from agent.capture.synthetic import DEFAULT_SETTINGS, DEFECT_CLASSES, FrameTruth
 from agent.errors import DatasetError
 
 ProgressFn = Callable[[str, int, int], None]
+
+PASS_CLASS = "pass"
+CLASSIFY_NAMES: tuple[str, ...] = (PASS_CLASS, *DEFECT_CLASSES)
+"""Class names of the frame classifier, index = class id: ``pass``, then the defect classes."""
+SEVERITY: tuple[str, ...] = ("missing", "hole", "scratch", "stain")
+"""Defect classes, most severe first: material gone, a hole through, a scratch, a (cosmetic) stain."""
+LabelRule = Literal["severity", "area"]
+LABEL_RULES: tuple[str, ...] = get_args(LabelRule)
 
 
 def yolo_label_lines(truth: FrameTruth, width: int, height: int) -> list[str]:
@@ -78,3 +99,76 @@ def write_synthetic_dataset(
         f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
     )
     return data_yaml
+
+
+def frame_label(truth: FrameTruth, rule: LabelRule = "severity") -> str:
+    """The class of a whole frame: ``pass`` when no defect is visible, else
+
+    * ``severity`` (default): the most severe defect class present (order :data:`SEVERITY`), whatever
+      its size or faintness: what a line acts on first. About a quarter of the frames show two
+      defect types; this rule is a presence test a classifier can learn, and it is the label a line
+      engineer wants for such a frame.
+    * ``area``: the class whose boxes cover the largest total area (ties: the more severe class).
+    """
+    if not truth.defects:
+        return PASS_CLASS
+    if rule == "severity":
+        present = {d.label for d in truth.defects}
+        return next(c for c in SEVERITY if c in present)
+    if rule == "area":
+        areas: dict[str, float] = collections.defaultdict(float)
+        for d in truth.defects:
+            x1, y1, x2, y2 = d.box
+            areas[d.label] += (x2 - x1) * (y2 - y1)
+        return max(SEVERITY, key=lambda c: (areas.get(c, -1.0), -SEVERITY.index(c)))
+    raise DatasetError(f"label rule {rule!r}: expected one of {', '.join(LABEL_RULES)}")
+
+
+def write_classify_dataset(
+    out: pathlib.Path,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    settings: SceneSettings = DEFAULT_SETTINGS,
+    progress: ProgressFn | None = None,
+    rule: LabelRule = "severity",
+) -> pathlib.Path:
+    """Render ``n_train`` + ``n_val`` stills into ``out`` in the classify folder layout
+    (see the module docstring); returns ``out``. Deterministic for a seed."""
+    if n_train < 1 or n_val < 1:
+        raise DatasetError(f"dataset sizes must be at least 1, got train={n_train} val={n_val}")
+    if rule not in LABEL_RULES:
+        raise DatasetError(f"label rule {rule!r}: expected one of {', '.join(LABEL_RULES)}")
+    out = pathlib.Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(f"output folder {out} is not empty; choose a new folder or remove it")
+    counts: dict[str, dict[str, int]] = {}
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1)):
+        rng = np.random.default_rng(split_seed)
+        for name in CLASSIFY_NAMES:
+            (out / split / name).mkdir(parents=True, exist_ok=True)
+        per_class = dict.fromkeys(CLASSIFY_NAMES, 0)
+        lines = []
+        for i in range(count):
+            frame, truth = render_still(rng, settings)
+            label = frame_label(truth, rule)
+            rel = f"{split}/{label}/{i:06d}.jpg"
+            if not cv2.imwrite(str(out / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, 92]):
+                raise DatasetError(f"could not write image to {out / split / label}")
+            per_class[label] += 1
+            lines.append(json.dumps({
+                "file": rel, "label": label, "verdict": truth.verdict,
+                "defects": [{"label": d.label, "box": [round(v, 1) for v in d.box], "faint": d.faint,
+                             "strength": round(d.strength, 3)} for d in truth.defects],
+            }))
+            if progress is not None:
+                progress(split, i + 1, count)
+        (out / "truth" / f"{split}.jsonl").write_text("".join(x + "\n" for x in lines))
+        counts[split] = per_class
+    (out / "dataset.json").write_text(json.dumps({
+        "task": "classify", "names": list(CLASSIFY_NAMES), "label_rule": rule, "seed": seed,
+        "source": "synthetic conveyor (agent.capture.synthetic.render_still)",
+        "size": [settings.width, settings.height], "counts": counts,
+    }, indent=1) + "\n")
+    return out

@@ -180,8 +180,10 @@ def _shade(fraction: float) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.round(lo + (hi - lo) * f))  # type: ignore[return-value]
 
 
-def render_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str) -> np.ndarray:
-    """BGR image of a count matrix, rows truth, columns predicted; shade = share of the row."""
+def render_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str,
+                            background: bool = True) -> np.ndarray:
+    """BGR image of a count matrix, rows truth, columns predicted; shade = share of the row.
+    ``background``: the last label is the detector's background (its own cell is not counted)."""
     m = np.asarray(matrix, np.int64)
     n = len(labels)
     if m.shape != (n, n):
@@ -206,7 +208,7 @@ def render_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[st
             p1 = (x0 + j * c, y0 + i * c)
             p2 = (x0 + (j + 1) * c, y0 + (i + 1) * c)
             cx, cy = x0 + j * c + c / 2, y0 + i * c + c / 2
-            if i == n - 1 and j == n - 1:  # background vs background is not counted
+            if background and i == n - 1 and j == n - 1:  # background vs background is not counted
                 cv2.rectangle(img, p1, p2, (238, 238, 238), -1)
                 _put(img, "n/a", cx, cy, 0.4, _MUTED, align="center", valign="middle")
                 continue
@@ -223,7 +225,7 @@ def render_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[st
         cv2.line(img, (x0 + k * c, y0), (x0 + k * c, y0 + n * c), _WHITE, _SS)
     cv2.rectangle(img, (x0, y0), (x0 + n * c, y0 + n * c), (200, 200, 200), _SS)
     for i, name in enumerate(labels):
-        color = _MUTED if i == n - 1 else _INK
+        color = _MUTED if background and i == n - 1 else _INK
         _put(img, name, x0 - 8 * _SS, y0 + i * c + c / 2, 0.5, color, align="right", valign="middle")
         if col_label_vertical:
             tw = _text_width(name, 0.5)

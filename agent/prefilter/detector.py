@@ -24,12 +24,10 @@ from agent.prefilter.letterbox import (
     to_nchw_float,
 )
 from agent.prefilter.model_info import (
-    SIDECAR_HELP,
     ModelInfo,
     check_detector_layout,
     file_digest,
-    parse_metadata,
-    read_sidecar,
+    load_metadata,
 )
 from agent.prefilter.onnx_session import InferenceSessionLike, open_session
 from agent.prefilter.yolo_decode import decode_yolov8
@@ -89,29 +87,26 @@ class YoloDetector:
             for b, s, c in zip(boxes, raw.scores, raw.class_ids, strict=True)
         )
 
-    def detect(self, image: np.ndarray) -> PrefilterResult:
+    def infer(self, image: np.ndarray) -> PrefilterResult:
         t0 = time.perf_counter()
         tensor, plan = self.preprocess(image)
         output = self.forward(tensor)
         detections = self.postprocess(output, plan)
         return PrefilterResult(self.info.model_id, detections, (time.perf_counter() - t0) * 1000.0)
 
+    def detect(self, image: np.ndarray) -> PrefilterResult:
+        """The same as :meth:`infer` (the name every prefilter shares)."""
+        return self.infer(image)
+
 
 def describe_model(path: pathlib.Path, session: InferenceSessionLike, meta: dict[str, str]) -> ModelInfo:
     """Work out and check what the model is, from ONNX metadata or a sidecar."""
     where = f"model {path}"
-    parsed = parse_metadata(meta, where)
-    source = "onnx metadata"
-    if "names" not in parsed:
-        side = read_sidecar(path)
-        if side is None:
-            raise ModelError(f"{where}: no class names in the ONNX metadata and no sidecar {path.stem}.json; "
-                             f"expected an ultralytics export or {SIDECAR_HELP}")
-        parsed, source = side
-    task = parsed.get("task", "detect")
+    parsed, source = load_metadata(path, meta)
+    task = parsed["task"]
     if task != "detect":
-        raise ModelError(f"{where}: task is {task!r}; this version of the prefilter runs detectors "
-                         "(task 'detect', YOLOv8 output layout)")
+        raise ModelError(f"{where}: task is {task!r}; YoloDetector runs task 'detect' (YOLOv8 output layout); "
+                         "open any prefilter model with agent.prefilter.open_prefilter")
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"{where}: expected 1 input and 1 output (YOLOv8 export without NMS), got "

@@ -1,7 +1,31 @@
-"""What a prefilter model is: task, classes, input size. Read from the ONNX
-metadata that ultralytics writes (Python-repr strings, parsed with
-``ast.literal_eval``), or from a sidecar ``<model>.json`` next to the file for
-ONNX detectors from other tools. Pure logic apart from reading the sidecar.
+"""What a prefilter model is: task, classes, input size, input preparation. Read
+from the ONNX metadata (``metadata_props``; values are Python-repr strings,
+parsed with ``ast.literal_eval``, as ultralytics writes them), or, when the
+model has no class names there, from a sidecar ``<model>.json`` next to the file
+(a JSON object with the same keys, plain JSON values). Pure logic apart from
+reading the sidecar.
+
+Keys the prefilter reads (every other key, e.g. ultralytics' ``stride`` or
+``args``, is ignored):
+
+    task           "detect" (YOLOv8 output layout) or "classify"; default "detect"
+    names          class names: {0: 'pass', 1: 'scratch'} or ['pass', 'scratch']; required
+    imgsz          input [height, width] (or one int for a square); needed when the graph's input is dynamic
+
+Classifiers only (``task`` "classify"); the defaults are what an ultralytics
+``yolov8n-cls`` export does, so such a model runs without extra keys:
+
+    resize         how the frame is fitted into the input: "stretch", "letterbox" (grey bars, aspect kept)
+                   or "center-crop" (cover the input, keep the centre); default "center-crop"
+    interpolation  OpenCV resize filter: "linear" or "area" (better for shrinking); default "linear"
+    mean, std      per RGB channel, applied to values in 0..1: (v / 255 - mean) / std;
+                   default [0, 0, 0] and [1, 1, 1] (only / 255)
+    output         what output0 (batch, classes) holds: "probabilities" (softmax already applied)
+                   or "logits" (the prefilter applies the softmax); default "probabilities"
+
+The shipped ``models/conveyor-resnet-cls.onnx`` has ``task`` "classify", ``imgsz``
+[192, 256], ``resize`` "stretch", ``interpolation`` "area", ImageNet ``mean``/``std``
+and ``output`` "probabilities" (written by ``scripts/train_classifier.py``).
 """
 
 from __future__ import annotations
@@ -12,26 +36,48 @@ import hashlib
 import json
 import pathlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from agent.errors import ModelError, ModelLayoutError
+from agent.prefilter.classify_input import (
+    IDENTITY,
+    INTERPOLATIONS,
+    RESIZE_MODES,
+    Interpolation,
+    Normalisation,
+    ResizeMode,
+)
 from agent.prefilter.yolo_decode import expected_anchor_count
 
 SIDECAR_HELP = ('a sidecar file MODEL.json such as {"task": "detect", "names": ["scratch", "hole"], '
                 '"imgsz": [320, 320]}')
+TASKS = ("detect", "classify")
+OutputKind = Literal["probabilities", "logits"]
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierInput:
+    """How a classifier wants its frames prepared and what its output holds."""
+
+    resize: ResizeMode = "center-crop"
+    interpolation: Interpolation = "linear"
+    normalisation: Normalisation = IDENTITY
+    output: OutputKind = "probabilities"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     model_id: str  # "<file stem>@<first 12 hex of sha256>"
     path: pathlib.Path
-    task: str  # "detect" (this release runs detectors)
+    task: str  # "detect" | "classify"
     names: tuple[str, ...]
     input_w: int
     input_h: int
     input_name: str
     output_name: str
     metadata_source: str  # "onnx metadata" | "sidecar <file>"
+    classifier_input: ClassifierInput | None = None  # classifiers only
 
 
 def file_digest(path: pathlib.Path) -> str:
@@ -68,8 +114,61 @@ def parse_metadata(meta: Mapping[str, str], where: str) -> dict[str, Any]:
         imgsz = _literal(meta["imgsz"], "imgsz", where)
         if isinstance(imgsz, int):
             imgsz = [imgsz, imgsz]
+        if not isinstance(imgsz, list | tuple) or len(imgsz) != 2 or \
+                not all(isinstance(v, int) and v > 0 for v in imgsz):
+            raise ModelError(f"{where}: 'imgsz' must be [height, width] (or one int) of positive whole numbers, "
+                             f"got {meta['imgsz'][:80]!r}")
         out["imgsz"] = [int(v) for v in imgsz]
+    for key, allowed in (("resize", RESIZE_MODES), ("interpolation", INTERPOLATIONS), ("output", OUTPUT_KINDS)):
+        if key in meta:
+            value = meta[key].strip()
+            if value not in allowed:
+                raise ModelError(f"{where}: metadata key {key!r} is {value!r}; expected one of {', '.join(allowed)}")
+            out[key] = value
+    for key in ("mean", "std"):
+        if key in meta:
+            values = _literal(meta[key], key, where)
+            if not isinstance(values, list | tuple) or len(values) != 3 or \
+                    not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                raise ModelError(f"{where}: metadata key {key!r} must be 3 numbers (R, G, B, for values in 0..1), "
+                                 f"got {meta[key][:80]!r}")
+            if key == "std" and any(v <= 0 for v in values):
+                raise ModelError(f"{where}: metadata key 'std' must be 3 numbers above 0, got {meta[key][:80]!r}")
+            out[key] = tuple(float(v) for v in values)
     return out
+
+
+def classifier_input(parsed: Mapping[str, Any]) -> ClassifierInput:
+    """The classifier keys of parsed metadata, with ultralytics' ``-cls`` defaults for the missing ones."""
+    d = ClassifierInput()
+    return ClassifierInput(
+        resize=parsed.get("resize", d.resize),
+        interpolation=parsed.get("interpolation", d.interpolation),
+        normalisation=Normalisation(parsed.get("mean", d.normalisation.mean), parsed.get("std", d.normalisation.std)),
+        output=parsed.get("output", d.output),
+    )
+
+
+def load_metadata(path: pathlib.Path, meta: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """Parsed metadata of a model, and where it came from: the ONNX metadata when it names the
+    classes, else the sidecar ``<model>.json``. Checks the task."""
+    where = f"model {path}"
+    parsed = parse_metadata(meta, where)
+    source = "onnx metadata"
+    if "names" not in parsed:
+        side = read_sidecar(path)
+        if side is None:
+            raise ModelError(f"{where}: no class names in the ONNX metadata and no sidecar {path.stem}.json; "
+                             f"expected an ultralytics export or {SIDECAR_HELP}")
+        parsed, source = side
+        where = f"{where} ({source})"
+    task = parsed.setdefault("task", "detect")
+    if task not in TASKS:
+        raise ModelError(f"{where}: task is {task!r}; the prefilter runs {' and '.join(repr(t) for t in TASKS)} "
+                         "models (a YOLOv8 detector or an image classifier)")
+    if not parsed["names"]:
+        raise ModelError(f"{where}: 'names' is empty; expected at least one class name")
+    return parsed, source
 
 
 def read_sidecar(model_path: pathlib.Path) -> tuple[dict[str, Any], str] | None:
@@ -91,15 +190,7 @@ def check_detector_layout(
 ) -> tuple[int, int]:
     """Validate a YOLOv8 detector's input (B, 3, H, W) and output (B, 4+nc, N).
     Returns the input (width, height)."""
-    if len(input_shape) != 4 or input_shape[1] not in (3, "3"):
-        raise ModelLayoutError(f"{where}: expected an image input of shape (batch, 3, height, width), "
-                               f"got {input_shape}")
-    h, w = input_shape[2], input_shape[3]
-    if not isinstance(h, int) or not isinstance(w, int):
-        if imgsz is None:
-            raise ModelLayoutError(f"{where}: the input size is dynamic ({input_shape}) and no imgsz is given "
-                                   f"in the metadata; export with a fixed imgsz or add {SIDECAR_HELP}")
-        h, w = imgsz
+    w, h = _input_size(where, input_shape, imgsz)
     nc = len(names)
     expected_rows = 4 + nc
     if len(output_shape) != 3:
@@ -119,4 +210,44 @@ def check_detector_layout(
         raise ModelLayoutError(
             f"{where}: output has {anchors} anchors, a YOLOv8 head at {w}x{h} has "
             f"{expected_anchor_count(w, h)} (strides 8, 16, 32)")
+    return w, h
+
+
+def _input_size(where: str, input_shape: list[Any], imgsz: list[int] | None) -> tuple[int, int]:
+    """(width, height) of an image input (batch, 3, height, width); from ``imgsz`` where it is dynamic."""
+    if len(input_shape) != 4 or input_shape[1] not in (3, "3"):
+        raise ModelLayoutError(f"{where}: expected an image input of shape (batch, 3, height, width), "
+                               f"got {input_shape}")
+    h, w = input_shape[2], input_shape[3]
+    if not isinstance(h, int) or not isinstance(w, int):
+        if imgsz is None:
+            raise ModelLayoutError(f"{where}: the input size is dynamic ({input_shape}) and no imgsz is given "
+                                   f"in the metadata; export with a fixed imgsz or add {SIDECAR_HELP}")
+        h, w = imgsz
+    return w, h
+
+
+def check_classifier_layout(
+    where: str, names: tuple[str, ...], input_shape: list[Any], output_shape: list[Any], imgsz: list[int] | None
+) -> tuple[int, int]:
+    """Validate a classifier's input (B, 3, H, W) and output (B, nc), B being 1 or dynamic.
+    Returns the input (width, height)."""
+    w, h = _input_size(where, input_shape, imgsz)
+    if imgsz is not None and all(isinstance(v, int) for v in input_shape[2:]) and list(imgsz) != [h, w]:
+        raise ModelLayoutError(f"{where}: metadata imgsz {list(imgsz)} ([height, width]) disagrees with the input "
+                               f"shape {input_shape}; expected imgsz [{h}, {w}]")
+    if isinstance(input_shape[0], int) and input_shape[0] != 1:
+        raise ModelLayoutError(f"{where}: the input has a fixed batch of {input_shape[0]}; expected batch 1 "
+                               "or a dynamic batch (the prefilter sends one frame per call)")
+    nc = len(names)
+    if len(output_shape) != 2:
+        hint = ""
+        if len(output_shape) == 3:
+            hint = (" — this looks like a detector's output (batch, 4 + classes, anchors); a YOLOv8 detector "
+                    "needs task 'detect' in its metadata")
+        raise ModelLayoutError(f"{where}: expected a classification output of shape (batch, classes) = (1, {nc}) "
+                               f"for {nc} classes ({', '.join(names)}), got {output_shape}{hint}")
+    if isinstance(output_shape[1], int) and output_shape[1] != nc:
+        raise ModelLayoutError(f"{where}: the output has {output_shape[1]} class scores, but the metadata names "
+                               f"{nc} classes ({', '.join(names)}); expected one name per output")
     return w, h

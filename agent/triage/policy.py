@@ -1,6 +1,7 @@
-"""Triage: turn a frame's detections into a verdict. Pure logic, no I/O.
+"""Triage: turn a frame's prefilter result into a verdict. Pure logic, no I/O.
+:func:`decide` is the entry point; it dispatches on the result's task.
 
-For a detector, with a per-camera band ``reject <= accept``:
+For a detector (:func:`triage`), with a per-camera band ``reject <= accept``:
 
 * a detection with confidence >= ``accept`` is trusted (state ``accepted``);
 * one below ``reject`` is dropped;
@@ -9,16 +10,25 @@ For a detector, with a per-camera band ``reject <= accept``:
 The frame's verdict: ``defect`` if any detection is accepted (a defect is known,
 whatever else is unsure), else ``uncertain`` if any is uncertain, else ``pass``.
 Every class the shipped detector knows is a defect class.
+
+For a classifier (:func:`triage_classification`), with top-1 probability ``p1``
+and the runner-up's ``p2``: the frame is decided when ``p1 >= accept`` and
+``p1 - p2 >= margin`` (both inclusive): ``pass`` when the top class is
+``pass_label`` (no tags), else ``defect`` with one accepted tag, the top class
+(no box). Otherwise it is ``uncertain``, and every defect class with probability
+>= ``reject`` becomes an uncertain tag, best first (none when the model spreads
+its belief thinly; the frame is uncertain all the same). A one-class model has
+``p2 = 0``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from agent.config.models import TriageConfig
-from agent.prefilter.detection import Detection
+from agent.prefilter.detection import Detection, PrefilterResult
 
 Verdict = Literal["pass", "defect", "uncertain"]
 TagState = Literal["accepted", "uncertain"]
@@ -55,3 +65,30 @@ def triage(detections: Iterable[Detection], band: TriageConfig) -> TriageDecisio
     else:
         verdict = "pass"
     return TriageDecision(verdict=verdict, tags=tuple(kept))
+
+
+_MARGIN_SLACK = 1e-9  # so that 0.6 - 0.4 (0.19999999999999996 in floats) meets a margin of 0.2
+
+
+def triage_classification(probabilities: Sequence[tuple[str, float]], band: TriageConfig) -> TriageDecision:
+    """Verdict from a classifier's (class name, probability) pairs, in class-id order."""
+    if not probabilities:
+        raise ValueError("a classifier result needs at least one class probability, got none")
+    order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i][1])  # stable: ties -> lower id
+    best = order[0]
+    label, p1 = probabilities[best]
+    p2 = probabilities[order[1]][1] if len(order) > 1 else 0.0
+    if p1 >= band.accept and p1 - p2 >= band.margin - _MARGIN_SLACK:
+        if label == band.pass_label:
+            return TriageDecision(verdict="pass", tags=())
+        return TriageDecision(verdict="defect", tags=(TriagedTag(Detection(label, best, p1, None), "accepted"),))
+    tags = tuple(TriagedTag(Detection(probabilities[i][0], i, probabilities[i][1], None), "uncertain")
+                 for i in order if probabilities[i][0] != band.pass_label and probabilities[i][1] >= band.reject)
+    return TriageDecision(verdict="uncertain", tags=tags)
+
+
+def decide(result: PrefilterResult, band: TriageConfig) -> TriageDecision:
+    """The verdict for one frame's prefilter result, by the rule of its task."""
+    if result.task == "classify":
+        return triage_classification(result.probabilities, band)
+    return triage(result.detections, band)

@@ -1,4 +1,5 @@
-"""The synthetic YOLO dataset: layout, labels that match the ground truth, clear errors."""
+"""The synthetic datasets (YOLO detection and classify folders): layout, labels that match the ground
+truth, determinism, clear errors."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import cv2
 import pytest
 import yaml
 
-from agent.capture.synthetic import DEFECT_CLASSES
-from agent.dataset.synth import write_synthetic_dataset
+from agent.capture.synthetic import DEFECT_CLASSES, DefectTruth, FrameTruth
+from agent.dataset.synth import CLASSIFY_NAMES, frame_label, write_classify_dataset, write_synthetic_dataset
 from agent.errors import DatasetError
 
 
@@ -70,3 +71,79 @@ def test_cli_dataset_synth(tmp_path: pathlib.Path) -> None:
     again = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "d")],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "is not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+# -- the classification layout ------------------------------------------------------------------------------
+
+
+def _truth(*defects: tuple[str, float]) -> FrameTruth:
+    """Defects as (label, side of a square box in px)."""
+    return FrameTruth(parts=((0.0, 0.0, 200.0, 200.0),), defects=tuple(
+        DefectTruth(label, (10.0, 10.0, 10.0 + side, 10.0 + side), False, 0.8) for label, side in defects))
+
+
+@pytest.mark.parametrize(
+    ("defects", "severity", "area"),
+    [
+        ((), "pass", "pass"),  # nothing visible
+        ((("stain", 20),), "stain", "stain"),  # one defect: both rules agree
+        ((("stain", 30), ("hole", 10)), "hole", "stain"),  # a small hole beats a big stain on severity only
+        ((("scratch", 12), ("scratch", 12), ("missing", 15)), "missing", "scratch"),  # 288 px^2 of scratch vs 225
+        ((("hole", 10), ("scratch", 10)), "hole", "hole"),  # equal areas: the more severe class
+    ],
+)
+def test_frame_label_rules(defects, severity: str, area: str) -> None:
+    truth = _truth(*defects)
+    assert frame_label(truth) == severity == frame_label(truth, "severity")
+    assert frame_label(truth, "area") == area
+
+
+def test_classify_layout_truth_and_determinism(tmp_path: pathlib.Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    root = write_classify_dataset(tmp_path / "a", 8, 4, seed=3,
+                                  progress=lambda split, done, total: seen.append((split, done, total)))
+    assert seen[-1] == ("val", 4, 4) and seen[7] == ("train", 8, 8)
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["names"] == list(CLASSIFY_NAMES) == ["pass", *DEFECT_CLASSES]
+    assert info["task"] == "classify" and info["label_rule"] == "severity" and info["seed"] == 3
+    for split, n in (("train", 8), ("val", 4)):
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(CLASSIFY_NAMES)  # every class a folder
+        images = sorted((root / split).glob("*/*.jpg"))
+        assert len(images) == n == sum(info["counts"][split].values())
+        lines = [json.loads(x) for x in (root / "truth" / f"{split}.jsonl").read_text().splitlines()]
+        assert sorted(doc["file"] for doc in lines) == sorted(p.relative_to(root).as_posix() for p in images)
+        for doc in lines:
+            assert doc["file"].split("/")[1] == doc["label"]
+            assert (doc["label"] == "pass") == (not doc["defects"])
+    # same seed, same pictures and labels as the detection layout
+    write_synthetic_dataset(tmp_path / "d", 8, 4, seed=3)
+    again = write_classify_dataset(tmp_path / "b", 8, 4, seed=3)
+    for p in sorted(root.glob("*/*/*.jpg")):
+        assert (again / p.relative_to(root)).read_bytes() == p.read_bytes()
+        assert (tmp_path / "d/images" / p.parts[-3] / p.name).read_bytes() == p.read_bytes()
+
+
+def test_classify_writer_refuses_bad_input(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(DatasetError, match="at least 1"):
+        write_classify_dataset(tmp_path / "x", 0, 1)
+    with pytest.raises(DatasetError, match="label rule 'biggest': expected one of severity, area"):
+        write_classify_dataset(tmp_path / "x", 1, 1, rule="biggest")  # type: ignore[arg-type]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="is not empty"):
+        write_classify_dataset(tmp_path / "full", 1, 1)
+
+
+def test_cli_dataset_synth_classify(tmp_path: pathlib.Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "c"),
+                           "--task", "classify", "--train", "3", "--val", "2", "--label-rule", "area"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "c") and "val: 2/2" in proc.stderr
+    assert json.loads((tmp_path / "c/dataset.json").read_text())["label_rule"] == "area"
+    assert len(list((tmp_path / "c/val").glob("*/*.jpg"))) == 2
+    for args, message in ((["--task", "segment"], "--task 'segment': expected detect or classify"),
+                          (["--task", "classify", "--label-rule", "big"], "--label-rule 'big': expected one of")):
+        bad = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "e"), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

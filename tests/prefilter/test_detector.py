@@ -19,7 +19,7 @@ def test_detections_come_back_in_source_pixels(tmp_path):
     out = yolo_output([(16, 16, 8, 8, 1, 0.9), (5, 5, 4, 4, 0, 0.03)], nc=2, anchors=21)
     path = constant_output_model(tmp_path / "m.onnx", out, metadata=META)
     det = YoloDetector.from_file(path, ModelConfig(path=path, min_score=0.05))
-    result = det.detect(np.zeros((48, 64, 3), np.uint8))
+    result = det.infer(np.zeros((48, 64, 3), np.uint8))
     assert [(d.label, round(d.confidence, 3)) for d in result.detections] == [("hole", 0.9)]
     assert result.detections[0].box == pytest.approx((24, 16, 40, 32))
     assert result.model_id.startswith("m@") and len(result.model_id) == len("m@") + 12
@@ -32,7 +32,7 @@ def test_sidecar_supplies_names_when_metadata_has_none(tmp_path):
     (tmp_path / "plain.json").write_text('{"task": "detect", "names": ["dent"]}')
     det = YoloDetector.from_file(path)
     assert det.info.names == ("dent",) and det.info.metadata_source == "sidecar plain.json"
-    assert det.detect(np.zeros((32, 32, 3), np.uint8)).detections[0].label == "dent"
+    assert det.detect(np.zeros((32, 32, 3), np.uint8)).detections[0].label == "dent"  # the old name still works
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_wrong_layouts_are_refused_with_what_was_expected(tmp_path, output, meta
 def test_classifier_task_is_refused(tmp_path):
     path = constant_output_model(tmp_path / "cls.onnx", np.zeros((1, 2), np.float32),
                                  metadata={**META, "task": "classify"})
-    with pytest.raises(ModelError, match="task is 'classify'; this version of the prefilter runs detectors"):
+    with pytest.raises(ModelError, match="task is 'classify'; YoloDetector runs task 'detect'.*open_prefilter"):
         YoloDetector.from_file(path)
 
 

@@ -32,7 +32,7 @@ def our_predictions(conf: float, iou: float) -> dict[str, list[dict[str, object]
     for path in sorted(GOLDEN.glob("*.jpg")):
         image = cv2.imread(str(path))
         out[path.name] = [{"class_id": d.class_id, "confidence": d.confidence, "box": list(d.box)}
-                          for d in det.detect(image).detections]
+                          for d in det.infer(image).detections]
     return out
 
 
