@@ -11,19 +11,18 @@ import datetime
 import json
 import pathlib
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from agent.errors import EdgeAgentError, ModelError
+from agent.prefilter.gate_record import check_gate, gate_record_path, graph_precision, read_gate_record
 from agent.prefilter.model_info import file_digest, parse_metadata, read_sidecar
+from agent.prefilter.quantize import read_quantization_metadata
 
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
-
-
-def gate_record_path(model: pathlib.Path) -> pathlib.Path:
-    """``models/x.onnx`` -> ``models/x.gate.json``: where the INT8 gate records its verdict."""
-    return model.with_suffix(".gate.json")
+if TYPE_CHECKING:
+    from agent.prefilter.classifier import ImageClassifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +43,9 @@ class ModelSummary:
     gate_record: pathlib.Path | None
     gate: dict[str, Any] | None  # the gate record's content
     gate_error: str | None  # why the gate record could not be read
+    gate_state: str  # passed | failed | missing | stale | unreadable | not_int8 (agent.prefilter.gate_record)
+    gate_detail: str
+    quantization: dict[str, Any] | None  # what `models quantize` wrote into the metadata
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,8 @@ class ModelSummary:
             "opset": self.opset, "metadata_source": self.metadata_source, "producer": self.producer,
             "gate_record": None if self.gate_record is None else {
                 "path": str(self.gate_record), "content": self.gate, "error": self.gate_error},
+            "gate": {"state": self.gate_state, "detail": self.gate_detail},
+            "quantization": self.quantization,
         }
 
 
@@ -62,18 +66,6 @@ def _dims(value_info: Any) -> tuple[int | str, ...]:
     for d in value_info.type.tensor_type.shape.dim:
         dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?"))
     return tuple(dims)
-
-
-def _precision(model: Any) -> str:
-    import onnx
-
-    ops = {n.op_type for n in model.graph.node}
-    if ops & _INT8_OPS or any(op.startswith("QLinear") for op in ops):
-        return "int8"
-    half = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-    if any(t.data_type in half for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
 
 
 def inspect_model(path: pathlib.Path) -> ModelSummary:
@@ -118,23 +110,16 @@ def inspect_model(path: pathlib.Path) -> ModelSummary:
         producer = f"ultralytics {meta['version']}" + (f" ({producer})" if producer else "")
     digest = file_digest(path)
     gate_path = gate_record_path(path)
-    gate: dict[str, Any] | None = None
-    gate_error: str | None = None
-    if gate_path.exists():
-        try:
-            raw = json.loads(gate_path.read_text())
-            if isinstance(raw, dict):
-                gate = raw
-            else:
-                gate_error = "not a JSON object"
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            gate_error = f"unreadable: {exc}"
+    gate, gate_error = read_gate_record(path)
+    precision = graph_precision(model)
+    status = check_gate(path, digest, precision)
     return ModelSummary(
         path=path, model_id=f"{path.stem}@{digest[:12]}", sha256=digest, file_bytes=path.stat().st_size,
         task=str(parsed.get("task", "unknown")), names=tuple(parsed.get("names", ())), input_shape=input_shape,
-        input_size=size, output_shapes=tuple(_dims(o) for o in model.graph.output), precision=_precision(model),
+        input_size=size, output_shapes=tuple(_dims(o) for o in model.graph.output), precision=precision,
         opset=opset, metadata_source=source, producer=producer or "unknown",
         gate_record=gate_path if gate_path.exists() else None, gate=gate, gate_error=gate_error,
+        gate_state=status.state, gate_detail=status.detail, quantization=read_quantization_metadata(meta),
     )
 
 
@@ -180,8 +165,14 @@ def show_info(model: pathlib.Path, as_json: bool) -> None:
         ("metadata", s.metadata_source),
         ("producer", s.producer),
     ]
+    if s.quantization is not None:
+        q = s.quantization
+        rows.append(("quantized", f"{q.get('flavour')} flavour, {q.get('format')}, activations {q.get('activations')}, "
+                                  f"weights {q.get('weights')}, calibration {q.get('calibration')}"))
     for k, v in rows:
         typer.echo(f"{k + ':':<11} {v}")
+    if s.precision == "int8" or s.gate_record is not None:
+        typer.echo(f"{'gate:':<11} {s.gate_state} — {s.gate_detail}")
     if s.gate_record is None:
         typer.echo(f"gate record: none ({gate_record_path(s.path).name} does not exist)")
     elif s.gate is None:
@@ -200,15 +191,19 @@ def run_eval(model: pathlib.Path, data: pathlib.Path, split: str, out: pathlib.P
     from agent.config.models import ModelConfig
     from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
     from agent.evaluation.report import EvalContext, write_detection_report
-    from agent.prefilter.detector import YoloDetector
+    from agent.prefilter.classifier import ImageClassifier
+    from agent.prefilter.factory import open_prefilter
 
     if not 0.0 <= conf <= 1.0:
         raise EdgeAgentError(f"--conf {conf}: expected a confidence in 0..1 (ultralytics val uses 0.001)")
     if not 0.0 < iou <= 1.0:
         raise EdgeAgentError(f"--iou {iou}: expected an NMS IoU threshold in (0, 1] (ultralytics val uses 0.7)")
     max_det = 300
-    detector = YoloDetector.from_file(model, ModelConfig(path=model, min_score=conf, iou_threshold=iou,
-                                                         max_detections=max_det))
+    detector = open_prefilter(model, ModelConfig(path=model, min_score=conf, iou_threshold=iou,
+                                                 max_detections=max_det))
+    if isinstance(detector, ImageClassifier):  # --conf and --iou do not apply
+        run_classifier_eval(detector, model, data, split, out)
+        return
     info = detector.info
     dataset = read_yolo_dataset(data, split, names=info.names)
     for note in dataset.notes:
@@ -244,4 +239,69 @@ def run_eval(model: pathlib.Path, data: pathlib.Path, split: str, out: pathlib.P
                f"{metrics.images} images, P/R at confidence {metrics.confidence:.3f})")
     if not metrics.evaluated:
         typer.echo(f"note: split '{split}' has no labelled objects; the metrics are all 0", err=True)
+    typer.echo(f"report: {files.html}")
+
+
+def _progress(total: int) -> Callable[[int, int], None]:
+    tty = sys.stderr.isatty()
+    step = 1 if tty else max(1, total // 10)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % step == 0:
+            typer.echo(f"\reval: {done}/{total} images", nl=done == total or not tty, err=True)
+
+    return progress
+
+
+def run_classifier_eval(classifier: ImageClassifier, model: pathlib.Path, data: pathlib.Path, split: str,
+                        out: pathlib.Path | None) -> None:
+    """``models eval`` for a classifier: accuracy, macro F1, per-class P/R/F1, confusion matrix, and what the
+    default triage band makes of it; eval.json + report.html."""
+    import statistics
+
+    from agent.config.models import TriageConfig
+    from agent.evaluation.classify_dataset import (
+        ClassifiedImage,
+        evaluate_classifier,
+        read_classify_dataset,
+        triage_summary,
+    )
+    from agent.evaluation.classify_report import ClassifyEvalContext, write_classification_report
+    from agent.prefilter.detection import PrefilterResult
+
+    info = classifier.info
+    dataset = read_classify_dataset(data, split, names=info.names)
+    out_dir = out if out is not None else pathlib.Path(f"eval-{model.stem}")
+    seen: list[tuple[str, PrefilterResult]] = []
+
+    def keep(item: ClassifiedImage, result: PrefilterResult) -> None:
+        seen.append((dataset.names[item.class_id], result))
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    metrics = evaluate_classifier(classifier, dataset, _progress(len(dataset.images)), on_result=keep)
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    band = TriageConfig()
+    summary = triage_summary(seen, band)
+    prep = info.classifier_input
+    preprocessing: dict[str, Any] = {} if prep is None else {
+        "resize": prep.resize, "interpolation": prep.interpolation, "mean": list(prep.normalisation.mean),
+        "std": list(prep.normalisation.std), "output": prep.output}
+    latency = statistics.median(r.latency_ms for _, r in seen)
+    ctx = ClassifyEvalContext(model_id=info.model_id, model_path=model.resolve(), dataset=dataset.source.resolve(),
+                              split=split, started=started, finished=finished, input_size=(info.input_w, info.input_h),
+                              preprocessing=preprocessing, triage=summary, latency_p50_ms=latency)
+    files = write_classification_report(out_dir, metrics, ctx)
+    width = max(len("class"), *(len(n) for n in info.names))
+    typer.echo(f"{'class':<{width}}  frames  predicted  precision  recall     F1")
+    for c in metrics.classes:
+        typer.echo(f"{c.name:<{width}}  {c.support:>6}  {c.predicted:>9}  {c.precision:>9.3f}  {c.recall:>6.3f}  "
+                   f"{c.f1:>5.3f}")
+    typer.echo(f"{'all':<{width}}  {metrics.samples:>6}  {metrics.samples:>9}  {metrics.macro_precision:>9.3f}  "
+               f"{metrics.macro_recall:>6.3f}  {metrics.macro_f1:>5.3f}")
+    typer.echo(f"accuracy {metrics.accuracy:.3f}  macro F1 {metrics.macro_f1:.3f}  (model {info.model_id}, "
+               f"{metrics.samples} images, {latency:.1f} ms per frame p50)")
+    acc = "-" if summary.decided_accuracy is None else f"{summary.decided_accuracy:.3f}"
+    typer.echo(f"triage at accept {band.accept:g}, margin {band.margin:g}: {summary.decided}/{summary.frames} decided "
+               f"({100 * summary.coverage:.1f}%), {acc} of them right, {summary.defects_passed} defect frames passed; "
+               f"{summary.uncertain} uncertain")
     typer.echo(f"report: {files.html}")

@@ -291,15 +291,17 @@ def read_yolo_dataset(data: pathlib.Path, split: str = "val", names: Sequence[st
 
 
 class DetectorLike(Protocol):
-    def detect(self, image: np.ndarray) -> PrefilterResult: ...
+    def infer(self, image: np.ndarray) -> PrefilterResult: ...
 
 
 ProgressFn = Callable[[int, int], None]
 
 
 def evaluate_detector(detector: DetectorLike, dataset: YoloDataset, names: Sequence[str],
-                      progress: ProgressFn | None = None) -> DetectionMetrics:
-    """Run ``detector`` on every image of ``dataset`` and compute the metrics."""
+                      progress: ProgressFn | None = None,
+                      on_result: Callable[[LabelledImage, PrefilterResult], None] | None = None) -> DetectionMetrics:
+    """Run ``detector`` on every image of ``dataset`` and compute the metrics.
+    ``on_result`` sees every image's result (the quantization gate compares verdicts with it)."""
     evaluator = DetectionEvaluator(names)
     total = len(dataset.images)
     for i, item in enumerate(dataset.images, start=1):
@@ -310,7 +312,9 @@ def evaluate_detector(detector: DetectorLike, dataset: YoloDataset, names: Seque
         boxes = item.boxes
         if (w, h) != (item.width, item.height):  # EXIF rotation applied on decode: labels follow the decoded image
             boxes = boxes / np.array([item.width, item.height] * 2) * np.array([w, h, w, h], np.float64)
-        result = detector.detect(image)
+        result = detector.infer(image)
+        if on_result is not None:
+            on_result(item, result)
         dets = result.detections
         evaluator.add_image(
             item.classes, boxes,

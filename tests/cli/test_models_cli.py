@@ -88,8 +88,9 @@ def test_info_on_the_shipped_model() -> None:
         # a file that is not ONNX
         (["info", "{tmp}/junk.onnx"], "junk.onnx is not an ONNX model"),
         (["eval", "{tmp}/junk.onnx", "--data", "{ds}"], "could not be loaded by onnxruntime"),
-        # a classifier: eval runs detectors only
-        (["eval", "{tmp}/cls.onnx", "--data", "{ds}"], "task is 'classify'"),
+        # a classifier against a YOLO detection dataset
+        (["eval", "{tmp}/cls.onnx", "--data", "{ds}"], "is a YOLO detection dataset (images/, labels/); a classifier "
+                                                        "needs a classify dataset folder"),
         # dataset problems
         (["eval", "{model}", "--data", "{tmp}/nowhere"], "nowhere does not exist; expected a data.yaml"),
         (["eval", "{model}", "--data", "{ds}", "--split", "test"], "no 'test' split; it has train, val"),
@@ -159,3 +160,40 @@ def test_precision_from_the_graph(tmp_path: pathlib.Path) -> None:
     assert s.precision == "fp16" and s.opset == 17 and s.input_size == (8, 8)
     # no metadata and no sidecar: the task is not guessed
     assert s.task == "unknown" and s.names == () and s.metadata_source == "none"
+
+
+# -- classifiers ----------------------------------------------------------------------------------------------
+
+SHIPPED_CLASSIFIER = DEFAULT_MODEL.parent / "conveyor-resnet-cls.onnx"
+
+
+def test_eval_of_the_shipped_classifier(tmp_path: pathlib.Path) -> None:
+    from agent.dataset.synth import write_classify_dataset
+
+    data = write_classify_dataset(tmp_path / "cls", 2, 12, seed=21)
+    out = tmp_path / "report"
+    proc = edge_agent("models", "eval", str(SHIPPED_CLASSIFIER), "--data", str(data), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "eval: 12/12 images" in proc.stderr
+    assert re.search(r"^accuracy \d\.\d{3}  macro F1 \d\.\d{3}", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^triage at accept 0.6, margin 0.2: \d+/12 decided", proc.stdout, re.M), proc.stdout
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["schema"] == "edge-agent/eval-classification/1" and doc["dataset"]["images"] == 12
+    assert doc["model"]["preprocessing"]["resize"] == "stretch" and doc["model"]["input_size"] == [256, 192]
+    assert doc["metrics"]["accuracy"] >= 0.5  # 12 frames: a loose floor; the model card has the real number
+    assert sum(map(sum, doc["confusion_matrix"]["matrix"])) == 12
+    for name in ("confusion_matrix.png", "per_class.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+    # the classify dataset is no YOLO dataset: the detector says so
+    assert_fails_cleanly(edge_agent("models", "eval", str(DEFAULT_MODEL), "--data", str(data)),
+                         "no images/val/ folder and no data.yaml")
+
+
+def test_info_on_the_shipped_classifier() -> None:
+    proc = edge_agent("models", "info", str(SHIPPED_CLASSIFIER))
+    assert proc.returncode == 0, proc.stderr
+    assert "task:       classify" in proc.stdout and "classes:    5: pass, scratch, hole, stain, missing" in proc.stdout
+    assert "input:      256x192" in proc.stdout and "precision:  fp32" in proc.stdout
+    doc = json.loads(edge_agent("models", "info", str(SHIPPED_CLASSIFIER), "--json").stdout)
+    assert doc["output_shapes"] == [[1, 5]] and doc["opset"] >= 17

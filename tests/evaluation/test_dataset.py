@@ -143,7 +143,7 @@ class FakeDetector:
         self.truth = truth
         self.seen: list[tuple[int, int]] = []
 
-    def detect(self, image: np.ndarray) -> PrefilterResult:
+    def infer(self, image: np.ndarray) -> PrefilterResult:
         self.seen.append(image.shape[:2])
         key = str(len(self.seen) - 1)
         dets = [Detection(NAMES[c], c, 0.9, box) for c, box in self.truth.get(key, [])]

@@ -1,0 +1,127 @@
+"""``edge-agent models quantize`` as a user runs it: the gate lets a good INT8 model through with its
+record and card, refuses a broken one, and names every bad input."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from agent.config.models import DEFAULT_MODEL
+from agent.dataset.synth import write_synthetic_dataset
+from agent.prefilter.model_info import file_digest
+from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
+from tests.prefilter.onnx_builders import constant_output_model
+
+
+@pytest.fixture(scope="module")
+def val_set(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("val") / "ds"
+    write_synthetic_dataset(root, 1, 20, seed=7)
+    return root
+
+
+@pytest.fixture
+def model_copy(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The shipped FP32 model and its card, in a folder the test may write to."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copyfile(DEFAULT_MODEL, folder / DEFAULT_MODEL.name)
+    shutil.copyfile(DEFAULT_MODEL.with_suffix(".md"), folder / (DEFAULT_MODEL.stem + ".md"))
+    return folder / DEFAULT_MODEL.name
+
+
+def _quantize(model: pathlib.Path, val: pathlib.Path, *extra: str) -> tuple[int, str, str]:
+    proc = edge_agent("models", "quantize", str(model), "--calib", "synthetic", "--calib-count", "8",
+                      "--val", str(val), "--flavour", "cpu", *extra, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_the_gate_refuses_a_broken_quantization(model_copy: pathlib.Path, val_set: pathlib.Path) -> None:
+    # --break-decode quantizes the head's final concat too: pixel boxes and 0..1 scores share one INT8 scale
+    code, _out, err = _quantize(model_copy, val_set, "--break-decode")
+    assert code == 1
+    assert "calibrate cpu: 8/8" in err and "evaluate FP32: 20/20" in err and "evaluate INT8 cpu: 20/20" in err
+    refusal = next(line for line in err.splitlines() if line.startswith("REFUSED cpu"))
+    assert "points below FP32" in refusal and "at most 1.00 points are allowed" in refusal
+    assert f"Nothing written to {model_copy.parent / 'conveyor-yolov8n.int8.onnx'}" in refusal
+    assert sorted(p.name for p in model_copy.parent.iterdir()) == ["conveyor-yolov8n.md", "conveyor-yolov8n.onnx"]
+    assert "int8-gate" not in (model_copy.parent / "conveyor-yolov8n.md").read_text()
+
+
+def test_a_passing_model_gets_its_gate_record_and_card_section(
+        model_copy: pathlib.Path, val_set: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    out_dir = tmp_path / "int8"
+    code, out, err = _quantize(model_copy, val_set, "--out-dir", str(out_dir), "--max-drop", "5",
+                               "--max-verdict-changes", "20")
+    assert code == 0, err
+    int8 = out_dir / "conveyor-yolov8n.int8.onnx"
+    assert f"passed cpu: {int8}" in out
+    record = json.loads((out_dir / "conveyor-yolov8n.int8.gate.json").read_text())
+    assert record["schema"] == "edge-agent/int8-gate/v1" and record["gate"]["passed"] is True
+    assert record["model"]["sha256"] == file_digest(int8)
+    assert record["source_model"]["sha256"] == file_digest(model_copy)
+    assert record["validation"]["images"] == 20 and record["calibration"]["frames"] == 8
+    assert set(record["per_class"]["classes"]) == {"scratch", "hole", "stain", "missing"}
+    card = (model_copy.parent / "conveyor-yolov8n.md").read_text()
+    assert "## INT8 (accuracy-gated)" in card and "`conveyor-yolov8n.int8.onnx`" in card
+    assert card.startswith("# conveyor-yolov8n")  # the card's own text is kept
+
+    info = edge_agent("models", "info", str(int8))
+    assert info.returncode == 0, info.stderr
+    assert "precision:  int8" in info.stdout and "quantized:  cpu flavour, QDQ" in info.stdout
+    assert "gate:       passed" in info.stdout
+    changed = onnx.load(str(int8))  # the file changes after the gate ran
+    changed.metadata_props.append(onnx.StringStringEntryProto(key="note", value="edited"))
+    onnx.save(changed, str(int8))
+    assert "gate:       stale" in edge_agent("models", "info", str(int8)).stdout
+
+
+def test_bad_model_files(tmp_path: pathlib.Path, val_set: pathlib.Path) -> None:
+    text = tmp_path / "notes.onnx"
+    text.write_text("hello")
+    assert_fails_cleanly(edge_agent("models", "quantize", str(text), "--calib", "synthetic", "--val", str(val_set)),
+                         "is not an ONNX model")
+    bare = constant_output_model(tmp_path / "bare.onnx", np.zeros((1, 8, 2100), np.float32),
+                                 input_shape=(1, 3, 320, 320))
+    assert_fails_cleanly(edge_agent("models", "quantize", str(bare), "--calib", "synthetic", "--val", str(val_set)),
+                         "no class names in the ONNX metadata")
+
+
+def _frames(folder: pathlib.Path, *images: np.ndarray, suffix: str = ".png") -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:03d}{suffix}"), image)
+    return folder
+
+
+def test_bad_calibration_folders(tmp_path: pathlib.Path, val_set: pathlib.Path) -> None:
+    colour = np.full((48, 64, 3), 120, np.uint8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("frames go here")
+    corrupt = _frames(tmp_path / "corrupt", colour)
+    (corrupt / "001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cases = {
+        str(tmp_path / "nowhere"): "calibration folder {p} does not exist",
+        str(empty): "calibration folder {p} has no images (it is empty)",
+        str(tmp_path / "notes"): "has no images (found readme.txt...)",
+        str(corrupt): "calibration image {p}/001.jpg: cannot be decoded",
+        str(_frames(tmp_path / "grey", colour, np.full((48, 64), 9, np.uint8))):
+            "{p}/001.png: 1 channel (greyscale); expected 3-channel colour frames",
+        str(_frames(tmp_path / "alpha", np.full((48, 64, 4), 9, np.uint8))):
+            "{p}/000.png: 4 channels (colour + alpha)",
+        str(_frames(tmp_path / "sizes", colour, np.full((60, 80, 3), 9, np.uint8))):
+            "{p}/001.png: 80x60 pixels, but the first image is 64x48",
+        str(_frames(tmp_path / "tiny", np.full((8, 8, 3), 9, np.uint8))): "8x8 pixels; expected camera frames between",
+    }
+    for folder, message in cases.items():
+        proc = edge_agent("models", "quantize", str(DEFAULT_MODEL), "--calib", folder, "--val", str(val_set))
+        assert_fails_cleanly(proc, message.format(p=folder))
