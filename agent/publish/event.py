@@ -11,7 +11,7 @@ import json
 import uuid
 from typing import Any, Literal
 
-from agent.triage.policy import TriageDecision, Verdict
+from agent.triage.policy import TriageDecision, TriagedTag, Verdict
 
 SCHEMA_ID = "edge-agent/tag-event/v1"
 
@@ -29,8 +29,18 @@ class EscalationOutcome:
     description: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class VlmTag:
+    """A tag from the VLM's answer (``source: vlm``): a label for the whole frame, no box. ``state`` is
+    ``accepted`` when the VLM gave a pass/defect verdict and ``uncertain`` when it could not tell."""
+
+    label: str
+    confidence: float
+    state: Literal["accepted", "uncertain"]
+
+
 NOT_NEEDED = EscalationOutcome(status="not_needed")
-# Until the gateway exists (issue: escalation), uncertain frames are published with this.
+# With no ``escalation.gateway`` configured, uncertain frames are published with this.
 NO_GATEWAY = EscalationOutcome(status="unavailable", reason="no escalation gateway configured")
 
 
@@ -50,11 +60,16 @@ class TagEvent:
     model_id: str
     prefilter_latency_ms: float
     escalation: EscalationOutcome
+    vlm_tags: tuple[VlmTag, ...] = ()
+    revision: int = 1
+    """1 for an event's first publication; 2 for its update when the VLM answered after the publish
+    deadline (same ``event_id``). Consumers keep the highest revision of each event_id."""
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_ID,
             "event_id": self.event_id,
+            "revision": self.revision,
             "device": self.device,
             "camera": self.camera,
             "sequence": self.sequence,
@@ -63,16 +78,7 @@ class TagEvent:
             "frame": {"width": self.frame_width, "height": self.frame_height},
             "verdict": self.verdict,
             "decided_by": self.decided_by,
-            "tags": [
-                {
-                    "label": t.detection.label,
-                    "confidence": round(t.detection.confidence, 4),
-                    "box": [round(v, 1) for v in t.detection.box],
-                    "state": t.state,
-                    "source": "prefilter",
-                }
-                for t in self.decision.tags
-            ],
+            "tags": self._tags_payload(),
             "prefilter": {"model": self.model_id, "latency_ms": round(self.prefilter_latency_ms, 2)},
             "escalation": {
                 "status": self.escalation.status,
@@ -83,8 +89,26 @@ class TagEvent:
             },
         }
 
+    def _tags_payload(self) -> list[dict[str, Any]]:
+        """Prefilter and VLM tags, highest confidence first (prefilter first on a tie)."""
+        tags = [_tag_payload(t) for t in self.decision.tags]
+        tags += [{"label": t.label, "confidence": round(t.confidence, 4), "state": t.state, "source": "vlm"}
+                 for t in self.vlm_tags]
+        return sorted(tags, key=lambda t: -float(t["confidence"]))
+
     def to_json(self) -> bytes:
         return json.dumps(self.to_payload(), separators=(",", ":")).encode()
+
+
+def _tag_payload(tag: TriagedTag) -> dict[str, Any]:
+    """One tag; a classifier's tag labels the whole frame and has no ``box``."""
+    d = tag.detection
+    out: dict[str, Any] = {"label": d.label, "confidence": round(d.confidence, 4)}
+    if d.box is not None:
+        out["box"] = [round(v, 1) for v in d.box]
+    out["state"] = tag.state
+    out["source"] = "prefilter"
+    return out
 
 
 def rfc3339(ts: datetime.datetime) -> str:

@@ -91,6 +91,7 @@ class ReliablePublisher:
         self._new_rows = False
         self._blocked = False
         self.forwarder_passes = 0  # loop iterations of the forwarder (a spinning forwarder shows here)
+        self.last_progress = time.monotonic()  # start of the forwarder's current pass (watchdog, /healthz)
         self._connects_seen = 0
         self._held_since = 0.0
         self._acked = self._refused = self._redelivered = self._resent = 0
@@ -164,6 +165,11 @@ class ReliablePublisher:
             log.info("%d event(s) stay in the outbox %s and are sent after the next start", left, self.outbox.path)
         self.outbox.close()
 
+    @property
+    def forwarder_alive(self) -> bool:
+        """True while the forwarder thread runs (it ends on stop(), or on a bug, which it logs)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stats(self) -> ReliableStats:
         o: OutboxStats = self.outbox.stats()
         m = self.mqtt.stats()
@@ -200,6 +206,7 @@ class ReliablePublisher:
         try:
             while not self._stop.is_set():
                 self.forwarder_passes += 1
+                self.last_progress = time.monotonic()
                 self._delete_acked()
                 batch = self._rows_to_send()
                 if not batch:

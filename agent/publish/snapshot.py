@@ -1,7 +1,8 @@
 """Snapshots: the inspected frame as a JPEG with the tags drawn on it.
 
 ``render_snapshot`` is pure (image in, bytes out): boxes coloured by state
-(red = accepted, amber = uncertain), labels with confidence, scaled down to
+(red = accepted, amber = uncertain), labels with confidence (a classifier's
+frame-level tags, which have no box, as labels at the top left), scaled down to
 ``max_width`` and re-encoded at lower quality until it fits ``max_bytes``.
 ``SnapshotSender`` decides which inspections get one and hands the bytes to the
 publisher, counting what it skipped.
@@ -35,14 +36,20 @@ def render_snapshot(image: np.ndarray, decision: TriageDecision, *, max_width: i
     canvas = image.copy() if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale,
                                                           interpolation=cv2.INTER_AREA)
     thickness = max(1, round(2 * scale))
+    banner_y = 0  # frame-level tags (a classifier's, no box) are stacked at the top left
     for tag in decision.tags:
         d = tag.detection
-        x1, y1, x2, y2 = (int(round(v * scale)) for v in d.box)
         colour = _COLOURS[tag.state]
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
         text = f"{d.label} {d.confidence:.2f}{'?' if tag.state == 'uncertain' else ''}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        ty = max(th + base, y1)
+        if d.box is None:
+            x1 = 0
+            banner_y += th + base + 4
+            ty = banner_y
+        else:
+            x1, y1, x2, y2 = (int(round(v * scale)) for v in d.box)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
+            ty = max(th + base, y1)
         cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw + 2, ty), colour, -1)
         cv2.putText(canvas, text, (x1 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for step in _QUALITY_STEPS:

@@ -76,6 +76,35 @@ def test_a_tag_without_box_is_valid(event_factory: EventFactory) -> None:
     assert validate_payload(payload) == []
 
 
+@pytest.mark.parametrize(
+    ("probabilities", "verdict", "tags"),
+    [
+        ((("pass", 0.1), ("scratch", 0.85), ("hole", 0.05)), "defect", 1),  # one accepted tag
+        ((("pass", 0.5), ("scratch", 0.3), ("hole", 0.2)), "uncertain", 1),  # scratch in the band
+        ((("pass", 0.97), ("scratch", 0.02), ("hole", 0.01)), "pass", 0),
+    ],
+)
+def test_classifier_events_validate_without_boxes(probabilities: tuple[tuple[str, float], ...], verdict: str,
+                                                  tags: int) -> None:
+    import datetime
+
+    from agent.config.models import TriageConfig
+    from agent.prefilter.detection import PrefilterResult
+    from agent.publish.event import build_event
+    from agent.triage.policy import decide
+
+    result = PrefilterResult("conveyor-resnet-cls@0123456789ab", (), 3.2, task="classify",
+                             probabilities=probabilities)
+    event = build_event(device="dev1", camera="cam1", sequence=7,
+                        captured_at=datetime.datetime.now(datetime.timezone.utc), frame_width=640, frame_height=480,
+                        decision=decide(result, TriageConfig()), model_id=result.model_id,
+                        prefilter_latency_ms=result.latency_ms)
+    payload = json.loads(event.to_json())
+    assert payload["verdict"] == verdict and len(payload["tags"]) == tags
+    assert all("box" not in t and t["source"] == "prefilter" for t in payload["tags"])
+    assert validate_payload(payload) == []
+
+
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     *parents, last = path.split(".")
 

@@ -47,6 +47,19 @@ def test_snapshot_is_a_jpeg_with_the_boxes_drawn() -> None:
     assert int(pic[20, 20].mean()) in range(118, 139)  # untouched elsewhere
 
 
+def test_snapshot_of_a_classifier_decision_labels_the_frame() -> None:
+    from agent.triage.policy import triage_classification
+
+    decision = triage_classification((("pass", 0.45), ("scratch", 0.3), ("hole", 0.25)), TriageConfig())
+    assert decision.verdict == "uncertain" and all(t.detection.box is None for t in decision.tags)
+    image = np.full((480, 640, 3), 60, np.uint8)
+    jpeg = render_snapshot(image, decision, max_width=640, quality=90, max_bytes=200_000)
+    assert jpeg is not None
+    drawn = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    # two amber label banners stacked at the top left; the rest of the frame untouched
+    assert drawn[2:30, :40].mean() > 100 and abs(float(drawn[200:, 200:].mean()) - 60) < 3
+
+
 def test_snapshot_is_scaled_down_and_fits_the_byte_cap() -> None:
     jpeg = render_snapshot(noisy(960, 1280), DECISION, max_width=320, quality=95, max_bytes=40_000)
     assert jpeg is not None and len(jpeg) <= 40_000

@@ -1,0 +1,194 @@
+"""Typed configuration of the escalation gateway (``edge-agent gateway``).
+
+Loaded like the agent's config (:func:`agent.config.loader.load_model`): a YAML
+file, then ``EDGE_GATEWAY_<KEY>[__<KEY>...]`` environment overrides (for example
+``EDGE_GATEWAY_OLLAMA__MODEL=edge-inspector``), every problem reported with its
+line or variable. With no file the defaults run a gateway on 127.0.0.1:50061 in
+front of an Ollama on 127.0.0.1:11434 serving ``llava:7b``. Relative TLS file
+paths in the file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import pathlib
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.config.loader import load_model
+from agent.config.models import LoggingConfig, MetricsConfig, _Strict
+
+__all__ = [
+    "DEFAULT_DEFECT_CLASSES",
+    "ENV_PREFIX",
+    "GatewayConfig",
+    "GatewayMetricsConfig",
+    "GatewayTlsConfig",
+    "LimitsConfig",
+    "OllamaConfig",
+    "load_gateway_config",
+]
+
+ENV_PREFIX = "EDGE_GATEWAY_"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"  # the agent's is 9464: both can run on one host
+DEFAULT_DEFECT_CLASSES = ("scratch", "hole", "stain", "missing")
+"""The shipped detector's classes (``agent.capture.synthetic.DEFECT_CLASSES``)."""
+
+_FILE_FIELDS = (("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file"))
+# Go's time.ParseDuration units, as Ollama parses keep_alive: "30m", "1h30m", "-1s", "0"
+_GO_DURATION = re.compile(r"^-?(?:0|(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$")
+MiB = 1024 * 1024
+
+
+class OllamaConfig(_Strict):
+    """The Ollama server the gateway asks, and how it asks."""
+
+    host: str = Field(default="http://127.0.0.1:11434",
+                      description="Ollama's base URL, http(s)://HOST:PORT (give the port: without one the "
+                      "ollama client uses 80 or 443, not 11434)")
+    model: str = Field(default="llava:7b", description="a vision model pulled in Ollama (`ollama pull llava:7b`), "
+                       "or the inspection variant built from models/Modelfile (`edge-inspector`)")
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=120.0, description="longest one Ollama call may take (the ollama client has no timeout of its "
+        "own); a shorter deadline of the caller wins")
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=3.0, description="longest wait for a TCP connection to Ollama")
+    keep_alive: str | int = Field(
+        default="30m", description="how long Ollama keeps the model loaded after a call: a Go duration "
+        "('30m', '24h'), seconds, or a negative value for ever")
+    num_ctx: Annotated[int, Field(ge=1024, le=262_144)] = Field(
+        default=4096, description="context length; LLaVA 1.5 needs 576 tokens per image plus the prompt")
+    num_predict: Annotated[int, Field(ge=32, le=8192)] = Field(
+        default=512, description="most tokens in one answer")
+    temperature: Annotated[float, Field(ge=0.0, le=0.2)] = Field(
+        default=0.1, description="sampling temperature; at most 0.2 for repeatable answers")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        parsed = urllib.parse.urlsplit(v)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{v!r} is not an Ollama URL; expected http://HOST:PORT, e.g. http://127.0.0.1:11434")
+        try:
+            port = parsed.port
+        except ValueError as exc:
+            raise ValueError(f"{v!r} has an invalid port: {exc}") from None
+        if port is None:
+            raise ValueError(f"{v!r} has no port; the ollama client would use "
+                             f"{443 if parsed.scheme == 'https' else 80}, write {parsed.scheme}://{parsed.hostname}"
+                             ":11434 for Ollama's default")
+        return v.rstrip("/")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if not _MODEL_NAME.match(v):
+            raise ValueError(f"{v!r} is not an Ollama model name; expected NAME[:TAG], e.g. llava:7b")
+        return v
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, v: str | int) -> str | int:
+        if isinstance(v, str) and not _GO_DURATION.match(v.strip()):
+            raise ValueError(f"{v!r} is not a duration; expected e.g. '30m', '24h', '90s', a number of "
+                             "seconds, or -1 to keep the model loaded for ever")
+        return v.strip() if isinstance(v, str) else v
+
+
+class LimitsConfig(_Strict):
+    """What one gateway accepts: concurrency, queue, image sizes."""
+
+    parallel: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1, description="VLM calls at once; set it to Ollama's OLLAMA_NUM_PARALLEL (default 1)")
+    queue: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=8, description="calls waiting for a free slot; one more is refused with RESOURCE_EXHAUSTED")
+    max_image_bytes: Annotated[int, Field(ge=1024, le=256 * MiB)] = Field(
+        default=8 * MiB, description="largest encoded image (frame or crop); larger is INVALID_ARGUMENT")
+    max_image_pixels: Annotated[int, Field(ge=64 * 64, le=100_000_000)] = Field(
+        default=4096 * 4096, description="largest width*height, read from the image header before decoding")
+    max_crops: Annotated[int, Field(ge=0, le=16)] = Field(default=4, description="most crops per request")
+    max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * MiB)] = Field(
+        default=64 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
+        "itself (RESOURCE_EXHAUSTED 'Received message larger than max'); keep it above max_image_bytes so "
+        "that an oversized image gets the gateway's INVALID_ARGUMENT message")
+
+    @model_validator(mode="after")
+    def _message_fits_an_image(self) -> LimitsConfig:
+        if self.max_message_bytes < self.max_image_bytes + 64 * 1024:
+            raise ValueError(f"max_message_bytes ({self.max_message_bytes}) must be at least max_image_bytes "
+                             f"({self.max_image_bytes}) + 65536, room for one image and the request's other "
+                             "fields")
+        return self
+
+
+class GatewayTlsConfig(_Strict):
+    """TLS for the gRPC port; with ``client_ca_file``, mutual TLS."""
+
+    cert_file: pathlib.Path = Field(description="the gateway's certificate chain (PEM)")
+    key_file: pathlib.Path = Field(description="the gateway's private key (PEM)")
+    client_ca_file: pathlib.Path | None = Field(
+        default=None, description="CA (PEM) that signs the agents' certificates; set it to require one from "
+        "every client (mutual TLS)")
+
+
+class GatewayMetricsConfig(MetricsConfig):
+    """Prometheus ``/metrics`` and ``/healthz`` of the gateway; port 9465 (the agent's is 9464)."""
+
+    listen: str = Field(default=DEFAULT_METRICS_LISTEN, description="HOST:PORT ([::1]:PORT for IPv6; port 0 "
+                        "picks a free one)")
+
+
+class GatewayConfig(_Strict):
+    listen: str = Field(default="127.0.0.1:50061",
+                        description="HOST:PORT ([::1]:PORT for IPv6; port 0 picks a free one) or unix:/path/to.sock")
+    ollama: OllamaConfig = Field(default_factory=OllamaConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    tls: GatewayTlsConfig | None = None
+    defect_classes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DEFECT_CLASSES), min_length=1,
+        description="the defect kinds the question names (the prefilter's classes)")
+    health_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0, description="how often the health service asks Ollama whether the model is there")
+    summary_interval_s: Annotated[float, Field(ge=0)] = Field(
+        default=60.0, description="seconds between the info-level summary log lines; 0 turns them off")
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=300)] = Field(
+        default=5.0, description="on SIGTERM, how long calls in progress may finish")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: GatewayMetricsConfig = Field(default_factory=lambda: GatewayMetricsConfig())
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v.startswith("unix:"):
+            if not v[len("unix:"):].lstrip("/"):
+                raise ValueError(f"{v!r} names no socket path; expected unix:/run/edge-agent/gateway.sock")
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{v!r} is not a listen address; expected HOST:PORT (e.g. 127.0.0.1:50061), "
+                             "[::1]:PORT or unix:/path/to.sock")
+        if host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host.strip("[]"))
+            except ValueError:
+                raise ValueError(f"{v!r}: {host} is not an IPv6 address") from None
+        return v
+
+    @field_validator("defect_classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name.strip() or len(name) > 64:
+                raise ValueError(f"defect class {name!r} must be 1-64 characters, not blank")
+        return v
+
+
+def load_gateway_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The gateway's config from ``path`` (None: defaults) and ``EDGE_GATEWAY_*`` variables of ``env``
+    (default ``os.environ``). Raises ConfigError listing every problem with its line or variable."""
+    return load_model(GatewayConfig, path, env, env_prefix=ENV_PREFIX, file_fields=_FILE_FIELDS)

@@ -1,0 +1,164 @@
+"""Checks on the images a Describe request carries. Pure: bytes in, facts or a refusal out.
+
+:func:`check_image` accepts JPEG and PNG only (by their magic bytes, not by a
+name), refuses before decoding what is empty or too large (bytes, and
+width*height read from the header, so a PNG bomb never reaches the decoder),
+checks that the file is complete (a JPEG must end its scan with an EOI marker:
+OpenCV decodes a truncated JPEG with only a warning on stderr; a PNG must have
+its IEND chunk) and then decodes it with OpenCV to prove the data is sound.
+
+Every refusal is a :class:`~agent.errors.RequestRejected` whose message names
+the image (``image``, ``crops[2].image``), what is wrong and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from agent.errors import RequestRejected
+
+__all__ = ["ImageInfo", "check_image", "image_kind"]
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# start-of-frame markers that carry the image size (not DHT C4, JPG C8, DAC CC)
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0-7: no length field
+
+# what other files look like, for a useful refusal
+_OTHER_MAGIC = (
+    (b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
+    (b"%PDF", "PDF"), (b"{", "JSON or text"), (b"<", "XML/HTML or text"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    kind: Literal["jpeg", "png"]
+    width: int
+    height: int
+    nbytes: int
+
+
+def image_kind(data: bytes) -> str:
+    """What the bytes look like: ``jpeg``, ``png``, or a description of something else."""
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        return "AVIF/HEIF"
+    for magic, name in _OTHER_MAGIC:
+        if data.startswith(magic):
+            return name
+    return "unknown data"
+
+
+def check_image(data: bytes, *, what: str = "image", max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Check one encoded image; return its kind and size, or raise RequestRejected saying why not."""
+    if not data:
+        raise RequestRejected(f"{what} is empty (0 bytes); expected the bytes of a JPEG or PNG file")
+    if len(data) > max_bytes:
+        raise RequestRejected(
+            f"{what} is {len(data):,} bytes; the gateway accepts at most {max_bytes:,} bytes "
+            "(limits.max_image_bytes); send a JPEG downscaled to the VLM's size (long side 672 px is plenty)")
+    kind = image_kind(data)
+    if kind == "jpeg":
+        width, height, scan = _jpeg_header(data, what)
+    elif kind == "png":
+        width, height = _png_header(data, what)
+    else:
+        head = data[:8].hex(" ")
+        raise RequestRejected(f"{what} is not JPEG or PNG (it looks like {kind}; first bytes {head}); "
+                              "expected a JPEG (FF D8 FF ...) or PNG (89 50 4E 47 ...) file")
+    if width * height > max_pixels:
+        raise RequestRejected(
+            f"{what} is {width}x{height} = {width * height:,} pixels (from its {kind.upper()} header); the gateway "
+            f"accepts at most {max_pixels:,} pixels (limits.max_image_pixels); downscale it before sending")
+    if kind == "jpeg":
+        if data.rfind(b"\xff\xd9") < scan:
+            raise RequestRejected(f"{what} is a truncated JPEG: its image data has no end (EOI marker FF D9) in "
+                                  f"{len(data):,} bytes; expected a complete JPEG file")
+    elif data.rfind(_PNG_IEND) < 0:
+        raise RequestRejected(f"{what} is a truncated PNG: no IEND chunk in {len(data):,} bytes; "
+                              "expected a complete PNG file")
+    _decode(data, kind, width, height, what)
+    return ImageInfo(kind=kind, width=width, height=height, nbytes=len(data))  # type: ignore[arg-type]
+
+
+def _jpeg_header(data: bytes, what: str) -> tuple[int, int, int]:
+    """(width, height, offset of the first scan's data) from the JPEG's markers."""
+    size: tuple[int, int] | None = None
+    i, n = 2, len(data)
+    while i < n:
+        if data[i] != 0xFF:
+            raise RequestRejected(f"{what} is a corrupt JPEG: expected a marker (FF) at byte {i}, found "
+                                  f"{data[i]:02X}")
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            break
+        marker = data[i]
+        i += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD8, 0xD9):
+            raise RequestRejected(f"{what} is a corrupt JPEG: marker FF {marker:02X} before any image data")
+        if i + 2 > n:
+            break
+        (length,) = struct.unpack_from(">H", data, i)
+        if length < 2:
+            raise RequestRejected(f"{what} is a corrupt JPEG: segment FF {marker:02X} at byte {i - 2} has "
+                                  f"length {length}")
+        if marker in _SOF:
+            if i + 7 > n:
+                break
+            height, width = struct.unpack_from(">HH", data, i + 3)
+            if width == 0 or height == 0:
+                raise RequestRejected(f"{what}: the JPEG header gives a size of {width}x{height}; expected both "
+                                      "above 0")
+            size = (width, height)
+        elif marker == 0xDA:  # start of scan
+            if size is None:
+                raise RequestRejected(f"{what} is a corrupt JPEG: image data starts before the frame header "
+                                      "(no SOF marker)")
+            return size[0], size[1], i + length
+        i += length
+    raise RequestRejected(f"{what} is a truncated JPEG: it ends after {n:,} bytes, inside its header "
+                          "(before the image data); expected a complete JPEG file")
+
+
+def _png_header(data: bytes, what: str) -> tuple[int, int]:
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise RequestRejected(f"{what} is a truncated or corrupt PNG: no IHDR chunk after the signature; "
+                              "expected a complete PNG file")
+    width, height = struct.unpack_from(">II", data, 16)
+    if width == 0 or height == 0:
+        raise RequestRejected(f"{what}: the PNG header gives a size of {width}x{height}; expected both above 0")
+    return width, height
+
+
+def _decode(data: bytes, kind: str, width: int, height: int, what: str) -> None:
+    """Decode the whole file. A JPEG is decoded at 1/8 scale (all of its data is still read and
+    entropy-decoded, at a fraction of the cost); a PNG as stored."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if kind == "jpeg":
+        image = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+        expected = ((height + 7) // 8, (width + 7) // 8)
+    else:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        expected = (height, width)
+    if image is None or image.size == 0:
+        raise RequestRejected(f"{what}: the {kind.upper()} data of {len(data):,} bytes cannot be decoded "
+                              f"(header says {width}x{height}); expected a valid {kind.upper()} file")
+    if tuple(image.shape[:2]) != expected:
+        raise RequestRejected(f"{what}: the {kind.upper()} decodes to {image.shape[1]}x{image.shape[0]} but its "
+                              f"header says {width}x{height}; expected a consistent file")

@@ -1,0 +1,279 @@
+"""Question templates and the answer schema: what the gateway asks the VLM and what it accepts back.
+
+Pure logic, no I/O. A template (looked up by the request's ``template_id``)
+turns the request's hints (the prefilter's detections, the crops) into a
+:class:`Prompt`: a system prompt, a user prompt, the images, and the JSON Schema
+that goes into Ollama's ``format``.
+
+Two schemas per question, built from one description:
+
+* :func:`answer_schema` is sent to Ollama. It uses only the keywords Ollama's
+  schema-to-grammar conversion enforces while decoding (``type``, ``properties``,
+  ``required``, ``items``, ``enum``); keywords it skips (``minimum``,
+  ``maximum``, ``maxLength``, ``additionalProperties``, ``format``,
+  ``description`` ...) would only look like constraints.
+* :func:`validation_schema` is the same schema with those value constraints
+  added. :func:`parse_answer` checks the answer against it with ``jsonschema``
+  after the call; a mismatch makes the gateway ask once more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from jsonschema import Draft202012Validator
+
+from agent.errors import RequestRejected
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "GRAMMAR_KEYWORDS",
+    "Answer",
+    "AnswerDefect",
+    "AnswerTag",
+    "Hint",
+    "InvalidAnswer",
+    "Prompt",
+    "QuestionTemplate",
+    "answer_schema",
+    "get_template",
+    "parse_answer",
+    "template_ids",
+    "validation_schema",
+]
+
+Verdict = Literal["pass", "defect", "uncertain"]
+Severity = Literal["low", "medium", "high"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "defect", "uncertain")
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
+OTHER_DEFECT = "other"
+
+GRAMMAR_KEYWORDS = frozenset({"type", "properties", "required", "items", "enum"})
+"""The only JSON Schema keywords in the schema sent to Ollama."""
+
+DEFAULT_TEMPLATE = "inspect-v1"
+"""The template used when a request leaves ``template_id`` empty."""
+
+
+# -- the answer -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerTag:
+    label: str
+    confidence: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerDefect:
+    type: str
+    location: str
+    severity: Severity
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """The VLM's answer, checked against the validation schema."""
+
+    verdict: Verdict
+    tags: tuple[AnswerTag, ...]
+    defects: tuple[AnswerDefect, ...]
+    description: str
+
+
+class InvalidAnswer(ValueError):
+    """The VLM's text is not JSON, or not JSON matching the answer schema. The message says where."""
+
+
+def answer_schema(defect_types: Sequence[str]) -> dict[str, Any]:
+    """The schema sent in Ollama's ``format``: grammar keywords only (see module doc)."""
+    return {
+        "type": "object",
+        "properties": {
+            "verdict": {"type": "string", "enum": list(VERDICTS)},
+            "tags": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"label": {"type": "string"}, "confidence": {"type": "number"}},
+                    "required": ["label", "confidence"],
+                },
+            },
+            "defects": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string", "enum": _defect_enum(defect_types)},
+                        "location": {"type": "string"},
+                        "severity": {"type": "string", "enum": list(SEVERITIES)},
+                    },
+                    "required": ["type", "location", "severity"],
+                },
+            },
+            "description": {"type": "string"},
+        },
+        "required": ["verdict", "tags", "defects", "description"],
+    }
+
+
+def validation_schema(defect_types: Sequence[str]) -> dict[str, Any]:
+    """:func:`answer_schema` plus the value constraints checked after the call."""
+    schema = answer_schema(defect_types)
+    props = schema["properties"]
+    schema["additionalProperties"] = False
+    tag = props["tags"]["items"]
+    tag["additionalProperties"] = False
+    tag["properties"]["label"].update(minLength=1, maxLength=64)
+    tag["properties"]["confidence"].update(minimum=0, maximum=1)
+    props["tags"]["maxItems"] = 32
+    defect = props["defects"]["items"]
+    defect["additionalProperties"] = False
+    defect["properties"]["location"]["maxLength"] = 200
+    props["defects"]["maxItems"] = 32
+    props["description"]["maxLength"] = 1000
+    return schema
+
+
+def _defect_enum(defect_types: Sequence[str]) -> list[str]:
+    return [*dict.fromkeys(defect_types), *([] if OTHER_DEFECT in defect_types else [OTHER_DEFECT])]
+
+
+@functools.lru_cache(maxsize=16)
+def _validator(defect_types: tuple[str, ...]) -> Draft202012Validator:
+    return Draft202012Validator(validation_schema(defect_types))
+
+
+def parse_answer(content: str, defect_types: Sequence[str]) -> Answer:
+    """Parse and check the VLM's ``message.content``. Raises InvalidAnswer naming the first problems."""
+    try:
+        doc = json.loads(content)
+    except json.JSONDecodeError as exc:
+        excerpt = content[:80] + ("..." if len(content) > 80 else "")
+        raise InvalidAnswer(f"not JSON ({exc.msg} at character {exc.pos}): {excerpt!r}") from None
+    errors = sorted(_validator(tuple(defect_types)).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = "; ".join(f"{_json_path(e.absolute_path)}: {e.message}" for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise InvalidAnswer(f"does not match the answer schema: {problems}{more}")
+    return Answer(
+        verdict=doc["verdict"],
+        tags=tuple(AnswerTag(t["label"], float(t["confidence"])) for t in doc["tags"]),
+        defects=tuple(AnswerDefect(d["type"], d["location"], d["severity"]) for d in doc["defects"]),
+        description=doc["description"].strip(),
+    )
+
+
+def _json_path(path: Sequence[object]) -> str:
+    text = "$"
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else f".{key}"
+    return text
+
+
+# -- questions ----------------------------------------------------------------------------------
+
+Box = tuple[float, float, float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hint:
+    """One prefilter detection or crop the question mentions (box in source-frame pixels)."""
+
+    label: str
+    confidence: float
+    box: Box | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """Everything one Ollama chat call needs, apart from the connection settings."""
+
+    template_id: str
+    system: str
+    user: str
+    images: tuple[bytes, ...]
+    schema: dict[str, Any]
+    defect_types: tuple[str, ...]
+
+
+class _Builder(Protocol):
+    def __call__(self, template_id: str, image: bytes, crops: Sequence[tuple[bytes, Hint]],
+                 detections: Sequence[Hint], source_size: tuple[int, int] | None,
+                 defect_classes: Sequence[str]) -> Prompt: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionTemplate:
+    id: str
+    summary: str
+    builder: _Builder
+
+    def build(self, *, image: bytes, crops: Sequence[tuple[bytes, Hint]], detections: Sequence[Hint],
+              source_size: tuple[int, int] | None, defect_classes: Sequence[str]) -> Prompt:
+        """The prompt for one frame; ``crops`` follow the frame as further images, in order."""
+        return self.builder(self.id, image, crops, detections, source_size, defect_classes)
+
+
+_INSPECT_SYSTEM = (
+    "You are a visual quality inspector on a production line. You look at photos of parts on a conveyor "
+    "belt and report manufacturing defects. You answer only with one JSON object that matches the schema "
+    "you are given, with no other text."
+)
+
+
+def _inspect_v1(template_id: str, image: bytes, crops: Sequence[tuple[bytes, Hint]], detections: Sequence[Hint],
+                source_size: tuple[int, int] | None, defect_classes: Sequence[str]) -> Prompt:
+    types = tuple(_defect_enum(defect_classes))
+    named = ", ".join(defect_classes)
+    lines = [f"Inspect the part in the first image for these defect types: {named}. "
+             f"Use type \"{OTHER_DEFECT}\" for any other defect."]
+    if detections:
+        frame = f" of the {source_size[0]}x{source_size[1]} frame" if source_size else ""
+        lines.append(f"A fast detector marked these regions but is not sure (hints; they may be wrong; "
+                     f"boxes are x1,y1,x2,y2 in pixels{frame}):")
+        lines += [f"- {_hint_text(h)}" for h in detections]
+    else:
+        lines.append("A fast detector was not sure about this frame but marked no region.")
+    if crops:
+        lines.append(f"The next {len(crops)} image(s) are close-ups of regions of the same frame, in this order:")
+        lines += [f"- close-up {i + 1}: {_hint_text(h)}" for i, (_, h) in enumerate(crops)]
+    lines.append(
+        'Answer with JSON: "verdict" is "defect" if the part has at least one defect, "pass" if it has none, '
+        '"uncertain" if the image does not let you tell; "tags" lists what you see, each with a label and a '
+        'confidence from 0 to 1; "defects" lists every defect with its type, its location on the part in a few '
+        'words, and a severity (low, medium or high); "description" is one or two sentences.')
+    lines.append("The answer's JSON Schema: " + json.dumps(answer_schema(types), separators=(",", ":")))
+    return Prompt(template_id=template_id, system=_INSPECT_SYSTEM, user="\n".join(lines),
+                  images=(image, *(c for c, _ in crops)), schema=answer_schema(types), defect_types=types)
+
+
+def _hint_text(hint: Hint) -> str:
+    text = f"{hint.label or 'unlabelled'} (confidence {hint.confidence:.2f})"
+    if hint.box is not None:
+        text += " at " + ",".join(f"{v:.0f}" for v in hint.box)
+    return text
+
+
+_TEMPLATES = {
+    "inspect-v1": QuestionTemplate(
+        "inspect-v1", "defect inspection of one part: verdict, tags, defects with location and severity",
+        _inspect_v1),
+}
+
+
+def template_ids() -> list[str]:
+    return sorted(_TEMPLATES)
+
+
+def get_template(template_id: str) -> QuestionTemplate:
+    """The template for ``template_id`` (empty: :data:`DEFAULT_TEMPLATE`); RequestRejected if unknown."""
+    template = _TEMPLATES.get(template_id or DEFAULT_TEMPLATE)
+    if template is None:
+        raise RequestRejected(f"template_id {template_id[:64]!r} is unknown; this gateway knows: "
+                              f"{', '.join(template_ids())} (leave it empty for {DEFAULT_TEMPLATE})")
+    return template

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Generate the committed gRPC stubs of the escalation service from its .proto.
+
+    python scripts/gen_proto.py            # rewrite agent/escalation/wire/escalation_pb2{.py,.pyi,_grpc.py}
+    python scripts/gen_proto.py --out DIR  # write them into DIR instead (the stubs test compares the two)
+
+Runs protoc from ``grpcio-tools`` (the ``dev`` extra; its version must equal the
+installed ``grpcio``, see pyproject). protoc writes the sibling import in
+``escalation_pb2_grpc.py`` as an absolute import that mirrors the .proto's path
+(``from edge_agent.v1 import escalation_pb2``); no protoc flag changes that, so it
+is rewritten here to the package the stubs live in (``agent.escalation.wire``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import pathlib
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PROTO_ROOT = REPO / "proto"
+PROTO_FILE = "edge_agent/v1/escalation.proto"
+PACKAGE = "agent.escalation.wire"
+OUT_DIR = REPO / "agent" / "escalation" / "wire"
+GENERATED = ("escalation_pb2.py", "escalation_pb2.pyi", "escalation_pb2_grpc.py")
+
+_PROTOC_IMPORT = "from edge_agent.v1 import escalation_pb2 as"
+_PACKAGE_IMPORT = f"from {PACKAGE} import escalation_pb2 as"
+
+
+def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Run protoc into ``out_dir`` (created if missing); return the generated files."""
+    try:
+        from grpc_tools import protoc
+    except ImportError:
+        raise SystemExit("gen_proto: grpcio-tools is not installed; run `pip install -e '.[dev]'`") from None
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", f"--python_out={tmp}",
+                f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", str(PROTO_ROOT / PROTO_FILE)]
+        if protoc.main(args) != 0:
+            raise SystemExit(f"gen_proto: protoc failed on {PROTO_ROOT / PROTO_FILE} (its message is above)")
+        produced = pathlib.Path(tmp) / pathlib.Path(PROTO_FILE).parent
+        written = []
+        for name in GENERATED:
+            text = (produced / name).read_text(encoding="utf-8")
+            if name.endswith("_grpc.py"):
+                if _PROTOC_IMPORT not in text:
+                    raise SystemExit(f"gen_proto: {name} has no line {_PROTOC_IMPORT!r}; protoc's output changed, "
+                                     "update the import rewrite in scripts/gen_proto.py")
+                text = text.replace(_PROTOC_IMPORT, _PACKAGE_IMPORT)
+            target = out_dir / name
+            target.write_text(text, encoding="utf-8")
+            written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=pathlib.Path, default=OUT_DIR, help="output folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for path in generate(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,584 @@
+"""A fake Ollama server that speaks Ollama's HTTP API (no model behind it).
+
+Faithful to the parts of the API the gateway and its client use (see
+``/work/shared/reference/api-facts.md`` section 1): ``POST /api/chat``
+non-streaming and NDJSON-streaming (chunked, ``application/x-ndjson``),
+``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``, ``GET /api/version``;
+durations in nanoseconds and metric fields omitted when zero; ``{"error": ...}``
+bodies with Ollama's status codes and messages: 400 for a bad request (no body,
+bad JSON, no model, a bad ``format``, ``images`` that are not base64, a bad
+``keep_alive``), 404 for a model that is not pulled, 503 when more requests are
+pending than ``parallel + max_queue``; and, inside a 200 stream, an
+``{"error": ...}`` line. Requests are served ``parallel`` at a time, each after a
+delay; a client that closes its connection while waiting is noticed and recorded
+(``disconnected``), as Ollama cancels such a request.
+
+Test controls: ``delay_s``; a script of replies (:meth:`FakeOllama.script`, a
+:class:`Reply` or a plain string of message content each, consumed in order) or
+``answer_fn`` (a callable from the request body to a reply); :data:`GARBAGE`;
+:meth:`FakeOllama.down` / :meth:`FakeOllama.up` (stop and resume listening on
+the same port, dropping open connections); ``models`` (what is "pulled");
+``requests``, the record of every request received.
+
+    with FakeOllama() as fake:
+        client = ollama.Client(host=fake.url)
+        fake.script('{"verdict": "pass", ...}')
+        client.chat(model="llava:7b", messages=[...], stream=False)
+        assert fake.chat_requests()[-1].body["options"]["temperature"] == 0.1
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import http.server
+import json
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["GARBAGE", "VALID_ANSWER", "FakeOllama", "RecordedRequest", "Reply"]
+
+VALID_ANSWER: dict[str, Any] = {
+    "verdict": "defect",
+    "tags": [{"label": "scratch", "confidence": 0.83}, {"label": "metal part", "confidence": 0.97}],
+    "defects": [{"type": "scratch", "location": "upper left of the part", "severity": "medium"}],
+    "description": "A thin scratch runs across the upper left corner of the part.",
+}
+"""The default reply content (as JSON): valid under the gateway's answer schema."""
+
+GARBAGE = "Sure! The part looks fine to me, no defects that I can see."
+"""A reply content that is not JSON, as a model ignoring ``format`` would answer."""
+
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"  # two spaces, as Ollama
+_ROLES = {"system", "user", "assistant", "tool"}
+_GO_DURATION = re.compile(r"^-?(?:0|(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)$")
+_DURATION_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclasses.dataclass
+class Reply:
+    """One scripted answer to ``/api/chat``."""
+
+    content: str = dataclasses.field(default_factory=lambda: json.dumps(VALID_ANSWER))
+    delay_s: float | None = None
+    """Seconds before answering (None: the server's ``delay_s``)."""
+    status: int = 200
+    """Non-200: answer ``{"error": error}`` with this HTTP status instead."""
+    error: str = ""
+    """With status 200 and a streaming request: an ``{"error": ...}`` line after the first chunk."""
+    done_reason: str = "stop"
+    prompt_eval_count: int = 620
+    eval_count: int = 48
+    metrics: dict[str, int] | None = None
+    """Replace the measured metrics (``total_duration`` ... in ns); zero values are still omitted."""
+
+
+@dataclasses.dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    """The parsed JSON body (None when there was none or it was not JSON)."""
+    status: int = 0
+    """The HTTP status answered (0 while in progress, or when the client left first)."""
+    disconnected: bool = False
+    """The client closed the connection before the answer was sent."""
+
+
+@dataclasses.dataclass
+class _Model:
+    name: str
+    capabilities: list[str]
+    digest: str
+    loaded_until: float | None = None  # monotonic time; None: not loaded; inf: for ever
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY, as Go's net/http (Ollama) sets on every connection
+    server_version = "FakeOllama"
+    sys_version = ""
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests read the record, not stderr
+
+    def do_GET(self) -> None:
+        self.server.fake._dispatch(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.fake._dispatch(self, "POST")
+
+    def do_DELETE(self) -> None:
+        self.server.fake._dispatch(self, "DELETE")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeOllama) -> None:
+        self.fake = fake
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self.sockets_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # already closed by the client
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class FakeOllama:
+    """An Ollama look-alike on a free loopback port; start with ``with`` or :meth:`start`."""
+
+    def __init__(
+        self,
+        *,
+        models: Iterable[str] | Mapping[str, list[str]] = ("llava:7b",),
+        delay_s: float = 0.0,
+        parallel: int = 1,
+        max_queue: int = 512,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        version: str = "0.14.0",
+        answer_fn: Callable[[dict[str, Any]], Reply | str] | None = None,
+    ) -> None:
+        self.delay_s = delay_s
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self.version = version
+        self.answer_fn = answer_fn
+        self.requests: list[RecordedRequest] = []
+        self._host, self._port = host, port
+        self._lock = threading.Lock()
+        self._replies: collections.deque[Reply | str] = collections.deque()
+        self._models: dict[str, _Model] = {}
+        caps = models if isinstance(models, Mapping) else {m: ["completion", "vision"] for m in models}
+        for name, capabilities in caps.items():
+            self.pull(name, capabilities)
+        self._running = threading.Semaphore(parallel)
+        self._pending = 0
+        self._disconnect = threading.Condition(self._lock)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> FakeOllama:
+        self._server = _Server((self._host, self._port), self)
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"fake-ollama:{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.drop_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    down = stop
+    """Stop listening and drop open connections: clients get "connection refused" (the port stays ours)."""
+
+    def up(self) -> FakeOllama:
+        """Listen again on the same port after :meth:`down`."""
+        return self.start()
+
+    def __enter__(self) -> FakeOllama:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL with an explicit port, e.g. ``http://127.0.0.1:40123``."""
+        return f"http://{self._host}:{self._port}"
+
+    # -- test controls --------------------------------------------------------------------------
+
+    def script(self, *replies: Reply | str) -> None:
+        """Queue chat replies, used in order before ``answer_fn`` or the default valid answer."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def pull(self, name: str, capabilities: list[str] | None = None) -> None:
+        """Make ``name`` a pulled model (``capabilities`` default: completion and vision)."""
+        full = _full_name(name)
+        with self._lock:
+            self._models[full] = _Model(full, capabilities or ["completion", "vision"],
+                                        hashlib.sha256(full.encode()).hexdigest())
+
+    def remove(self, name: str) -> None:
+        """Forget a model, as ``ollama rm`` does."""
+        with self._lock:
+            self._models.pop(_full_name(name), None)
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path == "/api/chat"]
+
+    def wait_for_disconnect(self, timeout: float = 5.0) -> bool:
+        """Wait until some chat request's client has closed its connection before the answer."""
+        with self._disconnect:
+            return self._disconnect.wait_for(lambda: any(r.disconnected for r in self.requests), timeout)
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def _dispatch(self, handler: _Handler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        body: Any = None
+        body_error = ""
+        if raw:
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                body_error = f"invalid character at offset {getattr(exc, 'pos', 0)}: {exc}"
+        record = RecordedRequest(method=method, path=handler.path.split("?")[0],
+                                 headers={k.lower(): v for k, v in handler.headers.items()}, raw=raw, body=body)
+        with self._lock:
+            self.requests.append(record)
+        routes: dict[str, tuple[str, Callable[[_Handler, RecordedRequest], None]]] = {
+            "/api/chat": ("POST", self._chat), "/api/tags": ("GET", self._tags), "/api/show": ("POST", self._show),
+            "/api/ps": ("GET", self._ps), "/api/version": ("GET", self._version),
+        }
+        if record.path == "/" and method == "GET":
+            return self._send_text(handler, record, 200, "Ollama is running")
+        if record.path not in routes:
+            return self._send_text(handler, record, 404, "404 page not found")
+        wanted, route = routes[record.path]
+        if method != wanted:
+            return self._send_text(handler, record, 405, "405 method not allowed")
+        if method == "POST":
+            if not raw:
+                return self._send_error(handler, record, 400, "missing request body")
+            if body_error or not isinstance(body, dict):
+                return self._send_error(handler, record, 400, body_error or "json: cannot unmarshal into a request")
+        route(handler, record)
+
+    def _chat(self, handler: _Handler, record: RecordedRequest) -> None:
+        body: dict[str, Any] = record.body
+        problem = _check_chat(body)
+        if problem:
+            return self._send_error(handler, record, 400, problem)
+        name = _full_name(body["model"])
+        with self._lock:
+            model = self._models.get(name)
+        if model is None:
+            return self._send_error(handler, record, 404, f'model "{body["model"]}" not found, try pulling it first')
+        if not body.get("messages"):  # load (or unload with keep_alive 0) only
+            self._set_loaded(model, body.get("keep_alive"))
+            reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
+            doc = {"model": body["model"], "created_at": _now(), "message": {"role": "assistant", "content": ""},
+                   "done_reason": reason, "done": True}
+            return self._send_json(handler, record, 200, doc)
+        with self._lock:
+            if self._pending >= self.parallel + self.max_queue:
+                busy = True
+            else:
+                busy, self._pending = False, self._pending + 1
+        if busy:
+            return self._send_error(handler, record, 503, BUSY_MESSAGE)
+        try:
+            self._answer_chat(handler, record, body, model)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _answer_chat(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: _Model) -> None:
+        start = time.monotonic_ns()
+        while not self._running.acquire(timeout=0.02):  # queued behind `parallel` running requests
+            if _client_gone(handler.connection):
+                return self._mark_disconnected(record)
+        try:
+            reply = self._next_reply(body)
+            if _sleep_unless_gone(handler.connection, self.delay_s if reply.delay_s is None else reply.delay_s):
+                return self._mark_disconnected(record)
+            if reply.status != 200:
+                return self._send_error(handler, record, reply.status, reply.error or "unexpected error")
+            was_loaded = model.loaded_until is not None and model.loaded_until > time.monotonic()
+            self._set_loaded(model, body.get("keep_alive"))
+            total = max(time.monotonic_ns() - start, 1)
+            metrics = {"total_duration": total, "load_duration": 0 if was_loaded else total // 10,
+                       "prompt_eval_count": reply.prompt_eval_count, "prompt_eval_duration": total * 3 // 10,
+                       "eval_count": reply.eval_count, "eval_duration": total * 5 // 10}
+            if reply.metrics is not None:
+                metrics = dict(reply.metrics)
+            metrics = {k: v for k, v in metrics.items() if v}  # Go's omitempty
+            if body.get("stream", True):
+                self._stream(handler, record, body["model"], reply, metrics)
+            else:
+                doc = {"model": body["model"], "created_at": _now(),
+                       "message": {"role": "assistant", "content": reply.content},
+                       "done_reason": reply.done_reason, "done": True, **metrics}
+                self._send_json(handler, record, 200, doc)
+        finally:
+            self._running.release()
+
+    def _stream(self, handler: _Handler, record: RecordedRequest, model: str, reply: Reply,
+                metrics: dict[str, int]) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/x-ndjson")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        text = reply.content
+        step = max(1, len(text) // 4)
+        pieces = [text[i:i + step] for i in range(0, len(text), step)] or [""]
+        lines: list[dict[str, Any]] = []
+        for i, piece in enumerate(pieces):
+            lines.append({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": piece},
+                          "done": False})
+            if reply.error and i == 0:
+                lines.append({"error": reply.error})
+                break
+        else:
+            lines.append({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+                          "done_reason": reply.done_reason, "done": True, **metrics})
+        try:
+            for line in lines:
+                data = json.dumps(line).encode() + b"\n"
+                handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                handler.wfile.flush()
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:
+            return self._mark_disconnected(record)
+        record.status = 200
+
+    def _tags(self, handler: _Handler, record: RecordedRequest) -> None:
+        with self._lock:
+            models = [self._describe(m) for m in self._models.values()]
+        self._send_json(handler, record, 200, {"models": models})
+
+    def _show(self, handler: _Handler, record: RecordedRequest) -> None:
+        name = record.body.get("model") or record.body.get("name") or ""
+        if not name:
+            return self._send_error(handler, record, 400, "model is required")
+        with self._lock:
+            model = self._models.get(_full_name(name))
+        if model is None:
+            return self._send_error(handler, record, 404, f"model '{name}' not found")
+        doc = {
+            "license": "Apache License 2.0 (fake)",
+            "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {model.name}\nPARAMETER temperature 0.1\n",
+            "parameters": "temperature                    0.1",
+            "template": "{{ .System }}\nUSER: {{ .Prompt }}\nASSISTANT: ",
+            "details": _details(),
+            "model_info": {"general.architecture": "llama", "general.parameter_count": 6_738_415_616,
+                           "llama.context_length": 32_768},
+            "projector_info": {"clip.has_vision_encoder": True, "clip.vision.image_size": 336},
+            "capabilities": model.capabilities,
+            "modified_at": "2026-11-01T10:00:00.000000000Z",
+        }
+        self._send_json(handler, record, 200, doc)
+
+    def _ps(self, handler: _Handler, record: RecordedRequest) -> None:
+        now = time.monotonic()
+        with self._lock:
+            loaded = [m for m in self._models.values() if m.loaded_until is not None and m.loaded_until > now]
+        models = []
+        for m in loaded:
+            until = m.loaded_until if m.loaded_until is not None else now
+            expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=until - now)
+                       if until != float("inf") else datetime.datetime(2318, 1, 1, tzinfo=datetime.timezone.utc))
+            models.append({**self._describe(m), "expires_at": _rfc3339(expires), "size_vram": 5_600_000_000,
+                           "context_length": 4096})
+            del models[-1]["modified_at"]
+        self._send_json(handler, record, 200, {"models": models})
+
+    def _version(self, handler: _Handler, record: RecordedRequest) -> None:
+        self._send_json(handler, record, 200, {"version": self.version})
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        with self._lock:
+            scripted = self._replies.popleft() if self._replies else None
+        if scripted is None and self.answer_fn is not None:
+            scripted = self.answer_fn(body)
+        if scripted is None:
+            return Reply()
+        return Reply(content=scripted) if isinstance(scripted, str) else scripted
+
+    def _set_loaded(self, model: _Model, keep_alive: Any) -> None:
+        seconds = _keep_alive_s(keep_alive)
+        with self._lock:
+            model.loaded_until = None if seconds == 0 else (
+                float("inf") if seconds < 0 else time.monotonic() + seconds)
+
+    def _describe(self, model: _Model) -> dict[str, Any]:
+        return {"name": model.name, "model": model.name, "modified_at": "2026-11-01T10:00:00.000000000Z",
+                "size": 4_733_363_377, "digest": model.digest, "details": _details()}
+
+    def _mark_disconnected(self, record: RecordedRequest) -> None:
+        with self._disconnect:
+            record.disconnected = True
+            self._disconnect.notify_all()
+
+    def _send_json(self, handler: _Handler, record: RecordedRequest, status: int, doc: Any) -> None:
+        self._send(handler, record, status, json.dumps(doc).encode(), "application/json; charset=utf-8")
+
+    def _send_error(self, handler: _Handler, record: RecordedRequest, status: int, message: str) -> None:
+        self._send_json(handler, record, status, {"error": message})
+
+    def _send_text(self, handler: _Handler, record: RecordedRequest, status: int, text: str) -> None:
+        self._send(handler, record, status, text.encode(), "text/plain; charset=utf-8")
+
+    def _send(self, handler: _Handler, record: RecordedRequest, status: int, data: bytes, content_type: str) -> None:
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            handler.wfile.flush()
+        except OSError:
+            return self._mark_disconnected(record)
+        record.status = status
+
+
+def _check_chat(body: dict[str, Any]) -> str:
+    """Ollama's 400 message for a bad chat request body, or '' when it is acceptable."""
+    if not body.get("model"):
+        return "model is required"
+    if not isinstance(body["model"], str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$", body["model"]):
+        return f"invalid model name {body['model']!r}"
+    fmt = body.get("format")
+    if fmt not in (None, "", "json") and not (isinstance(fmt, dict) and isinstance(fmt.get("type", "object"), str)):
+        return f'invalid format: {json.dumps(fmt)[:60]}; expected "json" or a JSON schema object'
+    if "options" in body and not isinstance(body["options"], dict):
+        return "json: cannot unmarshal options into Go struct field ChatRequest.options of type map[string]any"
+    keep_alive = body.get("keep_alive")
+    if keep_alive is not None and not isinstance(keep_alive, (int, float)) and not (
+            isinstance(keep_alive, str) and _GO_DURATION.match(keep_alive)):
+        return f'time: invalid duration "{keep_alive}"'
+    messages = body.get("messages") or []
+    if not isinstance(messages, list):
+        return "json: cannot unmarshal messages into Go struct field ChatRequest.messages of type []api.Message"
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            return f"invalid role {message.get('role') if isinstance(message, dict) else message!r}"
+        for image in message.get("images") or []:
+            try:
+                base64.b64decode(image, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                return "illegal base64 data at input byte 0"
+    return ""
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    """True when the peer has closed the connection (readable, and a peek reads nothing)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _sleep_unless_gone(sock: socket.socket, seconds: float) -> bool:
+    """Sleep ``seconds``; return True at once if the client closes the connection meanwhile."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            readable, _, _ = select.select([sock], [], [], min(left, 0.05))
+            if readable and sock.recv(1, socket.MSG_PEEK) == b"":
+                return True
+        except OSError:
+            return True
+    return _client_gone(sock) if seconds > 0 else False
+
+
+def _keep_alive_s(value: Any) -> float:
+    if value is None:
+        return 300.0  # OLLAMA_KEEP_ALIVE's default, 5m
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value)
+    if text in ("0", "-0"):
+        return 0.0
+    sign = -1.0 if text.startswith("-") else 1.0
+    total = sum(float(n) * _DURATION_UNITS_S[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text))
+    return sign * total
+
+
+def _full_name(name: str) -> str:
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _details() -> dict[str, Any]:
+    return {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama", "clip"],
+            "parameter_size": "7B", "quantization_level": "Q4_0"}
+
+
+def _rfc3339(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # Go prints nanoseconds
+
+
+def _now() -> str:
+    return _rfc3339(datetime.datetime.now(datetime.timezone.utc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.fakes.ollama [--port N] [--delay S] [--parallel N] [--model NAME ...] [--stop-on-eof]``:
+    serve until SIGTERM/SIGINT (or, with --stop-on-eof, until stdin closes); prints ``listening on URL`` on
+    stdout. For benchmarks, and for trying ``edge-agent gateway`` by hand where there is no Ollama."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.ollama", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each chat answer")
+    parser.add_argument("--parallel", type=int, default=1, help="chat requests served at once")
+    parser.add_argument("--model", action="append", help="a pulled model (repeat; default llava:7b)")
+    parser.add_argument("--stop-on-eof", action="store_true", help="also stop when stdin closes")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with FakeOllama(models=args.model or ["llava:7b"], delay_s=args.delay, parallel=args.parallel,
+                    port=args.port) as fake:
+        print(f"listening on {fake.url}", flush=True)
+        if args.stop_on_eof:
+            threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
