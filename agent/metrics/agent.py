@@ -1,0 +1,245 @@
+"""The agent's metrics: what ``/metrics`` exposes, read from the running service at scrape time.
+
+Counters come from where they are kept anyway: each grabber's :class:`GrabberStats`,
+the inference loop's :class:`RunCounters`, the outbox/MQTT publisher's stats, and the
+:class:`MeteredPublisher` the service wraps around its publisher, which sees every
+tag event on its way into the outbox (so verdicts, escalation statuses and the stage
+latencies are counted once per published event, whichever thread publishes it).
+
+Metric names (all prefixed ``edge_agent_``) are listed in :data:`METRICS` and in the README.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from agent.capture.grabber import STATES
+from agent.health.stages import HealthReport
+from agent.metrics.exposition import Family, MetricType, render
+from agent.metrics.histogram import LATENCY_BUCKETS_S, LabelledHistograms
+from agent.publish.event import TagEvent
+
+if TYPE_CHECKING:
+    from agent.service import AgentService
+
+__all__ = ["METRICS", "MeteredPublisher", "STAGES", "agent_families", "render_agent_metrics"]
+
+STAGES = ("prefilter", "publish", "escalation")
+"""Labels of ``edge_agent_stage_duration_seconds``: prefilter (pre-process + inference + decode, per
+frame), publish (committing the event to the outbox), escalation (the VLM round trip, answered calls)."""
+
+METRICS: dict[str, str] = {
+    "edge_agent_info": "Agent version and device id (value 1)",
+    "edge_agent_model_info": "The prefilter model: id, task, precision, INT8 gate state, active providers (value 1)",
+    "edge_agent_uptime_seconds": "Seconds since the service started",
+    "edge_agent_ready": "1 once start-up finished (READY=1 sent to systemd)",
+    "edge_agent_healthy": "1 while /healthz answers 200 (every stage making progress, no camera failed)",
+    "edge_agent_stage_busy_seconds": "How long each stage has been busy with its current work (stuck when above "
+                                     "its window)",
+    "edge_agent_camera_state": "1 for the camera's current state (connecting, online, reconnecting, ended, "
+                               "failed, stopped), 0 for the others",
+    "edge_agent_frames_read_total": "Frames read from the camera (corrupt and dropped ones included)",
+    "edge_agent_frames_dropped_total": "Frames read but not inspected: stale (a newer frame replaced it) or "
+                                       "fps_limit (above cameras[].fps)",
+    "edge_agent_frames_corrupt_total": "Frames that could not be decoded (skipped)",
+    "edge_agent_frames_inspected_total": "Frames the prefilter inspected",
+    "edge_agent_camera_reconnects_total": "Attempts to re-open the camera after it failed",
+    "edge_agent_events_total": "Tag events committed to the outbox, by verdict and by who decided it",
+    "edge_agent_event_updates_total": "Revised tag events (a late VLM answer published as revision 2 or more)",
+    "edge_agent_escalations_total": "Escalation status of each tag event (not_needed, answered, timeout, ...)",
+    "edge_agent_stage_duration_seconds": "Latency of the prefilter, the outbox commit and the escalation",
+    "edge_agent_outbox_pending_events": "Events in the outbox not yet acknowledged by the broker",
+    "edge_agent_outbox_pending_bytes": "Bytes of the events in the outbox",
+    "edge_agent_outbox_committed_total": "Events committed to the outbox",
+    "edge_agent_outbox_acked_total": "Outbox rows acknowledged by the broker (PUBACK) and deleted",
+    "edge_agent_outbox_evicted_total": "Events evicted unsent because the outbox was full",
+    "edge_agent_outbox_redelivered_total": "Rows sent again after a restart (possible duplicates downstream)",
+    "edge_agent_outbox_resent_total": "Rows resent after a reconnect (possible duplicates downstream)",
+    "edge_agent_outbox_refused_total": "PUBACKs with a failure code (rows kept and retried)",
+    "edge_agent_mqtt_connected": "1 while connected to the MQTT broker",
+    "edge_agent_mqtt_connects_total": "Successful connections to the broker (more than 1 means reconnects)",
+    "edge_agent_mqtt_inflight": "Messages sent and not yet acknowledged",
+}
+
+
+class MeteredPublisher:
+    """The service's publisher, counting every tag event that goes through it.
+
+    It delegates everything to ``inner``; ``publish_event`` is timed (the ``publish`` stage) and its
+    event counted by camera, verdict and escalation status. ``busy_since`` is when the oldest
+    ``publish_event`` still running began (None when none is), for the watchdog.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.latency = LabelledHistograms(LATENCY_BUCKETS_S, preset=STAGES)
+        self._lock = threading.Lock()
+        self.events: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.updates: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.escalations: collections.Counter[str] = collections.Counter()
+        self._running: dict[int, float] = {}  # thread id -> start of its publish_event call
+
+    @property
+    def busy_since(self) -> float | None:
+        with self._lock:
+            return min(self._running.values(), default=None)
+
+    def publish_event(self, event: TagEvent) -> int:
+        me = threading.get_ident()
+        t0 = time.monotonic()
+        with self._lock:
+            self._running[me] = t0
+        try:
+            row: int = self.inner.publish_event(event)
+        finally:
+            with self._lock:
+                self._running.pop(me, None)
+        self.latency.observe("publish", time.monotonic() - t0)
+        with self._lock:
+            if event.revision > 1:
+                self.updates[(event.camera, event.verdict)] += 1
+            else:
+                self.events[(event.camera, event.verdict, event.decided_by)] += 1
+                self.escalations[event.escalation.status] += 1
+        if event.revision <= 1:
+            self.latency.observe("prefilter", event.prefilter_latency_ms / 1000.0)
+        if event.escalation.latency_ms is not None:
+            self.latency.observe("escalation", event.escalation.latency_ms / 1000.0)
+        return row
+
+    def counts(self) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int], dict[str, int]]:
+        with self._lock:
+            return dict(self.events), dict(self.updates), dict(self.escalations)
+
+    # -- the rest of the Publisher interface, delegated ------------------------------------------
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def publish_stats(self, doc: dict[str, Any]) -> None:
+        self.inner.publish_stats(doc)
+
+    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool:
+        return bool(self.inner.publish_snapshot(camera, event_id, jpeg, durable))
+
+    def wait_connected(self, timeout: float) -> bool:
+        return bool(self.inner.wait_connected(timeout))
+
+    def flush(self, timeout: float) -> bool:
+        return bool(self.inner.flush(timeout))
+
+    def stop(self, timeout: float) -> None:
+        self.inner.stop(timeout)
+
+    def stats(self) -> Any:
+        return self.inner.stats()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the inner publisher offers (outbox, mqtt, ...)
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def _family(name: str, kind: MetricType) -> Family:
+    return Family(name, kind, METRICS[name])
+
+
+def agent_families(service: AgentService, report: HealthReport | None, ready: bool) -> list[Family]:
+    """Every metric family of ``service`` now. ``report`` is the current stage health (None before start)."""
+    from agent.publish.mqtt_publisher import agent_version
+
+    cfg = service.config
+    fams: list[Family] = []
+    fams.append(_family("edge_agent_info", "gauge").add(1, device=cfg.device_id, version=agent_version()))
+    facts = service.model_facts
+    if facts is not None:
+        fams.append(_family("edge_agent_model_info", "gauge").add(
+            1, model=facts.model_id, task=facts.task, precision=facts.precision, gate=facts.gate,
+            providers=",".join(facts.providers)))
+    fams.append(_family("edge_agent_uptime_seconds", "gauge").add(round(service.uptime_s, 3)))
+    fams.append(_family("edge_agent_ready", "gauge").add(1 if ready else 0))
+    fams.append(_family("edge_agent_healthy", "gauge").add(1 if ready and report is not None and report.healthy
+                                                           else 0))
+    busy = _family("edge_agent_stage_busy_seconds", "gauge")
+    if report is not None:
+        for progress in report.stages:
+            busy.add(round(progress.busy_for(report.now), 3), stage=progress.name)
+    fams.append(busy)
+
+    state = _family("edge_agent_camera_state", "gauge")
+    read = _family("edge_agent_frames_read_total", "counter")
+    dropped = _family("edge_agent_frames_dropped_total", "counter")
+    corrupt = _family("edge_agent_frames_corrupt_total", "counter")
+    inspected = _family("edge_agent_frames_inspected_total", "counter")
+    reconnects = _family("edge_agent_camera_reconnects_total", "counter")
+    counted = dict(service.loop.counters.inspected) if service.loop is not None else {}
+    for g in service.grabbers:
+        st = g.stats()
+        cam = st.camera_id
+        for s in STATES:
+            state.add(1 if st.state == s else 0, camera=cam, state=s)
+        read.add(st.frames_read, camera=cam)
+        dropped.add(st.dropped - st.skipped_fps, camera=cam, reason="stale")
+        dropped.add(st.skipped_fps, camera=cam, reason="fps_limit")
+        corrupt.add(st.corrupt, camera=cam)
+        inspected.add(counted.get(cam, 0), camera=cam)
+        reconnects.add(st.reconnects, camera=cam)
+    fams += [state, read, dropped, corrupt, inspected, reconnects]
+
+    events = _family("edge_agent_events_total", "counter")
+    updates = _family("edge_agent_event_updates_total", "counter")
+    escalations = _family("edge_agent_escalations_total", "counter")
+    durations = _family("edge_agent_stage_duration_seconds", "histogram")
+    metered = service.metered
+    if metered is not None:
+        by_event, by_update, by_status = metered.counts()
+        for (cam, verdict, decided_by), n in sorted(by_event.items()):
+            events.add(n, camera=cam, verdict=verdict, decided_by=decided_by)
+        for (cam, verdict), n in sorted(by_update.items()):
+            updates.add(n, camera=cam, verdict=verdict)
+        for status, n in sorted(by_status.items()):
+            escalations.add(n, status=status)
+        for stage, snap in metered.latency.snapshots().items():
+            durations.add_histogram(snap, stage=stage)
+    fams += [events, updates, escalations, durations]
+    fams += _publisher_families(service)
+    return fams
+
+
+def _publisher_families(service: AgentService) -> list[Family]:
+    if service.metered is None:
+        return []
+    pub = service.metered.stats()
+    out: list[Family] = []
+
+    def number(attr: str) -> float | None:
+        value = getattr(pub, attr, None)
+        return float(value) if isinstance(value, int | float) else None
+
+    series: tuple[tuple[str, str, MetricType], ...] = (
+            ("edge_agent_outbox_pending_events", "pending", "gauge"),
+            ("edge_agent_outbox_pending_bytes", "pending_bytes", "gauge"),
+            ("edge_agent_outbox_committed_total", "committed", "counter"),
+            ("edge_agent_outbox_acked_total", "acked", "counter"),
+            ("edge_agent_outbox_evicted_total", "evicted", "counter"),
+            ("edge_agent_outbox_redelivered_total", "redelivered", "counter"),
+            ("edge_agent_outbox_resent_total", "resent", "counter"),
+            ("edge_agent_outbox_refused_total", "refused", "counter"),
+            ("edge_agent_mqtt_inflight", "inflight", "gauge"),
+            ("edge_agent_mqtt_connected", "connected", "gauge"))
+    for name, attr, kind in series:
+        value = number(attr)
+        if value is not None:
+            out.append(_family(name, kind).add(value))
+    mqtt = getattr(service.metered.inner, "mqtt", None)
+    connects = getattr(mqtt.stats(), "connects", None) if mqtt is not None else getattr(pub, "connects", None)
+    if isinstance(connects, int):
+        out.append(_family("edge_agent_mqtt_connects_total", "counter").add(connects))
+    return out
+
+
+def render_agent_metrics(service: AgentService, report: HealthReport | None, ready: bool) -> str:
+    return render(agent_families(service, report, ready))

@@ -1,0 +1,59 @@
+"""The gateway's metrics (``edge_gateway_*``), read from the running server at scrape time.
+
+The numbers are plain ints and floats owned by the gateway's event loop (the admission
+counters) or guarded by a lock (:class:`~agent.escalation.stats.CallStats`); reading them
+from the HTTP thread is safe.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agent.metrics.exposition import Family, MetricType, render
+
+if TYPE_CHECKING:
+    from agent.escalation.server import GatewayServer
+
+__all__ = ["GATEWAY_METRICS", "gateway_families", "render_gateway_metrics"]
+
+GATEWAY_METRICS: dict[str, str] = {
+    "edge_gateway_info": "Gateway version, Ollama URL and model (value 1)",
+    "edge_gateway_serving": "1 while Ollama is reachable and has the model (the gRPC health status SERVING)",
+    "edge_gateway_calls_total": "Describe calls by gRPC status code",
+    "edge_gateway_running_calls": "VLM calls running now",
+    "edge_gateway_queued_calls": "Calls waiting for a free VLM slot",
+    "edge_gateway_parallel_limit": "limits.parallel: VLM calls at once",
+    "edge_gateway_queue_limit": "limits.queue: calls that may wait",
+    "edge_gateway_call_duration_seconds": "Time the gateway spent on a Describe call, queueing included",
+    "edge_gateway_ollama_duration_seconds": "Ollama's own time for the answer (total_duration, both attempts)",
+}
+
+
+def _family(name: str, kind: MetricType) -> Family:
+    return Family(name, kind, GATEWAY_METRICS[name])
+
+
+def gateway_families(server: GatewayServer, model: str, ollama: str) -> list[Family]:
+    from agent.publish.mqtt_publisher import agent_version
+
+    admission = server.service.admission
+    fams = [
+        _family("edge_gateway_info", "gauge").add(1, version=agent_version(), model=model, ollama=ollama),
+        _family("edge_gateway_serving", "gauge").add(1 if server.health.serving else 0),
+    ]
+    calls = _family("edge_gateway_calls_total", "counter")
+    for code, n in sorted(server.stats.totals_by_code().items()):
+        calls.add(n, code=code)
+    fams.append(calls)
+    fams.append(_family("edge_gateway_running_calls", "gauge").add(admission.running))
+    fams.append(_family("edge_gateway_queued_calls", "gauge").add(admission.waiting))
+    fams.append(_family("edge_gateway_parallel_limit", "gauge").add(admission.parallel))
+    fams.append(_family("edge_gateway_queue_limit", "gauge").add(admission.queue))
+    snaps = server.stats.latency.snapshots()
+    fams.append(_family("edge_gateway_call_duration_seconds", "histogram").add_histogram(snaps["gateway"]))
+    fams.append(_family("edge_gateway_ollama_duration_seconds", "histogram").add_histogram(snaps["ollama"]))
+    return fams
+
+
+def render_gateway_metrics(server: GatewayServer, model: str, ollama: str) -> str:
+    return render(gateway_families(server, model, ollama))
