@@ -8,7 +8,16 @@
     ├── PublishError                the MQTT side cannot be set up (bad broker URL, broker refused)
     │   └── OutboxError             the SQLite outbox cannot be opened or written
     ├── BrokerError                 a local Mosquitto for the demo/tests could not be started
-    └── DatasetError                a dataset cannot be written or read
+    ├── DatasetError                a dataset cannot be written or read
+    ├── MetricsError                the /metrics + /healthz endpoint cannot listen on its address
+    └── GatewayError                the escalation gateway cannot start (listen address, TLS files);
+        │                           its subclasses are one Describe call's failures:
+        ├── RequestRejected         a Describe request is bad: image, crop or template (INVALID_ARGUMENT)
+        └── VlmError                Ollama gave no usable answer; ``grpc_code`` names the gRPC status
+            ├── VlmUnavailable      Ollama unreachable, or busy (503)                     UNAVAILABLE
+            ├── VlmModelMissing     the model is not pulled, or cannot take images        FAILED_PRECONDITION
+            ├── VlmTimeout          no answer within the deadline or the request timeout  DEADLINE_EXCEEDED
+            └── VlmInvalidAnswer    the answer does not match the schema, also on retry   ABORTED
 
 Third-party errors are translated at the boundary and chained (``raise ... from exc``).
 Every message says what was wrong and what was expected.
@@ -55,5 +64,48 @@ class DatasetError(EdgeAgentError):
     """A dataset could not be written or read."""
 
 
+class MetricsError(EdgeAgentError):
+    """The metrics endpoint (``metrics.listen``) cannot listen: the address is in use or not on this host."""
+
+
 class OutboxError(PublishError):
     """The SQLite outbox cannot be opened or written (path, permissions, disk)."""
+
+
+class GatewayError(EdgeAgentError):
+    """The escalation gateway cannot start (bad listen address, unreadable TLS files); the base of the
+    errors of one Describe call."""
+
+
+class RequestRejected(GatewayError):
+    """A Describe request is bad (image, crop, detections or template); the message says what and why."""
+
+
+class VlmError(GatewayError):
+    """The VLM (Ollama) gave no usable answer. ``grpc_code`` is the name of the gRPC status it maps to."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+class VlmUnavailable(VlmError):
+    """Ollama is unreachable, failed, or is busy (HTTP 503); safe to retry later."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+class VlmModelMissing(VlmError):
+    """The configured model is not pulled in Ollama, or it cannot take images."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class VlmTimeout(VlmError):
+    """Ollama did not answer within the call's deadline or the gateway's request timeout."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class VlmInvalidAnswer(VlmError):
+    """The VLM's answer did not match the answer schema, also after the one retry."""
+
+    grpc_code = "ABORTED"

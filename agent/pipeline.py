@@ -4,6 +4,9 @@ Threads: one grabber thread per camera (``agent.capture.grabber``), this module'
 one inference thread, and paho's network thread inside the publisher. The
 inference thread visits the cameras round-robin and takes each one's next frame
 (the newest one, for live cameras), so one busy camera cannot starve the others.
+With a gateway configured, uncertain frames are handed to the escalation thread
+(``agent.escalation.escalator``), which publishes their events; the inference
+thread publishes the decided ones itself and never waits for the VLM.
 
 ``FrameInspector`` is the synchronous core (frame in, event out) that the daemon,
 the demo and the tests share.
@@ -26,17 +29,26 @@ from agent.config.models import AgentConfig, CameraConfig
 from agent.prefilter.detection import PrefilterResult
 from agent.publish.event import TagEvent, build_event
 from agent.publish.snapshot import SnapshotSender
-from agent.triage.policy import TriageDecision, triage
+from agent.triage.policy import TriageDecision, decide
 
 log = logging.getLogger(__name__)
 
 
 class Prefilter(Protocol):
-    def detect(self, image: np.ndarray) -> PrefilterResult: ...
+    """A prefilter model (``YoloDetector``, ``ImageClassifier``: see ``agent.prefilter.factory``)."""
+
+    def infer(self, image: np.ndarray) -> PrefilterResult: ...
 
 
 class EventSink(Protocol):
     def publish_event(self, event: TagEvent) -> int: ...
+
+
+class Escalation(Protocol):
+    """Where uncertain frames go when a gateway is configured (``agent.escalation.escalator.Escalator``):
+    ``submit`` returns at once; the frame's event is published from the escalation thread."""
+
+    def submit(self, frame: Frame, decision: TriageDecision, event: TagEvent) -> None: ...
 
 
 class FrameQueue(Protocol):
@@ -70,8 +82,8 @@ class FrameInspector:
         camera = self._cameras.get(frame.camera_id)
         if camera is None:
             raise KeyError(f"frame from unknown camera {frame.camera_id!r}")
-        result = self._prefilter.detect(frame.image)
-        decision = triage(result.detections, self._config.triage_for(camera))
+        result = self._prefilter.infer(frame.image)
+        decision = decide(result, self._config.triage_for(camera))
         event = build_event(
             device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
             captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
@@ -87,6 +99,8 @@ class RunCounters:
     inspected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     verdicts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     escalations: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """verdicts and escalations count the events this thread published; escalated frames are counted by
+    the escalation thread (``Escalator.stats()``), and the service adds the two."""
     publish_refused: int = 0
     latencies_ms: collections.deque[float] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=2000))
@@ -102,8 +116,10 @@ class InferenceLoop:
         sink: EventSink,
         on_inspection: Callable[[Inspection], None] | None = None,
         snapshots: SnapshotSender | None = None,
+        escalation: Escalation | None = None,
     ) -> None:
         self._inspector = inspector
+        self._escalation = escalation
         self._queues = list(queues)
         self._sink = sink
         self._on_inspection = on_inspection
@@ -148,10 +164,14 @@ class InferenceLoop:
         inspection = self._inspector.inspect(frame)
         c = self.counters
         c.inspected[frame.camera_id] += 1
-        c.verdicts[inspection.event.verdict] += 1
-        c.escalations[inspection.event.escalation.status] += 1
         c.latencies_ms.append(inspection.result.latency_ms)
-        self._sink.publish_event(inspection.event)
+        if self._escalation is not None and inspection.decision.needs_escalation:
+            # never waits for the VLM: the escalation thread publishes this event (and counts it)
+            self._escalation.submit(frame, inspection.decision, inspection.event)
+        else:
+            c.verdicts[inspection.event.verdict] += 1
+            c.escalations[inspection.event.escalation.status] += 1
+            self._sink.publish_event(inspection.event)
         if self._snapshots is not None:
             self._snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision)
         self.last_progress = time.monotonic()

@@ -86,16 +86,22 @@ def main() -> int:
                          "the earlier run's record.json is kept in the model card as stage 1")
     ap.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics' auto)")
     ap.add_argument("--close-mosaic", type=int, default=10, help="last epochs trained without mosaic augmentation")
+    ap.add_argument("--finish-only", action="store_true",
+                    help="skip dataset and training: validate, export and write the card from WORKDIR/run "
+                         "(for a run whose training ended but whose export did not)")
     args = ap.parse_args()
 
     from agent.capture.synthetic import DEFECT_CLASSES
     from agent.dataset.synth import write_synthetic_dataset
 
-    work = args.workdir
+    # absolute: ultralytics puts a relative `project` under runs/detect/
+    work = args.workdir.resolve()
+    data_dir = work / "dataset"
+    if args.finish_only:
+        return finish(args, work, data_dir / "data.yaml", train_s=None)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    data_dir = work / "dataset"
 
     def progress(split: str, done: int, total: int) -> None:
         if done == total or done % 50 == 0:
@@ -105,15 +111,9 @@ def main() -> int:
 
     from ultralytics import YOLO  # the train extra
 
-    previous = None
     if args.init is not None:
-        init = args.init.resolve()
-        # copy the weights first: the work dir (possibly the one they came from) is rebuilt below
         init_copy = work / "init.pt"
-        shutil.copyfile(init, init_copy)
-        record_file = init.parent.parent.parent / "record.json"
-        if record_file.exists():
-            previous = json.loads(record_file.read_text())
+        shutil.copyfile(args.init.resolve(), init_copy)
         model = YOLO(str(init_copy), task="detect")
     else:
         yaml_path = work / f"yolov8n-{args.activation}.yaml"
@@ -127,7 +127,24 @@ def main() -> int:
         project=str(work), name="run", exist_ok=True, verbose=False, patience=1000, close_mosaic=args.close_mosaic,
         **extra,
     )
-    train_s = time.time() - t0
+    return finish(args, work, data_yaml, train_s=time.time() - t0)
+
+
+def finish(args: argparse.Namespace, work: pathlib.Path, data_yaml: pathlib.Path, train_s: float | None) -> int:
+    """Validate the best weights on the held-out split, export ONNX, write the record and the card."""
+    from ultralytics import YOLO
+
+    from agent.capture.synthetic import DEFECT_CLASSES
+
+    if train_s is None:  # --finish-only: ultralytics' results.csv has the cumulative training time
+        import csv
+
+        with (work / "run" / "results.csv").open() as f:
+            train_s = float(list(csv.DictReader(f))[-1]["time"])
+    previous = None
+    record_file = args.init.resolve().parent.parent.parent / "record.json" if args.init is not None else None
+    if record_file is not None and record_file.exists():
+        previous = json.loads(record_file.read_text())
     best = work / "run" / "weights" / "best.pt"
     model = YOLO(str(best))
     metrics = model.val(data=str(data_yaml), imgsz=args.imgsz, batch=args.batch, device="cpu",

@@ -29,10 +29,11 @@ from agent.triage.policy import triage
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No EDGE_AGENT_* variable from the developer's shell leaks into a test, and each test
-    (and every process it starts) keeps its state (the outbox) in a fresh directory."""
+    """No EDGE_AGENT_* variable (nor systemd's NOTIFY_SOCKET/WATCHDOG_*) from the developer's shell leaks into a
+    test, and each test (and every process it starts) keeps its state (the outbox) in a fresh directory."""
     for name in list(os.environ):
-        if name.startswith("EDGE_AGENT_") or name in ("CREDENTIALS_DIRECTORY", "XDG_STATE_HOME"):
+        if name.startswith("EDGE_AGENT_") or name in ("CREDENTIALS_DIRECTORY", "XDG_STATE_HOME", "NOTIFY_SOCKET",
+                                                      "WATCHDOG_USEC", "WATCHDOG_PID"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
 
@@ -209,3 +210,20 @@ def corrupt_video(tmp_path: pathlib.Path, video_file: pathlib.Path) -> pathlib.P
     data[start:start + length] = np.random.default_rng(7).integers(0, 256, length, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
+
+
+@pytest.fixture(scope="session")
+def quantized_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The shipped detector quantized (cpu flavour) with 8 synthetic calibration frames: a real INT8
+    model for tests, quick to make, without a gate record."""
+    from agent.capture.synthetic import render_still
+    from agent.config.models import DEFAULT_MODEL
+    from agent.prefilter.detector import YoloDetector
+    from agent.prefilter.quantize import FLAVOURS, quantize_model
+
+    fp32 = YoloDetector.from_file(DEFAULT_MODEL)
+    rng = np.random.default_rng(1234)
+    tensors = (fp32.preprocess(render_still(rng)[0])[0].copy() for _ in range(8))
+    out = tmp_path_factory.mktemp("int8") / "conveyor-yolov8n.int8.onnx"
+    quantize_model(DEFAULT_MODEL, out, FLAVOURS["cpu"], fp32.info.input_name, tensors, 8)
+    return out

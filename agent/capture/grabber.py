@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -58,6 +58,8 @@ StateCallback = Callable[[str, str, "str | None"], None]
 _CORRUPT_LOG_INTERVAL_S = 10.0
 _JITTER = 0.2
 _QUEUE_DEPTH = 2  # frames buffered in every-frame mode
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -136,6 +138,10 @@ class Grabber:
         self._last_error: str | None = None
         self._corrupt_logged_at: float | None = None
         self._corrupt_unlogged = 0
+        # progress, for the watchdog and /healthz (agent.health.stages): since when the thread has been
+        # inside a source call (open/read) that has not returned; None while it waits (hand-off, backoff)
+        self.busy_since: float | None = None
+        self.busy_doing = ""
 
     # ------------------------------------------------------------------ consumer side
 
@@ -187,6 +193,11 @@ class Grabber:
         grabber was stopped) and nothing is left to take."""
         with self._cond:
             return self._done and not self._buffer
+
+    @property
+    def alive(self) -> bool:
+        """True while the grabber thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def state(self) -> str:
@@ -255,7 +266,7 @@ class Grabber:
                 with self._cond:
                     self._reconnects += 1
             try:
-                self.source.open()
+                self._in_source("opening the source", self.source.open)
             except SourceError as exc:
                 if not self._live:
                     self._set_state("failed", str(exc))
@@ -285,7 +296,7 @@ class Grabber:
         next_due: float | None = None
         while not self._stop.is_set():
             try:
-                item = self.source.read()
+                item = self._in_source("reading a frame", self.source.read)
             except SourceError as exc:
                 return "broken", got_frame, str(exc)
             if item is None:
@@ -321,6 +332,16 @@ class Grabber:
             if not self._hand_off(self._make_frame(sequence, image, item.truth)):
                 return "stopped", got_frame, ""
         return "stopped", got_frame, ""
+
+    def _in_source(self, doing: str, call: Callable[[], T]) -> T:
+        """``call()``, with ``busy_since`` set while it runs (a source call that never returns is how a
+        stuck camera shows)."""
+        self.busy_doing = doing
+        self.busy_since = time.monotonic()
+        try:
+            return call()
+        finally:
+            self.busy_since = None
 
     def _make_frame(self, sequence: int, image: np.ndarray, truth: FrameTruth | None) -> Frame:
         return Frame(

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import TextIO
 
-from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, OutboxConfig
+from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig
 from agent.pipeline import Inspection
 from agent.publish.local_broker import LocalMosquitto
 from agent.service import AgentService, RunSummary
@@ -31,7 +31,11 @@ def format_inspection(ins: Inspection, colour: bool) -> str:
     if colour:
         verdict = f"\033[{_COLOURS[ev.verdict]}m{verdict}\033[0m"
     tags = " ".join(f"{t.detection.label}:{t.detection.confidence:.2f}{'?' if t.state == 'uncertain' else ''}"
-                    for t in ins.decision.tags) or "-"
+                    for t in ins.decision.tags)
+    if not tags and ins.result.task == "classify":  # a classifier's pass (or thin uncertain) frame: its top class
+        label, p = ins.result.ranked[0]
+        tags = f"{label}:{p:.2f}"
+    tags = tags or "-"
     truth = ""
     if ins.frame.truth is not None:
         faint = sum(d.faint for d in ins.frame.truth.defects)
@@ -87,6 +91,7 @@ def run_demo(
             model=ModelConfig(path=model) if model else ModelConfig(),
             mqtt=MqttConfig(url=url, stats_interval_s=10),
             outbox=OutboxConfig(path=pathlib.Path(state) / "outbox.sqlite"),
+            metrics=MetricsConfig(listen="127.0.0.1:0"),  # a free port: a real agent may hold 9464
         )
         service = AgentService(config, on_inspection=on_inspection)
         service.start()
@@ -95,6 +100,8 @@ def run_demo(
         out.write(f"inspecting synthetic://conveyor at {fps:g} fps, model {config.model.path.name}; "
                   f"topics edge/demo/conveyor1/tags and edge/demo/status"
                   f"{'' if duration else '; Ctrl-C to stop'}\n")
+        if service.health is not None and service.health.server is not None:
+            out.write(f"metrics: {service.health.server.url}/metrics, health: {service.health.server.url}/healthz\n")
         service.wait(stop, duration)
         summary = service.shutdown(timeout=10.0)
     out.write(render_summary(summary, agreement))

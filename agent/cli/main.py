@@ -11,7 +11,7 @@ import pathlib
 import signal
 import sys
 import threading
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -81,7 +81,8 @@ def demo(
         help="stop after this many seconds (default or 0: until Ctrl-C)")] = None,
     fps: Annotated[float, typer.Option(help="synthetic camera frame rate")] = 15.0,
     seed: Annotated[int, typer.Option(help="seed of the synthetic conveyor")] = 1,
-    model: Annotated[pathlib.Path | None, typer.Option(help="ONNX detector (default: the shipped one)")] = None,
+    model: Annotated[pathlib.Path | None, typer.Option(
+        help="ONNX prefilter: a detector or a classifier (default: the shipped detector)")] = None,
     quiet: Annotated[bool, typer.Option(help="no per-event lines, only the summary")] = False,
 ) -> None:
     """Run the agent on a synthetic conveyor camera with the shipped model and a real Mosquitto."""
@@ -122,6 +123,43 @@ def tail(
         pass
 
 
+@app.command()
+def gateway(
+    config: Annotated[pathlib.Path | None, typer.Option(
+        "--config", "-c", help="gateway YAML config (default: $EDGE_GATEWAY_CONFIG, else built-in defaults)")] = None,
+    log_level: Annotated[str | None, typer.Option(help="override logging.level")] = None,
+) -> None:
+    """Run the escalation gateway (gRPC, next to Ollama) until SIGTERM/SIGINT."""
+    from agent.cli.gateway import run_gateway
+
+    try:
+        run_gateway(config, log_level)
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def doctor(
+    config: Annotated[pathlib.Path | None, typer.Option(
+        "--config", "-c", help="YAML config file (default: $EDGE_AGENT_CONFIG, else built-in defaults)")] = None,
+    credentials_dir: Annotated[pathlib.Path | None, typer.Option(
+        help="where the systemd credentials are (default: $CREDENTIALS_DIRECTORY, else /etc/edge-agent/credentials, "
+             "the unit's LoadCredential= source)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each camera, the broker and the gateway")] = 12.0,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Check the config, model and gate record, ONNX Runtime providers (GPU too), every camera, the MQTT broker,
+    the escalation gateway and Ollama's models; print what is fine and what to do. Exit 1 if anything failed."""
+    from agent.health.doctor import DoctorOptions, exit_code, render_json, render_table, run_checks
+
+    if timeout <= 0:
+        typer.echo(f"edge-agent: error: --timeout {timeout:g}: expected a positive number of seconds", err=True)
+        raise typer.Exit(2)
+    checks = run_checks(DoctorOptions(config=config, credentials_dir=credentials_dir, timeout_s=timeout))
+    typer.echo(render_json(checks) if as_json else render_table(checks), nl=False)
+    raise typer.Exit(exit_code(checks))
+
+
 @config_app.command("check")
 def config_check(file: Annotated[pathlib.Path, typer.Argument(help="YAML config file")]) -> None:
     """Check a config file; print every problem with its field path and line. Exit 0 when valid."""
@@ -142,19 +180,33 @@ def dataset_synth(
     train: Annotated[int, typer.Option(help="training images")] = 600,
     val: Annotated[int, typer.Option(help="validation images")] = 150,
     seed: Annotated[int, typer.Option(help="random seed (val uses seed+1)")] = 7,
+    task: Annotated[str, typer.Option(
+        help="detect: YOLO layout (images/, labels/, data.yaml); classify: one folder per frame class "
+             "(train/<class>/, val/<class>/), classes pass + the defect types")] = "detect",
+    label_rule: Annotated[str, typer.Option(
+        help="classify: the class of a frame with several defect types: severity (the most severe: "
+             "missing > hole > scratch > stain) or area (the largest total box area)")] = "severity",
 ) -> None:
-    """Render a labelled YOLO-format dataset from the synthetic conveyor scene."""
-    from agent.dataset.synth import write_synthetic_dataset
+    """Render a labelled dataset (detection or classification) from the synthetic conveyor scene."""
+    from agent.dataset.synth import LABEL_RULES, LabelRule, write_classify_dataset, write_synthetic_dataset
 
     def progress(split: str, done: int, total: int) -> None:
         if done == total or done % 25 == 0:
             typer.echo(f"\r{split}: {done}/{total}", nl=done == total, err=True)
 
     try:
-        data_yaml = write_synthetic_dataset(out, train, val, seed=seed, progress=progress)
+        if task == "detect":
+            written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress)
+        elif task == "classify":
+            if label_rule not in LABEL_RULES:
+                raise EdgeAgentError(f"--label-rule {label_rule!r}: expected one of {', '.join(LABEL_RULES)}")
+            written = write_classify_dataset(out, train, val, seed=seed, progress=progress,
+                                             rule=cast(LabelRule, label_rule))
+        else:
+            raise EdgeAgentError(f"--task {task!r}: expected detect or classify")
     except EdgeAgentError as exc:
         raise _fail(exc) from None
-    typer.echo(str(data_yaml))
+    typer.echo(str(written))
 
 
 @models_app.command("info")
@@ -173,20 +225,73 @@ def models_info(
 
 @models_app.command("eval")
 def models_eval(
-    model: Annotated[pathlib.Path, typer.Argument(help="ONNX detector")],
-    data: Annotated[pathlib.Path, typer.Option(help="YOLO dataset: a data.yaml or a folder with images/ and labels/")],
+    model: Annotated[pathlib.Path, typer.Argument(help="ONNX detector or classifier (the task is read from it)")],
+    data: Annotated[pathlib.Path, typer.Option(
+        help="detector: a YOLO dataset (a data.yaml, or a folder with images/ and labels/); classifier: a "
+             "classify folder (<split>/<class>/*.jpg)")],
     split: Annotated[str, typer.Option(help="split to evaluate")] = "val",
     out: Annotated[pathlib.Path | None, typer.Option(help="report folder (default: ./eval-<model stem>)")] = None,
-    conf: Annotated[float, typer.Option(help="keep predictions above this confidence (as ultralytics val)")] = 0.001,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold (as ultralytics val)")] = 0.7,
+    conf: Annotated[float, typer.Option(
+        help="detector: keep predictions above this confidence (as ultralytics val)")] = 0.001,
+    iou: Annotated[float, typer.Option(help="detector: NMS IoU threshold (as ultralytics val)")] = 0.7,
 ) -> None:
-    """Run a detector over a labelled split: mAP50, mAP50-95, per-class P/R/F1, eval.json and report.html."""
+    """Run a model over a labelled split and write eval.json and report.html. Detector: mAP50, mAP50-95,
+    per-class P/R/F1. Classifier: accuracy, macro F1, per-class P/R/F1, confusion matrix, triage coverage."""
     from agent.cli.models import run_eval
 
     try:
         run_eval(model, data, split, out, conf, iou)
     except EdgeAgentError as exc:
         raise _fail(exc) from None
+
+
+@models_app.command("quantize")
+def models_quantize(
+    model: Annotated[pathlib.Path, typer.Argument(help="FP32 ONNX prefilter model")],
+    calib: Annotated[str, typer.Option(help="calibration frames: a folder of camera frames (JPEG/PNG, one size), "
+                                            "or 'synthetic' for the synthetic conveyor scene")],
+    calib_count: Annotated[int, typer.Option(help="calibration frames to use (spread over a larger folder)")] = 300,
+    calib_seed: Annotated[int, typer.Option(help="seed of the synthetic calibration frames")] = 1000,
+    val: Annotated[str, typer.Option(
+        help="labelled validation set for the gate: a YOLO data.yaml or folder, or 'synthetic' for the held-out "
+             "split of the shipped training script")] = "synthetic",
+    val_split: Annotated[str, typer.Option(help="split of --val to evaluate")] = "val",
+    synthetic_seed: Annotated[int, typer.Option(help="training seed whose held-out split --val synthetic renders")] = 7,
+    val_count: Annotated[int, typer.Option(help="images in the synthetic held-out split")] = 150,
+    flavour: Annotated[str, typer.Option(
+        help="cpu (U8S8, ONNX Runtime CPU), tensorrt (S8S8 symmetric), or both")] = "both",
+    out_dir: Annotated[pathlib.Path | None, typer.Option(help="where INT8 files go (default: next to MODEL)")] = None,
+    max_drop: Annotated[float, typer.Option(
+        help="refuse when the metric (mAP50 / accuracy) drops by more points")] = 1.0,
+    max_verdict_changes: Annotated[float, typer.Option(
+        help="refuse when more than this percentage of frame verdicts change")] = 2.0,
+    reduce_range: Annotated[bool, typer.Option(help="7-bit weights, for U8S8 on x86 CPUs without VNNI")] = False,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads while evaluating")] = 2,
+    accept: Annotated[float, typer.Option(help="triage accept threshold for the verdict comparison")] = 0.6,
+    reject: Annotated[float, typer.Option(help="triage reject threshold for the verdict comparison")] = 0.25,
+    break_decode: Annotated[bool, typer.Option(
+        hidden=True, help="quantize the decode too (wrong on purpose: shows the gate refusing)")] = False,
+) -> None:
+    """Quantize to INT8 (QDQ) and refuse the result when it loses accuracy (exit 1); writes <model>.gate.json."""
+    from agent.cli.quantize import QuantizeOptions, run_quantize
+    from agent.config.models import TriageConfig
+    from agent.evaluation.gate import GateLimits
+
+    try:
+        try:
+            limits = GateLimits(max_drop, max_verdict_changes)
+            band = TriageConfig(accept=accept, reject=reject)
+        except ValueError as exc:
+            raise EdgeAgentError(str(exc).splitlines()[-1] if "validation error" in str(exc) else str(exc)) from None
+        code = run_quantize(QuantizeOptions(
+            model=model, calib=calib, calib_count=calib_count, calib_seed=calib_seed, val=val, val_split=val_split,
+            synthetic_seed=synthetic_seed, val_count=val_count, flavour=flavour, out_dir=out_dir, limits=limits,
+            reduce_range=reduce_range,
+            threads=threads, band=band, break_decode=break_decode,
+            command="edge-agent models quantize " + " ".join(sys.argv[3:])))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ import pathlib
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -48,13 +48,14 @@ from pydantic import BaseModel, ValidationError
 from agent.config.models import AgentConfig
 from agent.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "check_config", "load_config"]
+__all__ = ["ENV_PREFIX", "check_config", "load_config", "load_model"]
 
 ENV_PREFIX = "EDGE_AGENT_"
-_RESERVED_ENV = "EDGE_AGENT_CONFIG"
+_ENV_EXAMPLE = {ENV_PREFIX: "MQTT__URL"}  # the example in the "empty key" message, per prefix
 
 Key = str | int
 FieldPath = tuple[Key, ...]
+M = TypeVar("M", bound=BaseModel)
 
 # Error types whose message already shows the value, or where the input is not the user's value.
 _NO_GOT = {"missing", "extra_forbidden", "value_error", "assertion_error", "invalid_key"}
@@ -101,22 +102,40 @@ def load_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None =
 
     Raises ConfigError listing every problem found in the file and the overrides.
     """
+    config = load_model(AgentConfig, path, env)
+    return resolve_runtime_paths(config, os.environ if env is None else env)
+
+
+def load_model(
+    root: type[M],
+    path: pathlib.Path | str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    env_prefix: str = ENV_PREFIX,
+    file_fields: tuple[tuple[str, ...], ...] | None = None,
+) -> M:
+    """Validate the config model ``root`` from ``path`` (None: defaults only) and the ``<env_prefix>*``
+    variables of ``env`` (default ``os.environ``; ``<env_prefix>CONFIG`` is not an override), the way
+    :func:`load_config` does for the agent. ``file_fields`` are the paths that are made relative to the
+    file's folder (default: the agent's). Raises ConfigError listing every problem.
+    """
     source = "defaults" if path is None else str(path)
     data: dict[str, Any] = {}
     lines: dict[FieldPath, int] = {}
     problems: list[str] = []
     if path is not None:
-        data, lines, problems = _read_file(pathlib.Path(path))
+        data, lines, problems = _read_file(pathlib.Path(path), root, _FILE_FIELDS if file_fields is None
+                                           else file_fields)
 
-    overrides, env_problems = _apply_env(data, os.environ if env is None else env)
+    overrides, env_problems = _apply_env(data, os.environ if env is None else env, env_prefix, root)
     problems += env_problems
     try:
-        config = AgentConfig.model_validate(data)
+        config = root.model_validate(data)
     except ValidationError as exc:
-        problems += [_describe(error, lines, overrides) for error in exc.errors(include_url=False)]
+        problems += [_describe(error, lines, overrides, root) for error in exc.errors(include_url=False)]
     if problems:
         raise ConfigError(problems, source)
-    return resolve_runtime_paths(config, os.environ if env is None else env)
+    return config
 
 
 def check_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> list[str]:
@@ -128,7 +147,8 @@ def check_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None 
     return []
 
 
-def _read_file(path: pathlib.Path) -> tuple[dict[str, Any], dict[FieldPath, int], list[str]]:
+def _read_file(path: pathlib.Path, root: type[BaseModel],
+               file_fields: tuple[tuple[str, ...], ...]) -> tuple[dict[str, Any], dict[FieldPath, int], list[str]]:
     """Parse the file: (data with model.path made absolute, line per field path, problems)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -150,18 +170,19 @@ def _read_file(path: pathlib.Path) -> tuple[dict[str, Any], dict[FieldPath, int]
     if document is None:  # empty file, or only comments
         return {}, {}, loader.duplicates
     if not isinstance(document, dict):
-        allowed = ", ".join(_field_names(AgentConfig))
+        allowed = ", ".join(_field_names(root))
         raise ConfigError([f"top level (line {loader.lines.get((), 1)}): expected a mapping of settings "
                            f"({allowed}), got {_kind(document)}"], str(path))
 
-    for keys in _FILE_FIELDS:
+    for keys in file_fields:
         _make_absolute(document, keys, path.resolve().parent)
     return document, loader.lines, loader.duplicates
 
 
 # file paths in the config that are relative to the config file's folder
 _FILE_FIELDS = (("model", "path"), ("outbox", "path"), ("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
-                ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"))
+                ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"), ("escalation", "tls", "ca_file"),
+                ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"))
 
 
 def _make_absolute(document: dict[str, Any], keys: tuple[str, ...], base: pathlib.Path) -> None:
@@ -213,17 +234,18 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     return text
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[FieldPath, str], list[str]]:
-    """Apply ``EDGE_AGENT_*`` overrides to ``data`` in place: (variable per path set, problems)."""
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], prefix: str,
+               root: type[BaseModel]) -> tuple[dict[FieldPath, str], list[str]]:
+    """Apply ``<prefix>*`` overrides to ``data`` in place: (variable per path set, problems)."""
     applied: dict[FieldPath, str] = {}
     problems: list[str] = []
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name == _RESERVED_ENV:
+        if not name.startswith(prefix) or name == f"{prefix}CONFIG":
             continue
-        keys = name[len(ENV_PREFIX):].lower().split("__")
+        keys = name[len(prefix):].lower().split("__")
         if not all(keys):
-            problems.append(f"environment {name}: empty key; expected EDGE_AGENT_KEY[__KEY...], "
-                            "e.g. EDGE_AGENT_MQTT__URL")
+            problems.append(f"environment {name}: empty key; expected {prefix}KEY[__KEY...], "
+                            f"e.g. {prefix}{_ENV_EXAMPLE.get(prefix, 'LOGGING__LEVEL')}")
             continue
         try:
             value = yaml.safe_load(env[name]) if env[name].strip() else ""
@@ -231,7 +253,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[Field
             problems.append(f"{_dotted(tuple(keys))} (environment {name}): value is not valid YAML: "
                             f"{getattr(exc, 'problem', None) or exc}")
             continue
-        path, problem = _set(data, keys, value)
+        path, problem = _set(data, keys, value, root)
         if problem:
             problems.append(f"{_dotted(path)} (environment {name}): {problem}")
         else:
@@ -239,7 +261,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> tuple[dict[Field
     return applied, problems
 
 
-def _set(data: dict[str, Any], keys: list[str], value: Any) -> tuple[FieldPath, str | None]:
+def _set(data: dict[str, Any], keys: list[str], value: Any, root: type[BaseModel]) -> tuple[FieldPath, str | None]:
     """Set ``value`` at ``keys`` inside ``data``: (the path as set, a problem or None)."""
     node: Any = data
     path: FieldPath = ()
@@ -259,14 +281,14 @@ def _set(data: dict[str, Any], keys: list[str], value: Any) -> tuple[FieldPath, 
             node[key] = value
         else:
             if isinstance(node, dict) and node.get(key) is None:
-                node[key] = _default_list(path) if keys[depth + 1].isdigit() else {}
+                node[key] = _default_list(path, root) if keys[depth + 1].isdigit() else {}
             node = node[key]
     return path, None
 
 
-def _default_list(path: FieldPath) -> Any:
+def _default_list(path: FieldPath, root: type[BaseModel]) -> Any:
     """The default value at ``path`` (as plain data) when it is a list, else an empty list."""
-    value: Any = AgentConfig().model_dump(mode="json", by_alias=True)
+    value: Any = root().model_dump(mode="json", by_alias=True)
     for key in path:
         if not isinstance(value, dict) or key not in value:
             return []
@@ -275,13 +297,14 @@ def _default_list(path: FieldPath) -> Any:
 
 
 def _describe(
-    error: Mapping[str, Any], lines: Mapping[FieldPath, int], overrides: Mapping[FieldPath, str]
+    error: Mapping[str, Any], lines: Mapping[FieldPath, int], overrides: Mapping[FieldPath, str],
+    root: type[BaseModel],
 ) -> str:
     """One problem line for a pydantic error: ``FIELD (WHERE): MESSAGE``."""
     loc: FieldPath = tuple(error["loc"])
     kind, message, value = error["type"], str(error["msg"]), error["input"]
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = _model_at(loc[:-1], root)
         allowed = ", ".join(_field_names(parent)) if parent else "(none)"
         message = f"unknown key; expected one of: {allowed}"
     elif kind == "value_error":
@@ -308,9 +331,9 @@ def _where(loc: FieldPath, lines: Mapping[FieldPath, int], overrides: Mapping[Fi
     return ", ".join(parts)
 
 
-def _model_at(path: FieldPath) -> type[BaseModel] | None:
+def _model_at(path: FieldPath, root: type[BaseModel]) -> type[BaseModel] | None:
     """The pydantic model that validates the mapping at ``path`` (list indices skipped)."""
-    model: type[BaseModel] = AgentConfig
+    model: type[BaseModel] = root
     for key in path:
         if isinstance(key, int):
             continue

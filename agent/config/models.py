@@ -6,6 +6,7 @@ a broker on localhost. See README "Configuration reference" for every field.
 
 from __future__ import annotations
 
+import ipaddress
 import pathlib
 import re
 import socket
@@ -34,17 +35,33 @@ def _check_id(value: str, what: str) -> str:
 
 
 class TriageConfig(_Strict):
-    """Confidence band. A detection >= accept is trusted, < reject is dropped,
-    anything in between makes the frame uncertain."""
+    """Confidence band. Detector: a detection >= accept is trusted, < reject is dropped,
+    anything in between makes the frame uncertain. Classifier: the frame is decided when
+    the top class has probability >= accept and leads the runner-up by >= margin
+    (``pass_label`` -> pass, any other class -> defect); otherwise it is uncertain."""
 
     accept: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     reject: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    margin: Annotated[float, Field(ge=0.0, le=1.0, description=(
+        "classifiers: least lead of the top class's probability over the runner-up's for a decided frame"))] = 0.2
+    pass_label: str = Field(default="pass", min_length=1, description=(
+        "classifiers: the class that means a good frame; every other class is a defect"))
 
     @model_validator(mode="after")
     def _band(self) -> TriageConfig:
         if self.reject > self.accept:
             raise ValueError(f"reject ({self.reject}) must not be above accept ({self.accept})")
         return self
+
+
+class RateLimitConfig(_Strict):
+    """Escalations allowed per camera: a token bucket refilled at ``per_minute``, holding at most
+    ``burst``. A frame that finds the bucket empty is published at once with status ``rate_limited``."""
+
+    per_minute: Annotated[float, Field(ge=0.0, le=60_000.0)] = Field(
+        default=30.0, description="average escalations per minute; 0 never escalates this camera")
+    burst: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5, description="escalations allowed back to back after a quiet spell")
 
 
 class CameraConfig(_Strict):
@@ -58,6 +75,8 @@ class CameraConfig(_Strict):
         description="keep only the newest frame (live cameras) instead of every frame (files); "
         "default: true for cameras and URLs, false for files and synthetic sources")
     triage: TriageConfig | None = None
+    escalation_rate: RateLimitConfig | None = Field(
+        default=None, description="overrides escalation.rate_per_camera for this camera")
     reconnect_initial_s: Annotated[float, Field(gt=0)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
 
@@ -74,6 +93,9 @@ class ModelConfig(_Strict):
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
+    require_gate: bool = Field(
+        default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
+        "(<model>.gate.json from `edge-agent models quantize`); without it the agent starts and logs a warning")
 
 
 class TlsConfig(_Strict):
@@ -178,6 +200,190 @@ class SnapshotConfig(_Strict):
         "outbox bounds); by default a snapshot is sent only while connected")
 
 
+class BreakerConfig(_Strict):
+    """The escalation client's circuit breaker: after ``failure_threshold`` failed calls in a row
+    (gateway unreachable, deadline passed, VLM down or busy) it opens and uncertain frames are published
+    at once with status ``unavailable``; after ``open_s`` one probe call is let through, and its success
+    closes the breaker again."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
+    open_s: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
+        default=10.0, description="seconds the breaker stays open before it lets one probe call through")
+
+
+class DedupeConfig(_Strict):
+    """The near-duplicate cache: a frame whose perceptual hash (64-bit pHash of the grey frame) is within
+    ``max_distance`` bits of an earlier escalated frame of the same camera, with the same uncertain labels
+    at overlapping places, reuses that frame's answer (status ``cached``) instead of asking again."""
+
+    enabled: bool = True
+    max_distance: Annotated[int, Field(ge=0, le=32)] = Field(
+        default=6, description="most differing hash bits (of 63) for a near-duplicate; camera noise flips 0-2")
+    min_iou: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.5, description="least overlap (IoU) of each uncertain detection's box with its counterpart")
+    ttl_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = Field(
+        default=60.0, description="seconds an answer is reused; after that the scene is asked about again")
+    max_entries: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=256, description="answers kept over all cameras; the oldest is dropped first")
+
+
+class EscalationTlsConfig(_Strict):
+    """TLS to the gateway; with ``cert_file`` and ``key_file``, mutual TLS."""
+
+    ca_file: pathlib.Path | None = Field(default=None, description="CA that signed the gateway's "
+                                         "certificate; default: the system's CAs")
+    cert_file: pathlib.Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    key_file: pathlib.Path | None = Field(default=None, description="client key (mutual TLS)")
+    server_name: str | None = Field(default=None, description="name to expect in the gateway's certificate "
+                                    "when it differs from the host dialled (e.g. dialling an IP address)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> EscalationTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        return self
+
+
+class EscalationConfig(_Strict):
+    """Escalation of uncertain frames to the gateway (``edge-agent gateway``) over gRPC."""
+
+    gateway: str | None = Field(
+        default=None, description="HOST:PORT, a comma list of IP:PORT (client-side round_robin), "
+        "dns:///NAME:PORT (every address of the name, round_robin) or unix:/PATH; None: escalation off, "
+        "uncertain frames are published with status unavailable")
+    template_id: str = Field(default="inspect-v1", min_length=1, max_length=64,
+                             description="question template the gateway asks the VLM")
+    publish_deadline_s: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=2.0, description="longest an uncertain frame's event waits for the VLM; then it is published "
+        "with status timeout and the prefilter's verdict (a later answer is published as revision 2)")
+    call_deadline_s: Annotated[float, Field(gt=0.0, le=600.0)] = Field(
+        default=15.0, description="gRPC deadline of one escalation, counted from the frame's inspection "
+        "(queueing included); at least publish_deadline_s")
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = Field(default=4, description="calls at a time")
+    queue_size: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=16, description="frames waiting for a call slot; when full, a new uncertain frame is published "
+        "at once with status rate_limited")
+    rate_per_camera: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    image_max_side: Annotated[int, Field(ge=64, le=4096)] = Field(
+        default=672, description="the frame is sent as a JPEG downscaled to this longest side (LLaVA sees 336)")
+    jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 85
+    crop_margin: Annotated[float, Field(ge=0.0, le=4.0)] = Field(
+        default=0.5, description="context around each uncertain detection's crop, as a share of the box's size")
+    max_crops: Annotated[int, Field(ge=0, le=16)] = Field(
+        default=4, description="close-ups of the most confident uncertain detections sent with the frame "
+        "(the gateway's limits.max_crops must allow as many)")
+    health_check: bool = Field(
+        default=True, description="client-side health checking: calls go only to gateways whose health "
+        "service says SERVING (a gateway whose Ollama is down is skipped, or fails fast)")
+    keepalive_s: Annotated[float, Field(ge=10.0, le=3600.0)] = Field(
+        default=30.0, description="HTTP/2 ping interval on the channel, also while idle (the gateway allows "
+        "one every 10 s)")
+    tls: EscalationTlsConfig | None = None
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str | None) -> str | None:
+        if v is not None:
+            grpc_target(v)  # raises ValueError with the reason
+        return v
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> EscalationConfig:
+        if self.call_deadline_s < self.publish_deadline_s:
+            raise ValueError(f"call_deadline_s ({self.call_deadline_s}) must not be below publish_deadline_s "
+                             f"({self.publish_deadline_s}): an answer could never arrive in time")
+        return self
+
+    @property
+    def target(self) -> str | None:
+        """The gRPC target the channel dials (see :func:`grpc_target`); None when escalation is off."""
+        return None if self.gateway is None else grpc_target(self.gateway)
+
+
+def grpc_target(value: str) -> str:
+    """The gRPC channel target for an ``escalation.gateway`` value; ValueError saying what is wrong.
+
+    ``HOST:PORT`` and the resolver forms ``dns:``, ``ipv4:``, ``ipv6:``, ``unix:``,
+    ``unix-abstract:`` pass unchanged; a comma list of ``IP:PORT`` becomes ``ipv4:A,B``
+    (or ``ipv6:[A]:P,[B]:P``), the form gRPC balances over with round_robin.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError("the gateway address is empty; expected HOST:PORT or unix:/PATH")
+    scheme = value.split(":", 1)[0]
+    if scheme in ("unix", "unix-abstract", "dns", "ipv4", "ipv6"):
+        if not value.split(":", 1)[1].strip("/"):
+            raise ValueError(f"{value!r} names no address after {scheme}:")
+        return value
+    if "," in value:
+        families: set[int] = set()
+        for item in value.split(","):
+            host, port = _host_port(item.strip(), value)
+            try:
+                families.add(ipaddress.ip_address(host.strip("[]")).version)
+            except ValueError:
+                raise ValueError(f"{item.strip()!r} in {value!r}: a comma list takes IP:PORT items only; for "
+                                 "host names use dns:///NAME:PORT (a name with several addresses)") from None
+        if len(families) > 1:
+            raise ValueError(f"{value!r} mixes IPv4 and IPv6 addresses; gRPC takes one family per list")
+        return f"ipv{families.pop()}:" + ",".join(item.strip() for item in value.split(","))
+    _host_port(value, value)
+    return value
+
+
+def _host_port(item: str, whole: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    where = repr(item) if item == whole else f"{item!r} in {whole!r}"
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{where} is not HOST:PORT (a port from 1 to 65535 is required)")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"{item!r}: write an IPv6 address in brackets, e.g. [::1]:50061")
+    return host, int(port)
+
+def check_listen(value: str) -> str:
+    """A ``HOST:PORT`` listen address (``[::1]:PORT`` for IPv6, port 0 picks a free one); ValueError if not."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not a listen address; expected HOST:PORT, e.g. 127.0.0.1:9464 "
+                         "([::1]:PORT for IPv6, port 0 for a free one)")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    return value
+
+
+class MetricsConfig(_Strict):
+    """The local HTTP endpoint with Prometheus ``/metrics`` and ``/healthz``."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1:9464", description="HOST:PORT ([::1]:PORT for IPv6; port 0 picks a "
+                        "free one); keep it on loopback unless a scraper on another host needs it")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return check_listen(v)
+
+
+class HealthConfig(_Strict):
+    """How long each stage may go without progress before it counts as stuck: the systemd watchdog
+    pings stop and ``/healthz`` answers 503. Keep the windows below the unit's ``WatchdogSec``."""
+
+    inference_window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=20.0, description="longest one frame's inspection (prefilter, triage, outbox commit) may take")
+    capture_window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=20.0, description="longest a camera may stay inside one open or read call (a stream's own "
+        "timeouts are 5 s; a camera waiting to reconnect is not stuck)")
+    publish_window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=20.0, description="longest one pass of the outbox forwarder may take")
+    status_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=10.0, description="seconds between the one-line STATUS= updates that `systemctl status` shows")
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "warning"
     json_format: bool = Field(default=False, alias="json")
@@ -195,7 +401,10 @@ class AgentConfig(_Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @field_validator("device_id")
     @classmethod
@@ -213,6 +422,9 @@ class AgentConfig(_Strict):
 
     def triage_for(self, camera: CameraConfig) -> TriageConfig:
         return camera.triage or self.triage
+
+    def escalation_rate_for(self, camera: CameraConfig) -> RateLimitConfig:
+        return camera.escalation_rate or self.escalation.rate_per_camera
 
 
 def _sanitise_host(name: str) -> str:

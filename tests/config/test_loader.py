@@ -101,19 +101,19 @@ def test_no_file_means_defaults() -> None:
         (
             "device_id: a\ncolour: red\n",
             "colour (line 2): unknown key; expected one of: "
-            "device_id, cameras, model, triage, mqtt, outbox, snapshots, logging",
+            "device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health",
         ),
         # unknown nested key: names ModelConfig's fields
         (
             "model:\n  path: /m.onnx\n  bogus: 1\n",
             "model.bogus (line 3): unknown key; expected one of: path, providers, intra_op_threads, "
-            "min_score, iou_threshold, max_detections",
+            "min_score, iou_threshold, max_detections, require_gate",
         ),
         # unknown key inside a list item: names CameraConfig's fields
         (
             "cameras:\n  - id: a\n    source: s\n    url: x\n",
             "cameras[0].url (line 4): unknown key; expected one of: id, source, fps, realtime, triage, "
-            "reconnect_initial_s, reconnect_max_s",
+            "escalation_rate, reconnect_initial_s, reconnect_max_s",
         ),
         # an aliased field is listed under its YAML name
         (
@@ -191,7 +191,7 @@ def test_every_problem_is_reported_together(tmp_path: pathlib.Path) -> None:
         "cameras[1].fps (line 8): Input should be a valid number, "
         "unable to parse string as a number (got 'fast')",
         "model.bogus (line 10): unknown key; expected one of: path, providers, intra_op_threads, "
-        "min_score, iou_threshold, max_detections",
+        "min_score, iou_threshold, max_detections, require_gate",
         # the later mqtt mapping is the one kept, and its lines are the ones reported
         "mqtt.keepalive_s (line 13): Input should be greater than or equal to 5 (got 1)",
     ]
@@ -239,7 +239,8 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: pathlib.Path, text: str
 def test_top_level_must_be_a_mapping(tmp_path: pathlib.Path, text: str, got: str) -> None:
     assert problems_of(write(tmp_path, text)) == [
         "top level (line 1): expected a mapping of settings "
-        f"(device_id, cameras, model, triage, mqtt, outbox, snapshots, logging), got {got}"
+        f"(device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health), "
+        f"got {got}"
     ]
 
 
