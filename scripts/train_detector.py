@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import sys
 import time
@@ -84,6 +85,10 @@ def main() -> int:
     ap.add_argument("--init", type=pathlib.Path, default=None,
                     help="start from these weights (a best.pt of an earlier run) instead of random init; "
                          "the earlier run's record.json is kept in the model card as stage 1")
+    ap.add_argument("--init-onnx", type=pathlib.Path, default=None,
+                    help="start from an exported ONNX detector of the same architecture (e.g. the shipped "
+                         "models/conveyor-yolov8n.onnx), its BatchNorms re-created from training images; "
+                         "the card next to it is kept as the earlier stages")
     ap.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics' auto)")
     ap.add_argument("--close-mosaic", type=int, default=10, help="last epochs trained without mosaic augmentation")
     ap.add_argument("--finish-only", action="store_true",
@@ -111,10 +116,14 @@ def main() -> int:
 
     from ultralytics import YOLO  # the train extra
 
+    if args.init is not None and args.init_onnx is not None:
+        raise SystemExit("give --init or --init-onnx, not both")
     if args.init is not None:
         init_copy = work / "init.pt"
         shutil.copyfile(args.init.resolve(), init_copy)
         model = YOLO(str(init_copy), task="detect")
+    elif args.init_onnx is not None:
+        model = YOLO(str(init_from_onnx(args, work, data_dir)), task="detect")
     else:
         yaml_path = work / f"yolov8n-{args.activation}.yaml"
         yaml_path.write_text(model_yaml(len(DEFECT_CLASSES), args.activation))
@@ -123,11 +132,64 @@ def main() -> int:
     t0 = time.time()
     model.train(
         data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-        deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=args.init is not None,
+        deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=args.init is not None or args.init_onnx is not None,
         project=str(work), name="run", exist_ok=True, verbose=False, patience=1000, close_mosaic=args.close_mosaic,
         **extra,
     )
     return finish(args, work, data_yaml, train_s=time.time() - t0)
+
+
+def init_from_onnx(args: argparse.Namespace, work: pathlib.Path, data_dir: pathlib.Path) -> pathlib.Path:
+    """A trainable checkpoint rebuilt from ``--init-onnx`` (see scripts/yolo_from_onnx.py)."""
+    import subprocess
+
+    import cv2
+    import numpy as np
+    import torch
+    from ultralytics import YOLO
+    from yolo_from_onnx import load_onnx_into
+
+    from agent.capture.synthetic import DEFECT_CLASSES
+    from agent.prefilter.letterbox import letterbox_into, plan_letterbox, to_nchw_float
+
+    source = args.init_onnx.resolve()
+    yaml_path = work / f"yolov8n-{args.activation}.yaml"
+    yaml_path.write_text(model_yaml(len(DEFECT_CLASSES), args.activation))
+    net = YOLO(str(yaml_path), task="detect").model
+    images = []
+    for path in sorted((data_dir / "images" / "train").iterdir())[:64]:
+        bgr = cv2.imread(str(path))
+        plan = plan_letterbox(bgr.shape[1], bgr.shape[0], args.imgsz, args.imgsz)
+        boxed = np.empty((args.imgsz, args.imgsz, 3), np.uint8)
+        letterbox_into(bgr, plan, boxed)
+        tensor = np.empty((3, args.imgsz, args.imgsz), np.float32)
+        to_nchw_float(boxed, tensor)
+        images.append(tensor[None])
+    check = load_onnx_into(net, source, images)
+    print(f"init from {source.name}: rebuilt model vs ONNX, max relative difference "
+          f"{check['max_abs_diff_rebuilt']:.2e}", flush=True)
+    if check["max_abs_diff_rebuilt"] > 1e-3:
+        raise SystemExit(f"{source}: the rebuilt model does not reproduce the ONNX output "
+                         f"(max relative difference {check['max_abs_diff_rebuilt']:.3g}); wrong architecture?")
+    checkpoint = work / "init.pt"
+    torch.save({"model": net.float(), "train_args": {}}, checkpoint)
+    # the earlier stages, as the ONNX file's card tells them
+    card = source.with_suffix(".md").read_text() if source.with_suffix(".md").exists() else ""
+    training = next((line.split("|")[2].strip() for line in card.splitlines() if line.startswith("| training |")),
+                    "unknown earlier training")
+    reproduce = card.split("## Reproduce", 1)[1].strip().splitlines()[1:] if "## Reproduce" in card else []
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", str(source)],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = ""
+    mean_ap = re.search(r"mAP50 \*\*([0-9.]+)\*\*", card)
+    (work / "init-onnx.json").write_text(json.dumps({
+        "onnx": str(source.relative_to(REPO)) if source.is_relative_to(REPO) else str(source),
+        "commit": commit, "training": training, "reproduce": [line.strip() for line in reproduce if line.strip()],
+        "metrics": {"mAP50": float(mean_ap.group(1)) if mean_ap else float("nan")},
+    }, indent=2))
+    return checkpoint
 
 
 def finish(args: argparse.Namespace, work: pathlib.Path, data_yaml: pathlib.Path, train_s: float | None) -> int:
@@ -145,6 +207,8 @@ def finish(args: argparse.Namespace, work: pathlib.Path, data_yaml: pathlib.Path
     record_file = args.init.resolve().parent.parent.parent / "record.json" if args.init is not None else None
     if record_file is not None and record_file.exists():
         previous = json.loads(record_file.read_text())
+    if args.init_onnx is not None:
+        previous = json.loads((work / "init-onnx.json").read_text())
     best = work / "run" / "weights" / "best.pt"
     model = YOLO(str(best))
     metrics = model.val(data=str(data_yaml), imgsz=args.imgsz, batch=args.batch, device="cpu",
@@ -178,7 +242,8 @@ def finish(args: argparse.Namespace, work: pathlib.Path, data_yaml: pathlib.Path
         "batch": args.batch, "activation": args.activation, "train_seconds": round(train_s),
         "ultralytics": ultralytics.__version__, "torch": torch.__version__, "opset": opset,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "metrics": summary,
-        "init": "random" if args.init is None else "fine-tuned from the previous stage", "lr0": args.lr0,
+        "init": "random" if args.init is None and args.init_onnx is None else "fine-tuned from the previous stage",
+        "lr0": args.lr0,
         "close_mosaic": args.close_mosaic,
         "previous_stage": previous,
     }
@@ -238,12 +303,18 @@ def stages(r: dict) -> str:  # type: ignore[type-arg]
     if not prev:
         return this
     n = _depth(r)
+    if "onnx" in prev:  # --init-onnx: the earlier stages as that file's card told them
+        return (f"{prev['training']} (val mAP50 {prev['metrics']['mAP50']:.3f}); stage {n}, fine-tuned from the "
+                f"stage {n - 1} export `{prev['onnx']}`{' (commit ' + prev['commit'] + ')' if prev['commit'] else ''}"
+                f" with its BatchNorms re-estimated: {this}")
     first = "stage 1: " if not prev.get("previous_stage") else ""
     return (f"{first}{stages(prev)} (val mAP50 {prev['metrics']['mAP50']:.3f}); "
             f"stage {n}, fine-tuned from stage {n - 1}: {this}")
 
 
 def _depth(r: dict) -> int:  # type: ignore[type-arg]
+    if "onnx" in r:  # the card of an --init-onnx source: its highest stage number
+        return max((int(n) for n in re.findall(r"stage (\d+)", r["training"])), default=1)
     return 1 if not r.get("previous_stage") else 1 + _depth(r["previous_stage"])
 
 
@@ -251,7 +322,9 @@ def reproduce(r: dict) -> str:  # type: ignore[type-arg]
     prev = r.get("previous_stage")
     lines = []
     n = _depth(r)
-    if prev:
+    if prev and "onnx" in prev:
+        lines.extend(f"    {line}" for line in prev["reproduce"] if not line.startswith("pip install"))
+    elif prev:
         lines.append(reproduce(prev) + f"  # stage {n - 1}, into runs/train-detector")
         lines.append(f"    mv runs/train-detector runs/stage{n - 1}")
     cmd = (f"    python scripts/train_detector.py --train {r['train_images']} --val {r['val_images']} "
@@ -260,7 +333,9 @@ def reproduce(r: dict) -> str:  # type: ignore[type-arg]
         cmd += f" --lr0 {r['lr0']}"
     if r.get("close_mosaic", 10) != 10:
         cmd += f" --close-mosaic {r['close_mosaic']}"
-    if prev:
+    if prev and "onnx" in prev:
+        cmd += f" --init-onnx {prev['onnx']}"
+    elif prev:
         cmd += f" --init runs/stage{n - 1}/run/weights/best.pt"
     lines.append(cmd)
     return "\n".join(lines)

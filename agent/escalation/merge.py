@@ -20,8 +20,9 @@ Tags: the prefilter's tags are always kept as they were (``source: prefilter``,
 with their boxes: they show where the prefilter looked). The VLM's tags are
 added with ``source: vlm``, no box, and state ``accepted`` when the VLM gave a
 pass/defect verdict or ``uncertain`` when it could not tell. The answer's
-``defects`` (type, location, severity) are not tags; the VLM's description,
-published in ``escalation.description``, says them in words.
+``defects`` (type, location in words, severity) are not tags (they have no
+confidence): they are published as ``escalation.defects``, next to the VLM's
+``escalation.description``.
 """
 
 from __future__ import annotations
@@ -31,17 +32,10 @@ import datetime
 import math
 from typing import Literal
 
-from agent.publish.event import EscalationOutcome, TagEvent, VlmTag
+from agent.publish.event import EscalationOutcome, TagEvent, VlmDefect, VlmTag
 from agent.triage.policy import Verdict
 
 __all__ = ["VlmAnswer", "VlmDefect", "merge"]
-
-
-@dataclasses.dataclass(frozen=True)
-class VlmDefect:
-    type: str
-    location: str
-    severity: Literal["low", "medium", "high", "unspecified"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +68,9 @@ def merge(
     verdict: Verdict = event.decision.verdict
     decided_by: Literal["prefilter", "vlm"] = "prefilter"
     vlm_tags: tuple[VlmTag, ...] = ()
+    vlm_defects: tuple[VlmDefect, ...] = ()
     if answer is not None:
+        vlm_defects = answer.defects
         state: Literal["accepted", "uncertain"] = "uncertain" if answer.verdict == "uncertain" else "accepted"
         vlm_tags = tuple(VlmTag(label, _unit(confidence), state) for label, confidence in answer.tags if label)
         if any(t.state == "accepted" for t in event.decision.tags):
@@ -82,7 +78,8 @@ def merge(
         else:
             verdict, decided_by = answer.verdict, "vlm"
     return dataclasses.replace(
-        event, verdict=verdict, decided_by=decided_by, vlm_tags=vlm_tags, escalation=outcome, revision=revision,
+        event, verdict=verdict, decided_by=decided_by, vlm_tags=vlm_tags, vlm_defects=vlm_defects,
+        escalation=outcome, revision=revision,
         created_at=now or datetime.datetime.now(datetime.timezone.utc))
 
 

@@ -39,6 +39,15 @@ class VlmTag:
     state: Literal["accepted", "uncertain"]
 
 
+@dataclasses.dataclass(frozen=True)
+class VlmDefect:
+    """A defect the VLM described: its type, where in the frame (in words) and how bad."""
+
+    type: str
+    location: str
+    severity: Literal["low", "medium", "high", "unspecified"]
+
+
 NOT_NEEDED = EscalationOutcome(status="not_needed")
 # With no ``escalation.gateway`` configured, uncertain frames are published with this.
 NO_GATEWAY = EscalationOutcome(status="unavailable", reason="no escalation gateway configured")
@@ -61,6 +70,7 @@ class TagEvent:
     prefilter_latency_ms: float
     escalation: EscalationOutcome
     vlm_tags: tuple[VlmTag, ...] = ()
+    vlm_defects: tuple[VlmDefect, ...] = ()
     revision: int = 1
     """1 for an event's first publication; 2 for its update when the VLM answered after the publish
     deadline (same ``event_id``). Consumers keep the highest revision of each event_id."""
@@ -86,6 +96,8 @@ class TagEvent:
                 "model": self.escalation.model,
                 "latency_ms": self.escalation.latency_ms,
                 "description": self.escalation.description,
+                **({"defects": [dataclasses.asdict(d) for d in self.vlm_defects]}
+                   if self.escalation.status in ("answered", "cached") else {}),
             },
         }
 

@@ -10,16 +10,19 @@ import pytest
 
 from agent.config.models import TriageConfig
 from agent.escalation.merge import VlmAnswer, merge
-from agent.publish.event import EscalationOutcome, TagEvent
+from agent.publish.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.publish.schema import validate_payload
 from agent.triage.policy import TriageDecision, triage_classification
 
 EventFactory = Callable[..., TagEvent]
 
 
+SCRATCH = VlmDefect("scratch", "upper left of the part", "low")
+
+
 def answer(verdict: str = "defect", tags: tuple[tuple[str, float], ...] = (("scratch", 0.83), ("metal part", 0.97)),
-           ) -> VlmAnswer:
-    return VlmAnswer(verdict=verdict, tags=tags, defects=(), description="A thin scratch, upper left.",  # type: ignore[arg-type]
+           defects: tuple[VlmDefect, ...] = (SCRATCH,)) -> VlmAnswer:
+    return VlmAnswer(verdict=verdict, tags=tags, defects=defects, description="A thin scratch, upper left.",  # type: ignore[arg-type]
                      model="llava:7b", vlm_ms=812.0, gateway_ms=830.5)
 
 
@@ -49,7 +52,21 @@ def test_the_vlm_decides_an_uncertain_frame(event_factory: EventFactory, vlm_ver
         ("metal part", "vlm", vlm_state), ("scratch", "vlm", vlm_state), ("dent", "prefilter", "uncertain")]
     assert "box" in tags[2] and "box" not in tags[0]
     assert payload["escalation"] == {"status": "answered", "reason": None, "model": "llava:7b",
-                                     "latency_ms": 845.2, "description": "A thin scratch, upper left."}
+                                     "latency_ms": 845.2, "description": "A thin scratch, upper left.",
+                                     "defects": [{"type": "scratch", "location": "upper left of the part",
+                                                  "severity": "low"}]}
+
+
+def test_an_answer_without_defects_publishes_an_empty_list(event_factory: EventFactory) -> None:
+    payload = merge(event_factory(verdict="uncertain"), ANSWERED, answer("pass", defects=())).to_payload()
+    assert payload["escalation"]["defects"] == []
+    assert validate_payload(json.loads(json.dumps(payload))) == []
+
+
+def test_a_bad_severity_in_a_payload_is_a_schema_error(event_factory: EventFactory) -> None:
+    payload = json.loads(json.dumps(merge(event_factory(verdict="uncertain"), ANSWERED, answer()).to_payload()))
+    payload["escalation"]["defects"][0]["severity"] = "catastrophic"
+    assert validate_payload(payload) != []
 
 
 @pytest.mark.parametrize("status", ["unavailable", "timeout", "rejected", "rate_limited", "invalid_answer"])
