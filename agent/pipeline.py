@@ -10,6 +10,10 @@ thread publishes the decided ones itself and never waits for the VLM.
 
 ``FrameInspector`` is the synchronous core (frame in, event out) that the daemon,
 the demo and the tests share.
+
+A config reload hands the loop a new inspector, camera list and snapshot sender at once
+(:meth:`InferenceLoop.reconfigure`); the inference thread swaps them between two frames, so a
+frame is always inspected with the config of the camera list it was taken from.
 """
 
 from __future__ import annotations
@@ -106,6 +110,14 @@ class RunCounters:
         default_factory=lambda: collections.deque(maxlen=2000))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Reconfiguration:
+    inspector: FrameInspector
+    queues: list[tuple[str, FrameQueue]]
+    snapshots: SnapshotSender | None
+    applied: threading.Event
+
+
 class InferenceLoop:
     """The inference thread: takes frames from every camera and publishes their events."""
 
@@ -126,6 +138,8 @@ class InferenceLoop:
         self._snapshots = snapshots
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending_lock = threading.Lock()
+        self._pending: _Reconfiguration | None = None
         self.counters = RunCounters()
         self.last_progress = time.monotonic()
         self.error: BaseException | None = None
@@ -150,8 +164,41 @@ class InferenceLoop:
     def finished(self) -> bool:
         return self._thread is not None and not self._thread.is_alive()
 
+    def reconfigure(
+        self,
+        inspector: FrameInspector,
+        queues: Sequence[tuple[str, FrameQueue]],
+        snapshots: SnapshotSender | None,
+        timeout: float = 5.0,
+    ) -> bool:
+        """Replace the inspector, the cameras and the snapshot sender together, between two frames.
+
+        The inference thread applies the change before it takes its next frame; this waits up to
+        ``timeout`` seconds for that and returns True once it happened (at once when the thread is not
+        running). False: the thread is busy with a frame for longer; it applies the change after it.
+        Queues kept in the new list are the same objects, so their cameras see no gap.
+        """
+        change = _Reconfiguration(inspector, list(queues), snapshots, threading.Event())
+        with self._pending_lock:
+            self._pending = change
+        if self._thread is None or not self._thread.is_alive():
+            self._apply_pending()
+        if not change.applied.wait(timeout) and not (self._thread is not None and self._thread.is_alive()):
+            self._apply_pending()  # the thread ended meanwhile (every source ended)
+        return change.applied.is_set()
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            change, self._pending = self._pending, None
+        if change is None:
+            return
+        self._inspector, self._queues, self._snapshots = change.inspector, change.queues, change.snapshots
+        change.applied.set()
+
     def step(self) -> int:
         """Take at most one frame from each camera and process it. Returns frames processed."""
+        if self._pending is not None:
+            self._apply_pending()
         done = 0
         for _camera_id, queue in self._queues:
             frame = queue.take(0.0)
@@ -183,10 +230,12 @@ class InferenceLoop:
             while not self._stop.is_set():
                 if self.step():
                     continue
-                if all(q.ended for _, q in self._queues):
+                if self._pending is None and all(q.ended for _, q in self._queues):
                     log.info("all sources ended")
                     return
                 self.last_progress = time.monotonic()  # idle is progress: nothing to do
+                if self._pending is not None:
+                    continue  # a reconfiguration is waiting: apply it before taking a frame
                 # nothing ready: wait on the first camera briefly instead of spinning
                 frame = self._queues[0][1].take(0.02)
                 if frame is not None:

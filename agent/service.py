@@ -5,6 +5,12 @@ config (already parsed) -> model (loaded and checked) -> publisher (connecting
 in the background) -> grabbers -> inference thread. Shutdown reverses it:
 grabbers stop, the inference thread finishes its frame, the publisher flushes
 what is in flight, then publishes ``offline`` and disconnects.
+
+A reload (SIGHUP: :meth:`AgentService.reload_file`) follows :mod:`agent.config.reload`: whatever
+can fail (the new model, camera source specs, a classifier's labels) is prepared first, next to
+the running stages; only then does the inference thread switch to the new cameras and config
+between two frames, gone cameras are stopped and new ones started. Unchanged cameras, the
+publisher and its outbox are never touched, so nothing accepted is lost.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.capture.grabber import Grabber, GrabberStats
-from agent.config.loader import resolve_runtime_paths
-from agent.config.models import AgentConfig
-from agent.errors import ConfigError, ModelError
+from agent.config.loader import load_config, resolve_runtime_paths
+from agent.config.models import AgentConfig, CameraConfig
+from agent.config.reload import ReloadPlan, plan_reload
+from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
 from agent.escalation.client import channel_credentials
 from agent.escalation.escalator import EscalationStats, Escalator
 from agent.health.agent import AgentHealth, ModelFacts, warm_up
@@ -67,6 +74,21 @@ class RunSummary:
     escalation: EscalationStats | None = None  # None when no gateway is configured
 
 
+@dataclasses.dataclass(frozen=True)
+class ReloadResult:
+    """What :meth:`AgentService.reload_file` did: ``applied`` with its ``plan``, or refused with the
+    ``problems`` (one line each, as ``edge-agent config check`` prints them)."""
+
+    applied: bool
+    plan: ReloadPlan | None = None
+    problems: tuple[str, ...] = ()
+    model_reloaded: bool = False
+
+
+_RELOAD_SWAP_S = 5.0  # how long a reload waits for the inference thread to finish its frame
+_RELOAD_STOP_S = 2.0  # how long it waits for each removed camera's grabber thread
+
+
 class AgentService:
     def __init__(
         self,
@@ -94,6 +116,8 @@ class AgentService:
         self._started_at = 0.0
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
+        self._model_digest: str | None = None  # of the model file this service loaded (None: handed in)
+        self._reload_lock = threading.Lock()
 
     @property
     def publisher(self) -> Publisher:
@@ -102,17 +126,10 @@ class AgentService:
         return self._publisher
 
     def start(self) -> None:
-        gate: GateStatus | None = None
-        precision: str | None = None
         if self._prefilter is None:
-            model = open_prefilter(self.config.model.path, self.config.model)
-            if isinstance(model, ImageClassifier):
-                check_pass_label(self.config, model.info.names, str(model.info.path))
-            log.info("model loaded: %s (%s)", model.info.model_id, model.info.task)
-            gate = check_model_gate(model.info.path, self.config.model.require_gate)
-            precision = file_precision(model.info.path)
-            self._prefilter = model
-        self.model_facts = warm_up(self._prefilter, gate, precision)  # one inference on a blank frame
+            self._prefilter, self.model_facts, self._model_digest = load_model(self.config)
+        else:
+            self.model_facts = warm_up(self._prefilter, None, None)  # one inference on a blank frame
         # constructing a grabber checks its source spec (no I/O yet): fail before connecting anywhere
         self.grabbers = [Grabber(cam, on_state=self._on_camera_state) for cam in self.config.cameras]
         escalation = self.config.escalation
@@ -130,9 +147,8 @@ class AgentService:
         for g in self.grabbers:
             g.start()
         inspector = FrameInspector(self.config, self._prefilter)
-        snapshots = SnapshotSender(self.config.snapshots, self._publisher) if self.config.snapshots.enabled else None
         self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
-                                  self._on_inspection, snapshots, self.escalator)
+                                  self._on_inspection, self._snapshot_sender(self.config), self.escalator)
         self._started_at = time.monotonic()
         self.loop.start()
         # /metrics + /healthz, then READY=1 once every camera was opened, WATCHDOG=1 while stages progress
@@ -143,16 +159,108 @@ class AgentService:
             self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
             self._stats_thread.start()
 
-    def wait(self, stop: threading.Event, duration: float | None = None) -> None:
-        """Block until ``stop`` is set, ``duration`` passed, or every source ended."""
+    def _snapshot_sender(self, config: AgentConfig) -> SnapshotSender | None:
+        return SnapshotSender(config.snapshots, self.publisher) if config.snapshots.enabled else None
+
+    def wait(self, stop: threading.Event, duration: float | None = None,
+             wake: threading.Event | None = None) -> None:
+        """Block until ``stop`` (or ``wake``) is set, ``duration`` passed, or every source ended."""
         deadline = None if duration is None else time.monotonic() + duration
-        while not stop.is_set():
+        while not stop.is_set() and not (wake is not None and wake.is_set()):
             if self.loop is not None and self.loop.finished:
                 break
             remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
             if remaining <= 0:
                 break
             stop.wait(remaining)
+
+    # -- reload (SIGHUP) ------------------------------------------------------------------------------
+
+    def reload_file(self, path: pathlib.Path | str | None) -> ReloadResult:
+        """Re-read the config file (``None``: defaults and the environment, as at start-up) and apply it.
+
+        A config that does not load, validate or work (a model that does not load, a camera source
+        nobody understands) is refused: the running config stays, one error names every problem, and
+        ``STATUS=`` says so. systemd hears ``RELOADING=1`` first and ``READY=1`` at the end either way.
+        """
+        source = "the defaults" if path is None else str(path)
+        health = self.health
+        if health is not None:
+            health.reloading()
+        log.info("reloading the config from %s", source, extra={"reload": "started", "config": source})
+        try:
+            try:
+                result = self.reload(load_config(path))
+            except ConfigError as exc:
+                result = ReloadResult(False, problems=tuple(exc.problems))
+            except EdgeAgentError as exc:
+                result = ReloadResult(False, problems=(str(exc),))
+        except Exception as exc:  # a bug: say so, and go on with what runs
+            log.exception("config reload from %s failed", source)
+            result = ReloadResult(False, problems=(f"internal error while reloading: {exc!r}",))
+        stamp = time.strftime("%H:%M:%S")
+        if result.applied:
+            what = _reload_summary(result)
+            needs_restart = result.plan.needs_restart if result.plan is not None else ()
+            if needs_restart:
+                what += "; restart the agent to apply them"
+            log.log(logging.WARNING if needs_restart else logging.INFO, "config reloaded from %s: %s", source, what,
+                    extra={"reload": "applied", "config": source, "needs_restart": ", ".join(needs_restart)})
+            note = f"config reloaded at {stamp}: {what}"
+        else:
+            problems = result.problems or ("?",)
+            log.error("config reload refused, the running config stays: %s: %d problem(s): %s", source,
+                      len(problems), "; ".join(problems), extra={"reload": "refused", "config": source})
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            note = f"reload at {stamp} refused, running the previous config: {problems[0]}{more}"
+        if health is not None:
+            health.reloaded(note)
+        return result
+
+    def reload(self, new: AgentConfig) -> ReloadResult:
+        """Apply ``new`` to the running agent (see :mod:`agent.config.reload`). EdgeAgentError when a part of
+        it cannot run (the model, a camera's source spec, a classifier's labels): then nothing has changed."""
+        with self._reload_lock:
+            loop = self.loop
+            if loop is None or self._prefilter is None:
+                raise RuntimeError("the service is not started")
+            plan = plan_reload(self.config, new)
+            cfg = plan.config
+            # 1. prepare everything that can fail, beside the running stages
+            prefilter, facts, digest = self._prefilter, self.model_facts, self._model_digest
+            reload_model = plan.model_changed or (digest is not None and _digest_or_none(cfg.model.path) != digest)
+            if reload_model:
+                prefilter, facts, digest = load_model(cfg)
+            elif isinstance(prefilter, ImageClassifier):
+                check_pass_label(cfg, prefilter.info.names, str(prefilter.info.path))
+            fresh = {cam.id: _new_grabber(index, cam, self._on_camera_state) for index, cam in enumerate(cfg.cameras)
+                     if cam.id in plan.added or cam.id in plan.restarted}
+            running = {g.camera.id: g for g in self.grabbers}
+            # 2. the inference thread switches between two frames; unchanged cameras keep their grabber
+            grabbers: list[Grabber] = []
+            for cam in cfg.cameras:
+                grabber = fresh.get(cam.id) or running[cam.id]
+                grabber.camera = cam  # a retuned camera: the same capture settings, new triage/escalation rate
+                grabbers.append(grabber)
+            if not loop.reconfigure(FrameInspector(cfg, prefilter), [(g.camera.id, g) for g in grabbers],
+                                    self._snapshot_sender(cfg), timeout=_RELOAD_SWAP_S):
+                log.warning("reload: the inference thread is busy with one frame for over %.0f s; it switches to "
+                            "the new config after it", _RELOAD_SWAP_S)
+            # 3. stop the cameras gone or changed (their frames taken so far are inspected and published),
+            #    then start the new ones: a changed camera's device is free again
+            for cam_id in (*plan.removed, *plan.restarted):
+                if not running[cam_id].stop(timeout=_RELOAD_STOP_S):
+                    log.warning("reload: camera %s did not stop within %.0f s (blocked in a read); it ends with its "
+                                "read", cam_id, _RELOAD_STOP_S)
+            for grabber in fresh.values():
+                grabber.start()
+            self.grabbers = grabbers
+            if self.escalator is not None:
+                self.escalator.set_rates({c.id: c.escalation_rate for c in cfg.cameras
+                                          if c.escalation_rate is not None}, cfg.escalation.rate_per_camera)
+            self._prefilter, self.model_facts, self._model_digest = prefilter, facts, digest
+            self.config = cfg
+            return ReloadResult(True, plan, model_reloaded=reload_model)
 
     def _stats_loop(self) -> None:
         interval = self.config.mqtt.stats_interval_s
@@ -236,6 +344,41 @@ class AgentService:
             flushed=flushed,
             escalation=escalation,
         )
+
+
+def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:
+    """Open ``config.model``, check it against the triage config and its INT8 gate record, warm it up:
+    (the model, what is known of it, the file's digest). ModelError/ConfigError saying what is wrong."""
+    path = config.model.path
+    model = open_prefilter(path, config.model)
+    if isinstance(model, ImageClassifier):
+        check_pass_label(config, model.info.names, str(model.info.path))
+    log.info("model loaded: %s (%s)", model.info.model_id, model.info.task)
+    gate = check_model_gate(model.info.path, config.model.require_gate)
+    facts = warm_up(model, gate, file_precision(model.info.path))  # one inference on a blank frame
+    return model, facts, file_digest(model.info.path)
+
+
+def _new_grabber(index: int, camera: CameraConfig, on_state: Callable[[str, str, str | None], None] | None) -> Grabber:
+    """A grabber for a camera a reload adds or changes; a source spec nobody understands is a config problem."""
+    try:
+        return Grabber(camera, on_state=on_state)
+    except SourceError as exc:
+        raise ConfigError([f"cameras[{index}].source (camera {camera.id}): {exc}"]) from exc
+
+
+def _digest_or_none(path: pathlib.Path) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError:
+        return None  # gone: loading it says so
+
+
+def _reload_summary(result: ReloadResult) -> str:
+    what = result.plan.describe() if result.plan is not None else "no change"
+    if result.model_reloaded and (result.plan is None or not result.plan.model_changed):
+        what = "model file changed on disk, reloaded" if what == "no change" else f"{what}; model file reloaded"
+    return what
 
 
 def check_pass_label(config: AgentConfig, names: tuple[str, ...], model: str) -> None:

@@ -39,13 +39,21 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _install_reload_signal(reload: threading.Event) -> None:
+    """SIGHUP asks for a config reload; the main thread does it (a signal handler only sets the flag)."""
+    def handler(signum: int, _frame: object) -> None:
+        reload.set()
+    signal.signal(signal.SIGHUP, handler)
+
+
 @app.command()
 def run(
     config: Annotated[pathlib.Path | None, typer.Option(
         "--config", "-c", help="YAML config file (default: $EDGE_AGENT_CONFIG, else built-in defaults)")] = None,
     log_level: Annotated[str | None, typer.Option(help="override logging.level")] = None,
 ) -> None:
-    """Run the agent as a daemon until SIGTERM/SIGINT (or until every file source ended)."""
+    """Run the agent as a daemon until SIGTERM/SIGINT (or until every file source ended); SIGHUP reloads the
+    config file (a bad one is refused and logged; the running config stays)."""
     from agent import logs
     from agent.config.loader import load_config
     from agent.service import AgentService
@@ -55,12 +63,20 @@ def run(
         cfg = load_config(path)
         logs.configure(log_level or cfg.logging.level, cfg.logging.json_format)
         service = AgentService(cfg)
-        stop = threading.Event()
+        stop, reload = threading.Event(), threading.Event()
         _install_stop_signals(stop)
+        _install_reload_signal(reload)  # a SIGHUP during start-up is handled once the agent runs
         service.start()
     except EdgeAgentError as exc:
         raise _fail(exc) from None
-    service.wait(stop)
+    while True:
+        service.wait(stop, wake=reload)
+        if not reload.is_set() or stop.is_set() or (service.loop is not None and service.loop.finished):
+            break
+        reload.clear()
+        result = service.reload_file(path)
+        if result.applied and log_level is None:
+            logs.configure(service.config.logging.level, service.config.logging.json_format)
     summary = service.shutdown(timeout=15.0)
     if service.loop is not None and service.loop.error is not None:
         typer.echo(f"edge-agent: error: inference stopped: {service.loop.error}", err=True)

@@ -235,6 +235,13 @@ class Escalator:
         self._encoder.shutdown(wait=False, cancel_futures=True)
         self._thread = None
 
+    def set_rates(self, rates: Mapping[str, RateLimitConfig], default: RateLimitConfig) -> None:
+        """New per-camera escalation budgets (a config reload): ``rates`` as in the constructor, ``default``
+        for the cameras not in it (``escalation.rate_per_camera``)."""
+        with self._lock:
+            self._limiter.set_limits({cam: (r.per_minute, r.burst) for cam, r in rates.items()},
+                                     (default.per_minute, default.burst))
+
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:

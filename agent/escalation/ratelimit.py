@@ -63,6 +63,20 @@ class CameraRateLimiter:
         self._default = default
         self._buckets: dict[str, TokenBucket] = {}
 
+    def set_limits(self, limits: Mapping[str, tuple[float, int]], default: tuple[float, int]) -> None:
+        """New limits (a config reload). A camera whose limit changed keeps the tokens it has, up to its
+        new burst, and earns at its new rate from now on; a camera no longer limited loses its bucket."""
+        self._limits = dict(limits)
+        self._default = default
+        for camera, bucket in list(self._buckets.items()):
+            per_minute, burst = self.limit(camera)
+            if (bucket.per_minute, bucket.burst) != (per_minute, burst):
+                if per_minute <= 0:
+                    del self._buckets[camera]
+                    continue
+                bucket.per_minute, bucket.burst = per_minute, burst
+                bucket.tokens = min(bucket.tokens, float(burst))
+
     def limit(self, camera: str) -> tuple[float, int]:
         return self._limits.get(camera, self._default)
 

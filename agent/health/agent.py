@@ -133,6 +133,7 @@ class AgentHealth:
                                      status_interval_s=self.cfg.status_interval_s)
         self.server: MetricsServer | None = None
         self._fps_mark: tuple[float, int] | None = None
+        self.reload_note: str | None = None  # the last reload's outcome, shown in STATUS= until the next one
 
     @property
     def ready(self) -> bool:
@@ -157,6 +158,18 @@ class AgentHealth:
 
     def stopping(self, status: str) -> None:
         self.supervisor.stop(status)
+
+    def reloading(self) -> None:
+        """``RELOADING=1``, once systemd had ``READY=1`` (a reload during start-up is none of its business)."""
+        if self.ready:
+            self.notifier.reloading()
+
+    def reloaded(self, note: str) -> None:
+        """``READY=1`` after ``RELOADING=1``, whether the reload was applied or refused; ``note`` (what it did)
+        stays in the STATUS= line until the next reload."""
+        self.reload_note = note
+        if self.ready:
+            self.notifier.ready(self.status_line())
 
     def close(self) -> None:
         if self.server is not None:
@@ -220,7 +233,7 @@ class AgentHealth:
             outbox += f" ({evicted} evicted)"
         return (f"{online}/{len(s.grabbers)} cameras online, {fps:.1f} fps; "
                 + " ".join(f"{v} {verdicts.get(v, 0)}" for v in ("pass", "defect", "uncertain"))
-                + f"; {outbox}; {self._mqtt_words()}")
+                + f"; {outbox}; {self._mqtt_words()}" + (f"; {self.reload_note}" if self.reload_note else ""))
 
     def metrics_text(self) -> str:
         return render_agent_metrics(self.service, self.report(), self.ready)
@@ -246,6 +259,7 @@ class AgentHealth:
             "mqtt": {"connected": bool(getattr(stats, "connected", False)),
                      "last_error": getattr(stats, "last_error", None)},
             "outbox": {"pending": getattr(stats, "pending", None), "evicted": getattr(stats, "evicted", None)},
+            "last_reload": self.reload_note,
         }
         if s.model_facts is not None:
             f = s.model_facts

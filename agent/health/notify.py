@@ -4,7 +4,7 @@ systemd passes ``$NOTIFY_SOCKET`` to a ``Type=notify`` service: a filesystem pat
 (``/run/systemd/notify``) or a Linux abstract socket (``@/org/freedesktop/...``,
 the ``@`` standing for a leading NUL byte). Each message is one datagram on an
 ``AF_UNIX``/``SOCK_DGRAM`` socket with newline-separated ``KEY=VALUE`` lines,
-UTF-8 encoded (``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``STOPPING=1``).
+UTF-8 encoded (``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``RELOADING=1``, ``STOPPING=1``).
 Without ``$NOTIFY_SOCKET`` every call does nothing, as the C library does.
 
 ``WatchdogSec=`` in the unit sets ``$WATCHDOG_USEC`` (and ``$WATCHDOG_PID``); the
@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 
 __all__ = ["Notifier", "socket_address"]
@@ -124,6 +125,12 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.notify(WATCHDOG=1)
+
+    def reloading(self, status: str = "reloading the config") -> bool:
+        """``RELOADING=1`` with ``MONOTONIC_USEC`` (the time of the request on CLOCK_MONOTONIC, which systemd
+        253+ requires for ``Type=notify-reload``); ``READY=1`` (:meth:`ready`) must follow when done."""
+        return self.notify(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
+                           STATUS=status)
 
     def stopping(self, status: str = "stopping") -> bool:
         return self.notify(STOPPING=1, STATUS=status)

@@ -51,3 +51,15 @@ def test_refusal_says_why() -> None:
     assert limiter.allow("cam", 0.0) and not limiter.allow("cam", 0.5)
     assert limiter.refusal("cam", 0.5) == "camera cam spent its escalation budget (30/min, burst 1); next in 1.5 s"
     assert limiter.refusal("off", 0.0) == "escalation is off for camera off (per_minute: 0)"
+
+
+def test_new_limits_keep_the_tokens_left_and_apply_from_now() -> None:
+    limiter = CameraRateLimiter({"a": (60.0, 3)}, default=(60.0, 3))
+    assert [limiter.allow("a", 0.0) for _ in range(2)] == [True, True]  # a has 1 token left
+    assert limiter.allow("b", 0.0) and limiter.allow("c", 0.0)  # b and c: 2 left each
+    # a reload: a earns 6/min now (no refill from 0 s to 1 s: 0.1 token), b is capped at burst 1, c is turned off
+    limiter.set_limits({"a": (6.0, 3), "b": (60.0, 1), "c": (0.0, 1)}, default=(60.0, 3))
+    assert limiter.allow("a", 1.0) and not limiter.allow("a", 1.0)  # 1 + 0.1 tokens: one escalation
+    assert limiter.allow("b", 0.0) and not limiter.allow("b", 0.0)  # 2 tokens cut to the new burst of 1
+    assert not limiter.allow("c", 0.0)  # per_minute 0: never
+    assert limiter.refusal("a", 1.0) == "camera a spent its escalation budget (6/min, burst 3); next in 9.0 s"

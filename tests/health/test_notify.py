@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 
@@ -38,6 +39,19 @@ def test_one_datagram_with_every_assignment(notify_socket: tuple[str, NotifyList
     assert n.notify(READY=1, STATUS="Prüfung läuft:\n2 Kameras")  # UTF-8, and made one line
     _, msg = listener.wait_for(lambda m: "READY" in m, 2.0) or (0.0, {})
     assert msg == {"READY": "1", "STATUS": "Prüfung läuft: 2 Kameras"}
+    n.close()
+
+
+def test_reloading_carries_the_monotonic_time(notify_socket: tuple[str, NotifyListener]) -> None:
+    """RELOADING=1 with MONOTONIC_USEC= (CLOCK_MONOTONIC in microseconds), as Type=notify-reload requires."""
+    address, listener = notify_socket
+    n = Notifier.from_environ({"NOTIFY_SOCKET": address})
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert n.reloading()
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    _, msg = listener.wait_for(lambda m: "RELOADING" in m, 2.0) or (0.0, {})
+    assert msg["RELOADING"] == "1" and msg["STATUS"] == "reloading the config"
+    assert before <= int(msg["MONOTONIC_USEC"]) <= after
     n.close()
 
 

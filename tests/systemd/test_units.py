@@ -142,3 +142,9 @@ def test_env_examples_only_hold_comments_and_assignments(env_file: str, prefix: 
     lines = [line for line in (UNITS / env_file).read_text().splitlines() if line.strip()]
     assert all(line.startswith("#") or re.match(r"^[A-Z_][A-Z0-9_]*=", line) for line in lines)
     assert any(line.lstrip("#").startswith(prefix) for line in lines)
+
+
+def test_the_agent_unit_reloads_the_config_with_sighup() -> None:
+    """`systemctl reload edge-agent` sends SIGHUP, which the agent takes as "re-read the config"."""
+    svc = parse_unit("edge-agent.service")["Service"]
+    assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
