@@ -281,6 +281,9 @@ def models_quantize(
         help="refuse when the metric (mAP50 / accuracy) drops by more points")] = 1.0,
     max_verdict_changes: Annotated[float, typer.Option(
         help="refuse when more than this percentage of frame verdicts change")] = 2.0,
+    float_stem: Annotated[int, typer.Option(
+        min=0, help="leading convolutions kept FP32 (they see the raw image; faint defects live in small "
+                    "contrasts there)")] = 2,
     reduce_range: Annotated[bool, typer.Option(help="7-bit weights, for U8S8 on x86 CPUs without VNNI")] = False,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads while evaluating")] = 2,
     accept: Annotated[float, typer.Option(help="triage accept threshold for the verdict comparison")] = 0.6,
@@ -302,7 +305,7 @@ def models_quantize(
         code = run_quantize(QuantizeOptions(
             model=model, calib=calib, calib_count=calib_count, calib_seed=calib_seed, val=val, val_split=val_split,
             synthetic_seed=synthetic_seed, val_count=val_count, flavour=flavour, out_dir=out_dir, limits=limits,
-            reduce_range=reduce_range,
+            reduce_range=reduce_range, float_stem=float_stem,
             threads=threads, band=band, break_decode=break_decode,
             command="edge-agent models quantize " + " ".join(sys.argv[3:])))
     except EdgeAgentError as exc:

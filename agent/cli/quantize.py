@@ -115,11 +115,14 @@ def _validation_set(opts: QuantizeOptions, task: str, names: Sequence[str], work
     return read_yolo_dataset(path, opts.val_split, names=names), f"{path} ({opts.val_split})"
 
 
-def _card_section(source: pathlib.Path, rows: list[dict[str, Any]]) -> str:
+def _card_section(source: pathlib.Path, rows: list[dict[str, Any]], refused: list[str]) -> str:
+    stem = rows[0]["quantization"].get("stem_kept_float") or []
+    kept = (f"; the first {len(stem)} convolution{'s' if len(stem) != 1 else ''} (" + ", ".join(f"`{n}`" for n in stem)
+            + ") and" if stem else "; ")
     lines = [CARD_BEGIN, "## INT8 (accuracy-gated)", "",
-             "Made with `edge-agent models quantize` (static QDQ, MinMax calibration, per-channel weights; the "
-             "decode after the last convolutions stays FP32). Each INT8 file is published only when it passes "
-             "the gate; its record is `<file>.gate.json`.", "",
+             "Made with `edge-agent models quantize` (static QDQ, MinMax calibration, per-channel weights"
+             f"{kept} the decode after the last convolutions stay FP32). Each INT8 file is published only when "
+             "it passes the gate; its record is `<file>.gate.json`.", "",
              "| file | for | metric FP32 → INT8 | change | verdicts changed | eval p50 FP32 → INT8 |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -130,6 +133,7 @@ def _card_section(source: pathlib.Path, rows: list[dict[str, Any]]) -> str:
                      f"{r['latency_ms_p50']['int8']:.1f} ms |")
     first = rows[0]
     band = first["validation"]["band"]
+    lines += [f"| — | {r} | | | | |" for r in refused]
     lines += ["", f"Validation: {first['validation']['data']}; triage band accept {band['accept']}"
               f" / reject {band['reject']}. Calibration: {first['calibration']['source']}. "
               f"Gate limits: {first['gate']['limits']['max_drop_points']} points, "
@@ -169,6 +173,7 @@ class QuantizeOptions:
     band: TriageConfig
     command: str
     break_decode: bool = False  # quantize the decode as well: the broken model the gate must refuse
+    float_stem: int = 2  # leading convolutions kept FP32
 
 
 def _gate_record(opts: QuantizeOptions, flavour: Flavour, output: pathlib.Path, report: QuantizationReport,
@@ -216,6 +221,7 @@ def run_quantize(opts: QuantizeOptions) -> int:
     flavours = flavours_from_option(opts.flavour)
     out_dir = opts.out_dir or model.parent
     refused = 0
+    refusals: list[str] = []
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edge-agent-quantize-") as tmp_name:
         tmp = pathlib.Path(tmp_name)
@@ -237,12 +243,14 @@ def run_quantize(opts: QuantizeOptions) -> int:
             staged = tmp / target.name
             report = quantize_model(model, staged, flavour, info.input_name, tensors(), calib.count,
                                     reduce_range=opts.reduce_range, keep_decode_float=not opts.break_decode,
+                                    float_stem=opts.float_stem,
                                     progress=progress_printer(f"calibrate {flavour.name}"),
                                     provenance={"file": model.name, "sha256": file_digest(model)})
             int8 = _evaluate(staged, dataset, opts.band, opts.threads, f"evaluate INT8 {flavour.name}")
             result = judge(fp32.metric, fp32.value, int8.value, fp32.verdicts, int8.verdicts, opts.limits)
             if not result.passed:
                 refused += 1
+                refusals.append(f"{flavour.runtime}: **refused by the gate** ({result.summary()}); no file")
                 typer.echo(f"REFUSED {flavour.name} ({flavour.runtime}): " + "; ".join(result.reasons)
                            + f". Nothing written to {target}. ({result.summary()})", err=True)
                 continue
@@ -253,9 +261,9 @@ def run_quantize(opts: QuantizeOptions) -> int:
             rows.append(record)
             typer.echo(f"passed {flavour.name}: {target} ({result.summary()}; "
                        f"eval p50 {fp32.latency_p50_ms:.1f} -> {int8.latency_p50_ms:.1f} ms)")
-    if rows:
+    if rows and out_dir.resolve() == model.parent.resolve():  # the card describes the files next to it
         card = model.with_suffix(".md")
-        if update_model_card(card, _card_section(model, rows)):
+        if update_model_card(card, _card_section(model, rows, refusals)):
             typer.echo(f"model card: {card} (INT8 section)")
     return 1 if refused else 0
 

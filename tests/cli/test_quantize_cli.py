@@ -45,6 +45,7 @@ def _quantize(model: pathlib.Path, val: pathlib.Path, *extra: str) -> tuple[int,
 
 def test_the_gate_refuses_a_broken_quantization(model_copy: pathlib.Path, val_set: pathlib.Path) -> None:
     # --break-decode quantizes the head's final concat too: pixel boxes and 0..1 scores share one INT8 scale
+    card_before = (model_copy.parent / "conveyor-yolov8n.md").read_text()
     code, _out, err = _quantize(model_copy, val_set, "--break-decode")
     assert code == 1
     assert "calibrate cpu: 8/8" in err and "evaluate FP32: 20/20" in err and "evaluate INT8 cpu: 20/20" in err
@@ -52,14 +53,13 @@ def test_the_gate_refuses_a_broken_quantization(model_copy: pathlib.Path, val_se
     assert "points below FP32" in refusal and "at most 1.00 points are allowed" in refusal
     assert f"Nothing written to {model_copy.parent / 'conveyor-yolov8n.int8.onnx'}" in refusal
     assert sorted(p.name for p in model_copy.parent.iterdir()) == ["conveyor-yolov8n.md", "conveyor-yolov8n.onnx"]
-    assert "int8-gate" not in (model_copy.parent / "conveyor-yolov8n.md").read_text()
+    assert (model_copy.parent / "conveyor-yolov8n.md").read_text() == card_before  # the card is left alone
 
 
 def test_a_passing_model_gets_its_gate_record_and_card_section(
-        model_copy: pathlib.Path, val_set: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    out_dir = tmp_path / "int8"
-    code, out, err = _quantize(model_copy, val_set, "--out-dir", str(out_dir), "--max-drop", "5",
-                               "--max-verdict-changes", "20")
+        model_copy: pathlib.Path, val_set: pathlib.Path) -> None:
+    out_dir = model_copy.parent  # next to the model: its card gets the INT8 section (not so with --out-dir)
+    code, out, err = _quantize(model_copy, val_set, "--max-drop", "5", "--max-verdict-changes", "20")
     assert code == 0, err
     int8 = out_dir / "conveyor-yolov8n.int8.onnx"
     assert f"passed cpu: {int8}" in out
@@ -69,8 +69,14 @@ def test_a_passing_model_gets_its_gate_record_and_card_section(
     assert record["source_model"]["sha256"] == file_digest(model_copy)
     assert record["validation"]["images"] == 20 and record["calibration"]["frames"] == 8
     assert set(record["per_class"]["classes"]) == {"scratch", "hole", "stain", "missing"}
+    stem = ["/model.0/conv/Conv", "/model.1/conv/Conv"]  # --float-stem 2, the default
+    assert record["quantization"]["stem_kept_float"] == stem
+    int8_graph = onnx.load(str(int8)).graph
+    float_weights = {i.name for i in int8_graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert all(n.input[1] in float_weights for n in int8_graph.node if n.name in stem)  # no DequantizeLinear
     card = (model_copy.parent / "conveyor-yolov8n.md").read_text()
     assert "## INT8 (accuracy-gated)" in card and "`conveyor-yolov8n.int8.onnx`" in card
+    assert "the first 2 convolutions (`/model.0/conv/Conv`, `/model.1/conv/Conv`)" in card
     assert card.startswith("# conveyor-yolov8n")  # the card's own text is kept
 
     info = edge_agent("models", "info", str(int8))
