@@ -269,7 +269,7 @@ Finds four defect kinds on parts riding a conveyor belt: `scratch`, `hole`,
 |---|---|
 | file | `models/{r['name']}.onnx` (FP32, opset {r['opset']}, input 1x3x{r['imgsz']}x{r['imgsz']}, output 1x{4 + r['nc']}x{(r['imgsz'] // 8) ** 2 + (r['imgsz'] // 16) ** 2 + (r['imgsz'] // 32) ** 2}) |
 | architecture | YOLOv8n from `yolov8n.yaml`, activation {r['activation']}, random init |
-| dataset | {r['train_images']} train / {r['val_images']} held-out val stills, 640x480, seed {r['seed']} (val uses seed {r['seed'] + 1}) |
+| dataset{' (last stage)' if r.get('previous_stage') else ''} | {r['train_images']} train / {r['val_images']} held-out val stills, 640x480, seed {r['seed']} (val uses seed {r['seed'] + 1}) |
 | training | {stages(r)} |
 | tools | ultralytics {r['ultralytics']}, torch {r['torch']}, {r['machine']} |
 | date | {r['date']} |
@@ -323,7 +323,10 @@ def reproduce(r: dict) -> str:  # type: ignore[type-arg]
     lines = []
     n = _depth(r)
     if prev and "onnx" in prev:
-        lines.extend(f"    {line}" for line in prev["reproduce"] if not line.startswith("pip install"))
+        earlier = [f"    {line}" for line in prev["reproduce"] if not line.startswith("pip install")]
+        if earlier and "#" not in earlier[-1]:
+            earlier[-1] += f"  # stage {n - 1}, exported to {prev['onnx']}"
+        lines.extend(earlier)
     elif prev:
         lines.append(reproduce(prev) + f"  # stage {n - 1}, into runs/train-detector")
         lines.append(f"    mv runs/train-detector runs/stage{n - 1}")
