@@ -73,7 +73,7 @@ def inspect_model(path: pathlib.Path) -> ModelSummary:
     path = pathlib.Path(path)
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; expected an ONNX file "
-                         "(the shipped demo model is models/conveyor-yolov8n.onnx)")
+                         "(the shipped demo model is models/conveyor-yolov8n.int8.onnx)")
     if not path.is_file():
         raise ModelError(f"model path {path} is not a file; expected an ONNX file")
     import onnx

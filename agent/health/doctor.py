@@ -165,7 +165,7 @@ def _check_model(config: AgentConfig) -> list[Check]:
         facts = warm_up(model, None, precision)
     except EdgeAgentError as exc:
         return [Check("model", "FAIL", str(exc), "set model.path to an ONNX prefilter (the shipped one is "
-                      "models/conveyor-yolov8n.onnx); `edge-agent models info FILE` shows what a file is")]
+                      "models/conveyor-yolov8n.int8.onnx); `edge-agent models info FILE` shows what a file is")]
     info = model.info
     checks = [Check("model", "OK", f"{path}: {info.model_id}, {info.task}, {len(info.names)} classes, "
                     f"{info.input_w}x{info.input_h}, {precision}; one inference {facts.warm_up_ms:.0f} ms on "

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.config import AgentConfig, check_config, load_config
-from agent.config.models import DEFAULT_MODEL
+from agent.config.models import DEFAULT_PREFILTER
 from agent.errors import ConfigError
 
 VALID = """\
@@ -89,7 +89,7 @@ def test_empty_file_means_defaults(tmp_path: pathlib.Path, text: str) -> None:
 def test_no_file_means_defaults() -> None:
     config = load_config(None, env={"HOME": "/home/op"})
     assert config.model_copy(update={"outbox": AgentConfig().outbox}) == AgentConfig()
-    assert config.model.path == DEFAULT_MODEL
+    assert config.model.path == DEFAULT_PREFILTER
     assert config.outbox.path == pathlib.Path("/home/op/.local/state/edge-agent/outbox.sqlite")
     assert check_config(None, env={}) == []
 
@@ -406,7 +406,7 @@ def test_relative_config_path_still_gives_absolute_model_path(
 
 def test_default_model_path_stays(tmp_path: pathlib.Path) -> None:
     config = load_config(write(tmp_path, "model:\n  intra_op_threads: 1\n"), env={})
-    assert config.model.path == DEFAULT_MODEL
+    assert config.model.path == DEFAULT_PREFILTER
 
 
 def test_env_model_path_is_not_rebased_on_the_file(tmp_path: pathlib.Path) -> None:

@@ -58,7 +58,7 @@ def test_everything_fine_exits_0(mosquitto: LocalMosquitto, tmp_path: pathlib.Pa
     checks = {r["name"]: r for r in rows}
     assert code == 0, rows
     assert checks["config"]["status"] == "OK"
-    assert checks["model"]["status"] == "OK" and "detect, 4 classes, 320x320, fp32" in checks["model"]["detail"]
+    assert checks["model"]["status"] == "OK" and "detect, 4 classes, 320x320, int8" in checks["model"]["detail"]
     assert checks["model gate"]["status"] == "OK"
     assert checks["onnxruntime"]["status"] == "OK" and "CPUExecutionProvider" in checks["onnxruntime"]["detail"]
     assert checks["camera belt"]["status"] == "OK" and "640x480 frame" in checks["camera belt"]["detail"]

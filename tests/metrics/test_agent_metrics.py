@@ -93,8 +93,8 @@ def test_metrics_of_a_run_over_a_video_file(mosquitto: LocalMosquitto, video_fil
         assert value(parsed, "edge_agent_mqtt_connected") == 1
         assert value(parsed, "edge_agent_mqtt_connects_total") == 1
         info = next(dict(k[1]) for k in parsed if k[0] == "edge_agent_model_info")
-        assert info["model"].startswith("conveyor-yolov8n@") and info["precision"] == "fp32"
-        assert info["gate"] == "not_int8" and info["task"] == "detect" and info["providers"] == "CPUExecutionProvider"
+        assert info["model"].startswith("conveyor-yolov8n.int8@") and info["precision"] == "int8"
+        assert info["gate"] == "passed" and info["task"] == "detect" and info["providers"] == "CPUExecutionProvider"
         assert value(parsed, "edge_agent_ready") == 1 and value(parsed, "edge_agent_healthy") == 1
 
         with urllib.request.urlopen(base + "/healthz", timeout=5) as reply:
