@@ -283,7 +283,7 @@ def models_quantize(
         help="refuse when more than this percentage of frame verdicts change")] = 2.0,
     float_stem: Annotated[int, typer.Option(
         min=0, help="leading convolutions kept FP32 (they see the raw image; faint defects live in small "
-                    "contrasts there)")] = 2,
+                    "contrasts there): 2 for the shipped detector")] = 0,
     reduce_range: Annotated[bool, typer.Option(help="7-bit weights, for U8S8 on x86 CPUs without VNNI")] = False,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads while evaluating")] = 2,
     accept: Annotated[float, typer.Option(help="triage accept threshold for the verdict comparison")] = 0.6,

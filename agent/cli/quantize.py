@@ -173,7 +173,7 @@ class QuantizeOptions:
     band: TriageConfig
     command: str
     break_decode: bool = False  # quantize the decode as well: the broken model the gate must refuse
-    float_stem: int = 2  # leading convolutions kept FP32
+    float_stem: int = 0  # leading convolutions kept FP32
 
 
 def _gate_record(opts: QuantizeOptions, flavour: Flavour, output: pathlib.Path, report: QuantizationReport,
@@ -251,6 +251,9 @@ def run_quantize(opts: QuantizeOptions) -> int:
             if not result.passed:
                 refused += 1
                 refusals.append(f"{flavour.runtime}: **refused by the gate** ({result.summary()}); no file")
+                if opts.float_stem == 0 and not opts.break_decode:
+                    typer.echo("hint: --float-stem 2 keeps the first two convolutions in FP32; they see the raw "
+                               "image, and quantizing them is what costs a YOLOv8 its faint defects", err=True)
                 typer.echo(f"REFUSED {flavour.name} ({flavour.runtime}): " + "; ".join(result.reasons)
                            + f". Nothing written to {target}. ({result.summary()})", err=True)
                 continue

@@ -200,7 +200,7 @@ def quantize_model(
     calibration_count: int,
     *,
     keep_decode_float: bool = True,
-    float_stem: int = 2,
+    float_stem: int = 0,
     reduce_range: bool = False,
     progress: ProgressFn | None = None,
     provenance: dict[str, Any] | None = None,

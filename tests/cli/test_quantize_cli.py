@@ -59,7 +59,8 @@ def test_the_gate_refuses_a_broken_quantization(model_copy: pathlib.Path, val_se
 def test_a_passing_model_gets_its_gate_record_and_card_section(
         model_copy: pathlib.Path, val_set: pathlib.Path) -> None:
     out_dir = model_copy.parent  # next to the model: its card gets the INT8 section (not so with --out-dir)
-    code, out, err = _quantize(model_copy, val_set, "--max-drop", "5", "--max-verdict-changes", "20")
+    code, out, err = _quantize(model_copy, val_set, "--float-stem", "2", "--max-drop", "5",
+                               "--max-verdict-changes", "20")
     assert code == 0, err
     int8 = out_dir / "conveyor-yolov8n.int8.onnx"
     assert f"passed cpu: {int8}" in out
@@ -69,7 +70,7 @@ def test_a_passing_model_gets_its_gate_record_and_card_section(
     assert record["source_model"]["sha256"] == file_digest(model_copy)
     assert record["validation"]["images"] == 20 and record["calibration"]["frames"] == 8
     assert set(record["per_class"]["classes"]) == {"scratch", "hole", "stain", "missing"}
-    stem = ["/model.0/conv/Conv", "/model.1/conv/Conv"]  # --float-stem 2, the default
+    stem = ["/model.0/conv/Conv", "/model.1/conv/Conv"]  # --float-stem 2
     assert record["quantization"]["stem_kept_float"] == stem
     int8_graph = onnx.load(str(int8)).graph
     float_weights = {i.name for i in int8_graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
