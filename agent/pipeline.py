@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 
 
 class Prefilter(Protocol):
-    """A prefilter model (``YoloDetector``, ``ImageClassifier``: see ``agent.prefilter.factory``)."""
+    """A prefilter model (``YoloDetector``, ``ImageClassifier``: see ``agent.prefilter.factory``). One
+    that also has ``infer_batch(images) -> list[PrefilterResult]`` and ``max_batch`` > 1 gets the frames
+    of several cameras in one call."""
 
     def infer(self, image: np.ndarray) -> PrefilterResult: ...
 
@@ -83,10 +85,21 @@ class FrameInspector:
         self._cameras: dict[str, CameraConfig] = {c.id: c for c in config.cameras}
 
     def inspect(self, frame: Frame) -> Inspection:
+        return self._inspection(frame, self._prefilter.infer(frame.image))
+
+    def inspect_many(self, frames: Sequence[Frame]) -> list[Inspection]:
+        """Frames from several cameras, in one prefilter call where the model takes a batch
+        (``infer_batch``, ``max_batch`` > 1); else one call each. Same inspections either way."""
+        infer_batch = getattr(self._prefilter, "infer_batch", None)
+        if len(frames) < 2 or infer_batch is None or getattr(self._prefilter, "max_batch", 1) < 2:
+            return [self.inspect(frame) for frame in frames]
+        results = infer_batch([frame.image for frame in frames])
+        return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
+
+    def _inspection(self, frame: Frame, result: PrefilterResult) -> Inspection:
         camera = self._cameras.get(frame.camera_id)
         if camera is None:
             raise KeyError(f"frame from unknown camera {frame.camera_id!r}")
-        result = self._prefilter.infer(frame.image)
         decision = decide(result, self._config.triage_for(camera))
         event = build_event(
             device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
@@ -196,19 +209,20 @@ class InferenceLoop:
         change.applied.set()
 
     def step(self) -> int:
-        """Take at most one frame from each camera and process it. Returns frames processed."""
+        """Take at most one frame from each camera and process them (in one prefilter call when the
+        model takes a batch). Returns frames processed."""
         if self._pending is not None:
             self._apply_pending()
-        done = 0
-        for _camera_id, queue in self._queues:
-            frame = queue.take(0.0)
-            if frame is not None:
-                self._process(frame)
-                done += 1
-        return done
+        frames = [frame for _camera_id, queue in self._queues if (frame := queue.take(0.0)) is not None]
+        for inspection in self._inspector.inspect_many(frames):
+            self._handle(inspection)
+        return len(frames)
 
     def _process(self, frame: Frame) -> None:
-        inspection = self._inspector.inspect(frame)
+        self._handle(self._inspector.inspect(frame))
+
+    def _handle(self, inspection: Inspection) -> None:
+        frame = inspection.frame
         c = self.counters
         c.inspected[frame.camera_id] += 1
         c.latencies_ms.append(inspection.result.latency_ms)

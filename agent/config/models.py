@@ -96,6 +96,12 @@ class ModelConfig(_Strict):
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
+    max_batch: Annotated[int, Field(ge=1, le=16, description=(
+        "frames from up to this many cameras go through one prefilter call when several are ready "
+        "(detectors with the YOLOv8 layout; checked at load, else one frame per call); 1 = one call per frame. "
+        "On a 2-core CPU a batch of 4 is 1.2x faster in the model but no faster end to end "
+        "(scripts/bench_cameras.py), hence the default 1; GPUs gain more"
+    ))] = 1
     require_gate: bool = Field(
         default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
         "(<model>.gate.json from `edge-agent models quantize`); without it the agent starts and logs a warning")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,6 +43,7 @@ class YoloDetector:
         min_score: float = 0.05,
         iou_threshold: float = 0.7,
         max_detections: int = 100,
+        max_batch: int = 1,
     ) -> None:
         self.session = session
         self.info = info
@@ -49,28 +51,32 @@ class YoloDetector:
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self._canvas = np.full((info.input_h, info.input_w, 3), 114, np.uint8)
-        self._tensor = np.zeros((1, 3, info.input_h, info.input_w), np.float32)
+        batch_dim = list(session.get_inputs()[0].shape)[0]
+        # a model whose batch dimension is free (see onnx_session.open_session) takes several frames a call
+        self.max_batch = max(1, max_batch) if not isinstance(batch_dim, int) else 1
+        self._tensor = np.zeros((self.max_batch, 3, info.input_h, info.input_w), np.float32)
         self._plans: dict[tuple[int, int], Letterbox] = {}
 
     @classmethod
     def from_file(cls, path: pathlib.Path, config: ModelConfig | None = None) -> YoloDetector:
         config = config or ModelConfig(path=path)
         path = pathlib.Path(path)
-        session, meta = open_session(path, config.providers, config.intra_op_threads)
+        session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch)
         info = describe_model(path, session, meta)
         return cls(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
-                   max_detections=config.max_detections)
+                   max_detections=config.max_detections, max_batch=config.max_batch)
 
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """Letterbox ``image`` into the reused input tensor; returns (tensor, plan)."""
+    def preprocess(self, image: np.ndarray, slot: int = 0) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox ``image`` into slot ``slot`` of the reused input tensor; returns (that slot as a
+        batch of one, plan)."""
         h, w = image.shape[:2]
         plan = self._plans.get((w, h))
         if plan is None:
             plan = plan_letterbox(w, h, self.info.input_w, self.info.input_h)
             self._plans[(w, h)] = plan
         letterbox_into(image, plan, self._canvas)
-        to_nchw_float(self._canvas, self._tensor[0])
-        return self._tensor, plan
+        to_nchw_float(self._canvas, self._tensor[slot])
+        return self._tensor[slot:slot + 1], plan
 
     def forward(self, tensor: np.ndarray) -> np.ndarray:
         outputs = self.session.run([self.info.output_name], {self.info.input_name: tensor})
@@ -93,6 +99,23 @@ class YoloDetector:
         output = self.forward(tensor)
         detections = self.postprocess(output, plan)
         return PrefilterResult(self.info.model_id, detections, (time.perf_counter() - t0) * 1000.0)
+
+    def infer_batch(self, images: Sequence[np.ndarray]) -> list[PrefilterResult]:
+        """Several frames (from different cameras) in one session run, ``max_batch`` at a time; each
+        result's latency is its batch's (the time the frame waited for its answer)."""
+        results: list[PrefilterResult] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            if len(chunk) == 1:
+                results.append(self.infer(chunk[0]))
+                continue
+            t0 = time.perf_counter()
+            plans = [self.preprocess(image, slot)[1] for slot, image in enumerate(chunk)]
+            output = self.forward(self._tensor[:len(chunk)])
+            detections = [self.postprocess(output[i:i + 1], plan) for i, plan in enumerate(plans)]
+            ms = (time.perf_counter() - t0) * 1000.0
+            results += [PrefilterResult(self.info.model_id, d, ms) for d in detections]
+        return results
 
     def detect(self, image: np.ndarray) -> PrefilterResult:
         """The same as :meth:`infer` (the name every prefilter shares)."""

@@ -32,5 +32,9 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
         classifier = ImageClassifier(session, describe_classifier(path, session, meta))
         classifier.self_check()
         return classifier
+    describe_model(path, session, meta)  # a bad layout is refused before anything else is tried
+    if config.max_batch > 1:  # a detector: opened again with a free batch dimension where the graph allows it
+        session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch)
     return YoloDetector(session, describe_model(path, session, meta), min_score=config.min_score,
-                        iou_threshold=config.iou_threshold, max_detections=config.max_detections)
+                        iou_threshold=config.iou_threshold, max_detections=config.max_detections,
+                        max_batch=config.max_batch)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fuse_dfl_softmax"]
+__all__ = ["dynamic_batch", "fuse_dfl_softmax"]
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
@@ -111,3 +111,58 @@ def fuse_dfl_softmax(model: Any) -> int:
             graph.node.insert(position + offset, node)
         rewritten += 1
     return rewritten
+
+
+def dynamic_batch(model: Any) -> int:
+    """Give ``model`` (changed in place) a free batch dimension; returns how many Reshape shapes were freed.
+
+    Exporters write the batch size (1) into the graph: into the input and output shapes and into
+    every Reshape's target shape, e.g. YOLOv8's head reshapes to ``(1, 8, -1)``. A Reshape target
+    of 0 copies that dimension from its input instead, so every target that starts with 1 gets a 0
+    there. That is right only when each Reshape's first dimension is the batch, which holds for the
+    YOLOv8 layout but not for every graph: the caller checks the result (a batch of N copies must give
+    N copies of the single output) before it batches anything. Returns 0 (and changes nothing) when
+    the graph has no fixed batch of 1 or a Reshape it cannot read.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    first = graph.input[0].type.tensor_type.shape.dim if graph.input else []
+    if not first or not first[0].HasField("dim_value") or first[0].dim_value != 1:
+        return 0
+    inits = {t.name: t for t in graph.initializer}
+    targets = []
+    for node in graph.node:
+        if node.op_type != "Reshape":
+            continue
+        if _attr(node, "allowzero", 0) == 1 or node.input[1] not in inits:
+            return 0  # a computed target shape, or 0 meaning zero: leave the graph alone
+        shape = numpy_helper.to_array(inits[node.input[1]])
+        if shape.ndim != 1 or shape.size == 0:
+            return 0
+        targets.append((node, shape))
+    users: dict[str, int] = {}
+    for node, _shape in targets:
+        users[node.input[1]] = users.get(node.input[1], 0) + 1
+    for node, shape in targets:
+        if int(shape[0]) != 1:
+            continue
+        freed = shape.copy()
+        freed[0] = 0
+        name = node.input[1] if users[node.input[1]] == 1 else f"{node.input[1]}/batch_{node.output[0]}"
+        replacement = numpy_helper.from_array(freed.astype(shape.dtype), name)
+        if name in inits:
+            inits[name].CopyFrom(replacement)
+        else:
+            graph.initializer.append(replacement)
+            node.input[1] = name
+    used = {name for node in graph.node for name in node.input}
+    for init in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(init)  # shared targets replaced per node
+    for value in list(graph.input[:1]) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del graph.value_info[:]  # inferred shapes with the old batch of 1: onnxruntime infers them again
+    return sum(1 for _node, shape in targets if int(shape[0]) == 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -66,3 +68,37 @@ def test_look_alikes_are_left_alone() -> None:
         nodes = [n.op_type for n in model.graph.node]
         assert fuse_dfl_softmax(model) == 0
         assert [n.op_type for n in model.graph.node] == nodes
+
+
+def test_a_free_batch_gives_each_frame_what_it_gets_alone() -> None:
+    from agent.prefilter.graph_rewrite import dynamic_batch
+
+    for path in (DEFAULT_MODEL, DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".int8.onnx")):
+        model = onnx.load(str(path))
+        fuse_dfl_softmax(model)
+        assert dynamic_batch(model) > 0
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+        x = np.random.default_rng(5).random((3, 3, 320, 320), dtype=np.float32)
+        (together,) = _run(model, {"images": x})
+        alone = np.concatenate([_run(model, {"images": x[i:i + 1]})[0] for i in range(3)])
+        assert together.shape == (3, 8, 2100)
+        np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-3)
+
+
+def test_a_graph_whose_reshapes_are_not_per_frame_runs_one_frame_per_call(tmp_path: pathlib.Path) -> None:
+    """(1, 2, 3) -> Transpose -> (2, 1, 3) -> Reshape (1, 6): freeing the 1 would mix frames; the load-time
+    check sees it and the model keeps its batch of 1."""
+    from agent.prefilter.onnx_session import open_session
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+         helper.make_node("Reshape", ["t", "shape"], ["y"])],
+        "mixes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])],
+        initializer=[numpy_helper.from_array(np.array([1, 6], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "mixes.onnx"
+    onnx.save(model, str(path))
+    session, _meta = open_session(path, ["CPUExecutionProvider"], 1, max_batch=4)
+    assert session.get_inputs()[0].shape == [1, 2, 3]
