@@ -11,6 +11,12 @@ can fail (the new model, camera source specs, a classifier's labels) is prepared
 the running stages; only then does the inference thread switch to the new cameras and config
 between two frames, gone cameras are stopped and new ones started. Unchanged cameras, the
 publisher and its outbox are never touched, so nothing accepted is lost.
+
+Every camera's state (:mod:`agent.publish.camera_status`) is part of the retained device status:
+the grabbers report to a :class:`CameraStatusBoard` (a lock, no I/O, on their threads) and a
+:class:`StatusRepublisher` thread republishes the status, at most once per
+``camera_status_interval_s`` (1 s) for the device, the latest state always last. A reload attaches
+added and restarted cameras to the board and detaches removed ones.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import GateStatus, check_gate, file_precision
 from agent.prefilter.model_info import file_digest
+from agent.publish.camera_status import CameraStatusBoard, StatusRepublisher
 from agent.publish.event import TagEvent
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox
@@ -58,6 +65,8 @@ class Publisher(Protocol):
     def flush(self, timeout: float) -> bool: ...
     def stop(self, timeout: float) -> None: ...
     def stats(self) -> Any: ...
+    def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None: ...
+    def republish_status(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +97,23 @@ class ReloadResult:
 _RELOAD_SWAP_S = 5.0  # how long a reload waits for the inference thread to finish its frame
 _RELOAD_STOP_S = 2.0  # how long it waits for each removed camera's grabber thread
 
+CameraStateListener = Callable[[str, str, "str | None"], None]
+
+
+class _StateRelay:
+    """One grabber's ``on_state``: the change goes to the status board, reported under the grabber's own key
+    (so a replaced or removed grabber cannot overwrite its camera's entry), then to the service's listener."""
+
+    def __init__(self, board: CameraStatusBoard, listener: CameraStateListener | None) -> None:
+        self.board = board
+        self.listener = listener
+        self.grabber: Grabber | None = None  # set once the grabber exists; it reports only after start()
+
+    def __call__(self, camera_id: str, state: str, reason: str | None) -> None:
+        self.board.report(self.grabber, camera_id, state, reason)
+        if self.listener is not None:
+            self.listener(camera_id, state, reason)
+
 
 class AgentService:
     def __init__(
@@ -97,8 +123,9 @@ class AgentService:
         prefilter: Prefilter | None = None,
         publisher: Publisher | None = None,
         on_inspection: Callable[[Inspection], None] | None = None,
-        on_camera_state: Callable[[str, str, str | None], None] | None = None,
+        on_camera_state: CameraStateListener | None = None,
         notifier: Notifier | None = None,
+        camera_status_interval_s: float = 1.0,
     ) -> None:
         self.config = config
         # systemd notifications (READY, WATCHDOG, STATUS, STOPPING); a no-op without $NOTIFY_SOCKET
@@ -110,6 +137,10 @@ class AgentService:
         self._publisher = publisher
         self._on_inspection = on_inspection
         self._on_camera_state = on_camera_state
+        # each camera's state in the retained status; republished by its own thread, rate-limited
+        self.camera_status = CameraStatusBoard()
+        self._status_republisher: StatusRepublisher | None = None
+        self._camera_status_interval_s = camera_status_interval_s
         self.grabbers: list[Grabber] = []
         self.loop: InferenceLoop | None = None
         self.escalator: Escalator | None = None
@@ -131,13 +162,18 @@ class AgentService:
         else:
             self.model_facts = warm_up(self._prefilter, None, None)  # one inference on a blank frame
         # constructing a grabber checks its source spec (no I/O yet): fail before connecting anywhere
-        self.grabbers = [Grabber(cam, on_state=self._on_camera_state) for cam in self.config.cameras]
+        self.grabbers = [self._make_grabber(cam) for cam in self.config.cameras]
         escalation = self.config.escalation
         # the gateway's TLS files are read now, before anything connects
         credentials = channel_credentials(escalation.tls) if escalation.gateway and escalation.tls else None
         if self._publisher is None:
             self._publisher = build_publisher(self.config)
         self._publisher = self.metered = MeteredPublisher(self._publisher)  # counts events for /metrics
+        self._publisher.add_status_extra(self.camera_status.status_fields)
+        self._status_republisher = StatusRepublisher(self._publisher.republish_status,
+                                                     interval_s=self._camera_status_interval_s)
+        self.camera_status.on_change = self._status_republisher.poke
+        self._status_republisher.start()
         if escalation.gateway is not None:
             self.escalator = Escalator(escalation, self._publisher, credentials=credentials, rates={
                 cam.id: cam.escalation_rate for cam in self.config.cameras if cam.escalation_rate is not None})
@@ -145,6 +181,7 @@ class AgentService:
         if self.escalator is not None:
             self.escalator.start()
         for g in self.grabbers:
+            self.camera_status.attach(g.camera.id, g)
             g.start()
         inspector = FrameInspector(self.config, self._prefilter)
         self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
@@ -233,7 +270,7 @@ class AgentService:
                 prefilter, facts, digest = load_model(cfg)
             elif isinstance(prefilter, ImageClassifier):
                 check_pass_label(cfg, prefilter.info.names, str(prefilter.info.path))
-            fresh = {cam.id: _new_grabber(index, cam, self._on_camera_state) for index, cam in enumerate(cfg.cameras)
+            fresh = {cam.id: _new_grabber(index, cam, self._make_grabber) for index, cam in enumerate(cfg.cameras)
                      if cam.id in plan.added or cam.id in plan.restarted}
             running = {g.camera.id: g for g in self.grabbers}
             # 2. the inference thread switches between two frames; unchanged cameras keep their grabber
@@ -246,8 +283,13 @@ class AgentService:
                                     self._snapshot_sender(cfg), timeout=_RELOAD_SWAP_S):
                 log.warning("reload: the inference thread is busy with one frame for over %.0f s; it switches to "
                             "the new config after it", _RELOAD_SWAP_S)
-            # 3. stop the cameras gone or changed (their frames taken so far are inspected and published),
-            #    then start the new ones: a changed camera's device is free again
+            # 3. the status shows the new set of cameras (the old grabbers' last reports are ignored); stop the
+            #    cameras gone or changed (their frames taken so far are inspected and published), then start
+            #    the new ones: a changed camera's device is free again
+            for cam_id in plan.removed:
+                self.camera_status.detach(cam_id)
+            for cam_id, grabber in fresh.items():
+                self.camera_status.attach(cam_id, grabber)
             for cam_id in (*plan.removed, *plan.restarted):
                 if not running[cam_id].stop(timeout=_RELOAD_STOP_S):
                     log.warning("reload: camera %s did not stop within %.0f s (blocked in a read); it ends with its "
@@ -261,6 +303,14 @@ class AgentService:
             self._prefilter, self.model_facts, self._model_digest = prefilter, facts, digest
             self.config = cfg
             return ReloadResult(True, plan, model_reloaded=reload_model)
+
+    def _make_grabber(self, camera: CameraConfig) -> Grabber:
+        """A grabber whose state changes go to the status board and ``on_camera_state`` (SourceError for a
+        source spec nobody understands). It reports to the board once attached there."""
+        relay = _StateRelay(self.camera_status, self._on_camera_state)
+        grabber = Grabber(camera, on_state=relay)
+        relay.grabber = grabber
+        return grabber
 
     def _stats_loop(self) -> None:
         interval = self.config.mqtt.stats_interval_s
@@ -302,6 +352,8 @@ class AgentService:
         self._stats_stop.set()
         if self._stats_thread is not None:
             self._stats_thread.join(1.0)
+        if self._status_republisher is not None:
+            self._status_republisher.stop(1.0)  # cameras stopping now are not news: "offline" follows
         for g in self.grabbers:
             g.stop(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
         if self.loop is not None:
@@ -359,10 +411,10 @@ def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:
     return model, facts, file_digest(model.info.path)
 
 
-def _new_grabber(index: int, camera: CameraConfig, on_state: Callable[[str, str, str | None], None] | None) -> Grabber:
+def _new_grabber(index: int, camera: CameraConfig, make: Callable[[CameraConfig], Grabber]) -> Grabber:
     """A grabber for a camera a reload adds or changes; a source spec nobody understands is a config problem."""
     try:
-        return Grabber(camera, on_state=on_state)
+        return make(camera)
     except SourceError as exc:
         raise ConfigError([f"cameras[{index}].source (camera {camera.id}): {exc}"]) from exc
 

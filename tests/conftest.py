@@ -1,5 +1,5 @@
 """Shared fixtures: a clean environment, a real Mosquitto broker, an MQTT collector,
-a tag event builder, and real video files of the conveyor scene."""
+a tag event builder, real video files of the conveyor scene, and a real RTSP camera."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import datetime
 import os
 import pathlib
 import shutil
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +26,7 @@ from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
 from agent.config.models import TriageConfig
 from agent.prefilter.detection import Detection
 from agent.publish.event import EscalationOutcome, TagEvent, build_event
-from agent.publish.local_broker import LocalMosquitto
+from agent.publish.local_broker import LocalMosquitto, free_port
 from agent.triage.policy import triage
 
 
@@ -227,3 +230,92 @@ def quantized_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("int8") / "conveyor-yolov8n.int8.onnx"
     quantize_model(DEFAULT_MODEL, out, FLAVOURS["cpu"], fp32.info.input_name, tensors, 8)
     return out
+
+
+# -- a real RTSP camera (GStreamer's RTSP server, run by the system Python) -------------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SERVER = pathlib.Path(__file__).parent / "capture" / "rtsp_server.py"
+RTSP_PACKAGES = ("gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base "
+                 "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly")
+
+
+class RtspServer:
+    """tests/capture/rtsp_server.py in a subprocess of the system Python."""
+
+    def __init__(self, port: int, log: pathlib.Path, width: int = 320, height: int = 240) -> None:
+        self.port = port
+        self.width, self.height = width, height
+        self.url = f"rtsp://127.0.0.1:{port}/cam"
+        self._log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port),
+                 "--width", str(self.width), "--height", str(self.height)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                output = self._log.read_text(errors="replace")
+                if self._proc.returncode == 3:
+                    pytest.skip(f"RTSP server cannot run ({output.strip()}); install: apt-get install -y "
+                                f"{RTSP_PACKAGES}")
+                raise RuntimeError(f"RTSP server exited with {self._proc.returncode}: {output}")
+            if self._answers_options():
+                return
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"RTSP server did not answer on port {self.port} within {timeout} s")
+
+    def _answers_options(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
+                conn.sendall(f"OPTIONS {self.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+                return conn.recv(64).startswith(b"RTSP/1.0 200")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """Kill the server abruptly, like a camera losing power."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _rtsp_available() -> str | None:
+    """None when the system Python can run the RTSP server, else why not."""
+    if not pathlib.Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} not found"
+    check = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "missing = [e for e in ('videotestsrc', 'x264enc', 'rtph264pay') "
+             "if not Gst.ElementFactory.find(e)]; "
+             "raise SystemExit(' '.join(missing) or None)")
+    result = subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or [""])[-1] or result.stdout.strip()
+        return f"system Python cannot run GStreamer's RTSP server ({detail or 'missing elements'})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def rtsp_support() -> None:
+    reason = _rtsp_available()
+    if reason is not None:
+        pytest.skip(f"{reason}; install: apt-get install -y {RTSP_PACKAGES}")
+
+
+@pytest.fixture
+def rtsp_server(rtsp_support: None, tmp_path: pathlib.Path) -> Iterator[RtspServer]:
+    """A running RTSP camera at ``rtsp_server.url`` (320x240, 15 fps H.264)."""
+    server = RtspServer(free_port(), tmp_path / "rtsp-server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

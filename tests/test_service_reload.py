@@ -25,6 +25,7 @@ from agent.config.loader import check_config, load_config
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig, TriageConfig
 from agent.pipeline import Inspection
 from agent.publish.local_broker import LocalMosquitto
+from agent.publish.schema import validate_status
 from agent.service import AgentService
 from tests.conftest import MqttCollector
 from tests.health.conftest import NotifyListener
@@ -85,7 +86,16 @@ def test_reload_adds_removes_and_retunes_cameras_while_an_unchanged_one_runs_wit
     gone = CameraConfig(id="gone", source="synthetic://conveyor?seed=4&fps=8")
     added = CameraConfig(id="added", source="synthetic://conveyor?seed=5&fps=8")
     sub = collector(mosquitto.url, "edge/box1/+/tags")
+    status = collector(mosquitto.url, "edge/box1/status")
     inspected: list[tuple[str, int, str]] = []  # (camera, sequence, verdict) in the inference thread's order
+
+    def cameras_in_status(cameras: list[str]) -> Callable[[], bool]:
+        """True once the retained status lists exactly ``cameras``, each online."""
+        def check() -> bool:
+            docs = [json.loads(m.payload) for m in list(status.messages)]
+            last = docs[-1].get("cameras", {}) if docs else {}
+            return list(last) == cameras and all(c["state"] == "online" for c in last.values())
+        return check
 
     def record(i: Inspection) -> None:
         inspected.append((i.frame.camera_id, i.frame.sequence, i.decision.verdict))
@@ -96,6 +106,7 @@ def test_reload_adds_removes_and_retunes_cameras_while_an_unchanged_one_runs_wit
         assert service.publisher.wait_connected(10.0)
         wait_until(lambda: any(c == "tuned" and v == "defect" for c, _, v in inspected), 30.0, "a defect on tuned")
         wait_until(lambda: sum(c == "steady" for c, _, _ in inspected) >= 10, 30.0, "10 frames of steady")
+        wait_until(cameras_in_status(["steady", "tuned", "gone"]), 10.0, "the three cameras online in the status")
         grabbers = {g.camera.id: g for g in service.grabbers}
 
         # tuned: nothing is trusted and nothing is uncertain any more (every detection is below reject)
@@ -117,6 +128,8 @@ def test_reload_adds_removes_and_retunes_cameras_while_an_unchanged_one_runs_wit
 
         wait_until(lambda: sum(c == "tuned" for c, _, _ in inspected[after:]) >= 8, 30.0, "tuned after the reload")
         wait_until(lambda: sum(c == "added" for c, _, _ in inspected[after:]) >= 5, 30.0, "frames of added")
+        # the retained status follows: gone left it, added joined it
+        wait_until(cameras_in_status(["steady", "tuned", "added"]), 10.0, "the status after the reload")
         wait_until(lambda: grabbers["steady"].ended, 30.0, "steady's source to end")
         assert steady_at_reload < steady_frames, "steady ended before the reload: the test proves nothing"
     finally:
@@ -137,6 +150,8 @@ def test_reload_adds_removes_and_retunes_cameras_while_an_unchanged_one_runs_wit
     assert all(c != "gone" for c, _, _ in inspected[after:])
     assert len(docs["gone"]) == summary.inspected["gone"] > 0
     assert "gone" not in summary.cameras  # the summary lists the cameras that run
+    for m in status.messages:
+        assert validate_status(json.loads(m.payload)) == [], m.payload
 
 
 BAD_CONFIGS = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.capture.grabber import STATES
@@ -127,6 +128,12 @@ class MeteredPublisher:
 
     def wait_connected(self, timeout: float) -> bool:
         return bool(self.inner.wait_connected(timeout))
+
+    def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
+        self.inner.add_status_extra(provider)
+
+    def republish_status(self) -> None:
+        self.inner.republish_status()
 
     def flush(self, timeout: float) -> bool:
         return bool(self.inner.flush(timeout))

@@ -13,7 +13,10 @@ Topics (see :mod:`agent.publish.topics`): events go to
 retained JSON state: ``online`` after every successful connect, ``offline``
 with reason ``shutdown`` on :meth:`MqttPublisher.stop`, and ``offline`` with
 reason ``connection lost`` from the broker (the last will) when the agent dies or
-its connection breaks.
+its connection breaks. The ``online`` document carries the fields of every
+:meth:`MqttPublisher.add_status_extra` provider (outbox counters, each camera's
+state) and is published again by :meth:`MqttPublisher.republish_status`; its
+contract is ``proto/mqtt/status.v1.schema.json``.
 
 Delivery. paho keeps QoS 1 messages in memory while the broker is away and sends
 them after the next connect, so ``publish()`` returning ``MQTT_ERR_NO_CONN``
@@ -131,7 +134,7 @@ class MqttPublisher:
         self._started = False
         self._stopped = False
         self._ack_listener: AckListener | None = None
-        self._status_extra: Callable[[], dict[str, Any]] | None = None
+        self._status_extra: list[Callable[[], dict[str, Any]]] = []
         self._online_since: str | None = None
 
         if self._v5:
@@ -283,9 +286,11 @@ class MqttPublisher:
         settled: ok=True on PUBACK, False when the broker refused it. It must be quick."""
         self._ack_listener = listener
 
-    def set_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
-        """Extra fields for the retained ``online`` status (e.g. outbox counters)."""
-        self._status_extra = provider
+    def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
+        """Extra fields for the retained ``online`` status (outbox counters, cameras): every provider's
+        fields are merged, in the order added. Providers run on whichever thread publishes the status
+        (paho's on a connect): they must be quick and must not call into paho."""
+        self._status_extra.append(provider)
 
     def publish_raw(self, topic: str, payload: bytes, tag: str, *, content_type: str = CONTENT_TYPE,
                     event_id: str | None = None) -> bool:
@@ -322,7 +327,8 @@ class MqttPublisher:
                              properties=self._properties(PacketTypes.PUBLISH))
 
     def republish_status(self) -> None:
-        """Publish the retained ``online`` status again (its extra fields changed)."""
+        """Publish the retained ``online`` status again (its extra fields changed). Returns at once (QoS 1,
+        not waiting for the PUBACK); does nothing while disconnected, since every connect publishes it."""
         with self._lock:
             connected = self._connected and not self._stopped
         if connected:
@@ -414,8 +420,8 @@ class MqttPublisher:
     def _online_status(self) -> dict[str, Any]:
         status: dict[str, Any] = {"state": "online", "device": self._device,
                                   "since": self._online_since or _now(), "version": self._version}
-        if self._status_extra is not None:
-            status.update(self._status_extra())
+        for provider in self._status_extra:
+            status.update(provider())
         return status
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:

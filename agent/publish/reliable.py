@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.publish.event import TagEvent
@@ -99,7 +100,7 @@ class ReliablePublisher:
         self._thread: threading.Thread | None = None
         self._replay_limit = outbox.sent_high_water  # rows up to here were sent by an earlier process
         mqtt.set_ack_listener(self._on_ack)
-        mqtt.set_status_extra(self._status_extra)
+        mqtt.add_status_extra(self._status_extra)
 
     # -- the Publisher interface the service uses ---------------------------------------------
 
@@ -139,6 +140,14 @@ class ReliablePublisher:
         if evicted != self._evicted_reported:
             self._evicted_reported = evicted
             self.mqtt.republish_status()
+
+    def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
+        """More fields for the retained ``online`` status (see :meth:`MqttPublisher.add_status_extra`)."""
+        self.mqtt.add_status_extra(provider)
+
+    def republish_status(self) -> None:
+        """Publish the retained ``online`` status again, without waiting (nothing while disconnected)."""
+        self.mqtt.republish_status()
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (every event acknowledged). False on timeout."""

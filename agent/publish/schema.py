@@ -1,9 +1,10 @@
-"""The MQTT tag event's JSON Schema, and a validator that explains what is wrong.
+"""The MQTT payloads' JSON Schemas, and validators that explain what is wrong.
 
-The schema lives in the repository's wire contracts,
-``proto/mqtt/tag-event.v1.schema.json``; this module finds it next to the
-package (``agent/../proto``). :func:`validate_payload` checks a decoded payload
-and returns one human-readable line per problem, each starting with the JSON
+The schemas live in the repository's wire contracts, ``proto/mqtt/``: the tag event
+(``tag-event.v1.schema.json``) and the retained device status (``status.v1.schema.json``);
+this module finds them next to the package (``agent/../proto``).
+:func:`validate_payload` (tag events) and :func:`validate_status` check a decoded payload
+and return one human-readable line per problem, each starting with the JSON
 path of the offending value (``$.tags[0].confidence: ...``). An empty list
 means the payload is valid.
 
@@ -25,23 +26,34 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from agent.errors import PublishError
 
-SCHEMA_PATH = pathlib.Path(__file__).resolve().parents[2] / "proto" / "mqtt" / "tag-event.v1.schema.json"
+SCHEMA_DIR = pathlib.Path(__file__).resolve().parents[2] / "proto" / "mqtt"
+SCHEMA_PATH = SCHEMA_DIR / "tag-event.v1.schema.json"
+STATUS_SCHEMA_PATH = SCHEMA_DIR / "status.v1.schema.json"
 
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$")
 
 
 @functools.cache
-def load_schema() -> dict[str, Any]:
-    """The tag event schema as a dict (read once, then cached)."""
+def _load(path: pathlib.Path, what: str) -> dict[str, Any]:
     try:
-        text = SCHEMA_PATH.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PublishError(
-            f"tag event schema not found at {SCHEMA_PATH} ({exc.strerror}); it ships in the source "
+            f"{what} schema not found at {path} ({exc.strerror}); it ships in the source "
             "tree under proto/mqtt/, run from a checkout or an editable install"
         ) from exc
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+def load_schema() -> dict[str, Any]:
+    """The tag event schema as a dict (read once, then cached)."""
+    return _load(SCHEMA_PATH, "tag event")
+
+
+def load_status_schema() -> dict[str, Any]:
+    """The device status schema as a dict (read once, then cached)."""
+    return _load(STATUS_SCHEMA_PATH, "device status")
 
 
 def _is_rfc3339(value: object) -> bool:
@@ -59,12 +71,17 @@ def _is_rfc3339(value: object) -> bool:
 
 
 @functools.cache
-def _validator() -> Draft202012Validator:
+def _validator(status: bool = False) -> Draft202012Validator:
     checker = FormatChecker()  # a per-instance copy of the default checkers
     checker.checks("date-time")(_is_rfc3339)
-    schema = load_schema()
+    schema = load_status_schema() if status else load_schema()
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=checker)
+
+
+def _problems(validator: Draft202012Validator, obj: object) -> list[str]:
+    errors = sorted(validator.iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [f"{e.json_path}: {e.message}" for e in errors]
 
 
 def validate_payload(obj: object) -> list[str]:
@@ -72,5 +89,12 @@ def validate_payload(obj: object) -> list[str]:
 
     Empty when the payload matches ``proto/mqtt/tag-event.v1.schema.json``.
     """
-    errors = sorted(_validator().iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return [f"{e.json_path}: {e.message}" for e in errors]
+    return _problems(_validator(), obj)
+
+
+def validate_status(obj: object) -> list[str]:
+    """Problems with a decoded device status payload (``<prefix>/<device>/status``), one line each.
+
+    Empty when the payload matches ``proto/mqtt/status.v1.schema.json``.
+    """
+    return _problems(_validator(status=True), obj)

@@ -4,7 +4,7 @@ With the default prefix ``edge``::
 
     edge/<device>/<camera>/tags       one tag event per inspected frame (QoS 1)
     edge/<device>/<camera>/snapshot   JPEG of an inspected frame (optional)
-    edge/<device>/status              retained online/offline; the last will says offline
+    edge/<device>/status              retained online/offline with each camera's state; the last will says offline
     edge/<device>/stats               periodic counters
 
 The prefix may hold several levels (``plant1/line3/edge``). Device and camera

@@ -30,7 +30,7 @@ from agent.errors import BrokerError, PublishError
 from agent.publish.event import TagEvent
 from agent.publish.local_broker import LocalMosquitto, free_port
 from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats, agent_version
-from agent.publish.schema import validate_payload
+from agent.publish.schema import validate_payload, validate_status
 from agent.publish.tail import TailCounts, tail
 from agent.publish.topics import parse_tags_topic
 from tests.conftest import MqttCollector
@@ -198,10 +198,12 @@ def test_status_is_retained_online_then_offline_on_stop(
     payload = _json(online)
     assert payload["device"] == "status-box" and payload["version"] == agent_version()
     assert payload["since"].endswith("Z")
+    assert validate_status(payload) == []
 
     after = collector(mosquitto.url, "edge/status-box/status")
     (msg,) = after.wait_for(1)
     assert msg.retain and _state(msg) == ("offline", "shutdown")
+    assert validate_status(_json(msg)) == []
     assert not pub.stats().connected
     with pytest.raises(PublishError, match="stopped"):
         pub.publish_event(event_factory(device="status-box"))
@@ -268,6 +270,36 @@ def test_last_will_is_retained_when_the_agent_process_dies(
     (msg,) = fresh.wait_for(1)
     assert msg.retain and _state(msg) == ("offline", "connection lost")
     assert _json(msg)["device"] == "crash-box"
+    assert validate_status(_json(msg)) == []  # the last will
+
+
+def test_status_extras_are_merged_and_republished_without_waiting_for_the_broker(
+    mosquitto: LocalMosquitto, collector: CollectorFactory
+) -> None:
+    cameras = {"cam1": {"state": "online", "reason": None, "since": "2026-11-22T03:04:05Z"}}
+    pub = MqttPublisher(MqttConfig(url=mosquitto.url), "extra-box")
+    pub.add_status_extra(lambda: {"outbox_pending": 0, "outbox_evicted": 0})
+    pub.add_status_extra(lambda: {"cameras": dict(cameras)})
+    pub.republish_status()  # not connected yet: nothing (every connect publishes the status)
+    watcher = collector(mosquitto.url, "edge/extra-box/status")
+    pub.start()
+    try:
+        assert watcher.wait_until(lambda m: _state(m)[0] == "online")
+        online = _json(watcher.messages[0])
+        assert online["outbox_pending"] == 0 and online["cameras"] == cameras
+        assert validate_status(online) == []
+
+        cameras["cam1"] = {"state": "reconnecting", "reason": "connection refused", "since": "2026-11-22T03:05:00Z"}
+        t0 = time.monotonic()
+        pub.republish_status()
+        assert time.monotonic() - t0 < 0.1  # queued for paho's thread; no wait for the PUBACK
+        assert watcher.wait_until(lambda m: _json(m)["cameras"]["cam1"]["state"] == "reconnecting")
+        fresh = collector(mosquitto.url, "edge/extra-box/status")  # what a consumer subscribing now gets
+        (retained,) = fresh.wait_for(1)
+        assert retained.retain and _json(retained)["cameras"] == cameras
+        assert validate_status(_json(retained)) == []
+    finally:
+        pub.stop()
 
 
 # -- outages and refusals ----------------------------------------------------------------------------
