@@ -101,6 +101,10 @@ def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, 
     elapsed = time.monotonic() - t0
     end = service.summary().cameras
     inspected = {cam: len(age_ms[cam]) for cam in (c.id for c in cameras)}
+    ended = [cam for cam, stats in end.items() if stats.state == "ended"]
+    if ended:
+        print(f"  warning: {', '.join(ended)} reached the end of the video inside the run; the rate is too low",
+              file=sys.stderr)
     service.shutdown(timeout=10.0)
     outbox.unlink(missing_ok=True)
     return {
@@ -129,7 +133,8 @@ def main() -> int:
           f"{args.threads} intra-op threads, {args.seconds:g} s x {args.rounds} rounds per setting", flush=True)
     with broker() as url, tempfile.TemporaryDirectory(prefix="edge-agent-bench-cameras-") as tmp:
         workdir = pathlib.Path(tmp)
-        video = write_video(workdir / "conveyor.mp4", 150)
+        # long enough that no camera reaches its end inside a run (checked below)
+        video = write_video(workdir / "conveyor.mp4", int((args.seconds + 3) * 60))
         live = [CameraConfig(id=f"cam{i + 1}", source=f"synthetic://conveyor?seed={i + 1}&fps={args.fps:g}",
                              realtime=True) for i in range(args.cameras)]
         saturated = [CameraConfig(id=f"cam{i + 1}", source=str(video), realtime=False)

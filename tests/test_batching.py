@@ -31,9 +31,14 @@ def test_a_batch_gives_each_frame_what_one_call_gives_it() -> None:
     assert len({r.latency_ms for r in together[:3]}) == 1  # a frame waited for its whole batch
 
 
-def test_max_batch_1_is_one_call_per_frame() -> None:
-    model = open_prefilter(DEFAULT_PREFILTER, ModelConfig())
+def test_max_batch_1_is_one_call_per_frame_and_the_default_is_4() -> None:
+    model = open_prefilter(DEFAULT_PREFILTER, ModelConfig(max_batch=1))
     assert isinstance(model, YoloDetector) and model.max_batch == 1
+    assert list(model.session.get_inputs()[0].shape) == [1, 3, 320, 320]  # the file's own batch of 1
+    default = open_prefilter(DEFAULT_PREFILTER)
+    assert isinstance(default, YoloDetector) and default.max_batch == 4
+    classifier = open_prefilter(DEFAULT_PREFILTER.with_name("conveyor-resnet-cls.int8.onnx"))
+    assert not hasattr(classifier, "infer_batch")  # classifiers take one frame a call
 
 
 class CountingPrefilter:
