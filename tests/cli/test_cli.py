@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload
-from tests.conftest import VIDEO_FRAMES
+from tests.conftest import VIDEO_FRAMES, MqttCollector
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]
 
@@ -104,18 +105,26 @@ def test_run_inspects_a_video_file_and_publishes_every_frame(
 def test_run_stops_cleanly_on_sigterm_and_leaves_offline_status(mosquitto: LocalMosquitto,
                                                                  tmp_path: pathlib.Path) -> None:
     path = tmp_path / "agent.yaml"
-    path.write_text(f"device_id: box3\nmqtt: {{url: '{mosquitto.url}'}}\nlogging: {{level: info}}\n")
+    path.write_text(f"device_id: box3\nmqtt: {{url: '{mosquitto.url}'}}\nlogging: {{level: info}}\n"
+                    f"outbox: {{path: '{tmp_path / 'outbox.sqlite'}'}}\n")
+    tags = MqttCollector(mosquitto.port, "edge/box3/+/tags").start()
     proc = subprocess.Popen([*EDGE_AGENT, "run", "--config", str(path)], stderr=subprocess.PIPE, text=True)
     try:
-        got = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t",
-                              "edge/box3/conveyor1/tags", "-C", "3", "-W", "30"], capture_output=True, text=True,
-                             timeout=40)
-        assert len(got.stdout.splitlines()) == 3  # the default synthetic camera is running
+        assert len(tags.wait_for(3, timeout=30)) == 3  # the default synthetic camera is running
+        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
+        stopped_in = time.monotonic() - signalled
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+    assert stopped_in < 10.0  # the bound: drain, flush the outbox, publish offline
+    # nothing lost: every frame the agent says it inspected reached the broker, once each
+    inspected = int(re.search(r"inspected (\d+) frames", err).group(1))  # type: ignore[union-attr]
+    time.sleep(0.5)
+    tags.close()
+    events = {json.loads(m.payload)["event_id"] for m in tags.messages}
+    assert inspected >= 3 and len(events) == inspected, (inspected, len(events))
     status = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t",
                              "edge/box3/status", "-C", "1", "-W", "5"], capture_output=True, text=True, timeout=10)
     assert json.loads(status.stdout)["state"] == "offline"
