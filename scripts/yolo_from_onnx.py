@@ -43,9 +43,9 @@ def load_onnx_into(model: Any, onnx_path: pathlib.Path, images: Iterable[np.ndar
             conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
             if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
                 w, b = _need(weights, f"{name}.conv.weight"), _need(weights, f"{name}.conv.bias")
-                conv.weight.copy_(torch.from_numpy(w))
+                conv.weight.copy_(torch.from_numpy(w.copy()))
                 bn.weight.fill_(1.0)
-                bn.bias.copy_(torch.from_numpy(b))
+                bn.bias.copy_(torch.from_numpy(b.copy()))
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
                 convs.append((name, conv, bn))
@@ -53,9 +53,9 @@ def load_onnx_into(model: Any, onnx_path: pathlib.Path, images: Iterable[np.ndar
                 loaded += 2
             elif (isinstance(module, torch.nn.Conv2d) and id(module) not in paired
                   and not name.endswith("dfl.conv")):  # the head's last 1x1 convs; DFL is fixed
-                module.weight.copy_(torch.from_numpy(_need(weights, f"{name}.weight")))
+                module.weight.copy_(torch.from_numpy(_need(weights, f"{name}.weight").copy()))
                 if module.bias is not None:
-                    module.bias.copy_(torch.from_numpy(_need(weights, f"{name}.bias")))
+                    module.bias.copy_(torch.from_numpy(_need(weights, f"{name}.bias").copy()))
                     loaded += 1
                 loaded += 1
     expected = sum(1 for k in weights if k.startswith("model.") and not k.startswith("model.22.dfl"))
