@@ -9,6 +9,7 @@
     │   └── OutboxError             the SQLite outbox cannot be opened or written
     ├── BrokerError                 a local Mosquitto for the demo/tests could not be started
     ├── DatasetError                a dataset cannot be written or read
+    ├── BatchError                  `edge-agent tag`: a PATH is missing, the output is of another format
     ├── MetricsError                the /metrics + /healthz endpoint cannot listen on its address
     └── GatewayError                the escalation gateway cannot start (listen address, TLS files);
         │                           its subclasses are one Describe call's failures:
@@ -62,6 +63,11 @@ class BrokerError(EdgeAgentError):
 
 class DatasetError(EdgeAgentError):
     """A dataset could not be written or read."""
+
+
+class BatchError(EdgeAgentError):
+    """Batch tagging (``edge-agent tag``) cannot start: a PATH does not exist, or the output file exists in
+    another format or is not a tag output."""
 
 
 class MetricsError(EdgeAgentError):

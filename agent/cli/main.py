@@ -140,6 +140,34 @@ def tail(
 
 
 @app.command()
+def tag(
+    paths: Annotated[list[pathlib.Path], typer.Argument(
+        help="image files (JPEG, PNG, BMP, TIFF), folders (recursive) and videos", show_default=False)],
+    out: Annotated[pathlib.Path, typer.Option("--out", "-o", help="output file: .jsonl, .csv or .json")],
+    output_format: Annotated[str | None, typer.Option(
+        "--format", help="jsonl, csv or json (default: from the --out suffix)")] = None,
+    config: Annotated[pathlib.Path | None, typer.Option(
+        "--config", "-c", help="agent YAML config: model, triage band, escalation.gateway (default: "
+                               "$EDGE_AGENT_CONFIG, else built-in defaults)")] = None,
+    model: Annotated[pathlib.Path | None, typer.Option(help="ONNX prefilter (default: the config's model)")] = None,
+    video_step: Annotated[int, typer.Option(help="tag every Nth frame of a video")] = 15,
+    redo: Annotated[bool, typer.Option(help="tag every item again, replacing the output")] = False,
+    throttle: Annotated[float, typer.Option(hidden=True, help="seconds to pause after each item (tests)")] = 0.0,
+) -> None:
+    """Tag image files, folders and videos with the daemon's cascade (prefilter, triage, and escalation when the
+    config names a gateway) into one output file, one record per item; a rerun skips the items already in the
+    output. Ctrl-C stops after the current item (exit 130)."""
+    from agent.cli.tag import TagOptions, run_tag
+
+    try:
+        code = run_tag(TagOptions(paths=tuple(paths), out=out, fmt=output_format, config=config, model=model,
+                                  video_step=video_step, redo=redo, throttle_s=throttle))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def gateway(
     config: Annotated[pathlib.Path | None, typer.Option(
         "--config", "-c", help="gateway YAML config (default: $EDGE_GATEWAY_CONFIG, else built-in defaults)")] = None,
