@@ -18,7 +18,7 @@ import numpy as np
 
 from agent.config.models import EscalationConfig
 from agent.escalation.client import EscalationClient, channel_credentials
-from agent.escalation.merge import merge
+from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.request import build_request
 from agent.publish.event import EscalationOutcome, TagEvent
 from agent.triage.policy import TriageDecision
@@ -40,19 +40,24 @@ class GatewayEscalation:
         return EscalationClient.connect(self.config, credentials)  # on the loop that will use it
 
     def __call__(self, image: np.ndarray, decision: TriageDecision, event: TagEvent) -> TagEvent:
+        outcome, answer = self.ask(image, decision, event)
+        return merge(event, outcome, answer)
+
+    def ask(self, image: np.ndarray, decision: TriageDecision,
+            event: TagEvent) -> tuple[EscalationOutcome, VlmAnswer | None]:
+        """One Describe call: how it ended, and the gateway's answer when it answered (nothing merged)."""
         c = self.config
         try:
             request = build_request(image, event, decision, template_id=c.template_id, max_side=c.image_max_side,
                                     jpeg_quality=c.jpeg_quality, crop_margin=c.crop_margin, max_crops=c.max_crops)
         except (ValueError, cv2.error) as exc:
-            return merge(event, EscalationOutcome(
-                "rejected", reason=f"the frame could not be encoded for the gateway: {exc}"), None)
+            return EscalationOutcome("rejected", reason=f"the frame could not be encoded for the gateway: {exc}"), None
         result = self._loop.run_until_complete(self._client.describe(request, c.call_deadline_s))
         answer = result.answer
         outcome = EscalationOutcome(result.status, reason=result.reason, model=answer.model if answer else None,
                                     latency_ms=round(result.latency_ms, 2),
                                     description=answer.description if answer else None)
-        return merge(event, outcome, answer)
+        return outcome, answer
 
     def close(self) -> None:
         try:

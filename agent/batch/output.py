@@ -225,3 +225,20 @@ def _atomic_write(path: pathlib.Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def read_records(path: pathlib.Path, fmt: OutputFormat) -> list[dict[str, Any]]:
+    """Every record of a finished output, as JSON records (a CSV row's tags from its JSON cell; CSV has no
+    ``escalation.defects``)."""
+    if fmt == "json":
+        return _json_records(path)
+    if fmt == "jsonl":
+        return _jsonl_records(path)
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{"item": r["item"], "path": r["path"], "frame": int(r["frame"]) if r["frame"] else None,
+             "verdict": r["verdict"], "tags": json.loads(r["tags"] or "[]"),
+             "decided_by": r["decided_by"],
+             "prefilter": {"model": r["model"]},
+             "escalation": {"status": r["escalation_status"], "reason": r["escalation_reason"] or None}}
+            for r in rows]

@@ -152,6 +152,12 @@ def tag(
     model: Annotated[pathlib.Path | None, typer.Option(help="ONNX prefilter (default: the config's model)")] = None,
     video_step: Annotated[int, typer.Option(help="tag every Nth frame of a video")] = 15,
     redo: Annotated[bool, typer.Option(help="tag every item again, replacing the output")] = False,
+    labels: Annotated[pathlib.Path | None, typer.Option(
+        help="ground truth: a folder of YOLO labels (labels/ beside images/) or a CSV file image,label; when "
+             "every item is tagged, scores the prefilter alone, the cascade and (with a gateway) the VLM on "
+             "every image")] = None,
+    report: Annotated[pathlib.Path | None, typer.Option(
+        help="folder for the --labels evaluation (default: beside --out, <out stem>-eval/)")] = None,
     throttle: Annotated[float, typer.Option(hidden=True, help="seconds to pause after each item (tests)")] = 0.0,
 ) -> None:
     """Tag image files, folders and videos with the daemon's cascade (prefilter, triage, and escalation when the
@@ -161,7 +167,8 @@ def tag(
 
     try:
         code = run_tag(TagOptions(paths=tuple(paths), out=out, fmt=output_format, config=config, model=model,
-                                  video_step=video_step, redo=redo, throttle_s=throttle))
+                                  video_step=video_step, redo=redo, throttle_s=throttle, labels=labels,
+                                  report=report))
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

@@ -19,11 +19,16 @@ import time
 from typing import TextIO
 
 from agent.batch.escalate import GatewayEscalation
-from agent.batch.items import BadInput, Summary, format_for
-from agent.batch.output import OutputFile, work_path
+from agent.batch.evaluate import ask_every_image, join, strategies
+from agent.batch.items import BadInput, OutputFormat, Summary, format_for
+from agent.batch.output import OutputFile, read_records, work_path
 from agent.batch.runner import batch_inspector, run_batch
-from agent.batch.sources import check_paths, walk
-from agent.errors import BatchError
+from agent.batch.sources import Plan, check_paths, walk
+from agent.config.models import AgentConfig
+from agent.errors import BatchError, DatasetError
+from agent.evaluation.cascade_report import CascadeEvalContext, table_lines, write_cascade_report
+from agent.evaluation.truth import GroundTruth, defect_classes, read_ground_truth
+from agent.pipeline import FrameInspector
 
 EXIT_INTERRUPTED = 130
 
@@ -38,6 +43,8 @@ class TagOptions:
     video_step: int = 15
     redo: bool = False
     throttle_s: float = 0.0  # hidden: a pause after each item, for tests that interrupt a run
+    labels: pathlib.Path | None = None  # ground truth: evaluate the finished output (agent.evaluation.truth)
+    report: pathlib.Path | None = None  # the evaluation's folder (default: beside --out, <stem>-eval/)
 
 
 class _ProgressLine:
@@ -87,6 +94,9 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
     plan = walk(options.paths, options.video_step, exclude=(options.out, work_path(options.out)))
 
     stop = threading.Event()
+    summary = Summary()
+    summary_printed = False
+    ground_truth: tuple[GroundTruth, bool] | None = None
 
     def handler(signum: int, _frame: object) -> None:
         stop.set()
@@ -94,6 +104,10 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         model, _facts, _digest = load_model(config)
+        info = getattr(model, "info", None)
+        model_classes: tuple[str, ...] = tuple(info.names) if info is not None else ()
+        if options.labels is not None:  # wrong labels are refused before anything is written
+            ground_truth = read_ground_truth(options.labels, model_classes)
         inspector = batch_inspector(config, model)
         escalation = GatewayEscalation(config.escalation) if config.escalation.gateway is not None else None
 
@@ -101,27 +115,70 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
             stream.write(f"edge-agent: skipped {bad.path}: {bad.kind} ({bad.reason})\n")
 
         output.start()
-        summary = Summary()
         try:
             run_batch(plan, inspector, output, summary, video_step=options.video_step, stop=stop,
                       progress=_ProgressLine(stream), on_bad=on_bad, escalate=escalation,
                       throttle_s=options.throttle_s)
+            if summary.interrupted:
+                output.close()
+            else:
+                output.finish()
+            if ground_truth is not None and not summary.interrupted:
+                for line in summary.lines():
+                    stream.write(line + "\n")
+                summary_printed = True
+                _evaluate(options, fmt, ground_truth, model_classes, str(info.model_id) if info else "?", config,
+                          plan, inspector, escalation, stop, stream)
         except BaseException:
             output.close()  # what was written stays, to resume
             raise
         finally:
             if escalation is not None:
                 escalation.close()
-        if summary.interrupted:
-            output.close()
-        else:
-            output.finish()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    for line in summary.lines():
-        stream.write(line + "\n")
+    if not summary_printed:
+        for line in summary.lines():
+            stream.write(line + "\n")
     if summary.interrupted:
         stream.write(f"edge-agent: interrupted; run the same command again to tag the rest into {options.out}\n")
+        if ground_truth is not None:
+            stream.write("edge-agent: the evaluation against --labels runs when every item is tagged\n")
         return EXIT_INTERRUPTED
     return 0
+
+
+def report_folder(options: TagOptions) -> pathlib.Path:
+    return options.report or options.out.with_name(options.out.stem + "-eval")
+
+
+def _evaluate(options: TagOptions, fmt: OutputFormat, ground_truth: tuple[GroundTruth, bool],
+              model_classes: tuple[str, ...], model_id: str, config: AgentConfig, plan: Plan,
+              inspector: FrameInspector, escalation: GatewayEscalation | None, stop: threading.Event,
+              stream: TextIO) -> None:
+    """Score the finished output against the labels; write the report and print the table."""
+    truth, strip_suffix = ground_truth
+    classes = defect_classes(model_classes)
+    joined = join(read_records(options.out, fmt), truth, strip_suffix)
+    if not joined.records:
+        raise DatasetError(f"--labels {options.labels}: none of the {len(joined.unlabelled)} items has a label "
+                           "there; YOLO labels are matched by the end of the image's path without its suffix "
+                           "(images/val/a.jpg -> labels/val/a.txt), CSV rows by the end of the path")
+    vlm = None
+    if escalation is not None:
+        stream.write(f"evaluation: asking the VLM about every one of {len(joined.records)} labelled images\n")
+        stream.flush()
+        vlm = ask_every_image(joined, plan, inspector, escalation, frozenset(classes), stop)
+    results = strategies(joined, classes, vlm)
+    ctx = CascadeEvalContext(model_id=model_id, labels=options.labels or pathlib.Path(), output=options.out,
+                             accept=config.triage.accept, reject=config.triage.reject,
+                             gateway=config.escalation.gateway, items=len(joined.records) + len(joined.unlabelled),
+                             unlabelled=len(joined.unlabelled), classes=classes)
+    files = write_cascade_report(report_folder(options), results, ctx)
+    stream.write(f"evaluation against {options.labels}: {len(joined.records)} labelled images"
+                 + (f", {len(joined.unlabelled)} items without a label left out" if joined.unlabelled else "")
+                 + "\n")
+    for line in table_lines(results):
+        stream.write(line + "\n")
+    stream.write(f"report: {files.html} ({files.json.name}, {files.chart.name})\n")
