@@ -105,6 +105,7 @@ class FrameInspector:
             device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
             captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
             decision=decision, model_id=result.model_id, prefilter_latency_ms=result.latency_ms,
+            taxonomy=self._config.loaded_taxonomy,
         )
         return Inspection(frame, result, decision, event)
 

@@ -335,6 +335,8 @@ class AgentService:
             "publisher": dataclasses.asdict(pub) if dataclasses.is_dataclass(pub) and not isinstance(pub, type)
             else None,
             "escalation": dataclasses.asdict(s.escalation) if s.escalation is not None else None,
+            # events per raw word the taxonomy does not map (empty without a taxonomy)
+            "unmapped": self.metered.unmapped_counts() if self.metered is not None else {},
         }
 
     def publish_stats(self) -> None:

@@ -21,9 +21,11 @@ work; quote a value to keep it a string, e.g. ``'"007"'``; an empty value is the
 empty string). Overrides win over
 the file. A list index must name an item that already exists (in the file, or
 in the default list when the file has none); overrides cannot append items.
-Relative ``model.path`` values from an override are relative to the working
-directory; relative ``model.path`` values in the file are relative to the file's
-directory.
+Relative ``model.path`` (and ``taxonomy``) values from an override are relative to the
+working directory; relative values in the file are relative to the file's directory.
+
+``taxonomy: PATH`` names the plant's defect taxonomy; it is read and validated here too (see
+:mod:`agent.taxonomy`), and its problems are reported as ``taxonomy (FILE): FIELD (line N): MESSAGE``.
 
 Not an override: ``EDGE_AGENT_CONFIG`` names the config file for ``edge-agent run``
 and is ignored here. ``EDGE_AGENT_LOGGING__LEVEL=debug`` is an ordinary override.
@@ -103,7 +105,17 @@ def load_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None =
     Raises ConfigError listing every problem found in the file and the overrides.
     """
     config = load_model(AgentConfig, path, env)
-    return resolve_runtime_paths(config, os.environ if env is None else env)
+    config = resolve_runtime_paths(config, os.environ if env is None else env)
+    if config.taxonomy is None:
+        return config
+    from agent.taxonomy.loading import load_taxonomy  # it uses this module's reader
+
+    try:
+        taxonomy = load_taxonomy(config.taxonomy)
+    except ConfigError as exc:
+        raise ConfigError([f"taxonomy ({exc.source}): {problem}" for problem in exc.problems],
+                          "defaults" if path is None else str(path)) from exc
+    return config.with_taxonomy(taxonomy)
 
 
 def load_model(
@@ -180,7 +192,8 @@ def _read_file(path: pathlib.Path, root: type[BaseModel],
 
 
 # file paths in the config that are relative to the config file's folder
-_FILE_FIELDS = (("model", "path"), ("outbox", "path"), ("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
+_FILE_FIELDS = (("model", "path"), ("taxonomy",), ("outbox", "path"), ("mqtt", "password_file"),
+                ("mqtt", "tls", "ca_file"),
                 ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"), ("escalation", "tls", "ca_file"),
                 ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"))
 

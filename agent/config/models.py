@@ -13,7 +13,9 @@ import socket
 import urllib.parse
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from agent.taxonomy.model import Taxonomy
 
 REPO_MODELS = pathlib.Path(__file__).resolve().parent.parent.parent / "models"
 DEFAULT_MODEL = REPO_MODELS / "conveyor-yolov8n.onnx"  # the FP32 source of the shipped detector
@@ -414,6 +416,21 @@ class AgentConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    taxonomy: pathlib.Path | None = None
+    """The plant's defect taxonomy file (relative to the config file); None: tags keep only their raw labels."""
+    _taxonomy: Taxonomy | None = PrivateAttr(default=None)
+
+    @property
+    def loaded_taxonomy(self) -> Taxonomy | None:
+        """The taxonomy read from ``taxonomy`` by :func:`agent.config.loader.load_config` (None before, or
+        without one); copies of the config (``model_copy``) keep it."""
+        return self._taxonomy
+
+    def with_taxonomy(self, taxonomy: Taxonomy | None) -> AgentConfig:
+        """A copy of this config that carries ``taxonomy`` (read from ``self.taxonomy``)."""
+        copy = self.model_copy()
+        copy._taxonomy = taxonomy
+        return copy
 
     @field_validator("device_id")
     @classmethod

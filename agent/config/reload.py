@@ -11,6 +11,8 @@ Applied live:
   (*retuned*). Cameras that did not change keep running untouched.
 * ``triage`` (the default band), ``snapshots``, ``logging``, and the escalation rate limits
   (``escalation.rate_per_camera``, ``cameras[].escalation_rate``).
+* ``taxonomy``: the file is read again on every reload (a changed file applies even when its path
+  did not change) and the new frames' tags are mapped with it.
 * ``model``: the new model is loaded, checked and warmed up beside the running one, then swapped
   in between two frames.
 
@@ -30,7 +32,7 @@ from agent.config.models import AgentConfig, CameraConfig
 
 __all__ = ["CAMERA_LIVE_FIELDS", "LIVE_SECTIONS", "ReloadPlan", "plan_reload"]
 
-LIVE_SECTIONS = ("cameras", "triage", "model", "snapshots", "logging")
+LIVE_SECTIONS = ("cameras", "triage", "model", "snapshots", "logging", "taxonomy")
 """Top-level sections a reload applies; every other one (and ``escalation`` but its rates) needs a restart."""
 
 CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate")

@@ -12,6 +12,7 @@ Metric names (all prefixed ``edge_agent_``) are listed in :data:`METRICS` and in
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +23,12 @@ from agent.health.stages import HealthReport
 from agent.metrics.exposition import Family, MetricType, render
 from agent.metrics.histogram import LATENCY_BUCKETS_S, LabelledHistograms
 from agent.publish.event import TagEvent
+from agent.taxonomy.model import normalise
 
 if TYPE_CHECKING:
     from agent.service import AgentService
+
+log = logging.getLogger(__name__)
 
 __all__ = ["METRICS", "MeteredPublisher", "STAGES", "agent_families", "render_agent_metrics"]
 
@@ -82,6 +86,8 @@ class MeteredPublisher:
         self.updates: collections.Counter[tuple[str, str]] = collections.Counter()
         self.escalations: collections.Counter[str] = collections.Counter()
         self._running: dict[int, float] = {}  # thread id -> start of its publish_event call
+        self.unmapped: collections.Counter[str] = collections.Counter()
+        """Events per raw word (normalised) the taxonomy does not map; a revision counts only its VLM words."""
 
     @property
     def busy_since(self) -> float | None:
@@ -107,9 +113,33 @@ class MeteredPublisher:
                 self.escalations[event.escalation.status] += 1
         if event.revision <= 1:
             self.latency.observe("prefilter", event.prefilter_latency_ms / 1000.0)
+        self._count_unmapped(event)
         if event.escalation.latency_ms is not None:
             self.latency.observe("escalation", event.escalation.latency_ms / 1000.0)
         return row
+
+    def _count_unmapped(self, event: TagEvent) -> None:
+        """Count the event's words the taxonomy does not map (the prefilter's were counted with revision 1);
+        log each word the first time it is seen."""
+        words = event.unmapped_labels(vlm_only=event.revision > 1)
+        if not words:
+            return
+        new: list[str] = []
+        with self._lock:
+            for word in words:
+                key = normalise(word)
+                if key not in self.unmapped:
+                    new.append(word)
+                self.unmapped[key] += 1
+        for word in new:
+            log.warning("taxonomy: %r is not in the taxonomy %s; the tag keeps its raw label (canonical null). "
+                        "Add it as a synonym of a label to map it", word,
+                        event.taxonomy.source if event.taxonomy is not None else "")
+
+    def unmapped_counts(self) -> dict[str, int]:
+        """Events per unmapped word, most frequent first."""
+        with self._lock:
+            return dict(self.unmapped.most_common())
 
     def counts(self) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int], dict[str, int]]:
         with self._lock:

@@ -1,6 +1,10 @@
 """The tag event: built from a frame's triage, serialised to the v1 MQTT payload.
 
 Pure logic. The payload's contract is ``proto/mqtt/tag-event.v1.schema.json``.
+
+With a taxonomy (``taxonomy:`` in the config, :mod:`agent.taxonomy`), every tag carries ``canonical``,
+``code`` and ``severity`` beside its raw ``label`` (all null when the word is unmapped), and every VLM
+defect ``canonical``, ``code`` and ``canonical_severity`` beside its raw ``type`` and the VLM's ``severity``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import uuid
 from typing import Any, Literal
 
+from agent.taxonomy.model import Taxonomy
 from agent.triage.policy import TriageDecision, TriagedTag, Verdict
 
 SCHEMA_ID = "edge-agent/tag-event/v1"
@@ -74,6 +79,8 @@ class TagEvent:
     revision: int = 1
     """1 for an event's first publication; 2 for its update when the VLM answered after the publish
     deadline (same ``event_id``). Consumers keep the highest revision of each event_id."""
+    taxonomy: Taxonomy | None = dataclasses.field(default=None, compare=False, repr=False)
+    """Maps the raw labels to the plant's canonical ones in the payload; None: raw labels only."""
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -96,16 +103,36 @@ class TagEvent:
                 "model": self.escalation.model,
                 "latency_ms": self.escalation.latency_ms,
                 "description": self.escalation.description,
-                **({"defects": [dataclasses.asdict(d) for d in self.vlm_defects]}
+                **({"defects": [self._defect_payload(d) for d in self.vlm_defects]}
                    if self.escalation.status in ("answered", "cached") else {}),
             },
         }
+
+    def unmapped_labels(self, *, vlm_only: bool = False) -> list[str]:
+        """The raw words of this event's tags and VLM defects that the taxonomy does not map, each once, in
+        order (prefilter tags skipped with ``vlm_only``); [] without a taxonomy."""
+        if self.taxonomy is None:
+            return []
+        words = [] if vlm_only else [t.detection.label for t in self.decision.tags]
+        words += [t.label for t in self.vlm_tags] + [d.type for d in self.vlm_defects]
+        return [w for w in dict.fromkeys(words) if self.taxonomy.map(w) is None]
+
+    def _defect_payload(self, defect: VlmDefect) -> dict[str, Any]:
+        out: dict[str, Any] = dataclasses.asdict(defect)
+        if self.taxonomy is not None:
+            fields = self.taxonomy.fields(defect.type)
+            out |= {"canonical": fields["canonical"], "code": fields["code"],
+                    "canonical_severity": fields["severity"]}
+        return out
 
     def _tags_payload(self) -> list[dict[str, Any]]:
         """Prefilter and VLM tags, highest confidence first (prefilter first on a tie)."""
         tags = [_tag_payload(t) for t in self.decision.tags]
         tags += [{"label": t.label, "confidence": round(t.confidence, 4), "state": t.state, "source": "vlm"}
                  for t in self.vlm_tags]
+        if self.taxonomy is not None:
+            for tag in tags:
+                tag |= self.taxonomy.fields(tag["label"])
         return sorted(tags, key=lambda t: -float(t["confidence"]))
 
     def to_json(self) -> bytes:
@@ -143,6 +170,7 @@ def build_event(
     prefilter_latency_ms: float,
     escalation: EscalationOutcome | None = None,
     now: datetime.datetime | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> TagEvent:
     """A new event with a fresh id. Uncertain frames with no escalation outcome
     get ``unavailable``; decided frames get ``not_needed``."""
@@ -164,4 +192,5 @@ def build_event(
         model_id=model_id,
         prefilter_latency_ms=prefilter_latency_ms,
         escalation=escalation,
+        taxonomy=taxonomy,
     )

@@ -101,7 +101,8 @@ def test_no_file_means_defaults() -> None:
         (
             "device_id: a\ncolour: red\n",
             "colour (line 2): unknown key; expected one of: "
-            "device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health",
+            "device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health, "
+            "taxonomy",
         ),
         # unknown nested key: names ModelConfig's fields
         (
@@ -239,7 +240,8 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: pathlib.Path, text: str
 def test_top_level_must_be_a_mapping(tmp_path: pathlib.Path, text: str, got: str) -> None:
     assert problems_of(write(tmp_path, text)) == [
         "top level (line 1): expected a mapping of settings "
-        f"(device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health), "
+        "(device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health, "
+        "taxonomy), "
         f"got {got}"
     ]
 
