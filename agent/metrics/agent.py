@@ -70,6 +70,11 @@ METRICS: dict[str, str] = {
 }
 
 
+
+# Distinct unmapped words kept by name; later new ones are counted together under OTHER_UNMAPPED.
+MAX_UNMAPPED_WORDS = 500
+OTHER_UNMAPPED = "(other words)"
+
 class MeteredPublisher:
     """The service's publisher, counting every tag event that goes through it.
 
@@ -129,7 +134,10 @@ class MeteredPublisher:
             for word in words:
                 key = normalise(word)
                 if key not in self.unmapped:
-                    new.append(word)
+                    if len(self.unmapped) >= MAX_UNMAPPED_WORDS:
+                        key = OTHER_UNMAPPED  # a VLM's free words never end: the memory for them does
+                    else:
+                        new.append(word)
                 self.unmapped[key] += 1
         for word in new:
             log.warning("taxonomy: %r is not in the taxonomy %s; the tag keeps its raw label (canonical null). "

@@ -96,3 +96,16 @@ def test_the_metered_publisher_counts_unmapped_words_and_logs_each_once(
     logged = [r.getMessage() for r in caplog.records if "not in the taxonomy" in r.getMessage()]
     assert len(logged) == 3 and ["'dent'" in logged[0], "'metal part'" in logged[1], "'blob'" in logged[2]] == [
         True, True, True]
+
+
+def test_the_unmapped_words_kept_by_name_are_bounded(event_factory: EventFactory,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.metrics import agent as metrics_agent
+
+    monkeypatch.setattr(metrics_agent, "MAX_UNMAPPED_WORDS", 2)
+    taxonomy = Taxonomy.from_file(TaxonomyFile.model_validate({"labels": [
+        {"label": "SCRATCH", "code": "S-1", "severity": "low"}]}))
+    metered = MeteredPublisher(_Sink())
+    metered.publish_event(answered(dataclasses.replace(event_factory(verdict="uncertain"), taxonomy=taxonomy)))
+    counts = metered.unmapped_counts()
+    assert len(counts) == 3 and counts[metrics_agent.OTHER_UNMAPPED] >= 1  # 2 by name, the rest together
