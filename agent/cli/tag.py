@@ -4,7 +4,8 @@ Everything that can be wrong with the command line (a missing PATH, an output of
 refused before the model is loaded or anything is written. SIGINT (and SIGTERM) stop the run after the
 current item: the output keeps every item tagged so far, the summary so far is printed, exit code 130; a
 rerun goes on from there. With ``escalation.gateway`` in the config, uncertain items are sent to the
-gateway one by one (:mod:`agent.batch.escalate`).
+gateway, up to ``escalation.max_in_flight`` calls at once, while the prefilter goes on with the next items;
+the records are still written in item order (:mod:`agent.batch.runner`, :mod:`agent.batch.escalate`).
 """
 
 from __future__ import annotations
@@ -47,13 +48,35 @@ class TagOptions:
     report: pathlib.Path | None = None  # the evaluation's folder (default: beside --out, <stem>-eval/)
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_text(done: int, total: int, tagged: int, seconds: float, *, bar: int = 0) -> str:
+    """``tag: 12/40 items, 30%, 8.1 items/s, ETA 0:03``, with a ``[#####-----]`` bar of ``bar`` cells when
+    ``bar`` > 0. The rate counts the items tagged by this run (not those already in the output)."""
+    total = max(total, done)
+    share = done / total if total else 1.0
+    rate = tagged / max(seconds, 1e-9)
+    eta = f"ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else (
+        "ETA -" if done < total else f"in {_duration(seconds)}")
+    cells = f" [{'#' * int(share * bar):-<{bar}}]" if bar > 0 else ""
+    return f"tag: {done}/{total} items{cells}, {share:.0%}, {rate:.1f} items/s, {eta}"
+
+
 class _ProgressLine:
-    """``tag: 12/40 items, 8.1 items/s`` on stderr: redrawn in place on a terminal, a line a second else."""
+    """A progress bar on stderr, ``tag: 12/40 items [#######----] 30%, 8.1 items/s, ETA 0:03``, redrawn in
+    place on a terminal; without one, the same without the bar as a plain line a second."""
+
+    BAR = 24
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._tty = stream.isatty()
         self._last = 0.0
+        self._width = 0
 
     def __call__(self, summary: Summary, final: bool) -> None:
         now = time.monotonic()
@@ -61,10 +84,12 @@ class _ProgressLine:
             return
         self._last = now
         done = len(summary.resumed) + len(summary.tagged)
-        rate = len(summary.tagged) / max(summary.seconds, 1e-9)
-        text = f"tag: {done}/{max(summary.planned, done)} items, {rate:.1f} items/s"
+        text = progress_text(done, summary.planned, len(summary.tagged), summary.seconds,
+                             bar=self.BAR if self._tty else 0)
         if self._tty:
-            self._stream.write("\r" + text + ("\n" if final else ""))
+            padding = " " * max(0, self._width - len(text))  # a shorter line must cover the longer one
+            self._width = len(text)
+            self._stream.write("\r" + text + padding + ("\n" if final else ""))
         else:
             self._stream.write(text + "\n")
         self._stream.flush()
@@ -117,7 +142,9 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
         output.start()
         try:
             run_batch(plan, inspector, output, summary, video_step=options.video_step, stop=stop,
-                      progress=_ProgressLine(stream), on_bad=on_bad, escalate=escalation,
+                      progress=_ProgressLine(stream), on_bad=on_bad,
+                      escalate=escalation.submit if escalation is not None else None,
+                      max_in_flight=config.escalation.max_in_flight,
                       throttle_s=options.throttle_s)
             if summary.interrupted:
                 output.close()

@@ -12,6 +12,7 @@ import json
 import pathlib
 import signal
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -250,3 +251,106 @@ def test_uncertain_items_are_escalated_through_the_gateway(
     n = len(reference)
     assert f"escalation: {len(uncertain)} of {n} items" in proc.stderr
     assert f"answered {len(uncertain)}" in proc.stderr
+
+
+class _Concurrency:
+    """An ``answer_fn`` for the fake Ollama that holds each chat ``delay_s`` seconds and counts how many it holds
+    at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.active = self.peak = self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, _body: dict[str, Any]) -> None:
+        with self._lock:
+            self.active += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.delay_s)
+        with self._lock:
+            self.active -= 1
+
+
+WIDE_BAND = "triage:\n  accept: 1.0\n  reject: 0.01\n"
+"""Every detection uncertain: most items are escalated."""
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without the measured latencies."""
+    return {**without_latency(record), "escalation": {k: v for k, v in record["escalation"].items()
+                                                      if k != "latency_ms"}}
+
+
+def test_escalations_run_concurrently_and_records_stay_in_item_order(
+        inputs: pathlib.Path, reference: list[dict[str, Any]], tmp_path: pathlib.Path) -> None:
+    """With ``escalation.max_in_flight: 4``, uncertain items' calls overlap at the (slow) fake Ollama, never more
+    than four at once, and the records are the same, in the same item order, as one call at a time gives."""
+    records: dict[int, list[dict[str, Any]]] = {}
+    peaks: dict[int, int] = {}
+    for in_flight in (1, 4):
+        watch = _Concurrency(0.3)
+        with FakeOllama(parallel=8, answer_fn=watch) as fake:
+            gateway = GatewayThread(gateway_config(fake.url, limits={"parallel": 8})).start()
+            try:
+                config = tmp_path / "agent.yaml"
+                config.write_text(f"{WIDE_BAND}escalation:\n  gateway: {gateway.address}\n"
+                                  f"  max_in_flight: {in_flight}\n")
+                out = tmp_path / f"tags-{in_flight}.jsonl"
+                proc = tag(inputs, out, "--config", str(config))
+            finally:
+                gateway.stop(grace=0)
+        assert proc.returncode == 0, proc.stderr
+        records[in_flight] = read_records(out)
+        assert watch.calls == sum(r["escalation"]["status"] == "answered" for r in records[in_flight]) >= 4
+        peaks[in_flight] = watch.peak
+    assert peaks[1] == 1
+    assert 2 <= peaks[4] <= 4
+    assert [r["item"] for r in records[4]] == [r["item"] for r in reference]
+    assert [comparable(r) for r in records[4]] == [comparable(r) for r in records[1]]
+
+
+def test_rerun_after_sigint_with_calls_in_flight_gives_the_same_records(
+        inputs: pathlib.Path, reference: list[dict[str, Any]], tmp_path: pathlib.Path) -> None:
+    """SIGINT while escalations are in flight: the calls are cancelled, the output is an item-order prefix (no
+    item written twice, none after a cancelled one), and the rerun completes it to what one run gives."""
+    watch = _Concurrency(1.0)
+    with FakeOllama(parallel=8, answer_fn=watch) as fake:
+        gateway = GatewayThread(gateway_config(fake.url, limits={"parallel": 8})).start()
+        try:
+            config = tmp_path / "agent.yaml"
+            config.write_text(f"{WIDE_BAND}escalation:\n  gateway: {gateway.address}\n  max_in_flight: 4\n")
+            whole = tmp_path / "whole.jsonl"
+            assert tag(inputs, whole, "--config", str(config)).returncode == 0
+            out = tmp_path / "tags.jsonl"
+            proc = subprocess.Popen([*EDGE_AGENT, "tag", str(inputs), "--out", str(out), "--video-step",
+                                     str(VIDEO_STEP), "--config", str(config)],
+                                    stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                    out.exists() and len(out.read_text().splitlines()) >= 2 and watch.active >= 2):
+                time.sleep(0.02)
+            assert watch.active >= 2  # calls in flight when interrupted
+            proc.send_signal(signal.SIGINT)
+            _stdout, stderr = proc.communicate(timeout=30)
+            assert "Traceback" not in stderr, stderr
+            assert proc.returncode == 130, stderr
+            first = read_records(out)
+            expected = [comparable(r) for r in read_records(whole)]
+            assert [comparable(r) for r in first] == expected[:len(first)]
+            assert 2 <= len(first) < len(expected)
+            rerun = tag(inputs, out, "--config", str(config))
+        finally:
+            gateway.stop(grace=0)
+    assert rerun.returncode == 0, rerun.stderr
+    n = len(reference)
+    assert f"({n - len(first)} tagged now, {len(first)} already there)" in rerun.stderr
+    assert [comparable(r) for r in read_records(out)] == expected
+
+
+def test_progress_text_has_done_total_percent_rate_and_eta() -> None:
+    from agent.cli.tag import progress_text
+    assert progress_text(12, 40, 12, 1.5, bar=10) == "tag: 12/40 items [###-------], 30%, 8.0 items/s, ETA 0:04"
+    assert progress_text(12, 40, 0, 1.5) == "tag: 12/40 items, 30%, 0.0 items/s, ETA -"
+    assert progress_text(40, 40, 30, 3725.0) == "tag: 40/40 items, 100%, 0.0 items/s, in 1:02:05"
+    assert progress_text(5, 3, 5, 1.0).startswith("tag: 5/5 items, 100%")  # a video longer than its estimate
