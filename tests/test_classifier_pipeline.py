@@ -25,7 +25,7 @@ from agent.publish.schema import validate_payload
 from agent.service import AgentService
 from tests.conftest import MqttCollector
 
-SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "models" / "conveyor-resnet-cls.onnx"
+SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "models" / "conveyor-resnet-cls.int8.onnx"
 
 
 def test_frame_inspector_with_the_shipped_classifier() -> None:
@@ -45,7 +45,7 @@ def test_frame_inspector_with_the_shipped_classifier() -> None:
         payload = ins.event.to_payload()
         assert validate_payload(json.loads(json.dumps(payload))) == [], payload
         assert all("box" not in t for t in payload["tags"])
-        assert payload["prefilter"]["model"].startswith("conveyor-resnet-cls@")
+        assert payload["prefilter"]["model"].startswith("conveyor-resnet-cls.int8@")
         if ins.decision.verdict == "defect":
             assert [t.state for t in ins.decision.tags] == ["accepted"]
         agreement[(truth.verdict, ins.event.verdict)] += 1
@@ -72,7 +72,7 @@ def test_service_runs_the_classifier_end_to_end(mosquitto: LocalMosquitto,
     for m in messages:
         doc = json.loads(m.payload)
         assert validate_payload(doc) == [] and all("box" not in t for t in doc["tags"])
-        assert doc["prefilter"]["model"].startswith("conveyor-resnet-cls@")
+        assert doc["prefilter"]["model"].startswith("conveyor-resnet-cls.int8@")
     assert sum(summary.verdicts.values()) == frames
 
 

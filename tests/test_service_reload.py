@@ -323,7 +323,7 @@ def test_the_model_is_swapped_live_and_one_that_does_not_fit_is_refused(
     try:
         wait_until(lambda: len(models) >= 3, 15.0, "frames with the detector")
         detector = models[-1]
-        shutil.copyfile(REPO_MODELS / "conveyor-resnet-cls.onnx", model)  # a classifier now
+        shutil.copyfile(REPO_MODELS / "conveyor-resnet-cls.int8.onnx", model)  # a classifier now
 
         path.write_text(head + "triage: {pass_label: good}\n")
         refused = service.reload_file(path)

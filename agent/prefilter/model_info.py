@@ -23,7 +23,7 @@ Classifiers only (``task`` "classify"); the defaults are what an ultralytics
     output         what output0 (batch, classes) holds: "probabilities" (softmax already applied)
                    or "logits" (the prefilter applies the softmax); default "probabilities"
 
-The shipped ``models/conveyor-resnet-cls.onnx`` has ``task`` "classify", ``imgsz``
+The shipped ``models/conveyor-resnet-cls.int8.onnx`` has ``task`` "classify", ``imgsz``
 [192, 256], ``resize`` "stretch", ``interpolation`` "area", ImageNet ``mean``/``std``
 and ``output`` "probabilities" (written by ``scripts/train_classifier.py``).
 """

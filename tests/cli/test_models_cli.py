@@ -164,7 +164,7 @@ def test_precision_from_the_graph(tmp_path: pathlib.Path) -> None:
 
 # -- classifiers ----------------------------------------------------------------------------------------------
 
-SHIPPED_CLASSIFIER = DEFAULT_MODEL.parent / "conveyor-resnet-cls.onnx"
+SHIPPED_CLASSIFIER = DEFAULT_MODEL.parent / "conveyor-resnet-cls.int8.onnx"
 
 
 def test_eval_of_the_shipped_classifier(tmp_path: pathlib.Path) -> None:
@@ -194,6 +194,7 @@ def test_info_on_the_shipped_classifier() -> None:
     proc = edge_agent("models", "info", str(SHIPPED_CLASSIFIER))
     assert proc.returncode == 0, proc.stderr
     assert "task:       classify" in proc.stdout and "classes:    5: pass, scratch, hole, stain, missing" in proc.stdout
-    assert "input:      256x192" in proc.stdout and "precision:  fp32" in proc.stdout
+    assert "input:      256x192" in proc.stdout and "precision:  int8" in proc.stdout
+    assert "gate:       passed" in proc.stdout
     doc = json.loads(edge_agent("models", "info", str(SHIPPED_CLASSIFIER), "--json").stdout)
     assert doc["output_shapes"] == [[1, 5]] and doc["opset"] >= 17
