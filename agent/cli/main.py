@@ -46,6 +46,16 @@ def _install_reload_signal(reload: threading.Event) -> None:
     signal.signal(signal.SIGHUP, handler)
 
 
+def _write_pid_file() -> None:
+    """``<state dir>/edge-agent.pid`` (agent.health.control), removed when the process exits."""
+    import atexit
+
+    from agent.config.loader import default_state_dir
+    from agent.health.control import remove_pid_file, write_pid_file
+
+    atexit.register(remove_pid_file, write_pid_file(default_state_dir(os.environ)))
+
+
 @app.command()
 def run(
     config: Annotated[pathlib.Path | None, typer.Option(
@@ -66,6 +76,7 @@ def run(
         stop, reload = threading.Event(), threading.Event()
         _install_stop_signals(stop)
         _install_reload_signal(reload)  # a SIGHUP during start-up is handled once the agent runs
+        _write_pid_file()  # after the SIGHUP handler: `edge-agent models promote` signals this pid
         service.start()
     except EdgeAgentError as exc:
         raise _fail(exc) from None
@@ -343,6 +354,125 @@ def models_quantize(
             reduce_range=reduce_range, float_stem=float_stem,
             threads=threads, band=band, break_decode=break_decode,
             command="edge-agent models quantize " + " ".join(sys.argv[3:])))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+_ConfigOption = Annotated[pathlib.Path | None, typer.Option(
+    "--config", "-c", help="the agent's YAML config: model.path is the model it runs (default: $EDGE_AGENT_CONFIG)")]
+_ReloadOption = Annotated[bool, typer.Option(
+    "--reload/--no-reload", help="ask the running agent to reload (SIGHUP) and wait until it runs the new model; "
+                                 "--no-reload only replaces the files")]
+_PidOption = Annotated[int | None, typer.Option(help="the agent's pid (default: read from its pid file)")]
+_UnitOption = Annotated[str | None, typer.Option(help="reload through systemd: `systemctl reload UNIT`")]
+_PidFileOption = Annotated[pathlib.Path | None, typer.Option(
+    help="the agent's pid file (default: $STATE_DIRECTORY/edge-agent.pid, else /var/lib/edge-agent/edge-agent.pid)")]
+_HealthOption = Annotated[str | None, typer.Option(
+    help="the agent's /healthz URL, to see it run the new model (default: from the config's metrics.listen)")]
+_WaitOption = Annotated[float, typer.Option(help="seconds to wait for the agent to run the new model")]
+_KeepOption = Annotated[int, typer.Option(help="models kept in the store (<model folder>/.history)")]
+
+
+def _config_path(config: pathlib.Path | None) -> pathlib.Path | None:
+    return config or (pathlib.Path(os.environ["EDGE_AGENT_CONFIG"]) if os.environ.get("EDGE_AGENT_CONFIG") else None)
+
+
+@models_app.command("promote")
+def models_promote(
+    candidate: Annotated[pathlib.Path, typer.Argument(
+        help="an ONNX model, or a candidate folder from `edge-agent models train` (its INT8 file when the agent "
+             "runs INT8, else its FP32 file)")],
+    val: Annotated[pathlib.Path, typer.Option(
+        help="held-out labelled set: a YOLO dataset (data.yaml or folder) for a detector, a classify folder "
+             "(<split>/<class>/) for a classifier")],
+    config: _ConfigOption = None,
+    split: Annotated[str, typer.Option(help="split of --val to evaluate")] = "val",
+    margin: Annotated[float, typer.Option(
+        help="refuse a candidate whose metric is below the current model's by more than this (0..1 scale: 0.01 "
+             "= one point; negative: the candidate must be better by that much)")] = 0.01,
+    metric: Annotated[str | None, typer.Option(
+        help="map50 or map50-95 (detector; default map50), accuracy or macro-f1 (classifier; default accuracy)")
+    ] = None,
+    reload: _ReloadOption = True,
+    pid: _PidOption = None,
+    unit: _UnitOption = None,
+    pid_file: _PidFileOption = None,
+    health: _HealthOption = None,
+    wait: _WaitOption = 60.0,
+    keep: _KeepOption = 5,
+    report: Annotated[pathlib.Path | None, typer.Option(
+        help="folder for the before/after report (default: <candidate folder>/promotion-<time>/)")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads while evaluating")] = 2,
+) -> None:
+    """Evaluate CANDIDATE against the model the agent runs on a held-out set; refuse it (exit 1) when it is worse
+    by more than --margin, else replace the model file (the old one kept for `models rollback`) and have the
+    running agent swap it in live. Exit 3 when the agent did not take it."""
+    from agent.cli.promote import AgentTarget, PromoteOptions, run_promote
+
+    try:
+        target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
+        code = run_promote(PromoteOptions(candidate=candidate, config=_config_path(config), val=val, split=split,
+                                          margin=margin, metric=metric, target=target, keep=keep, report=report,
+                                          threads=threads))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    config: _ConfigOption = None,
+    reload: _ReloadOption = True,
+    pid: _PidOption = None,
+    unit: _UnitOption = None,
+    pid_file: _PidFileOption = None,
+    health: _HealthOption = None,
+    wait: _WaitOption = 60.0,
+    keep: _KeepOption = 5,
+) -> None:
+    """Put back the model the last promotion replaced (from <model folder>/.history) and have the running agent
+    swap it in live; a second rollback goes one promotion further back."""
+    from agent.cli.promote import AgentTarget, RollbackOptions, run_rollback
+
+    try:
+        target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
+        code = run_rollback(RollbackOptions(config=_config_path(config), target=target, keep=keep))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+@models_app.command("train")
+def models_train(
+    data: Annotated[pathlib.Path, typer.Option(
+        help="training data: a YOLO dataset (data.yaml with names, train, val) for a detector, or image "
+             "folders (train/<class>/, val/<class>/) for a classifier")],
+    base: Annotated[pathlib.Path, typer.Option(
+        help="ONNX model to start from: the detector or classifier the agent runs (FP32 or INT8)")],
+    out: Annotated[pathlib.Path | None, typer.Option(
+        help="new folder for the candidate (default: candidates/<model>-<UTC time>)")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 10,
+    imgsz: Annotated[str | None, typer.Option(
+        help="training input size: one side for a detector (320), HxW for a classifier (192x256); "
+             "default: the base model's")] = None,
+    lr0: Annotated[float | None, typer.Option(
+        min=0.0, help="initial learning rate, AdamW (default: 2e-4 detector, 5e-4 classifier)")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="images per training step")] = 16,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for training and evaluation")] = 2,
+    seed: Annotated[int, typer.Option(help="random seed (training is deterministic per seed and threads)")] = 7,
+    quantize: Annotated[bool, typer.Option(
+        help="make the INT8 model and run its accuracy gate on the val split")] = True,
+    overwrite: Annotated[bool, typer.Option(help="replace what is in --out")] = False,
+    verbose: Annotated[bool, typer.Option(help="show the trainer's own output")] = False,
+) -> None:
+    """Fine-tune the detector or classifier on a dataset, offline (needs the train extra), and write a candidate
+    folder: FP32 ONNX, INT8 ONNX with its gate record, and a model card. Exit 1 when the INT8 gate refused."""
+    from agent.cli.train import run_train_command
+
+    try:
+        code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
+                                 verbose, "edge-agent models train " + " ".join(sys.argv[3:]))
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
