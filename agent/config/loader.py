@@ -192,8 +192,8 @@ def _read_file(path: pathlib.Path, root: type[BaseModel],
 
 
 # file paths in the config that are relative to the config file's folder
-_FILE_FIELDS = (("model", "path"), ("taxonomy",), ("outbox", "path"), ("mqtt", "password_file"),
-                ("mqtt", "tls", "ca_file"),
+_FILE_FIELDS = (("model", "path"), ("model", "engine_cache_dir"), ("taxonomy",), ("outbox", "path"),
+                ("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
                 ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"), ("escalation", "tls", "ca_file"),
                 ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"))
 

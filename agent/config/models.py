@@ -93,7 +93,19 @@ class CameraConfig(_Strict):
 
 class ModelConfig(_Strict):
     path: pathlib.Path = DEFAULT_PREFILTER
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    runtime: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description=(
+        "onnxruntime: ONNX Runtime with model.providers; tensorrt: a native TensorRT engine built from the ONNX "
+        "file and cached (boxes without onnxruntime-gpu, e.g. Jetson); needs the `tensorrt` extra or JetPack"))
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1, description=(
+        "ONNX Runtime execution providers in order of preference: tensorrt, cuda, cpu (or their ONNX Runtime "
+        "names); [auto] = every one of them this onnxruntime build has. Unavailable ones are skipped with a warning"))
+    precision: Literal["auto", "int8", "fp16", "fp32"] = Field(default="auto", description=(
+        "TensorRT (provider or runtime): auto = int8 for a Q/DQ model, fp32 otherwise; fp16 also runs the "
+        "unquantized layers in FP16; int8 needs a Q/DQ model (`edge-agent models quantize --flavour tensorrt`)"))
+    engine_cache_dir: pathlib.Path | None = Field(default=None, description=(
+        "TensorRT engines and timing caches; default: $STATE_DIRECTORY/engines under systemd, else "
+        "$XDG_STATE_HOME/edge-agent/engines or ~/.local/state/edge-agent/engines"))
+    gpu_device: Annotated[int, Field(ge=0, le=63)] = Field(default=0, description="CUDA device index (GPU runs)")
     intra_op_threads: Annotated[int, Field(ge=0, le=64)] = 2
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
@@ -107,6 +119,13 @@ class ModelConfig(_Strict):
     require_gate: bool = Field(
         default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
         "(<model>.gate.json from `edge-agent models quantize`); without it the agent starts and logs a warning")
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, v: list[str]) -> list[str]:
+        from agent.prefilter.providers import normalise_providers
+
+        return normalise_providers(v)
 
 
 class TlsConfig(_Strict):
