@@ -5,18 +5,24 @@ Both have the same surface: ``info`` (a ``ModelInfo``), ``preprocess(image) ->
 (tensor, plan)`` into a reused input tensor, ``forward(tensor)``, and
 ``infer(image) -> PrefilterResult``. The session is opened once and handed to
 the runtime the task names.
+
+``model.runtime`` picks what runs the graph: ``onnxruntime`` (``model.providers``,
+TensorRT/CUDA/CPU execution providers) or ``tensorrt`` (a native TensorRT engine,
+built from the ONNX file and cached; see agent.prefilter.tensorrt). Either way the
+detector and classifier only see the small session interface.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from agent.config.models import ModelConfig
 from agent.prefilter.classifier import ImageClassifier, describe_classifier
 from agent.prefilter.detector import YoloDetector, describe_model
 from agent.prefilter.model_info import load_metadata
-from agent.prefilter.onnx_session import open_session
+from agent.prefilter.onnx_session import GpuSettings, open_session
+from agent.prefilter.providers import CPU
 
 PrefilterModel: TypeAlias = YoloDetector | ImageClassifier
 
@@ -26,15 +32,33 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
     (naming the file and what was expected) when it is neither or is malformed."""
     path = pathlib.Path(path)
     config = config or ModelConfig(path=path)
-    session, meta = open_session(path, config.providers, config.intra_op_threads)
+    if config.runtime == "tensorrt":
+        from agent.prefilter.tensorrt.engine import open_tensorrt_session
+
+        session, meta = open_tensorrt_session(path, config)
+        return _wrap(path, session, meta, config)
+    gpu = GpuSettings(precision=config.precision, cache_dir=config.engine_cache_dir, device_id=config.gpu_device)
+    cpu_only = list(config.providers) == [CPU]
+    # The first session only tells the task and layout: on the CPU, so a GPU provider builds its engine once.
+    session, meta = open_session(path, config.providers if cpu_only else [CPU], config.intra_op_threads)
+    parsed, _source = load_metadata(path, meta)
+    if parsed["task"] == "classify":
+        describe_classifier(path, session, meta)  # a bad layout is refused before a GPU session is built
+        if not cpu_only:
+            session, meta = open_session(path, config.providers, config.intra_op_threads, gpu=gpu)
+        return _wrap(path, session, meta, config)
+    describe_model(path, session, meta)  # a bad layout is refused before anything else is tried
+    if config.max_batch > 1 or not cpu_only:  # opened again: a free batch dimension where the graph allows it
+        session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch, gpu=gpu)
+    return _wrap(path, session, meta, config)
+
+
+def _wrap(path: pathlib.Path, session: Any, meta: dict[str, str], config: ModelConfig) -> PrefilterModel:
     parsed, _source = load_metadata(path, meta)
     if parsed["task"] == "classify":
         classifier = ImageClassifier(session, describe_classifier(path, session, meta))
         classifier.self_check()
         return classifier
-    describe_model(path, session, meta)  # a bad layout is refused before anything else is tried
-    if config.max_batch > 1:  # a detector: opened again with a free batch dimension where the graph allows it
-        session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch)
     return YoloDetector(session, describe_model(path, session, meta), min_score=config.min_score,
                         iou_threshold=config.iou_threshold, max_detections=config.max_detections,
                         max_batch=config.max_batch)
