@@ -478,6 +478,30 @@ def models_train(
     raise typer.Exit(code)
 
 
+@models_app.command("build-engine")
+def models_build_engine(
+    model: Annotated[pathlib.Path, typer.Argument(help="ONNX model: the TensorRT INT8 flavour (S8S8 Q/DQ) or FP32")],
+    precision: Annotated[str | None, typer.Option(
+        help="auto (int8 for a Q/DQ model, else fp32), int8, fp16 or fp32; default: model.precision")] = None,
+    batch: Annotated[str | None, typer.Option(
+        help="batch profile MIN:OPT:MAX (or N = 1:N:N); default: the agent's, 1:N:N with N = model.max_batch "
+             "for a detector, 1 for a classifier")] = None,
+    cache_dir: Annotated[pathlib.Path | None, typer.Option(
+        help="engine cache directory; default: model.engine_cache_dir, else $STATE_DIRECTORY/engines")] = None,
+    config: Annotated[pathlib.Path | None, typer.Option(
+        "--config", "-c", help="agent config whose model settings give the defaults (default: $EDGE_AGENT_CONFIG)")
+    ] = None,
+    device: Annotated[int | None, typer.Option(help="CUDA device index; default: model.gpu_device")] = None,
+    force: Annotated[bool, typer.Option(help="build again even when a valid plan is cached")] = False,
+) -> None:
+    """Build the TensorRT plan the agent's model.runtime tensorrt uses (cached by model hash, GPU, TensorRT version,
+    precision and batch profile), with progress; prints the plan's path."""
+    from agent.cli.engine import BuildEngineOptions, main_build_engine
+
+    main_build_engine(BuildEngineOptions(model=model, precision=precision, batch=batch, cache_dir=cache_dir,
+                                         config=config, device=device, force=force))
+
+
 def main() -> None:
     try:
         app()

@@ -9,9 +9,11 @@ Checks, in order (a failed config stops the rest, since they all read it):
   the MQTT password credential exists where the unit's ``LoadCredential=`` reads it.
 * ``model``: the ONNX file loads as a detector or classifier and runs one inference.
 * ``model gate``: an INT8 model has a passing accuracy gate record for this very file.
-* ``onnxruntime``: the configured execution providers are in this build; each GPU
-  provider (CUDA, TensorRT) is tried on a one-node model to see that it really runs
-  (ONNX Runtime falls back to the CPU silently when CUDA libraries are missing).
+* ``onnxruntime``: the configured execution providers are in this build, and which ones the
+  model uses; each GPU provider (CUDA, TensorRT) is tried on a one-node model to see that it
+  really runs (ONNX Runtime falls back to the CPU silently when CUDA libraries are missing).
+  With ``model.runtime: tensorrt``: ``tensorrt``, the module, the GPU and the engine cache
+  (the ``model`` row then shows the engine, built first if the cache had none).
 * ``camera <id>``: each camera opens and gives one frame within the timeout (in parallel).
 * ``mqtt``: the broker accepts a connection with the configured TLS and credentials
   (a separate client id, so a running agent's session is not taken over).
@@ -186,13 +188,21 @@ def _check_model(config: AgentConfig) -> list[Check]:
 def _check_providers(config: AgentConfig) -> list[Check]:
     import onnxruntime as ort
 
+    from agent.prefilter.providers import AUTO, AUTO_ORDER
+
+    if config.model.runtime == "tensorrt":
+        return [Check("onnxruntime", "SKIP", f"onnxruntime {ort.__version__}: not used for the model "
+                      "(model.runtime: tensorrt)"), _check_tensorrt(config)]
     available = list(ort.get_available_providers())
-    wanted = list(config.model.providers)
+    configured = list(config.model.providers)
+    auto = configured == [AUTO]
+    wanted = ([p for p in AUTO_ORDER if p in available] or [AUTO_ORDER[-1]]) if auto else configured
     usable = [p for p in wanted if p in available]
-    missing = [p for p in wanted if p not in available]
+    missing = [] if auto else [p for p in wanted if p not in available]
     gpu_wanted = [p for p in wanted if p in _GPU_PROVIDERS]
     checks: list[Check] = []
-    detail = f"onnxruntime {ort.__version__}; available: {', '.join(available)}; configured: {', '.join(wanted)}"
+    detail = (f"onnxruntime {ort.__version__}; available: {', '.join(available)}; configured: "
+              f"{', '.join(configured)}; the model uses: {', '.join(usable) or 'none'}")
     if not usable:
         checks.append(Check("onnxruntime", "FAIL", detail + "; none of the configured providers is available",
                             "add CPUExecutionProvider to model.providers, or install the build that has them "
@@ -221,6 +231,23 @@ def _check_providers(config: AgentConfig) -> list[Check]:
                                 f"run: {problem}", "check the NVIDIA driver (nvidia-smi), the CUDA/cuDNN/TensorRT "
                                 "libraries onnxruntime-gpu needs, and the unit's DeviceAllow=char-nvidia*"))
     return checks
+
+
+def _check_tensorrt(config: AgentConfig) -> Check:
+    """model.runtime tensorrt: the tensorrt module, the CUDA binding and the GPU, and the engine cache."""
+    from agent.prefilter.providers import engine_cache_root
+    from agent.prefilter.tensorrt.platform import probe_platform
+
+    try:
+        platform = probe_platform(config.model.gpu_device)
+    except EdgeAgentError as exc:
+        return Check("tensorrt", "FAIL", str(exc), "install TensorRT 10 (pip install 'edge-agent[tensorrt]', or "
+                     "JetPack's python3-libnvinfer on a Jetson), or set model.runtime: onnxruntime")
+    cache = engine_cache_root(config.model.engine_cache_dir, os.environ)
+    plans = sorted(cache.glob("*.plan")) if cache.is_dir() else []
+    return Check("tensorrt", "OK", f"TensorRT {platform.tensorrt_version} on {platform.gpu_name} (sm "
+                 f"{platform.compute_capability}, device {platform.device_id}); engine cache {cache}: "
+                 f"{len(plans)} plan(s)")
 
 
 def _try_provider(provider: str) -> str | None:

@@ -32,7 +32,7 @@ def load_tensorrt() -> Any:
     try:
         import tensorrt
     except ImportError as exc:
-        raise ModelError(f"model.runtime tensorrt needs the tensorrt Python module, which is not installed "
+        raise ModelError(f"the TensorRT runtime needs the tensorrt Python module, which is not installed "
                          f"({exc}); {_INSTALL}") from None
     except OSError as exc:  # the module is there but its libnvinfer is not loadable
         raise ModelError(f"the tensorrt module is installed but its libraries do not load ({exc}); {_INSTALL}") \
@@ -47,7 +47,7 @@ def load_cudart() -> Any:
         try:
             from cuda import cudart as runtime  # cuda-python < 12.6
         except ImportError:
-            raise ModelError("model.runtime tensorrt needs the CUDA runtime binding (cuda-python), which is not "
+            raise ModelError("the TensorRT runtime needs the CUDA runtime binding (cuda-python), which is not "
                              "installed; pip install 'edge-agent[tensorrt]' brings it") from None
     return runtime
 
