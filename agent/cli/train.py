@@ -1,0 +1,52 @@
+"""``edge-agent models train``: argument parsing and output; the work is ``agent.training.candidate``."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import re
+
+import typer
+
+from agent.errors import EdgeAgentError
+from agent.training.base import model_name
+from agent.training.progress import EpochRow
+
+
+def parse_imgsz(text: str | None) -> tuple[int, ...] | None:
+    """``320`` -> (320,); ``192x256`` or ``192,256`` -> (192, 256) (height, width)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text)
+    if not match:
+        raise EdgeAgentError(f"--imgsz {text!r}: expected one size (320) or height x width (192x256)")
+    sizes = tuple(int(g) for g in match.groups() if g is not None)
+    if any(s < 32 or s % 32 for s in sizes):
+        raise EdgeAgentError(f"--imgsz {text!r}: sizes must be multiples of 32, at least 32")
+    return sizes
+
+
+def default_out(base: pathlib.Path) -> pathlib.Path:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return pathlib.Path("candidates") / f"{model_name(base)}-{stamp}"
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _epoch(row: EpochRow) -> None:
+    typer.echo(row.line(), err=True)
+
+
+def run_train_command(data: pathlib.Path, base: pathlib.Path, out: pathlib.Path | None, epochs: int,
+                      imgsz: str | None, lr0: float | None, batch: int, threads: int, seed: int, quantize: bool,
+                      overwrite: bool, verbose: bool, command: str) -> int:
+    from agent.training.candidate import TrainOptions, run_training
+
+    opts = TrainOptions(data=data, base=base, out=out or default_out(base), epochs=epochs, imgsz=parse_imgsz(imgsz),
+                        lr0=lr0, batch=batch, threads=threads, seed=seed, quantize=quantize, overwrite=overwrite,
+                        verbose=verbose, command=command)
+    code = run_training(opts, _say, _epoch)
+    typer.echo(str(opts.out))
+    return code

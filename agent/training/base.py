@@ -1,0 +1,66 @@
+"""What the base model of a fine-tune is, read with the agent's own runtime: task, classes, input size,
+and whether its weights are INT8 (a QDQ file). No torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from agent.config.models import ModelConfig
+from agent.errors import ModelError
+from agent.prefilter.factory import open_prefilter
+from agent.prefilter.model_info import ModelInfo
+from agent.prefilter.onnx_session import open_session
+from agent.prefilter.quantize import FLAVOURS, METADATA_KEY
+
+EXPECTED = ("an ONNX prefilter model the agent runs: a YOLOv8-layout detector exported by ultralytics (e.g. "
+            "models/conveyor-yolov8n.onnx) or the frame classifier of scripts/train_classifier.py (e.g. "
+            "models/conveyor-resnet-cls.int8.onnx)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModel:
+    path: pathlib.Path
+    name: str  # the model's name without precision suffix: conveyor-yolov8n for conveyor-yolov8n.int8.onnx
+    info: ModelInfo
+    metadata: dict[str, str]  # the ONNX metadata_props as stored (Python reprs)
+    quantized: bool  # INT8 QDQ weights (edge-agent models quantize wrote it)
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.info.names
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        return self.info.input_h, self.info.input_w
+
+
+def model_name(path: pathlib.Path) -> str:
+    """``conveyor-yolov8n.int8.onnx`` -> ``conveyor-yolov8n``; ``x.onnx`` -> ``x``."""
+    name = path.name
+    for suffix in sorted((f.suffix for f in FLAVOURS.values()), key=len, reverse=True) + [".onnx"]:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def inspect_base(path: pathlib.Path) -> BaseModel:
+    """Open ``path`` as the agent would; ModelError saying what was expected when it is not a prefilter model."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ModelError(f"--base {path} does not exist; expected {EXPECTED}")
+    if path.suffix != ".onnx":
+        raise ModelError(f"--base {path} is not an .onnx file; expected {EXPECTED}")
+    try:
+        model = open_prefilter(path, ModelConfig(path=path, intra_op_threads=1))
+    except ModelError as exc:
+        raise ModelError(f"--base {path}: {exc}; expected {EXPECTED}") from exc
+    _session, meta = open_session(path, ["CPUExecutionProvider"], 1)
+    return BaseModel(path=path, name=model_name(path), info=model.info, metadata=dict(meta),
+                     quantized=METADATA_KEY in meta)

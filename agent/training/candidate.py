@@ -1,0 +1,226 @@
+"""``edge-agent models train``: check, fine-tune, export, INT8 gate, model card -> a candidate folder.
+
+Order (every check before anything slow):
+
+1. the output folder (missing or empty, or ``--overwrite``); the dataset: layout and every label line
+   (``data``); the base model: a detector or classifier the agent runs, of the dataset's task and with
+   its classes (``base``); the train extra installed (``extras``);
+2. fine-tune in a temporary work folder (``detector`` / ``classifier``), one line per epoch;
+3. write the candidate::
+
+       OUT/<name>.onnx              FP32, the trained model
+       OUT/<name>.int8.onnx         INT8 (cpu flavour), only when it passed the accuracy gate
+       OUT/<name>.int8.gate.json    the gate's record
+       OUT/<name>.md                model card: base, data, settings, per-epoch progress, metrics
+       OUT/candidate.json           the same as data, for ``edge-agent models promote``
+
+   where ``<name>`` is the base model's (``conveyor-yolov8n`` for ``conveyor-yolov8n.int8.onnx``);
+4. the INT8 quantization and gate (``agent.cli.quantize.run_quantize``) with the shipped models'
+   settings: flavour cpu, ``--float-stem 2`` for the detector, calibration on the training images,
+   the gate's validation set = the dataset's val split.
+
+Returns exit code 0, or 1 when the gate refused the INT8 model (the FP32 candidate is still written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from agent.config.models import ModelConfig, TriageConfig
+from agent.errors import DatasetError, EdgeAgentError
+from agent.prefilter.classifier import ImageClassifier
+from agent.prefilter.factory import open_prefilter
+from agent.prefilter.model_info import file_digest
+from agent.training.base import BaseModel, inspect_base
+from agent.training.card import Score, candidate_card, read_earlier_training
+from agent.training.data import TrainingData, check_class_names, check_training_data, task_matches
+from agent.training.extras import require_train_extra
+from agent.training.progress import EpochRow
+
+CANDIDATE_SCHEMA = "edge-agent/candidate/v1"
+CALIBRATION_FRAMES = 300
+DETECTOR_FLOAT_STEM = 2  # as the shipped detector's INT8 (models/conveyor-yolov8n.int8.gate.json)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    data: pathlib.Path
+    base: pathlib.Path
+    out: pathlib.Path
+    epochs: int
+    imgsz: tuple[int, ...] | None  # detector: one side; classifier: (height, width)
+    lr0: float | None  # None: the task's default
+    batch: int
+    threads: int
+    seed: int
+    quantize: bool
+    overwrite: bool
+    verbose: bool
+    command: str
+
+
+def check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgeAgentError(f"--out {out} is a file; expected a new or empty folder for the candidate")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise EdgeAgentError(f"--out {out} exists and is not empty; choose a new folder, or give --overwrite to "
+                             "replace what is in it")
+
+
+def check_inputs(opts: TrainOptions) -> tuple[TrainingData, BaseModel]:
+    """Everything about the command's inputs that can be checked without torch."""
+    check_out_folder(opts.out, opts.overwrite)
+    data = check_training_data(opts.data)
+    base = inspect_base(opts.base)
+    task_matches(data, base.task, base.path)
+    check_class_names(data, base.names, base.path)
+    if opts.imgsz is not None and len(opts.imgsz) != (1 if base.task == "detect" else 2):
+        raise EdgeAgentError(f"--imgsz {' '.join(map(str, opts.imgsz))}: a "
+                             + ("detector trains on square images: give one size, e.g. --imgsz 320"
+                                if base.task == "detect" else "classifier input is height and width, e.g. "
+                                "--imgsz 192 256"))
+    return data, base
+
+
+def score_on_val(model_path: pathlib.Path, data: TrainingData, threads: int) -> Score:
+    """``model_path`` on the dataset's val split, through the agent's runtime (evaluation settings of
+    ultralytics val for a detector: every box down to 0.001 counts for mAP)."""
+    from agent.evaluation.classify_dataset import evaluate_classifier, read_classify_dataset
+    from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
+
+    model = open_prefilter(model_path, ModelConfig(path=model_path, min_score=0.001, iou_threshold=0.7,
+                                                   max_detections=300, intra_op_threads=threads))
+    if isinstance(model, ImageClassifier):
+        cm = evaluate_classifier(model, read_classify_dataset(data.source, "val", names=model.info.names))
+        return Score("accuracy", cm.accuracy, {c.name: {"support": c.support, "precision": c.precision,
+                                                        "recall": c.recall, "score": c.f1} for c in cm.classes}, "F1")
+    dm = evaluate_detector(model, read_yolo_dataset(data.source, "val", names=model.info.names), model.info.names)
+    return Score("mAP50", dm.map50, {c.name: {"support": c.gt_count, "precision": c.precision, "recall": c.recall,
+                                              "score": c.ap50} for c in dm.classes}, "AP50")
+
+
+def _calibration_folder(data: TrainingData, linked: pathlib.Path) -> pathlib.Path:
+    """The folder of the training images when it holds nothing else (a clear record), else the work
+    folder's links to them."""
+    from agent.prefilter.calibration import IMAGE_SUFFIXES
+
+    common = pathlib.Path(os.path.commonpath([str(p.parent) for p in data.train]))
+    train = {p.resolve() for p in data.train}
+    inside = {p.resolve() for p in common.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    return common if inside == train else linked
+
+
+def _stamp_metadata(path: pathlib.Path, record: dict[str, Any]) -> None:
+    """The candidate's provenance in the ONNX metadata (key edge_agent.training), beside ultralytics' keys."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entries = [p for p in model.metadata_props if p.key != "edge_agent.training"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(entries)
+    model.metadata_props.append(onnx.StringStringEntryProto(key="edge_agent.training", value=json.dumps(record)))
+    onnx.save(model, str(path))
+
+
+def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Callable[[EpochRow], None]) -> int:
+    data, base = check_inputs(opts)
+    say(f"data: {data.describe()}")
+    say(f"base: {base.path} ({base.task}, {len(base.names)} classes, input {base.imgsz[1]}x{base.imgsz[0]}"
+        f"{', INT8 weights (dequantized to start from)' if base.quantized else ''})")
+    require_train_extra(base.task)
+    if len(data.train) < 1 or len(data.val) < 1:
+        raise DatasetError(f"--data {data.source}: needs train and val images, has {len(data.train)} and "
+                           f"{len(data.val)}")
+    work_root = opts.out.resolve().parent
+    work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{opts.out.name}-work-", dir=work_root) as tmp:
+        work = pathlib.Path(tmp)
+        if base.task == "detect":
+            from agent.training.detector import DetectorSettings, finetune_detector
+
+            settings = DetectorSettings(epochs=opts.epochs, imgsz=opts.imgsz[0] if opts.imgsz else None,
+                                        batch=opts.batch, seed=opts.seed, threads=opts.threads,
+                                        verbose=opts.verbose,
+                                        lr0=DetectorSettings.lr0 if opts.lr0 is None else opts.lr0)
+            trained = finetune_detector(base, data, settings, work, on_epoch, say)
+            calib = _calibration_folder(data, work / "data" / "images" / "train")
+        else:
+            from agent.training.classifier import ClassifierSettings, finetune_classifier
+
+            csettings = ClassifierSettings(epochs=opts.epochs, batch=opts.batch, seed=opts.seed,
+                                           threads=opts.threads,
+                                           imgsz=(opts.imgsz[0], opts.imgsz[1]) if opts.imgsz else None,
+                                           lr=ClassifierSettings.lr if opts.lr0 is None else opts.lr0)
+            trained = finetune_classifier(base, data, csettings, work, on_epoch, say)
+            calib = _calibration_folder(data, data.source / "train")
+        if opts.out.exists() and opts.overwrite:
+            shutil.rmtree(opts.out)
+        opts.out.mkdir(parents=True, exist_ok=True)
+        fp32 = opts.out / f"{base.name}.onnx"
+        shutil.copyfile(trained.onnx, fp32)
+        created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        base_sha = file_digest(base.path)
+        _stamp_metadata(fp32, {"base": base.path.name, "base_sha256": base_sha, "data": str(data.source),
+                               "epochs": opts.epochs, "created_at": created})
+        say("measuring the base model and the candidate on the val split")
+        base_score = score_on_val(base.path, data, opts.threads)
+        cand_score = score_on_val(fp32, data, opts.threads)
+        say(f"val {cand_score.metric}: base {base_score.value:.3f}, candidate {cand_score.value:.3f}")
+        card_path = base.path.with_suffix(".md") if base.path.with_suffix(".md").exists() else \
+            base.path.with_name(base.name + ".md")
+        earlier = read_earlier_training(card_path.read_text()) if card_path.exists() else None
+        record: dict[str, Any] = {
+            "schema": CANDIDATE_SCHEMA, "name": base.name, "task": base.task, "names": list(base.names),
+            "created_at": created, "input": f"1x3x{trained.details['input'][0]}x{trained.details['input'][1]}",
+            "base": {"file": str(base.path), "sha256": base_sha, "model_id": base.info.model_id,
+                     "precision": "int8" if base.quantized else "fp32",
+                     "training": earlier.training if earlier else None},
+            "data": {"source": str(data.source), "task": data.task, "train_images": len(data.train),
+                     "val_images": len(data.val), "counts": data.counts},
+            "settings": trained.settings,
+            "details": trained.details,
+            "train_seconds": round(trained.train_seconds, 1),
+            "history": [row.as_json() for row in trained.history],
+            "metrics": {"split": "val", "metric": cand_score.metric, "base": round(base_score.value, 4),
+                        "candidate": round(cand_score.value, 4)},
+            "files": {"fp32": fp32.name, "card": f"{base.name}.md"},
+            "command": opts.command,
+        }
+        card = opts.out / f"{base.name}.md"
+        card.write_text(candidate_card(record, trained.history, base_score, cand_score))
+        code = 0
+        if opts.quantize:
+            code = _quantize(opts, base, data, fp32, calib)
+            int8 = opts.out / f"{base.name}.int8.onnx"
+            if int8.exists():
+                record["files"]["int8"] = int8.name
+                record["files"]["int8_gate"] = f"{base.name}.int8.gate.json"
+            record["int8"] = "passed" if int8.exists() else "refused by the gate"
+        else:
+            record["int8"] = "not made (--no-quantize)"
+        (opts.out / "candidate.json").write_text(json.dumps(record, indent=1) + "\n")
+    say(f"candidate: {opts.out} ({', '.join(sorted(p.name for p in opts.out.iterdir()))})")
+    return code
+
+
+def _quantize(opts: TrainOptions, base: BaseModel, data: TrainingData, fp32: pathlib.Path,
+              calib: pathlib.Path) -> int:
+    from agent.cli.quantize import QuantizeOptions, run_quantize
+    from agent.evaluation.gate import GateLimits
+
+    val = data.source  # read as check_training_data read it
+    float_stem = DETECTOR_FLOAT_STEM if base.task == "detect" else 0
+    command = (f"edge-agent models quantize {fp32} --calib {calib} --calib-count {CALIBRATION_FRAMES} --val {val} "
+               f"--flavour cpu" + (f" --float-stem {float_stem}" if float_stem else ""))
+    return run_quantize(QuantizeOptions(
+        model=fp32, calib=str(calib), calib_count=CALIBRATION_FRAMES, calib_seed=0, val=str(val), val_split="val",
+        synthetic_seed=opts.seed, val_count=len(data.val), flavour="cpu", out_dir=opts.out, limits=GateLimits(),
+        reduce_range=False, threads=opts.threads, band=TriageConfig(), command=command, float_stem=float_stem))

@@ -1,0 +1,150 @@
+"""Fine-tune the YOLOv8 detector with ultralytics, starting from an exported ONNX model, and export ONNX.
+
+The ONNX base is turned back into trainable weights (``onnx_to_yolo``), trained on the
+dataset's train split with ultralytics' detection trainer (offline, deterministic, CPU,
+no plots, no AMP, no worker processes: api-facts §6.6), validated every epoch on the val
+split, and the best epoch exported to ONNX with the base model's input size.
+
+The dataset is linked (symlinks, numbered) into the work folder first, so ultralytics'
+label cache lands there and not in the user's dataset, and whatever the dataset's own
+``data.yaml`` points at, ultralytics reads exactly the images that were checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+
+from agent.errors import DatasetError, ModelError
+from agent.evaluation.dataset import label_path
+from agent.prefilter.factory import open_prefilter
+from agent.training.base import BaseModel
+from agent.training.data import TrainingData
+from agent.training.extras import configure_ultralytics
+from agent.training.progress import EpochRow
+from agent.training.trained import TrainedModel
+
+BN_IMAGES = 64  # training images whose statistics re-create the BatchNorms
+FP32_TOLERANCE = 1e-3  # rebuilt model vs an FP32 ONNX base: relative output difference
+INT8_TOLERANCE = 0.1  # vs an INT8 base, whose own rounding is a few percent
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSettings:
+    epochs: int = 10
+    imgsz: int | None = None  # default: the base model's input size
+    batch: int = 16
+    lr0: float = 2e-4  # AdamW; the shipped model's last stages used 2e-4 and 1e-4
+    close_mosaic: int | None = None  # last epochs without mosaic; default: all of them (a fine-tune)
+    seed: int = 7
+    threads: int = 2
+    verbose: bool = False  # ultralytics' own output
+
+
+def link_dataset(data: TrainingData, target: pathlib.Path) -> pathlib.Path:
+    """``target/images/{train,val}/NNNNNN.ext`` and ``target/labels/...`` as symlinks to the checked
+    files, and ``target/data.yaml``; returns the yaml."""
+    for split, images in (("train", data.train), ("val", data.val)):
+        (target / "images" / split).mkdir(parents=True)
+        (target / "labels" / split).mkdir(parents=True)
+        for i, image in enumerate(images):
+            (target / "images" / split / f"{i:06d}{image.suffix.lower()}").symlink_to(image.resolve())
+            label = label_path(image)
+            if label.exists():
+                (target / "labels" / split / f"{i:06d}.txt").symlink_to(label.resolve())
+    yaml_path = target / "data.yaml"
+    names = "\n".join(f"  {i}: {n!r}" for i, n in enumerate(data.names))
+    yaml_path.write_text(f"# linked from {data.source} by edge-agent models train\npath: {target.resolve()}\n"
+                         f"train: images/train\nval: images/val\nnames:\n{names}\n")
+    return yaml_path
+
+
+def _bn_images(base: BaseModel, data: TrainingData) -> list[Any]:
+    """Training images prepared exactly as the base model's runtime prepares frames."""
+    model = open_prefilter(base.path)
+    out = []
+    for path in data.train[:BN_IMAGES]:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DatasetError(f"image {path}: OpenCV cannot decode it; expected a JPEG, PNG or BMP file")
+        out.append(model.preprocess(image)[0].copy())
+    return out
+
+
+def _epoch_row(trainer: Any, started: float) -> EpochRow:
+    losses = {str(k).removesuffix("_loss"): float(v) for k, v in (trainer.tloss or {}).items()}
+    metrics = trainer.metrics or {}
+    wanted = {"mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
+    return EpochRow(epoch=trainer.epoch + 1, epochs=trainer.epochs, losses=losses,
+                    metrics={k: float(metrics[v]) for k, v in wanted.items() if v in metrics},
+                    elapsed_s=time.monotonic() - started)
+
+
+def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSettings, work: pathlib.Path,
+                      on_epoch: Callable[[EpochRow], None], say: Callable[[str], None]) -> TrainedModel:
+    """Train in ``work`` (an empty folder); ``on_epoch`` gets one row per epoch, ``say`` the other news."""
+    configure_ultralytics(work / "ultralytics-config", settings.verbose)
+    import torch
+    import ultralytics
+    from ultralytics import YOLO  # type: ignore[attr-defined]
+
+    from agent.training.onnx_to_yolo import yolo_from_onnx
+
+    h, w = base.imgsz
+    imgsz = settings.imgsz or max(h, w)
+    if settings.imgsz is None and h != w:
+        raise ModelError(f"--base {base.path}: input {w}x{h} is not square; give --imgsz (ultralytics trains on "
+                         "square images)")
+    torch.manual_seed(settings.seed)
+    data_yaml = link_dataset(data, work / "data")
+    t0 = time.monotonic()
+    checkpoint, rebuilt = yolo_from_onnx(base.path, len(base.names), work, _bn_images(base, data),
+                                         INT8_TOLERANCE if base.quantized else FP32_TOLERANCE)
+    say(f"rebuilt YOLOv8{rebuilt['scale']} ({rebuilt['activation']}) from {base.path.name}: output within "
+        f"{rebuilt['max_relative_difference']:.1e} of the ONNX model ({time.monotonic() - t0:.0f} s)")
+    model = YOLO(str(checkpoint), task="detect")
+    history: list[EpochRow] = []
+    started = time.monotonic()
+
+    def threads(_trainer: Any) -> None:  # ultralytics' select_device resets the thread count
+        torch.set_num_threads(settings.threads)
+
+    def epoch_end(trainer: Any) -> None:
+        if history and trainer.epoch + 1 <= history[-1].epoch:
+            return  # the final validation of best.pt calls this again; it is not an epoch
+        row = _epoch_row(trainer, started)
+        history.append(row)
+        on_epoch(row)
+
+    model.add_callback("on_train_start", threads)
+    model.add_callback("on_fit_epoch_end", epoch_end)
+    close_mosaic = settings.epochs if settings.close_mosaic is None else settings.close_mosaic
+    model.train(data=str(data_yaml), epochs=settings.epochs, imgsz=imgsz, batch=settings.batch, seed=settings.seed,
+                deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=True,
+                project=str(work), name="run", exist_ok=True, verbose=settings.verbose, patience=1000,
+                close_mosaic=close_mosaic, optimizer="AdamW", lr0=settings.lr0, val=True,
+                warmup_bias_lr=settings.lr0)  # ultralytics' default 0.1 for biases would undo a fine-tune
+    train_s = time.monotonic() - started
+    best = work / "run" / "weights" / "best.pt"
+    if not best.exists():
+        raise ModelError(f"training ended without a checkpoint ({best} is missing); see {work / 'run'}")
+    say(f"exporting the best epoch to ONNX ({imgsz}x{imgsz})")
+    exported = pathlib.Path(YOLO(str(best)).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu"))
+    return TrainedModel(onnx=exported, history=tuple(history), train_seconds=train_s, settings={
+        "epochs": settings.epochs, "imgsz": imgsz, "batch": settings.batch, "optimizer": "AdamW",
+        "lr0": settings.lr0, "close_mosaic": close_mosaic, "seed": settings.seed, "threads": settings.threads,
+    }, details={
+        "architecture": f"YOLOv8{rebuilt['scale']}, {rebuilt['activation']} activation",
+        "init": f"rebuilt from {base.path.name} (BatchNorms re-estimated on {min(BN_IMAGES, len(data.train))} "
+                f"training images; output within {rebuilt['max_relative_difference']:.1e} of the ONNX model)",
+        "input": [imgsz, imgsz],
+        "tools": f"ultralytics {ultralytics.__version__}, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    })
