@@ -34,6 +34,7 @@ from agent.capture.grabber import Grabber, GrabberStats
 from agent.config.loader import load_config, resolve_runtime_paths
 from agent.config.models import AgentConfig, CameraConfig
 from agent.config.reload import ReloadPlan, plan_reload
+from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink, open_recorder
 from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
 from agent.escalation.client import channel_credentials
 from agent.escalation.escalator import EscalationStats, Escalator
@@ -144,6 +145,8 @@ class AgentService:
         self.grabbers: list[Grabber] = []
         self.loop: InferenceLoop | None = None
         self.escalator: Escalator | None = None
+        self.recorder: DatasetRecorder | None = None  # the dataset recorder, while a camera records
+        self._recording_sink: RecordingSink | None = None  # the escalator's sink: tells the recorder outcomes
         self._started_at = 0.0
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
@@ -175,17 +178,21 @@ class AgentService:
         self.camera_status.on_change = self._status_republisher.poke
         self._status_republisher.start()
         if escalation.gateway is not None:
-            self.escalator = Escalator(escalation, self._publisher, credentials=credentials, rates={
+            self.recorder = open_recorder(self.config, self._model_ref)  # None unless a camera records
+            self._recording_sink = RecordingSink(self._publisher, self.recorder)
+            self.escalator = Escalator(escalation, self._recording_sink, credentials=credentials, rates={
                 cam.id: cam.escalation_rate for cam in self.config.cameras if cam.escalation_rate is not None})
         self._publisher.start()
         if self.escalator is not None:
             self.escalator.start()
+        if self.recorder is not None:
+            self.recorder.start()
         for g in self.grabbers:
             self.camera_status.attach(g.camera.id, g)
             g.start()
         inspector = FrameInspector(self.config, self._prefilter)
         self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
-                                  self._on_inspection, self._snapshot_sender(self.config), self.escalator)
+                                  self._inspected, self._snapshot_sender(self.config), self.escalator)
         self._started_at = time.monotonic()
         self.loop.start()
         # /metrics + /healthz, then READY=1 once every camera was opened, WATCHDOG=1 while stages progress
@@ -195,6 +202,21 @@ class AgentService:
         if self.config.mqtt.stats_interval_s > 0:
             self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
             self._stats_thread.start()
+
+    def _inspected(self, inspection: Inspection) -> None:
+        """The inference loop's ``on_inspection``: the dataset recorder sees the frame, then the caller's hook."""
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.observe(inspection)
+        if self._on_inspection is not None:
+            self._on_inspection(inspection)
+
+    def _model_ref(self) -> ModelRef:
+        """The running prefilter, as dataset records name it (called by the recorder on a new model id)."""
+        info = getattr(self._prefilter, "info", None)
+        if info is None:  # a prefilter handed in without model info: its frames are not recorded
+            return ModelRef("", None, "detect", ())
+        return ModelRef(info.model_id, self._model_digest, info.task, tuple(info.names))
 
     def _snapshot_sender(self, config: AgentConfig) -> SnapshotSender | None:
         return SnapshotSender(config.snapshots, self.publisher) if config.snapshots.enabled else None
@@ -270,6 +292,10 @@ class AgentService:
                 prefilter, facts, digest = load_model(cfg)
             elif isinstance(prefilter, ImageClassifier):
                 check_pass_label(cfg, prefilter.info.names, str(prefilter.info.path))
+            recording = {cam.id for cam in cfg.cameras if cfg.records(cam)}
+            recorder = self.recorder
+            if recorder is None and recording and self._recording_sink is not None:
+                recorder = open_recorder(cfg, self._model_ref)  # recording turned on: its folder opens now
             fresh = {cam.id: _new_grabber(index, cam, self._make_grabber) for index, cam in enumerate(cfg.cameras)
                      if cam.id in plan.added or cam.id in plan.restarted}
             running = {g.camera.id: g for g in self.grabbers}
@@ -297,6 +323,11 @@ class AgentService:
             for grabber in fresh.values():
                 grabber.start()
             self.grabbers = grabbers
+            if recorder is not None:
+                recorder.set_cameras(recording)
+                if self._recording_sink is not None and self._recording_sink.recorder is None:
+                    self._recording_sink.recorder = self.recorder = recorder
+                    recorder.start()
             if self.escalator is not None:
                 self.escalator.set_rates({c.id: c.escalation_rate for c in cfg.cameras
                                           if c.escalation_rate is not None}, cfg.escalation.rate_per_camera)
@@ -337,6 +368,7 @@ class AgentService:
             "escalation": dataclasses.asdict(s.escalation) if s.escalation is not None else None,
             # events per raw word the taxonomy does not map (empty without a taxonomy)
             "unmapped": self.metered.unmapped_counts() if self.metered is not None else {},
+            "dataset": dataclasses.asdict(self.recorder.stats()) if self.recorder is not None else None,
         }
 
     def publish_stats(self) -> None:
@@ -363,6 +395,8 @@ class AgentService:
         if self.escalator is not None:
             # publishes every frame still waiting for the VLM (at most publish_deadline_s), before the flush
             self.escalator.stop(timeout=max(1.0, deadline - time.monotonic() - 1.0))
+        if self.recorder is not None:  # after the escalator: its last answers are recorded
+            self.recorder.stop(timeout=max(0.5, min(5.0, deadline - time.monotonic() - 1.0)))
         flushed = True
         if self._publisher is not None:
             # while connected, give in-flight events time to be acknowledged; when the broker is away

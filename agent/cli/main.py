@@ -15,6 +15,7 @@ from typing import Annotated, cast
 
 import typer
 
+from agent.cli.dataset import export_command as dataset_export
 from agent.errors import EdgeAgentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -269,6 +270,9 @@ def dataset_synth(
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     typer.echo(str(written))
+
+
+dataset_app.command("export")(dataset_export)
 
 
 @models_app.command("info")

@@ -84,6 +84,9 @@ class CameraConfig(_Strict):
         default=None, description="overrides escalation.rate_per_camera for this camera")
     reconnect_initial_s: Annotated[float, Field(gt=0)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    record: bool | None = Field(
+        default=None, description="keep this camera's frames the VLM answered (and a sample of confident ones) "
+        "as training data (see `dataset`); None: dataset.record")
 
     @field_validator("id")
     @classmethod
@@ -386,6 +389,30 @@ def check_listen(value: str) -> str:
     return value
 
 
+class DatasetConfig(_Strict):
+    """The dataset recorder (:mod:`agent.dataset.recorder`): escalated frames with the VLM's answer, and a
+    sample of confident ones, kept as training data. Off unless a camera records (``record``)."""
+
+    record: bool = Field(default=False, description="record every camera (cameras[].record overrides it)")
+    dir: pathlib.Path | None = Field(
+        default=None, description="where the records go (default: $STATE_DIRECTORY/dataset under systemd, else "
+        "$XDG_STATE_HOME/edge-agent/dataset or ~/.local/state/edge-agent/dataset)")
+    max_frames: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=5000, description="most frames kept; past it the oldest (by capture time) are deleted")
+    max_bytes: Annotated[int, Field(ge=1024 * 1024)] = Field(
+        default=2 * 1024 ** 3, description="most bytes kept (JPEGs and records); past it the oldest are deleted")
+    confident_sample: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.02, description="share of the confident (not escalated) frames kept too, labelled by the "
+        "prefilter alone, to keep the class balance honest; 0 keeps none")
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
+    queue_size: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=16, description="frames waiting for the writer thread; when full a frame is dropped (counted), "
+        "inspection never waits")
+    max_pending: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=64, description="escalated frames held while their answer is awaited; past it the oldest is "
+        "dropped (counted)")
+
+
 class MetricsConfig(_Strict):
     """The local HTTP endpoint with Prometheus ``/metrics`` and ``/healthz``."""
 
@@ -435,6 +462,7 @@ class AgentConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     taxonomy: pathlib.Path | None = None
     """The plant's defect taxonomy file (relative to the config file); None: tags keep only their raw labels."""
     _taxonomy: Taxonomy | None = PrivateAttr(default=None)
@@ -464,6 +492,20 @@ class AgentConfig(_Strict):
                 raise ValueError(f"camera id {cam.id!r} appears more than once; ids must be unique")
             seen.add(cam.id)
         return self
+
+    @model_validator(mode="after")
+    def _recording_needs_a_gateway(self) -> AgentConfig:
+        recording = [cam.id for cam in self.cameras if self.records(cam)]
+        if recording and self.escalation.gateway is None:
+            raise ValueError(
+                f"dataset recording is on for camera(s) {', '.join(recording)} (dataset.record / cameras[].record) "
+                "but escalation.gateway is not set: the recorder keeps the frames the VLM answered; set "
+                "escalation.gateway or turn recording off")
+        return self
+
+    def records(self, camera: CameraConfig) -> bool:
+        """Whether the dataset recorder keeps this camera's frames."""
+        return self.dataset.record if camera.record is None else camera.record
 
     def triage_for(self, camera: CameraConfig) -> TriageConfig:
         return camera.triage or self.triage

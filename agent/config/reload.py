@@ -6,9 +6,10 @@ returns a :class:`ReloadPlan`; the service (``AgentService.reload``) carries it 
 Applied live:
 
 * ``cameras``: a camera that is new is started; one that is gone is stopped; one whose capture
-  settings changed (anything but ``triage`` and ``escalation_rate``) gets a new grabber (its frame
-  sequence starts again at 1); one whose ``triage`` or ``escalation_rate`` changed keeps its grabber
-  (*retuned*). Cameras that did not change keep running untouched.
+  settings changed (anything but ``triage``, ``escalation_rate`` and ``record``) gets a new grabber (its
+  frame sequence starts again at 1); one whose ``triage``, ``escalation_rate`` or ``record`` changed keeps
+  its grabber (*retuned*). ``record`` turns the dataset recorder on or off for that camera. Cameras
+  that did not change keep running untouched.
 * ``triage`` (the default band), ``snapshots``, ``logging``, and the escalation rate limits
   (``escalation.rate_per_camera``, ``cameras[].escalation_rate``).
 * ``taxonomy``: the file is read again on every reload (a changed file applies even when its path
@@ -18,9 +19,10 @@ Applied live:
 
 Needs a restart (reported by field path and left as it runs): ``device_id`` (topics, the MQTT
 will), ``mqtt`` (the broker connection), ``outbox`` (the open SQLite queue), ``escalation`` but its
-rates (the gRPC channel, breaker, dedupe cache), ``metrics`` (the listening socket) and ``health``
-(the supervisor's windows and timers). A top-level section added later needs a restart until this
-module says otherwise: the safe default.
+rates (the gRPC channel, breaker, dedupe cache), ``metrics`` (the listening socket), ``health``
+(the supervisor's windows and timers) and ``dataset`` (the recorder's folder, bounds and queue; the
+cameras it records follow ``cameras[].record`` live). A top-level section added later needs a restart
+until this module says otherwise: the safe default.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ __all__ = ["CAMERA_LIVE_FIELDS", "LIVE_SECTIONS", "ReloadPlan", "plan_reload"]
 LIVE_SECTIONS = ("cameras", "triage", "model", "snapshots", "logging", "taxonomy")
 """Top-level sections a reload applies; every other one (and ``escalation`` but its rates) needs a restart."""
 
-CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate")
+CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate", "record")
 """Camera fields that change without a new grabber; a change to any other field restarts the camera."""
 
 _LIVE_ESCALATION = ("rate_per_camera",)

@@ -1,0 +1,106 @@
+"""``edge-agent dataset export``: a recording of the agent (``dataset:`` in its config) to a training dataset.
+
+The work is :mod:`agent.dataset.export`'s; this module is the command line: options, a progress bar on
+stderr (the one ``edge-agent tag`` draws), the summary, exit code 2 with a message for bad input.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+from typing import Annotated, TextIO
+
+import typer
+
+from agent.errors import EdgeAgentError
+
+__all__ = ["export_command", "summary_lines"]
+
+
+class _ProgressBar:
+    """``export: 12/40 items [#####-----] 30%, 81.0 items/s, ETA 0:03`` on stderr: redrawn in place on a
+    terminal, a plain line every 10 % otherwise."""
+
+    BAR = 24
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._start = time.monotonic()
+        self._last = -1.0
+        self._step = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        from agent.cli.tag import progress_text
+
+        now = time.monotonic()
+        final = done >= total
+        if self._tty:
+            if not final and now - self._last < 0.2:
+                return
+        else:
+            step = int(10 * done / max(total, 1))
+            if not final and step == self._step:
+                return
+            self._step = step
+        self._last = now
+        text = "export: " + progress_text(done, total, done, now - self._start,
+                                          bar=self.BAR if self._tty else 0).removeprefix("tag: ")
+        self._stream.write(("\r" + text + ("\n" if final else "")) if self._tty else text + "\n")
+        self._stream.flush()
+
+
+def summary_lines(summary: object) -> list[str]:
+    """What the export did, for the terminal."""
+    from agent.dataset.export import ExportSummary
+
+    if not isinstance(summary, ExportSummary):
+        raise TypeError(f"expected an ExportSummary, got {type(summary).__name__}")
+    lines = [f"{summary.fmt} dataset in {summary.out}: train {summary.images['train']}, val {summary.images['val']} "
+             f"images ({summary.groups} time group(s)); classes: {', '.join(summary.names)}"]
+    if summary.fmt != "imagefolder":
+        lines.append(f"{summary.boxes} boxes, {summary.background} background images")
+    lines.append(f"{summary.excluded} frame(s) left out; {summary.review_rows} row(s) to review in "
+                 f"{summary.out / 'review.csv'}")
+    if summary.other_models:
+        lines.append(f"{summary.other_models} frame(s) of models with other classes not exported (--model)")
+    if summary.skipped:
+        lines.append(f"{len(summary.skipped)} broken record(s) skipped (listed in export.json), e.g. "
+                     f"{summary.skipped[0][0]}: {summary.skipped[0][1]}")
+    lines += [f"warning: {w}" for w in summary.warnings]
+    return lines
+
+
+def export_command(
+    source: Annotated[pathlib.Path, typer.Option(
+        "--from", help="the recording: the agent's dataset.dir")],
+    out: Annotated[pathlib.Path, typer.Option("--out", help="new folder for the dataset")],
+    fmt: Annotated[str, typer.Option("--format", help="yolo, coco or imagefolder")] = "yolo",
+    val_fraction: Annotated[float, typer.Option(help="share of the frames for val (whole time groups)")] = 0.2,
+    split_gap: Annotated[float, typer.Option(
+        "--split-gap", help="seconds between two frames of a camera that start a new time group; frames closer "
+        "than this are always in the same split")] = 2.0,
+    seed: Annotated[int, typer.Option(help="seed of the order in which time groups are drawn for val")] = 0,
+    model: Annotated[str | None, typer.Option(
+        help="a model id of the recording: export the frames of the models with its class list (needed when "
+        "models with different classes recorded)")] = None,
+    min_score: Annotated[float, typer.Option(
+        help="ignore recorded detections below this confidence (default: all the prefilter returned)")] = 0.0,
+    pass_class: Annotated[str, typer.Option(help="imagefolder: the class of frames without a defect")] = "pass",
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier export in --out")] = False,
+) -> None:
+    """Export the frames the agent recorded (VLM-labelled escalations and confident samples) as a training
+    dataset, split by time into train/val, with review.csv listing where the VLM and the prefilter disagreed."""
+    from agent.dataset.export import ExportOptions, export_dataset
+
+    try:
+        summary = export_dataset(ExportOptions(
+            source=source, out=out, fmt=fmt, val_fraction=val_fraction, split_gap_s=split_gap, seed=seed,
+            overwrite=overwrite, model=model, min_score=min_score, pass_class=pass_class),
+            progress=_ProgressBar(sys.stderr))
+    except EdgeAgentError as exc:
+        typer.echo(f"edge-agent: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary_lines(summary):
+        typer.echo(line)
