@@ -150,14 +150,14 @@ class SignalReload:
 @dataclasses.dataclass(frozen=True)
 class SystemdReload:
     unit: str
-    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
 
     def describe(self) -> str:
         return f"systemctl reload {self.unit}"
 
     def send(self) -> None:
         try:
-            proc = self.run(["systemctl", "reload", self.unit], capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(["systemctl", "reload", self.unit], capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EdgeAgentError(f"systemctl reload {self.unit} failed: {exc}") from exc
         if proc.returncode != 0:
