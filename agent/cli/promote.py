@@ -111,10 +111,11 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
     """The candidate model file, and a note on how it was chosen.
 
     A file is taken as it is. A folder (as ``edge-agent models train`` writes it) must hold one FP32 model
-    ``<name>.onnx``; when the running model is INT8, its INT8 file of the same flavour as the running one
-    (``<name>.int8.onnx`` for the CPU flavour, ``<name>.int8-trt.onnx`` for TensorRT) is taken, and a folder
-    without it is refused (its gate refused it, or it was not made): running FP32 where INT8 ran is a choice
-    to make by naming the FP32 file. When the running model is FP32 (or FP16), the FP32 file is taken.
+    ``<name>.onnx`` (the one its ``candidate.json`` names, if it has one). When the running model is INT8,
+    the folder's INT8 file of the running one's flavour (``<name>.int8.onnx`` for the CPU flavour,
+    ``<name>.int8-trt.onnx`` for TensorRT) is taken, and a folder without it is refused (its gate refused it,
+    or it was not made): running FP32 where INT8 ran is a choice to make by naming the FP32 file. When the
+    running model is FP32 (or FP16), the FP32 file is taken.
     """
     from agent.prefilter.quantize import FLAVOURS
 
@@ -123,14 +124,19 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
     if not candidate.exists():
         raise ModelError(f"candidate {candidate} does not exist; expected an ONNX file or a candidate folder "
                          "written by `edge-agent models train`")
-    onnx_files = sorted(p for p in candidate.glob("*.onnx") if not p.name.startswith("."))
-    flavour_suffixes = tuple(f.suffix for f in FLAVOURS.values())
-    fp32 = [p for p in onnx_files if not p.name.endswith(flavour_suffixes)]
-    if len(fp32) != 1:
-        found = ", ".join(p.name for p in onnx_files) or "no .onnx files"
-        raise ModelError(f"candidate folder {candidate}: expected one FP32 model <name>.onnx (with its INT8 "
-                         f"<name>.int8.onnx beside it), found {found}; give the model file instead")
-    base = fp32[0]
+    record = _candidate_record(candidate)
+    named = (record.get("files") or {}).get("fp32") if isinstance(record.get("files"), dict) else None
+    if isinstance(named, str) and (candidate / named).is_file():
+        base = candidate / named
+    else:
+        onnx_files = sorted(p for p in candidate.glob("*.onnx") if not p.name.startswith("."))
+        flavour_suffixes = tuple(f.suffix for f in FLAVOURS.values())
+        fp32 = [p for p in onnx_files if not p.name.endswith(flavour_suffixes)]
+        if len(fp32) != 1:
+            found = ", ".join(p.name for p in onnx_files) or "no .onnx files"
+            raise ModelError(f"candidate folder {candidate}: expected one FP32 model <name>.onnx (with its INT8 "
+                             f"<name>.int8.onnx beside it), found {found}; give the model file instead")
+        base = fp32[0]
     if running.precision != "int8":
         return base, f"{base.name} from the candidate folder (the running model is {running.precision.upper()})"
     flavour = str((running.quantization or {}).get("flavour") or "cpu")
@@ -138,10 +144,23 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
         flavour = "cpu"
     int8 = FLAVOURS[flavour].output_path(base)
     if not int8.is_file():
+        why = f"candidate.json says: INT8 {record['int8']}" if isinstance(record.get("int8"), str) else \
+            "did its INT8 gate refuse it?"
         raise ModelError(f"the running model is INT8 ({flavour} flavour) but the candidate folder {candidate} has "
-                         f"no {int8.name} (did its INT8 gate refuse it?); promote {base} to run the FP32 model "
-                         "instead")
+                         f"no {int8.name} ({why}); promote {base} to run the FP32 model instead")
     return int8, f"{int8.name} from the candidate folder (the running model is INT8, {flavour} flavour)"
+
+
+def _candidate_record(folder: pathlib.Path) -> dict[str, Any]:
+    """``candidate.json`` of a folder from ``edge-agent models train`` ({} when there is none or it is unreadable:
+    the folder's files are then looked at directly)."""
+    import json
+
+    try:
+        raw = json.loads((folder / "candidate.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def check_candidate(current: ModelSummary, candidate: ModelSummary, require_gate: bool) -> list[str]:

@@ -183,6 +183,14 @@ def test_a_candidate_folder_gives_its_int8_file_when_the_agent_runs_int8(
     missing = promote(folder, config, val_set, "--no-reload")
     assert_fails_cleanly(missing, f"has no conveyor.int8.onnx (did its INT8 gate refuse it?); promote "
                                   f"{folder / 'conveyor.onnx'} to run the FP32 model instead")
+    # with the candidate.json `models train` writes: its FP32 file is the one (another .onnx lies there too),
+    # and what it says of the INT8 file is in the message
+    shutil.copyfile(DEFAULT_MODEL, folder / "earlier-try.onnx")
+    (folder / "candidate.json").write_text(json.dumps({"files": {"fp32": "conveyor.onnx"},
+                                                       "int8": "refused by the gate"}))
+    missing = promote(folder, config, val_set, "--no-reload")
+    assert_fails_cleanly(missing, "has no conveyor.int8.onnx (candidate.json says: INT8 refused by the gate); "
+                                  f"promote {folder / 'conveyor.onnx'} to run")
 
 
 @pytest.mark.parametrize(("make", "message"), [
