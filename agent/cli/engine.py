@@ -16,6 +16,7 @@ import os
 import pathlib
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import typer
@@ -46,7 +47,7 @@ def run_build_engine(opts: BuildEngineOptions) -> pathlib.Path:
     from agent.config.loader import load_config
     from agent.prefilter.model_info import load_metadata
     from agent.prefilter.tensorrt.builder import build_plan
-    from agent.prefilter.tensorrt.engine import default_batch, ensure_engine, prepare_model, read_model
+    from agent.prefilter.tensorrt.engine import default_batch, load_engine, prepare_model, read_model
     from agent.prefilter.tensorrt.engine_key import BatchProfile
     from agent.prefilter.tensorrt.platform import probe_platform
 
@@ -72,16 +73,14 @@ def run_build_engine(opts: BuildEngineOptions) -> pathlib.Path:
     platform = probe_platform(device)
     _say(f"{opts.model.name}: {parsed['task']}, {prepared.precision.name}, batch {batch}, on {platform.gpu_name} "
          f"(sm {platform.compute_capability}), TensorRT {platform.tensorrt_version}; cache {cache_dir}")
-    entry, built = ensure_engine(prepared, cache_dir, platform, build_plan, _say, force=opts.force)
-    _check_plan(entry.read_plan(), platform.device_id, entry.plan.name, prepared.chw, batch)
+    session, entry, built = load_engine(prepared, cache_dir, platform, build_plan, _say, force=opts.force)
+    _check_plan(session, prepared.chw, batch)
     typer.echo(f"{'built' if built else 'cached'}: {entry.plan}")
     return entry.plan
 
 
-def _check_plan(plan: bytes, device_id: int, label: str, chw: tuple[int, int, int], batch: object) -> None:
-    from agent.prefilter.tensorrt.runner import TensorRTSession
-
-    session = TensorRTSession(plan, device_id, label)
+def _check_plan(session: Any, chw: tuple[int, int, int], batch: object) -> None:
+    """One blank batch of 1 through the plan (the first run allocates), then ten timed."""
     try:
         spec = session.get_inputs()[0]
         x = np.zeros((1, *chw), np.float32)

@@ -59,3 +59,19 @@ def test_without_tensorrt_it_says_what_to_install(tmp_path: pathlib.Path) -> Non
     assert "needs the tensorrt Python module" in proc.stderr and "edge-agent[tensorrt]" in proc.stderr
     assert "JetPack" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "engines").exists()  # nothing written before the platform is known
+
+
+def test_the_extras_never_pull_the_tensorrt_stub_or_tensorrt_11() -> None:
+    import re
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    every = [req for reqs in extras.values() for req in reqs]
+    names = {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower() for req in every}
+    assert not names & {"tensorrt", "tensorrt-cu12", "tensorrt-cu13"}  # the stubs that download at install
+    for req in extras["tensorrt"]:
+        if req.startswith("tensorrt"):
+            assert "<11" in req, req  # TensorRT 10: the builder flags and JetPack 6's version
+    assert not [r for r in extras["dev"] if r.startswith(("tensorrt", "onnxruntime-gpu", "cuda-python"))]
+    assert all(re.search(r"<\d", r) for r in extras["gpu"] + extras["tensorrt"])  # every GPU wheel has a ceiling

@@ -35,8 +35,8 @@ from agent.prefilter.tensorrt.engine_cache import CachedEngine, EngineCache
 from agent.prefilter.tensorrt.engine_key import BatchProfile, EngineKey
 from agent.prefilter.tensorrt.platform import Platform
 
-__all__ = ["PreparedModel", "default_batch", "ensure_engine", "open_tensorrt_session", "prepare_model",
-           "read_model"]
+__all__ = ["PreparedModel", "default_batch", "ensure_engine", "load_engine", "open_tensorrt_session",
+           "prepare_model", "read_model"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def ensure_engine(prepared: PreparedModel, cache_dir: pathlib.Path, platform: Pl
     if force:
         found = cache.lookup(name, key)
         if found is not None:
-            cache.invalidate(found, "is rebuilt on request (--force)")
+            cache.invalidate(found, "built again on request (--force)")
 
     def run_build() -> bytes:
         report(f"building a TensorRT engine for {name}: {key.describe()}")
@@ -144,6 +144,21 @@ def ensure_engine(prepared: PreparedModel, cache_dir: pathlib.Path, platform: Pl
     return cache.get_or_build(name, key, run_build, report)
 
 
+def load_engine(prepared: PreparedModel, cache_dir: pathlib.Path, platform: Platform, build: Builder,
+                report: Report, *, force: bool = False) -> tuple[Any, CachedEngine, bool]:
+    """The cached (or new) plan opened as a :class:`TensorRTSession`; a plan TensorRT refuses (another version
+    wrote it, it is damaged in a way the sidecar cannot see) is dropped and built again, once."""
+    from agent.prefilter.tensorrt.runner import PlanRejected, TensorRTSession
+
+    entry, built = ensure_engine(prepared, cache_dir, platform, build, report, force=force)
+    try:
+        return TensorRTSession(entry.read_plan(), platform.device_id, entry.plan.name), entry, built
+    except PlanRejected as exc:
+        EngineCache(cache_dir).invalidate(entry, str(exc))
+    entry, built = ensure_engine(prepared, cache_dir, platform, build, report)
+    return TensorRTSession(entry.read_plan(), platform.device_id, entry.plan.name), entry, built
+
+
 def open_tensorrt_session(path: pathlib.Path, config: ModelConfig, *, build: Builder | None = None,
                           platform: Platform | None = None) -> tuple[Any, dict[str, str]]:
     """``model.runtime: tensorrt``: the engine for ``path`` (built and cached when the key changed) as a
@@ -151,7 +166,6 @@ def open_tensorrt_session(path: pathlib.Path, config: ModelConfig, *, build: Bui
     from agent.prefilter.model_info import load_metadata
     from agent.prefilter.tensorrt.builder import build_plan
     from agent.prefilter.tensorrt.platform import probe_platform
-    from agent.prefilter.tensorrt.runner import PlanRejected, TensorRTSession
 
     path = pathlib.Path(path)
     proto, meta = read_model(path)
@@ -164,14 +178,7 @@ def open_tensorrt_session(path: pathlib.Path, config: ModelConfig, *, build: Bui
     def report(line: str) -> None:
         log.info("tensorrt %s: %s", path.name, line)
 
-    builder = build or build_plan
-    entry, built = ensure_engine(prepared, cache_dir, platform, builder, report)
-    try:
-        session = TensorRTSession(entry.read_plan(), platform.device_id, entry.plan.name)
-    except PlanRejected as exc:
-        EngineCache(cache_dir).invalidate(entry, str(exc))
-        entry, built = ensure_engine(prepared, cache_dir, platform, builder, report)
-        session = TensorRTSession(entry.read_plan(), platform.device_id, entry.plan.name)
+    session, entry, built = load_engine(prepared, cache_dir, platform, build or build_plan, report)
     log.info("model %s: TensorRT engine %s (%s), %s", path.name, entry.plan.name, "built now" if built else "cached",
              entry.key.describe())
     return session, prepared.metadata

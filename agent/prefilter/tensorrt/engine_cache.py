@@ -167,7 +167,7 @@ class EngineCache:
 
     def invalidate(self, entry: CachedEngine, reason: str) -> None:
         """Remove an entry TensorRT refused to load (it is rebuilt by the next get_or_build)."""
-        log.warning("TensorRT engine cache: %s %s; removing it", entry.plan.name, reason)
+        log.warning("TensorRT engine cache: %s: %s; removing it", entry.plan.name, reason)
         self._remove(entry.plan, entry.sidecar)
 
     def get_or_build(self, model_name: str, key: EngineKey, build: Callable[[], bytes],

@@ -59,10 +59,13 @@ class TensorRTSession:
         check_cuda(cudart.cudaSetDevice(device_id), "cudaSetDevice")
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
         self._runtime = self._trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        try:
+            self._engine = self._runtime.deserialize_cuda_engine(plan)
+        except Exception:  # noqa: BLE001 - some TensorRT versions raise instead of returning None
+            self._engine = None
         if self._engine is None:
-            raise PlanRejected(f"TensorRT {self._trt.__version__} could not load the engine {label or ''} (built by "
-                               "another TensorRT version or for another GPU, or truncated)")
+            raise PlanRejected(f"TensorRT {self._trt.__version__} could not load the engine {label} (built by another "
+                               "TensorRT version or for another GPU, or damaged)")
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise ModelError("TensorRT could not create an execution context (GPU memory?)")
