@@ -67,6 +67,12 @@ METRICS: dict[str, str] = {
     "edge_agent_mqtt_connected": "1 while connected to the MQTT broker",
     "edge_agent_mqtt_connects_total": "Successful connections to the broker (more than 1 means reconnects)",
     "edge_agent_mqtt_inflight": "Messages sent and not yet acknowledged",
+    "edge_agent_dataset_recorded_total": "Frames the dataset recorder wrote, by kind (escalated, confident_sample)",
+    "edge_agent_dataset_dropped_total": "Frames the dataset recorder did not write, by reason (queue_full, "
+                                        "pending_full, model_changed)",
+    "edge_agent_dataset_evicted_total": "Recorded frames deleted to stay within dataset.max_frames/max_bytes",
+    "edge_agent_dataset_frames": "Recorded frames on disk",
+    "edge_agent_dataset_bytes": "Bytes of the recorded frames on disk",
 }
 
 
@@ -251,7 +257,28 @@ def agent_families(service: AgentService, report: HealthReport | None, ready: bo
             durations.add_histogram(snap, stage=stage)
     fams += [events, updates, escalations, durations]
     fams += _publisher_families(service)
+    fams += _dataset_families(service)
     return fams
+
+
+def _dataset_families(service: AgentService) -> list[Family]:
+    """The dataset recorder's counters (families without samples while nothing records)."""
+    recorded = _family("edge_agent_dataset_recorded_total", "counter")
+    dropped = _family("edge_agent_dataset_dropped_total", "counter")
+    evicted = _family("edge_agent_dataset_evicted_total", "counter")
+    frames = _family("edge_agent_dataset_frames", "gauge")
+    size = _family("edge_agent_dataset_bytes", "gauge")
+    recorder = service.recorder
+    if recorder is not None:
+        st = recorder.stats()
+        for kind, n in sorted(st.recorded.items()):
+            recorded.add(n, kind=kind)
+        for reason, n in sorted(st.dropped.items()):
+            dropped.add(n, reason=reason)
+        evicted.add(st.evicted)
+        frames.add(st.frames)
+        size.add(st.bytes)
+    return [recorded, dropped, evicted, frames, size]
 
 
 def _publisher_families(service: AgentService) -> list[Family]:
