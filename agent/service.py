@@ -216,7 +216,10 @@ class AgentService:
         info = getattr(self._prefilter, "info", None)
         if info is None:  # a prefilter handed in without model info: its frames are not recorded
             return ModelRef("", None, "detect", ())
-        return ModelRef(info.model_id, self._model_digest, info.task, tuple(info.names))
+        digest = self._model_digest  # set just after the prefilter in a reload: check they go together
+        if digest is not None and not info.model_id.endswith("@" + digest[:12]):
+            digest = None
+        return ModelRef(info.model_id, digest, info.task, tuple(info.names))
 
     def _snapshot_sender(self, config: AgentConfig) -> SnapshotSender | None:
         return SnapshotSender(config.snapshots, self.publisher) if config.snapshots.enabled else None

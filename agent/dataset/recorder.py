@@ -101,7 +101,7 @@ class _Pending:
 
 
 class DatasetRecorder:
-    """See the module doc. ``model`` returns the prefilter now running (called on the inference thread when a
+    """See the module doc. ``model`` returns the prefilter now running (called on the writer thread when a
     frame names a model not seen before); ``pending_ttl_s`` is how long an escalated frame waits for its
     answer (``escalation.call_deadline_s`` + 1 s)."""
 
@@ -112,7 +112,7 @@ class DatasetRecorder:
         self._device = device
         self._cameras = frozenset(cameras)
         self._model = model
-        self._models: dict[str, ModelRef | None] = {}
+        self._models: dict[str, ModelRef] = {}  # by model id: every model seen since start
         self._ttl = pending_ttl_s
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -253,11 +253,15 @@ class DatasetRecorder:
             self._recorded[job.kind] += 1
 
     def _model_of(self, result: PrefilterResult) -> ModelRef | None:
-        """The model a result came from; None when the running model changed since (its classes unknown)."""
-        if result.model_id not in self._models:
+        """The model a result came from; None when the running model is another one now (during a swap, or
+        after it: the frame's classes are not known for sure)."""
+        known = self._models.get(result.model_id)
+        if known is None:
             ref = self._model()
-            self._models[result.model_id] = ref if ref.model_id == result.model_id else None
-        return self._models[result.model_id]
+            if ref.model_id != result.model_id:
+                return None
+            known = self._models[result.model_id] = ref
+        return known
 
     def _warn(self, key: str, message: str) -> None:
         """Under the lock: a warning at most once a minute per ``key``."""

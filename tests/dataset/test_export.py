@@ -19,6 +19,7 @@ from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import ModelRef
 from agent.dataset.split import TimedItem, assign_splits, time_groups
 from agent.errors import DatasetError
+from agent.evaluation.classify_dataset import read_classify_dataset
 from agent.evaluation.dataset import read_yolo_dataset
 from agent.pipeline import Inspection
 from agent.prefilter.detection import Detection
@@ -128,6 +129,8 @@ def test_imagefolder_export_puts_each_frame_under_one_class(tmp_path: pathlib.Pa
     assert [classes[k] for k in sorted(classes)] == [
         "scratch", "hole", "pass", "scratch", "hole", "stain", "pass", "missing", "missing"]
     assert json.loads((out / "dataset.json").read_text())["names"] == ["pass", *NAMES]
+    train = read_classify_dataset(out, "train")  # what `models eval` and the classifier trainer read
+    assert train.names == ("pass", *NAMES) and len(train.images) == summary.images["train"]  # type: ignore[attr-defined]
     assert summary.excluded == 1  # type: ignore[attr-defined]
 
 

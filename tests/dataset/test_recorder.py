@@ -239,3 +239,23 @@ def test_the_sink_publishes_first_then_tells_the_recorder(tmp_path: pathlib.Path
     rec.stop()
     assert published == [insp.event.event_id] and len(records(tmp_path)) == 1
     assert RecordingSink(Inner(), None).publish_event(insp.event) == 1  # no recorder: just publishes
+
+
+def test_frames_of_a_new_model_are_recorded_once_the_swap_is_done(tmp_path: pathlib.Path) -> None:
+    running = [MODEL]
+    cfg = DatasetConfig()
+    rec = DatasetRecorder(cfg, RecordStore.open(tmp_path, 100, 1 << 30), device="box1", cameras=["belt"],
+                          model=lambda: running[0], pending_ttl_s=5.0)
+    new = ModelRef("retrained@abcdefabcdef", None, "detect", MODEL.names)
+    first, second = (inspection(UNCERTAIN, sequence=s, model_id=new.model_id) for s in (1, 2))
+    rec.observe(first)
+    rec.outcome(answered(first.event))  # inspected by the new model before the service switched over
+    rec.start()
+    rec.stop()
+    running[0] = new
+    rec.start()
+    rec.observe(second)
+    rec.outcome(answered(second.event))
+    rec.stop()
+    assert [(d["sequence"], d["model"]["id"]) for d in records(tmp_path)] == [(2, new.model_id)]
+    assert rec.stats().dropped["model_changed"] == 1
