@@ -402,6 +402,7 @@ def run_promote(opts: PromoteOptions) -> int:
         typer.echo(f"{s.role + ':':<10} {s.model_id} ({s.precision}): "
                    + ", ".join(f"{k} {v:.4f}" for k, v in s.metrics.items()))
     typer.echo(decision.numbers())
+    typer.echo(f"frame verdicts (triage) differ on {doc['verdicts_changed']} of {len(dataset.images)} images")
     typer.echo(f"report: {files.html}")
     if not decision.accepted:
         typer.echo(f"REFUSED: {decision.reason}. The agent keeps running {current.model_id}; nothing was changed.",

@@ -239,3 +239,36 @@ def test_bad_input_is_named(tmp_path: pathlib.Path, val_set: pathlib.Path, blind
     assert_fails_cleanly(promote(blind, config, val_set, "--no-reload"), "there is no running model to compare")
     assert_fails_cleanly(edge_agent("models", "rollback", "--config", str(config), "--no-reload"),
                          "nothing to roll back")
+
+
+def test_a_classifier_is_judged_on_accuracy(tmp_path: pathlib.Path) -> None:
+    from agent.dataset.synth import write_classify_dataset
+
+    shipped = REPO_MODELS / "conveyor-resnet-cls.int8.onnx"
+    val = tmp_path / "frames"
+    write_classify_dataset(val, 1, 12, seed=21)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copyfile(shipped, folder / "classifier.onnx")
+    config = tmp_path / "agent.yaml"
+    config.write_text("model: {path: models/classifier.onnx}\ncameras: [{id: belt, source: 'synthetic://conveyor'}]\n")
+    retrained = onnx.load(str(shipped))  # the same weights in another file: it must score the same
+    retrained.doc_string = "retrained candidate"
+    onnx.save(retrained, str(tmp_path / "candidate.onnx"))
+
+    wrong = promote(tmp_path / "candidate.onnx", config, val, "--metric", "map50", "--no-reload")
+    assert_fails_cleanly(wrong, "--metric map50 is a detect metric but the model is a classify model")
+    proc = promote(tmp_path / "candidate.onnx", config, val, "--metric", "macro-f1", "--no-reload")
+    assert proc.returncode == 0, proc.stderr
+    line = re.search(r"^macro F1: current ([\d.]+), candidate ([\d.]+), difference \+0\.0000, margin 0\.0100",
+                     proc.stdout, re.M)
+    assert line is not None and line[1] == line[2], proc.stdout
+    assert "frame verdicts (triage) differ on 0 of" in proc.stdout
+    report = re.search(r"^report: (.+)$", proc.stdout, re.M)
+    assert report is not None
+    doc = json.loads(pathlib.Path(report[1]).with_name("promotion.json").read_text())
+    assert doc["task"] == "classify" and doc["decision"]["metric"] == "macro F1"
+    assert set(doc["current"]["metrics"]) == {"accuracy", "macro F1"} and doc["current"]["per_class"]["metric"] == "F1"
+    evaluated = json.loads((pathlib.Path(report[1]).parent / "candidate" / "eval.json").read_text())
+    assert evaluated["model"]["task"] == "classify" and evaluated["triage"] is not None
+    assert (folder / "classifier.onnx").read_bytes() == (tmp_path / "candidate.onnx").read_bytes()
