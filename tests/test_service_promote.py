@@ -96,6 +96,7 @@ def test_promote_and_rollback_swap_the_model_of_a_running_agent_without_losing_a
         promoted = edge_agent("models", "promote", str(candidate), "--config", str(config), "--val", str(val),
                               "--margin", "0.05", timeout=240)
         assert promoted.returncode == 0, promoted.stderr + log_path.read_text()[-3000:]
+        assert "warning" not in promoted.stderr  # /healthz answered, with the model at model.path
         assert f"reload (SIGHUP to pid {agent.pid} (pid file {pid_file})): the agent runs {new_id}" in promoted.stdout
         assert (models / "detector.onnx").read_bytes() == DEFAULT_MODEL.read_bytes()
         assert not (models / "detector.gate.json").exists()  # the FP32 model has none; the INT8 one's is stored

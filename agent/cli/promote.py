@@ -294,6 +294,22 @@ def _find_agent(target: AgentTarget, cfg: AgentConfig) -> _Agent | None:
     return _Agent(request, url, why)
 
 
+def _agent_notes(agent: _Agent | None, running: str) -> list[str]:
+    """Warnings when /healthz does not answer, or says the agent runs something else than model.path."""
+    from agent.health.control import HealthProbe
+
+    if agent is None or agent.health_url is None:
+        return []
+    now = HealthProbe(agent.health_url).read()
+    if now is None:
+        return [f"warning: the agent's {agent.health_url} does not answer; the reload cannot be confirmed "
+                "(give --health URL if it listens elsewhere)"]
+    if now.model_id != running:
+        return [f"warning: the agent at {agent.health_url} runs {now.model_id}, not {running} (the model at "
+                "model.path): another config, or a file changed without a reload?"]
+    return []
+
+
 def _reload(agent: _Agent, expected: str, wait_s: float) -> tuple[ReloadOutcome | None, str]:
     """Ask the agent to reload and watch it: (outcome, a line to print); outcome None when it cannot be seen."""
     from agent.health.control import HealthProbe, wait_for_model
@@ -383,6 +399,7 @@ def run_promote(opts: PromoteOptions) -> int:
         raise EdgeAgentError(f"--margin {opts.margin:g}: expected a difference of the metric in -1..1 (0.01 = one "
                              "point; negative asks the candidate to be better by that much)")
     agent = _find_agent(opts.target, cfg)  # before the slow part: an agent that cannot be reached fails now
+    notes += _agent_notes(agent, current.model_id)
     dataset = _read_dataset(opts.val, opts.split, current.task, current.names)
     if not dataset.images:
         raise EdgeAgentError(f"--val {opts.val} has no images in split '{opts.split}'; the gate needs labelled images")
