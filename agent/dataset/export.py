@@ -189,21 +189,28 @@ def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -
         writer = _WRITERS[options.fmt](staging, out, names)
         counts: dict[str, int] = {s: 0 for s in SPLITS}
         boxes = background = excluded = 0
+        skipped = list(recording.skipped)
         for done, ((record, image), label) in enumerate(zip(records, labels, strict=True), start=1):
             split = splits[done - 1]
-            if writer.add(record, image, label, split):
-                counts[split] += 1
-                boxes += len(label.boxes) if options.fmt != "imagefolder" else 0
-                background += options.fmt != "imagefolder" and label.box_action == "background"
+            try:
+                added = writer.add(record, image, label, split)
+            except FileNotFoundError:  # the running agent evicted it since it was read
+                skipped.append((f"{record.id}.json", "its image went away during the export (evicted by the "
+                                                      "running agent to stay within its bounds)"))
             else:
-                excluded += 1
+                if added:
+                    counts[split] += 1
+                    boxes += len(label.boxes) if options.fmt != "imagefolder" else 0
+                    background += options.fmt != "imagefolder" and label.box_action == "background"
+                else:
+                    excluded += 1
             if progress is not None:
                 progress(done, len(records))
         writer.finish()
         rows = _write_review(staging / REVIEW, records, labels, splits)
         summary = ExportSummary(
             out=out, fmt=options.fmt, names=names, images=counts, boxes=boxes, background=background,
-            excluded=excluded, review_rows=rows, groups=len(groups), skipped=recording.skipped,
+            excluded=excluded, review_rows=rows, groups=len(groups), skipped=tuple(skipped),
             other_models=len(recording.records) - len(records), warnings=tuple(warnings))
         _write_manifest(staging / MANIFEST, options, summary, records)
         if out.exists():

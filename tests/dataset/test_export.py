@@ -263,3 +263,18 @@ def test_bad_options_are_named(tmp_path: pathlib.Path, args: list[str], message:
     recording(tmp_path / "rec")
     code, output = cli("--from", str(tmp_path / "rec"), "--out", str(tmp_path / "out"), *args)
     assert code == 2 and message in output
+
+
+def test_a_frame_evicted_by_the_running_agent_during_the_export_is_skipped(tmp_path: pathlib.Path) -> None:
+    records = recording(tmp_path / "rec")
+    folder = tmp_path / "rec" / "records"
+
+    def evict_the_next(done: int, total: int) -> None:
+        if done == 1:  # the agent's bounds delete the second-oldest frame while the export runs
+            (folder / f"{records[1].id}.json").unlink()
+            (folder / records[1].image).unlink()
+
+    summary = export_dataset(ExportOptions(tmp_path / "rec", tmp_path / "out", "yolo"), progress=evict_the_next)
+    assert [f for f, _ in summary.skipped] == [f"{records[1].id}.json"]
+    assert "went away during the export" in summary.skipped[0][1]
+    assert sum(summary.images.values()) == 7 and summary.excluded == 2
