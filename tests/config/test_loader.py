@@ -107,8 +107,9 @@ def test_no_file_means_defaults() -> None:
         # unknown nested key: names ModelConfig's fields
         (
             "model:\n  path: /m.onnx\n  bogus: 1\n",
-            "model.bogus (line 3): unknown key; expected one of: path, providers, intra_op_threads, "
-            "min_score, iou_threshold, max_detections, max_batch, require_gate",
+            "model.bogus (line 3): unknown key; expected one of: path, runtime, providers, precision, "
+            "engine_cache_dir, gpu_device, intra_op_threads, min_score, iou_threshold, max_detections, max_batch, "
+            "require_gate",
         ),
         # unknown key inside a list item: names CameraConfig's fields
         (
@@ -191,8 +192,9 @@ def test_every_problem_is_reported_together(tmp_path: pathlib.Path) -> None:
         "cameras[0].source (line 5): Field required",
         "cameras[1].fps (line 8): Input should be a valid number, "
         "unable to parse string as a number (got 'fast')",
-        "model.bogus (line 10): unknown key; expected one of: path, providers, intra_op_threads, "
-        "min_score, iou_threshold, max_detections, max_batch, require_gate",
+        "model.bogus (line 10): unknown key; expected one of: path, runtime, providers, precision, "
+        "engine_cache_dir, gpu_device, intra_op_threads, min_score, iou_threshold, max_detections, max_batch, "
+        "require_gate",
         # the later mqtt mapping is the one kept, and its lines are the ones reported
         "mqtt.keepalive_s (line 13): Input should be greater than or equal to 5 (got 1)",
     ]
