@@ -17,6 +17,7 @@ from agent.config.models import DatasetConfig
 from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink
 from agent.dataset.store import RecordStore
+from agent.errors import DatasetError
 from agent.publish.event import EscalationOutcome
 from tests.dataset.recording import MODEL, SIZE, answered, det, inspection, without_answer
 
@@ -259,3 +260,9 @@ def test_frames_of_a_new_model_are_recorded_once_the_swap_is_done(tmp_path: path
     rec.stop()
     assert [(d["sequence"], d["model"]["id"]) for d in records(tmp_path)] == [(2, new.model_id)]
     assert rec.stats().dropped["model_changed"] == 1
+
+
+def test_a_folder_that_cannot_be_made_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DatasetError, match=r"dataset.dir .*file/rec: cannot create or read the record folder"):
+        RecordStore.open(tmp_path / "file" / "rec", 10, 1 << 30)
