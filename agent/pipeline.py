@@ -1,19 +1,22 @@
 """The agent's data flow in one place: grabbers -> prefilter -> triage -> event -> publisher.
 
 Threads: one grabber thread per camera (``agent.capture.grabber``), this module's
-one inference thread, and paho's network thread inside the publisher. The
-inference thread visits the cameras round-robin and takes each one's next frame
-(the newest one, for live cameras), so one busy camera cannot starve the others.
-With a gateway configured, uncertain frames are handed to the escalation thread
-(``agent.escalation.escalator``), which publishes their events; the inference
-thread publishes the decided ones itself and never waits for the VLM.
+three inference threads (:class:`InferenceLoop`: take and prepare frames, run the
+model, decode/triage/publish, so the model never waits for the Python around it),
+and paho's network thread inside the publisher. Cameras are visited round-robin,
+each one's next frame taken (the newest one, for live cameras), so one busy camera
+cannot starve the others. With a gateway configured, uncertain frames are handed to
+the escalation thread (``agent.escalation.escalator``), which publishes their
+events; the publishing thread publishes the decided ones itself and never waits for
+the VLM.
 
 ``FrameInspector`` is the synchronous core (frame in, event out) that the daemon,
 the demo and the tests share.
 
 A config reload hands the loop a new inspector, camera list and snapshot sender at once
-(:meth:`InferenceLoop.reconfigure`); the inference thread swaps them between two frames, so a
-frame is always inspected with the config of the camera list it was taken from.
+(:meth:`InferenceLoop.reconfigure`); the thread that takes frames swaps them between two frames, and
+every batch of frames carries the config it was taken under, so a frame is always inspected with the
+config of the camera list it was taken from.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +48,25 @@ class Prefilter(Protocol):
     of several cameras in one call."""
 
     def infer(self, image: np.ndarray) -> PrefilterResult: ...
+
+
+class StagedPrefilter(Protocol):
+    """A prefilter whose call splits into stages, each of which may run on its own thread
+    (``YoloDetector``): ``prepare`` frames into an input buffer from ``new_input``, ``forward`` the
+    model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency)."""
+
+    max_batch: int
+
+    def new_input(self) -> Any: ...
+
+    def prepare(self, images: Sequence[np.ndarray], buffer: Any) -> tuple[np.ndarray, list[Any]]: ...
+
+    def forward(self, tensor: np.ndarray) -> np.ndarray: ...
+
+    def finish(self, output: np.ndarray, plans: Sequence[Any], spent_ms: float) -> list[PrefilterResult]: ...
+
+
+_STAGES = ("new_input", "prepare", "forward", "finish")
 
 
 class EventSink(Protocol):
@@ -96,6 +119,18 @@ class FrameInspector:
         results = infer_batch([frame.image for frame in frames])
         return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
 
+    @property
+    def staged(self) -> StagedPrefilter | None:
+        """The prefilter, when its call splits into stages the inference loop runs on separate threads."""
+        p = self._prefilter
+        return p if all(hasattr(p, name) for name in _STAGES) else None  # type: ignore[return-value]
+
+    def inspections(self, frames: Sequence[Frame], results: Sequence[PrefilterResult]) -> list[Inspection]:
+        """Triage and events for frames whose prefilter results are known (one result per frame)."""
+        if len(frames) != len(results):
+            raise ValueError(f"{len(frames)} frames but {len(results)} prefilter results")
+        return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
+
     def _inspection(self, frame: Frame, result: PrefilterResult) -> Inspection:
         camera = self._cameras.get(frame.camera_id)
         if camera is None:
@@ -132,8 +167,44 @@ class _Reconfiguration:
     applied: threading.Event
 
 
+_IN_FLIGHT = 3  # batches between taking frames and publishing: one being prepared, one in the model, one published
+_INPUT_BUFFERS = 2  # model inputs: one in the model, the next one prepared meanwhile
+_WAIT_S = 0.1  # how often a stage waiting for work looks at the stop flag
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Frames taken together, on their way through the stages. It carries the inspector and snapshot
+    sender of the moment its frames were taken, so a reload never mixes configs within a frame."""
+
+    inspector: FrameInspector
+    snapshots: SnapshotSender | None
+    frames: list[Frame]
+    tensor: np.ndarray | None = None  # staged prefilter: the prepared model input
+    plans: list[Any] = dataclasses.field(default_factory=list)
+    buffer: Any = None
+    pool: queue.Queue[Any] | None = None  # where ``buffer`` goes back once the model has read it
+    spent_ms: float = 0.0  # time spent preparing and in the model
+    output: np.ndarray | None = None
+    inspections: list[Inspection] | None = None  # a prefilter without stages: inspected in one call
+
+
+_END = None  # the last item through each stage's queue
+
+
 class InferenceLoop:
-    """The inference thread: takes frames from every camera and publishes their events."""
+    """Takes frames from every camera, inspects them and publishes their events, in three threads.
+
+    ``inference-prepare`` takes at most one frame from each camera (round-robin, so one busy camera
+    cannot starve the others) and, for a staged prefilter (``FrameInspector.staged``), letterboxes
+    them into one of two preallocated model inputs; ``inference`` runs the model; ``inference-publish``
+    decodes the output, triages, builds the events and publishes them (or hands uncertain frames to
+    the escalation thread). So the next frames are prepared and the last ones published while the
+    model runs: the model thread does nothing else. A prefilter without stages is called whole on the
+    ``inference`` thread. At most three batches are between taking and publishing; frames taken are
+    always published, also when stopping. A live camera's frame is taken once an input is free, so it
+    waits for at most the rest of one model run.
+    """
 
     def __init__(
         self,
@@ -151,32 +222,41 @@ class InferenceLoop:
         self._on_inspection = on_inspection
         self._snapshots = snapshots
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._pending_lock = threading.Lock()
         self._pending: _Reconfiguration | None = None
+        self._to_model: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._to_publish: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._in_flight = threading.BoundedSemaphore(_IN_FLIGHT)
+        self._pool_owner: object = None  # the prefilter the input buffers in _pool belong to
+        self._pool: queue.Queue[Any] = queue.Queue()
+        self._next_camera = 0
         self.counters = RunCounters()
         self.last_progress = time.monotonic()
         self.error: BaseException | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._guarded, args=(stage,), name=name, daemon=True)
+                         for name, stage in (("inference-prepare", self._take_loop), ("inference", self._model_loop),
+                                             ("inference-publish", self._publish_loop))]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking frames; the ones taken are inspected and published first (at most ``timeout`` s)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.join(timeout)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the loop to end (all sources ended, or stopped). True if it ended."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     @property
     def finished(self) -> bool:
-        return self._thread is not None and not self._thread.is_alive()
+        return bool(self._threads) and not any(t.is_alive() for t in self._threads)
 
     def reconfigure(
         self,
@@ -187,19 +267,23 @@ class InferenceLoop:
     ) -> bool:
         """Replace the inspector, the cameras and the snapshot sender together, between two frames.
 
-        The inference thread applies the change before it takes its next frame; this waits up to
-        ``timeout`` seconds for that and returns True once it happened (at once when the thread is not
-        running). False: the thread is busy with a frame for longer; it applies the change after it.
-        Queues kept in the new list are the same objects, so their cameras see no gap.
+        The thread that takes frames applies the change before it takes its next ones; this waits up to
+        ``timeout`` seconds for that and returns True once it happened (at once when the loop is not
+        running). False: the loop is busy for longer; it applies the change after it. Frames taken
+        before the change are inspected with the config they were taken under. Queues kept in the new
+        list are the same objects, so their cameras see no gap.
         """
         change = _Reconfiguration(inspector, list(queues), snapshots, threading.Event())
         with self._pending_lock:
             self._pending = change
-        if self._thread is None or not self._thread.is_alive():
+        if not self._taking():
             self._apply_pending()
-        if not change.applied.wait(timeout) and not (self._thread is not None and self._thread.is_alive()):
+        if not change.applied.wait(timeout) and not self._taking():
             self._apply_pending()  # the thread ended meanwhile (every source ended)
         return change.applied.is_set()
+
+    def _taking(self) -> bool:
+        return bool(self._threads) and self._threads[0].is_alive()
 
     def _apply_pending(self) -> None:
         with self._pending_lock:
@@ -209,20 +293,116 @@ class InferenceLoop:
         self._inspector, self._queues, self._snapshots = change.inspector, change.queues, change.snapshots
         change.applied.set()
 
-    def step(self) -> int:
-        """Take at most one frame from each camera and process them (in one prefilter call when the
-        model takes a batch). Returns frames processed."""
-        if self._pending is not None:
-            self._apply_pending()
-        frames = [frame for _camera_id, queue in self._queues if (frame := queue.take(0.0)) is not None]
-        for inspection in self._inspector.inspect_many(frames):
-            self._handle(inspection)
-        return len(frames)
+    # -- the three stages -----------------------------------------------------------------------------
 
-    def _process(self, frame: Frame) -> None:
-        self._handle(self._inspector.inspect(frame))
+    def _guarded(self, stage: Callable[[], None]) -> None:
+        try:
+            stage()
+        except BaseException as exc:  # recorded for the service, which shuts down on it
+            if self.error is None:
+                self.error = exc
+            log.exception("inference loop failed (%s)", threading.current_thread().name)
+            self._stop.set()
+        finally:  # the stages after this one end too, once they have finished what they hold
+            if stage == self._take_loop:
+                self._to_model.put(_END)
+            elif stage == self._model_loop:
+                self._to_publish.put(_END)
 
-    def _handle(self, inspection: Inspection) -> None:
+    def _take_loop(self) -> None:
+        while not self._stop.is_set():
+            if self._pending is not None:
+                self._apply_pending()
+            if not self._acquire(self._in_flight):
+                return
+            batch = self._take()
+            if batch is None:
+                self._in_flight.release()
+                if self._pending is None and all(q.ended for _, q in self._queues):
+                    log.info("all sources ended")
+                    return
+                continue
+            self._to_model.put(batch)
+
+    def _take(self) -> _Batch | None:
+        """The next frames (at most one per camera), prepared when the prefilter is staged; None when none
+        came within a short wait."""
+        inspector, snapshots = self._inspector, self._snapshots
+        staged = inspector.staged
+        buffer = pool = None
+        if staged is not None:
+            pool = self._input_pool(staged)
+            buffer = self._get(pool)
+            if buffer is None:
+                return None
+        frames = self._take_ready(max(1, staged.max_batch) if staged is not None else len(self._queues))
+        if not frames:
+            self.last_progress = time.monotonic()  # idle is progress: nothing to do
+            # nothing ready: wait on the first camera briefly instead of spinning
+            first = self._queues[0][1].take(0.02) if self._queues and self._pending is None else None
+            frames = [first] if first is not None else []
+        if not frames:
+            if pool is not None:
+                pool.put(buffer)
+            return None
+        batch = _Batch(inspector, snapshots, frames)
+        if staged is not None:
+            t0 = time.perf_counter()
+            batch.tensor, batch.plans = staged.prepare([f.image for f in frames], buffer)
+            batch.buffer, batch.pool = buffer, pool
+            batch.spent_ms = (time.perf_counter() - t0) * 1000.0
+        return batch
+
+    def _take_ready(self, limit: int) -> list[Frame]:
+        """At most one frame from each camera that has one ready, at most ``limit`` in all; the camera asked
+        first moves on by one each time, so no camera waits behind the others when they are more than
+        ``limit``."""
+        queues = self._queues
+        if not queues:
+            return []
+        start = self._next_camera % len(queues)
+        self._next_camera = start + 1
+        frames: list[Frame] = []
+        for _camera_id, q in queues[start:] + queues[:start]:
+            frame = q.take(0.0)
+            if frame is not None:
+                frames.append(frame)
+                if len(frames) >= limit:
+                    break
+        return frames
+
+    def _model_loop(self) -> None:
+        while (batch := self._to_model.get()) is not _END:
+            staged = batch.inspector.staged
+            if batch.tensor is not None and staged is not None:
+                t0 = time.perf_counter()
+                try:
+                    batch.output = staged.forward(batch.tensor)
+                finally:
+                    if batch.pool is not None:
+                        batch.pool.put(batch.buffer)  # the model has read it: the next frames may go in
+                    batch.tensor = batch.buffer = batch.pool = None
+                batch.spent_ms += (time.perf_counter() - t0) * 1000.0
+            else:
+                batch.inspections = batch.inspector.inspect_many(batch.frames)
+            self._to_publish.put(batch)
+
+    def _publish_loop(self) -> None:
+        while (batch := self._to_publish.get()) is not _END:
+            try:
+                inspections = batch.inspections
+                if inspections is None:
+                    staged = batch.inspector.staged
+                    if batch.output is None or staged is None:
+                        raise RuntimeError("a batch reached publishing without the model's output")
+                    results = staged.finish(batch.output, batch.plans, batch.spent_ms)
+                    inspections = batch.inspector.inspections(batch.frames, results)
+                for inspection in inspections:
+                    self._handle(inspection, batch.snapshots)
+            finally:
+                self._in_flight.release()
+
+    def _handle(self, inspection: Inspection, snapshots: SnapshotSender | None) -> None:
         frame = inspection.frame
         c = self.counters
         c.inspected[frame.camera_id] += 1
@@ -234,30 +414,37 @@ class InferenceLoop:
             c.verdicts[inspection.event.verdict] += 1
             c.escalations[inspection.event.escalation.status] += 1
             self._sink.publish_event(inspection.event)
-        if self._snapshots is not None:
-            self._snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision)
+        if snapshots is not None:
+            snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision)
         self.last_progress = time.monotonic()
         if self._on_inspection is not None:
             self._on_inspection(inspection)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if self.step():
-                    continue
-                if self._pending is None and all(q.ended for _, q in self._queues):
-                    log.info("all sources ended")
-                    return
-                self.last_progress = time.monotonic()  # idle is progress: nothing to do
-                if self._pending is not None:
-                    continue  # a reconfiguration is waiting: apply it before taking a frame
-                # nothing ready: wait on the first camera briefly instead of spinning
-                frame = self._queues[0][1].take(0.02)
-                if frame is not None:
-                    self._process(frame)
-        except BaseException as exc:  # recorded for the service, which shuts down on it
-            self.error = exc
-            log.exception("inference loop failed")
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _input_pool(self, staged: StagedPrefilter) -> queue.Queue[Any]:
+        """The input buffers of ``staged`` (made on first use; a reload with another model gets new ones, the
+        old ones go with the batches that still hold them)."""
+        if self._pool_owner is not staged:
+            self._pool = queue.Queue()
+            for _ in range(_INPUT_BUFFERS):
+                self._pool.put(staged.new_input())
+            self._pool_owner = staged
+        return self._pool
+
+    def _acquire(self, semaphore: threading.BoundedSemaphore) -> bool:
+        while not self._stop.is_set():
+            if semaphore.acquire(timeout=_WAIT_S):
+                return True
+        return False
+
+    def _get(self, pool: queue.Queue[Any]) -> Any:
+        while not self._stop.is_set():
+            try:
+                return pool.get(timeout=_WAIT_S)
+            except queue.Empty:
+                continue
+        return None
 
 
 def latency_percentiles(values: Sequence[float]) -> tuple[float, float]:

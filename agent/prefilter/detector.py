@@ -2,8 +2,13 @@
 
 ``YoloDetector.from_file`` does the I/O (reads the file, opens the session, checks
 the layout); ``__init__`` takes a ready session, so tests can pass a fake one.
-Not thread-safe: one inference thread owns a detector (its input buffers are
-preallocated and reused for every frame).
+
+Two ways to run it. ``infer``/``infer_batch``: the whole call on one thread, into the detector's own
+preallocated input buffer. The staged surface the agent's pipelined loop uses (``agent.pipeline``):
+``prepare(images, buffer)`` letterboxes into an :class:`InputBuffer` from ``new_input()``,
+``forward(tensor)`` runs the session, ``finish(output, plans, spent_ms)`` decodes; each stage may run
+on its own thread (one thread per stage at a time), so the next frames are prepared and the last ones
+decoded while the model runs. Neither way is safe to call from two threads at once.
 """
 
 from __future__ import annotations
@@ -20,9 +25,8 @@ from agent.prefilter.detection import Detection, PrefilterResult
 from agent.prefilter.letterbox import (
     Letterbox,
     boxes_to_source,
-    letterbox_into,
+    letterbox_to_tensor,
     plan_letterbox,
-    to_nchw_float,
 )
 from agent.prefilter.model_info import (
     ModelInfo,
@@ -32,6 +36,15 @@ from agent.prefilter.model_info import (
 )
 from agent.prefilter.onnx_session import InferenceSessionLike, open_session
 from agent.prefilter.yolo_decode import decode_yolov8
+
+
+class InputBuffer:
+    """A preallocated model input, ``tensor`` (batch, 3, H, W) float32, and the letterbox plan whose grey
+    border each slot holds (painted again only when a slot gets a frame of another size)."""
+
+    def __init__(self, batch: int, height: int, width: int) -> None:
+        self.tensor = np.empty((batch, 3, height, width), np.float32)  # pages are touched only when used
+        self.painted: list[Letterbox | None] = [None] * batch
 
 
 class YoloDetector:
@@ -50,12 +63,13 @@ class YoloDetector:
         self.min_score = min_score
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
-        self._canvas = np.full((info.input_h, info.input_w, 3), 114, np.uint8)
         batch_dim = list(session.get_inputs()[0].shape)[0]
         # a model whose batch dimension is free (see onnx_session.open_session) takes several frames a call
         self.max_batch = max(1, max_batch) if not isinstance(batch_dim, int) else 1
-        self._tensor = np.zeros((self.max_batch, 3, info.input_h, info.input_w), np.float32)
+        self._input = self.new_input()
         self._plans: dict[tuple[int, int], Letterbox] = {}
+        self._scratch: dict[tuple[int, int], np.ndarray] = {}  # resized image per letterbox size, reused
+        self._run_names = [info.output_name]
 
     @classmethod
     def from_file(cls, path: pathlib.Path, config: ModelConfig | None = None) -> YoloDetector:
@@ -66,32 +80,67 @@ class YoloDetector:
         return cls(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
                    max_detections=config.max_detections, max_batch=config.max_batch)
 
-    def preprocess(self, image: np.ndarray, slot: int = 0) -> tuple[np.ndarray, Letterbox]:
-        """Letterbox ``image`` into slot ``slot`` of the reused input tensor; returns (that slot as a
-        batch of one, plan)."""
+    def new_input(self) -> InputBuffer:
+        """A fresh input buffer for ``prepare`` (``max_batch`` slots)."""
+        return InputBuffer(self.max_batch, self.info.input_h, self.info.input_w)
+
+    def _plan(self, image: np.ndarray) -> tuple[Letterbox, np.ndarray | None]:
         h, w = image.shape[:2]
         plan = self._plans.get((w, h))
         if plan is None:
             plan = plan_letterbox(w, h, self.info.input_w, self.info.input_h)
             self._plans[(w, h)] = plan
-        letterbox_into(image, plan, self._canvas)
-        to_nchw_float(self._canvas, self._tensor[slot])
-        return self._tensor[slot:slot + 1], plan
+        if (plan.new_w, plan.new_h) == (w, h):
+            return plan, None
+        scratch = self._scratch.get((plan.new_w, plan.new_h))
+        if scratch is None:
+            scratch = self._scratch[(plan.new_w, plan.new_h)] = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
+        return plan, scratch
+
+    def prepare(self, images: Sequence[np.ndarray], buffer: InputBuffer) -> tuple[np.ndarray, list[Letterbox]]:
+        """Letterbox ``images`` into the first slots of ``buffer``; returns (the batch tensor, plans)."""
+        if not 1 <= len(images) <= len(buffer.painted):
+            raise ValueError(f"{len(images)} images for an input buffer of {len(buffer.painted)} slots")
+        plans = []
+        for slot, image in enumerate(images):
+            plan, scratch = self._plan(image)
+            letterbox_to_tensor(image, plan, buffer.tensor[slot], scratch, border_painted=buffer.painted[slot] is plan)
+            buffer.painted[slot] = plan
+            plans.append(plan)
+        return buffer.tensor[:len(images)], plans
+
+    def preprocess(self, image: np.ndarray, slot: int = 0) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox ``image`` into slot ``slot`` of the reused input tensor; returns (that slot as a
+        batch of one, plan)."""
+        plan, scratch = self._plan(image)
+        buffer = self._input
+        letterbox_to_tensor(image, plan, buffer.tensor[slot], scratch, border_painted=buffer.painted[slot] is plan)
+        buffer.painted[slot] = plan
+        return buffer.tensor[slot:slot + 1], plan
 
     def forward(self, tensor: np.ndarray) -> np.ndarray:
-        outputs = self.session.run([self.info.output_name], {self.info.input_name: tensor})
+        outputs = self.session.run(self._run_names, {self.info.input_name: tensor})
         return np.asarray(outputs[0])
 
     def postprocess(self, output: np.ndarray, plan: Letterbox) -> tuple[Detection, ...]:
         raw = decode_yolov8(output[0], len(self.info.names), min_score=self.min_score,
                             iou_threshold=self.iou_threshold, max_detections=self.max_detections)
-        boxes = boxes_to_source(raw.boxes, plan)
+        if not raw.scores.size:
+            return ()
+        boxes = boxes_to_source(raw.boxes, plan).tolist()
         names = self.info.names
         return tuple(
-            Detection(label=names[int(c)], class_id=int(c), confidence=float(s),
-                      box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-            for b, s, c in zip(boxes, raw.scores, raw.class_ids, strict=True)
+            Detection(label=names[c], class_id=c, confidence=s, box=(b[0], b[1], b[2], b[3]))
+            for b, s, c in zip(boxes, raw.scores.tolist(), raw.class_ids.tolist(), strict=True)
         )
+
+    def finish(self, output: np.ndarray, plans: Sequence[Letterbox], spent_ms: float) -> list[PrefilterResult]:
+        """Decode a batch's output (one row per plan); each result's latency is ``spent_ms`` (the time its
+        batch spent in preparing and the model) plus the decoding."""
+        t0 = time.perf_counter()
+        detections = [self.postprocess(output[i:i + 1], plan) for i, plan in enumerate(plans)]
+        ms = spent_ms + (time.perf_counter() - t0) * 1000.0
+        return [PrefilterResult(self.info.model_id, d, ms) for d in detections]
 
     def infer(self, image: np.ndarray) -> PrefilterResult:
         t0 = time.perf_counter()
@@ -110,11 +159,9 @@ class YoloDetector:
                 results.append(self.infer(chunk[0]))
                 continue
             t0 = time.perf_counter()
-            plans = [self.preprocess(image, slot)[1] for slot, image in enumerate(chunk)]
-            output = self.forward(self._tensor[:len(chunk)])
-            detections = [self.postprocess(output[i:i + 1], plan) for i, plan in enumerate(plans)]
-            ms = (time.perf_counter() - t0) * 1000.0
-            results += [PrefilterResult(self.info.model_id, d, ms) for d in detections]
+            tensor, plans = self.prepare(chunk, self._input)
+            output = self.forward(tensor)
+            results += self.finish(output, plans, (time.perf_counter() - t0) * 1000.0)
         return results
 
     def detect(self, image: np.ndarray) -> PrefilterResult:

@@ -8,6 +8,11 @@ boxes match the model's training. Pure numpy/OpenCV.
     left    = round(dw - 0.1), top = round(dh - 0.1)
 
 A box in model-input pixels maps back with ``x = (x - left) / r`` (and y likewise).
+
+The agent's hot path is :func:`letterbox_to_tensor`: one resize into a reused scratch image and one
+pass that does BGR->RGB, HWC->CHW and /255 straight into the model's input tensor, the grey border
+painted only when a slot's frame size changes; the same numbers as :func:`letterbox_into` followed by
+:func:`to_nchw_float`, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import cv2
 import numpy as np
 
 PAD_VALUE = 114
+_INV_255 = np.float32(1.0 / 255.0)
+PAD_FLOAT = np.float32(PAD_VALUE) * _INV_255  # the border in the float tensor, as to_nchw_float computes it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,19 +74,44 @@ def to_nchw_float(letterboxed: np.ndarray, out: np.ndarray) -> None:
     if out.shape != (3, h, w) or out.dtype != np.float32:
         raise ValueError(f"tensor buffer must be float32 {(3, h, w)}, got {out.dtype} {out.shape}")
     for c in range(3):  # channel 0 of the tensor is R = channel 2 of BGR
-        np.multiply(letterboxed[:, :, 2 - c], np.float32(1.0 / 255.0), out=out[c], casting="unsafe")
+        np.multiply(letterboxed[:, :, 2 - c], _INV_255, out=out[c], casting="unsafe")
+
+
+def letterbox_to_tensor(image: np.ndarray, plan: Letterbox, out: np.ndarray, scratch: np.ndarray | None,
+                        *, border_painted: bool = False) -> None:
+    """Letterbox ``image`` (BGR HxWx3 uint8) into the float32 tensor ``out`` (3, dst_h, dst_w), RGB in 0..1.
+
+    One resize into ``scratch`` (new_h x new_w x 3 uint8, reused; None when the image needs no resize),
+    then one pass converting that window into ``out``. The grey border around it is painted unless
+    ``border_painted`` says ``out`` still holds it from a frame of the same plan.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a BGR image of shape (H, W, 3), got {image.shape}")
+    if image.shape[:2] != (plan.src_h, plan.src_w):
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, plan is for {plan.src_w}x{plan.src_h}")
+    if out.shape != (3, plan.dst_h, plan.dst_w) or out.dtype != np.float32:
+        raise ValueError(f"tensor buffer must be float32 {(3, plan.dst_h, plan.dst_w)}, got {out.dtype} {out.shape}")
+    if (plan.new_w, plan.new_h) == (plan.src_w, plan.src_h):
+        resized = image
+    else:
+        if scratch is None or scratch.shape != (plan.new_h, plan.new_w, 3):
+            raise ValueError(f"scratch image must be {(plan.new_h, plan.new_w, 3)} uint8, got "
+                             f"{None if scratch is None else scratch.shape}")
+        cv2.resize(image, (plan.new_w, plan.new_h), dst=scratch, interpolation=cv2.INTER_LINEAR)
+        resized = scratch
+    if not border_painted:
+        out.fill(PAD_FLOAT)
+    window = out[:, plan.top:plan.top + plan.new_h, plan.left:plan.left + plan.new_w]
+    # BGR HWC -> RGB CHW as a view (channels reversed, axes moved), converted and scaled in one pass
+    np.multiply(resized.transpose(2, 0, 1)[::-1], _INV_255, out=window, casting="unsafe")
 
 
 def boxes_to_source(boxes: np.ndarray, plan: Letterbox) -> np.ndarray:
     """Map xyxy boxes (N, 4) from model-input pixels back to source pixels, clipped."""
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must have shape (N, 4), got {boxes.shape}")
-    out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] -= plan.left
-    out[:, [1, 3]] -= plan.top
-    out /= plan.scale
-    out[:, 0] = np.clip(out[:, 0], 0, plan.src_w)
-    out[:, 2] = np.clip(out[:, 2], 0, plan.src_w)
-    out[:, 1] = np.clip(out[:, 1], 0, plan.src_h)
-    out[:, 3] = np.clip(out[:, 3], 0, plan.src_h)
+    out: np.ndarray = np.subtract(boxes, np.array([plan.left, plan.top, plan.left, plan.top], np.float32),
+                                  dtype=np.float32)
+    out /= np.float32(plan.scale)
+    np.clip(out, 0, np.array([plan.src_w, plan.src_h, plan.src_w, plan.src_h], np.float32), out=out)
     return out

@@ -78,14 +78,17 @@ def decode_yolov8(
     if output.ndim != 2 or output.shape[0] != 4 + num_classes:
         raise ValueError(
             f"expected one image's YOLOv8 output of shape (4 + {num_classes}, N), got {output.shape}")
+    # best score per candidate first, the class only of those above the threshold (few of the N)
     scores_all = output[4:]  # (nc, N)
-    class_ids = np.argmax(scores_all, axis=0)
-    scores = scores_all[class_ids, np.arange(scores_all.shape[1])]
-    mask = scores > min_score
-    if not mask.any():
+    best = scores_all.max(axis=0)
+    picked = np.flatnonzero(best > min_score)
+    if not picked.size:
         return RawDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    boxes = xywh_to_xyxy(output[:4, mask].T.astype(np.float32))
-    scores, class_ids = scores[mask].astype(np.float32), class_ids[mask].astype(np.int64)
+    class_ids = np.argmax(scores_all[:, picked], axis=0).astype(np.int64)
+    scores = best[picked].astype(np.float32)
+    boxes = xywh_to_xyxy(output[:4, picked].T.astype(np.float32))
+    if boxes.shape[0] == 1:
+        return RawDetections(boxes, scores, class_ids)
     # per-class NMS in one pass: shift each class's boxes to its own region
     offset = class_ids[:, None].astype(np.float32) * 8192.0
     keep = nms(boxes + offset, scores, iou_threshold, max_detections)

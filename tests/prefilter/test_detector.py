@@ -92,3 +92,26 @@ def test_buffers_are_reused_between_frames(tmp_path):
     t1, _ = det.preprocess(np.zeros((48, 64, 3), np.uint8))
     t2, _ = det.preprocess(np.full((48, 64, 3), 255, np.uint8))
     assert np.shares_memory(t1, t2) and t1.shape == (1, 3, 32, 32) and float(t2.max()) == pytest.approx(1.0)
+
+
+def test_the_staged_calls_give_what_infer_gives_on_the_shipped_model():
+    from agent.capture.synthetic import render_still
+    from agent.config.models import DEFAULT_PREFILTER
+
+    det = YoloDetector.from_file(DEFAULT_PREFILTER, ModelConfig(path=DEFAULT_PREFILTER, max_batch=2))
+    assert det.max_batch == 2
+    rng = np.random.default_rng(3)
+    small = [render_still(rng)[0] for _ in range(3)]
+    frames = [small[0], np.repeat(np.repeat(small[1], 2, 0), 2, 1), small[2]]  # sizes change between frames
+    buffer = det.new_input()
+    found = 0
+    for frame in frames:
+        expected = det.infer(frame)
+        tensor, plans = det.prepare([frame], buffer)
+        assert np.array_equal(tensor, det.preprocess(frame)[0])  # border repainted when the size changes
+        (result,) = det.finish(det.forward(tensor), plans, spent_ms=1.0)
+        assert result.detections == expected.detections and result.latency_ms >= 1.0
+        found += len(result.detections)
+    assert found > 0  # the frames show defects: the comparison means something
+    with pytest.raises(ValueError, match="3 images for an input buffer of 2 slots"):
+        det.prepare(frames, buffer)

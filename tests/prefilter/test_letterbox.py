@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from agent.prefilter.letterbox import (
+    PAD_FLOAT,
     PAD_VALUE,
     boxes_to_source,
     letterbox_into,
+    letterbox_to_tensor,
     plan_letterbox,
     to_nchw_float,
 )
@@ -84,3 +86,32 @@ def test_boxes_back_to_source_pixels():
 def test_bad_shapes_say_what_was_expected(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+@pytest.mark.parametrize("size", [(1280, 960), (640, 480), (1920, 1080), (300, 301), (360, 640), (100, 50), (320, 320)])
+def test_letterbox_to_tensor_gives_the_two_step_numbers_bit_for_bit(size):
+    w, h = size
+    rng = np.random.default_rng(w * h)
+    plan = plan_letterbox(w, h, 320, 320)
+    scratch = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
+    fast = np.full((3, 320, 320), -1.0, np.float32)  # what a reused buffer holds: anything
+    for painted in (False, True):  # the second frame keeps the border the first one painted
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        canvas = np.zeros((320, 320, 3), np.uint8)
+        letterbox_into(image, plan, canvas)
+        slow = np.empty((3, 320, 320), np.float32)
+        to_nchw_float(canvas, slow)
+        letterbox_to_tensor(image, plan, fast, scratch, border_painted=painted)
+        assert np.array_equal(fast, slow)
+    assert fast[0, 0, 0] == PAD_FLOAT or (plan.left, plan.top) == (0, 0)
+
+
+def test_letterbox_to_tensor_refuses_wrong_buffers():
+    plan = plan_letterbox(640, 480, 320, 320)
+    image = np.zeros((480, 640, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"scratch image must be \(240, 320, 3\)"):
+        letterbox_to_tensor(image, plan, np.zeros((3, 320, 320), np.float32), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match="tensor buffer must be float32"):
+        letterbox_to_tensor(image, plan, np.zeros((3, 320, 320), np.float64), np.zeros((240, 320, 3), np.uint8))
+    with pytest.raises(ValueError, match="plan is for 640x480"):
+        letterbox_to_tensor(np.zeros((48, 64, 3), np.uint8), plan, np.zeros((3, 320, 320), np.float32), None)
