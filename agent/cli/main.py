@@ -461,7 +461,7 @@ def models_train(
         help="training input size: one side for a detector (320), HxW for a classifier (192x256); "
              "default: the base model's")] = None,
     lr0: Annotated[float | None, typer.Option(
-        min=0.0, help="initial learning rate, AdamW (default: 2e-4 detector, 5e-4 classifier)")] = None,
+        min=0.0, help="initial learning rate, AdamW (default: 2e-4 detector, 2e-5 classifier)")] = None,
     batch: Annotated[int, typer.Option(min=1, help="images per training step")] = 16,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for training and evaluation")] = 2,
     seed: Annotated[int, typer.Option(help="random seed (training is deterministic per seed and threads)")] = 7,

@@ -90,6 +90,20 @@ def check_inputs(opts: TrainOptions) -> tuple[TrainingData, BaseModel]:
     return data, base
 
 
+def check_architecture(base: BaseModel) -> str:
+    """What the base network is, read from its graph (onnx, no torch); ModelError when it is not one we can
+    train: a YOLOv8-layout detector, or the frame classifier's ResNet-18 layout."""
+    if base.task == "detect":
+        from agent.training.yolo_arch import read_yolo_architecture
+
+        scale, activation = read_yolo_architecture(base.path)
+        return f"YOLOv8{scale} ({activation})"
+    from agent.training.onnx_to_resnet import read_resnet_graph
+
+    graph = read_resnet_graph(base.path)
+    return f"ResNet-18 layout, width {graph.width}"
+
+
 def score_on_val(model_path: pathlib.Path, data: TrainingData, threads: int) -> Score:
     """``model_path`` on the dataset's val split, through the agent's runtime (evaluation settings of
     ultralytics val for a detector: every box down to 0.001 counts for mAP)."""
@@ -136,6 +150,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Calla
     say(f"base: {base.path} ({base.task}, {len(base.names)} classes, input {base.imgsz[1]}x{base.imgsz[0]}"
         f"{', INT8 weights (dequantized to start from)' if base.quantized else ''})")
     require_train_extra(base.task)
+    say(f"base network: {check_architecture(base)}")
     if len(data.train) < 1 or len(data.val) < 1:
         raise DatasetError(f"--data {data.source}: needs train and val images, has {len(data.train)} and "
                            f"{len(data.val)}")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from agent.errors import DatasetError
-from agent.evaluation.classify_dataset import read_classify_dataset
+from agent.evaluation.classify_dataset import _dataset_json_names, read_classify_dataset
 from agent.evaluation.dataset import _load_yaml, _names_from_yaml, read_yolo_dataset
 
 Task = Literal["detect", "classify"]
@@ -109,8 +109,11 @@ def _check_yolo(path: pathlib.Path, yaml_path: pathlib.Path) -> TrainingData:
 
 
 def _check_imagefolder(path: pathlib.Path) -> TrainingData:
-    train = read_classify_dataset(path, "train")
-    val = read_classify_dataset(path, "val", names=train.names)
+    # the class order: dataset.json's, else the sorted class folders of both splits (ultralytics' rule)
+    names = _dataset_json_names(path) or tuple(sorted({p.name for split in ("train", "val")
+                                                       for p in (path / split).iterdir() if p.is_dir()}))
+    train = read_classify_dataset(path, "train", names=names)
+    val = read_classify_dataset(path, "val", names=names)
     return TrainingData(source=path, task="classify", names=train.names,
                         train=tuple(im.path for im in train.images), val=tuple(im.path for im in val.images),
                         counts={"train": train.counts(), "val": val.counts()},

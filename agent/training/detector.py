@@ -117,7 +117,7 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
         torch.set_num_threads(settings.threads)
 
     def epoch_end(trainer: Any) -> None:
-        if history and trainer.epoch + 1 <= history[-1].epoch:
+        if trainer.epoch >= trainer.epochs or (history and trainer.epoch + 1 <= history[-1].epoch):
             return  # the final validation of best.pt calls this again; it is not an epoch
         row = _epoch_row(trainer, started)
         history.append(row)

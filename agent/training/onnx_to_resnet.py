@@ -9,6 +9,7 @@ real frames (``batchnorm``). A classifier of another architecture is refused. Ne
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -21,31 +22,43 @@ from agent.training.onnx_weights import float_weights
 
 EXPECTED = ("the frame classifier of scripts/train_classifier.py (ResNet-18 layout: a 7x7 stem, 4 stages of 2 "
             "BasicBlocks, global pooling, one linear layer)")
+RESNET18_CONVS = 20  # the stem, 16 in the blocks, 3 downsampling shortcuts
 
 
-def _architecture(convs: list[tuple[np.ndarray, np.ndarray]], fc: np.ndarray, where: pathlib.Path) -> tuple[int, str]:
-    if not convs or convs[0][0].shape[1:] != (3, 7, 7):
-        raise ModelError(f"{where}: the first convolution is not a 7x7 over 3 channels; expected {EXPECTED}")
-    width = int(convs[0][0].shape[0])
-    pool = {8 * width: "avg", 16 * width: "avgmax"}.get(int(fc.shape[1]))
-    if pool is None:
-        raise ModelError(f"{where}: the linear layer takes {fc.shape[1]} features; a width-{width} ResNet-18 head "
-                         f"takes {8 * width} (average pool) or {16 * width} (average and max); expected {EXPECTED}")
-    return width, pool
+def module_path(node_name: str) -> str:
+    """The torch module an exported node came from: ``/net/layer2/layer2.0/downsample/downsample.0/Conv`` ->
+    ``layer2.0.downsample.0`` (the export names nodes by module scope; the wrapper's ``net`` is dropped)."""
+    parts: list[str] = []
+    for segment in node_name.strip("/").split("/")[1:-1]:
+        if parts and segment.startswith(parts[-1] + "."):
+            parts[-1] = segment
+        else:
+            parts.append(segment)
+    return ".".join(parts)
 
 
-def resnet_from_onnx(onnx_path: pathlib.Path, images: Sequence[np.ndarray],
-                     tolerance: float) -> tuple[Any, dict[str, Any]]:
-    """The trainable network and what was rebuilt. ``images``: prepared frames (1x3xHxW float32).
-    ``tolerance``: largest mean absolute probability difference from the ONNX model accepted."""
+@dataclasses.dataclass(frozen=True)
+class ResnetGraph:
+    """The weights of an exported classifier, in graph order, and the architecture they imply."""
+
+    convs: tuple[tuple[np.ndarray, np.ndarray], ...]  # (fused weight, bias) of every convolution
+    conv_modules: tuple[str, ...]  # the module each came from (from the node names)
+    fc_weight: np.ndarray  # (classes, features)
+    fc_bias: np.ndarray
+    width: int
+    pool: str  # avg | avgmax
+
+
+def read_resnet_graph(onnx_path: pathlib.Path) -> ResnetGraph:
+    """Read and check the exported classifier (onnx only, no torch); ModelError when it is not the
+    frame classifier's layout."""
     import onnx
-    import onnxruntime as ort
-    import torch
 
     model = onnx.load(str(onnx_path))
     weights = float_weights(model, onnx_path)
     convs: list[tuple[np.ndarray, np.ndarray]] = []
-    linear: list[tuple[np.ndarray, np.ndarray, bool]] = []
+    conv_names: list[str] = []
+    linear: list[tuple[np.ndarray, np.ndarray]] = []
     for node in model.graph.node:
         inputs = list(node.input)
         if node.op_type == "Conv":
@@ -53,6 +66,7 @@ def resnet_from_onnx(onnx_path: pathlib.Path, images: Sequence[np.ndarray],
                 raise ModelError(f"{onnx_path}: convolution {node.name!r} has no constant weight and bias; "
                                  f"expected {EXPECTED}")
             convs.append((weights[inputs[1]], weights[inputs[2]]))
+            conv_names.append(module_path(node.name))
         elif node.op_type in ("Gemm", "MatMul"):
             trans_b = any(a.name == "transB" and a.i for a in node.attribute)
             w = weights.get(inputs[1])
@@ -60,19 +74,44 @@ def resnet_from_onnx(onnx_path: pathlib.Path, images: Sequence[np.ndarray],
             if w is None or b is None:
                 raise ModelError(f"{onnx_path}: linear layer {node.name!r} has no constant weight and bias; "
                                  f"expected {EXPECTED}")
-            linear.append((w if trans_b else w.T, b, trans_b))
+            linear.append((w if trans_b else w.T, b))
     if len(linear) != 1:
         raise ModelError(f"{onnx_path}: {len(linear)} linear layers; expected {EXPECTED}")
-    fc_w, fc_b, _ = linear[0]
-    width, pool = _architecture(convs, fc_w, onnx_path)
+    fc_w, fc_b = linear[0]
+    if not convs or convs[0][0].shape[1:] != (3, 7, 7):
+        raise ModelError(f"{onnx_path}: the first convolution is not a 7x7 over 3 channels; expected {EXPECTED}")
+    width = int(convs[0][0].shape[0])
+    pool = {8 * width: "avg", 16 * width: "avgmax"}.get(int(fc_w.shape[1]))
+    if pool is None:
+        raise ModelError(f"{onnx_path}: the linear layer takes {fc_w.shape[1]} features; a width-{width} ResNet-18 "
+                         f"head takes {8 * width} (average pool) or {16 * width} (average and max); expected "
+                         f"{EXPECTED}")
+    if len(convs) != RESNET18_CONVS:
+        raise ModelError(f"{onnx_path}: {len(convs)} convolutions, a ResNet-18 layout has {RESNET18_CONVS}; "
+                         f"expected {EXPECTED}")
+    return ResnetGraph(convs=tuple(convs), conv_modules=tuple(conv_names), fc_weight=fc_w, fc_bias=fc_b,
+                       width=width, pool=pool)
+
+
+def resnet_from_onnx(onnx_path: pathlib.Path, images: Sequence[np.ndarray],
+                     tolerance: float) -> tuple[Any, dict[str, Any]]:
+    """The trainable network and what was rebuilt. ``images``: prepared frames (1x3xHxW float32).
+    ``tolerance``: largest mean absolute probability difference from the ONNX model accepted."""
+    import onnxruntime as ort
+    import torch
+
+    graph = read_resnet_graph(onnx_path)
+    convs, conv_names, fc_w, fc_b = list(graph.convs), list(graph.conv_modules), graph.fc_weight, graph.fc_bias
+    width, pool = graph.width, graph.pool
 
     from agent.training.resnet import build_net, conv_bn_pairs
 
     net = build_net(width, int(fc_w.shape[0]), pool)
     pairs = conv_bn_pairs(net)
-    if len(pairs) != len(convs):
-        raise ModelError(f"{onnx_path}: {len(convs)} convolutions, a ResNet-18 layout has {len(pairs)}; "
-                         f"expected {EXPECTED}")
+    by_path = {name: module for name, module in net.named_modules()}
+    bn_of = {id(conv): bn for conv, bn in pairs}
+    if all(id(by_path.get(p)) in bn_of for p in conv_names) and len(set(conv_names)) == len(pairs):
+        pairs = [(by_path[p], bn_of[id(by_path[p])]) for p in conv_names]  # the graph's order, by module name
     for i, ((conv, bn), (w, b)) in enumerate(zip(pairs, convs, strict=True)):
         if tuple(conv.weight.shape) != w.shape:
             raise ModelError(f"{onnx_path}: convolution {i + 1} has shape {w.shape}, the width-{width} ResNet-18 "

@@ -19,7 +19,7 @@ import numpy as np
 from agent.errors import ModelError
 from agent.training.batchnorm import load_fused, recreate_batchnorms
 from agent.training.onnx_weights import float_weights
-from agent.training.yolo_arch import detect_architecture, model_yaml
+from agent.training.yolo_arch import model_yaml, read_yolo_architecture
 
 _WEIGHT_NAME = re.compile(r"^model\.\d+\..*\.(weight|bias)$")
 _DFL = "model.22.dfl"  # the head's fixed distribution-to-box convolution: not trained
@@ -97,13 +97,10 @@ def yolo_from_onnx(onnx_path: pathlib.Path, nc: int, work: pathlib.Path, images:
     ``tolerance``: the largest relative output difference from the ONNX model accepted (1e-3 for an FP32
     file; an INT8 file's own rounding makes it larger). Returns the checkpoint path and what was rebuilt.
     """
-    import onnx
     import torch
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
-    graph = onnx.load(str(onnx_path))
-    scale, activation = detect_architecture(float_weights(graph, onnx_path), (n.op_type for n in graph.graph.node),
-                                            str(onnx_path))
+    scale, activation = read_yolo_architecture(onnx_path)
     yaml_path = work / f"yolov8{scale}-{activation}.yaml"
     yaml_path.write_text(model_yaml(nc, activation, scale))
     net: Any = YOLO(str(yaml_path), task="detect").model

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -187,12 +188,18 @@ def make_optimizer(net: Any, kind: str, lr: float, weight_decay: float) -> Any:
 
 def train_frame_epoch(net: Any, opt: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray, batch: int,
                       rng: np.random.Generator, shift: int, norm: Normalisation,
-                      lr_of_step: Callable[[int], float], step: int) -> tuple[float, float, int]:
+                      lr_of_step: Callable[[int], float], step: int,
+                      freeze_batchnorm: bool = False) -> tuple[float, float, int]:
     """One epoch over whole frames (augmented); returns (mean loss, accuracy, the next step number). A last
-    partial batch is dropped, but never the only one."""
+    partial batch is dropped, but never the only one. ``freeze_batchnorm``: BatchNorms normalise with their
+    running statistics and do not update them (a fine-tune on few images keeps the base model's)."""
     import torch
 
     net.train()
+    if freeze_batchnorm:
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
     order = rng.permutation(len(y))
     steps = max(1, len(y) // batch)
     running, seen, correct = 0.0, 0, 0
@@ -251,8 +258,11 @@ def export_classifier(net: Any, target: pathlib.Path, imgsz: tuple[int, int], me
 
     h, w = imgsz
     raw = target.with_name(target.stem + ".raw.onnx")
-    torch.onnx.export(WithSoftmax().eval(), (torch.zeros(1, 3, h, w),), str(raw), input_names=["images"],
-                      output_names=["output0"], opset_version=17, dynamo=False, do_constant_folding=True)
+    # the TorchScript exporter (it folds BatchNorms and names nodes by module) warns that it is deprecated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(WithSoftmax().eval(), (torch.zeros(1, 3, h, w),), str(raw), input_names=["images"],
+                          output_names=["output0"], opset_version=17, dynamo=False, do_constant_folding=True)
     model = onnx.load(str(raw))
     raw.unlink()
     model.ir_version = min(model.ir_version, 10)  # onnxruntime 1.31 reads IR <= 13; ultralytics writes 10

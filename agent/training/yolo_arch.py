@@ -7,6 +7,7 @@ convolutions and INT8 runs about 2x faster than FP32, while SiLU's Sigmoid*Mul l
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -82,3 +83,13 @@ def detect_architecture(weights: Mapping[str, np.ndarray], op_types: Iterable[st
         raise ModelError(f"{where}: neither ReLU nor SiLU (Sigmoid*Mul) activations found; expected a YOLOv8 "
                          "detector with one of them")
     return scale, activation
+
+
+def read_yolo_architecture(onnx_path: pathlib.Path) -> tuple[str, str]:
+    """(scale, activation) of an exported YOLOv8 detector file (onnx only, no torch)."""
+    import onnx
+
+    from agent.training.onnx_weights import float_weights
+
+    graph = onnx.load(str(onnx_path))
+    return detect_architecture(float_weights(graph, onnx_path), (n.op_type for n in graph.graph.node), str(onnx_path))
