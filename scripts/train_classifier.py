@@ -45,86 +45,24 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.prefilter.classify_input import Normalisation, normalise_into, plan_input, resize_into  # noqa: E402
-
-MEAN = (0.485, 0.456, 0.406)  # ImageNet's, the torchvision convention (the net is trained from scratch)
-STD = (0.229, 0.224, 0.225)
-RESIZE = "stretch"
-INTERPOLATION = "area"  # the frame is shrunk 2.5x: area averaging keeps thin scratches, linear would alias them
-
-
-# -- the network ---------------------------------------------------------------------------------------------
-
-
-def build_net(width: int, num_classes: int, pool: str = "avgmax") -> Any:
-    """ResNet-18 layout at ``width`` channels in the first stage (64 = torchvision's resnet18 with
-    ``pool="avg"``). ``pool="avgmax"``: the head sees the global average *and* the global maximum of
-    the last feature map (concatenated), so a defect a few pixels wide is not averaged away."""
-    import torch
-    from torch import nn
-    from torchvision.models.resnet import BasicBlock
-
-    class NarrowResNet18(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            stages: list[nn.Module] = []
-            inplanes = width
-            for i, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
-                stride = 1 if i == 0 else 2
-                down = None
-                if stride != 1 or inplanes != planes:
-                    down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-                stages.append(nn.Sequential(BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes)))
-                inplanes = planes
-            self.layer1, self.layer2, self.layer3, self.layer4 = stages
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.maxpool_head = nn.AdaptiveMaxPool2d(1) if pool == "avgmax" else None
-            self.fc = nn.Linear(inplanes * (2 if pool == "avgmax" else 1), num_classes)
-            for m in self.modules():  # torchvision's init
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            pooled = torch.flatten(self.avgpool(x), 1)
-            if self.maxpool_head is not None:
-                pooled = torch.cat([pooled, torch.flatten(self.maxpool_head(x), 1)], 1)
-            return self.fc(pooled)
-
-    return NarrowResNet18()
-
+from agent.errors import EdgeAgentError  # noqa: E402
+from agent.prefilter.classify_input import Normalisation  # noqa: E402
+from agent.training.resnet import (  # noqa: E402  (the network, data preparation and export shared with models train)
+    INTERPOLATION,
+    MEAN,
+    RESIZE,
+    STD,
+    build_net,
+    evaluate_torch,
+    export_classifier,
+    load_split,
+    lr_at,
+    make_optimizer,
+    to_tensor,
+    train_frame_epoch,
+)
 
 # -- data ---------------------------------------------------------------------------------------------------
-
-
-def load_split(root: pathlib.Path, split: str, names: tuple[str, ...], h: int,
-               w: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every image of a split, resized exactly as the runtime does: (N, h, w, 3) uint8 BGR, (N,) class ids,
-    and the images' paths relative to ``root``."""
-    import cv2
-
-    files = sorted((c, p) for c, name in enumerate(names) for p in (root / split / name).glob("*.jpg"))
-    images = np.empty((len(files), h, w, 3), np.uint8)
-    labels = np.empty(len(files), np.int64)
-    plans: dict[tuple[int, int], Any] = {}
-    for i, (c, path) in enumerate(files):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SystemExit(f"cannot read {path}")
-        key = (image.shape[1], image.shape[0])
-        if key not in plans:
-            plans[key] = plan_input(key[0], key[1], w, h, RESIZE)
-        resize_into(image, plans[key], images[i], INTERPOLATION)
-        labels[i] = c
-    return images, labels, [p.relative_to(root).as_posix() for _, p in files]
 
 
 def load_boxes(root: pathlib.Path, split: str, files: list[str], names: tuple[str, ...], h: int,
@@ -146,14 +84,6 @@ def load_boxes(root: pathlib.Path, split: str, files: list[str], names: tuple[st
 
 
 PAINT_ORDER = ("stain", "scratch", "hole", "missing")  # least severe first: a patch is named by its most severe defect
-
-
-def to_tensor(batch: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """(N, h, w, 3) uint8 BGR -> (N, 3, h, w) float32, normalised exactly as the runtime does."""
-    out = np.empty((batch.shape[0], 3, batch.shape[1], batch.shape[2]), np.float32)
-    for i in range(batch.shape[0]):
-        normalise_into(batch[i], norm, out[i])
-    return out
 
 
 def _crop(image: np.ndarray, x0: int, y0: int, size: int) -> np.ndarray:
@@ -194,28 +124,6 @@ def sample_patches(images: np.ndarray, boxes: list[np.ndarray], names: tuple[str
     return np.stack(patches), np.asarray(targets, np.int64)
 
 
-def augment(batch: np.ndarray, rng: np.random.Generator, shift: int) -> np.ndarray:
-    """Flips (the scene has no up/down or left/right), a shift of up to ``shift`` px with edge
-    replication, brightness and contrast +-15%. No scale change: the camera is fixed."""
-    out = np.empty_like(batch)
-    n, h, w = batch.shape[:3]
-    for i in range(n):
-        img = batch[i]
-        if rng.random() < 0.5:
-            img = img[:, ::-1]
-        if rng.random() < 0.5:
-            img = img[::-1]
-        dx, dy = (int(v) for v in rng.integers(-shift, shift + 1, 2))
-        if dx or dy:
-            padded = np.pad(img, ((shift, shift), (shift, shift), (0, 0)), mode="edge")
-            img = padded[shift + dy:shift + dy + h, shift + dx:shift + dx + w]
-        gain, contrast = rng.uniform(0.85, 1.15, 2)
-        f = img.astype(np.float32)
-        f = (f - f.mean()) * contrast + f.mean() * gain
-        out[i] = np.clip(f, 0, 255).astype(np.uint8)
-    return out
-
-
 # -- training -----------------------------------------------------------------------------------------------
 
 
@@ -242,21 +150,6 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
 
     net = build_net(args.width, len(names), args.pool)
     params = sum(p.numel() for p in net.parameters())
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0}]
-
-    def make_optimizer() -> Any:
-        if args.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=args.lr)
-        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-
-    def lr_at(step: int, steps_per_epoch: int, epochs: int, peak: float) -> float:
-        """One epoch of linear warm-up to ``peak``, then cosine to 0."""
-        warmup, total = steps_per_epoch, steps_per_epoch * epochs
-        if step < warmup:
-            return float(peak * (step + 1) / warmup)
-        return float(peak * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup))))
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     rng = np.random.default_rng(args.seed)
@@ -264,7 +157,7 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
     t_train = time.time()
 
     # phase 1: the same network on patches around defects and of empty belt/parts (many clean, cheap samples)
-    opt = make_optimizer()
+    opt = make_optimizer(net, args.optimizer, args.lr, args.weight_decay)
     step = 0
     for epoch in range(1, args.patch_epochs + 1):
         net.train()
@@ -298,33 +191,18 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
         history.append(row)
         print(json.dumps(row), flush=True)
 
-    # phase 2: whole frames
-    opt = make_optimizer()
+    # phase 2: whole frames (agent/training/resnet.py, the loop `edge-agent models train` fine-tunes with)
+    opt = make_optimizer(net, args.optimizer, args.lr, args.weight_decay)
     steps_per_epoch = len(y_train) // args.batch
     step = 0
     for epoch in range(1, args.epochs + 1):
-        net.train()
-        order = rng.permutation(len(y_train))
-        running, seen, correct = 0.0, 0, 0
         t_epoch = time.time()
-        for b in range(steps_per_epoch):
-            idx = np.sort(order[b * args.batch:(b + 1) * args.batch])
-            xb = torch.from_numpy(to_tensor(augment(x_train[idx], rng, args.shift), norm))
-            yb = torch.from_numpy(y_train[idx])
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps_per_epoch, args.epochs, args.frame_lr)
-            opt.zero_grad(set_to_none=True)
-            logits = net(xb)
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            opt.step()
-            step += 1
-            running += loss.item() * len(idx)
-            seen += len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
+        train_loss, train_acc, step = train_frame_epoch(
+            net, opt, loss_fn, x_train, y_train, args.batch, rng, args.shift, norm,
+            lambda s: lr_at(s, steps_per_epoch, args.epochs, args.frame_lr), step)
         val_acc, val_loss = evaluate_torch(net, val_tensor, torch.from_numpy(y_val), loss_fn)
-        row = {"phase": "frames", "epoch": epoch, "train_loss": round(running / seen, 4),
-               "train_acc": round(correct / seen, 4),
+        row = {"phase": "frames", "epoch": epoch, "train_loss": round(train_loss, 4),
+               "train_acc": round(train_acc, 4),
                "val_loss": round(val_loss, 4), "val_acc": round(val_acc, 4), "seconds": round(time.time() - t_epoch)}
         history.append(row)
         print(json.dumps(row), flush=True)
@@ -336,26 +214,13 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
             "val_counts": {n: int((y_val == i).sum()) for i, n in enumerate(names)}}
 
 
-def evaluate_torch(net: Any, x: Any, y: Any, loss_fn: Any) -> tuple[float, float]:
-    import torch
-
-    net.eval()
-    correct, loss = 0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(y), 64):
-            logits = net(x[i:i + 64])
-            loss += float(loss_fn(logits, y[i:i + 64])) * len(logits)
-            correct += int((logits.argmax(1) == y[i:i + 64]).sum())
-    return correct / len(y), loss / len(y)
-
-
 # -- export ------------------------------------------------------------------------------------------------
 
 
 def export_onnx(work: pathlib.Path, target: pathlib.Path, args: argparse.Namespace, names: tuple[str, ...],
                 data_info: dict[str, Any]) -> None:
-    """ONNX with softmax probabilities, opset 17, fixed batch 1, and the metadata the runtime reads."""
-    import onnx
+    """ONNX with softmax probabilities, opset 17, fixed batch 1, and the metadata the runtime reads; checked
+    against torch on real frames (agent/training/resnet.py export_classifier)."""
     import torch
 
     import agent
@@ -363,22 +228,7 @@ def export_onnx(work: pathlib.Path, target: pathlib.Path, args: argparse.Namespa
     checkpoint = torch.load(work / "model.pt", weights_only=True)
     net = build_net(checkpoint["width"], len(names), checkpoint.get("pool", "avg"))
     net.load_state_dict(checkpoint["state_dict"])
-    net.eval()
-
-    class WithSoftmax(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net(x), dim=1)
-
     h, w = args.imgsz
-    raw = work / "export.onnx"
-    torch.onnx.export(WithSoftmax().eval(), (torch.zeros(1, 3, h, w),), str(raw), input_names=["images"],
-                      output_names=["output0"], opset_version=17, dynamo=False, do_constant_folding=True)
-    model = onnx.load(str(raw))
-    model.ir_version = min(model.ir_version, 10)  # onnxruntime 1.31 reads IR <= 13; ultralytics writes 10
     meta = {
         "description": f"edge-agent conveyor frame classifier, ResNet-18 layout at width {checkpoint['width']}",
         "author": "edge-agent (scripts/train_classifier.py)",
@@ -397,25 +247,11 @@ def export_onnx(work: pathlib.Path, target: pathlib.Path, args: argparse.Namespa
         "output": "probabilities",
         "label_rule": data_info.get("label_rule", "severity"),
     }
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.checker.check_model(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(target))
-
-    # the exported graph must give what torch gives, on real frames
-    import onnxruntime as ort
-
     x_val, _, _ = load_split(pathlib.Path(args.data_dir), "val", names, h, w)
-    tensor = to_tensor(x_val[:8], Normalisation(MEAN, STD))
-    sess = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        for i in range(len(tensor)):
-            expect = torch.softmax(net(torch.from_numpy(tensor[i:i + 1])), 1).numpy()
-            got = sess.run(None, {"images": tensor[i:i + 1]})[0]
-            if not np.allclose(expect, got, atol=1e-4):
-                raise SystemExit(f"exported model disagrees with torch: {expect} vs {got}")
+    try:
+        export_classifier(net, target, (h, w), meta, to_tensor(x_val[:8], Normalisation(MEAN, STD)))
+    except EdgeAgentError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 # -- evaluation through the agent's runtime, and the model card ------------------------------------------------
@@ -699,4 +535,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except EdgeAgentError as exc:  # a bad image or model: the message, not a traceback
+        raise SystemExit(f"error: {exc}") from None

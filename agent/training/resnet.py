@@ -257,6 +257,7 @@ def export_classifier(net: Any, target: pathlib.Path, imgsz: tuple[int, int], me
             return torch.softmax(self.net(x), dim=1)
 
     h, w = imgsz
+    target.parent.mkdir(parents=True, exist_ok=True)
     raw = target.with_name(target.stem + ".raw.onnx")
     # the TorchScript exporter (it folds BatchNorms and names nodes by module) warns that it is deprecated
     with warnings.catch_warnings():
@@ -270,7 +271,6 @@ def export_classifier(net: Any, target: pathlib.Path, imgsz: tuple[int, int], me
     for k, v in metadata.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     onnx.checker.check_model(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
     sess = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     with torch.no_grad():
