@@ -47,6 +47,10 @@ def run_train_command(data: pathlib.Path, base: pathlib.Path, out: pathlib.Path 
     opts = TrainOptions(data=data, base=base, out=out or default_out(base), epochs=epochs, imgsz=parse_imgsz(imgsz),
                         lr0=lr0, batch=batch, threads=threads, seed=seed, quantize=quantize, overwrite=overwrite,
                         verbose=verbose, command=command)
-    code = run_training(opts, _say, _epoch)
+    try:
+        code = run_training(opts, _say, _epoch)
+    except KeyboardInterrupt:
+        typer.echo(f"edge-agent: interrupted; nothing written to {opts.out}", err=True)
+        return 130
     typer.echo(str(opts.out))
     return code

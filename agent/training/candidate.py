@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config.models import ModelConfig, TriageConfig
-from agent.errors import DatasetError, EdgeAgentError
+from agent.errors import EdgeAgentError
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.model_info import file_digest
@@ -44,6 +44,7 @@ from agent.training.card import Score, candidate_card, read_earlier_training
 from agent.training.data import TrainingData, check_class_names, check_training_data, task_matches
 from agent.training.extras import require_train_extra
 from agent.training.progress import EpochRow
+from agent.training.trained import TrainedModel
 
 CANDIDATE_SCHEMA = "edge-agent/candidate/v1"
 CALIBRATION_FRAMES = 300
@@ -144,6 +145,26 @@ def _stamp_metadata(path: pathlib.Path, record: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
+def _train(opts: TrainOptions, data: TrainingData, base: BaseModel, work: pathlib.Path,
+           say: Callable[[str], None], on_epoch: Callable[[EpochRow], None]) -> tuple[TrainedModel, pathlib.Path]:
+    """Fine-tune in ``work``; the trained model and the folder of calibration frames for the INT8 step."""
+    if base.task == "detect":
+        from agent.training.detector import DetectorSettings, finetune_detector
+
+        settings = DetectorSettings(epochs=opts.epochs, imgsz=opts.imgsz[0] if opts.imgsz else None, batch=opts.batch,
+                                    seed=opts.seed, threads=opts.threads, verbose=opts.verbose,
+                                    lr0=DetectorSettings.lr0 if opts.lr0 is None else opts.lr0)
+        trained = finetune_detector(base, data, settings, work, on_epoch, say)
+        return trained, _calibration_folder(data, work / "data" / "images" / "train")
+    from agent.training.classifier import ClassifierSettings, finetune_classifier
+
+    csettings = ClassifierSettings(epochs=opts.epochs, batch=opts.batch, seed=opts.seed, threads=opts.threads,
+                                   imgsz=(opts.imgsz[0], opts.imgsz[1]) if opts.imgsz else None,
+                                   lr=ClassifierSettings.lr if opts.lr0 is None else opts.lr0)
+    return finetune_classifier(base, data, csettings, work, on_epoch, say), _calibration_folder(data,
+                                                                                        data.source / "train")
+
+
 def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Callable[[EpochRow], None]) -> int:
     data, base = check_inputs(opts)
     say(f"data: {data.describe()}")
@@ -151,78 +172,69 @@ def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Calla
         f"{', INT8 weights (dequantized to start from)' if base.quantized else ''})")
     require_train_extra(base.task)
     say(f"base network: {check_architecture(base)}")
-    if len(data.train) < 1 or len(data.val) < 1:
-        raise DatasetError(f"--data {data.source}: needs train and val images, has {len(data.train)} and "
-                           f"{len(data.val)}")
     work_root = opts.out.resolve().parent
     work_root.mkdir(parents=True, exist_ok=True)
+    # everything is made in a work folder beside OUT and moved into place at the end: an interrupted or
+    # failed run leaves nothing behind
     with tempfile.TemporaryDirectory(prefix=f".{opts.out.name}-work-", dir=work_root) as tmp:
         work = pathlib.Path(tmp)
-        if base.task == "detect":
-            from agent.training.detector import DetectorSettings, finetune_detector
-
-            settings = DetectorSettings(epochs=opts.epochs, imgsz=opts.imgsz[0] if opts.imgsz else None,
-                                        batch=opts.batch, seed=opts.seed, threads=opts.threads,
-                                        verbose=opts.verbose,
-                                        lr0=DetectorSettings.lr0 if opts.lr0 is None else opts.lr0)
-            trained = finetune_detector(base, data, settings, work, on_epoch, say)
-            calib = _calibration_folder(data, work / "data" / "images" / "train")
-        else:
-            from agent.training.classifier import ClassifierSettings, finetune_classifier
-
-            csettings = ClassifierSettings(epochs=opts.epochs, batch=opts.batch, seed=opts.seed,
-                                           threads=opts.threads,
-                                           imgsz=(opts.imgsz[0], opts.imgsz[1]) if opts.imgsz else None,
-                                           lr=ClassifierSettings.lr if opts.lr0 is None else opts.lr0)
-            trained = finetune_classifier(base, data, csettings, work, on_epoch, say)
-            calib = _calibration_folder(data, data.source / "train")
-        if opts.out.exists() and opts.overwrite:
+        trained, calib = _train(opts, data, base, work, say, on_epoch)
+        stage = work / "candidate"
+        stage.mkdir()
+        code = _write_candidate(opts, data, base, trained, calib, stage, say)
+        if opts.out.exists():  # empty, or --overwrite (checked before training)
             shutil.rmtree(opts.out)
-        opts.out.mkdir(parents=True, exist_ok=True)
-        fp32 = opts.out / f"{base.name}.onnx"
-        shutil.copyfile(trained.onnx, fp32)
-        created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        base_sha = file_digest(base.path)
-        _stamp_metadata(fp32, {"base": base.path.name, "base_sha256": base_sha, "data": str(data.source),
-                               "epochs": opts.epochs, "created_at": created})
-        say("measuring the base model and the candidate on the val split")
-        base_score = score_on_val(base.path, data, opts.threads)
-        cand_score = score_on_val(fp32, data, opts.threads)
-        say(f"val {cand_score.metric}: base {base_score.value:.3f}, candidate {cand_score.value:.3f}")
-        card_path = base.path.with_suffix(".md") if base.path.with_suffix(".md").exists() else \
-            base.path.with_name(base.name + ".md")
-        earlier = read_earlier_training(card_path.read_text()) if card_path.exists() else None
-        record: dict[str, Any] = {
-            "schema": CANDIDATE_SCHEMA, "name": base.name, "task": base.task, "names": list(base.names),
-            "created_at": created, "input": f"1x3x{trained.details['input'][0]}x{trained.details['input'][1]}",
-            "base": {"file": str(base.path), "sha256": base_sha, "model_id": base.info.model_id,
-                     "precision": "int8" if base.quantized else "fp32",
-                     "training": earlier.training if earlier else None},
-            "data": {"source": str(data.source), "task": data.task, "train_images": len(data.train),
-                     "val_images": len(data.val), "counts": data.counts},
-            "settings": trained.settings,
-            "details": trained.details,
-            "train_seconds": round(trained.train_seconds, 1),
-            "history": [row.as_json() for row in trained.history],
-            "metrics": {"split": "val", "metric": cand_score.metric, "base": round(base_score.value, 4),
-                        "candidate": round(cand_score.value, 4)},
-            "files": {"fp32": fp32.name, "card": f"{base.name}.md"},
-            "command": opts.command,
-        }
-        card = opts.out / f"{base.name}.md"
-        card.write_text(candidate_card(record, trained.history, base_score, cand_score))
-        code = 0
-        if opts.quantize:
-            code = _quantize(opts, base, data, fp32, calib)
-            int8 = opts.out / f"{base.name}.int8.onnx"
-            if int8.exists():
-                record["files"]["int8"] = int8.name
-                record["files"]["int8_gate"] = f"{base.name}.int8.gate.json"
-            record["int8"] = "passed" if int8.exists() else "refused by the gate"
-        else:
-            record["int8"] = "not made (--no-quantize)"
-        (opts.out / "candidate.json").write_text(json.dumps(record, indent=1) + "\n")
+        stage.rename(opts.out)
+    if code:
+        say(f"the INT8 gate refused the INT8 model: {opts.out} holds the FP32 candidate only (exit 1)")
     say(f"candidate: {opts.out} ({', '.join(sorted(p.name for p in opts.out.iterdir()))})")
+    return code
+
+
+def _write_candidate(opts: TrainOptions, data: TrainingData, base: BaseModel, trained: TrainedModel,
+                     calib: pathlib.Path, stage: pathlib.Path, say: Callable[[str], None]) -> int:
+    """FP32 model, scores, card, INT8 + gate, candidate.json into ``stage``; the INT8 step's exit code."""
+    fp32 = stage / f"{base.name}.onnx"
+    shutil.copyfile(trained.onnx, fp32)
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    base_sha = file_digest(base.path)
+    _stamp_metadata(fp32, {"base": base.path.name, "base_sha256": base_sha, "data": str(data.source),
+                           "epochs": opts.epochs, "created_at": created})
+    say("measuring the base model and the candidate on the val split")
+    base_score = score_on_val(base.path, data, opts.threads)
+    cand_score = score_on_val(fp32, data, opts.threads)
+    say(f"val {cand_score.metric}: base {base_score.value:.3f}, candidate {cand_score.value:.3f}")
+    card_path = base.path.with_name(base.name + ".md")
+    earlier = read_earlier_training(card_path.read_text()) if card_path.exists() else None
+    record: dict[str, Any] = {
+        "schema": CANDIDATE_SCHEMA, "name": base.name, "task": base.task, "names": list(base.names),
+        "created_at": created, "input": f"1x3x{trained.details['input'][0]}x{trained.details['input'][1]}",
+        "base": {"file": str(base.path), "sha256": base_sha, "model_id": base.info.model_id,
+                 "precision": "int8" if base.quantized else "fp32",
+                 "training": earlier.training if earlier else None},
+        "data": {"source": str(data.source), "task": data.task, "train_images": len(data.train),
+                 "val_images": len(data.val), "counts": data.counts},
+        "settings": trained.settings,
+        "details": trained.details,
+        "train_seconds": round(trained.train_seconds, 1),
+        "history": [row.as_json() for row in trained.history],
+        "metrics": {"split": "val", "metric": cand_score.metric, "base": round(base_score.value, 4),
+                    "candidate": round(cand_score.value, 4)},
+        "files": {"fp32": fp32.name, "card": f"{base.name}.md"},
+        "command": opts.command,
+    }
+    (stage / f"{base.name}.md").write_text(candidate_card(record, trained.history, base_score, cand_score))
+    code = 0
+    if opts.quantize:
+        code = _quantize(opts, base, data, fp32, calib)
+        int8 = stage / f"{base.name}.int8.onnx"
+        if int8.exists():
+            record["files"]["int8"] = int8.name
+            record["files"]["int8_gate"] = f"{base.name}.int8.gate.json"
+        record["int8"] = "passed" if int8.exists() else "refused by the gate"
+    else:
+        record["int8"] = "not made (--no-quantize)"
+    (stage / "candidate.json").write_text(json.dumps(record, indent=1) + "\n")
     return code
 
 
@@ -233,9 +245,9 @@ def _quantize(opts: TrainOptions, base: BaseModel, data: TrainingData, fp32: pat
 
     val = data.source  # read as check_training_data read it
     float_stem = DETECTOR_FLOAT_STEM if base.task == "detect" else 0
-    command = (f"edge-agent models quantize {fp32} --calib {calib} --calib-count {CALIBRATION_FRAMES} --val {val} "
-               f"--flavour cpu" + (f" --float-stem {float_stem}" if float_stem else ""))
+    command = (f"edge-agent models quantize {opts.out / fp32.name} --calib {calib} --calib-count {CALIBRATION_FRAMES} "
+               f"--val {val} --flavour cpu" + (f" --float-stem {float_stem}" if float_stem else ""))
     return run_quantize(QuantizeOptions(
         model=fp32, calib=str(calib), calib_count=CALIBRATION_FRAMES, calib_seed=0, val=str(val), val_split="val",
-        synthetic_seed=opts.seed, val_count=len(data.val), flavour="cpu", out_dir=opts.out, limits=GateLimits(),
+        synthetic_seed=opts.seed, val_count=len(data.val), flavour="cpu", out_dir=fp32.parent, limits=GateLimits(),
         reduce_range=False, threads=opts.threads, band=TriageConfig(), command=command, float_stem=float_stem))

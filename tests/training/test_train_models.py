@@ -138,6 +138,7 @@ def test_a_classifier_of_another_layout_is_refused(tmp_path: pathlib.Path) -> No
         resnet_from_onnx(path, [inputs], tolerance=1e-4)
 
 
+@pytest.mark.slow
 def test_the_int8_detector_rebuilt_is_within_its_rounding_of_the_onnx_output(tmp_path: pathlib.Path) -> None:
     _need("torch", "ultralytics")
     from agent.capture.synthetic import render_still
