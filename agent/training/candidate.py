@@ -84,10 +84,10 @@ def check_inputs(opts: TrainOptions) -> tuple[TrainingData, BaseModel]:
     task_matches(data, base.task, base.path)
     check_class_names(data, base.names, base.path)
     if opts.imgsz is not None and len(opts.imgsz) != (1 if base.task == "detect" else 2):
-        raise EdgeAgentError(f"--imgsz {' '.join(map(str, opts.imgsz))}: a "
+        raise EdgeAgentError(f"--imgsz {'x'.join(map(str, opts.imgsz))}: a "
                              + ("detector trains on square images: give one size, e.g. --imgsz 320"
-                                if base.task == "detect" else "classifier input is height and width, e.g. "
-                                "--imgsz 192 256"))
+                                if base.task == "detect" else "classifier input is height x width, e.g. "
+                                "--imgsz 192x256"))
     return data, base
 
 

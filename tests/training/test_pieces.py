@@ -10,7 +10,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from agent.errors import ModelError
+from agent.cli.train import parse_imgsz
+from agent.errors import EdgeAgentError, ModelError
 from agent.training.card import detector_class_table, read_earlier_training
 from agent.training.onnx_to_resnet import module_path
 from agent.training.onnx_weights import float_weights
@@ -96,3 +97,19 @@ def test_int8_weights_come_back_within_half_a_step_of_the_fp32_source() -> None:
 ])
 def test_exported_node_names_map_to_modules(node: str, module: str) -> None:
     assert module_path(node) == module
+
+
+@pytest.mark.parametrize(("text", "sizes"), [
+    ("320", (320,)),  # a detector's square side
+    ("192x256", (192, 256)),  # a classifier's height x width
+    ("192,256", (192, 256)),
+    (" 224 x 224 ", (224, 224)),
+])
+def test_imgsz_option(text: str, sizes: tuple[int, ...]) -> None:
+    assert parse_imgsz(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["300", "320x", "big", "0", "192x256x3"])
+def test_a_bad_imgsz_option_is_refused(text: str) -> None:
+    with pytest.raises(EdgeAgentError, match=r"--imgsz"):
+        parse_imgsz(text)
