@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 PAD_VALUE = 114
-_INV_255 = np.float32(1.0 / 255.0)
-PAD_FLOAT = np.float32(PAD_VALUE) * _INV_255  # the border in the float tensor, as to_nchw_float computes it
+_255 = np.float32(255.0)  # a true division, as ultralytics does: the same float input, bit for bit
+PAD_FLOAT = np.float32(PAD_VALUE) / _255  # the border in the float tensor, as to_nchw_float computes it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def to_nchw_float(letterboxed: np.ndarray, out: np.ndarray) -> None:
     if out.shape != (3, h, w) or out.dtype != np.float32:
         raise ValueError(f"tensor buffer must be float32 {(3, h, w)}, got {out.dtype} {out.shape}")
     for c in range(3):  # channel 0 of the tensor is R = channel 2 of BGR
-        np.multiply(letterboxed[:, :, 2 - c], _INV_255, out=out[c], casting="unsafe")
+        np.divide(letterboxed[:, :, 2 - c], _255, out=out[c], casting="unsafe")
 
 
 def letterbox_to_tensor(image: np.ndarray, plan: Letterbox, out: np.ndarray, scratch: np.ndarray | None,
@@ -103,7 +103,7 @@ def letterbox_to_tensor(image: np.ndarray, plan: Letterbox, out: np.ndarray, scr
         out.fill(PAD_FLOAT)
     window = out[:, plan.top:plan.top + plan.new_h, plan.left:plan.left + plan.new_w]
     # BGR HWC -> RGB CHW as a view (channels reversed, axes moved), converted and scaled in one pass
-    np.multiply(resized.transpose(2, 0, 1)[::-1], _INV_255, out=window, casting="unsafe")
+    np.divide(resized.transpose(2, 0, 1)[::-1], _255, out=window, casting="unsafe")
 
 
 def boxes_to_source(boxes: np.ndarray, plan: Letterbox) -> np.ndarray:
