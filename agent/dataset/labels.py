@@ -9,13 +9,18 @@ are ignored and listed in the review file.
 
 1. VLM ``uncertain``: the frame is left out (nothing to learn from it).
 2. VLM ``pass``: a background image, no boxes; the prefilter's detections are dropped.
-3. VLM ``defect``: start from every recorded detection (above the model's ``min_score`` floor, and
-   ``--min-score`` when given), most confident first.
+3. VLM ``defect``: start from the recorded detections (above the model's ``min_score`` floor, and
+   ``--min-score`` when given), most confident first. The ones the prefilter *put forward* are its triage
+   tags (at or above the triage's ``reject``); the rest are *below the band*.
 
-   * a detection whose class the VLM named is kept (*confirmed*);
-   * for each named class with no detection of its own, the most confident detection not yet used whose
-     class the VLM did not name gets that class (*relabelled*), when there is one;
-   * the other detections (classes the VLM did not name) are dropped;
+   * a put-forward detection whose class the VLM named is kept (*confirmed*);
+   * a named class with no put-forward detection of its own takes the single most confident detection of
+     that class below the band (*confirmed_below_band*): the VLM says the defect is there and the
+     prefilter's best guess of that class is its likeliest place. Only one: one word of the VLM does not
+     confirm every faint guess of a class (a weak model makes many, most of them background);
+   * a named class still without a box takes the most confident detection not yet used whose class the VLM
+     did not name, put-forward ones first (*relabelled*), when there is one;
+   * every other detection is dropped;
    * a frame where a named class still has no box is left out: training on it would teach the model that
      the defect is background. So is a ``defect`` answer that names no class of the model.
 
@@ -50,7 +55,7 @@ BoxAction = Literal["boxes", "background", "excluded"]
 class BoxLabel:
     class_id: int
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
-    how: Literal["confirmed", "relabelled", "prefilter"]
+    how: Literal["confirmed", "confirmed_below_band", "relabelled", "prefilter"]
     detected_as: str  # the prefilter's class for this box
     confidence: float
 
@@ -94,7 +99,7 @@ def label_frame(record: DatasetRecord, *, pass_class: str = "pass", min_score: f
     if record.task != "detect":
         return FrameLabel("excluded", (), image_class, set(named) != set(put_forward), named, put_forward,
                           tuple(notes))
-    boxes, missing, box_notes = _boxes(record.detections, named, record.names, min_score)
+    boxes, missing, box_notes = _boxes(record, named, min_score)
     notes += box_notes
     changed = any(b.how == "relabelled" for b in boxes) or bool(missing) or len(boxes) != len(
         [d for d in record.detections if d.box is not None and d.confidence >= min_score])
@@ -138,29 +143,40 @@ def _named(record: DatasetRecord) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(named), tuple(unknown)
 
 
-def _boxes(detections: tuple[RecordedDetection, ...], named: tuple[str, ...], names: tuple[str, ...],
+def _boxes(record: DatasetRecord, named: tuple[str, ...],
            min_score: float) -> tuple[list[BoxLabel], list[str], list[str]]:
     """(boxes, named classes without a box, notes) by the module's rule."""
-    ids = {n: i for i, n in enumerate(names)}
-    dets = sorted((d for d in detections if d.box is not None and d.confidence >= min_score),
-                  key=lambda d: -d.confidence)
-    boxes = [BoxLabel(ids[d.label], _box(d), "confirmed", d.label, d.confidence) for d in dets if d.label in named]
-    confirmed = {b.detected_as for b in boxes}
-    spare = [d for d in dets if d.label not in named]
+    ids = {n: i for i, n in enumerate(record.names)}
+
+    def usable(d: RecordedDetection) -> bool:
+        return d.box is not None and d.confidence >= min_score and d.label in ids
+
+    put_forward = sorted((t for t in record.tags if usable(t)), key=lambda d: -d.confidence)
+    forward_keys = {(t.label, t.box) for t in record.tags}
+    below = sorted((d for d in record.detections if usable(d) and (d.label, d.box) not in forward_keys),
+                   key=lambda d: -d.confidence)
+    boxes = [BoxLabel(ids[d.label], _box(d), "confirmed", d.label, d.confidence) for d in put_forward
+             if d.label in named]
+    boxed = {b.detected_as for b in boxes}
     notes: list[str] = []
     missing: list[str] = []
+    spare = [d for d in put_forward + below if d.label not in named]
     for cls in named:
-        if cls in confirmed:
+        if cls in boxed:
             continue
-        if spare:
+        weak = next((d for d in below if d.label == cls), None)
+        if weak is not None:
+            boxes.append(BoxLabel(ids[cls], _box(weak), "confirmed_below_band", cls, weak.confidence))
+            notes.append(f"took the prefilter's best {cls} below the band ({weak.confidence:.2f}): the VLM named it")
+        elif spare:
             d = spare.pop(0)
             boxes.append(BoxLabel(ids[cls], _box(d), "relabelled", d.label, d.confidence))
             notes.append(f"relabelled the prefilter's {d.label} ({d.confidence:.2f}) as {cls}, which the VLM named")
         else:
             missing.append(cls)
-    if spare:
-        notes.append(f"dropped {len(spare)} detection(s) of classes the VLM did not name: "
-                     f"{', '.join(sorted({d.label for d in spare}))}")
+    dropped = len(put_forward) + len(below) - len(boxes)
+    if dropped:
+        notes.append(f"dropped {dropped} other detection(s): below the band or of a class the VLM did not name")
     return boxes, missing, notes
 
 

@@ -145,7 +145,7 @@ def test_the_review_file_lists_every_disagreement_and_what_was_done(tmp_path: pa
     assert by_seq[2]["detection"] == "boxes" and "relabelled the prefilter's stain (0.40) as hole" in by_seq[2]["notes"]
     assert by_seq[3]["detection"] == "background" and by_seq[3]["vlm_verdict"] == "pass"
     assert by_seq[4]["detection"] == "excluded" and "no box for missing" in by_seq[4]["notes"]
-    assert by_seq[6]["detection"] == "boxes" and "dropped 1 detection(s)" in by_seq[6]["notes"]
+    assert by_seq[6]["detection"] == "boxes" and "dropped 1 other detection(s)" in by_seq[6]["notes"]
     assert by_seq[7]["detection"] == "excluded" and by_seq[7]["image_class"] == "left out"
     assert by_seq[2]["prefilter"] == "stain 0.40" and by_seq[2]["vlm_classes"] == "hole"
 

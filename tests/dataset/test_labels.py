@@ -31,9 +31,16 @@ def boxes(record: DatasetRecord, **kw: float) -> list[tuple[str, tuple[float, ..
     # the VLM names another class and there is no detection of it: the best unconfirmed one is relabelled
     ([det("stain", 0.4, A), det("stain", 0.2, B)], "defect", ["hole"], "boxes", [("hole", A, "relabelled")],
      "hole", True),
-    # a confirmed class is kept, a class the VLM did not name is dropped
+    # a confirmed class is kept; a class the VLM did not name is dropped, and so is a weaker guess of the
+    # confirmed class below the band (one VLM word does not confirm every faint guess)
     ([det("scratch", 0.45, A), det("stain", 0.3, B), det("scratch", 0.08, C)], "defect", ["scratch"], "boxes",
-     [("scratch", A, "confirmed"), ("scratch", C, "confirmed")], "scratch", True),
+     [("scratch", A, "confirmed")], "scratch", True),
+    # a named class with nothing put forward takes its single best guess below the band, not the others
+    ([det("stain", 0.12, A), det("stain", 0.07, B), det("scratch", 0.5, C)], "defect", ["stain"], "boxes",
+     [("stain", A, "confirmed_below_band")], "stain", True),
+    # below-band guesses of a named class come before relabelling a put-forward detection of another class
+    ([det("hole", 0.3, A), det("stain", 0.1, B)], "defect", ["hole", "stain"], "boxes",
+     [("hole", A, "confirmed"), ("stain", B, "confirmed_below_band")], "hole", True),
     # two named classes, one detected, the other relabelled from the best spare detection
     ([det("scratch", 0.4, A), det("stain", 0.3, B), det("missing", 0.1, C)], "defect", ["scratch", "hole"],
      "boxes", [("scratch", A, "confirmed"), ("hole", B, "relabelled")], "scratch", True),
