@@ -37,6 +37,7 @@ from typing import Any
 from agent.config.models import ModelConfig, TriageConfig
 from agent.errors import EdgeAgentError
 from agent.prefilter.classifier import ImageClassifier
+from agent.prefilter.detection import PrefilterResult
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.model_info import file_digest
 from agent.training.base import BaseModel, inspect_base
@@ -45,6 +46,7 @@ from agent.training.data import TrainingData, check_class_names, check_training_
 from agent.training.extras import require_train_extra
 from agent.training.progress import EpochRow
 from agent.training.trained import TrainedModel
+from agent.triage.policy import decide
 
 CANDIDATE_SCHEMA = "edge-agent/candidate/v1"
 CALIBRATION_FRAMES = 300
@@ -113,13 +115,23 @@ def score_on_val(model_path: pathlib.Path, data: TrainingData, threads: int) -> 
 
     model = open_prefilter(model_path, ModelConfig(path=model_path, min_score=0.001, iou_threshold=0.7,
                                                    max_detections=300, intra_op_threads=threads))
+    band = TriageConfig()  # triage looks only above band.reject, so the low-score boxes mAP needs do not matter
+    verdicts: list[str] = []
+
+    def triage(_item: Any, result: PrefilterResult) -> None:
+        verdicts.append(decide(result, band).verdict)
+
     if isinstance(model, ImageClassifier):
-        cm = evaluate_classifier(model, read_classify_dataset(data.source, "val", names=model.info.names))
+        cm = evaluate_classifier(model, read_classify_dataset(data.source, "val", names=model.info.names),
+                                 on_result=triage)
         return Score("accuracy", cm.accuracy, {c.name: {"support": c.support, "precision": c.precision,
-                                                        "recall": c.recall, "score": c.f1} for c in cm.classes}, "F1")
-    dm = evaluate_detector(model, read_yolo_dataset(data.source, "val", names=model.info.names), model.info.names)
+                                                        "recall": c.recall, "score": c.f1} for c in cm.classes}, "F1",
+                     uncertain=verdicts.count("uncertain") / max(1, len(verdicts)))
+    dm = evaluate_detector(model, read_yolo_dataset(data.source, "val", names=model.info.names), model.info.names,
+                           on_result=triage)
     return Score("mAP50", dm.map50, {c.name: {"support": c.gt_count, "precision": c.precision, "recall": c.recall,
-                                              "score": c.ap50} for c in dm.classes}, "AP50")
+                                              "score": c.ap50} for c in dm.classes}, "AP50",
+                 uncertain=verdicts.count("uncertain") / max(1, len(verdicts)))
 
 
 def _calibration_folder(data: TrainingData, linked: pathlib.Path) -> pathlib.Path:
@@ -203,7 +215,8 @@ def _write_candidate(opts: TrainOptions, data: TrainingData, base: BaseModel, tr
     say("measuring the base model and the candidate on the val split")
     base_score = score_on_val(base.path, data, opts.threads)
     cand_score = score_on_val(fp32, data, opts.threads)
-    say(f"val {cand_score.metric}: base {base_score.value:.3f}, candidate {cand_score.value:.3f}")
+    say(f"val {cand_score.metric}: base {base_score.value:.3f}, candidate {cand_score.value:.3f}; uncertain "
+        f"(to the VLM): base {100 * base_score.uncertain:.1f}%, candidate {100 * cand_score.uncertain:.1f}%")
     card_path = base.path.with_name(base.name + ".md")
     earlier = read_earlier_training(card_path.read_text()) if card_path.exists() else None
     record: dict[str, Any] = {
@@ -219,7 +232,9 @@ def _write_candidate(opts: TrainOptions, data: TrainingData, base: BaseModel, tr
         "train_seconds": round(trained.train_seconds, 1),
         "history": [row.as_json() for row in trained.history],
         "metrics": {"split": "val", "metric": cand_score.metric, "base": round(base_score.value, 4),
-                    "candidate": round(cand_score.value, 4)},
+                    "candidate": round(cand_score.value, 4),
+                    "uncertain_share": {"base": round(base_score.uncertain, 4),
+                                        "candidate": round(cand_score.uncertain, 4)}},
         "files": {"fp32": fp32.name, "card": f"{base.name}.md"},
         "command": opts.command,
     }

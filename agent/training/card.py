@@ -47,6 +47,7 @@ class Score:
     value: float
     per_class: Mapping[str, Mapping[str, float | int | None]]  # name -> support, precision, recall, AP50/F1
     per_class_metric: str  # AP50 or F1
+    uncertain: float = 0.0  # share of the frames the default triage band calls uncertain (they would be escalated)
 
 
 def _f(v: Any) -> str:
@@ -116,8 +117,10 @@ which compares it with the running model on a held-out labelled set.
 
 Measured with the agent's runtime (`agent.prefilter`, the code the service runs):
 {base_score.metric} **{base_score.value:.3f}** for the base model, **{candidate_score.value:.3f}** for the
-candidate ({change:+.1f} points). The val split is the dataset's own: it says how the
-fine-tune fits this data; the promotion gate decides on a held-out set.
+candidate ({change:+.1f} points). With the default triage band, {100 * base_score.uncertain:.1f}% of the frames
+are uncertain (would go to the VLM) with the base model, {100 * candidate_score.uncertain:.1f}% with the candidate.
+The val split is the dataset's own: it says how the fine-tune fits this data; the promotion gate decides on a
+held-out set.
 
 {_comparison(base_score, candidate_score)}
 

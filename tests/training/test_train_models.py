@@ -60,10 +60,12 @@ def test_the_shipped_detector_fine_tuned_for_an_epoch_gives_a_gated_candidate(tm
     assert [row["epoch"] for row in candidate["history"]] == [1]
     assert set(candidate["history"][0]["losses"]) == {"box", "cls", "dfl"}
     assert 0.0 <= candidate["metrics"]["candidate"] <= 1.0 and candidate["metrics"]["metric"] == "mAP50"
+    assert 0.0 <= candidate["metrics"]["uncertain_share"]["candidate"] <= 1.0  # what would go to the VLM
     card = (out / "conveyor-yolov8n.md").read_text()
     assert "fine-tuned detector (candidate)" in card and "`models/conveyor-yolov8n.onnx`" not in card.split("|")[0]
     assert "| 1/1 |" in card and "## INT8 (accuracy-gated)" in card and "16 train / 8 val images" in card
     assert "stage 4" in card  # the base model's own training, from its card
+    assert re.search(r"[0-9.]+% of the frames\s+are uncertain", card), card
     meta = {p.key: p.value for p in onnx.load(str(out / "conveyor-yolov8n.onnx")).metadata_props}
     assert json.loads(meta["edge_agent.training"])["base_sha256"] == candidate["base"]["sha256"]
 
