@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.capture.frame import Frame
+from agent.capture.priority import yield_to_model
 from agent.config.models import AgentConfig, CameraConfig
 from agent.prefilter.detection import PrefilterResult
 from agent.publish.event import TagEvent, build_event
@@ -296,6 +297,8 @@ class InferenceLoop:
     # -- the three stages -----------------------------------------------------------------------------
 
     def _guarded(self, stage: Callable[[], None]) -> None:
+        if stage != self._model_loop:
+            yield_to_model()  # the threads around the model yield their cores to it (agent.capture.priority)
         try:
             stage()
         except BaseException as exc:  # recorded for the service, which shuts down on it

@@ -40,6 +40,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from agent.capture.frame import Frame
+from agent.capture.priority import yield_to_model
 from agent.capture.sources import FrameSource, open_source
 from agent.capture.synthetic import FrameTruth
 from agent.config.models import CameraConfig
@@ -240,6 +241,7 @@ class Grabber:
                 logger.exception("on_state callback failed for camera %s (state %s)", self.camera.id, state)
 
     def _run(self) -> None:
+        yield_to_model()  # decoding feeds the model: it must not take the model's cores (agent.capture.priority)
         final = "stopped"
         try:
             final = self._loop()
