@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The whole agent against the bare model loop and against ultralytics' predictor, in one run.
 
-    python scripts/bench_pipeline.py [--quick] [--rounds 5] [--frames 400] [--size 1280x960]
+    python scripts/bench_pipeline.py [--quick] [--rounds 4] [--frames 400] [--size 1280x960] [--threads 1 2]
     python scripts/bench_pipeline.py --breakdown        # where one frame's time goes, stage by stage
 
 One video (the synthetic conveyor scene, rendered at 640x480 and scaled to ``--size``, the frame a
@@ -16,13 +16,15 @@ its own process so that none inherits another's threads, imports or memory:
 * **ultralytics**: ``YOLO(model.onnx).predict(video, stream=True)`` (the ``train`` extra), the same
   ONNX file, same score threshold, IoU and image size, frames per second as the results come.
 
-Sides run in rounds, their order rotating each round, so load from other processes hits all of them
-alike; rates are measured after the first ``--warmup`` frames. Printed: every round's frames per
-second, the medians, and the ratios (each round's ratio of two sides measured next to each other, and
-the median over rounds): agent / bare, agent / ultralytics on the same file, agent on INT8 / ultralytics
-on FP32, INT8 / FP32; the box agreement of agent and ultralytics (boxes matched by class and IoU >=
-0.5, confidence differences); the resident memory (peak RSS) of the agent process with one camera and
-with four cameras on the same video.
+``--threads`` takes one or more ``model.intra_op_threads`` settings (default 1 and the agent's
+default): the bare loop and the agent run at each (ultralytics with its own session options). Sides
+run in rounds, their order rotating each round, so load from other processes hits all of them alike;
+rates are measured after the first ``--warmup`` frames. Printed: every round's frames per second, the
+medians, and the ratios (each round's ratio of two sides measured next to each other, and the median
+over rounds): agent / bare, agent / ultralytics on the same file, agent on INT8 / ultralytics on FP32,
+INT8 / FP32; the box agreement of agent and ultralytics (boxes matched by class and IoU >= 0.5,
+confidence differences); the resident memory (peak RSS) of the agent process with one camera and with
+four cameras on the same video.
 """
 
 from __future__ import annotations
@@ -343,13 +345,14 @@ def fmt_rounds(values: list[float], spec: str = ".1f") -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a short run: 2 rounds of 200 frames, no 4-camera RSS round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="a short run: 2 rounds of 300 frames, no 4-camera RSS round")
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--frames", type=int, default=400, help="frames in the video")
     ap.add_argument("--warmup", type=int, default=20, help="frames at the start of every side that are not timed")
     ap.add_argument("--size", type=parse_size, default=(1280, 960), help="the camera's frame size, WxH")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="model.intra_op_threads of the agent and the bare loop (default: the agent's default)")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="model.intra_op_threads of the agent and the bare loop, one or more settings compared side "
+                    "by side (default: 1 and the agent's default)")
     ap.add_argument("--models", nargs="+", type=pathlib.Path, default=[FP32, INT8])
     ap.add_argument("--no-ultralytics", action="store_true", help="skip the ultralytics side (no train extra)")
     ap.add_argument("--breakdown", action="store_true", help="only time each stage of one frame, per model")
@@ -363,8 +366,9 @@ def main() -> int:
     if args.threads is None:
         from agent.config.models import ModelConfig
 
-        args.threads = ModelConfig().intra_op_threads
+        args.threads = sorted({1, ModelConfig().intra_op_threads})
     if args.worker:
+        args.threads = args.threads[0]
         print(json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
     for model in args.models:
@@ -372,7 +376,7 @@ def main() -> int:
             print(f"model file {model} does not exist; expected an ONNX detector (e.g. {FP32})", file=sys.stderr)
             return 2
     if args.quick:
-        args.rounds, args.frames = min(args.rounds, 2), min(args.frames, 200)
+        args.rounds, args.frames = min(args.rounds, 2), min(args.frames, 300)
     if args.rounds < 1 or args.frames < args.warmup + 20:
         print(f"--rounds must be >= 1 and --frames >= --warmup + 20 ({args.warmup + 20})", file=sys.stderr)
         return 2
@@ -386,10 +390,10 @@ def main() -> int:
 
     with broker() as url, tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         video = write_video(pathlib.Path(tmp) / "conveyor.mp4", args.frames, args.size)
-        common = ["--video", str(video), "--broker", url, "--warmup", str(args.warmup), "--frames", str(args.frames),
-                  "--threads", str(args.threads)]
+        common = ["--video", str(video), "--broker", url, "--warmup", str(args.warmup), "--frames", str(args.frames)]
         size = f"{args.size[0]}x{args.size[1]}"
-        print(f"{os.cpu_count()} cores, {args.frames} frames of {size} MPEG-4, model intra-op threads {args.threads}, "
+        threads = " and ".join(str(t) for t in args.threads)
+        print(f"{os.cpu_count()} cores, {args.frames} frames of {size} MPEG-4, model intra-op threads {threads}, "
               f"{args.rounds} rounds, first {args.warmup} frames of every side untimed; {load_text()}", flush=True)
         if args.breakdown:
             return breakdown(args, common)
@@ -399,7 +403,7 @@ def main() -> int:
 def breakdown(args: argparse.Namespace, common: list[str]) -> int:
     print("median ms per frame, one thread running every stage in turn (the agent overlaps decode with the rest):")
     for model in args.models:
-        result = run_worker("breakdown", model, common)
+        result = run_worker("breakdown", model, [*common, "--threads", str(args.threads[0])])
         total = sum(result["ms"].values())
         cells = "  ".join(f"{s} {v:.2f}" for s, v in result["ms"].items())
         print(f"  {model.name:<28} {cells}  | sum {total:.2f} ms; session.run is "
@@ -411,29 +415,34 @@ def compare(args: argparse.Namespace, common: list[str]) -> int:
     from agent.prefilter.gate_record import file_precision
 
     precision = {m: file_precision(m) for m in args.models}
-    sides = ["bare", "agent"] + ([] if args.no_ultralytics else ["ultralytics"])
+    tag = (lambda t: "") if len(args.threads) == 1 else (lambda t: f" t{t}")
+    # a side: (label, worker, intra-op threads); ultralytics runs with its own session options
+    sides = [(f"{kind}{tag(t)}", kind, t) for t in args.threads for kind in ("bare", "agent")]
+    if not args.no_ultralytics:
+        sides.append(("ultralytics", "ultralytics", args.threads[0]))
     fps: dict[tuple[str, str], list[float]] = {}
     boxes: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
     rss: dict[int, list[float]] = {1: [], 4: []}  # peak over the process's life (model loading included)
     rss_running: dict[int, list[float]] = {1: [], 4: []}  # while frames flow
     loads: list[str] = []
     for r in range(args.rounds):
-        # the sides of one model run back to back (their ratio is the one that matters most), the side that
-        # goes first rotates every round and the models swap places every other round
+        # the sides of one model run back to back (their ratios matter most), the side that goes first
+        # rotates every round and the models swap places every other round
         models = args.models if r % 2 == 0 else args.models[::-1]
         turn = sides[r % len(sides):] + sides[:r % len(sides)]
         line = []
-        for model, side in [(m, s) for m in models for s in turn]:
-            result = run_worker(side, model, common)
-            fps.setdefault((model.name, side), []).append(result["fps"])
-            line.append(f"{precision[model]} {side} {result['fps']:.1f}")
-            if "boxes" in result:
-                boxes[(model.name, side)] = result["boxes"]
-            if side == "agent" and model == args.models[-1]:
-                rss[1].append(result["rss_peak_mb"])
-                rss_running[1].append(result["rss_running_mb"])
+        for model in models:
+            for label, kind, threads in turn:
+                result = run_worker(kind, model, [*common, "--threads", str(threads)])
+                fps.setdefault((model.name, label), []).append(result["fps"])
+                line.append(f"{precision[model]} {label} {result['fps']:.1f}")
+                if "boxes" in result:
+                    boxes[(model.name, kind)] = result["boxes"]
+                if kind == "agent" and model == args.models[-1] and threads == args.threads[0]:
+                    rss[1].append(result["rss_peak_mb"])
+                    rss_running[1].append(result["rss_running_mb"])
         if not args.quick and r == 0:
-            four = run_worker("agent", args.models[-1], common, ("--cameras", "4"))
+            four = run_worker("agent", args.models[-1], [*common, "--threads", str(args.threads[0]), "--cameras", "4"])
             rss[4].append(four["rss_peak_mb"])
             rss_running[4].append(four["rss_running_mb"])
             fps.setdefault(("4 cameras", "agent"), []).append(four["fps"])
@@ -442,36 +451,43 @@ def compare(args: argparse.Namespace, common: list[str]) -> int:
 
     names = [m.name for m in args.models]
     print("\nframes per second, per round:")
-    for (name, side), values in fps.items():
-        print(f"  {name:<28} {side:<12} median {med(values):7.1f}   rounds: {fmt_rounds(values)}")
-
-    def ratio(a: tuple[str, str], b: tuple[str, str]) -> tuple[float, list[float]]:
-        per_round = [x / y for x, y in zip(fps[a], fps[b], strict=True)]
-        return med(per_round), per_round
+    for (name, label), values in fps.items():
+        print(f"  {name:<28} {label:<12} median {med(values):7.1f}   rounds: {fmt_rounds(values)}")
 
     print("\nratios (median of the per-round ratios; per round):")
     checks: list[tuple[str, float, float]] = []
 
-    def show(label: str, a: tuple[str, str], b: tuple[str, str], bar: float | None = None) -> None:
-        value, per_round = ratio(a, b)
+    def show(text: str, a: tuple[str, str], b: tuple[str, str], bar: float | None = None) -> None:
+        per_round = [x / y for x, y in zip(fps[a], fps[b], strict=True)]
+        value = med(per_round)
         verdict = "" if bar is None else f"  must be >= {bar:g}: {'yes' if value >= bar else 'NO'}"
-        print(f"  {label:<52} {value:5.2f}x   rounds: {fmt_rounds(per_round, '.2f')}{verdict}")
+        print(f"  {text:<58} {value:5.2f}x   rounds: {fmt_rounds(per_round, '.2f')}{verdict}")
         if bar is not None:
-            checks.append((label, value, bar))
+            checks.append((text, value, bar))
 
-    for name in names:
-        show(f"agent / bare session.run, {name}", (name, "agent"), (name, "bare"), 0.9)
-    if "ultralytics" in sides:
+    labels = [label for label, _kind, _t in sides]
+    for t in args.threads:
         for name in names:
-            show(f"agent / ultralytics, both {name}", (name, "agent"), (name, "ultralytics"), 1.1)
-            show(f"bare / ultralytics, both {name}", (name, "bare"), (name, "ultralytics"))
-        if len(names) > 1:
-            show(f"agent {names[-1]} / ultralytics {names[0]}", (names[-1], "agent"), (names[0], "ultralytics"), 2.0)
+            show(f"agent / bare session.run{tag(t)}, {name}", (name, f"agent{tag(t)}"), (name, f"bare{tag(t)}"), 0.9)
+    if len(args.threads) > 1:
+        for t in args.threads:
+            for name in names:
+                best = max(args.threads, key=lambda u, name=name: med(fps[(name, f"bare{tag(u)}")]))
+                show(f"agent{tag(t)} / the fastest bare loop (t{best}), {name}", (name, f"agent{tag(t)}"),
+                     (name, f"bare{tag(best)}"))
+    if not args.no_ultralytics:
+        for t in args.threads:
+            for name in names:
+                show(f"agent{tag(t)} / ultralytics, both {name}", (name, f"agent{tag(t)}"), (name, "ultralytics"), 1.1)
+                show(f"bare{tag(t)} / ultralytics, both {name}", (name, f"bare{tag(t)}"), (name, "ultralytics"))
+            if len(names) > 1:
+                show(f"agent{tag(t)} {names[-1]} / ultralytics {names[0]}", (names[-1], f"agent{tag(t)}"),
+                     (names[0], "ultralytics"), 2.0)
     if len(names) > 1:
-        for side in sides:
-            show(f"{side}: {names[-1]} / {names[0]}", (names[-1], side), (names[0], side))
+        for label in labels:
+            show(f"{label}: {names[-1]} / {names[0]}", (names[-1], label), (names[0], label))
 
-    if "ultralytics" in sides:
+    if not args.no_ultralytics:
         print(f"\nbox agreement, agent vs ultralytics (same class, IoU >= {MATCH_IOU}, last round, every frame):")
         for name in names:
             agree = box_agreement(boxes[(name, "agent")], boxes[(name, "ultralytics")])
@@ -479,8 +495,8 @@ def compare(args: argparse.Namespace, common: list[str]) -> int:
                   f"{agree['only_ultralytics']}; IoU mean {agree['mean_iou']:.4f} min {agree['min_iou']:.4f}; "
                   f"|confidence difference| mean {agree['mean_conf_diff']:.4f} max {agree['max_conf_diff']:.4f}")
 
-    print(f"\nresident memory of the agent process, {names[-1]} (peak RSS over its life, model loading included; "
-          "RSS while frames flow):")
+    print(f"\nresident memory of the agent process, {names[-1]}, intra-op threads {args.threads[0]} (peak RSS over "
+          "its life, model loading included; RSS while frames flow):")
     print(f"  one camera:   peak median {med(rss[1]):6.1f} MB (rounds: {fmt_rounds(rss[1])}), running "
           f"{med(rss_running[1]):6.1f} MB; must be <= 300 MB: {'yes' if med(rss[1]) <= 300 else 'NO'}")
     if rss[4]:
