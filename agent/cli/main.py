@@ -469,6 +469,10 @@ def models_train(
         help="make the INT8 model and run its accuracy gate on the val split")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace what is in --out")] = False,
     verbose: Annotated[bool, typer.Option(help="show the trainer's own output")] = False,
+    export_epoch: Annotated[str, typer.Option(
+        help="detector: the epoch exported, best (by the val split's fitness) or last; a dataset recorded by the "
+             "agent has val boxes from the base model itself, which makes the first epochs look best: use last "
+             "there and let `models promote` judge. The classifier always exports its last epoch")] = "best",
 ) -> None:
     """Fine-tune the detector or classifier on a dataset, offline (needs the train extra), and write a candidate
     folder: FP32 ONNX, INT8 ONNX with its gate record, and a model card. Exit 1 when the INT8 gate refused."""
@@ -476,7 +480,7 @@ def models_train(
 
     try:
         code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
-                                 verbose, "edge-agent models train " + " ".join(sys.argv[3:]))
+                                 verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch)
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

@@ -41,12 +41,12 @@ def _epoch(row: EpochRow) -> None:
 
 def run_train_command(data: pathlib.Path, base: pathlib.Path, out: pathlib.Path | None, epochs: int,
                       imgsz: str | None, lr0: float | None, batch: int, threads: int, seed: int, quantize: bool,
-                      overwrite: bool, verbose: bool, command: str) -> int:
+                      overwrite: bool, verbose: bool, command: str, export_epoch: str = "best") -> int:
     from agent.training.candidate import TrainOptions, run_training
 
     opts = TrainOptions(data=data, base=base, out=out or default_out(base), epochs=epochs, imgsz=parse_imgsz(imgsz),
                         lr0=lr0, batch=batch, threads=threads, seed=seed, quantize=quantize, overwrite=overwrite,
-                        verbose=verbose, command=command)
+                        verbose=verbose, command=command, export_epoch=export_epoch)
     try:
         code = run_training(opts, _say, _epoch)
     except KeyboardInterrupt:

@@ -68,6 +68,7 @@ class TrainOptions:
     overwrite: bool
     verbose: bool
     command: str
+    export_epoch: str = "best"  # detector: best (val fitness) or last; the classifier exports its last
 
 
 def check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
@@ -80,6 +81,8 @@ def check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
 
 def check_inputs(opts: TrainOptions) -> tuple[TrainingData, BaseModel]:
     """Everything about the command's inputs that can be checked without torch."""
+    if opts.export_epoch not in ("best", "last"):
+        raise EdgeAgentError(f"--export-epoch {opts.export_epoch!r}: expected best or last")
     check_out_folder(opts.out, opts.overwrite)
     data = check_training_data(opts.data)
     base = inspect_base(opts.base)
@@ -165,7 +168,8 @@ def _train(opts: TrainOptions, data: TrainingData, base: BaseModel, work: pathli
 
         settings = DetectorSettings(epochs=opts.epochs, imgsz=opts.imgsz[0] if opts.imgsz else None, batch=opts.batch,
                                     seed=opts.seed, threads=opts.threads, verbose=opts.verbose,
-                                    lr0=DetectorSettings.lr0 if opts.lr0 is None else opts.lr0)
+                                    lr0=DetectorSettings.lr0 if opts.lr0 is None else opts.lr0,
+                                    export_epoch=opts.export_epoch)
         trained = finetune_detector(base, data, settings, work, on_epoch, say)
         return trained, _calibration_folder(data, work / "data" / "images" / "train")
     from agent.training.classifier import ClassifierSettings, finetune_classifier

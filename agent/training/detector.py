@@ -46,6 +46,7 @@ class DetectorSettings:
     seed: int = 7
     threads: int = 2
     verbose: bool = False  # ultralytics' own output
+    export_epoch: str = "best"  # best (ultralytics' val fitness) or last
 
 
 def link_dataset(data: TrainingData, target: pathlib.Path) -> pathlib.Path:
@@ -132,14 +133,15 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
                 close_mosaic=close_mosaic, optimizer="AdamW", lr0=settings.lr0, val=True,
                 warmup_bias_lr=settings.lr0)  # ultralytics' default 0.1 for biases would undo a fine-tune
     train_s = time.monotonic() - started
-    best = work / "run" / "weights" / "best.pt"
-    if not best.exists():
-        raise ModelError(f"training ended without a checkpoint ({best} is missing); see {work / 'run'}")
-    say(f"exporting the best epoch to ONNX ({imgsz}x{imgsz})")
-    exported = pathlib.Path(YOLO(str(best)).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu"))
+    chosen = work / "run" / "weights" / f"{settings.export_epoch}.pt"
+    if not chosen.exists():
+        raise ModelError(f"training ended without a checkpoint ({chosen} is missing); see {work / 'run'}")
+    say(f"exporting the {settings.export_epoch} epoch to ONNX ({imgsz}x{imgsz})")
+    exported = pathlib.Path(YOLO(str(chosen)).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu"))
     return TrainedModel(onnx=exported, history=tuple(history), train_seconds=train_s, settings={
         "epochs": settings.epochs, "imgsz": imgsz, "batch": settings.batch, "optimizer": "AdamW",
         "lr0": settings.lr0, "close_mosaic": close_mosaic, "seed": settings.seed, "threads": settings.threads,
+        "export_epoch": settings.export_epoch,
     }, details={
         "architecture": f"YOLOv8{rebuilt['scale']}, {rebuilt['activation']} activation",
         "init": f"rebuilt from {base.path.name} (BatchNorms re-estimated on {min(BN_IMAGES, len(data.train))} "

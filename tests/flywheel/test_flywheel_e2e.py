@@ -196,7 +196,8 @@ def test_vlm_answers_retrain_the_prefilter_and_the_promoted_model_is_better_and_
             print(f"exported {exported}: {out.strip().splitlines()[-1]}", flush=True)
             assert exported["train"] >= 60 and exported["val"] >= 10, (exported, out)
             edge_agent("models", "train", "--data", str(workdir / "data" / "data.yaml"), "--base", str(running),
-                       "--out", str(workdir / "candidate"), "--epochs", "3", "--lr0", "1e-3", cwd=workdir, ok=(0, 1))
+                       "--out", str(workdir / "candidate"), "--epochs", "5", "--export-epoch", "last",
+                       cwd=workdir, ok=(0, 1))
             promoted = edge_agent("models", "promote", str(workdir / "candidate"), "--config", str(config_file),
                                   "--val", str(held_out / "data.yaml"), "--margin", str(-MAP50_GAIN), "--no-reload",
                                   cwd=workdir)
