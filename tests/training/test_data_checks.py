@@ -189,6 +189,9 @@ def test_the_command_names_each_bad_input_and_exits_2(yolo_copy: pathlib.Path, t
     assert_fails_cleanly(proc, "is a dataset for a detector (YOLO labels), but --base conveyor-resnet-cls.int8.onnx")
     proc = edge_agent("models", "train", "--data", str(yolo_copy), "--base", str(DETECTOR), "--imgsz", "300")
     assert_fails_cleanly(proc, "multiples of 32")
+    proc = edge_agent("models", "train", "--data", str(yolo_copy), "--base", str(DETECTOR), "--export-epoch", "first",
+                      "--out", str(tmp_path / "cand"))
+    assert_fails_cleanly(proc, "--export-epoch 'first': expected best or last")
 
 
 def test_without_the_train_extra_the_command_says_what_to_install(yolo_set: pathlib.Path,
