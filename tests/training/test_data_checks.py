@@ -196,17 +196,17 @@ def test_the_command_names_each_bad_input_and_exits_2(yolo_copy: pathlib.Path, t
 
 def test_without_the_train_extra_the_command_says_what_to_install(yolo_set: pathlib.Path,
                                                                   tmp_path: pathlib.Path) -> None:
-    # torch and ultralytics hidden from the import system: what an install without the extra sees
+    # the train extra's modules hidden from the import system: what an install without the extra sees
     code = ("import sys, importlib.util\n"
             "real = importlib.util.find_spec\n"
-            "importlib.util.find_spec = lambda n, *a: None if n.split('.')[0] in ('torch', 'ultralytics') "
+            "importlib.util.find_spec = lambda n, *a: None if n.split('.')[0] in ('torch', 'ultralytics', 'onnxslim') "
             "else real(n, *a)\n"
             "from agent.cli.main import main\n"
             f"sys.argv = ['edge-agent', 'models', 'train', '--data', {str(yolo_set)!r}, '--base', {str(DETECTOR)!r},"
             f" '--out', {str(tmp_path / 'cand')!r}]\n"
             "main()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert_fails_cleanly(proc, "needs the train extra, and torch, ultralytics are not installed; run "
+    assert_fails_cleanly(proc, "needs the train extra, and torch, ultralytics, onnxslim are not installed; run "
                                "`pip install -e '.[train]'`")
     assert not (tmp_path / "cand").exists()
 
