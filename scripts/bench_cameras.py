@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import datetime
 import os
 import pathlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -62,15 +60,6 @@ def write_video(path: pathlib.Path, frames: int) -> pathlib.Path:
         writer.write(render_still(rng)[0])
     writer.release()
     return path
-
-
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    mosquitto = LocalMosquitto().start()
-    try:
-        yield mosquitto.url
-    finally:
-        mosquitto.stop()
 
 
 def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, max_batch: int, threads: int,
@@ -131,7 +120,7 @@ def main() -> int:
     modes = {"one call per frame": 1, f"batched (max_batch {args.batch})": args.batch}
     print(f"{args.cameras} cameras, {os.cpu_count()} cores, model {args.model or ModelConfig().path.name}, "
           f"{args.threads} intra-op threads, {args.seconds:g} s x {args.rounds} rounds per setting", flush=True)
-    with broker() as url, tempfile.TemporaryDirectory(prefix="edge-agent-bench-cameras-") as tmp:
+    with LocalMosquitto() as mosquitto, tempfile.TemporaryDirectory(prefix="edge-agent-bench-cameras-") as tmp:
         workdir = pathlib.Path(tmp)
         # long enough that no camera reaches its end inside a run (checked below)
         video = write_video(workdir / "conveyor.mp4", int((args.seconds + 3) * 60))
@@ -143,7 +132,7 @@ def main() -> int:
             results: dict[str, list[dict[str, object]]] = {name: [] for name in modes}
             for _ in range(args.rounds):
                 for name, batch in modes.items():
-                    results[name].append(run_once(url, cameras, args.model, batch, args.threads, args.seconds,
+                    results[name].append(run_once(mosquitto.url, cameras, args.model, batch, args.threads, args.seconds,
                                                   workdir))
             what = (f"cameras at {args.fps:g} fps, newest frame only" if title == "live"
                     else "every frame of a recorded video, as fast as the agent takes them")

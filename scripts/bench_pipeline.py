@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -319,17 +318,6 @@ def box_agreement(ours: dict[str, list[list[float]]], theirs: dict[str, list[lis
             "max_conf_diff": float(np.max(conf_diffs)) if conf_diffs else float("nan")}
 
 
-@contextlib.contextmanager
-def broker() -> Iterator[str]:
-    from agent.publish.local_broker import LocalMosquitto
-
-    mosquitto = LocalMosquitto().start()
-    try:
-        yield mosquitto.url
-    finally:
-        mosquitto.stop()
-
-
 def load_text() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.2f} (5 min {five:.2f})"
@@ -388,9 +376,12 @@ def main() -> int:
                   file=sys.stderr)
             return 2
 
-    with broker() as url, tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+    from agent.publish.local_broker import LocalMosquitto
+
+    with LocalMosquitto() as mosquitto, tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         video = write_video(pathlib.Path(tmp) / "conveyor.mp4", args.frames, args.size)
-        common = ["--video", str(video), "--broker", url, "--warmup", str(args.warmup), "--frames", str(args.frames)]
+        common = ["--video", str(video), "--broker", mosquitto.url, "--warmup", str(args.warmup),
+                  "--frames", str(args.frames)]
         size = f"{args.size[0]}x{args.size[1]}"
         threads = " and ".join(str(t) for t in args.threads)
         print(f"{os.cpu_count()} cores, {args.frames} frames of {size} MPEG-4, model intra-op threads {threads}, "

@@ -25,6 +25,7 @@ or whose JPEG is missing or unreadable, is skipped, counted and listed in ``expo
 
 from __future__ import annotations
 
+import abc
 import csv
 import dataclasses
 import datetime
@@ -245,15 +246,19 @@ def _image_classes(task: str, names: tuple[str, ...], pass_class: str) -> tuple[
     return names
 
 
-class _Writer:
+class _Writer(abc.ABC):
+    """One output format: ``add`` puts one frame in (False: left out), ``finish`` writes what goes beside."""
+
     def __init__(self, staging: pathlib.Path, final: pathlib.Path, names: tuple[str, ...]) -> None:
         self.staging = staging
         self.final = final
         self.names = names
 
+    @abc.abstractmethod
     def add(self, record: DatasetRecord, image: pathlib.Path, label: FrameLabel, split: Split) -> bool:
-        raise NotImplementedError
+        """Write the frame and its labels into ``split``; False when the format leaves it out."""
 
+    @abc.abstractmethod
     def finish(self) -> None:
         """Write what goes beside the images."""
 
