@@ -1,9 +1,10 @@
 """The agent's data flow in one place: grabbers -> prefilter -> triage -> event -> publisher.
 
 Threads: one grabber thread per camera (``agent.capture.grabber``), this module's
-three inference threads (:class:`InferenceLoop`: take and prepare frames, run the
-model, decode/triage/publish, so the model never waits for the Python around it),
-and paho's network thread inside the publisher. Cameras are visited round-robin,
+inference threads (:class:`InferenceLoop`: take and prepare frames; run the model,
+one thread per model run in flight (``model.concurrent_runs``); decode/triage/publish,
+so the model never waits for the Python around it), and paho's network thread inside
+the publisher. Cameras are visited round-robin,
 each one's next frame taken (the newest one, for live cameras), so one busy camera
 cannot starve the others. With a gateway configured, uncertain frames are handed to
 the escalation thread (``agent.escalation.escalator``), which publishes their
@@ -54,7 +55,9 @@ class Prefilter(Protocol):
 class StagedPrefilter(Protocol):
     """A prefilter whose call splits into stages, each of which may run on its own thread
     (``YoloDetector``): ``prepare`` frames into an input buffer from ``new_input``, ``forward`` the
-    model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency)."""
+    model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency). One
+    with a ``concurrent_runs`` attribute above 1 may have that many ``forward`` calls running at once
+    (each on its own input buffer); without it, one at a time."""
 
     max_batch: int
 
@@ -168,8 +171,6 @@ class _Reconfiguration:
     applied: threading.Event
 
 
-_IN_FLIGHT = 3  # batches between taking frames and publishing: one being prepared, one in the model, one published
-_INPUT_BUFFERS = 2  # model inputs: one in the model, the next one prepared meanwhile
 _WAIT_S = 0.1  # how often a stage waiting for work looks at the stop flag
 
 
@@ -188,23 +189,44 @@ class _Batch:
     spent_ms: float = 0.0  # time spent preparing and in the model
     output: np.ndarray | None = None
     inspections: list[Inspection] | None = None  # a prefilter without stages: inspected in one call
+    runs: threading.Semaphore | None = None  # the model runs its prefilter allows at once
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)  # the model thread is through
+    failed: bool = False  # the model raised on it: nothing to publish
+
+
+@dataclasses.dataclass
+class _ModelSlots:
+    """What one prefilter's batches share: its input buffers (staged prefilters; one more than its
+    concurrent runs, so the next frames are prepared while the model runs) and the semaphore that
+    keeps its model calls at ``concurrent_runs`` at once."""
+
+    owner: object
+    runs: int
+    pool: queue.Queue[Any]
+    gate: threading.Semaphore
 
 
 _END = None  # the last item through each stage's queue
 
 
 class InferenceLoop:
-    """Takes frames from every camera, inspects them and publishes their events, in three threads.
+    """Takes frames from every camera, inspects them and publishes their events, in three stages.
 
     ``inference-prepare`` takes at most one frame from each camera (round-robin, so one busy camera
     cannot starve the others) and, for a staged prefilter (``FrameInspector.staged``), letterboxes
-    them into one of two preallocated model inputs; ``inference`` runs the model; ``inference-publish``
+    them into one of its preallocated model inputs; ``inference`` runs the model; ``inference-publish``
     decodes the output, triages, builds the events and publishes them (or hands uncertain frames to
     the escalation thread). So the next frames are prepared and the last ones published while the
-    model runs: the model thread does nothing else. A prefilter without stages is called whole on the
-    ``inference`` thread. At most three batches are between taking and publishing; frames taken are
-    always published, also when stopping. A live camera's frame is taken once an input is free, so it
-    waits for at most the rest of one model run.
+    model runs: the model threads do nothing else. A prefilter without stages is called whole on a
+    model thread, one call at a time.
+
+    A staged prefilter with ``concurrent_runs`` N > 1 (``model.concurrent_runs``: ONNX Runtime runs
+    one session from several threads) gets N model threads (``inference``, ``inference-2``, ...) and
+    N + 1 inputs, so N batches are in the model at once: on a CPU whose cores one run cannot keep busy,
+    that is the most frames per second. Batches are published in the order they were taken, whichever
+    run ends first, so every camera's events keep their order. At most N + 2 batches are between taking
+    and publishing; frames taken are always published, also when stopping. A live camera's frame is
+    taken once an input is free, so it waits for at most the rest of one model run.
     """
 
     def __init__(
@@ -227,10 +249,12 @@ class InferenceLoop:
         self._pending_lock = threading.Lock()
         self._pending: _Reconfiguration | None = None
         self._to_model: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._to_publish: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._in_flight = threading.BoundedSemaphore(_IN_FLIGHT)
-        self._pool_owner: object = None  # the prefilter the input buffers in _pool belong to
-        self._pool: queue.Queue[Any] = queue.Queue()
+        self._to_publish: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # in the order taken
+        self._in_flight = 0  # batches taken and not yet published; at most _in_flight_limit
+        self._in_flight_cond = threading.Condition()
+        self._slots: _ModelSlots | None = None  # the current prefilter's input buffers and run gate
+        self._model_threads: list[threading.Thread] = []
+        self._model_failed = False
         self._next_camera = 0
         self.counters = RunCounters()
         self.last_progress = time.monotonic()
@@ -238,10 +262,16 @@ class InferenceLoop:
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._guarded, args=(stage,), name=name, daemon=True)
-                         for name, stage in (("inference-prepare", self._take_loop), ("inference", self._model_loop),
+                         for name, stage in (("inference-prepare", self._take_loop),
                                              ("inference-publish", self._publish_loop))]
+        self._slots_for(self._inspector)  # the first prefilter's model threads
         for thread in self._threads:
             thread.start()
+
+    @property
+    def model_threads(self) -> int:
+        """How many threads run the model (the most ``concurrent_runs`` of any prefilter so far)."""
+        return len(self._model_threads)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking frames; the ones taken are inspected and published first (at most ``timeout`` s)."""
@@ -251,13 +281,16 @@ class InferenceLoop:
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the loop to end (all sources ended, or stopped). True if it ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in self._all_threads():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        return not any(t.is_alive() for t in self._all_threads())
 
     @property
     def finished(self) -> bool:
-        return bool(self._threads) and not any(t.is_alive() for t in self._threads)
+        return bool(self._threads) and not any(t.is_alive() for t in self._all_threads())
+
+    def _all_threads(self) -> list[threading.Thread]:
+        return [*self._threads, *list(self._model_threads)]
 
     def reconfigure(
         self,
@@ -302,39 +335,44 @@ class InferenceLoop:
         try:
             stage()
         except BaseException as exc:  # recorded for the service, which shuts down on it
-            if self.error is None:
-                self.error = exc
-            log.exception("inference loop failed (%s)", threading.current_thread().name)
-            self._stop.set()
+            self._failed(exc)
         finally:  # the stages after this one end too, once they have finished what they hold
             if stage == self._take_loop:
-                self._to_model.put(_END)
-            elif stage == self._model_loop:
+                for _ in self._model_threads:
+                    self._to_model.put(_END)
                 self._to_publish.put(_END)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        log.exception("inference loop failed (%s)", threading.current_thread().name)
+        self._stop.set()
 
     def _take_loop(self) -> None:
         while not self._stop.is_set():
             if self._pending is not None:
                 self._apply_pending()
-            if not self._acquire(self._in_flight):
+            slots = self._slots_for(self._inspector)
+            if not self._enter(slots.runs + 2):  # one being prepared, N in the model, one being published
                 return
-            batch = self._take()
+            batch = self._take(slots)
             if batch is None:
-                self._in_flight.release()
+                self._leave()
                 if self._pending is None and all(q.ended for _, q in self._queues):
                     log.info("all sources ended")
                     return
                 continue
+            self._to_publish.put(batch)  # published in this order, whichever model run ends first
             self._to_model.put(batch)
 
-    def _take(self) -> _Batch | None:
+    def _take(self, slots: _ModelSlots) -> _Batch | None:
         """The next frames (at most one per camera), prepared when the prefilter is staged; None when none
         came within a short wait."""
         inspector, snapshots = self._inspector, self._snapshots
         staged = inspector.staged
         buffer = pool = None
         if staged is not None:
-            pool = self._input_pool(staged)
+            pool = slots.pool
             buffer = self._get(pool)
             if buffer is None:
                 return None
@@ -348,7 +386,7 @@ class InferenceLoop:
             if pool is not None:
                 pool.put(buffer)
             return None
-        batch = _Batch(inspector, snapshots, frames)
+        batch = _Batch(inspector, snapshots, frames, runs=slots.gate)
         if staged is not None:
             t0 = time.perf_counter()
             batch.tensor, batch.plans = staged.prepare([f.image for f in frames], buffer)
@@ -375,24 +413,46 @@ class InferenceLoop:
         return frames
 
     def _model_loop(self) -> None:
+        """One model thread. A batch whose run raised is marked failed (the loop then stops, the error
+        recorded); batches not yet run by then are not run. Every batch is marked done, so the
+        publishing thread never waits for one that will not come."""
         while (batch := self._to_model.get()) is not _END:
-            staged = batch.inspector.staged
-            if batch.tensor is not None and staged is not None:
-                t0 = time.perf_counter()
-                try:
-                    batch.output = staged.forward(batch.tensor)
-                finally:
-                    if batch.pool is not None:
-                        batch.pool.put(batch.buffer)  # the model has read it: the next frames may go in
-                    batch.tensor = batch.buffer = batch.pool = None
-                batch.spent_ms += (time.perf_counter() - t0) * 1000.0
-            else:
-                batch.inspections = batch.inspector.inspect_many(batch.frames)
-            self._to_publish.put(batch)
+            try:
+                if self._model_failed:
+                    batch.failed = True
+                    continue
+                if batch.runs is not None:
+                    with batch.runs:
+                        self._run(batch)
+                else:
+                    self._run(batch)
+            except BaseException as exc:
+                batch.failed = self._model_failed = True
+                self._failed(exc)
+            finally:
+                if batch.pool is not None:
+                    batch.pool.put(batch.buffer)  # the model has read it (or never will): the next frames may go in
+                batch.tensor = batch.buffer = batch.pool = None
+                batch.done.set()
+
+    @staticmethod
+    def _run(batch: _Batch) -> None:
+        staged = batch.inspector.staged
+        if batch.tensor is not None and staged is not None:
+            t0 = time.perf_counter()
+            batch.output = staged.forward(batch.tensor)
+            batch.spent_ms += (time.perf_counter() - t0) * 1000.0
+        else:
+            batch.inspections = batch.inspector.inspect_many(batch.frames)
 
     def _publish_loop(self) -> None:
+        failed = False  # a model run failed: the batches taken after it are not published either
         while (batch := self._to_publish.get()) is not _END:
+            batch.done.wait()
             try:
+                failed = failed or batch.failed
+                if failed:
+                    continue
                 inspections = batch.inspections
                 if inspections is None:
                     staged = batch.inspector.staged
@@ -403,7 +463,7 @@ class InferenceLoop:
                 for inspection in inspections:
                     self._handle(inspection, batch.snapshots)
             finally:
-                self._in_flight.release()
+                self._leave()
 
     def _handle(self, inspection: Inspection, snapshots: SnapshotSender | None) -> None:
         frame = inspection.frame
@@ -425,21 +485,44 @@ class InferenceLoop:
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _input_pool(self, staged: StagedPrefilter) -> queue.Queue[Any]:
-        """The input buffers of ``staged`` (made on first use; a reload with another model gets new ones, the
-        old ones go with the batches that still hold them)."""
-        if self._pool_owner is not staged:
-            self._pool = queue.Queue()
-            for _ in range(_INPUT_BUFFERS):
-                self._pool.put(staged.new_input())
-            self._pool_owner = staged
-        return self._pool
+    def _slots_for(self, inspector: FrameInspector) -> _ModelSlots:
+        """The input buffers and run gate of ``inspector``'s prefilter, made on first use (a reload with
+        another model gets new ones; the old ones go with the batches that still hold them), with as
+        many model threads as it may run at once."""
+        staged = inspector.staged
+        owner = staged if staged is not None else inspector
+        if self._slots is None or self._slots.owner is not owner:
+            runs = max(1, int(getattr(staged, "concurrent_runs", 1))) if staged is not None else 1
+            pool: queue.Queue[Any] = queue.Queue()
+            if staged is not None:
+                for _ in range(runs + 1):
+                    pool.put(staged.new_input())
+            self._slots = _ModelSlots(owner, runs, pool, threading.Semaphore(runs))
+            while len(self._model_threads) < runs:
+                n = len(self._model_threads) + 1
+                thread = threading.Thread(target=self._guarded, args=(self._model_loop,), daemon=True,
+                                          name="inference" if n == 1 else f"inference-{n}")
+                self._model_threads.append(thread)
+                thread.start()
+        return self._slots
 
-    def _acquire(self, semaphore: threading.BoundedSemaphore) -> bool:
-        while not self._stop.is_set():
-            if semaphore.acquire(timeout=_WAIT_S):
-                return True
-        return False
+    def _enter(self, limit: int) -> bool:
+        """Wait until fewer than ``limit`` batches are between taking and publishing, and count one more;
+        False when stopping."""
+        with self._in_flight_cond:
+            while self._in_flight >= limit:
+                if self._stop.is_set():
+                    return False
+                self._in_flight_cond.wait(_WAIT_S)
+            if self._stop.is_set():
+                return False
+            self._in_flight += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._in_flight_cond:
+            self._in_flight -= 1
+            self._in_flight_cond.notify_all()
 
     def _get(self, pool: queue.Queue[Any]) -> Any:
         while not self._stop.is_set():

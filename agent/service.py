@@ -444,7 +444,8 @@ def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:
     model = open_prefilter(path, config.model)
     if isinstance(model, ImageClassifier):
         check_pass_label(config, model.info.names, str(model.info.path))
-    log.info("model loaded: %s (%s)", model.info.model_id, model.info.task)
+    log.info("model loaded: %s (%s); %d run(s) at once, %d intra-op thread(s) each", model.info.model_id,
+             model.info.task, getattr(model, "concurrent_runs", 1), config.model.intra_op_threads)
     gate = check_model_gate(model.info.path, config.model.require_gate)
     facts = warm_up(model, gate, file_precision(model.info.path))  # one inference on a blank frame
     return model, facts, file_digest(model.info.path)

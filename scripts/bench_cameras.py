@@ -62,8 +62,8 @@ def write_video(path: pathlib.Path, frames: int) -> pathlib.Path:
     return path
 
 
-def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, max_batch: int, threads: int,
-             seconds: float, workdir: pathlib.Path) -> dict[str, object]:
+def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, max_batch: int,
+             runs: dict[str, int], seconds: float, workdir: pathlib.Path) -> dict[str, object]:
     age_ms: dict[str, list[float]] = collections.defaultdict(list)
     call_ms: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -73,9 +73,9 @@ def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, 
         call_ms[ins.frame.camera_id].append(ins.result.latency_ms)
 
     outbox = workdir / f"outbox-{time.monotonic_ns()}.sqlite"
-    model_config = ModelConfig(max_batch=max_batch, intra_op_threads=threads)
+    model_config = ModelConfig(max_batch=max_batch, **runs)  # runs: intra_op_threads, concurrent_runs if given
     if model is not None:
-        model_config = ModelConfig(path=model, max_batch=max_batch, intra_op_threads=threads)
+        model_config = ModelConfig(path=model, max_batch=max_batch, **runs)
     config = AgentConfig(device_id="bench", cameras=cameras, model=model_config,
                          mqtt=MqttConfig(url=url, stats_interval_s=60), outbox=OutboxConfig(path=outbox),
                          metrics=MetricsConfig(enabled=False))
@@ -113,13 +113,19 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one measured run")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each setting")
     ap.add_argument("--batch", type=int, default=4, help="model.max_batch of the batched setting")
-    ap.add_argument("--threads", type=int, default=2, help="model.intra_op_threads (the agent's default)")
+    ap.add_argument("--threads", type=int, default=None, help="model.intra_op_threads (default: the agent's)")
+    ap.add_argument("--runs", type=int, default=None, help="model.concurrent_runs (default: the agent's)")
     ap.add_argument("--model", type=pathlib.Path, default=None, help="default: the agent's default model")
     args = ap.parse_args()
 
     modes = {"one call per frame": 1, f"batched (max_batch {args.batch})": args.batch}
+    model_runs = {name: value for name, value in (("intra_op_threads", args.threads), ("concurrent_runs", args.runs))
+                  if value is not None}
+    resolved = ModelConfig(**model_runs)
+    threads, runs = resolved.intra_op_threads, resolved.concurrent_runs
     print(f"{args.cameras} cameras, {os.cpu_count()} cores, model {args.model or ModelConfig().path.name}, "
-          f"{args.threads} intra-op threads, {args.seconds:g} s x {args.rounds} rounds per setting", flush=True)
+          f"{threads} intra-op threads x {runs} concurrent runs, {args.seconds:g} s x {args.rounds} rounds per "
+          "setting", flush=True)
     with LocalMosquitto() as mosquitto, tempfile.TemporaryDirectory(prefix="edge-agent-bench-cameras-") as tmp:
         workdir = pathlib.Path(tmp)
         # long enough that no camera reaches its end inside a run (checked below)
@@ -132,7 +138,7 @@ def main() -> int:
             results: dict[str, list[dict[str, object]]] = {name: [] for name in modes}
             for _ in range(args.rounds):
                 for name, batch in modes.items():
-                    results[name].append(run_once(mosquitto.url, cameras, args.model, batch, args.threads, args.seconds,
+                    results[name].append(run_once(mosquitto.url, cameras, args.model, batch, model_runs, args.seconds,
                                                   workdir))
             what = (f"cameras at {args.fps:g} fps, newest frame only" if title == "live"
                     else "every frame of a recorded video, as fast as the agent takes them")

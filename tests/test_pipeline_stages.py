@@ -155,3 +155,108 @@ def test_a_prefilter_without_stages_is_called_whole_on_the_model_thread(detector
     assert loop.join(30.0) and loop.error is None
     assert [e.sequence for e in sink.events] == [1, 2, 3, 4, 5]
     assert whole.threads == {"inference"}
+
+
+class ConcurrentSpy(StageSpy):
+    """The shipped detector with ``concurrent_runs`` model calls allowed at once; each forward call can be
+    held up (``delays``, by call number) so that a later batch leaves the model before an earlier one."""
+
+    def __init__(self, inner: YoloDetector, runs: int, delays: dict[int, float] | None = None,
+                 fail_forward_after: int | None = None) -> None:
+        super().__init__(inner, fail_forward_after)
+        self.concurrent_runs = runs
+        self.delays = delays or {}
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+        self.finished_order: list[int] = []
+
+    def forward(self, tensor: np.ndarray) -> np.ndarray:
+        self._note("forward")
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.forwards += 1
+            call = self.forwards
+        try:
+            time.sleep(self.delays.get(call, 0.0))
+            if self.fail_forward_after is not None and call > self.fail_forward_after:
+                raise RuntimeError("the model broke")
+            return self.inner.forward(tensor)
+        finally:
+            with self._lock:
+                self.running -= 1
+                self.finished_order.append(call)
+
+
+def test_two_concurrent_runs_use_two_model_threads_and_keep_every_camera_in_order(detector: YoloDetector) -> None:
+    spy = ConcurrentSpy(detector, runs=2, delays={n: 0.03 for n in range(1, 40, 2)})  # odd calls are slow
+    loop, grabbers, sink, seen = setup(3, 12, spy)
+    for g in grabbers:
+        g.start()
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    assert loop.model_threads == 2
+    assert spy.threads["forward"] == {"inference", "inference-2"}
+    assert spy.most_running == 2  # two batches were in the model at once
+    assert spy.finished_order != sorted(spy.finished_order)  # and a later one left the model first
+    assert spy.inputs_made == 3  # one input more than runs: the next frames are prepared meanwhile
+    assert len(sink.events) == 36
+    for cam in ("cam0", "cam1", "cam2"):
+        assert [e.sequence for e in sink.events if e.camera == cam] == list(range(1, 13))
+    assert [i.event for i in seen] == sink.events  # published in the order the frames were taken
+    one_call = FrameInspector(AgentConfig(device_id="box", cameras=[CameraConfig(id=f"cam{i}", source="x")
+                                                                    for i in range(3)]), detector)
+    assert [one_call.inspect(i.frame).result.detections for i in seen] == [i.result.detections for i in seen]
+
+
+def test_a_prefilter_allowing_one_run_is_never_run_twice_at_once_even_with_two_model_threads(
+        detector: YoloDetector) -> None:
+    two = ConcurrentSpy(detector, runs=2)
+    one = ConcurrentSpy(detector, runs=1, delays={n: 0.005 for n in range(200)})
+    cams = [CameraConfig(id=f"cam{i}", source=f"synthetic://conveyor?seed={i + 1}&fps=0") for i in range(2)]
+    config = AgentConfig(device_id="box", cameras=cams)
+    grabbers = [Grabber(c) for c in cams]
+    sink = ListSink()
+    loop = InferenceLoop(FrameInspector(config, two), [(g.camera.id, g) for g in grabbers], sink)
+    for g in grabbers:
+        g.start()
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while len(sink.events) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # a reload to a model that runs one call at a time (e.g. the native TensorRT runtime)
+        assert loop.reconfigure(FrameInspector(config, one), [(g.camera.id, g) for g in grabbers], None)
+        while one.forwards < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        for g in grabbers:
+            g.stop()
+        loop.stop(timeout=10.0)
+    assert loop.finished and loop.error is None
+    assert loop.model_threads == 2 and one.forwards >= 20
+    assert one.most_running == 1
+    assert one.inputs_made == 2
+    for cam in ("cam0", "cam1"):
+        sequences = [e.sequence for e in sink.events if e.camera == cam]
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+def test_a_model_error_with_two_runs_ends_the_loop_and_keeps_what_came_before_in_order(
+        detector: YoloDetector) -> None:
+    spy = ConcurrentSpy(detector, runs=2, fail_forward_after=5)
+    loop, grabbers, sink, _seen = setup(1, 0, spy)
+    for g in grabbers:
+        g.start()
+    loop.start()
+    try:
+        assert loop.join(30.0), "the loop went on after the model failed"
+    finally:
+        for g in grabbers:
+            g.stop()
+    assert isinstance(loop.error, RuntimeError) and "the model broke" in str(loop.error)
+    sequences = [e.sequence for e in sink.events]
+    # everything taken before the failed run, nothing after it: the run that failed may have been the
+    # 6th or the 7th batch, as two threads race to the model
+    assert sequences == list(range(1, len(sequences) + 1)) and 5 <= len(sequences) <= 6

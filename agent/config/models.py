@@ -12,7 +12,7 @@ import pathlib
 import re
 import socket
 import urllib.parse
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -95,11 +95,20 @@ class CameraConfig(_Strict):
         return _check_id(v, "camera id")
 
 
-def default_inference_threads() -> int:
-    """All cores but one, at least one: on the 2-core box the agent with one model thread matched its bare model
-    loop (1.04x) and ran the shipped INT8 model faster than with two (147.6 vs 143.6 frames/s), because the
-    threads that decode, letterbox and publish then have a core of their own (scripts/bench_pipeline.py)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+def default_concurrent_runs() -> int:
+    """Two model runs in flight on a box with two or more cores, else one. On the 2-core box, one thread per
+    run and two runs gave the agent 1.36x the frames per second of ultralytics' predictor on the same FP32 file,
+    against 1.11x with one run on two threads: ONNX Runtime's second thread inside one run of this small model
+    adds little (bare loop: 1.40x one thread), a second run nearly doubles it (2.08x; scripts/bench_pipeline.py)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def default_inference_threads(concurrent_runs: int | None = None) -> int:
+    """The cores shared out among the model's concurrent runs, at least one thread each: 1 on a 2-core box with
+    two runs. Decoding, letterboxing and publishing run beside the model at a lower priority
+    (agent.capture.priority), so they take what the model leaves."""
+    runs = concurrent_runs or default_concurrent_runs()
+    return max(1, (os.cpu_count() or 1) // runs)
 
 
 class ModelConfig(_Strict):
@@ -119,9 +128,13 @@ class ModelConfig(_Strict):
     gpu_device: Annotated[int, Field(ge=0, le=63)] = Field(default=0, description="CUDA device index (GPU runs)")
     intra_op_threads: Annotated[int, Field(ge=0, le=64)] = Field(
         default_factory=default_inference_threads, description=(
-            "ONNX Runtime threads of the model; default: all cores but one (at least 1), leaving a core for video "
-            "decoding, letterboxing and publishing, which run beside the model (scripts/bench_pipeline.py); "
-            "0 = ONNX Runtime's own choice"))
+            "ONNX Runtime threads of each model run; default: the cores divided by concurrent_runs, at least 1 "
+            "(scripts/bench_pipeline.py); 0 = ONNX Runtime's own choice"))
+    concurrent_runs: Annotated[int, Field(ge=1, le=16)] = Field(
+        default_factory=default_concurrent_runs, description=(
+            "model runs in flight at once, each on its own thread with intra_op_threads threads (ONNX Runtime runs "
+            "one session from several threads; the native TensorRT runtime runs one at a time). Events keep their "
+            "order. Default: 2 on a box with 2 or more cores, else 1"))
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
@@ -134,6 +147,18 @@ class ModelConfig(_Strict):
     require_gate: bool = Field(
         default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
         "(<model>.gate.json from `edge-agent models quantize`); without it the agent starts and logs a warning")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _threads_follow_runs(cls, data: Any) -> Any:
+        """Left out, intra_op_threads shares the cores among the concurrent runs the config asks for."""
+        if isinstance(data, dict) and "intra_op_threads" not in data and "concurrent_runs" in data:
+            try:
+                runs = int(data["concurrent_runs"])  # from YAML an int, from the environment a string
+            except (TypeError, ValueError):
+                return data  # the field's own check names what is wrong
+            data = {**data, "intra_op_threads": default_inference_threads(max(1, runs))}
+        return data
 
     @field_validator("providers")
     @classmethod

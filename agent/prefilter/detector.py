@@ -7,8 +7,9 @@ Two ways to run it. ``infer``/``infer_batch``: the whole call on one thread, int
 preallocated input buffer. The staged surface the agent's pipelined loop uses (``agent.pipeline``):
 ``prepare(images, buffer)`` letterboxes into an :class:`InputBuffer` from ``new_input()``,
 ``forward(tensor)`` runs the session, ``finish(output, plans, spent_ms)`` decodes; each stage may run
-on its own thread (one thread per stage at a time), so the next frames are prepared and the last ones
-decoded while the model runs. Neither way is safe to call from two threads at once.
+on its own thread (one thread per stage at a time, but ``forward`` from up to ``concurrent_runs`` threads
+at once, each with its own input buffer), so the next frames are prepared and the last ones decoded while
+the model runs. ``infer`` is not safe to call from two threads at once.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class YoloDetector:
         iou_threshold: float = 0.7,
         max_detections: int = 100,
         max_batch: int = 1,
+        concurrent_runs: int = 1,
     ) -> None:
         self.session = session
         self.info = info
@@ -66,6 +68,7 @@ class YoloDetector:
         batch_dim = list(session.get_inputs()[0].shape)[0]
         # a model whose batch dimension is free (see onnx_session.open_session) takes several frames a call
         self.max_batch = max(1, max_batch) if not isinstance(batch_dim, int) else 1
+        self.concurrent_runs = max(1, concurrent_runs)  # forward calls the session may run at once
         self._input = self.new_input()
         self._plans: dict[tuple[int, int], Letterbox] = {}
         self._scratch: dict[tuple[int, int], np.ndarray] = {}  # resized image per letterbox size, reused
@@ -78,7 +81,8 @@ class YoloDetector:
         session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch)
         info = describe_model(path, session, meta)
         return cls(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
-                   max_detections=config.max_detections, max_batch=config.max_batch)
+                   max_detections=config.max_detections, max_batch=config.max_batch,
+                   concurrent_runs=config.concurrent_runs)
 
     def new_input(self) -> InputBuffer:
         """A fresh input buffer for ``prepare`` (``max_batch`` slots)."""

@@ -14,6 +14,7 @@ detector and classifier only see the small session interface.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any, TypeAlias
 
@@ -23,6 +24,8 @@ from agent.prefilter.detector import YoloDetector, describe_model
 from agent.prefilter.model_info import load_metadata
 from agent.prefilter.onnx_session import GpuSettings, open_session
 from agent.prefilter.providers import CPU
+
+log = logging.getLogger(__name__)
 
 PrefilterModel: TypeAlias = YoloDetector | ImageClassifier
 
@@ -59,6 +62,10 @@ def _wrap(path: pathlib.Path, session: Any, meta: dict[str, str], config: ModelC
         classifier = ImageClassifier(session, describe_classifier(path, session, meta))
         classifier.self_check()
         return classifier
+    runs = config.concurrent_runs
+    if config.runtime == "tensorrt" and runs > 1:  # one execution context, one set of device buffers
+        log.info("model.concurrent_runs %d: the native TensorRT runtime runs one frame batch at a time", runs)
+        runs = 1
     return YoloDetector(session, describe_model(path, session, meta), min_score=config.min_score,
                         iou_threshold=config.iou_threshold, max_detections=config.max_detections,
-                        max_batch=config.max_batch)
+                        max_batch=config.max_batch, concurrent_runs=runs)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.config import AgentConfig, check_config, load_config
-from agent.config.models import DEFAULT_PREFILTER
+from agent.config.models import DEFAULT_PREFILTER, ModelConfig
 from agent.errors import ConfigError
 
 VALID = """\
@@ -108,8 +108,8 @@ def test_no_file_means_defaults() -> None:
         (
             "model:\n  path: /m.onnx\n  bogus: 1\n",
             "model.bogus (line 3): unknown key; expected one of: path, runtime, providers, precision, "
-            "engine_cache_dir, gpu_device, intra_op_threads, min_score, iou_threshold, max_detections, max_batch, "
-            "require_gate",
+            "engine_cache_dir, gpu_device, intra_op_threads, concurrent_runs, min_score, iou_threshold, "
+            "max_detections, max_batch, require_gate",
         ),
         # unknown key inside a list item: names CameraConfig's fields
         (
@@ -193,8 +193,8 @@ def test_every_problem_is_reported_together(tmp_path: pathlib.Path) -> None:
         "cameras[1].fps (line 8): Input should be a valid number, "
         "unable to parse string as a number (got 'fast')",
         "model.bogus (line 10): unknown key; expected one of: path, runtime, providers, precision, "
-        "engine_cache_dir, gpu_device, intra_op_threads, min_score, iou_threshold, max_detections, max_batch, "
-        "require_gate",
+        "engine_cache_dir, gpu_device, intra_op_threads, concurrent_runs, min_score, iou_threshold, max_detections, "
+        "max_batch, require_gate",
         # the later mqtt mapping is the one kept, and its lines are the ones reported
         "mqtt.keepalive_s (line 13): Input should be greater than or equal to 5 (got 1)",
     ]
@@ -427,3 +427,28 @@ def test_check_config(tmp_path: pathlib.Path) -> None:
     ]
     missing = tmp_path / "missing.yaml"
     assert check_config(missing, env={}) == [f"{missing}: no such config file"]
+
+
+# --- model threads and concurrent runs -------------------------------------------------------------
+
+@pytest.mark.parametrize(("cores", "runs", "threads"), [(1, 1, 1), (2, 2, 1), (4, 2, 2), (16, 2, 8)])
+def test_the_default_runs_share_out_the_cores(monkeypatch: pytest.MonkeyPatch, cores: int, runs: int,
+                                              threads: int) -> None:
+    monkeypatch.setattr("agent.config.models.os.cpu_count", lambda: cores)
+    model = ModelConfig()
+    assert (model.concurrent_runs, model.intra_op_threads) == (runs, threads)
+
+
+def test_threads_left_out_follow_the_runs_asked_for(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.config.models.os.cpu_count", lambda: 8)
+    assert load_config(write(tmp_path, "model:\n  concurrent_runs: 4\n"), env={}).model.intra_op_threads == 2
+    from_env = load_config(write(tmp_path, "device_id: a\n"), env={"EDGE_AGENT_MODEL__CONCURRENT_RUNS": "1"})
+    assert (from_env.model.concurrent_runs, from_env.model.intra_op_threads) == (1, 8)
+    both = load_config(write(tmp_path, "model:\n  concurrent_runs: 4\n  intra_op_threads: 3\n"), env={})
+    assert (both.model.concurrent_runs, both.model.intra_op_threads) == (4, 3)
+
+
+def test_concurrent_runs_out_of_range_is_named(tmp_path: pathlib.Path) -> None:
+    problems = check_config(write(tmp_path, "model:\n  concurrent_runs: 0\n"), env={})
+    assert len(problems) == 1 and problems[0].startswith("model.concurrent_runs (line 2):")
+    assert "greater than or equal to 1" in problems[0]

@@ -115,3 +115,32 @@ def test_the_staged_calls_give_what_infer_gives_on_the_shipped_model():
     assert found > 0  # the frames show defects: the comparison means something
     with pytest.raises(ValueError, match="3 images for an input buffer of 2 slots"):
         det.prepare(frames, buffer)
+
+
+def test_concurrent_runs_come_from_the_config_but_the_native_tensorrt_runtime_runs_one_at_a_time():
+    from agent.config.models import DEFAULT_PREFILTER
+    from agent.prefilter.factory import _wrap
+    from agent.prefilter.onnx_session import open_session
+
+    det = YoloDetector.from_file(DEFAULT_PREFILTER, ModelConfig(path=DEFAULT_PREFILTER, concurrent_runs=3))
+    assert det.concurrent_runs == 3
+    # the native runtime's session (one execution context, one set of device buffers), stood in for by ORT's
+    session, meta = open_session(DEFAULT_PREFILTER, ["CPUExecutionProvider"], 1)
+    native = _wrap(DEFAULT_PREFILTER, session, meta, ModelConfig(path=DEFAULT_PREFILTER, runtime="tensorrt",
+                                                                 concurrent_runs=3))
+    assert isinstance(native, YoloDetector) and native.concurrent_runs == 1
+    # two forward calls at once on one ONNX Runtime session give what one call at a time gives
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agent.capture.synthetic import render_still
+
+    rng = np.random.default_rng(5)
+    images = [render_still(rng)[0] for _ in range(6)]
+    inputs = []
+    for image in images:
+        buffer = det.new_input()
+        inputs.append(det.prepare([image], buffer))
+    alone = [det.forward(tensor) for tensor, _plans in inputs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda item: det.forward(item[0]), inputs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))

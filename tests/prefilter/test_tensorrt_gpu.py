@@ -99,6 +99,7 @@ def test_native_fp16_engine_agrees_with_onnxruntime_cpu(tmp_path: pathlib.Path, 
         model = open_prefilter(DEFAULT_MODEL, config)
     assert any("built now" in r.getMessage() for r in caplog.records)
     assert model.session.get_providers()[0].startswith("TensorRT ")  # type: ignore[union-attr]
+    assert model.concurrent_runs == 1  # one execution context: model.concurrent_runs does not apply
     matched = assert_same_boxes(infer_all(model, frames()), cpu_reference, min_iou=0.9, max_dconf=0.05)
     assert matched >= 4
     sidecar = json.loads(next(tmp_path.glob("*.json")).read_text())
