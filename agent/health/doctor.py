@@ -172,6 +172,7 @@ def _check_model(config: AgentConfig) -> list[Check]:
     checks = [Check("model", "OK", f"{path}: {info.model_id}, {info.task}, {len(info.names)} classes, "
                     f"{info.input_w}x{info.input_h}, {precision}; one inference {facts.warm_up_ms:.0f} ms on "
                     f"{', '.join(facts.providers) or '?'}")]
+    checks.append(_model_threads_row(config, getattr(model, "concurrent_runs", 1)))
     gate = check_gate(path, file_digest(path), precision)
     if gate.ok:
         checks.append(Check("model gate", "OK", gate.detail))
@@ -183,6 +184,22 @@ def _check_model(config: AgentConfig) -> list[Check]:
                             f"edge-agent models quantize FP32_MODEL --calib FRAMES_DIR writes {path.name} with its "
                             "gate record; or use the FP32 model"))
     return checks
+
+
+def _model_threads_row(config: AgentConfig, runs: int) -> Check:
+    """How many CPU threads the model asks for (runs at once x intra-op threads each) against the cores."""
+    cores = os.cpu_count() or 1
+    if config.model.runtime != "onnxruntime" or list(config.model.providers) != ["CPUExecutionProvider"]:
+        return Check("model threads", "SKIP", f"{runs} run(s) at once; the model runs on a GPU (model.providers, "
+                     "model.runtime), so CPU threads matter little")
+    threads = config.model.intra_op_threads or cores  # 0: ONNX Runtime's choice, one per core
+    detail = (f"{runs} run(s) at once x {threads} intra-op thread(s) = {runs * threads} model threads on "
+              f"{cores} core(s)")
+    if runs * threads > cores:
+        return Check("model threads", "WARN", detail + ": more than the cores, so each run waits for a core and "
+                     "no more frames get through", f"set model.concurrent_runs x model.intra_op_threads to at most "
+                     f"{cores} (leave intra_op_threads out: it then shares the cores among the runs)")
+    return Check("model threads", "OK", detail)
 
 
 def _check_providers(config: AgentConfig) -> list[Check]:

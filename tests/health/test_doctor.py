@@ -60,6 +60,7 @@ def test_everything_fine_exits_0(mosquitto: LocalMosquitto, tmp_path: pathlib.Pa
     assert checks["config"]["status"] == "OK"
     assert checks["model"]["status"] == "OK" and "detect, 4 classes, 320x320, int8" in checks["model"]["detail"]
     assert checks["model gate"]["status"] == "OK"
+    assert checks["model threads"]["status"] == "OK" and "model threads on" in checks["model threads"]["detail"]
     assert checks["onnxruntime"]["status"] == "OK" and "CPUExecutionProvider" in checks["onnxruntime"]["detail"]
     assert checks["camera belt"]["status"] == "OK" and "640x480 frame" in checks["camera belt"]["detail"]
     assert checks["mqtt"]["status"] == "OK" and "anonymously" in checks["mqtt"]["detail"]
@@ -92,7 +93,7 @@ def test_the_table_names_each_check_and_what_to_do(tmp_path: pathlib.Path) -> No
     assert lines[0].split() == ["CHECK", "STATUS", "DETAIL"]
     mqtt = next(i for i, line in enumerate(lines) if line.startswith("mqtt "))
     assert "FAIL" in lines[mqtt] and lines[mqtt + 1].strip().startswith("-> is the broker running")
-    assert lines[-1].startswith("9 checks: 1 failed")
+    assert lines[-1].startswith("10 checks: 1 failed")
 
 
 def test_a_bad_config_fails_first_and_alone(tmp_path: pathlib.Path) -> None:
@@ -222,3 +223,21 @@ def test_render_table_puts_what_to_do_under_its_row() -> None:
 def test_doctor_runs_as_a_command() -> None:
     proc = subprocess.run([".venv/bin/edge-agent", "doctor", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Ollama" in proc.stdout
+
+
+def test_model_threads_beyond_the_cores_are_a_warning_with_what_to_set(tmp_path: pathlib.Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.config.models import AgentConfig, ModelConfig
+    from agent.health.doctor import _model_threads_row
+
+    monkeypatch.setattr("agent.health.doctor.os.cpu_count", lambda: 2)
+    fits = _model_threads_row(AgentConfig(model=ModelConfig(concurrent_runs=2, intra_op_threads=1)), 2)
+    assert fits.status == "OK"
+    assert fits.detail == "2 run(s) at once x 1 intra-op thread(s) = 2 model threads on 2 core(s)"
+    over = _model_threads_row(AgentConfig(model=ModelConfig(concurrent_runs=2, intra_op_threads=2)), 2)
+    assert over.status == "WARN" and "4 model threads on 2 core(s)" in over.detail
+    assert "model.concurrent_runs x model.intra_op_threads to at most 2" in over.todo
+    auto = _model_threads_row(AgentConfig(model=ModelConfig(concurrent_runs=2, intra_op_threads=0)), 2)
+    assert auto.status == "WARN" and "x 2 intra-op thread(s)" in auto.detail  # 0: one per core, each run
+    gpu = _model_threads_row(AgentConfig(model=ModelConfig(providers=["cuda", "cpu"])), 2)
+    assert gpu.status == "SKIP"
