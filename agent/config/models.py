@@ -141,8 +141,8 @@ class ModelConfig(_Strict):
     max_batch: Annotated[int, Field(ge=1, le=16, description=(
         "frames from up to this many cameras go through one prefilter call when several are ready "
         "(detectors with the YOLOv8 layout; checked at load, else one frame per call); 1 = one call per frame. "
-        "Four cameras on a 2-core CPU: 1.23x the frames per second of one call per frame, fewer drops "
-        "(scripts/bench_cameras.py)"
+        "Four saturated cameras on a 2-core CPU with two concurrent runs: 1.14x the frames per second of one "
+        "call per frame (scripts/bench_cameras.py)"
     ))] = 4
     require_gate: bool = Field(
         default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
