@@ -313,40 +313,6 @@ def run_worker(kind: str, model: pathlib.Path, common: list[str], extra: tuple[s
     return result
 
 
-def box_agreement(ours: dict[str, list[list[float]]], theirs: dict[str, list[list[float]]]) -> dict[str, float]:
-    """Greedy one-to-one matching per frame, same class and IoU >= 0.5, best IoU first."""
-    from agent.prefilter.yolo_decode import iou_one_to_many
-
-    matched = only_ours = only_theirs = 0
-    ious: list[float] = []
-    conf_diffs: list[float] = []
-    for key in sorted(set(ours) | set(theirs), key=int):
-        a = np.asarray(ours.get(key, []), np.float64).reshape(-1, 6)
-        b = np.asarray(theirs.get(key, []), np.float64).reshape(-1, 6)
-        pairs = []
-        for i in range(len(a)):
-            if len(b):
-                iou = iou_one_to_many(a[i, :4], b[:, :4])
-                pairs += [(float(iou[j]), i, j) for j in range(len(b)) if iou[j] >= MATCH_IOU and a[i, 4] == b[j, 4]]
-        used_a: set[int] = set()
-        used_b: set[int] = set()
-        for iou_value, i, j in sorted(pairs, reverse=True):
-            if i in used_a or j in used_b:
-                continue
-            used_a.add(i)
-            used_b.add(j)
-            ious.append(iou_value)
-            conf_diffs.append(abs(a[i, 5] - b[j, 5]))
-        matched += len(used_a)
-        only_ours += len(a) - len(used_a)
-        only_theirs += len(b) - len(used_b)
-    return {"matched": matched, "only_agent": only_ours, "only_ultralytics": only_theirs,
-            "mean_iou": float(np.mean(ious)) if ious else float("nan"),
-            "min_iou": float(np.min(ious)) if ious else float("nan"),
-            "mean_conf_diff": float(np.mean(conf_diffs)) if conf_diffs else float("nan"),
-            "max_conf_diff": float(np.max(conf_diffs)) if conf_diffs else float("nan")}
-
-
 def load_text() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.2f} (5 min {five:.2f})"
@@ -435,6 +401,7 @@ def breakdown(args: argparse.Namespace, common: list[str]) -> int:
 
 
 def compare(args: argparse.Namespace, common: list[str]) -> int:
+    from agent.evaluation.agreement import box_agreement
     from agent.prefilter.gate_record import file_precision
 
     precision = {m: file_precision(m) for m in args.models}
@@ -521,9 +488,9 @@ def compare(args: argparse.Namespace, common: list[str]) -> int:
         print(f"\nbox agreement, agent {setup_name(first)} vs ultralytics (same class, IoU >= {MATCH_IOU}, last round, "
               "every frame):")
         for name in names:
-            agree = box_agreement(boxes[(name, "agent")], boxes[(name, "ultralytics")])
-            print(f"  {name:<28} matched {agree['matched']}, only agent {agree['only_agent']}, only ultralytics "
-                  f"{agree['only_ultralytics']}; IoU mean {agree['mean_iou']:.4f} min {agree['min_iou']:.4f}; "
+            agree = box_agreement(boxes[(name, "agent")], boxes[(name, "ultralytics")], MATCH_IOU)
+            print(f"  {name:<28} matched {agree['matched']}, only agent {agree['only_a']}, only ultralytics "
+                  f"{agree['only_b']}; IoU mean {agree['mean_iou']:.4f} min {agree['min_iou']:.4f}; "
                   f"|confidence difference| mean {agree['mean_conf_diff']:.4f} max {agree['max_conf_diff']:.4f}")
 
     print("\nthe agent's CPU time per frame by thread, ms (last round; 'native': threads Python did not start, e.g. "

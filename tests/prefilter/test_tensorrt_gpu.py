@@ -184,3 +184,18 @@ def test_onnxruntime_cuda_provider_agrees(cpu_reference: list[PrefilterResult]) 
     model = open_prefilter(DEFAULT_MODEL, config)
     assert model.session.get_providers()[0] == "CUDAExecutionProvider"  # type: ignore[union-attr]
     assert_same_boxes(infer_all(model, frames()), cpu_reference, min_iou=0.98, max_dconf=0.01)
+
+
+@needs_native
+def test_the_gpu_bench_measures_every_side_and_the_cards_limit() -> None:
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_gpu.py"
+    proc = subprocess.run([sys.executable, str(script), "--frames", "32", "--rounds", "1", "--limit-batch", "16"],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout)  # the figures, for the closing note (pytest -s)
+    assert "native int8 batch 1 / the engine alone at batch 16 (the card's limit)" in proc.stdout
+    assert "native int8 / native fp16, batch 8" in proc.stdout
+    assert "failed" not in proc.stdout

@@ -101,11 +101,7 @@ class TensorRTSession:
             raise ModelError(f"TensorRT engine takes {trt_in.name} of shape (1..{self.max_batch}, "
                              f"{', '.join(map(str, trt_in.max_shape[1:]))}), got {tuple(x.shape)}")
         cudart = self._cudart
-        if n != self._batch:
-            shape = (n, *trt_in.max_shape[1:])
-            if not self._context.set_input_shape(trt_in.name, shape):
-                raise ModelError(f"TensorRT refused input shape {shape} (outside the engine's batch profile)")
-            self._batch = n
+        self._set_batch(n)
         rows_in = trt_in.host[:n]
         np.copyto(rows_in, x, casting="same_kind")
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -124,6 +120,24 @@ class TensorRTSession:
             results.append(rows)
         check_cuda(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return [r.copy() for r in results]
+
+    def run_resident(self, n: int) -> None:
+        """The engine alone, batch ``n``, on whatever its device buffers hold: no copies, no decode, one stream
+        synchronize. What the GPU itself takes for this model (scripts/bench_gpu.py)."""
+        if not 1 <= n <= self.max_batch:
+            raise ModelError(f"batch {n} is outside this engine's profile (1..{self.max_batch})")
+        self._set_batch(n)
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise ModelError("TensorRT execute_async_v3 failed (its log above says why)")
+        check_cuda(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+
+    def _set_batch(self, n: int) -> None:
+        if n != self._batch:
+            trt_in = self._inputs[0]
+            shape = (n, *trt_in.max_shape[1:])
+            if not self._context.set_input_shape(trt_in.name, shape):
+                raise ModelError(f"TensorRT refused input shape {shape} (outside the engine's batch profile)")
+            self._batch = n
 
     # -- setup and teardown -------------------------------------------------------------------------------
 
