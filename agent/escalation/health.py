@@ -49,6 +49,7 @@ class HealthMonitor:
         self._interval_s = interval_s
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.serving: bool | None = None  # None until the first check
         self.reason = "not checked yet"
         self._models: tuple[str, ...] | str = "not listed yet"
@@ -91,16 +92,21 @@ class HealthMonitor:
         self._poked.set()
 
     async def stop(self) -> None:
-        """Everything NOT_SERVING for good (later changes are ignored), and the poll stopped."""
+        """Everything NOT_SERVING for good (later changes are ignored), and the poll stopped.
+
+        Python before 3.12 can lose a cancellation that lands while ``asyncio.wait_for`` is timing out (the
+        poll's wait), so the poll also stops on a flag and the cancel is repeated until the task ends."""
         await self.servicer.enter_graceful_shutdown()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.debug("health poll ended with %r", task.exception())
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), self._interval_s)
             self._poked.clear()
