@@ -240,7 +240,10 @@ class MqttPublisher:
 
         Returns at once, connected or not: a message published while disconnected is
         kept in memory and sent after reconnecting. When the in-memory queue
-        (``max_queued``) is full the event is dropped, counted and logged.
+        (``max_queued``) is full the event is dropped, counted and logged. Order is kept
+        only while connected: paho sends the queued messages once a connection is up, and
+        one published at that moment can overtake them (``ReliablePublisher`` sends only
+        when connected, and keeps per-camera order across reconnects).
         """
         with self._lock:
             if self._stopped:

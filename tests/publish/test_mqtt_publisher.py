@@ -157,6 +157,9 @@ def test_wire_payloads_seen_by_mosquitto_sub(mosquitto: LocalMosquitto, event_fa
             assert mosquitto.wait_for_log("wire-sub 1 edge/wire-box/+/tags", 5), mosquitto.log_tail()
             pub = _started(mosquitto.url, "wire-box")
             try:
+                # connected first: paho sends what was queued before the connection once it is up, and one
+                # published at that moment can overtake them (the outbox's forwarder sends only when connected)
+                assert pub.wait_connected(5)
                 events = [
                     event_factory(device="wire-box", camera="cam7", sequence=s) for s in range(1, n + 1)
                 ]
