@@ -119,6 +119,7 @@ def test_mqtt_311_works_too(
     sub = collector(mosquitto.url, "edge/v3-box/+/tags")
     pub = _started(mosquitto.url, "v3-box", protocol="3.1.1", client_id="v3-client")
     try:
+        assert pub.wait_connected(5)  # the order below holds once connected (see the wire-payload test)
         for seq in (1, 2, 3):
             pub.publish_event(event_factory(device="v3-box", sequence=seq))
         assert pub.flush(5)
