@@ -121,21 +121,6 @@ def test_stopping_publishes_every_frame_taken(detector: YoloDetector) -> None:
     assert len(sink.events) == sum(g.stats().delivered for g in grabbers) >= 10
 
 
-def test_a_model_error_ends_every_stage_and_is_recorded(detector: YoloDetector) -> None:
-    spy = StageSpy(detector, fail_forward_after=3)
-    loop, grabbers, sink, _seen = setup(1, 0, spy)
-    for g in grabbers:
-        g.start()
-    loop.start()
-    try:
-        assert loop.join(30.0), "the loop went on after the model failed"
-    finally:
-        for g in grabbers:
-            g.stop()
-    assert isinstance(loop.error, RuntimeError) and "the model broke" in str(loop.error)
-    assert len(sink.events) == 3  # the frames before the failure were published
-
-
 def test_a_prefilter_without_stages_is_called_whole_on_the_model_thread(detector: YoloDetector) -> None:
     class WholeCalls:
         def __init__(self) -> None:
@@ -243,9 +228,10 @@ def test_a_prefilter_allowing_one_run_is_never_run_twice_at_once_even_with_two_m
         assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 
 
-def test_a_model_error_with_two_runs_ends_the_loop_and_keeps_what_came_before_in_order(
-        detector: YoloDetector) -> None:
-    spy = ConcurrentSpy(detector, runs=2, fail_forward_after=5)
+@pytest.mark.parametrize(("runs", "published"), [(1, {3}), (2, {3, 4})])
+def test_a_model_error_ends_every_stage_and_keeps_what_came_before_in_order(
+        detector: YoloDetector, runs: int, published: set[int]) -> None:
+    spy = ConcurrentSpy(detector, runs=runs, fail_forward_after=3)
     loop, grabbers, sink, _seen = setup(1, 0, spy)
     for g in grabbers:
         g.start()
@@ -257,6 +243,6 @@ def test_a_model_error_with_two_runs_ends_the_loop_and_keeps_what_came_before_in
             g.stop()
     assert isinstance(loop.error, RuntimeError) and "the model broke" in str(loop.error)
     sequences = [e.sequence for e in sink.events]
-    # everything taken before the failed run, nothing after it: the run that failed may have been the
-    # 6th or the 7th batch, as two threads race to the model
-    assert sequences == list(range(1, len(sequences) + 1)) and 5 <= len(sequences) <= 6
+    # everything taken before the failed run, nothing after it; with two runs the one that failed may have
+    # been the 4th or the 5th batch, as two threads race to the model
+    assert sequences == list(range(1, len(sequences) + 1)) and len(sequences) in published
