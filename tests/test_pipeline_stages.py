@@ -88,6 +88,11 @@ def test_three_threads_give_the_inspections_of_one_call_per_frame(detector: Yolo
     loop, grabbers, sink, seen = setup(3, 12, spy)
     for g in grabbers:
         g.start()
+    # every camera has frames waiting before the loop starts, so its first take is a batch however slowly a
+    # busy machine renders the synthetic frames
+    deadline = time.monotonic() + 30.0
+    while not all(g.stats().frames_read >= 2 for g in grabbers) and time.monotonic() < deadline:
+        time.sleep(0.01)
     loop.start()
     assert loop.join(60.0), "the loop did not end after every source ended"
     assert loop.error is None
