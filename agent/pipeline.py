@@ -23,6 +23,7 @@ config of the camera list it was taken from.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -250,7 +251,7 @@ class InferenceLoop:
         self._pending: _Reconfiguration | None = None
         self._to_model: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._to_publish: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # in the order taken
-        self._in_flight = 0  # batches taken and not yet published; at most _in_flight_limit
+        self._in_flight = 0  # batches taken and not yet published; at most the prefilter's runs + 2
         self._in_flight_cond = threading.Condition()
         self._slots: _ModelSlots | None = None  # the current prefilter's input buffers and run gate
         self._model_threads: list[threading.Thread] = []
@@ -290,7 +291,7 @@ class InferenceLoop:
         return bool(self._threads) and not any(t.is_alive() for t in self._all_threads())
 
     def _all_threads(self) -> list[threading.Thread]:
-        return [*self._threads, *list(self._model_threads)]
+        return [*self._threads, *self._model_threads]
 
     def reconfigure(
         self,
@@ -421,10 +422,7 @@ class InferenceLoop:
                 if self._model_failed:
                     batch.failed = True
                     continue
-                if batch.runs is not None:
-                    with batch.runs:
-                        self._run(batch)
-                else:
+                with batch.runs or contextlib.nullcontext():
                     self._run(batch)
             except BaseException as exc:
                 batch.failed = self._model_failed = True
