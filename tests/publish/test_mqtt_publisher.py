@@ -193,6 +193,10 @@ def test_status_is_retained_online_then_offline_on_stop(
     pub = _started(mosquitto.url, "status-box")
     try:
         assert pub.wait_connected(5)
+        # the status is published just after the connection counts as up: once one subscriber has seen it
+        # the broker holds it, and a subscriber that comes after gets it as the retained message
+        probe = collector(mosquitto.url, "edge/status-box/status")
+        assert probe.wait_until(lambda m: _state(m)[0] == "online")
         fresh = collector(mosquitto.url, "edge/status-box/status")  # subscribes after the publish
         assert fresh.wait_until(lambda m: _state(m)[0] == "online")
     finally:
