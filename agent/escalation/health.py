@@ -10,12 +10,19 @@ the servicer pokes it when a call finds Ollama gone. On shutdown
 :meth:`HealthMonitor.stop` turns everything NOT_SERVING first, so that load
 balancers stop sending calls before the server stops taking them.
 
-:class:`DetailedHealthServicer` is the standard servicer plus two trailing metadata
-entries on every ``Check`` answer, for ``edge-agent doctor`` and other tools that want
-to know *why* (the standard response is only SERVING or NOT_SERVING):
-``edge-health-reason-bin`` (UTF-8: "serving" or the reason) and
-``edge-ollama-models-bin`` (UTF-8: the models pulled in Ollama, comma-separated, or
-"error: <why they cannot be listed>"; refreshed at most every ``health_interval_s``).
+The state is one settable value: :meth:`HealthMonitor.set` with ``None``
+(SERVING) or a reason (NOT_SERVING), and optionally the short public phrase that
+callers may see (``public="loading model"`` while a preload runs). The detailed
+reason (Ollama's address, its error text) goes to the gateway's log and to its
+local ``/healthz`` only.
+
+:class:`DetailedHealthServicer` answers ``Check`` from that cached state, never
+asking Ollama on the caller's time (a frozen Ollama cannot make a probe time out),
+and adds one trailing metadata entry, ``edge-health-reason-bin`` (UTF-8): the
+public phrase, one of :data:`PUBLIC_REASONS` ("serving", "VLM unreachable",
+"model not available", ...). It carries no host, model list or error text: the
+health service answers anyone, authenticated or not, so that load balancers and
+probes can use it.
 """
 
 from __future__ import annotations
@@ -23,21 +30,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
 from agent.escalation.vlm import Vlm
 
-__all__ = ["MODELS_KEY", "REASON_KEY", "DetailedHealthServicer", "HealthMonitor"]
+__all__ = ["NOT_SERVING", "PUBLIC_REASONS", "REASON_KEY", "SERVING", "DetailedHealthServicer", "HealthMonitor",
+           "public_reason"]
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 REASON_KEY = "edge-health-reason-bin"
-MODELS_KEY = "edge-ollama-models-bin"
+PUBLIC_REASONS = ("serving", "starting", "stopping", "loading model", "VLM unreachable", "model not available",
+                  "VLM not ready")
+# what a detailed reason from Vlm.check says, in the public words (first match wins)
+_PUBLIC_WORDS = (
+    (("not pulled", "cannot take images", "no model", "vision"), "model not available"),
+    (("loading",), "loading model"),
+    (("unreachable", "did not answer", "connection", "timed out"), "VLM unreachable"),
+)
+
+
+def public_reason(reason: str | None) -> str:
+    """The phrase callers may see for a detailed reason (None: serving); never the reason's own text."""
+    if reason is None:
+        return "serving"
+    lowered = reason.lower()
+    for words, phrase in _PUBLIC_WORDS:
+        if any(w in lowered for w in words):
+            return phrase
+    return "VLM not ready"
 
 
 class HealthMonitor:
@@ -51,27 +76,13 @@ class HealthMonitor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.serving: bool | None = None  # None until the first check
-        self.reason = "not checked yet"
-        self._models: tuple[str, ...] | str = "not listed yet"
-        self._models_at = -1e9
-        self._models_lock = asyncio.Lock()
-
-    async def ollama_models(self) -> tuple[str, ...] | str:
-        """The models pulled in Ollama, or why they cannot be listed; asked at most every ``interval_s``.
-        A VLM without ``list_models`` (a test double) gives "not available"."""
-        lister = getattr(self._vlm, "list_models", None)
-        if lister is None:
-            return "not available"
-        async with self._models_lock:
-            if time.monotonic() - self._models_at >= self._interval_s:
-                self._models = await lister()
-                self._models_at = time.monotonic()
-            return self._models
+        self.reason = "not checked yet"  # the detailed reason: logs and the local /healthz only
+        self.public = "starting"  # what callers of the health service see
 
     async def check_now(self) -> None:
         """Ask the VLM once and set the status from the answer."""
         reason = await self._vlm.check()
-        await self._set(reason)
+        await self.set(reason)
 
     async def start(self, first_check_timeout_s: float) -> None:
         """Set NOT_SERVING, check once (bounded by ``first_check_timeout_s``), then poll in the background."""
@@ -79,8 +90,7 @@ class HealthMonitor:
         try:
             await asyncio.wait_for(self.check_now(), first_check_timeout_s)
         except asyncio.TimeoutError:
-            self.reason = f"Ollama did not answer the first health check within {first_check_timeout_s:g} s"
-            log.warning("gateway NOT_SERVING: %s", self.reason, extra={"model": self._vlm.model})
+            await self.set(f"Ollama did not answer the first health check within {first_check_timeout_s:g} s")
         except Exception:  # a bug in a check must not stop the gateway from starting; it is logged
             log.exception("health check failed")
         self._task = asyncio.create_task(self._poll(), name="gateway-health")
@@ -98,6 +108,7 @@ class HealthMonitor:
         poll's wait), so the poll also stops on a flag and the cancel is repeated until the task ends."""
         await self.servicer.enter_graceful_shutdown()
         self._stopping = True
+        self.serving, self.reason, self.public = False, "stopping", "stopping"
         task, self._task = self._task, None
         while task is not None and not task.done():
             task.cancel()
@@ -115,15 +126,21 @@ class HealthMonitor:
             except Exception:  # a bug in a check must not end the health service; it is logged
                 log.exception("health check failed")
 
-    async def _set(self, reason: str | None) -> None:
+    async def set(self, reason: str | None, *, public: str | None = None) -> None:
+        """SERVING (``reason`` None) or NOT_SERVING for ``reason``; ``public`` is the phrase callers see
+        (default: :func:`public_reason` of the reason). A change is logged once. Ignored once stopping."""
+        if self._stopping:
+            return
         serving = reason is None
-        if serving != self.serving:
+        phrase = public if public is not None else public_reason(reason)
+        if serving != self.serving or phrase != self.public:
             if serving:
                 log.info("gateway SERVING: Ollama is reachable and has the model",
                          extra={"model": self._vlm.model})
             else:
                 log.warning("gateway NOT_SERVING: %s", reason, extra={"model": self._vlm.model})
         self.serving, self.reason = serving, reason or "serving"
+        self.public = phrase
         await self._set_all(SERVING if serving else NOT_SERVING)
 
     async def _set_all(self, status: int) -> None:
@@ -132,15 +149,12 @@ class HealthMonitor:
 
 
 class DetailedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health is untyped
-    """The standard health servicer; ``Check`` answers also carry the reason and Ollama's model list
-    as trailing metadata (see the module's docstring). Set ``monitor`` before serving."""
+    """The standard health servicer; ``Check`` answers also carry the public reason as trailing metadata
+    (see the module's docstring). Answers from the cached state only. Set ``monitor`` before serving."""
 
     monitor: HealthMonitor | None = None
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:  # noqa: N802 (gRPC's name)
         if self.monitor is not None:
-            models = await self.monitor.ollama_models()
-            listed = ",".join(models) if isinstance(models, tuple) else f"error: {models}"
-            context.set_trailing_metadata(((REASON_KEY, self.monitor.reason.encode("utf-8")),
-                                           (MODELS_KEY, listed.encode("utf-8"))))
+            context.set_trailing_metadata(((REASON_KEY, self.monitor.public.encode("utf-8")),))
         return await super().Check(request, context)

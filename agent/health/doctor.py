@@ -18,8 +18,8 @@ Checks, in order (a failed config stops the rest, since they all read it):
 * ``mqtt``: the broker accepts a connection with the configured TLS and credentials
   (a separate client id, so a running agent's session is not taken over).
 * ``gateway``: the escalation gateway's gRPC health (when ``escalation.gateway`` is set),
-  with the reason it gives when NOT_SERVING; ``ollama``: the models pulled in Ollama,
-  as the gateway reports them.
+  with the short reason it gives when NOT_SERVING ("VLM unreachable", "model not available"; the
+  gateway tells callers no more than that: the details are in its log).
 * ``metrics``: ``metrics.listen`` is free, or a running agent answers ``/healthz`` there.
 
 Statuses: OK, WARN (works, but look at it), FAIL (the agent will not work), SKIP (not
@@ -420,22 +420,21 @@ def _check_mqtt(config: AgentConfig, timeout_s: float) -> Check:
 
 @dataclasses.dataclass(frozen=True)
 class GatewayAnswer:
-    """One gateway's health answer: ``status`` SERVING / NOT_SERVING / an error code name; ``reason`` and
-    ``models`` from the trailing metadata (empty when the gateway does not send them)."""
+    """One gateway's health answer: ``status`` SERVING / NOT_SERVING / an error code name; ``reason`` from
+    the trailing metadata (empty when the gateway does not send it)."""
 
     target: str
     status: str
     reason: str
-    models: tuple[str, ...] | str  # the names, or "error: ..." / "" when unknown
 
 
 def ask_gateway_health(target: str, credentials: Any = None, options: list[tuple[str, Any]] | None = None,
                        timeout_s: float = 5.0) -> GatewayAnswer:
-    """The escalation service's health at ``target`` (a gRPC target), with the reason and Ollama's models."""
+    """The escalation service's health at ``target`` (a gRPC target), with the reason it gives."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from agent.escalation.health import MODELS_KEY, REASON_KEY
+    from agent.escalation.health import REASON_KEY
 
     channel = (grpc.secure_channel(target, credentials, options=options or []) if credentials is not None
                else grpc.insecure_channel(target, options=options or []))
@@ -447,16 +446,12 @@ def ask_gateway_health(target: str, credentials: Any = None, options: list[tuple
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
-            return GatewayAnswer(target, code.name if code is not None else "ERROR", details or "", "")
+            return GatewayAnswer(target, code.name if code is not None else "ERROR", details or "")
         trailing = {k: v for k, v in (call.trailing_metadata() or ())}
     reason = trailing.get(REASON_KEY, b"")
-    models_raw = trailing.get(MODELS_KEY, b"")
     reason_text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-    models_text = models_raw.decode("utf-8", "replace") if isinstance(models_raw, bytes) else str(models_raw)
-    models: tuple[str, ...] | str = models_text if models_text.startswith("error: ") or not models_text else \
-        tuple(m for m in models_text.split(",") if m)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return GatewayAnswer(target, status, reason_text, models)
+    return GatewayAnswer(target, status, reason_text)
 
 
 def _gateway_targets(target: str) -> list[str]:
@@ -502,25 +497,7 @@ def _check_gateway(config: AgentConfig, timeout_s: float) -> list[Check]:
             checks.append(Check(name, "FAIL", f"{one}: {answer.status}: {answer.reason}",
                                 "is `edge-agent gateway` running there (systemctl status edge-agent-gateway), "
                                 "and does escalation.tls match its TLS setting?"))
-        if answer.status in ("SERVING", "NOT_SERVING"):
-            checks.append(_ollama_row(one if one != target else "", answer))
     return checks
-
-
-def _ollama_row(which: str, answer: GatewayAnswer) -> Check:
-    name = f"ollama {which}".strip() if which else "ollama"
-    models = answer.models
-    if isinstance(models, tuple):
-        listed = ", ".join(models) or "none"
-        if not models:
-            return Check(name, "FAIL", "the gateway's Ollama has no models pulled",
-                         "on the gateway host: ollama pull llava:7b")
-        return Check(name, "OK" if answer.status == "SERVING" else "WARN", f"models pulled (via the gateway): {listed}")
-    if models.startswith("error: "):
-        return Check(name, "FAIL", f"the gateway cannot list Ollama's models: {models.removeprefix('error: ')}",
-                     "on the gateway host: systemctl status ollama; check ollama.host in the gateway's config")
-    return Check(name, "WARN", "the gateway does not report Ollama's models (an older edge-agent gateway)",
-                 "upgrade the gateway, or run `ollama list` on the gateway host")
 
 
 # -- metrics endpoint -------------------------------------------------------------------------------------
