@@ -7,7 +7,11 @@ Every source sits behind the small :class:`FrameSource` protocol, so the grabber
   streams (FFmpeg), V4L2 devices (``/dev/videoN`` or an index) and GStreamer
   pipelines (``gst:...``, only with an OpenCV built with GStreamer).
 * :class:`SyntheticSource`: ``synthetic://conveyor?seed=1&fps=15`` renders the
-  synthetic conveyor scene, with ground truth on every frame.
+  synthetic conveyor scene (``synthetic://surface``: the grey surface scene), with
+  ground truth on every frame.
+
+Every source hands out BGR frames: a grey (single-channel) frame, as a mono camera
+sends it, is converted by :func:`as_bgr` (the grey value in all three channels).
 
 :func:`open_source` picks the implementation from the spec. Constructors do no
 I/O (a bad spec fails at once, before any camera is opened); :meth:`open` does.
@@ -29,7 +33,8 @@ from typing import Protocol, TypeGuard
 import cv2
 import numpy as np
 
-from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
+from agent.capture.scenes import SCENES, SceneStream
+from agent.capture.synthetic import FrameTruth
 from agent.errors import SourceError
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "OpenCVSource",
     "SourceFrame",
     "SyntheticSource",
+    "as_bgr",
     "mask_secrets",
     "open_source",
 ]
@@ -45,7 +51,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMS = (
-    "synthetic://conveyor[?seed=N&fps=F&frames=N&width=W&height=H]",
+    "synthetic://conveyor or synthetic://surface[?seed=N&fps=F&frames=N&width=W&height=H]",
     "rtsp://[user:pass@]HOST[:PORT]/PATH (also rtsps://)",
     "http(s)://HOST/PATH (MJPEG or any stream FFmpeg reads)",
     "/dev/videoN or a device index N (V4L2)",
@@ -144,11 +150,20 @@ def _valid_image(image: object) -> TypeGuard[np.ndarray]:
     return (
         isinstance(image, np.ndarray)
         and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] == 3
+        and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3)))
         and image.shape[0] > 0
         and image.shape[1] > 0
     )
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A frame as the agent handles it: BGR ``uint8`` HxWx3. A grey frame (HxW or HxWx1, as a mono
+    camera or a single-channel image file gives it) gets its grey value in all three channels,
+    as OpenCV's ``IMREAD_COLOR`` decodes a grey file; a BGR frame is returned as it is."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        out: np.ndarray = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+        return out
+    return image
 
 
 class OpenCVSource:
@@ -368,7 +383,7 @@ class OpenCVSource:
     def _wrap(image: object) -> SourceFrame:
         if not _valid_image(image):
             return SourceFrame.broken()
-        return SourceFrame(image=np.ascontiguousarray(image))
+        return SourceFrame(image=np.ascontiguousarray(as_bgr(image)))
 
     def close(self) -> None:
         cap, self._cap = self._cap, None
@@ -378,16 +393,18 @@ class OpenCVSource:
 
 
 class SyntheticSource:
-    """``synthetic://conveyor?seed=1&fps=15&frames=300``: the synthetic conveyor
-    scene with ground truth on every frame.
+    """``synthetic://conveyor?seed=1&fps=15&frames=300``: a synthetic scene (see
+    :mod:`agent.capture.scenes`: ``conveyor``, ``surface``) with ground truth on every frame.
 
     Query keys (all optional): ``seed`` (int >= 0, default 0), ``fps`` (the rate the
     grabber plays it at, default 15; 0 = as fast as frames are taken), ``frames``
     (how many frames before the end, default unlimited), ``width``/``height``
-    (pixels, default 640x480, at least 320x240). Re-opening restarts the same deterministic stream.
+    (pixels, default the scene's: 640x480 conveyor, 640x640 surface; at least 320x240).
+    Re-opening restarts the same deterministic stream. The surface scene's grey frames
+    are handed out as BGR (:func:`as_bgr`), as a mono camera's are.
     """
 
-    SCENES = ("conveyor",)
+    SCENES = tuple(SCENES)
     ACCEPTED_KEYS = ("seed", "fps", "frames", "width", "height")
 
     def __init__(self, spec: str) -> None:
@@ -419,10 +436,11 @@ class SyntheticSource:
         self.seed: int = 0 if seed is None else seed
         self.fps = self._float(values, "fps", 15.0, 0.0, 240.0)
         self.frames: int | None = self._int(values, "frames", 1, 2**63 - 1)
-        self.settings = SceneSettings(width=640 if width is None else width,
-                                      height=480 if height is None else height)
+        self.scene = SCENES[scene]
+        self.width = self.scene.size[0] if width is None else width
+        self.height = self.scene.size[1] if height is None else height
         self.nominal_fps: float | None = self.fps or None
-        self._scene: ConveyorScene | None = None
+        self._scene: SceneStream | None = None
         self._emitted = 0
 
     def _int(self, values: dict[str, str], key: str, lo: int, hi: int) -> int | None:
@@ -464,7 +482,7 @@ class SyntheticSource:
         return f"SyntheticSource({self.spec!r})"
 
     def open(self) -> None:
-        self._scene = ConveyorScene(seed=self.seed, settings=self.settings)
+        self._scene = self.scene.stream(self.seed, self.width, self.height)
         self._emitted = 0
 
     def read(self) -> SourceFrame | None:
@@ -474,7 +492,7 @@ class SyntheticSource:
             return None
         image, truth = self._scene.next_frame()
         self._emitted += 1
-        return SourceFrame(image=image, truth=truth)
+        return SourceFrame(image=as_bgr(image), truth=truth)
 
     def close(self) -> None:
         self._scene = None

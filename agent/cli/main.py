@@ -248,9 +248,14 @@ def dataset_synth(
              "(train/<class>/, val/<class>/), classes pass + the defect types")] = "detect",
     label_rule: Annotated[str, typer.Option(
         help="classify: the class of a frame with several defect types: severity (the most severe: "
-             "missing > hole > scratch > stain) or area (the largest total box area)")] = "severity",
+             "missing > hole > scratch > stain on the conveyor, crack > inclusion > pit > dent > scratch > stain "
+             "on the surface) or area (the largest total box area)")] = "severity",
+    scene: Annotated[str, typer.Option(
+        help="conveyor: colour parts on a belt, 640x480, 4 defect classes; surface: grey textured surface "
+             "close-ups, 640x640, single-channel images, 6 smaller defect classes")] = "conveyor",
 ) -> None:
-    """Render a labelled dataset (detection or classification) from the synthetic conveyor scene."""
+    """Render a labelled dataset (detection or classification) from a synthetic scene."""
+    from agent.capture.scenes import SCENES
     from agent.dataset.synth import LABEL_RULES, LabelRule, write_classify_dataset, write_synthetic_dataset
 
     def progress(split: str, done: int, total: int) -> None:
@@ -258,13 +263,15 @@ def dataset_synth(
             typer.echo(f"\r{split}: {done}/{total}", nl=done == total, err=True)
 
     try:
+        if scene not in SCENES:
+            raise EdgeAgentError(f"--scene {scene!r}: expected one of {', '.join(SCENES)}")
         if task == "detect":
-            written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress)
+            written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress, scene=scene)
         elif task == "classify":
             if label_rule not in LABEL_RULES:
                 raise EdgeAgentError(f"--label-rule {label_rule!r}: expected one of {', '.join(LABEL_RULES)}")
             written = write_classify_dataset(out, train, val, seed=seed, progress=progress,
-                                             rule=cast(LabelRule, label_rule))
+                                             rule=cast(LabelRule, label_rule), scene=scene)
         else:
             raise EdgeAgentError(f"--task {task!r}: expected detect or classify")
     except EdgeAgentError as exc:

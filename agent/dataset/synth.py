@@ -1,4 +1,5 @@
-"""Write labelled datasets from the synthetic conveyor scene.
+"""Write labelled datasets from a synthetic scene (:mod:`agent.capture.scenes`: the colour conveyor,
+the default, or the grey surface, whose images are written as single-channel JPEGs).
 
 Detection (``write_synthetic_dataset``), the YOLO layout that ultralytics and
 ``edge-agent models eval`` read::
@@ -12,7 +13,7 @@ Classification (``write_classify_dataset``), ultralytics' classify folder layout
 (one folder per class; every class gets a folder, empty or not)::
 
     OUT/dataset.json                    # task, class names in model order, label rule, seed, counts
-    OUT/{train,val}/<class>/000000.jpg  # classes: pass, scratch, hole, stain, missing
+    OUT/{train,val}/<class>/000000.jpg  # classes: pass, then the scene's defect classes
     OUT/truth/{train,val}.jsonl         # one line per image: file, label, full ground truth
 
 A frame's class is given by :func:`frame_label`: ``pass`` without a visible
@@ -33,29 +34,45 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
+from agent.capture.scenes import SCENES, Scene
 from agent.capture.synthetic import DEFAULT_SETTINGS, DEFECT_CLASSES, FrameTruth, SceneSettings, render_still
 from agent.errors import DatasetError
 
 ProgressFn = Callable[[str, int, int], None]
+Renderer = Callable[[np.random.Generator], tuple[np.ndarray, FrameTruth]]
 
 PASS_CLASS = "pass"
 CLASSIFY_NAMES: tuple[str, ...] = (PASS_CLASS, *DEFECT_CLASSES)
 """Class names of the frame classifier, index = class id: ``pass``, then the defect classes."""
-SEVERITY: tuple[str, ...] = ("missing", "hole", "scratch", "stain")
+SEVERITY: tuple[str, ...] = SCENES["conveyor"].severity
 """Defect classes, most severe first: material gone, a hole through, a scratch, a (cosmetic) stain."""
 LabelRule = Literal["severity", "area"]
 LABEL_RULES: tuple[str, ...] = get_args(LabelRule)
 
 
-def yolo_label_lines(truth: FrameTruth, width: int, height: int) -> list[str]:
-    """YOLO label lines for one frame: class id, then centre and size normalised to 0..1."""
+def yolo_label_lines(truth: FrameTruth, width: int, height: int,
+                     names: tuple[str, ...] = DEFECT_CLASSES) -> list[str]:
+    """YOLO label lines for one frame: class id (index in ``names``), then centre and size normalised to 0..1."""
     lines = []
     for d in truth.defects:
         x1, y1, x2, y2 = d.box
         cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
         bw, bh = (x2 - x1) / width, (y2 - y1) / height
-        lines.append(f"{d.class_id} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+        lines.append(f"{names.index(d.label)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
     return lines
+
+
+def _scene_renderer(scene: str, settings: SceneSettings) -> tuple[Scene, Renderer, int, int]:
+    """The scene, a function rendering one still of it, and its frame size. ``settings`` are the conveyor's
+    (the surface renders at its own size)."""
+    found = SCENES.get(scene)
+    if found is None:
+        raise DatasetError(f"scene {scene!r}: expected one of {', '.join(SCENES)}")
+    if scene == "conveyor":
+        return found, lambda rng: render_still(rng, settings), settings.width, settings.height
+    if settings is not DEFAULT_SETTINGS:
+        raise DatasetError(f"scene {scene!r}: conveyor settings were given; they apply to the conveyor scene only")
+    return found, found.render_still, found.size[0], found.size[1]
 
 
 def write_synthetic_dataset(
@@ -65,10 +82,12 @@ def write_synthetic_dataset(
     seed: int = 0,
     settings: SceneSettings = DEFAULT_SETTINGS,
     progress: ProgressFn | None = None,
+    scene: str = "conveyor",
 ) -> pathlib.Path:
-    """Render ``n_train`` + ``n_val`` stills into ``out``; returns the data.yaml path."""
+    """Render ``n_train`` + ``n_val`` stills of ``scene`` into ``out``; returns the data.yaml path."""
     if n_train < 1 or n_val < 1:
         raise DatasetError(f"dataset sizes must be at least 1, got train={n_train} val={n_val}")
+    info, render, width, height = _scene_renderer(scene, settings)
     out = pathlib.Path(out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"output folder {out} is not empty; choose a new folder or remove it")
@@ -77,12 +96,12 @@ def write_synthetic_dataset(
         for sub in ("images", "labels", "truth"):
             (out / sub / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            frame, truth = render_still(rng, settings)
+            frame, truth = render(rng)
             stem = f"{i:06d}"
             if not cv2.imwrite(str(out / "images" / split / f"{stem}.jpg"), frame,
                                [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise DatasetError(f"could not write image to {out / 'images' / split}")
-            lines = yolo_label_lines(truth, settings.width, settings.height)
+            lines = yolo_label_lines(truth, width, height, info.classes)
             (out / "labels" / split / f"{stem}.txt").write_text("".join(x + "\n" for x in lines))
             (out / "truth" / split / f"{stem}.json").write_text(json.dumps({
                 "verdict": truth.verdict,
@@ -93,18 +112,19 @@ def write_synthetic_dataset(
             if progress is not None:
                 progress(split, i + 1, count)
     data_yaml = out / "data.yaml"
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(DEFECT_CLASSES))
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(info.classes))
     data_yaml.write_text(
-        f"# synthetic conveyor dataset, seed {seed}, train {n_train}, val {n_val}\n"
+        f"# synthetic {scene} dataset, seed {seed}, train {n_train}, val {n_val}\n"
         f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
     )
     return data_yaml
 
 
-def frame_label(truth: FrameTruth, rule: LabelRule = "severity") -> str:
+def frame_label(truth: FrameTruth, rule: LabelRule = "severity", severity: tuple[str, ...] = SEVERITY) -> str:
     """The class of a whole frame: ``pass`` when no defect is visible, else
 
-    * ``severity`` (default): the most severe defect class present (order :data:`SEVERITY`), whatever
+    * ``severity`` (default): the most severe defect class present (order ``severity``: the scene's,
+      the conveyor's :data:`SEVERITY` by default), whatever
       its size or faintness: what a line acts on first. About a quarter of the frames show two
       defect types; this rule is a presence test a classifier can learn, and it is the label a line
       engineer wants for such a frame.
@@ -114,13 +134,13 @@ def frame_label(truth: FrameTruth, rule: LabelRule = "severity") -> str:
         return PASS_CLASS
     if rule == "severity":
         present = {d.label for d in truth.defects}
-        return next(c for c in SEVERITY if c in present)
+        return next(c for c in severity if c in present)
     if rule == "area":
         areas: dict[str, float] = collections.defaultdict(float)
         for d in truth.defects:
             x1, y1, x2, y2 = d.box
             areas[d.label] += (x2 - x1) * (y2 - y1)
-        return max(SEVERITY, key=lambda c: (areas.get(c, -1.0), -SEVERITY.index(c)))
+        return max(severity, key=lambda c: (areas.get(c, -1.0), -severity.index(c)))
     raise DatasetError(f"label rule {rule!r}: expected one of {', '.join(LABEL_RULES)}")
 
 
@@ -132,11 +152,14 @@ def write_classify_dataset(
     settings: SceneSettings = DEFAULT_SETTINGS,
     progress: ProgressFn | None = None,
     rule: LabelRule = "severity",
+    scene: str = "conveyor",
 ) -> pathlib.Path:
-    """Render ``n_train`` + ``n_val`` stills into ``out`` in the classify folder layout
+    """Render ``n_train`` + ``n_val`` stills of ``scene`` into ``out`` in the classify folder layout
     (see the module docstring); returns ``out``. Deterministic for a seed."""
     if n_train < 1 or n_val < 1:
         raise DatasetError(f"dataset sizes must be at least 1, got train={n_train} val={n_val}")
+    info, render, width, height = _scene_renderer(scene, settings)
+    names = (PASS_CLASS, *info.classes)
     if rule not in LABEL_RULES:
         raise DatasetError(f"label rule {rule!r}: expected one of {', '.join(LABEL_RULES)}")
     out = pathlib.Path(out)
@@ -146,13 +169,13 @@ def write_classify_dataset(
     (out / "truth").mkdir(parents=True, exist_ok=True)
     for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1)):
         rng = np.random.default_rng(split_seed)
-        for name in CLASSIFY_NAMES:
+        for name in names:
             (out / split / name).mkdir(parents=True, exist_ok=True)
-        per_class = dict.fromkeys(CLASSIFY_NAMES, 0)
+        per_class = dict.fromkeys(names, 0)
         lines = []
         for i in range(count):
-            frame, truth = render_still(rng, settings)
-            label = frame_label(truth, rule)
+            frame, truth = render(rng)
+            label = frame_label(truth, rule, info.severity)
             rel = f"{split}/{label}/{i:06d}.jpg"
             if not cv2.imwrite(str(out / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise DatasetError(f"could not write image to {out / split / label}")
@@ -167,8 +190,8 @@ def write_classify_dataset(
         (out / "truth" / f"{split}.jsonl").write_text("".join(x + "\n" for x in lines))
         counts[split] = per_class
     (out / "dataset.json").write_text(json.dumps({
-        "task": "classify", "names": list(CLASSIFY_NAMES), "label_rule": rule, "seed": seed,
-        "source": "synthetic conveyor (agent.capture.synthetic.render_still)",
-        "size": [settings.width, settings.height], "counts": counts,
+        "task": "classify", "names": list(names), "label_rule": rule, "seed": seed,
+        "source": f"{info.description} (agent.capture.scenes, scene {scene})",
+        "size": [width, height], "counts": counts,
     }, indent=1) + "\n")
     return out

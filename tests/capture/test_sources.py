@@ -51,7 +51,7 @@ def test_synthetic_parses_query_and_yields_truth() -> None:
 def test_synthetic_defaults() -> None:
     source = SyntheticSource("synthetic://conveyor")
     assert (source.seed, source.fps, source.frames, source.nominal_fps) == (0, 15.0, None, 15.0)
-    assert (source.settings.width, source.settings.height) == (640, 480)
+    assert (source.width, source.height) == (640, 480)
     assert SyntheticSource("synthetic://conveyor?fps=0").nominal_fps is None  # 0 = unpaced
 
 

@@ -147,3 +147,42 @@ def test_cli_dataset_synth_classify(tmp_path: pathlib.Path) -> None:
         bad = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "e"), *args],
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- the grey surface scene ----------------------------------------------------------------------------------
+
+
+def test_surface_detect_dataset_is_grey_with_its_own_classes(tmp_path: pathlib.Path) -> None:
+    from agent.capture.surface import SURFACE_CLASSES
+
+    data_yaml = write_synthetic_dataset(tmp_path / "s", 4, 2, seed=3, scene="surface")
+    doc = yaml.safe_load(data_yaml.read_text())
+    assert doc["names"] == dict(enumerate(SURFACE_CLASSES)) and "synthetic surface" in data_yaml.read_text()
+    rows = 0
+    for img in sorted((tmp_path / "s/images/train").glob("*.jpg")):
+        grey = cv2.imread(str(img), cv2.IMREAD_UNCHANGED)
+        assert grey.shape == (640, 640)  # a single-channel JPEG, as a mono camera's frame
+        truth = json.loads((tmp_path / "s/truth/train" / img.name).with_suffix(".json").read_text())
+        lines = (tmp_path / "s/labels/train" / img.name).with_suffix(".txt").read_text().splitlines()
+        assert [SURFACE_CLASSES[int(x.split()[0])] for x in lines] == [d["label"] for d in truth["defects"]]
+        rows += len(lines)
+    assert rows > 0
+    with pytest.raises(DatasetError, match="scene 'belt': expected one of conveyor, surface"):
+        write_synthetic_dataset(tmp_path / "t", 1, 1, scene="belt")
+
+
+def test_cli_dataset_synth_surface_classify(tmp_path: pathlib.Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "c"),
+                           "--train", "6", "--val", "2", "--task", "classify", "--scene", "surface"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "c/dataset.json").read_text())
+    assert meta["names"] == ["pass", "scratch", "pit", "stain", "crack", "inclusion", "dent"]
+    assert meta["size"] == [640, 640] and sum(meta["counts"]["train"].values()) == 6
+    for line in (tmp_path / "c/truth/train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert cv2.imread(str(tmp_path / "c" / row["file"]), cv2.IMREAD_UNCHANGED).ndim == 2
+    bad = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "x"),
+                          "--scene", "belt"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--scene 'belt': expected one of conveyor, surface" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
