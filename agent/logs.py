@@ -2,7 +2,8 @@
 
 Quiet by default (warnings and errors). Two formats: ``key=value`` text, one line
 per record (readable in ``journalctl``), or JSON lines for log shippers. Extra
-fields passed with ``log.info("...", extra={"camera": "cam1"})`` are included.
+fields passed with ``log.info("...", extra={"camera": "cam1"})`` are included. Every line
+passes :func:`agent.redact.redact`, so a credential in a URL or error text is never logged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import logging
 import sys
 from typing import Any, TextIO
+
+from agent.redact import redact
 
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime"}
 
@@ -32,7 +35,7 @@ class JsonFormatter(logging.Formatter):
                     for k, v in _extras(record).items()})
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
+        return redact(json.dumps(doc))  # credentials never reach a log line, whoever wrote it
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -42,7 +45,7 @@ class KeyValueFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)  # credentials never reach a log line, whoever wrote it
 
 
 def configure(level: str = "warning", json_format: bool = False, stream: TextIO | None = None) -> None:

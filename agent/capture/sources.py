@@ -36,6 +36,7 @@ import numpy as np
 from agent.capture.scenes import SCENES, SceneStream
 from agent.capture.synthetic import FrameTruth
 from agent.errors import SourceError
+from agent.redact import redact
 
 __all__ = [
     "ACCEPTED_FORMS",
@@ -44,7 +45,6 @@ __all__ = [
     "SourceFrame",
     "SyntheticSource",
     "as_bgr",
-    "mask_secrets",
     "open_source",
 ]
 
@@ -61,38 +61,6 @@ ACCEPTED_FORMS = (
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pass", "pwd", "token", "access_token", "key",
-                                "apikey", "api_key", "secret", "auth", "sig", "signature"})
-
-
-def mask_secrets(spec: str) -> str:
-    """``spec`` with credentials hidden: the password of ``user:pass@`` (or a bare
-    token before ``@``) and the values of query keys such as ``password`` or ``token``."""
-    m = _SCHEME.match(spec)
-    if not m:
-        return spec
-    head, rest = spec[: m.end()], spec[m.end():]
-    query = ""
-    if "?" in rest:
-        rest, query = rest.split("?", 1)
-        query = "?" + query
-    # the last '@' before the query ends the user info; masking too much beats leaking
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, host_and_path = rest[:at], rest[at + 1:]
-        userinfo = userinfo.split(":", 1)[0] + ":***" if ":" in userinfo else "***"
-        rest = f"{userinfo}@{host_and_path}"
-    if query:
-        parts = []
-        for item in query[1:].split("&"):
-            key, sep, _value = item.partition("=")
-            if sep and key.lower() in _SECRET_QUERY_KEYS:
-                item = f"{key}=***"
-            parts.append(item)
-        query = "?" + "&".join(parts)
-    return head + rest + query
-
-
 @dataclasses.dataclass(frozen=True)
 class SourceFrame:
     """One read from a source: a BGR ``uint8`` HxWx3 image, or ``image=None`` with
@@ -196,7 +164,7 @@ class OpenCVSource:
         self.read_timeout_s = read_timeout_s
         self.max_failed_reads = max_failed_reads
         self.nominal_fps: float | None = None  # files play as fast as they are consumed
-        self._desc = mask_secrets(spec)
+        self._desc = redact(spec)
         self._cap: cv2.VideoCapture | None = None
         self._frame_count = 0  # known frame count of a file, 0 = unknown
         self._decoded = 0  # successful cap.read() calls since open
@@ -501,7 +469,7 @@ class SyntheticSource:
 def _unknown_scheme(spec: str) -> str:
     m = _SCHEME.match(spec)
     scheme = m.group(1) if m else "?"
-    return (f"camera source {mask_secrets(spec)!r}: unknown URL scheme {scheme + '://'!r}; accepted forms: "
+    return (f"camera source {redact(spec)!r}: unknown URL scheme {scheme + '://'!r}; accepted forms: "
             + "; ".join(ACCEPTED_FORMS))
 
 

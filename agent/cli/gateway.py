@@ -22,6 +22,7 @@ from agent.errors import ConfigError
 from agent.escalation.server import serve
 from agent.health.gateway import GatewayHealth
 from agent.health.notify import Notifier
+from agent.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ async def _serve_until_signal(config: GatewayConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     health = "SERVING" if server.health.serving else f"NOT_SERVING: {server.health.reason}"
-    typer.echo(f"edge-agent gateway: listening on {server.address}; Ollama {config.ollama.host}, model "
+    typer.echo(f"edge-agent gateway: listening on {server.address}; Ollama {redact(config.ollama.host)}, model "
                f"{config.ollama.model}; {health}"
                + (f"; metrics on {observed.metrics.url}/metrics" if observed.metrics is not None else ""), err=True)
     terminated = asyncio.ensure_future(server.wait_for_termination())

@@ -62,6 +62,7 @@ from agent.escalation.merge import VlmAnswer, VlmDefect
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
 from agent.publish.event import EscalationStatus
+from agent.redact import redact
 from agent.triage.policy import Verdict
 
 __all__ = ["SERVICE", "CallResult", "EscalationClient", "channel_credentials", "channel_options", "classify",
@@ -208,7 +209,7 @@ class EscalationClient:
                 details = f"no answer within {timeout:.1f} s ({details or 'deadline exceeded'})"
             elif code == grpc.StatusCode.UNAVAILABLE and "backend unhealthy" in details:
                 details += _UNHEALTHY_HINT
-            return CallResult(status, f"{code.name}: {details}", None, latency, code.name, healthy)
+            return CallResult(status, redact(f"{code.name}: {details}"), None, latency, code.name, healthy)
         latency = (time.perf_counter() - start) * 1000.0
         answer = to_answer(reply)
         if answer is None:

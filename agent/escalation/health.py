@@ -35,6 +35,7 @@ from typing import Any
 from grpc_health.v1 import health, health_pb2
 
 from agent.escalation.vlm import Vlm
+from agent.redact import redact
 
 __all__ = ["NOT_SERVING", "PUBLIC_REASONS", "REASON_KEY", "SERVING", "DetailedHealthServicer", "HealthMonitor",
            "public_reason"]
@@ -139,7 +140,7 @@ class HealthMonitor:
                          extra={"model": self._vlm.model})
             else:
                 log.warning("gateway NOT_SERVING: %s", reason, extra={"model": self._vlm.model})
-        self.serving, self.reason = serving, reason or "serving"
+        self.serving, self.reason = serving, redact(reason) if reason else "serving"
         self.public = phrase
         await self._set_all(SERVING if serving else NOT_SERVING)
 

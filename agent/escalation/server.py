@@ -38,6 +38,7 @@ from agent.escalation.stats import CallStats
 from agent.escalation.vlm import OllamaVlm, Vlm
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.redact import redact
 
 __all__ = ["SERVICE_NAME", "GatewayServer", "serve"]
 
@@ -140,7 +141,7 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     await monitor.start(first_check_timeout_s=config.ollama.connect_timeout_s + 2.0)
     log.info("gateway listening", extra={
         "address": address, "tls": "mutual" if config.tls and config.tls.client_ca_file else bool(config.tls),
-        "ollama": config.ollama.host, "model": config.ollama.model, "parallel": limits.parallel,
+        "ollama": redact(config.ollama.host), "model": config.ollama.model, "parallel": limits.parallel,
         "queue": limits.queue, "health": "SERVING" if monitor.serving else f"NOT_SERVING ({monitor.reason})"})
     return GatewayServer(server, address, port, service, monitor, vlm, stats, config.summary_interval_s)
 

@@ -39,6 +39,7 @@ from agent.escalation.templates import Hint, Prompt, get_template
 from agent.escalation.vlm import Vlm, VlmResult
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.redact import redact
 
 __all__ = ["Admission", "EscalationService", "QueueFull", "build_prompt", "to_response"]
 
@@ -183,5 +184,5 @@ class EscalationService(pb_grpc.EscalationServicer):
                 "prefilter_model": request.prefilter_model, "error": message or None})
         if result is not None:
             return to_response(result, gateway_ms)
-        await context.abort(code, message)
+        await context.abort(code, redact(message))
         raise RuntimeError("grpc.aio's context.abort returned instead of raising")  # it always raises

@@ -40,6 +40,7 @@ import pydantic
 from agent.config.gateway import OllamaConfig
 from agent.errors import RequestRejected, VlmError, VlmInvalidAnswer, VlmModelMissing, VlmTimeout, VlmUnavailable
 from agent.escalation.templates import Answer, InvalidAnswer, Prompt, parse_answer
+from agent.redact import redact
 
 __all__ = ["OllamaVlm", "Vlm", "VlmResult"]
 
@@ -84,7 +85,7 @@ class OllamaVlm:
         self._client = client
         self._config = config
         self.model = config.model
-        self.host = config.host
+        self.host = redact(config.host)  # shown in messages that reach gRPC callers; the client has the real one
         self._options: Mapping[str, Any] = {
             "temperature": config.temperature, "num_ctx": config.num_ctx, "num_predict": config.num_predict}
 

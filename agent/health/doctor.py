@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from agent.config.models import AgentConfig, CameraConfig, MqttConfig
 from agent.errors import ConfigError, EdgeAgentError
+from agent.redact import redact
 
 __all__ = ["Check", "DoctorOptions", "exit_code", "render_json", "render_table", "run_checks"]
 
@@ -60,6 +61,10 @@ class Check:
     status: Status
     detail: str
     todo: str = ""
+
+    def __post_init__(self) -> None:  # every text a check shows passes the one redaction helper
+        object.__setattr__(self, "detail", redact(self.detail))
+        object.__setattr__(self, "todo", redact(self.todo))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,11 +311,10 @@ def _check_cameras(cameras: list[CameraConfig], timeout_s: float) -> list[Check]
         t.join(max(0.0, deadline - time.monotonic()))
     out: list[Check] = []
     for cam in cameras:
-        from agent.capture.sources import mask_secrets
 
         check = results.get(cam.id)
         if check is None:
-            check = Check(f"camera {cam.id}", "FAIL", f"{mask_secrets(cam.source)}: no frame within {timeout_s:g} s "
+            check = Check(f"camera {cam.id}", "FAIL", f"{redact(cam.source)}: no frame within {timeout_s:g} s "
                           "(the open or the first read did not return)",
                           "check that the camera is powered and reachable and the URL/device is right")
         out.append(check)
@@ -318,11 +322,11 @@ def _check_cameras(cameras: list[CameraConfig], timeout_s: float) -> list[Check]
 
 
 def _probe_camera(cam: CameraConfig, results: dict[str, Check]) -> None:
-    from agent.capture.sources import mask_secrets, open_source
+    from agent.capture.sources import open_source
     from agent.errors import SourceError
 
     name = f"camera {cam.id}"
-    shown = mask_secrets(cam.source)
+    shown = redact(cam.source)
     todo = ("check the URL, credentials and network (try it in VLC or ffplay)" if "://" in cam.source
             and not cam.source.startswith("synthetic://") else
             "check the device/file exists; under systemd the unit needs DeviceAllow=char-video4linux and "

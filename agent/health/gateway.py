@@ -21,6 +21,7 @@ from agent.escalation.server import GatewayServer
 from agent.health.notify import Notifier
 from agent.metrics.gateway import render_gateway_metrics
 from agent.metrics.server import MetricsServer
+from agent.redact import redact
 
 __all__ = ["GatewayHealth"]
 
@@ -91,14 +92,14 @@ class GatewayHealth:
         if codes:
             calls += " (" + ", ".join(f"{k} {v}" for k, v in sorted(codes.items())) + ")"
         admission = s.service.admission
-        line = (f"listening on {s.address}; Ollama {self.config.ollama.host} model {self.config.ollama.model}: "
+        line = (f"listening on {s.address}; Ollama {redact(self.config.ollama.host)} model {self.config.ollama.model}: "
                 f"{health}; {calls}; {admission.running} running, {admission.waiting} waiting")
         if self.metrics is not None:
             line += f"; metrics {self.metrics.url}/metrics"
         return line
 
     def metrics_text(self) -> str:
-        return render_gateway_metrics(self.server, self.config.ollama.model, self.config.ollama.host)
+        return render_gateway_metrics(self.server, self.config.ollama.model, redact(self.config.ollama.host))
 
     def health_document(self) -> tuple[bool, dict[str, Any]]:
         s = self.server
@@ -113,7 +114,7 @@ class GatewayHealth:
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
             "address": s.address,
-            "ollama": {"host": self.config.ollama.host, "model": self.config.ollama.model,
+            "ollama": {"host": redact(self.config.ollama.host), "model": self.config.ollama.model,
                        "serving": bool(s.health.serving), "reason": s.health.reason},
             "calls": s.stats.totals_by_code(),
             "running": admission.running,

@@ -4,7 +4,7 @@ A stdlib ``ThreadingHTTPServer`` in a daemon thread; each request calls the prov
 was given, so what it serves is read at scrape time. ``/healthz`` answers 200 when the
 health provider says healthy and 503 otherwise, with the provider's JSON document either
 way. Anything else is 404. A provider that raises gives a 500 and a logged traceback,
-never a dead server.
+never a dead server. Both bodies pass :func:`agent.redact.redact` (no credential is served).
 
     server = MetricsServer("127.0.0.1:9464", metrics=render_text, health=health_doc)
     server.start()          # raises MetricsError naming the address when it cannot bind
@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.errors import MetricsError
 from agent.metrics.exposition import CONTENT_TYPE
+from agent.redact import redact
 
 __all__ = ["HealthProvider", "MetricsError", "MetricsServer", "split_listen"]
 
@@ -101,11 +102,11 @@ def _make_handler(metrics: Callable[[], str], health: HealthProvider) -> type[ht
             path = self.path.split("?", 1)[0]
             try:
                 if path == "/metrics":
-                    self._reply(200, CONTENT_TYPE, metrics().encode("utf-8"))
+                    self._reply(200, CONTENT_TYPE, redact(metrics()).encode("utf-8"))
                 elif path == "/healthz":
                     healthy, doc = health()
                     self._reply(200 if healthy else 503, "application/json",
-                                json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+                                redact(json.dumps(doc, separators=(",", ":"))).encode("utf-8"))
                 else:
                     self._reply(404, "text/plain; charset=utf-8", b"not found; try /metrics or /healthz\n")
             except Exception:  # noqa: BLE001  a provider's bug is a 500 and a log line, the server goes on

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.publish.event import rfc3339
+from agent.redact import redact
 
 __all__ = ["CameraStatus", "CameraStatusBoard", "MAX_REASON_CHARS", "REASON_STATES", "StatusRepublisher"]
 
@@ -99,7 +100,7 @@ class CameraStatusBoard:
         state does (a new reason for the same state keeps it). The reason is kept for the states that
         have one (``reconnecting``, ``failed``) and cut to :data:`MAX_REASON_CHARS`; other states have none."""
         if state in REASON_STATES:
-            reason = reason or "no reason given"
+            reason = redact(reason or "no reason given")  # a source string may carry credentials
             if len(reason) > MAX_REASON_CHARS:
                 reason = reason[:MAX_REASON_CHARS - 1] + "…"
         else:

@@ -361,5 +361,5 @@ def test_thread_is_named_after_the_camera() -> None:
 
 def test_default_source_factory_is_open_source() -> None:
     grabber = Grabber(camera("rtsp://user:pw@127.0.0.1:9/cam"))
-    assert grabber.realtime is True and grabber.source.describe() == "rtsp://user:***@127.0.0.1:9/cam"
+    assert grabber.realtime is True and grabber.source.describe() == "rtsp://***:***@127.0.0.1:9/cam"
     assert isinstance(grabber.source, type(open_source("rtsp://127.0.0.1:9/cam")))
