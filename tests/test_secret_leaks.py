@@ -190,7 +190,7 @@ def test_no_output_of_agent_gateway_or_doctor_shows_a_credential(
         "gateway /healthz": ["http://***:***@127.0.0.1"],
         "gateway /metrics": ["http://***:***@127.0.0.1"],
         "gRPC Describe details": ["http://***:***@127.0.0.1"],
-        "gRPC health metadata": ["http://***:***@127.0.0.1"],
+        "gRPC health metadata": ["model not available"],  # callers get a public phrase only
         "doctor": ["password=***", "loginpas=***", "rtsp://***:***@127.0.0.1"],
         "agent refusal": ["rtsp://***:***@127.0.0.1"],
     }
