@@ -1,8 +1,11 @@
 """Calibration frames for INT8 quantization: a folder of camera frames, or the synthetic scene.
 
-Calibration must look like what the camera sends: colour frames of one size
-(the camera's). Every image is checked before calibration starts, so a bad file
-fails in a second with its name, not after minutes of calibration.
+Calibration must look like what the camera sends: 8-bit frames of one size (the
+camera's), colour or grey. A grey (single-channel) image, as a mono camera sends it,
+becomes BGR the way capture converts a grey frame (:func:`agent.capture.sources.as_bgr`:
+the grey value in all three channels), which is also how the model sees that camera.
+Every image is checked before calibration starts, so a bad file fails in a second
+with its name, not after minutes of calibration.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ class CalibrationSet:
     _synthetic_seed: int | None = None
 
     def frames(self) -> Iterator[np.ndarray]:
-        """BGR uint8 frames, as a camera source delivers them."""
+        """BGR uint8 frames, as a camera source delivers them (grey files: the grey value in all three channels,
+        as :func:`agent.capture.sources.as_bgr` converts a mono camera's frame; OpenCV's ``IMREAD_COLOR``
+        decodes a grey file to exactly that)."""
         if self._synthetic_seed is not None:
             from agent.capture.synthetic import render_still
 
@@ -50,8 +55,7 @@ class CalibrationSet:
 
 def _describe_channels(image: np.ndarray) -> str:
     channels = 1 if image.ndim == 2 else image.shape[2]
-    return {1: "1 channel (greyscale)", 2: "2 channels (greyscale + alpha)", 4: "4 channels (colour + alpha)"}.get(
-        channels, f"{channels} channels")
+    return {2: "2 channels (greyscale + alpha)", 4: "4 channels (colour + alpha)"}.get(channels, f"{channels} channels")
 
 
 def check_calibration_image(path: pathlib.Path, expected_size: tuple[int, int] | None) -> tuple[int, int]:
@@ -62,10 +66,10 @@ def check_calibration_image(path: pathlib.Path, expected_size: tuple[int, int] |
         raise DatasetError(f"calibration image {path}: cannot be decoded ({path.stat().st_size} bytes); "
                            "expected a JPEG, PNG or BMP camera frame")
     if image.dtype != np.uint8:
-        raise DatasetError(f"calibration image {path}: {image.dtype} pixels; expected 8-bit colour frames")
-    if image.ndim != 3 or image.shape[2] != 3:
+        raise DatasetError(f"calibration image {path}: {image.dtype} pixels; expected 8-bit colour or grey frames")
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
         raise DatasetError(f"calibration image {path}: {_describe_channels(image)}; expected 3-channel colour "
-                           "frames such as the camera sends")
+                           "or 1-channel grey frames such as a camera sends")
     h, w = image.shape[:2]
     if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
         raise DatasetError(f"calibration image {path}: {w}x{h} pixels; expected camera frames between "

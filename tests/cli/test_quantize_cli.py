@@ -121,10 +121,10 @@ def test_bad_calibration_folders(tmp_path: pathlib.Path, val_set: pathlib.Path) 
         str(empty): "calibration folder {p} has no images (it is empty)",
         str(tmp_path / "notes"): "has no images (found readme.txt...)",
         str(corrupt): "calibration image {p}/001.jpg: cannot be decoded",
-        str(_frames(tmp_path / "grey", colour, np.full((48, 64), 9, np.uint8))):
-            "{p}/001.png: 1 channel (greyscale); expected 3-channel colour frames",
+        str(_frames(tmp_path / "deep", np.full((48, 64), 900, np.uint16))):
+            "{p}/000.png: uint16 pixels; expected 8-bit colour or grey frames",
         str(_frames(tmp_path / "alpha", np.full((48, 64, 4), 9, np.uint8))):
-            "{p}/000.png: 4 channels (colour + alpha)",
+            "{p}/000.png: 4 channels (colour + alpha); expected 3-channel colour or 1-channel grey frames",
         str(_frames(tmp_path / "sizes", colour, np.full((60, 80, 3), 9, np.uint8))):
             "{p}/001.png: 80x60 pixels, but the first image is 64x48",
         str(_frames(tmp_path / "tiny", np.full((8, 8, 3), 9, np.uint8))): "8x8 pixels; expected camera frames between",
@@ -132,3 +132,33 @@ def test_bad_calibration_folders(tmp_path: pathlib.Path, val_set: pathlib.Path) 
     for folder, message in cases.items():
         proc = edge_agent("models", "quantize", str(DEFAULT_MODEL), "--calib", folder, "--val", str(val_set))
         assert_fails_cleanly(proc, message.format(p=folder))
+
+
+def test_grey_frames_calibrate_and_gate_as_a_mono_camera_sends_them(
+        model_copy: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    # a mono camera's dataset: the synthetic conveyor's frames saved as single-channel JPEGs, for the
+    # calibration folder and for the gate's labelled validation set
+    grey = tmp_path / "grey"
+    write_synthetic_dataset(grey, 1, 12, seed=7)
+    for image in sorted(grey.glob("images/*/*.jpg")):
+        cv2.imwrite(str(image), cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2GRAY))
+    assert cv2.imread(str(next(grey.glob("images/val/*.jpg"))), cv2.IMREAD_UNCHANGED).ndim == 2
+    proc = edge_agent("models", "quantize", str(model_copy), "--calib", str(grey / "images" / "val"),
+                      "--calib-count", "6", "--val", str(grey), "--flavour", "cpu", "--max-drop", "10",
+                      "--max-verdict-changes", "30", timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "calibrate cpu: 6/6" in proc.stderr and "evaluate INT8 cpu: 12/12" in proc.stderr
+    record = json.loads((model_copy.parent / "conveyor-yolov8n.int8.gate.json").read_text())
+    assert record["calibration"]["frames"] == 6 and record["validation"]["images"] == 12
+
+
+def test_calibration_reads_a_grey_file_as_capture_converts_a_grey_frame(tmp_path: pathlib.Path) -> None:
+    from agent.capture.sources import as_bgr
+    from agent.prefilter.calibration import from_folder
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (40, 56), dtype=np.uint8) for _ in range(2)]
+    calib = from_folder(_frames(tmp_path / "mono", *frames), 10)
+    assert calib.count == 2 and calib.frame_size == (56, 40)
+    for got, grey in zip(calib.frames(), frames, strict=True):
+        assert got.shape == (40, 56, 3) and np.array_equal(got, as_bgr(grey))
