@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from agent.dataset.labels import FrameLabel, label_frame
-from agent.dataset.record import DatasetRecord, RecordError
+from agent.dataset.record import DatasetRecord, RecordError, check_class_name
 from agent.dataset.split import Split, TimedItem, assign_splits, time_groups
 from agent.dataset.store import RECORDS
 from agent.errors import DatasetError
@@ -172,6 +172,12 @@ def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -
         raise DatasetError(f"the recording's model is a {task} model: its frames have no boxes; "
                            "export them with --format imagefolder")
     names = _image_classes(task, model_names, options.pass_class) if options.fmt == "imagefolder" else model_names
+    if options.fmt == "imagefolder":  # each class becomes a folder under OUT/<split>/
+        try:
+            for name in names:
+                check_class_name(name, "--pass-class" if name == options.pass_class else "the model's class")
+        except RecordError as exc:
+            raise DatasetError(f"--format imagefolder: {exc}; export as yolo or coco, or rename the class") from exc
 
     labels = [label_frame(r, pass_class=options.pass_class, min_score=options.min_score) for r, _ in records]
     groups = time_groups([TimedItem(r.camera, r.captured_at.timestamp()) for r, _ in records],
@@ -286,10 +292,12 @@ class _YoloWriter(_Writer):
         return True
 
     def finish(self) -> None:
-        names = "".join(f"  {i}: {n}\n" for i, n in enumerate(self.names))
+        # every string quoted (a JSON string is a YAML double-quoted scalar): a class name such as
+        # `no: defect` or `{x}` stays one name, and a newline in it cannot add keys
+        names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(self.names))
         (self.staging / "data.yaml").write_text(
             "# written by `edge-agent dataset export` from a recording of the agent\n"
-            f"path: {self.final}\ntrain: images/train\nval: images/val\nnames:\n{names}")
+            f"path: {json.dumps(str(self.final))}\ntrain: images/train\nval: images/val\nnames:\n{names}")
 
 
 class _CocoWriter(_Writer):

@@ -29,12 +29,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-__all__ = ["RECORD_SCHEMA", "DatasetRecord", "RecordError", "RecordedDetection", "VlmLabel", "record_id"]
+__all__ = ["RECORD_SCHEMA", "DatasetRecord", "RecordError", "RecordedDetection", "VlmLabel", "check_class_name",
+           "check_record_id", "record_id"]
 
 RECORD_SCHEMA = "edge-agent/dataset-record/v1"
 RecordKind = Literal["escalated", "confident_sample"]
 KINDS: tuple[RecordKind, ...] = ("escalated", "confident_sample")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# a record id is a file name stem: it starts with a letter or digit and has no path separator, so
+# `<id>.jpg` and `<id>.json` stay in the folder they are joined to (an id like ../../x is refused)
+_RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+_MAX_CLASS_NAME = 100
 
 
 class RecordError(ValueError):
@@ -95,6 +100,9 @@ class DatasetRecord:
     tags: tuple[RecordedDetection, ...]  # the triage's, with state
     vlm: VlmLabel | None
 
+    def __post_init__(self) -> None:
+        check_record_id(self.id)
+
     @property
     def image(self) -> str:
         return f"{self.id}.jpg"
@@ -150,7 +158,30 @@ class DatasetRecord:
 def record_id(captured_at: datetime.datetime, camera: str, sequence: int, event_id: str) -> str:
     """A file-name-safe id that sorts by capture time: ``<UTC stamp>_<camera>_<sequence>_<event id[:8]>``."""
     stamp = captured_at.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{stamp}_{_UNSAFE.sub('-', camera)}_{sequence}_{_UNSAFE.sub('-', event_id[:8])}"
+    return f"{stamp}_{_UNSAFE.sub('-', camera)[:100]}_{sequence}_{_UNSAFE.sub('-', event_id[:8])}"
+
+
+def check_record_id(value: str) -> str:
+    """``value`` when it is a record id (what :func:`record_id` makes: letters, digits, ``_ . -``, starting
+    with a letter or digit, at most 200 characters); RecordError otherwise."""
+    if not _RECORD_ID.fullmatch(value):
+        raise RecordError(f"id: expected a file name stem of letters, digits, '_', '.' and '-' (starting with a "
+                          f"letter or digit, at most 200 characters), got {value[:80]!r}")
+    return value
+
+
+def check_class_name(name: str, where: str = "class name") -> str:
+    """``name`` when it can be a folder name and a YAML value as it is: not empty, not ``.`` or ``..``, no
+    path separator, no control character, no surrounding space, at most 100 characters; RecordError otherwise."""
+    problem = ("is empty" if not name else
+               f"is longer than {_MAX_CLASS_NAME} characters" if len(name) > _MAX_CLASS_NAME else
+               "is '.' or '..'" if name in (".", "..") else
+               "has a path separator ('/' or '\\')" if "/" in name or "\\" in name else
+               "has a control character" if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name) else
+               "starts or ends with a space" if name != name.strip() else "")
+    if problem:
+        raise RecordError(f"{where} {name[:80]!r} {problem}; a class name becomes a folder name")
+    return name
 
 
 def _stamp(ts: datetime.datetime) -> str:

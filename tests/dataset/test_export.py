@@ -278,3 +278,50 @@ def test_a_frame_evicted_by_the_running_agent_during_the_export_is_skipped(tmp_p
     assert [f for f, _ in summary.skipped] == [f"{records[1].id}.json"]
     assert "went away during the export" in summary.skipped[0][1]
     assert sum(summary.images.values()) == 7 and summary.excluded == 2
+
+
+# --------------------------------------------------------------------------- hostile records
+
+
+def test_a_record_id_that_climbs_out_of_the_folders_is_skipped_not_followed(tmp_path: pathlib.Path) -> None:
+    records = recording(tmp_path / "a" / "rec")
+    folder = tmp_path / "a" / "rec" / "records"
+    # records/../../../x is tmp_path/x: a readable JPEG of the right size is waiting there
+    (tmp_path / "x.jpg").write_bytes((folder / records[0].image).read_bytes())
+    doc = json.loads((folder / f"{records[0].id}.json").read_text())
+    doc["id"], doc["image"] = "../../../x", "../../../x.jpg"
+    (folder / f"{records[0].id}.json").write_text(json.dumps(doc))
+    summary = export(tmp_path / "a" / "rec", tmp_path / "a" / "out")
+    skipped = dict(summary.skipped)  # type: ignore[attr-defined]
+    assert "id: expected a file name stem" in skipped[f"{records[0].id}.json"]
+    # nothing was written beside --out (images/train/../../../x.jpg would be tmp_path/a/x.jpg)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["out", "rec"]
+    assert sum(summary.images.values()) == 7  # type: ignore[attr-defined]  # 9 left, 2 left out by the rule
+
+
+@pytest.mark.parametrize("name", [
+    "../evil",  # a path out of OUT/<split>/
+    "..",  # the split folder itself
+    "a/b",  # a sub-folder
+    "bad\nname",  # a control character
+])
+def test_imagefolder_refuses_a_class_name_that_is_no_folder_name(tmp_path: pathlib.Path, name: str) -> None:
+    classifier = ModelRef("frames@00aa00aa00aa", None, "classify", ("pass", name))
+    recording(tmp_path / "rec", [(0.0, [], ("defect", [name]))], model=classifier)
+    with pytest.raises(DatasetError, match=r"--format imagefolder: the model's class .* a class name becomes a "
+                                           "folder name; export as yolo or coco, or rename the class"):
+        export(tmp_path / "rec", tmp_path / "out", "imagefolder")
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()
+
+
+def test_class_names_are_quoted_in_the_yolo_data_yaml(tmp_path: pathlib.Path) -> None:
+    import yaml
+
+    names = ("no: defect", "#1 scratch", "[dent]", "yes", "a\nb: c")  # YAML would read each as something else
+    model = ModelRef("odd@0123456789ab", None, "detect", names)
+    box = Detection("no: defect", 0, 0.4, (10, 10, 50, 40))
+    recording(tmp_path / "rec", [(0.0, [box], ("defect", ["no: defect"]))], model=model)
+    export(tmp_path / "rec", tmp_path / "out")
+    doc = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
+    assert doc["names"] == dict(enumerate(names))
+    assert doc["path"] == str((tmp_path / "out").resolve())
