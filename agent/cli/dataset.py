@@ -1,7 +1,9 @@
-"""``edge-agent dataset export``: a recording of the agent (``dataset:`` in its config) to a training dataset.
+"""``edge-agent dataset export``: a recording of the agent (``dataset:`` in its config) to a training dataset;
+``edge-agent dataset import``: a labelled dataset from COCO, Pascal VOC, YOLO or a CSV into the same layouts.
 
-The work is :mod:`agent.dataset.export`'s; this module is the command line: options, a progress bar on
-stderr (the one ``edge-agent tag`` draws), the summary, exit code 2 with a message for bad input.
+The work is :mod:`agent.dataset.export`'s and :mod:`agent.dataset.imports.run`'s; this module is the command
+line: options, a progress bar on stderr (the one ``edge-agent tag`` draws), the summary, exit code 2 with a
+message for bad input.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import typer
 
 from agent.errors import EdgeAgentError
 
-__all__ = ["export_command", "summary_lines"]
+__all__ = ["export_command", "import_command", "summary_lines"]
 
 
 class _ProgressBar:
@@ -104,3 +106,50 @@ def export_command(
         raise typer.Exit(2) from None
     for line in summary_lines(summary):
         typer.echo(line)
+
+
+def import_command(
+    source: Annotated[pathlib.Path, typer.Argument(
+        help="coco: a .json file or a folder with annotations/*.json; voc: a folder with Annotations/ (or .xml "
+             "files); yolo: a data.yaml or a folder with one (or with classes.txt); csv: a .csv file")],
+    fmt: Annotated[str, typer.Option("--format", help="coco, voc, yolo (detection) or csv (image-level labels)")],
+    out: Annotated[pathlib.Path, typer.Option("--out", help="new folder for the dataset")],
+    images: Annotated[pathlib.Path | None, typer.Option(
+        help="the folder the source's image names are relative to (default: coco: images/ beside annotations/, "
+             "else the JSON's folder; voc: JPEGImages/, else the XML folder; csv: the CSV's folder)")] = None,
+    taxonomy: Annotated[pathlib.Path | None, typer.Option(
+        help="the plant's taxonomy file: every class must be one of its labels or synonyms, and becomes "
+             "that canonical label")] = None,
+    val_fraction: Annotated[float, typer.Option(
+        help="share of the images for val, when the source has no train/val split of its own")] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the train/val draw")] = 0,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="leave out images with a problem (missing or broken file, bad box, unknown class, "
+                           "broken XML, bad CSV line), count them and list them in import.json; without it "
+                           "any problem stops the import and nothing is written")] = False,
+    pass_class: Annotated[str, typer.Option(
+        help="csv: the class of good images (not a defect, so not looked up in the taxonomy)")] = "pass",
+) -> None:
+    """Import a labelled dataset (COCO JSON, Pascal VOC XML, YOLO folders, a CSV of image-level labels) into
+    the layout `models train`, `models eval` and `models quantize --val` read; every bad item is named."""
+    from agent.dataset.imports.run import ImportOptions, import_dataset
+
+    try:
+        summary = import_dataset(ImportOptions(
+            source=source, out=out, fmt=fmt, images=images, taxonomy=taxonomy, val_fraction=val_fraction,
+            seed=seed, skip_bad=skip_bad, pass_class=pass_class))
+    except EdgeAgentError as exc:
+        typer.echo(f"edge-agent: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    kind = "detection (YOLO layout)" if summary.task == "detect" else "classification (image folders)"
+    typer.echo(f"{kind} dataset in {summary.out}: train {summary.images['train']}, val {summary.images['val']} "
+               f"images; classes: {', '.join(summary.names)}")
+    if summary.task == "detect":
+        typer.echo(f"boxes: {summary.boxes}")
+    if summary.renamed:
+        typer.echo("renamed by the taxonomy: " + ", ".join(f"{a} -> {b}" for a, b in summary.renamed.items()))
+    if summary.skipped_images or summary.problems:
+        typer.echo(f"{summary.skipped_images} image(s) skipped, {len(summary.problems)} problem(s) (listed in "
+                   f"{summary.out / 'import.json'}), e.g. {summary.problems[0]}")
+    for note in summary.notes:
+        typer.echo(f"note: {note}")

@@ -16,6 +16,7 @@ from typing import Annotated, cast
 import typer
 
 from agent.cli.dataset import export_command as dataset_export
+from agent.cli.dataset import import_command as dataset_import
 from agent.errors import EdgeAgentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -280,6 +281,7 @@ def dataset_synth(
 
 
 dataset_app.command("export")(dataset_export)
+dataset_app.command("import")(dataset_import)
 
 
 @models_app.command("info")
