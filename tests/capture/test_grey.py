@@ -77,3 +77,32 @@ def test_eval_of_a_classifier_on_grey_files(tmp_path: pathlib.Path) -> None:
     assert "eval: 6/6 images" in proc.stderr
     doc = json.loads((out / "eval.json").read_text())
     assert doc["dataset"]["images"] == 6 and sum(map(sum, doc["confusion_matrix"]["matrix"])) == 6
+
+
+def test_a_grey_surface_camera_through_the_inference_loop() -> None:
+    # the grey scene as a camera, the shipped detector: every frame is inspected and published at its own size
+    from agent.capture.grabber import Grabber
+    from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, ModelConfig
+    from agent.pipeline import FrameInspector, InferenceLoop
+    from agent.prefilter.factory import open_prefilter
+    from agent.publish.event import TagEvent
+
+    class Sink:
+        def __init__(self) -> None:
+            self.events: list[TagEvent] = []
+
+        def publish_event(self, event: TagEvent) -> int:
+            self.events.append(event)
+            return len(self.events)
+
+    camera = CameraConfig(id="sheet", source="synthetic://surface?seed=2&fps=0&frames=4")
+    grabber, sink = Grabber(camera), Sink()
+    loop = InferenceLoop(FrameInspector(AgentConfig(device_id="box", cameras=[camera]),
+                                        open_prefilter(DEFAULT_PREFILTER, ModelConfig())),
+                         [("sheet", grabber)], sink)
+    grabber.start()
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    assert [e.sequence for e in sink.events] == [1, 2, 3, 4]
+    payload = sink.events[0].to_payload()
+    assert payload["frame"] == {"width": 640, "height": 640}
