@@ -48,6 +48,12 @@ def _install_reload_signal(reload: threading.Event) -> None:
     signal.signal(signal.SIGHUP, handler)
 
 
+def private_files() -> None:
+    """State files (outbox, recordings, snapshots, engine cache, pid file) private to the service's user, as
+    the shipped units' ``UMask=0077`` makes them, also when the agent or the gateway runs outside systemd."""
+    os.umask(0o077)
+
+
 def _write_pid_file() -> None:
     """``<state dir>/edge-agent.pid`` (agent.health.control), removed when the process exits."""
     import atexit
@@ -70,6 +76,7 @@ def run(
     from agent.config.loader import load_config
     from agent.service import AgentService
 
+    private_files()
     path = config or (pathlib.Path(os.environ["EDGE_AGENT_CONFIG"]) if os.environ.get("EDGE_AGENT_CONFIG") else None)
     try:
         cfg = load_config(path)
@@ -196,6 +203,7 @@ def gateway(
     """Run the escalation gateway (gRPC, next to Ollama) until SIGTERM/SIGINT."""
     from agent.cli.gateway import run_gateway
 
+    private_files()
     try:
         run_gateway(config, log_level)
     except EdgeAgentError as exc:

@@ -126,6 +126,11 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
                          "written by `edge-agent models train`")
     record = _candidate_record(candidate)
     named = (record.get("files") or {}).get("fp32") if isinstance(record.get("files"), dict) else None
+    if isinstance(named, str) and (pathlib.PurePath(named).name != named or named in ("", ".", "..")):
+        # candidate.json names files in its own folder: a path (../x.onnx, /etc/x) is not followed
+        raise ModelError(f"candidate folder {candidate}: candidate.json files.fp32 {named!r} is not a file name in "
+                         "the folder (a path is not followed); expected <name>.onnx as `edge-agent models train` "
+                         "writes it")
     if isinstance(named, str) and (candidate / named).is_file():
         base = candidate / named
     else:

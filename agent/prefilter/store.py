@@ -139,12 +139,17 @@ def _fsync_dir(folder: pathlib.Path) -> None:
         os.close(fd)
 
 
+FILE_MODE = 0o644
+"""The mode of every installed or stored file: readable by the agent's (dynamic) user, writable by the owner
+only, never executable, whatever the candidate's file had (its mode is not copied)."""
+
+
 def _copy_synced(src: pathlib.Path, dst: pathlib.Path) -> None:
     with src.open("rb") as fin, dst.open("wb") as fout:
+        os.fchmod(fout.fileno(), FILE_MODE)
         shutil.copyfileobj(fin, fout, 1 << 20)
         fout.flush()
         os.fsync(fout.fileno())
-    shutil.copymode(src, dst)
 
 
 class ModelStore:

@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -152,3 +153,19 @@ def test_tail_shows_events_and_validates(mosquitto: LocalMosquitto) -> None:
     assert tail.returncode == 0, err
     lines = [ln for ln in out.splitlines() if "demo/conveyor1" in ln]
     assert len(lines) == 5 and "INVALID" not in out
+
+
+def test_run_keeps_its_state_files_private_outside_systemd_too(tmp_path: pathlib.Path,
+                                                               mosquitto: LocalMosquitto) -> None:
+    path = tmp_path / "agent.yaml"
+    state = tmp_path / "state"
+    path.write_text("device_id: box9\ncameras:\n  - id: cam\n    source: synthetic://conveyor?seed=1&fps=0&frames=3\n"
+                    f"outbox:\n  path: {state / 'outbox.sqlite'}\nmetrics:\n  enabled: false\n")
+    # a login shell's umask, not systemd's UMask=0077
+    proc = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", *EDGE_AGENT, "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "EDGE_AGENT_MQTT__URL":
+                                                                           mosquitto.url})
+    assert proc.returncode == 0, proc.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [state, *state.iterdir()]}
+    assert modes and all(m & 0o077 == 0 for m in modes.values()), {k: oct(m) for k, m in modes.items()}
+    assert "outbox.sqlite" in modes

@@ -272,3 +272,20 @@ def test_a_classifier_is_judged_on_accuracy(tmp_path: pathlib.Path) -> None:
     evaluated = json.loads((pathlib.Path(report[1]).parent / "candidate" / "eval.json").read_text())
     assert evaluated["model"]["task"] == "classify" and evaluated["triage"] is not None
     assert (folder / "classifier.onnx").read_bytes() == (tmp_path / "candidate.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("named", ["../outside.onnx", "/etc/outside.onnx", "sub/conveyor.onnx", ".."])
+def test_candidate_json_names_files_in_its_folder_only(tmp_path: pathlib.Path, named: str) -> None:
+    from agent.cli.models import inspect_model
+    from agent.cli.promote import resolve_candidate
+    from agent.errors import ModelError
+
+    shutil.copyfile(DEFAULT_MODEL, tmp_path / "outside.onnx")  # what ../outside.onnx would reach
+    folder = candidate_folder(tmp_path, {"conveyor.onnx": DEFAULT_MODEL})
+    (folder / "candidate.json").write_text(json.dumps({"files": {"fp32": named}}))
+    with pytest.raises(ModelError, match=re.escape(f"candidate.json files.fp32 {named!r} is not a file name in the "
+                                                   "folder (a path is not followed)")):
+        resolve_candidate(folder, inspect_model(DEFAULT_MODEL))
+    # a base name is taken
+    (folder / "candidate.json").write_text(json.dumps({"files": {"fp32": "conveyor.onnx"}}))
+    assert resolve_candidate(folder, inspect_model(DEFAULT_MODEL))[0] == folder / "conveyor.onnx"

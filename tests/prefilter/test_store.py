@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import stat
 
 import pytest
 
@@ -119,3 +120,20 @@ def test_a_store_that_cannot_be_created_says_where(tmp_path: pathlib.Path) -> No
     with pytest.raises(ModelError, match=f"cannot create the model store {tmp_path / '.history'}: .*must be "
                                          "writable by whoever promotes"), ModelStore(target).locked():
         pass
+
+
+def test_installed_and_stored_files_get_a_safe_mode_not_the_candidates(tmp_path: pathlib.Path) -> None:
+    target = write(tmp_path / "models" / "detector.onnx", "old model")
+    target.chmod(0o600)
+    new = write(tmp_path / "cand" / "c.onnx", "new model")
+    card = write(tmp_path / "cand" / "c.md", "card")
+    new.chmod(0o4777)  # setuid, world-writable, executable: none of it may travel with the file
+    card.chmod(0o666)
+    store = ModelStore(target)
+    with store.locked():
+        saved = store.save_installed("replaced", "test")
+        store.install(InstalledFiles.of(new))
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*target.parent.iterdir(), *saved.folder.iterdir()]
+             if p.is_file() and p.suffix != ".json"}
+    assert modes == {"detector.onnx": 0o644, "detector.md": 0o644}
+    assert stat.S_IMODE((saved.folder / "detector.onnx").stat().st_mode) == 0o644
