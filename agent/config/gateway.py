@@ -143,12 +143,37 @@ class GatewayMetricsConfig(MetricsConfig):
                         "picks a free one)")
 
 
+class UnixSocketConfig(_Strict):
+    """Who may connect to a ``unix:`` listen address. Set explicitly because the shipped units run the agent and
+    the gateway as different transient users with ``UMask=0077``, which leaves a socket ``srwx------``."""
+
+    group: str | None = Field(
+        default=None, description="group (name or number) that owns the socket; its members may connect (mode "
+        "0660). The gateway's user must be in it (SupplementaryGroups= in both units). None: every local user "
+        "may connect (mode 0666), as to a loopback TCP port")
+    mode: str | None = Field(default=None, description="octal mode of the socket, e.g. '0660'; default 0660 "
+                             "with a group, 0666 without")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str | None) -> str | None:
+        if v is not None and (not re.fullmatch(r"0?[0-7]{3}", v) or int(v, 8) & 0o111):
+            raise ValueError(f"{v!r} is not a socket mode; expected octal read/write bits such as '0660' or '0666'")
+        return v
+
+    def octal_mode(self) -> int:
+        """The mode to set: ``mode``, else 0660 with a group and 0666 without."""
+        return int(self.mode, 8) if self.mode is not None else (0o660 if self.group is not None else 0o666)
+
+
 class GatewayConfig(_Strict):
     listen: str = Field(default="127.0.0.1:50061",
                         description="HOST:PORT ([::1]:PORT for IPv6; port 0 picks a free one) or unix:/path/to.sock")
     ollama: OllamaConfig = Field(default_factory=OllamaConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     tls: GatewayTlsConfig | None = None
+    socket: UnixSocketConfig = Field(default_factory=UnixSocketConfig,
+                                     description="owner group and mode of a unix:/path listen socket")
     defect_classes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_DEFECT_CLASSES), min_length=1,
         description="the defect kinds the question names (the prefilter's classes)")

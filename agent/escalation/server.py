@@ -35,6 +35,7 @@ from agent.errors import GatewayError
 from agent.escalation.health import DetailedHealthServicer, HealthMonitor
 from agent.escalation.service import EscalationService
 from agent.escalation.stats import CallStats
+from agent.escalation.unix_socket import open_unix_socket
 from agent.escalation.vlm import OllamaVlm, Vlm
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
@@ -136,6 +137,11 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
         await vlm.aclose()
         raise GatewayError(f"cannot listen on {config.listen!r} ({exc}); the address is in use or not "
                            "available on this host (listen: HOST:PORT or unix:/path)") from exc
+    try:
+        open_unix_socket(config.listen, config.socket)  # before start: no call is accepted with the wrong mode
+    except GatewayError:
+        await vlm.aclose()
+        raise
     address, port = _dial_address(config.listen, bound)
     await server.start()
     await monitor.start(first_check_timeout_s=config.ollama.connect_timeout_s + 2.0)
