@@ -4,8 +4,12 @@ Loaded like the agent's config (:func:`agent.config.loader.load_model`): a YAML
 file, then ``EDGE_GATEWAY_<KEY>[__<KEY>...]`` environment overrides (for example
 ``EDGE_GATEWAY_OLLAMA__MODEL=edge-inspector``), every problem reported with its
 line or variable. With no file the defaults run a gateway on 127.0.0.1:50061 in
-front of an Ollama on 127.0.0.1:11434 serving ``llava:7b``. Relative TLS file
-paths in the file are relative to the file's folder.
+front of an Ollama on 127.0.0.1:11434 serving ``llava:7b``. Relative TLS and token
+file paths in the file are relative to the file's folder.
+
+A listen address other than loopback (or a unix socket) needs authentication:
+``auth.tokens_file`` (bearer tokens) or ``tls.client_ca_file`` (mutual TLS), or
+``insecure: true`` to say in writing that anyone who reaches the port may use it.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from agent.config.models import LoggingConfig, MetricsConfig, _Strict
 __all__ = [
     "DEFAULT_DEFECT_CLASSES",
     "ENV_PREFIX",
+    "GatewayAuthConfig",
     "GatewayConfig",
     "GatewayMetricsConfig",
     "GatewayTlsConfig",
     "LimitsConfig",
     "OllamaConfig",
+    "is_loopback",
     "load_gateway_config",
 ]
 
@@ -38,7 +44,8 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"  # the agent's is 9464: both can run o
 DEFAULT_DEFECT_CLASSES = ("scratch", "hole", "stain", "missing")
 """The shipped detector's classes (``agent.capture.synthetic.DEFECT_CLASSES``)."""
 
-_FILE_FIELDS = (("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file"))
+_FILE_FIELDS = (("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file"), ("auth", "tokens_file"))
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 # Go's time.ParseDuration units, as Ollama parses keep_alive: "30m", "1h30m", "-1s", "0"
 _GO_DURATION = re.compile(r"^-?(?:0|(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$")
@@ -113,9 +120,32 @@ class LimitsConfig(_Strict):
         default=4096 * 4096, description="largest width*height, read from the image header before decoding")
     max_crops: Annotated[int, Field(ge=0, le=16)] = Field(default=4, description="most crops per request")
     max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * MiB)] = Field(
-        default=64 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
+        default=24 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
         "itself (RESOURCE_EXHAUSTED 'Received message larger than max'); keep it above max_image_bytes so "
-        "that an oversized image gets the gateway's INVALID_ARGUMENT message")
+        "that an oversized image gets the gateway's INVALID_ARGUMENT message. At most parallel + queue "
+        "requests are read at once, so this times (parallel + queue) bounds the memory requests take")
+    max_detections: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=100, description="most detections per request, counted before any is read")
+    max_jpeg_scans: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=32, description="most scans in one JPEG, counted before decoding (a baseline JPEG has 1, a "
+        "progressive one about 10; each scan of a large progressive JPEG costs a full pass over the image)")
+    per_client: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=4, description="most calls (running and waiting) of one authenticated client at once, so that "
+        "one client cannot take every slot; without authentication all callers are one client and this "
+        "does not apply")
+    decode_workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=2, description="threads that decode images to prove them sound; calls wait for a free one")
+    max_streams_per_connection: Annotated[int, Field(ge=4, le=1000)] = Field(
+        default=32, description="HTTP/2 streams (calls, health watches) one connection may have open")
+    max_connection_idle_s: Annotated[float, Field(ge=1, le=86_400)] = Field(
+        default=300.0, description="a connection without calls for this long is closed (GOAWAY); an agent's "
+        "channel, which keeps a health watch open, is never idle")
+    max_connection_age_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = Field(
+        default=3600.0, description="a connection older than this is asked to reconnect (GOAWAY; its calls get "
+        "30 s to finish), so that clients spread over gateways again; 0: no limit")
+    handshake_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0, description="a new connection that has not finished its TLS/HTTP/2 handshake in this "
+        "long is closed (idle sockets cannot pile up)")
 
     @model_validator(mode="after")
     def _message_fits_an_image(self) -> LimitsConfig:
@@ -134,6 +164,16 @@ class GatewayTlsConfig(_Strict):
     client_ca_file: pathlib.Path | None = Field(
         default=None, description="CA (PEM) that signs the agents' certificates; set it to require one from "
         "every client (mutual TLS)")
+
+
+class GatewayAuthConfig(_Strict):
+    """Who may call ``Describe``: bearer tokens from a file (mutual TLS is ``tls.client_ca_file``)."""
+
+    tokens_file: pathlib.Path | None = Field(
+        default=None, description="one client a line, NAME:TOKEN (NAME: letters, digits, . _ -; TOKEN: at least "
+        "24 characters, e.g. from `openssl rand -base64 32`); '#' starts a comment. The agent sends its "
+        "token from escalation.token_file. The file must not be readable by others (chmod 600); under "
+        "systemd use LoadCredential=")
 
 
 class GatewayMetricsConfig(MetricsConfig):
@@ -174,6 +214,13 @@ class GatewayConfig(_Strict):
     tls: GatewayTlsConfig | None = None
     socket: UnixSocketConfig = Field(default_factory=UnixSocketConfig,
                                      description="owner group and mode of a unix:/path listen socket")
+    auth: GatewayAuthConfig = Field(default_factory=GatewayAuthConfig)
+    insecure: bool = Field(
+        default=False, description="allow a listen address other than loopback without authentication "
+        "(anyone who reaches the port can use the VLM); leave it false and set auth.tokens_file or "
+        "tls.client_ca_file")
+    reflection: bool = Field(
+        default=False, description="serve gRPC server reflection (for grpcurl and similar tools)")
     defect_classes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_DEFECT_CLASSES), min_length=1,
         description="the defect kinds the question names (the prefilter's classes)")
@@ -204,6 +251,19 @@ class GatewayConfig(_Strict):
                 raise ValueError(f"{v!r}: {host} is not an IPv6 address") from None
         return v
 
+    @model_validator(mode="after")
+    def _exposed_needs_auth(self) -> GatewayConfig:
+        if self.authenticated or self.insecure or is_loopback(self.listen):
+            return self
+        raise ValueError(f"listen {self.listen!r} is reachable from other hosts, but no client has to "
+                         "authenticate; set auth.tokens_file (bearer tokens) or tls.client_ca_file (mutual TLS), "
+                         "listen on 127.0.0.1 or a unix: socket, or set insecure: true to accept anonymous calls")
+
+    @property
+    def authenticated(self) -> bool:
+        """True when every Describe call must carry a token or a client certificate."""
+        return self.auth.tokens_file is not None or (self.tls is not None and self.tls.client_ca_file is not None)
+
     @field_validator("defect_classes")
     @classmethod
     def _classes(cls, v: list[str]) -> list[str]:
@@ -211,6 +271,19 @@ class GatewayConfig(_Strict):
             if not name.strip() or len(name) > 64:
                 raise ValueError(f"defect class {name!r} must be 1-64 characters, not blank")
         return v
+
+
+def is_loopback(listen: str) -> bool:
+    """True for a unix socket or a HOST:PORT whose host is a loopback address or name."""
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rpartition(":")[0].strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def load_gateway_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> GatewayConfig:

@@ -1,11 +1,18 @@
 """Checks on the images a Describe request carries. Pure: bytes in, facts or a refusal out.
 
-:func:`check_image` accepts JPEG and PNG only (by their magic bytes, not by a
-name), refuses before decoding what is empty or too large (bytes, and
-width*height read from the header, so a PNG bomb never reaches the decoder),
-checks that the file is complete (a JPEG must end its scan with an EOI marker:
-OpenCV decodes a truncated JPEG with only a warning on stderr; a PNG must have
-its IEND chunk) and then decodes it with OpenCV to prove the data is sound.
+:func:`inspect_image` reads only the header: it accepts JPEG and PNG only (by
+their magic bytes, not by a name), refuses what is empty or too large (bytes, and
+width*height read from the header, so a PNG bomb never reaches the decoder), a
+JPEG with more than ``max_scans`` scans (each scan of a progressive JPEG is a
+full pass over the image: a 230 kB file of tiny refinement scans costs seconds),
+and a file without its end (EOI marker FF D9, PNG IEND chunk). It is cheap
+enough for the event loop (a marker walk of the header and one ``bytes.count``).
+
+:func:`decode_image` then decodes the file to prove the data is sound: a JPEG with
+libjpeg-turbo through ``simplejpeg`` in strict mode, so that a corrupt or
+truncated stream (also one with an EOI appended after the cut) is refused where
+OpenCV would only print a warning; a PNG with OpenCV. Both release the GIL; the
+gateway runs them in a small worker pool. :func:`check_image` does both.
 
 Every refusal is a :class:`~agent.errors.RequestRejected` whose message names
 the image (``image``, ``crops[2].image``), what is wrong and what is expected.
@@ -19,10 +26,13 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from agent.errors import RequestRejected
 
-__all__ = ["ImageInfo", "check_image", "image_kind"]
+__all__ = ["DEFAULT_MAX_SCANS", "ImageInfo", "check_image", "decode_image", "image_kind", "inspect_image"]
+
+DEFAULT_MAX_SCANS = 32
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,6 +54,7 @@ class ImageInfo:
     width: int
     height: int
     nbytes: int
+    scans: int = 1
 
 
 def image_kind(data: bytes) -> str:
@@ -62,8 +73,17 @@ def image_kind(data: bytes) -> str:
     return "unknown data"
 
 
-def check_image(data: bytes, *, what: str = "image", max_bytes: int, max_pixels: int) -> ImageInfo:
-    """Check one encoded image; return its kind and size, or raise RequestRejected saying why not."""
+def check_image(data: bytes, *, what: str = "image", max_bytes: int, max_pixels: int,
+                max_scans: int = DEFAULT_MAX_SCANS) -> ImageInfo:
+    """Check one encoded image, header and data; return its kind and size, or raise RequestRejected."""
+    info = inspect_image(data, what=what, max_bytes=max_bytes, max_pixels=max_pixels, max_scans=max_scans)
+    decode_image(data, info, what)
+    return info
+
+
+def inspect_image(data: bytes, *, what: str = "image", max_bytes: int, max_pixels: int,
+                  max_scans: int = DEFAULT_MAX_SCANS) -> ImageInfo:
+    """Check one encoded image's header only (no decoding); its kind and size, or RequestRejected."""
     if not data:
         raise RequestRejected(f"{what} is empty (0 bytes); expected the bytes of a JPEG or PNG file")
     if len(data) > max_bytes:
@@ -83,15 +103,20 @@ def check_image(data: bytes, *, what: str = "image", max_bytes: int, max_pixels:
         raise RequestRejected(
             f"{what} is {width}x{height} = {width * height:,} pixels (from its {kind.upper()} header); the gateway "
             f"accepts at most {max_pixels:,} pixels (limits.max_image_pixels); downscale it before sending")
+    scans = 1
     if kind == "jpeg":
         if data.rfind(b"\xff\xd9") < scan:
             raise RequestRejected(f"{what} is a truncated JPEG: its image data has no end (EOI marker FF D9) in "
                                   f"{len(data):,} bytes; expected a complete JPEG file")
+        scans = data.count(b"\xff\xda")  # SOS markers; FF inside entropy-coded data is stuffed (FF 00)
+        if scans > max_scans:
+            raise RequestRejected(f"{what} is a JPEG of {scans} scans; the gateway decodes at most {max_scans} "
+                                  "(limits.max_jpeg_scans): send a baseline JPEG, or a progressive one with the "
+                                  "encoder's default scans (about 10)")
     elif data.rfind(_PNG_IEND) < 0:
         raise RequestRejected(f"{what} is a truncated PNG: no IEND chunk in {len(data):,} bytes; "
                               "expected a complete PNG file")
-    _decode(data, kind, width, height, what)
-    return ImageInfo(kind=kind, width=width, height=height, nbytes=len(data))  # type: ignore[arg-type]
+    return ImageInfo(kind=kind, width=width, height=height, nbytes=len(data), scans=scans)  # type: ignore[arg-type]
 
 
 def _jpeg_header(data: bytes, what: str) -> tuple[int, int, int]:
@@ -146,19 +171,25 @@ def _png_header(data: bytes, what: str) -> tuple[int, int]:
     return width, height
 
 
-def _decode(data: bytes, kind: str, width: int, height: int, what: str) -> None:
-    """Decode the whole file. A JPEG is decoded at 1/8 scale (all of its data is still read and
-    entropy-decoded, at a fraction of the cost); a PNG as stored."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    if kind == "jpeg":
-        image = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION)
-        expected = ((height + 7) // 8, (width + 7) // 8)
+def decode_image(data: bytes, info: ImageInfo, what: str = "image") -> None:
+    """Decode the whole file (after :func:`inspect_image`); RequestRejected when the data is not sound.
+    A JPEG is decoded at 1/8 scale (all of its data is still read and entropy-decoded, at a fraction of
+    the cost), strictly: a libjpeg warning (corrupt or missing data) is a refusal. A PNG as stored."""
+    if info.kind == "jpeg":
+        try:
+            image = simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=True, fastupsample=True,
+                                           min_height=1, min_width=1, strict=True)
+        except ValueError as exc:
+            raise RequestRejected(f"{what}: the JPEG data of {len(data):,} bytes is corrupt or incomplete "
+                                  f"(libjpeg: {exc}); expected a complete, valid JPEG file") from exc
+        expected = ((info.height + 7) // 8, (info.width + 7) // 8)
     else:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        expected = (height, width)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        expected = (info.height, info.width)
+    kind = info.kind.upper()
     if image is None or image.size == 0:
-        raise RequestRejected(f"{what}: the {kind.upper()} data of {len(data):,} bytes cannot be decoded "
-                              f"(header says {width}x{height}); expected a valid {kind.upper()} file")
+        raise RequestRejected(f"{what}: the {kind} data of {len(data):,} bytes cannot be decoded "
+                              f"(header says {info.width}x{info.height}); expected a valid {kind} file")
     if tuple(image.shape[:2]) != expected:
-        raise RequestRejected(f"{what}: the {kind.upper()} decodes to {image.shape[1]}x{image.shape[0]} but its "
-                              f"header says {width}x{height}; expected a consistent file")
+        raise RequestRejected(f"{what}: the {kind} decodes to {image.shape[1]}x{image.shape[0]} but its "
+                              f"header says {info.width}x{info.height}; expected a consistent file")

@@ -5,18 +5,28 @@
     await server.stop()                                 # health NOT_SERVING first, then a graceful stop
 
 Beside ``edge_agent.v1.Escalation`` it runs the standard health service (see
-:mod:`agent.escalation.health`) and server reflection. It listens on
-``config.listen`` (``HOST:PORT``, port 0 for a free one, or ``unix:/path``),
-in plain text or with TLS (``config.tls``; with ``client_ca_file``, mutual TLS).
+:mod:`agent.escalation.health`) and, with ``reflection: true``, server
+reflection. It listens on ``config.listen`` (``HOST:PORT``, port 0 for a free
+one, or ``unix:/path``), in plain text or with TLS (``config.tls``; with
+``client_ca_file``, mutual TLS). ``auth.tokens_file`` makes every ``Describe``
+carry a bearer token (:mod:`agent.escalation.auth`).
 
-Message size: the receive limit is ``limits.max_message_bytes`` (64 MiB by
-default), well above ``limits.max_image_bytes`` (8 MiB), so an oversized image
+Admission (:mod:`agent.escalation.admission`): an interceptor authenticates and
+admits each ``Describe`` before gRPC reads its request, so at most
+``parallel + queue`` requests are in memory at once; there is no gRPC-wide cap
+on concurrent calls (``maximum_concurrent_rpcs`` counted every agent's health
+watch, and 34 connected agents locked every ``Describe`` out).
+
+Message size: the receive limit is ``limits.max_message_bytes`` (24 MiB by
+default), above ``limits.max_image_bytes`` (8 MiB), so an oversized image
 reaches the handler and gets the gateway's INVALID_ARGUMENT message; only a
 request above the receive limit is refused by gRPC itself (RESOURCE_EXHAUSTED,
-details "Received message larger than max ..."). gRPC's own concurrency cap
-(``maximum_concurrent_rpcs``) bounds the memory such requests can take; it is
-set above ``parallel + queue`` so that the gateway's queue, with its clearer
-message, refuses calls first.
+details "Received message larger than max ...").
+
+Connections: at most ``limits.max_streams_per_connection`` streams each; one
+that has not finished its handshake in ``limits.handshake_timeout_s`` is closed,
+one without calls for ``limits.max_connection_idle_s`` is sent away, and one
+older than ``limits.max_connection_age_s`` is asked to reconnect.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from grpc_reflection.v1alpha import reflection
 
 from agent.config.gateway import GatewayConfig, GatewayTlsConfig
 from agent.errors import GatewayError
+from agent.escalation.admission import CallGate
+from agent.escalation.auth import TokenTable
 from agent.escalation.health import DetailedHealthServicer, HealthMonitor
 from agent.escalation.service import EscalationService
 from agent.escalation.stats import CallStats
@@ -46,7 +58,8 @@ __all__ = ["SERVICE_NAME", "GatewayServer", "serve"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Escalation"].full_name  # "edge_agent.v1.Escalation"
-_EXTRA_RPCS = 16  # health checks and reflection beside the Describe calls
+DESCRIBE_METHOD = f"/{SERVICE_NAME}/Describe"
+_AGE_GRACE_MS = 30_000  # calls on a connection past max_connection_age get this long to finish
 
 
 class GatewayServer:
@@ -79,6 +92,7 @@ class GatewayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._summary_task
         self._log_summary()
+        self.service.decoder.close()
         await self._vlm.aclose()
         log.info("gateway stopped", extra={"address": self.address, "calls": self.stats.total_calls})
 
@@ -107,28 +121,20 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     cannot listen or read its TLS files. ``vlm`` defaults to an :class:`OllamaVlm` from ``config.ollama``."""
     limits = config.limits
     credentials = _server_credentials(config.tls) if config.tls is not None else None
+    tokens = TokenTable.from_file(config.auth.tokens_file) if config.auth.tokens_file is not None else None
     vlm = vlm if vlm is not None else OllamaVlm.from_config(config.ollama)
     stats = CallStats()
-    health_servicer = DetailedHealthServicer()  # Check answers carry the reason and Ollama's models (doctor)
+    health_servicer = DetailedHealthServicer()  # Check answers carry a short public reason
     monitor = HealthMonitor(health_servicer, vlm, [SERVICE_NAME], config.health_interval_s)
     health_servicer.monitor = monitor
     service = EscalationService(vlm, config, stats, on_vlm_trouble=monitor.poke)
+    gate = CallGate(DESCRIBE_METHOD, service.admission, tokens, service.describe, on_refused=stats.refused)
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limits.max_message_bytes),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            # agents may keep idle channels alive with pings every 10 s or more
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            # gRPC sets SO_REUSEPORT by default: a second gateway on the same port would silently share it
-            ("grpc.so_reuseport", 0),
-        ],
-        maximum_concurrent_rpcs=2 * (limits.parallel + limits.queue) + _EXTRA_RPCS,
-    )
+    server = grpc.aio.server(interceptors=[gate], options=_server_options(config))
     pb_grpc.add_EscalationServicer_to_server(service, server)  # type: ignore[no-untyped-call]  # generated
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if config.reflection:
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
     try:
         bound = (server.add_secure_port(config.listen, credentials) if credentials is not None
@@ -147,9 +153,40 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     await monitor.start(first_check_timeout_s=config.ollama.connect_timeout_s + 2.0)
     log.info("gateway listening", extra={
         "address": address, "tls": "mutual" if config.tls and config.tls.client_ca_file else bool(config.tls),
+        "auth": _auth_words(config, tokens), "reflection": config.reflection,
         "ollama": redact(config.ollama.host), "model": config.ollama.model, "parallel": limits.parallel,
         "queue": limits.queue, "health": "SERVING" if monitor.serving else f"NOT_SERVING ({monitor.reason})"})
     return GatewayServer(server, address, port, service, monitor, vlm, stats, config.summary_interval_s)
+
+
+def _server_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    limits = config.limits
+    options = [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        # agents may keep idle channels alive with pings every 10 s or more
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC sets SO_REUSEPORT by default: a second gateway on the same port would silently share it
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(limits.max_connection_idle_s * 1000)),
+    ]
+    if limits.max_connection_age_s > 0:
+        options += [("grpc.max_connection_age_ms", int(limits.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", _AGE_GRACE_MS)]
+    return options
+
+
+def _auth_words(config: GatewayConfig, tokens: TokenTable | None) -> str:
+    """How callers are authenticated, for the start-up log line."""
+    ways = [f"bearer tokens ({len(tokens.names)} clients)"] if tokens is not None else []
+    if config.tls is not None and config.tls.client_ca_file is not None:
+        ways.append("client certificates")
+    if ways:
+        return " and ".join(ways)
+    return "none (insecure: true)" if config.insecure else "none (loopback only)"
 
 
 def _dial_address(listen: str, bound: int) -> tuple[str, int | None]:

@@ -1,19 +1,23 @@
-"""The gateway's ``Describe`` handler: check the request, wait for a VLM slot, ask, answer.
+"""The gateway's ``Describe`` handler: check the request, decode its images, wait for a VLM slot, ask, answer.
 
-One call, in order:
+One call, in order (its admission, before gRPC reads the request, is
+:class:`~agent.escalation.admission.CallGate`'s: authentication, room, the
+client's quota):
 
-1. the template (``template_id``; empty means ``inspect-v1``) and the images
-   (frame and crops, :mod:`agent.escalation.images`; large ones in a worker
-   thread, since decoding them takes a while) are checked: INVALID_ARGUMENT
-   with the reason;
-2. :class:`Admission` gives the call one of ``limits.parallel`` VLM slots,
-   waiting in a queue of at most ``limits.queue`` calls; a call that finds the
-   queue full is refused at once with RESOURCE_EXHAUSTED;
-3. the VLM is asked with the call's remaining deadline
+1. :func:`build_prompt` checks what costs nothing to check: the template
+   (``template_id``; empty means ``inspect-v1``), the number of crops and of
+   detections (before any is read), each image's size and header
+   (:func:`~agent.escalation.images.inspect_image`: bytes, pixels, JPEG scans,
+   its end marker), the hints; INVALID_ARGUMENT with the reason;
+2. :class:`ImageDecoder` decodes the images to prove them sound, in a pool of
+   ``limits.decode_workers`` threads (never on the event loop); a call whose
+   deadline passes while it waits for a worker gives its place up;
+3. :meth:`Admission.slot` gives the call one of ``limits.parallel`` VLM slots;
+4. the VLM is asked with the call's remaining deadline
    (``context.time_remaining()``); its errors become their gRPC status
    (see :mod:`agent.escalation.vlm`). When the call is cancelled or its
    deadline passes, grpc.aio cancels this handler's task, and with it the wait
-   in the queue or the HTTP request to Ollama.
+   or the HTTP request to Ollama.
 
 Unavailable or model-missing answers from Ollama make the health monitor look
 again at once, so the health service turns NOT_SERVING without waiting for its
@@ -23,17 +27,19 @@ next poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 
 from agent.config.gateway import GatewayConfig
-from agent.errors import GatewayError, RequestRejected, VlmError, VlmModelMissing, VlmUnavailable
-from agent.escalation.images import check_image
+from agent.errors import RequestRejected, VlmError, VlmModelMissing, VlmUnavailable
+from agent.escalation.admission import Admission, ClientBusy, QueueFull, Ticket
+from agent.escalation.auth import ANONYMOUS, certificate_name
+from agent.escalation.images import ImageInfo, decode_image, inspect_image
 from agent.escalation.stats import CallStats
 from agent.escalation.templates import Hint, Prompt, get_template
 from agent.escalation.vlm import Vlm, VlmResult
@@ -41,73 +47,70 @@ from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
 from agent.redact import redact
 
-__all__ = ["Admission", "EscalationService", "QueueFull", "build_prompt", "to_response"]
+__all__ = ["Admission", "EscalationService", "ImageDecoder", "QueueFull", "build_prompt", "check_request",
+           "request_images",
+           "to_response"]
 
 log = logging.getLogger(__name__)
 
-# images up to this many bytes in all are checked on the event loop (a 672x448 JPEG of ~60 kB takes
-# about 1 ms to check); larger ones in a worker thread, so that a big PNG never stalls other calls
-_INLINE_CHECK_BYTES = 256 * 1024
 _VERDICTS = {"pass": pb.VERDICT_PASS, "defect": pb.VERDICT_DEFECT, "uncertain": pb.VERDICT_UNCERTAIN}
 _SEVERITIES = {"low": pb.SEVERITY_LOW, "medium": pb.SEVERITY_MEDIUM, "high": pb.SEVERITY_HIGH}
 
-
-class QueueFull(GatewayError):
-    """Every VLM slot is busy and the wait queue is full."""
+CheckedImage = tuple[bytes, ImageInfo, str]  # data, its header facts, its name in messages ("crops[1].image")
 
 
-class Admission:
-    """``parallel`` slots for VLM calls and a wait queue of at most ``queue`` calls (FIFO)."""
-
-    def __init__(self, parallel: int, queue: int) -> None:
-        self.parallel = parallel
-        self.queue = queue
-        self._slots = asyncio.Semaphore(parallel)
-        self.waiting = 0
-        self.running = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for the body; raise QueueFull at once when no slot is free and the queue is full."""
-        if self._slots.locked() and self.waiting >= self.queue:
-            raise QueueFull(f"the gateway is busy: {self.running} VLM call(s) running (limits.parallel="
-                            f"{self.parallel}) and {self.waiting} waiting (limits.queue={self.queue}); retry later "
-                            "with backoff, or add gateways")
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self._slots.release()
-
-
-def build_prompt(request: pb.DescribeRequest, config: GatewayConfig) -> Prompt:
-    """Check a request and build its prompt (pure, CPU-bound: decodes every image). RequestRejected if bad."""
+def request_images(request: pb.DescribeRequest, config: GatewayConfig) -> list[CheckedImage]:
+    """The request's images with their headers checked (no decoding); RequestRejected naming the bad one.
+    The number of crops is checked before any crop is looked at."""
     limits = config.limits
-    template = get_template(request.template_id)
-    check_image(request.image, what="image", max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
     if len(request.crops) > limits.max_crops:
         raise RequestRejected(f"the request has {len(request.crops)} crops; the gateway takes at most "
                               f"{limits.max_crops} (limits.max_crops)")
-    crops: list[tuple[bytes, Hint]] = []
-    for i, crop in enumerate(request.crops):
-        check_image(crop.image, what=f"crops[{i}].image", max_bytes=limits.max_image_bytes,
-                    max_pixels=limits.max_image_pixels)
-        crops.append((crop.image, _hint(crop.label, crop.confidence, crop.box if crop.HasField("box") else None,
-                                        f"crops[{i}]")))
+    named = [(request.image, "image")] + [(c.image, f"crops[{i}].image") for i, c in enumerate(request.crops)]
+    return [(data, inspect_image(data, what=what, max_bytes=limits.max_image_bytes,
+                                 max_pixels=limits.max_image_pixels, max_scans=limits.max_jpeg_scans), what)
+            for data, what in named]
+
+
+def build_prompt(request: pb.DescribeRequest, config: GatewayConfig) -> Prompt:
+    """:func:`check_request`'s prompt."""
+    return check_request(request, config)[0]
+
+
+def check_request(request: pb.DescribeRequest, config: GatewayConfig) -> tuple[Prompt, list[CheckedImage]]:
+    """Check a request (counts first, then headers and hints; no image is decoded); its prompt and its
+    images to decode. RequestRejected if bad."""
+    limits = config.limits
+    template = get_template(request.template_id)
+    if len(request.detections) > limits.max_detections:
+        raise RequestRejected(f"the request has {len(request.detections)} detections; expected at most "
+                              f"{limits.max_detections} (limits.max_detections; send the uncertain ones)")
+    images = request_images(request, config)
+    crops = [(crop.image, _hint(crop.label, crop.confidence, crop.box if crop.HasField("box") else None,
+                                f"crops[{i}]")) for i, crop in enumerate(request.crops)]
     detections = [_hint(d.label, d.confidence, d.box if d.HasField("box") else None, f"detections[{i}]")
                   for i, d in enumerate(request.detections)]
-    if len(detections) > 100:
-        raise RequestRejected(f"the request has {len(detections)} detections; expected at most 100 (send the "
-                              "uncertain ones)")
     size = (request.source_width, request.source_height) if request.source_width and request.source_height else None
-    return template.build(image=request.image, crops=crops, detections=detections, source_size=size,
-                          defect_classes=config.defect_classes)
+    prompt = template.build(image=request.image, crops=crops, detections=detections, source_size=size,
+                            defect_classes=config.defect_classes)
+    return prompt, images
+
+
+class ImageDecoder:
+    """Decodes images in a pool of ``workers`` threads (the decoders release the GIL, so the event loop
+    runs on). A decode waiting for a worker is dropped when its call is cancelled; a started one runs to
+    its end, which the header limits (pixels, JPEG scans) keep short."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway-decode")
+
+    async def decode(self, images: list[CheckedImage]) -> None:
+        loop = asyncio.get_running_loop()
+        for data, info, what in images:
+            await loop.run_in_executor(self._pool, decode_image, data, info, what)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _hint(label: str, confidence: float, box: pb.Box | None, what: str) -> Hint:
@@ -137,7 +140,9 @@ def to_response(result: VlmResult, gateway_ms: float) -> pb.DescribeResponse:
 
 class EscalationService(pb_grpc.EscalationServicer):
     """The ``edge_agent.v1.Escalation`` servicer. ``on_vlm_trouble`` is called (with the reason) when
-    Ollama looks unreachable or the model missing, so that the health status follows at once."""
+    Ollama looks unreachable or the model missing, so that the health status follows at once.
+    Calls come through :class:`~agent.escalation.admission.CallGate` to :meth:`describe`, with a ticket;
+    ``Describe`` itself (no gate in front, as in a test that adds the servicer alone) takes its own."""
 
     def __init__(self, vlm: Vlm, config: GatewayConfig, stats: CallStats,
                  on_vlm_trouble: Callable[[str], None] = lambda reason: None) -> None:
@@ -145,23 +150,38 @@ class EscalationService(pb_grpc.EscalationServicer):
         self._config = config
         self._stats = stats
         self._on_vlm_trouble = on_vlm_trouble
-        self.admission = Admission(config.limits.parallel, config.limits.queue)
+        limits = config.limits
+        self.admission = Admission(limits.parallel, limits.queue, limits.per_client)
+        self.decoder = ImageDecoder(limits.decode_workers)
+        self._name_from_certificate = config.auth.tokens_file is None and config.authenticated
 
     async def Describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext) -> pb.DescribeResponse:
+        try:
+            ticket = self.admission.admit()
+        except QueueFull as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise RuntimeError("grpc.aio's context.abort returned instead of raising") from exc
+        try:
+            return await self.describe(request, context, ticket)
+        finally:
+            ticket.release()
+
+    async def describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext,
+                       ticket: Ticket) -> pb.DescribeResponse:
         start = time.perf_counter()
         code: grpc.StatusCode = grpc.StatusCode.OK
         message = ""
         result: VlmResult | None = None
         try:
-            if len(request.image) + sum(len(c.image) for c in request.crops) <= _INLINE_CHECK_BYTES:
-                prompt = build_prompt(request, self._config)  # ~1 ms: cheaper than a hop to a thread
-            else:
-                prompt = await asyncio.to_thread(build_prompt, request, self._config)
+            if self._name_from_certificate:
+                ticket.rename(certificate_name(context.auth_context()) or ANONYMOUS)
+            prompt, images = check_request(request, self._config)  # headers and counts: cheap, on the loop
+            await self.decoder.decode(images)
             async with self.admission.slot():
                 result = await self._vlm.ask(prompt, timeout=context.time_remaining())
         except RequestRejected as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except QueueFull as exc:
+        except (QueueFull, ClientBusy) as exc:
             code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         except VlmError as exc:
             code, message = grpc.StatusCode[exc.grpc_code], str(exc)
@@ -172,16 +192,16 @@ class EscalationService(pb_grpc.EscalationServicer):
             raise
         except Exception:  # a bug: logged with its traceback, answered INTERNAL instead of gRPC's bare UNKNOWN
             code, message = grpc.StatusCode.INTERNAL, "the gateway failed on this request (a bug; see its log)"
-            log.exception("describe failed", extra={"event_id": request.event_id})
+            log.exception("describe failed", extra={"event_id": request.event_id, "client": ticket.client})
         finally:
             gateway_ms = (time.perf_counter() - start) * 1000.0
-            self._stats.record(code.name, gateway_ms, result.vlm_ms if result else None)
+            self._stats.record(code.name, gateway_ms, result.vlm_ms if result else None, client=ticket.client)
             log.debug("describe", extra={
-                "device": request.device_id, "camera": request.camera_id, "event_id": request.event_id,
-                "frame": request.frame_sequence, "code": code.name, "gateway_ms": round(gateway_ms, 2),
-                "vlm_ms": round(result.vlm_ms, 2) if result else None, "attempts": result.attempts if result else 0,
-                "image_bytes": len(request.image), "crops": len(request.crops),
-                "prefilter_model": request.prefilter_model, "error": message or None})
+                "client": ticket.client, "device": request.device_id, "camera": request.camera_id,
+                "event_id": request.event_id, "frame": request.frame_sequence, "code": code.name,
+                "gateway_ms": round(gateway_ms, 2), "vlm_ms": round(result.vlm_ms, 2) if result else None,
+                "attempts": result.attempts if result else 0, "image_bytes": len(request.image),
+                "crops": len(request.crops), "prefilter_model": request.prefilter_model, "error": message or None})
         if result is not None:
             return to_response(result, gateway_ms)
         await context.abort(code, redact(message))

@@ -43,10 +43,12 @@ class CallStats:
         self.total_calls = 0
         # never reset, for /metrics: calls by status code, and latency histograms (gateway, ollama)
         self.totals: collections.Counter[str] = collections.Counter()
+        self.client_totals: collections.Counter[tuple[str, str]] = collections.Counter()  # (client, code)
         self.latency = LabelledHistograms(VLM_BUCKETS_S, preset=("gateway", "ollama"))
 
-    def record(self, code: str, gateway_ms: float, vlm_ms: float | None) -> None:
+    def record(self, code: str, gateway_ms: float, vlm_ms: float | None, client: str = "anonymous") -> None:
         with self._lock:
+            self.client_totals[(client, code)] += 1
             self._codes[code] += 1
             self.total_calls += 1
             self._gateway_ms.append(gateway_ms)
@@ -56,6 +58,19 @@ class CallStats:
         self.latency.observe("gateway", gateway_ms / 1000.0)
         if vlm_ms is not None:
             self.latency.observe("ollama", vlm_ms / 1000.0)
+
+    def refused(self, client: str, code: str) -> None:
+        """A call refused before its request was read (authentication, admission): counted, no latency."""
+        with self._lock:
+            self.client_totals[(client, code)] += 1
+            self._codes[code] += 1
+            self.total_calls += 1
+            self.totals[code] += 1
+
+    def totals_by_client(self) -> dict[tuple[str, str], int]:
+        """Calls by (client, gRPC status code) since the gateway started."""
+        with self._lock:
+            return dict(self.client_totals)
 
     def totals_by_code(self) -> dict[str, int]:
         """Calls by gRPC status code since the gateway started."""

@@ -118,8 +118,8 @@ BAD_REQUESTS = [
     ("truncated JPEG", {"image": samples.jpeg()[: len(samples.jpeg()) // 2]}, ["truncated JPEG", "EOI"]),
     ("JPEG cut in its header", {"image": samples.jpeg()[:200]}, ["truncated JPEG", "header"]),
     ("PNG bomb", {"image": samples.png_bomb()}, ["20000x20000", "400,000,000 pixels", "max_image_pixels"]),
-    ("50 MB payload", {"image": b"\xff\xd8\xff\xe0" + bytes(50 * 1024 * 1024)},
-     ["52,428,804 bytes", "at most 8,388,608", "max_image_bytes"]),
+    ("20 MB payload", {"image": b"\xff\xd8\xff\xe0" + bytes(20 * 1024 * 1024)},
+     ["20,971,524 bytes", "at most 8,388,608", "max_image_bytes"]),
     ("empty image", {"image": b""}, ["image is empty", "JPEG or PNG"]),
     ("not an image", {"image": b"GIF89a" + bytes(100)}, ["not JPEG or PNG", "GIF"]),
     ("text", {"image": b"hello, gateway"}, ["not JPEG or PNG", "expected a JPEG"]),
@@ -268,8 +268,15 @@ def test_the_gateways_own_timeout_is_deadline_exceeded(start_gateway: StartGatew
 # -- the service around it --------------------------------------------------------------------------
 
 
-def test_reflection_lists_the_service(gateway: GatewayThread, channels: Channels) -> None:
+def test_reflection_is_off_by_default(gateway: GatewayThread, channels: Channels) -> None:
     database = ProtoReflectionDescriptorDatabase(channels(gateway.address))
+    with pytest.raises(grpc.RpcError) as caught:
+        database.get_services()
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+
+
+def test_reflection_when_turned_on_lists_the_service(start_gateway: StartGateway, channels: Channels) -> None:
+    database = ProtoReflectionDescriptorDatabase(channels(start_gateway(reflection=True).address))
     services = set(database.get_services())
     assert {"edge_agent.v1.Escalation", "grpc.health.v1.Health"} <= services
     method = database.FindFileContainingSymbol("edge_agent.v1.Escalation")
