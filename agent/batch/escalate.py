@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 
 from agent.config.models import EscalationConfig
-from agent.escalation.client import EscalationClient, channel_credentials
+from agent.escalation.client import EscalationClient, channel_credentials, read_token
 from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.request import build_request
 from agent.escalation.wire import escalation_pb2 as pb
@@ -38,6 +38,7 @@ class GatewayEscalation:
             raise ValueError("escalation.gateway is not set")
         if credentials is None and config.tls is not None:
             credentials = channel_credentials(config.tls)  # ConfigError naming the file, before anything runs
+        self._token = read_token(config)  # likewise
         self.config = config
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="batch-escalation", daemon=True)
@@ -45,7 +46,7 @@ class GatewayEscalation:
         self._client = asyncio.run_coroutine_threadsafe(self._connect(credentials), self._loop).result()
 
     async def _connect(self, credentials: grpc.ChannelCredentials | None) -> EscalationClient:
-        return EscalationClient.connect(self.config, credentials)  # on the loop that will use it
+        return EscalationClient.connect(self.config, credentials, self._token)  # on the loop that will use it
 
     def __call__(self, image: np.ndarray, decision: TriageDecision, event: TagEvent) -> TagEvent:
         return self.submit(image, decision, event).result()

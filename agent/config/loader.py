@@ -195,7 +195,8 @@ def _read_file(path: pathlib.Path, root: type[BaseModel],
 _FILE_FIELDS = (("model", "path"), ("model", "engine_cache_dir"), ("taxonomy",), ("outbox", "path"),
                 ("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
                 ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"), ("escalation", "tls", "ca_file"),
-                ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"), ("dataset", "dir"))
+                ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"), ("escalation", "token_file"),
+                ("dataset", "dir"))
 
 
 def _make_absolute(document: dict[str, Any], keys: tuple[str, ...], base: pathlib.Path) -> None:

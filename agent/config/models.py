@@ -351,6 +351,9 @@ class EscalationConfig(_Strict):
         default=30.0, description="HTTP/2 ping interval on the channel, also while idle (the gateway allows "
         "one every 10 s)")
     tls: EscalationTlsConfig | None = None
+    token_file: pathlib.Path | None = Field(
+        default=None, description="file holding this agent's bearer token for a gateway with auth.tokens_file "
+        "(the TOKEN of its NAME:TOKEN line; chmod 600, or systemd's LoadCredential=)")
 
     @field_validator("gateway")
     @classmethod

@@ -23,6 +23,8 @@ Channel (:func:`channel_options`):
   10 s to answer a ping. Reconnect backoff capped at 5 s, so that a gateway
   that comes back is used within seconds.
 * TLS / mutual TLS from ``escalation.tls`` (:func:`channel_credentials`).
+* A bearer token from ``escalation.token_file`` (:func:`read_token`), sent as
+  ``authorization: Bearer TOKEN`` with every ``Describe`` (health checks need none).
 
 Status mapping (:func:`classify`): the gRPC code of a failed call gives the
 event's escalation status and whether the failure counts against the circuit
@@ -38,8 +40,8 @@ breaker (see :mod:`agent.escalation.breaker`; marked "a failure"):
 * ABORTED (the VLM's answer did not match the schema): ``invalid_answer``
 * NOT_FOUND, OUT_OF_RANGE, ALREADY_EXISTS: ``rejected``
 * CANCELLED: ``unavailable``
-* anything else (UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAUTHENTICATED,
-  PERMISSION_DENIED, DATA_LOSS): ``unavailable``, a failure
+* anything else (UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAUTHENTICATED (a missing or
+  wrong token), PERMISSION_DENIED, DATA_LOSS): ``unavailable``, a failure
 
 The event's ``escalation.reason`` is ``"<CODE>: <the gateway's details>"``.
 An answer whose verdict is unspecified is ``invalid_answer``.
@@ -51,6 +53,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 import time
 from typing import Any
 
@@ -66,12 +69,13 @@ from agent.redact import redact
 from agent.triage.policy import Verdict
 
 __all__ = ["SERVICE", "CallResult", "EscalationClient", "channel_credentials", "channel_options", "classify",
-           "to_answer"]
+           "read_token", "to_answer"]
 
 SERVICE = "edge_agent.v1.Escalation"
 _VERDICTS: dict[int, Verdict] = {pb.VERDICT_PASS: "pass", pb.VERDICT_DEFECT: "defect",
                                  pb.VERDICT_UNCERTAIN: "uncertain"}
 _SEVERITIES: dict[int, Any] = {pb.SEVERITY_LOW: "low", pb.SEVERITY_MEDIUM: "medium", pb.SEVERITY_HIGH: "high"}
+_NAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:")  # a gateway tokens file's NAME: part
 _UNHEALTHY_HINT = (" (the gateway's health service says NOT_SERVING: its VLM is unreachable or the model is not "
                    "pulled; see the gateway's log)")
 
@@ -165,6 +169,27 @@ def channel_credentials(tls: EscalationTlsConfig) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+def read_token(config: EscalationConfig) -> str | None:
+    """The bearer token in ``escalation.token_file`` (None when unset); ConfigError saying what is wrong."""
+    path = config.token_file
+    if path is None:
+        return None
+    field = "escalation.token_file"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{field}: cannot read {path} ({why}); expected a file holding the token"]) from exc
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if len(lines) != 1 or " " in lines[0] or not lines[0].isascii() or len(lines[0]) < 24:
+        raise ConfigError([f"{field}: {path} holds {len(lines)} line(s); expected one token of at least 24 "
+                           "printable characters without spaces (the TOKEN of the gateway's NAME:TOKEN line)"])
+    token = lines[0]
+    if _NAME_PREFIX.match(token) and len(token.partition(":")[2]) >= 24:
+        raise ConfigError([f"{field}: {path} looks like a NAME:TOKEN line; put only the TOKEN part in it"])
+    return token
+
+
 def _read_pem(path: pathlib.Path, field: str) -> bytes:
     try:
         data = path.read_bytes()
@@ -178,29 +203,31 @@ def _read_pem(path: pathlib.Path, field: str) -> bytes:
 class EscalationClient:
     """Describe calls over one channel. ``__init__`` takes a ready channel (tests hand in their own)."""
 
-    def __init__(self, channel: grpc.aio.Channel, target: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, target: str, token: str | None = None) -> None:
         self._channel = channel
         self._stub = pb_grpc.EscalationStub(channel)  # type: ignore[no-untyped-call]  # generated
         self.target = target
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     @classmethod
-    def connect(cls, config: EscalationConfig, credentials: grpc.ChannelCredentials | None = None
-                ) -> EscalationClient:
+    def connect(cls, config: EscalationConfig, credentials: grpc.ChannelCredentials | None = None,
+                token: str | None = None) -> EscalationClient:
         """A client for ``config.gateway``; call it on the event loop that will use it. The channel
-        connects lazily, on the first call."""
+        connects lazily, on the first call. ``token`` defaults to :func:`read_token`'s."""
         target = config.target
         if target is None:
             raise ValueError("escalation.gateway is not set; there is nothing to connect to")
         options = channel_options(config)
         channel = (grpc.aio.secure_channel(target, credentials, options=options) if credentials is not None
                    else grpc.aio.insecure_channel(target, options=options))
-        return cls(channel, target)
+        return cls(channel, target, token if token is not None else read_token(config))
 
     async def describe(self, request: pb.DescribeRequest, timeout: float) -> CallResult:
         """One call with a deadline of ``timeout`` seconds; never raises for a gRPC failure."""
         start = time.perf_counter()
         try:
-            reply: pb.DescribeResponse = await self._stub.Describe(request, timeout=timeout)
+            reply: pb.DescribeResponse = await self._stub.Describe(request, timeout=timeout,
+                                                                      metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             latency = (time.perf_counter() - start) * 1000.0
             code, details = exc.code(), exc.details() or ""

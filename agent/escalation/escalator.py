@@ -70,7 +70,7 @@ import numpy as np
 from agent.capture.frame import Frame
 from agent.config.models import EscalationConfig, RateLimitConfig
 from agent.escalation.breaker import BreakerState, CircuitBreaker, Permit
-from agent.escalation.client import EscalationClient, channel_credentials
+from agent.escalation.client import EscalationClient, channel_credentials, read_token
 from agent.escalation.dedupe import NearDuplicateCache, Signature
 from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.ratelimit import CameraRateLimiter
@@ -178,7 +178,8 @@ class Escalator:
         self._sink = sink
         if credentials is None and config.tls is not None:
             credentials = channel_credentials(config.tls)  # fails here, before start
-        self._client_factory = client_factory or (lambda: EscalationClient.connect(config, credentials))
+        token = read_token(config) if client_factory is None else None  # likewise
+        self._client_factory = client_factory or (lambda: EscalationClient.connect(config, credentials, token))
         self._client: EscalationClient | None = None
         self._lock = threading.Lock()
         self._breaker = CircuitBreaker(config.breaker.failure_threshold, config.breaker.open_s,

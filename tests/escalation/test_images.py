@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from agent.errors import RequestRejected
-from agent.escalation.images import check_image, image_kind
+from agent.escalation.images import check_image, image_kind, inspect_image
 from tests.escalation import samples
 
 LIMITS = {"max_bytes": 8 * 1024 * 1024, "max_pixels": 4096 * 4096}
@@ -56,6 +57,14 @@ REFUSALS = [
     ("PNG bomb", samples.png_bomb(), {}, ["20000x20000", "from its PNG header", "max_image_pixels"]),
     ("PNG without IEND", samples.png()[:-12], {}, ["truncated PNG", "no IEND chunk"]),
     ("PNG without IHDR", samples.png()[:20], {}, ["no IHDR chunk"]),
+    # the scan data cut in half and an EOI put back: OpenCV decoded it with a warning on stderr only
+    ("JPEG cut, EOI appended", samples.jpeg()[:len(samples.jpeg()) // 2] + b"\xff\xd9", {},
+     ["corrupt or incomplete", "premature end of data segment"]),
+    ("progressive JPEG cut, EOI appended", samples.progressive()[:len(samples.progressive()) // 2] + b"\xff\xd9",
+     {}, ["corrupt or incomplete"]),
+    # 883 scans of ~33 bytes: about 6 s of CPU at 4096x4096, refused from the markers alone
+    ("scan bomb", samples.progressive_jpeg(4096, 4096), {}, ["JPEG of 883 scans", "at most 32",
+                                                            "limits.max_jpeg_scans"]),
 ]
 
 
@@ -107,3 +116,16 @@ def test_decoding_ignores_exif_orientation() -> None:
     assert np.array_equal(cv2.imdecode(np.frombuffer(rotated, np.uint8), cv2.IMREAD_COLOR).shape[:2], (64, 32))
     info = check_image(rotated, **LIMITS)
     assert (info.width, info.height) == (64, 32)
+
+
+def test_a_progressive_jpeg_within_the_scan_limit_is_decoded() -> None:
+    data = samples.progressive_jpeg(640, 480, 3, 2)  # 1 + 3 * 3 = 10 scans, like an encoder's default
+    info = check_image(data, **LIMITS)
+    assert (info.scans, info.width, info.height) == (10, 640, 480)
+
+
+def test_the_scan_bomb_is_refused_without_decoding() -> None:
+    started = time.process_time()
+    with pytest.raises(RequestRejected, match="883 scans"):
+        inspect_image(samples.progressive_jpeg(4096, 4096), max_bytes=8 * 1024 * 1024, max_pixels=4096 * 4096)
+    assert time.process_time() - started < 0.5  # a decode costs about 6 s; this is a hang check, not a speed
