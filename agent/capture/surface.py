@@ -58,6 +58,11 @@ class SurfaceSettings:
 DEFAULT_SURFACE = SurfaceSettings()
 
 
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column coordinates as (h, 1) and (1, w) float32 arrays, to broadcast."""
+    return np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
+
+
 def _upsampled_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
     """Smooth noise of unit-ish amplitude with features about ``cell`` pixels wide."""
     small = rng.normal(0, 1, (max(2, h // cell + 2), max(2, w // cell + 2))).astype(np.float32)
@@ -75,7 +80,7 @@ def _rolled(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _ground(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     angle = float(rng.uniform(0, math.pi))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(h, w)
     v = xx * math.sin(angle) - yy * math.cos(angle)  # across the tool marks
     v -= v.min()
     length = int(math.ceil(float(v.max()))) + 2
@@ -90,7 +95,7 @@ def _ground(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _woven(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     pitch = float(rng.uniform(6, 13))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(h, w)
     drift = _upsampled_noise(rng, h, w, 160) * float(rng.uniform(1, 4))
     angle = float(rng.uniform(-0.08, 0.08))
     u = (xx * math.cos(angle) + yy * math.sin(angle) + drift) * (1 / pitch)
@@ -111,7 +116,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     family = TEXTURES[int(rng.integers(0, len(TEXTURES)))]
     tex = {"rolled": _rolled, "ground": _ground, "woven": _woven}[family](rng, h, w)
     tone = float(rng.uniform(95, 165))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(h, w)
     angle = float(rng.uniform(0, 2 * math.pi))
     light = ((xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle)) * float(rng.uniform(0, 40))
     out: np.ndarray = tone + tex + light
