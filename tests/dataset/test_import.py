@@ -344,3 +344,35 @@ def test_cli_import_and_its_errors(surface: pathlib.Path, tmp_path: pathlib.Path
     skip = edge_agent("dataset", "import", str(coco), "--format", "coco", "--out", str(tmp_path / "o4"), "--skip-bad")
     assert skip.returncode == 0 and "1 image(s) skipped, 1 problem(s)" in skip.stdout, skip.stdout
 
+
+
+def test_flat_layouts_labelling_tools_write(surface: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    # LabelImg/CVAT style: images with their .xml (VOC) or .txt + classes.txt (YOLO) side by side, no split
+    voc, yolo = tmp_path / "voc", tmp_path / "yolo"
+    voc.mkdir()
+    yolo.mkdir()
+    (yolo / "classes.txt").write_text("\n".join(SURFACE_CLASSES) + "\n")
+    truth = _truth(surface, "train")
+    for name, boxes in truth.items():
+        shutil.copyfile(surface / "images/train" / name, voc / name)
+        (voc / name).with_suffix(".xml").write_text(_voc_xml(name, boxes))
+        shutil.copyfile(surface / "images/train" / name, yolo / name)
+        shutil.copyfile((surface / "labels/train" / name).with_suffix(".txt"), (yolo / name).with_suffix(".txt"))
+    for fmt, source in (("voc", voc), ("yolo", yolo)):
+        out = tmp_path / f"out-{fmt}"
+        summary = import_dataset(ImportOptions(source=source, out=out, fmt=fmt, val_fraction=0.25, seed=1))
+        assert summary.images == {"train": 6, "val": 2}, fmt
+        got = {**_imported_boxes(out, "train"), **_imported_boxes(out, "val")}
+        for name, boxes in truth.items():
+            _assert_same_boxes(got[name], boxes)  # type: ignore[arg-type]
+
+
+def test_csv_with_a_split_column(surface_classes: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    rows = [[f, label, "val" if i < 3 else "train"] for i, (f, label) in enumerate(_rows(surface_classes))]
+    path = _csv(surface_classes, rows, ("file", "class", "split"))
+    summary = import_dataset(ImportOptions(source=path, out=tmp_path / "out", fmt="csv"))
+    assert summary.images == {"train": 5, "val": 3}
+    rows[0][2] = "holdout"
+    with pytest.raises(DatasetError, match="split 'holdout'; expected train or val"):
+        import_dataset(ImportOptions(source=_csv(surface_classes, rows, ("file", "class", "split")),
+                                     out=tmp_path / "o2", fmt="csv"))
