@@ -20,6 +20,9 @@ GATEWAY_METRICS: dict[str, str] = {
     "edge_gateway_info": "Gateway version, Ollama URL and model (value 1)",
     "edge_gateway_serving": "1 while Ollama is reachable and has the model (the gRPC health status SERVING)",
     "edge_gateway_calls_total": "Describe calls by gRPC status code",
+    "edge_gateway_client_calls_total": "Describe calls by client (token name, certificate name, or anonymous) "
+                                       "and gRPC status code, refused ones included",
+    "edge_gateway_client_admitted_calls": "Calls of each client admitted now (running or waiting)",
     "edge_gateway_running_calls": "VLM calls running now",
     "edge_gateway_queued_calls": "Calls waiting for a free VLM slot",
     "edge_gateway_parallel_limit": "limits.parallel: VLM calls at once",
@@ -45,6 +48,14 @@ def gateway_families(server: GatewayServer, model: str, ollama: str) -> list[Fam
     for code, n in sorted(server.stats.totals_by_code().items()):
         calls.add(n, code=code)
     fams.append(calls)
+    by_client = _family("edge_gateway_client_calls_total", "counter")
+    for (client, code), n in sorted(server.stats.totals_by_client().items()):
+        by_client.add(n, client=client, code=code)
+    fams.append(by_client)
+    admitted = _family("edge_gateway_client_admitted_calls", "gauge")
+    for client, n in sorted(dict(admission.by_client).items()):
+        admitted.add(n, client=client)
+    fams.append(admitted)
     fams.append(_family("edge_gateway_running_calls", "gauge").add(admission.running))
     fams.append(_family("edge_gateway_queued_calls", "gauge").add(admission.waiting))
     fams.append(_family("edge_gateway_parallel_limit", "gauge").add(admission.parallel))

@@ -19,6 +19,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,9 +40,48 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_TIMEOUT_S = 5.0
+_REFUSAL_LOG_EVERY_S = 60.0
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    block_on_close = False
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler],
+                 max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.refused = 0
+        self._refused_logged_at = -_REFUSAL_LOG_EVERY_S
+        self._refused_since_log = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self._refused_since_log += 1
+            now = time.monotonic()
+            if now - self._refused_logged_at >= _REFUSAL_LOG_EVERY_S:
+                log.warning("metrics endpoint: %d connection(s) refused, %d already open (the most it serves)",
+                            self._refused_since_log, self.max_connections)
+                self._refused_logged_at, self._refused_since_log = now, 0
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):
@@ -49,10 +89,13 @@ class _Server6(_Server):
 
 
 class MetricsServer:
-    def __init__(self, listen: str, *, metrics: Callable[[], str], health: HealthProvider) -> None:
+    def __init__(self, listen: str, *, metrics: Callable[[], str], health: HealthProvider,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.listen = listen
         self._metrics = metrics
         self._health = health
+        self._max_connections = max_connections
+        self._timeout_s = timeout_s
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -64,6 +107,11 @@ class MetricsServer:
         return str(host), int(port)
 
     @property
+    def refused(self) -> int:
+        """Connections closed at once because ``max_connections`` were open."""
+        return self._server.refused if self._server is not None else 0
+
+    @property
     def url(self) -> str:
         host, port = self.address
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -72,9 +120,9 @@ class MetricsServer:
     def start(self) -> None:
         host, port = split_listen(self.listen)
         cls = _Server6 if ":" in host else _Server
-        handler = _make_handler(self._metrics, self._health)
+        handler = _make_handler(self._metrics, self._health, self._timeout_s)
         try:
-            self._server = cls((host, port), handler)
+            self._server = cls((host, port), handler, self._max_connections)
         except OSError as exc:
             raise MetricsError(f"metrics.listen {self.listen}: cannot listen ({exc.strerror or exc}); another "
                                "program (or another edge-agent) uses the port: choose another metrics.listen "
@@ -94,9 +142,11 @@ class MetricsServer:
         self._server = None
 
 
-def _make_handler(metrics: Callable[[], str], health: HealthProvider) -> type[http.server.BaseHTTPRequestHandler]:
+def _make_handler(metrics: Callable[[], str], health: HealthProvider,
+                  timeout_s: float) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "edge-agent"
+        timeout = timeout_s  # the socket's: a silent client is dropped (handle() ends on the timeout)
 
         def do_GET(self) -> None:  # noqa: N802  (the stdlib's name)
             path = self.path.split("?", 1)[0]

@@ -65,8 +65,10 @@ def test_tls_refuses_a_client_that_does_not_trust_the_gateway(start_gateway: Sta
 
 def test_mutual_tls_needs_a_client_certificate_from_the_ca(start_gateway: StartGateway, channels: Channels,
                                                            pki: Pki) -> None:
-    gw = start_gateway(tls=tls_section(pki, mutual=True))
+    gw = start_gateway(tls=tls_section(pki, mutual=True), listen="0.0.0.0:0")  # authenticated: may listen wide
     assert call(channels(gw.address, credentials(pki, client="client"))).attempts == 1
+    # the client is known by its certificate's common name, in the call counts (and logs, metrics)
+    assert gw.server.stats.totals_by_client() == {("agent", "OK"): 1}  # type: ignore[union-attr]
     for client in (None, "stranger"):  # no certificate; one signed by another CA
         with pytest.raises(grpc.RpcError) as info:
             call(channels(gw.address, credentials(pki, client=client)))

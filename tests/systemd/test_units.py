@@ -97,6 +97,14 @@ def test_units_are_notify_services_with_a_watchdog_and_a_restart_policy(unit: st
     assert "StartLimitBurst" in parse_unit(unit)["Unit"]
 
 
+@pytest.mark.parametrize(("unit", "memory"), [("edge-agent.service", "4G"), ("edge-agent-gateway.service", "1536M")])
+def test_units_bound_file_descriptors_memory_and_threads(unit: str, memory: str) -> None:
+    svc = parse_unit(unit)["Service"]
+    assert int(svc["LimitNOFILE"][0]) >= 16384  # ~1,000 idle sockets ran out of the default 1024
+    assert svc["MemoryMax"] == [memory]
+    assert 128 <= int(svc["TasksMax"][0]) <= 4096
+
+
 def test_the_agent_unit_reaches_cameras_and_gpus_and_has_its_state_and_secret() -> None:
     svc = parse_unit("edge-agent.service")["Service"]
     assert "char-video4linux rw" in svc["DeviceAllow"] and "char-nvidia* rw" in svc["DeviceAllow"]
