@@ -18,6 +18,7 @@ import typer
 
 from agent import logs
 from agent.config.gateway import ENV_PREFIX, GatewayConfig, load_gateway_config
+from agent.config.plaintext import gateway_plaintext_channels
 from agent.errors import ConfigError
 from agent.escalation.server import serve
 from agent.health.gateway import GatewayHealth
@@ -37,6 +38,8 @@ def run_gateway(config_path: pathlib.Path | None, log_level: str | None) -> None
     path = config_path or (pathlib.Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     config = load_gateway_config(path)
     logs.configure(log_level or config.logging.level, config.logging.json_format)
+    for warning in gateway_plaintext_channels(config):  # once, at start
+        log.warning(warning)
     asyncio.run(_serve_until_signal(config))
 
 

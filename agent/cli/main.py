@@ -6,6 +6,7 @@ a traceback means a bug in edge-agent, never bad input.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import signal
@@ -74,6 +75,7 @@ def run(
     config file (a bad one is refused and logged; the running config stays)."""
     from agent import logs
     from agent.config.loader import load_config
+    from agent.config.plaintext import agent_plaintext_channels
     from agent.service import AgentService
 
     private_files()
@@ -81,6 +83,8 @@ def run(
     try:
         cfg = load_config(path)
         logs.configure(log_level or cfg.logging.level, cfg.logging.json_format)
+        for warning in agent_plaintext_channels(cfg):  # once, at start
+            logging.getLogger("agent.cli").warning(warning)
         service = AgentService(cfg)
         stop, reload = threading.Event(), threading.Event()
         _install_stop_signals(stop)

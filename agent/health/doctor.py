@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from agent.config.models import AgentConfig, CameraConfig, MqttConfig
+from agent.config.plaintext import agent_plaintext_channels
 from agent.errors import ConfigError, EdgeAgentError
 from agent.redact import redact
 
@@ -86,6 +87,7 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     checks += _check_cameras(config.cameras, options.timeout_s)
     checks.append(_check_mqtt(config, options.timeout_s))
     checks += _check_gateway(config, options.timeout_s)
+    checks += [Check("plain text", "WARN", warning) for warning in agent_plaintext_channels(config)]
     checks.append(_check_metrics(config))
     return checks
 
