@@ -15,14 +15,14 @@ from __future__ import annotations
 import ipaddress
 import urllib.parse
 
-from agent.config.gateway import GatewayConfig
+from agent.config.gateway import GatewayConfig, is_loopback
 from agent.config.models import AgentConfig
 from agent.redact import redact
 
-__all__ = ["agent_plaintext_channels", "gateway_plaintext_channels", "is_loopback"]
+__all__ = ["agent_plaintext_channels", "gateway_plaintext_channels", "is_loopback_host"]
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IP addresses (``[::1]`` too); False for any other host, for the
     wildcard addresses (0.0.0.0, ::) and for names, which may resolve anywhere."""
     host = host.strip().strip("[]").lower()
@@ -52,13 +52,13 @@ def agent_plaintext_channels(config: AgentConfig) -> list[str]:
     mqtt = config.mqtt
     url = urllib.parse.urlsplit(mqtt.url)
     has_password = mqtt.password_file is not None or mqtt.password_credential is not None
-    if url.scheme == "mqtt" and has_password and not is_loopback(url.hostname or ""):
+    if url.scheme == "mqtt" and has_password and not is_loopback_host(url.hostname or ""):
         warnings.append(f"mqtt.url {redact(mqtt.url)} is plain text to a broker on another host: the MQTT "
                         "password crosses the network in the clear with every connection; use mqtts:// "
                         "(mqtt.tls) or a broker on this host")
     gateway = config.escalation.gateway
     if gateway is not None and config.escalation.tls is None:
-        remote = [h for h in _gateway_hosts(gateway) if not is_loopback(h)]
+        remote = [h for h in _gateway_hosts(gateway) if not is_loopback_host(h)]
         if remote:
             warnings.append(f"escalation.gateway {redact(gateway)} is plain text to another host: frames and the "
                             "VLM's answers cross the network in the clear; set escalation.tls (and tls: on the "
@@ -68,10 +68,7 @@ def agent_plaintext_channels(config: AgentConfig) -> list[str]:
 
 def gateway_plaintext_channels(config: GatewayConfig) -> list[str]:
     """One warning per plain-text channel of the gateway's config (empty: none)."""
-    if config.tls is not None or config.listen.startswith("unix:"):
-        return []
-    host = config.listen.rpartition(":")[0]
-    if is_loopback(host):
+    if config.tls is not None or is_loopback(config.listen):
         return []
     return [f"listen {config.listen} is plain text on an address other hosts reach: frames, answers and any "
             "credentials cross the network in the clear; set tls: (cert_file, key_file, and client_ca_file "

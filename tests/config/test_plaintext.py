@@ -14,7 +14,7 @@ import pytest
 
 from agent.config.gateway import GatewayConfig
 from agent.config.models import AgentConfig
-from agent.config.plaintext import agent_plaintext_channels, gateway_plaintext_channels, is_loopback
+from agent.config.plaintext import agent_plaintext_channels, gateway_plaintext_channels, is_loopback_host
 from tests.escalation.test_gateway_cli import StderrLines
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]
@@ -26,8 +26,8 @@ PASSWORD: dict[str, Any] = {"username": "box1", "password_file": "/etc/edge-agen
     ("0.0.0.0", False),  # every interface
     ("::", False), ("10.0.0.5", False), ("broker.plant.lan", False),  # a name may resolve anywhere
 ])
-def test_is_loopback(host: str, loopback: bool) -> None:
-    assert is_loopback(host) is loopback
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
 
 
 @pytest.mark.parametrize(("mqtt", "escalation", "warned"), [
@@ -55,18 +55,24 @@ def test_the_agents_plain_text_channels(mqtt: dict[str, Any], escalation: dict[s
         assert warning.startswith(start) and "in the clear" in warning
 
 
-@pytest.mark.parametrize(("listen", "tls", "warned"), [
-    ("0.0.0.0:50061", False, True),  # every interface, plain text
-    ("10.0.0.7:50061", False, True),
-    ("0.0.0.0:50061", True, False),  # TLS
-    ("127.0.0.1:50061", False, False),  # loopback
-    ("[::1]:50061", False, False),
-    ("unix:/run/edge-agent-gateway/gateway.sock", False, False),
+@pytest.mark.parametrize(("listen", "settings", "warned"), [
+    ("0.0.0.0:50061", {"insecure": True}, True),  # every interface, plain text, anonymous
+    ("10.0.0.7:50061", {"auth": {"tokens_file": "tokens"}}, True),  # tokens in the clear
+    ("0.0.0.0:50061", {"tls": "pem", "insecure": True}, False),  # TLS
+    ("127.0.0.1:50061", {}, False),  # loopback
+    ("[::1]:50061", {}, False),
+    ("unix:/run/edge-agent-gateway/gateway.sock", {}, False),
 ])
-def test_the_gateways_plain_text_port(tmp_path: pathlib.Path, listen: str, tls: bool, warned: bool) -> None:
-    pem = {"cert_file": tmp_path / "c.pem", "key_file": tmp_path / "k.pem"}
-    config = GatewayConfig.model_validate({"listen": listen, "tls": pem if tls else None})
-    warnings = gateway_plaintext_channels(config)
+def test_the_gateways_plain_text_port(tmp_path: pathlib.Path, listen: str, settings: dict[str, Any],
+                                      warned: bool) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("box1:" + "t" * 32 + "\n")
+    tokens.chmod(0o600)
+    if "auth" in settings:
+        settings = {**settings, "auth": {"tokens_file": tokens}}
+    if settings.get("tls") == "pem":
+        settings = {**settings, "tls": {"cert_file": tmp_path / "c.pem", "key_file": tmp_path / "k.pem"}}
+    warnings = gateway_plaintext_channels(GatewayConfig.model_validate({"listen": listen, **settings}))
     assert bool(warnings) is warned
     assert all(w.startswith(f"listen {listen} is plain text") and "set tls:" in w for w in warnings)
 
@@ -99,7 +105,8 @@ def test_the_gateway_warns_once_at_start(tmp_path: pathlib.Path) -> None:
 
     config = tmp_path / "gateway.yaml"
     with FakeOllama() as fake:
-        config.write_text(f"listen: 0.0.0.0:0\nollama:\n  host: {fake.url}\nmetrics:\n  enabled: false\n")
+        config.write_text(f"listen: 0.0.0.0:0\ninsecure: true\nollama:\n  host: {fake.url}\n"
+                          "metrics:\n  enabled: false\n")
         proc = subprocess.Popen([*EDGE_AGENT, "gateway", "--config", str(config)], stderr=subprocess.PIPE,
                                 text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
