@@ -29,6 +29,17 @@ A PUBACK reason code is a failure only when ``is_failure`` (>= 128): 16, "No
 matching subscribers", means the broker took the message. Nothing here survives
 a process restart; the SQLite outbox does that.
 
+Broker limits. On an MQTT 5 connection the CONNACK's properties become
+:attr:`MqttPublisher.limits` (:mod:`agent.publish.limits`), logged once at INFO
+when they change. Receive Maximum caps paho's in-flight window; a broker with
+Maximum QoS 0 gets QoS 0 publishes, one without retained messages an unretained
+status, each with a warning at start-up saying what that costs (a CONNACK that
+refuses the last will's QoS or retain flag makes the next attempt send a will it
+accepts). :meth:`MqttPublisher.oversize` says whether a message would exceed the
+Maximum Packet Size (the caller must then not send it); a status document that
+does not fit is trimmed. Refused PUBACKs are logged at most once a minute per
+reason code.
+
 Threads. ``publish_event`` runs on the pipeline thread, paho's callbacks on its
 network thread. paho calls ``on_publish`` while holding its own message lock, so
 this class never holds its lock while calling into paho (no lock-order
@@ -60,6 +71,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config.models import MqttConfig
 from agent.errors import PublishError
 from agent.publish.event import TagEvent, rfc3339
+from agent.publish.limits import UNANNOUNCED, BrokerLimits, LogThrottle, publish_packet_size
 from agent.publish.topics import status_topic, tags_topic
 
 _log = logging.getLogger(__name__)
@@ -93,7 +105,7 @@ class PublisherStats:
 
 
 _Kind = Literal["event", "status", "row"]
-AckListener = Callable[[str, bool], None]  # (tag, acknowledged) for publish_raw messages
+AckListener = Callable[[str, ReasonCode], None]  # (tag, PUBACK reason code) for publish_raw messages
 
 
 class MqttPublisher:
@@ -136,6 +148,9 @@ class MqttPublisher:
         self._ack_listener: AckListener | None = None
         self._status_extra: list[Callable[[], dict[str, Any]]] = []
         self._online_since: str | None = None
+        self._limits = UNANNOUNCED
+        self._throttle = LogThrottle(_log)
+        self._will_qos, self._will_retain = 1, True
 
         if self._v5:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
@@ -159,19 +174,12 @@ class MqttPublisher:
             client.tls_set_context(self._tls_context)
         self._last_diagnosis = -1e9
         self._diagnosis = "unknown reason"
-        will = {"state": "offline", "device": device_id, "reason": "connection lost"}
-        client.will_set(
-            self._status_topic,
-            json.dumps(will, separators=(",", ":")),
-            qos=1,
-            retain=True,
-            properties=self._properties(PacketTypes.WILLMESSAGE),
-        )
+        self._client = client
+        self._set_will()
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        self._client = client
 
     @classmethod
     def from_config(cls, config: MqttConfig, device_id: str) -> MqttPublisher:
@@ -197,6 +205,28 @@ class MqttPublisher:
     @property
     def status_topic(self) -> str:
         return self._status_topic
+
+    @property
+    def limits(self) -> BrokerLimits:
+        """What the broker announced in its last CONNACK (``announced`` False before one, or on MQTT 3.1.1)."""
+        return self._limits
+
+    def oversize(self, topic: str, payload_len: int, content_type: str = CONTENT_TYPE,
+                 event_id: str | None = None) -> int | None:
+        """The PUBLISH packet's size in bytes when it would exceed the broker's Maximum Packet Size, else None."""
+        limit = self._limits.max_packet_size
+        if limit is None:
+            return None
+        size = publish_packet_size(topic, payload_len, self._properties_len(content_type, event_id))
+        return size if size > limit else None
+
+    def _properties_len(self, content_type: str, event_id: str | None) -> int:
+        if not self._v5:
+            return 0
+        n = 3 + len(content_type.encode("utf-8"))  # Content Type: id, length, string
+        if event_id is not None:
+            n += 1 + 2 + len("event_id") + 2 + len(event_id.encode("utf-8"))  # User Property: id, key, value
+        return (1 if n < 128 else 2 if n < 16384 else 3) + n
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting (1 s doubling to 30 s). Never blocks."""
@@ -252,7 +282,7 @@ class MqttPublisher:
         try:
             topic = tags_topic(self._prefix, event.device, event.camera)
             info = self._client.publish(
-                topic, event.to_json(), qos=1, retain=False, properties=self._properties(PacketTypes.PUBLISH)
+                topic, event.to_json(), qos=self._qos, retain=False, properties=self._properties(PacketTypes.PUBLISH)
             )
         except ValueError as exc:  # invalid topic or a payload over 256 MiB: a bug, not an outage
             with self._changed:
@@ -285,8 +315,8 @@ class MqttPublisher:
         return info.mid
 
     def set_ack_listener(self, listener: AckListener) -> None:
-        """``listener(tag, ok)`` is called on paho's thread when a :meth:`publish_raw` message is
-        settled: ok=True on PUBACK, False when the broker refused it. It must be quick."""
+        """``listener(tag, reason_code)`` is called on paho's thread when a :meth:`publish_raw` message is
+        settled (``reason_code.is_failure``: the broker refused it). It must be quick."""
         self._ack_listener = listener
 
     def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
@@ -304,7 +334,7 @@ class MqttPublisher:
             props.ContentType = content_type
             if event_id is not None:
                 props.UserProperty = ("event_id", event_id)
-        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+        info = self._client.publish(topic, payload, qos=self._qos, retain=False, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return False
         self._track(info.mid, "row", tag)
@@ -321,7 +351,7 @@ class MqttPublisher:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ContentType = content_type
             props.UserProperty = ("event_id", event_id)
-        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+        info = self._client.publish(topic, payload, qos=self._qos, retain=False, properties=props)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def publish_stats(self, topic: str, doc: dict[str, Any]) -> None:
@@ -407,9 +437,10 @@ class MqttPublisher:
                 first = error not in self._logged_errors
                 self._logged_errors.add(error)
                 self._changed.notify_all()
-            if first:
+            if not self._adapt_will(reason_code) and first:
                 _log.error("%s; retrying", error)
             return
+        self._take_limits(properties)
         with self._changed:
             self._connected = True
             self._connects += 1
@@ -507,11 +538,12 @@ class MqttPublisher:
             self._last_error = error
             if kind == "event":
                 self._dropped += 1
-            _log.warning("%s%s", error, "; it stays in the outbox" if kind == "row" else "; it is dropped")
+            self._throttle.warning(f"refused {kind} {reason_code.value}", "%s%s", error,
+                                   "; the outbox decides what happens to it" if kind == "row" else "; it is dropped")
         elif kind == "event":
             self._acked += 1
         if kind == "row" and self._ack_listener is not None:
-            self._ack_listener(what, not reason_code.is_failure)
+            self._ack_listener(what, reason_code)
         self._changed.notify_all()
 
     def _wait_acked(self, mid: int, timeout: float) -> bool:
@@ -525,11 +557,14 @@ class MqttPublisher:
             return True
 
     def _publish_status(self, status: dict[str, Any]) -> int | None:
+        payload = self._fitting_status(status)
+        if payload is None:
+            return None
         info = self._client.publish(
             self._status_topic,
-            json.dumps(status, separators=(",", ":")),
-            qos=1,
-            retain=True,
+            payload,
+            qos=self._qos,
+            retain=self._limits.retain_available,
             properties=self._properties(PacketTypes.PUBLISH),
         )
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
@@ -537,6 +572,66 @@ class MqttPublisher:
             return None
         self._track(info.mid, "status", status["state"])
         return info.mid
+
+    @property
+    def _qos(self) -> int:
+        return min(1, self._limits.maximum_qos)
+
+    def _fitting_status(self, status: dict[str, Any]) -> bytes | None:
+        """The status as JSON, trimmed to fit the broker's packet limit: without the cameras first, then with
+        the required fields and the outbox counters only. None (logged) when not even that fits."""
+        trimmed = [status, {k: v for k, v in status.items() if k != "cameras"},
+                   {k: v for k, v in status.items() if k in ("state", "device", "since", "version", "reason",
+                                                             "outbox_pending", "outbox_dead_letters")}]
+        for doc in trimmed:
+            payload = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+            size = self.oversize(self._status_topic, len(payload))
+            if size is None:
+                if doc is not status:
+                    self._throttle.warning("status-trimmed", "the status document does not fit the broker's "
+                                           "maximum packet size of %s bytes; published a shorter one without %s",
+                                           self._limits.max_packet_size, ", ".join(sorted(set(status) - set(doc))))
+                return payload
+        self._throttle.warning("status-too-large", "the status %r (%d bytes even trimmed) does not fit the broker's "
+                               "maximum packet size of %s bytes; not published", status.get("state"), size,
+                               self._limits.max_packet_size)
+        return None
+
+    def _set_will(self) -> None:
+        will = {"state": "offline", "device": self._device, "reason": "connection lost"}
+        self._client.will_set(self._status_topic, json.dumps(will, separators=(",", ":")), qos=self._will_qos,
+                              retain=self._will_retain, properties=self._properties(PacketTypes.WILLMESSAGE))
+
+    def _adapt_will(self, reason_code: ReasonCode) -> bool:
+        """A CONNACK refusing the will's QoS (0x9B) or retain flag (0x9A): send one the broker takes next time."""
+        if reason_code.value == 0x9B and self._will_qos:
+            self._will_qos = 0
+        elif reason_code.value == 0x9A and self._will_retain:
+            self._will_retain = False
+        else:
+            return False
+        _log.warning("broker %s:%d refused the last will (%s); the next attempt sends it with QoS %d, %s",
+                     self._host, self._port, reason_code, self._will_qos,
+                     "retained" if self._will_retain else "not retained")
+        self._set_will()
+        return True
+
+    def _take_limits(self, properties: Properties | None) -> None:
+        """Read the CONNACK's limits (MQTT 5) and apply them; log them when they changed."""
+        if not self._v5:
+            return
+        limits = BrokerLimits.from_connack(properties)
+        if limits == self._limits:
+            return
+        self._limits = limits
+        _log.info("broker %s:%d announced: %s", self._host, self._port, limits.describe())
+        if limits.receive_maximum < self._config_inflight():
+            self._client.max_inflight_messages_set(limits.receive_maximum)
+        for cost in limits.costs():
+            _log.warning("broker %s:%d: %s", self._host, self._port, cost)
+
+    def _config_inflight(self) -> int:
+        return int(getattr(self._client, "_max_inflight_messages", 20))
 
     def _properties(self, packet_type: int) -> Properties | None:
         if not self._v5:

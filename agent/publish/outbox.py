@@ -14,6 +14,14 @@ Durability: WAL journal. ``synchronous=NORMAL`` (default) survives a crash or
 SIGKILL of the agent; ``FULL`` also survives a power cut, at the price of an fsync
 per commit (see ``scripts/bench_publish.py``).
 
+Dead letters. A message that can never be delivered (larger than the broker's
+Maximum Packet Size, or refused by the broker again and again) is moved to the
+``dead_letters`` table of the same file by :meth:`Outbox.dead_letter`: kept with
+its cause, counted, and out of the way of the messages behind it.
+``edge-agent outbox`` lists, exports, requeues and purges them
+(:mod:`agent.publish.deadletters`); a change made by another process is noticed
+through SQLite's ``data_version`` and the counters are read again.
+
 A file that is not a readable SQLite outbox is moved aside (``*.corrupt-<time>``)
 with an error in the log, and a new outbox is started: the agent keeps running.
 """
@@ -35,7 +43,7 @@ from agent.errors import OutboxError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the dead_letters table (created in a version 1 file when it is opened)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -47,6 +55,18 @@ CREATE TABLE IF NOT EXISTS events (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    dead_at REAL NOT NULL,
+    cause TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    tries INTEGER NOT NULL
+);
 """
 
 
@@ -73,6 +93,9 @@ class OutboxStats:
     evicted_total: int  # over the outbox file's whole life
     recovered: int  # rows found at open (left over from before a restart or outage)
     corrupt_moved_to: str | None  # where a corrupt file was moved at open, if one was
+    dead_letters: int = 0  # rows in the dead-letter table now
+    dead_lettered: int = 0  # moved there by this process
+    dead_by_cause: tuple[tuple[str, int], ...] = ()  # (cause, rows now), sorted by cause
 
 
 class Outbox:
@@ -99,6 +122,9 @@ class Outbox:
         rows, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
         self._rows, self._bytes = int(rows), int(size)
         self.recovered = self._rows
+        self._dead_lettered = 0
+        self._dead_by_cause = self._count_dead()
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._evicted_total = self._meta("evicted_total")
         self.sent_high_water = self._meta("sent_high_water")
         if self._rows:
@@ -244,10 +270,72 @@ class Outbox:
     def next_rows(self, after_id: int, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` rows with id > ``after_id``, oldest first."""
         with self._lock:
+            self._resync_locked()
             cur = self._db.execute(
                 "SELECT id, event_id, camera, topic, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
                 (after_id, limit))
             return [OutboxRow(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in cur.fetchall()]
+
+    def rows_by_id(self, ids: list[int]) -> list[OutboxRow]:
+        """The rows among ``ids`` still in the outbox (not acknowledged, evicted or dead-lettered), by id."""
+        out: list[OutboxRow] = []
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                cur = self._db.execute("SELECT id, event_id, camera, topic, payload FROM events "
+                                       f"WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+                out += [OutboxRow(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in cur.fetchall()]
+        return sorted(out, key=lambda r: r.id)
+
+    def dead_letter(self, ids: list[int], cause: str, detail: str, tries: int) -> int:
+        """Move rows to the dead-letter table with their ``cause`` (a short key such as ``too_large`` or
+        ``refused 0x87``) and ``detail`` (in words, with the limit and size or the reason). Returns rows moved."""
+        if not ids:
+            return 0
+        with self._lock:
+            moved = size = 0
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found = self._db.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE id IN ({marks})",
+                        chunk).fetchone()
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO dead_letters(id, event_id, camera, topic, payload, created, dead_at, "
+                        "cause, detail, tries) SELECT id, event_id, camera, topic, payload, created, ?, ?, ?, ? "
+                        f"FROM events WHERE id IN ({marks})", (time.time(), cause, detail, tries, *chunk))
+                    self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
+                    moved += int(found[0])
+                    size += int(found[1])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"outbox {self.path}: cannot move events to the dead letters: {exc}") from exc
+            self._rows -= moved
+            self._bytes -= size
+            self._dead_lettered += moved
+            self._dead_by_cause[cause] = self._dead_by_cause.get(cause, 0) + moved
+            return moved
+
+    def discard(self, ids: list[int]) -> int:
+        """Remove rows that will never be sent and are not kept (a snapshot too large for the broker,
+        counted by the caller). Returns rows removed."""
+        return self._remove(ids, acknowledged=False)
+
+    def _count_dead(self) -> dict[str, int]:
+        return {str(c): int(n) for c, n in self._db.execute("SELECT cause, COUNT(*) FROM dead_letters GROUP BY cause")}
+
+    def _resync_locked(self) -> None:
+        """Another process (``edge-agent outbox requeue``/``purge``) changed the file: read the counters again."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return
+        self._data_version = version
+        rows, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events").fetchone()
+        self._rows, self._bytes = int(rows), int(size)
+        self._dead_by_cause = self._count_dead()
 
     def mark_sent(self, up_to_id: int) -> None:
         """Record that rows up to ``up_to_id`` were handed to MQTT (for redelivery counting)."""
@@ -260,6 +348,9 @@ class Outbox:
 
     def delete(self, ids: list[int]) -> int:
         """Remove acknowledged rows. Ids that were evicted meanwhile are ignored. Returns rows removed."""
+        return self._remove(ids, acknowledged=True)
+
+    def _remove(self, ids: list[int], *, acknowledged: bool) -> int:
         if not ids:
             return 0
         with self._lock:
@@ -279,16 +370,19 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise OutboxError(f"outbox {self.path}: cannot delete acknowledged events: {exc}") from exc
+                raise OutboxError(f"outbox {self.path}: cannot delete events: {exc}") from exc
             self._rows -= removed
             self._bytes -= size
-            self._deleted += removed
+            if acknowledged:
+                self._deleted += removed
             return removed
 
     def stats(self) -> OutboxStats:
         with self._lock:
             return OutboxStats(self._rows, self._bytes, self._appended, self._deleted, self._evicted,
-                               self._evicted_total, self.recovered, self.corrupt_moved_to)
+                               self._evicted_total, self.recovered, self.corrupt_moved_to,
+                               dead_letters=sum(self._dead_by_cause.values()), dead_lettered=self._dead_lettered,
+                               dead_by_cause=tuple(sorted((c, n) for c, n in self._dead_by_cause.items() if n)))
 
     def close(self) -> None:
         with self._lock:

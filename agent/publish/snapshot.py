@@ -4,7 +4,8 @@
 (red = accepted, amber = uncertain), labels with confidence (a classifier's
 frame-level tags, which have no box, as labels at the top left), scaled down to
 ``max_width`` and re-encoded at lower quality until it fits ``max_bytes``.
-``SnapshotSender`` decides which inspections get one and hands the bytes to the
+``shrink_jpeg`` makes an encoded snapshot smaller (for a broker whose packet limit
+it exceeds). ``SnapshotSender`` decides which inspections get one and hands the bytes to the
 publisher, counting what it skipped.
 """
 
@@ -57,6 +58,31 @@ def render_snapshot(image: np.ndarray, decision: TriageDecision, *, max_width: i
         ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok and buf.size <= max_bytes:
             return buf.tobytes()
+    return None
+
+
+_SHRINK_SCALES = (1.0, 0.75, 0.5, 0.35, 0.25, 0.18, 0.125)
+_SHRINK_QUALITIES = (70, 50, 30)
+
+
+def shrink_jpeg(jpeg: bytes, max_bytes: int) -> bytes | None:
+    """``jpeg`` re-encoded (lower quality, then smaller) to at most ``max_bytes``; None when it cannot be
+    decoded or even the smallest step (1/8 of the size, quality 30) is too large."""
+    if len(jpeg) <= max_bytes:
+        return jpeg
+    if max_bytes < 128:
+        return None  # no JPEG with a header is that small
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    for scale in _SHRINK_SCALES:
+        canvas = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if canvas.shape[0] < 8 or canvas.shape[1] < 8:
+            return None
+        for q in _SHRINK_QUALITIES:
+            ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok and buf.size <= max_bytes:
+                return bytes(buf.tobytes())
     return None
 
 
