@@ -497,6 +497,8 @@ def build_publisher(config: AgentConfig) -> ReliablePublisher:
         outbox.close()
         raise
     return ReliablePublisher(outbox, mqtt, topic_prefix=config.mqtt.topic_prefix, inflight=config.outbox.inflight,
+                             refused_tries=config.outbox.refused_tries,
+                             refused_backoff_s=min(30.0, config.outbox.refused_backoff_s),
                              stats_topic=stats_topic(config.mqtt.topic_prefix, config.device_id))
 
 

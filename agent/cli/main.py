@@ -18,6 +18,7 @@ import typer
 
 from agent.cli.dataset import export_command as dataset_export
 from agent.cli.dataset import import_command as dataset_import
+from agent.cli.outbox import outbox_app
 from agent.errors import EdgeAgentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,6 +29,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Inspect and evaluate prefil
 app.add_typer(config_app, name="config")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(models_app, name="models")
+app.add_typer(outbox_app, name="outbox")
 
 
 def _fail(exc: EdgeAgentError) -> typer.Exit:

@@ -255,6 +255,11 @@ class OutboxConfig(_Strict):
     synchronous: Literal["normal", "full"] = Field(
         default="normal", description="normal survives a crash of the agent; full also a power cut (slower)")
     inflight: Annotated[int, Field(ge=1, le=1000)] = 64
+    refused_tries: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, description="tries of a message the broker refuses (PUBACK reason code >= 0x80) before it "
+        "moves to the dead letters; its topic's later messages wait meanwhile, other topics do not")
+    refused_backoff_s: Annotated[float, Field(gt=0.0, le=60.0)] = Field(
+        default=1.0, description="pause before the first retry of a refused message; doubles per try, at most 30 s")
 
 
 class SnapshotConfig(_Strict):

@@ -85,7 +85,10 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     checks += _check_model(config)
     checks += _check_providers(config)
     checks += _check_cameras(config.cameras, options.timeout_s)
-    checks.append(_check_mqtt(config, options.timeout_s))
+    connack: dict[str, Any] = {}
+    checks.append(_check_mqtt(config, options.timeout_s, connack))
+    if "reason" in connack and not connack["reason"].is_failure:
+        checks.append(_check_broker_limits(config, connack.get("props")))
     checks += _check_gateway(config, options.timeout_s)
     checks += [Check("plain text", "WARN", warning) for warning in agent_plaintext_channels(config)]
     checks.append(_check_metrics(config))
@@ -364,7 +367,7 @@ def _probe_camera(cam: CameraConfig, results: dict[str, Check]) -> None:
 # -- MQTT -----------------------------------------------------------------------------------------------
 
 
-def _check_mqtt(config: AgentConfig, timeout_s: float) -> Check:
+def _check_mqtt(config: AgentConfig, timeout_s: float, answer: dict[str, Any] | None = None) -> Check:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -386,11 +389,11 @@ def _check_mqtt(config: AgentConfig, timeout_s: float) -> Check:
         client.username_pw_set(m.username, password)
     if tls is not None:
         client.tls_set_context(tls)
-    answer: dict[str, Any] = {}
+    answer = {} if answer is None else answer  # the CONNACK's reason and properties, for the limits check
     done = threading.Event()
 
-    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        answer["reason"] = reason
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, props: Any) -> None:
+        answer["reason"], answer["props"] = reason, props
         done.set()
 
     client.on_connect = on_connect
@@ -419,6 +422,33 @@ def _check_mqtt(config: AgentConfig, timeout_s: float) -> Check:
         client.disconnect()
         client.loop_stop()
         client._reset_sockets()  # noqa: SLF001
+
+
+def _check_broker_limits(config: AgentConfig, props: Any) -> Check:
+    """The broker's announced limits against the largest message this config can produce."""
+    from agent.publish.limits import UNANNOUNCED, BrokerLimits
+    from agent.publish.sizes import largest_messages
+
+    limits = BrokerLimits.from_connack(props) if config.mqtt.protocol == "5" else UNANNOUNCED
+    largest = largest_messages(config)
+    sizes = ", ".join(f"{what} {size} bytes" for what, size in largest)
+    detail = f"{limits.describe()}; largest messages of this config: {sizes}"
+    todo = []
+    limit = limits.max_packet_size
+    if limit is not None:
+        too_big = [what for what, size in largest if size > limit]
+        if any(not w.startswith("snapshot") for w in too_big):
+            todo.append(f"{', '.join(too_big)} exceed the broker's maximum packet size of {limit} bytes: they would go "
+                        "to the outbox's dead letters; raise the broker's limit (max_packet_size)")
+        elif too_big:
+            todo.append(f"snapshots above {limit} bytes will be re-encoded smaller (or dropped if they cannot fit); "
+                        "lower snapshots.max_bytes or max_width, or raise the broker's limit")
+    todo += limits.costs()
+    if not limits.announced:
+        todo.append("MQTT 3.1.1: the broker's limits are unknown; a packet it refuses closes the connection "
+                    "(see the README, 'Broker limits'); use protocol 5 if the broker speaks it")
+    failed = limit is not None and any(size > limit and not w.startswith("snapshot") for w, size in largest)
+    return Check("mqtt limits", "FAIL" if failed else "WARN" if todo else "OK", detail, "; ".join(todo))
 
 
 # -- gateway and Ollama -----------------------------------------------------------------------------------

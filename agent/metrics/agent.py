@@ -61,6 +61,12 @@ METRICS: dict[str, str] = {
     "edge_agent_outbox_committed_total": "Events committed to the outbox",
     "edge_agent_outbox_acked_total": "Outbox rows acknowledged by the broker (PUBACK) and deleted",
     "edge_agent_outbox_evicted_total": "Events evicted unsent because the outbox was full",
+    "edge_agent_outbox_dead_letters": "Messages in the outbox's dead letters (too large for the broker, or refused "
+    "after the stated tries); see `edge-agent outbox show`",
+    "edge_agent_outbox_dead_lettered_total": "Messages moved to the dead letters by this process",
+    "edge_agent_snapshots_shrunk_total": "Snapshots re-encoded smaller to fit the broker's maximum packet size",
+    "edge_agent_snapshots_too_large_total": "Snapshots dropped: larger than the broker's maximum packet size even "
+    "re-encoded smaller",
     "edge_agent_outbox_redelivered_total": "Rows sent again after a restart (possible duplicates downstream)",
     "edge_agent_outbox_resent_total": "Rows resent after a reconnect (possible duplicates downstream)",
     "edge_agent_outbox_refused_total": "PUBACKs with a failure code (rows kept and retried)",
@@ -300,6 +306,10 @@ def _publisher_families(service: AgentService) -> list[Family]:
             ("edge_agent_outbox_redelivered_total", "redelivered", "counter"),
             ("edge_agent_outbox_resent_total", "resent", "counter"),
             ("edge_agent_outbox_refused_total", "refused", "counter"),
+            ("edge_agent_outbox_dead_letters", "dead_letters", "gauge"),
+            ("edge_agent_outbox_dead_lettered_total", "dead_lettered", "counter"),
+            ("edge_agent_snapshots_shrunk_total", "snapshots_shrunk", "counter"),
+            ("edge_agent_snapshots_too_large_total", "snapshots_dropped", "counter"),
             ("edge_agent_mqtt_inflight", "inflight", "gauge"),
             ("edge_agent_mqtt_connected", "connected", "gauge"))
     for name, attr, kind in series:
