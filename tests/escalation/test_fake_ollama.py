@@ -29,7 +29,8 @@ def test_chat_non_streaming(client: ollama.Client, fake_ollama: FakeOllama) -> N
                         keep_alive="10m")
     assert json.loads(reply.message.content or "") == VALID_ANSWER
     assert reply.message.role == "assistant" and reply.done and reply.done_reason == "stop"
-    assert reply.model == "llava:7b" and (reply.prompt_eval_count, reply.eval_count) == (620, 48)
+    # prompt tokens: 4 per message + ceil(18 bytes / 4) = 5 for the text + 768 for the image
+    assert reply.model == "llava:7b" and (reply.prompt_eval_count, reply.eval_count) == (777, 48)
     # durations in nanoseconds, and consistent: total covers the parts
     assert reply.total_duration and reply.eval_duration and reply.prompt_eval_duration
     assert reply.eval_duration + reply.prompt_eval_duration <= reply.total_duration

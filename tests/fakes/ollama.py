@@ -29,8 +29,6 @@ the same port, dropping open connections); ``models`` (what is "pulled");
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import contextlib
 import dataclasses
@@ -38,13 +36,26 @@ import datetime
 import hashlib
 import http.server
 import json
-import re
 import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from tests.fakes.ollama_runner import (
+    DEFAULT_NUM_CTX,
+    IMAGE_TOKENS,
+    NO_VISION,
+    RUNNER_TERMINATED,
+    Fitted,
+    LoadFailed,
+    ModelState,
+    check_request,
+    fit_messages,
+    format_problem,
+    keep_alive_s,
+)
 
 __all__ = ["GARBAGE", "VALID_ANSWER", "FakeOllama", "RecordedRequest", "Reply"]
 
@@ -60,9 +71,6 @@ GARBAGE = "Sure! The part looks fine to me, no defects that I can see."
 """A reply content that is not JSON, as a model ignoring ``format`` would answer."""
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"  # two spaces, as Ollama
-_ROLES = {"system", "user", "assistant", "tool"}
-_GO_DURATION = re.compile(r"^-?(?:0|(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)$")
-_DURATION_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclasses.dataclass
@@ -77,7 +85,8 @@ class Reply:
     error: str = ""
     """With status 200 and a streaming request: an ``{"error": ...}`` line after the first chunk."""
     done_reason: str = "stop"
-    prompt_eval_count: int = 620
+    prompt_eval_count: int | None = None
+    """None: the prompt's tokens after the context is applied (:func:`fit_messages`)."""
     eval_count: int = 48
     metrics: dict[str, int] | None = None
     """Replace the measured metrics (``total_duration`` ... in ns); zero values are still omitted."""
@@ -95,14 +104,8 @@ class RecordedRequest:
     """The HTTP status answered (0 while in progress, or when the client left first)."""
     disconnected: bool = False
     """The client closed the connection before the answer was sent."""
-
-
-@dataclasses.dataclass
-class _Model:
-    name: str
-    capabilities: list[str]
-    digest: str
-    loaded_until: float | None = None  # monotonic time; None: not loaded; inf: for ever
+    fitted: Fitted | None = None
+    """For a chat that reached the model: what of it fit the context (messages kept, images seen)."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -167,8 +170,21 @@ class FakeOllama:
         port: int = 0,
         version: str = "0.14.0",
         answer_fn: Callable[[dict[str, Any]], Reply | str] | None = None,
+        load_s: float = 0.0,
+        default_num_ctx: int = DEFAULT_NUM_CTX,
+        image_tokens: int = IMAGE_TOKENS,
     ) -> None:
         self.delay_s = delay_s
+        self.load_s = load_s
+        """Seconds a cold load takes (the first request after start, restart or keep_alive expiry)."""
+        self.load_failure: str | None = None
+        """When set, every load fails with 500 and this message (e.g. :func:`out_of_memory`)."""
+        self.default_num_ctx = default_num_ctx
+        """``OLLAMA_CONTEXT_LENGTH``: the context when neither the request nor the Modelfile sets one."""
+        self.image_tokens = image_tokens
+        self.unfaithful: list[str] = []
+        """Scripted answers refused because no model under the request's ``format`` could write them."""
+        self._crashes = 0
         self.parallel = parallel
         self.max_queue = max_queue
         self.version = version
@@ -177,7 +193,7 @@ class FakeOllama:
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._replies: collections.deque[Reply | str] = collections.deque()
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, ModelState] = {}
         caps = models if isinstance(models, Mapping) else {m: ["completion", "vision"] for m in models}
         for name, capabilities in caps.items():
             self.pull(name, capabilities)
@@ -236,12 +252,33 @@ class FakeOllama:
         with self._lock:
             self._replies.extend(replies)
 
-    def pull(self, name: str, capabilities: list[str] | None = None) -> None:
-        """Make ``name`` a pulled model (``capabilities`` default: completion and vision)."""
+    def pull(self, name: str, capabilities: list[str] | None = None, *, num_ctx: int | None = None,
+             context_length: int = 32_768) -> None:
+        """Make ``name`` a pulled model (``capabilities`` default: completion and vision; ``num_ctx``: its
+        Modelfile's ``PARAMETER num_ctx``; ``context_length``: the trained length)."""
         full = _full_name(name)
         with self._lock:
-            self._models[full] = _Model(full, capabilities or ["completion", "vision"],
-                                        hashlib.sha256(full.encode()).hexdigest())
+            self._models[full] = ModelState(full, capabilities or ["completion", "vision"],
+                                            hashlib.sha256(full.encode()).hexdigest(), num_ctx, context_length)
+
+    def model(self, name: str) -> ModelState:
+        """The state of a pulled model (loads, aborted_loads, is_loaded ...)."""
+        with self._lock:
+            return self._models[_full_name(name)]
+
+    def crash_runner(self, times: int = 1) -> None:
+        """The next ``times`` completions find the runner dead: 500 "llama runner process has terminated"."""
+        with self._lock:
+            self._crashes = times
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, every model unloaded (as after `systemctl restart ollama`)."""
+        self.down()
+        with self._lock:
+            models = list(self._models.values())
+        for m in models:
+            m.unload()
+        self.up()
 
     def remove(self, name: str) -> None:
         """Forget a model, as ``ollama rm`` does."""
@@ -274,7 +311,8 @@ class FakeOllama:
         with self._lock:
             self.requests.append(record)
         routes: dict[str, tuple[str, Callable[[_Handler, RecordedRequest], None]]] = {
-            "/api/chat": ("POST", self._chat), "/api/tags": ("GET", self._tags), "/api/show": ("POST", self._show),
+            "/api/chat": ("POST", self._chat), "/api/generate": ("POST", self._generate),
+            "/api/tags": ("GET", self._tags), "/api/show": ("POST", self._show),
             "/api/ps": ("GET", self._ps), "/api/version": ("GET", self._version),
         }
         if record.path == "/" and method == "GET":
@@ -293,20 +331,35 @@ class FakeOllama:
 
     def _chat(self, handler: _Handler, record: RecordedRequest) -> None:
         body: dict[str, Any] = record.body
-        problem = _check_chat(body)
+        problem = check_request(body)
         if problem:
             return self._send_error(handler, record, 400, problem)
-        name = _full_name(body["model"])
         with self._lock:
-            model = self._models.get(name)
+            model = self._models.get(_full_name(body["model"]))
         if model is None:
             return self._send_error(handler, record, 404, f'model "{body["model"]}" not found, try pulling it first')
-        if not body.get("messages"):  # load (or unload with keep_alive 0) only
-            self._set_loaded(model, body.get("keep_alive"))
-            reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
-            doc = {"model": body["model"], "created_at": _now(), "message": {"role": "assistant", "content": ""},
-                   "done_reason": reason, "done": True}
-            return self._send_json(handler, record, 200, doc)
+        self._serve(handler, record, body, model, list(body.get("messages") or []))
+
+    def _generate(self, handler: _Handler, record: RecordedRequest) -> None:
+        body: dict[str, Any] = record.body
+        problem = check_request(body, messages_key="prompt")
+        if problem:
+            return self._send_error(handler, record, 400, problem)
+        with self._lock:
+            model = self._models.get(_full_name(body["model"]))
+        if model is None:
+            return self._send_error(handler, record, 404, f"model '{body['model']}' not found")
+        messages: list[dict[str, Any]] = []
+        if body.get("prompt"):
+            messages = [*([{"role": "system", "content": body["system"]}] if body.get("system") else []),
+                        {"role": "user", "content": body["prompt"], "images": body.get("images") or []}]
+        self._serve(handler, record, body, model, messages)
+
+    def _serve(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
+               messages: list[dict[str, Any]]) -> None:
+        if not messages and keep_alive_s(body.get("keep_alive", 300)) == 0:  # unload only
+            model.unload()
+            return self._send_json(handler, record, 200, self._doc(record, body, "", "unload", {}))
         with self._lock:
             if self._pending >= self.parallel + self.max_queue:
                 busy = True
@@ -315,40 +368,92 @@ class FakeOllama:
         if busy:
             return self._send_error(handler, record, 503, BUSY_MESSAGE)
         try:
-            self._answer_chat(handler, record, body, model)
+            self._run(handler, record, body, model, messages)
         finally:
             with self._lock:
                 self._pending -= 1
 
-    def _answer_chat(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: _Model) -> None:
+    def _run(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
+             messages: list[dict[str, Any]]) -> None:
         start = time.monotonic_ns()
+        sock = handler.connection
         while not self._running.acquire(timeout=0.02):  # queued behind `parallel` running requests
-            if _client_gone(handler.connection):
+            if _client_gone(sock):
                 return self._mark_disconnected(record)
         try:
-            reply = self._next_reply(body)
-            if _sleep_unless_gone(handler.connection, self.delay_s if reply.delay_s is None else reply.delay_s):
-                return self._mark_disconnected(record)
-            if reply.status != 200:
-                return self._send_error(handler, record, reply.status, reply.error or "unexpected error")
-            was_loaded = model.loaded_until is not None and model.loaded_until > time.monotonic()
-            self._set_loaded(model, body.get("keep_alive"))
-            total = max(time.monotonic_ns() - start, 1)
-            metrics = {"total_duration": total, "load_duration": 0 if was_loaded else total // 10,
-                       "prompt_eval_count": reply.prompt_eval_count, "prompt_eval_duration": total * 3 // 10,
-                       "eval_count": reply.eval_count, "eval_duration": total * 5 // 10}
-            if reply.metrics is not None:
-                metrics = dict(reply.metrics)
-            metrics = {k: v for k, v in metrics.items() if v}  # Go's omitempty
-            if body.get("stream", True):
-                self._stream(handler, record, body["model"], reply, metrics)
-            else:
-                doc = {"model": body["model"], "created_at": _now(),
-                       "message": {"role": "assistant", "content": reply.content},
-                       "done_reason": reply.done_reason, "done": True, **metrics}
-                self._send_json(handler, record, 200, doc)
+            try:
+                load_s = model.ensure_loaded(self.load_s, self.load_failure or "", lambda: _client_gone(sock),
+                                             lambda s: _sleep_unless_gone(sock, s))
+            except LoadFailed as exc:
+                if exc.status == 499:
+                    return self._mark_disconnected(record)
+                return self._send_error(handler, record, exc.status, exc.message)
+            if not messages:  # a preload: the model is loaded, nothing to answer
+                model.touch(body.get("keep_alive"))
+                return self._send_json(handler, record, 200, self._doc(record, body, "", "load", {}))
+            self._complete(handler, record, body, model, messages, start, load_s)
         finally:
             self._running.release()
+
+    def _complete(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
+                  messages: list[dict[str, Any]], start: int, load_s: float) -> None:
+        fitted = fit_messages(messages, self._num_ctx(body, model), truncate=body.get("truncate", True) is not False,
+                              image_tokens=self.image_tokens)
+        if isinstance(fitted, str):
+            return self._send_error(handler, record, 400, fitted)
+        record.fitted = fitted
+        if fitted.images_seen and "vision" not in model.capabilities:
+            return self._send_error(handler, record, 500, NO_VISION)  # the runner has no projector
+        if self._take_crash():
+            model.unload()
+            return self._send_error(handler, record, 500, RUNNER_TERMINATED)
+        reply = self._next_reply(body)
+        if _sleep_unless_gone(handler.connection, self.delay_s if reply.delay_s is None else reply.delay_s):
+            return self._mark_disconnected(record)
+        if reply.status != 200:
+            if "runner process has terminated" in reply.error:
+                model.unload()
+            return self._send_error(handler, record, reply.status, reply.error or "unexpected error")
+        problem = format_problem(body.get("format"), reply.content, reply.done_reason)
+        if problem:
+            with self._lock:
+                self.unfaithful.append(problem)
+            return self._send_error(handler, record, 500, "fake ollama: a model decoding under this format "
+                                    f"could not have written the scripted answer: {problem}")
+        model.touch(body.get("keep_alive"))
+        total = max(time.monotonic_ns() - start, 1)
+        metrics = {"total_duration": total, "load_duration": int(load_s * 1e9),
+                   "prompt_eval_count": fitted.prompt_tokens if reply.prompt_eval_count is None
+                   else reply.prompt_eval_count, "prompt_eval_duration": total * 3 // 10,
+                   "eval_count": reply.eval_count, "eval_duration": total * 5 // 10}
+        if reply.metrics is not None:
+            metrics = dict(reply.metrics)
+        metrics = {k: v for k, v in metrics.items() if v}  # Go's omitempty
+        if body.get("stream", True):
+            self._stream(handler, record, body["model"], reply, metrics)
+        else:
+            self._send_json(handler, record, 200, self._doc(record, body, reply.content, reply.done_reason, metrics))
+
+    def _doc(self, record: RecordedRequest, body: dict[str, Any], content: str, done_reason: str,
+             metrics: dict[str, int]) -> dict[str, Any]:
+        doc: dict[str, Any] = {"model": body["model"], "created_at": _now()}
+        if record.path == "/api/generate":
+            doc["response"] = content
+        else:
+            doc["message"] = {"role": "assistant", "content": content}
+        return {**doc, "done_reason": done_reason, "done": True, **metrics}
+
+    def _num_ctx(self, body: dict[str, Any], model: ModelState) -> int:
+        options = body.get("options") or {}
+        wanted = options.get("num_ctx") or model.num_ctx or self.default_num_ctx
+        return min(int(wanted), model.context_length)
+
+    def _take_crash(self) -> bool:
+        with self._lock:
+            if self._crashes <= 0:
+                return False
+            self._crashes -= 1
+            return True
 
     def _stream(self, handler: _Handler, record: RecordedRequest, model: str, reply: Reply,
                 metrics: dict[str, int]) -> None:
@@ -393,15 +498,19 @@ class FakeOllama:
             model = self._models.get(_full_name(name))
         if model is None:
             return self._send_error(handler, record, 404, f"model '{name}' not found")
+        vision = "vision" in model.capabilities
+        parameters = "temperature                    0.1" + (
+            f"\nnum_ctx                        {model.num_ctx}" if model.num_ctx else "")
         doc = {
             "license": "Apache License 2.0 (fake)",
             "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {model.name}\nPARAMETER temperature 0.1\n",
-            "parameters": "temperature                    0.1",
+            "parameters": parameters,
             "template": "{{ .System }}\nUSER: {{ .Prompt }}\nASSISTANT: ",
             "details": _details(),
             "model_info": {"general.architecture": "llama", "general.parameter_count": 6_738_415_616,
-                           "llama.context_length": 32_768},
-            "projector_info": {"clip.has_vision_encoder": True, "clip.vision.image_size": 336},
+                           "llama.context_length": model.context_length},
+            **({"projector_info": {"clip.has_vision_encoder": True, "clip.vision.image_size": 336,
+                                   "clip.vision.patch_size": 14}} if vision else {}),
             "capabilities": model.capabilities,
             "modified_at": "2026-11-01T10:00:00.000000000Z",
         }
@@ -410,14 +519,15 @@ class FakeOllama:
     def _ps(self, handler: _Handler, record: RecordedRequest) -> None:
         now = time.monotonic()
         with self._lock:
-            loaded = [m for m in self._models.values() if m.loaded_until is not None and m.loaded_until > now]
+            listed = [m for m in self._models.values() if m.listed(now)]
         models = []
-        for m in loaded:
-            until = m.loaded_until if m.loaded_until is not None else now
+        for m in listed:
+            # a loading model has no expiry yet: Ollama shows now + the session duration (5m here)
+            until = m.loaded_until if m.loaded_until is not None else now + 300.0
             expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=until - now)
                        if until != float("inf") else datetime.datetime(2318, 1, 1, tzinfo=datetime.timezone.utc))
             models.append({**self._describe(m), "expires_at": _rfc3339(expires), "size_vram": 5_600_000_000,
-                           "context_length": 4096})
+                           "context_length": min(m.num_ctx or self.default_num_ctx, m.context_length)})
             del models[-1]["modified_at"]
         self._send_json(handler, record, 200, {"models": models})
 
@@ -435,13 +545,7 @@ class FakeOllama:
             return Reply()
         return Reply(content=scripted) if isinstance(scripted, str) else scripted
 
-    def _set_loaded(self, model: _Model, keep_alive: Any) -> None:
-        seconds = _keep_alive_s(keep_alive)
-        with self._lock:
-            model.loaded_until = None if seconds == 0 else (
-                float("inf") if seconds < 0 else time.monotonic() + seconds)
-
-    def _describe(self, model: _Model) -> dict[str, Any]:
+    def _describe(self, model: ModelState) -> dict[str, Any]:
         return {"name": model.name, "model": model.name, "modified_at": "2026-11-01T10:00:00.000000000Z",
                 "size": 4_733_363_377, "digest": model.digest, "details": _details()}
 
@@ -472,35 +576,6 @@ class FakeOllama:
         record.status = status
 
 
-def _check_chat(body: dict[str, Any]) -> str:
-    """Ollama's 400 message for a bad chat request body, or '' when it is acceptable."""
-    if not body.get("model"):
-        return "model is required"
-    if not isinstance(body["model"], str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$", body["model"]):
-        return f"invalid model name {body['model']!r}"
-    fmt = body.get("format")
-    if fmt not in (None, "", "json") and not (isinstance(fmt, dict) and isinstance(fmt.get("type", "object"), str)):
-        return f'invalid format: {json.dumps(fmt)[:60]}; expected "json" or a JSON schema object'
-    if "options" in body and not isinstance(body["options"], dict):
-        return "json: cannot unmarshal options into Go struct field ChatRequest.options of type map[string]any"
-    keep_alive = body.get("keep_alive")
-    if keep_alive is not None and not isinstance(keep_alive, (int, float)) and not (
-            isinstance(keep_alive, str) and _GO_DURATION.match(keep_alive)):
-        return f'time: invalid duration "{keep_alive}"'
-    messages = body.get("messages") or []
-    if not isinstance(messages, list):
-        return "json: cannot unmarshal messages into Go struct field ChatRequest.messages of type []api.Message"
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            return f"invalid role {message.get('role') if isinstance(message, dict) else message!r}"
-        for image in message.get("images") or []:
-            try:
-                base64.b64decode(image, validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                return "illegal base64 data at input byte 0"
-    return ""
-
-
 def _client_gone(sock: socket.socket) -> bool:
     """True when the peer has closed the connection (readable, and a peek reads nothing)."""
     try:
@@ -521,19 +596,6 @@ def _sleep_unless_gone(sock: socket.socket, seconds: float) -> bool:
         except OSError:
             return True
     return _client_gone(sock) if seconds > 0 else False
-
-
-def _keep_alive_s(value: Any) -> float:
-    if value is None:
-        return 300.0  # OLLAMA_KEEP_ALIVE's default, 5m
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value)
-    if text in ("0", "-0"):
-        return 0.0
-    sign = -1.0 if text.startswith("-") else 1.0
-    total = sum(float(n) * _DURATION_UNITS_S[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text))
-    return sign * total
 
 
 def _full_name(name: str) -> str:
