@@ -16,7 +16,10 @@
         ├── RequestRejected         a Describe request is bad: image, crop or template (INVALID_ARGUMENT)
         └── VlmError                Ollama gave no usable answer; ``grpc_code`` names the gRPC status
             ├── VlmUnavailable      Ollama unreachable, or busy (503)                     UNAVAILABLE
+            │   └── VlmLoading      the model is still loading in Ollama ("loading: ...") UNAVAILABLE
             ├── VlmModelMissing     the model is not pulled, or cannot take images        FAILED_PRECONDITION
+            │   └── VlmModelFailed  the model cannot serve: out of memory, its runner     FAILED_PRECONDITION
+            │                       keeps dying, or the question cannot fit its context
             ├── VlmTimeout          no answer within the deadline or the request timeout  DEADLINE_EXCEEDED
             └── VlmInvalidAnswer    the answer does not match the schema, also on retry   ABORTED
 
@@ -99,8 +102,22 @@ class VlmUnavailable(VlmError):
     grpc_code = "UNAVAILABLE"
 
 
+class VlmLoading(VlmUnavailable):
+    """The model is still loading in Ollama (the gateway's start, an Ollama restart, keep_alive ran out);
+    the message starts with "loading:". Retry later."""
+
+    grpc_code = "UNAVAILABLE"
+
+
 class VlmModelMissing(VlmError):
     """The configured model is not pulled in Ollama, or it cannot take images."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class VlmModelFailed(VlmModelMissing):
+    """The model cannot serve on this Ollama: it does not fit the memory, its runner keeps dying, or the
+    question cannot fit its context. A retry would fail the same way; the message says what to change."""
 
     grpc_code = "FAILED_PRECONDITION"
 

@@ -70,6 +70,12 @@ class OllamaConfig(_Strict):
         "('30m', '24h'), seconds, or a negative value for ever")
     num_ctx: Annotated[int, Field(ge=1024, le=262_144)] = Field(
         default=4096, description="context length; LLaVA 1.5 needs 576 tokens per image plus the prompt")
+    image_tokens: Annotated[int, Field(ge=1, le=16_384)] = Field(
+        default=768, description="context tokens one image costs: 768 is Ollama's own count (server/prompt.go); "
+        "LLaVA 1.5 uses 576, LLaVA 1.6's multi-patch images up to 2880")
+    load_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=300.0, description="longest wait for Ollama to load the model (OLLAMA_LOAD_TIMEOUT is 5m); "
+        "the gateway loads it at start and after Ollama restarts, apart from any call's deadline")
     num_predict: Annotated[int, Field(ge=32, le=8192)] = Field(
         default=512, description="most tokens in one answer")
     temperature: Annotated[float, Field(ge=0.0, le=0.2)] = Field(

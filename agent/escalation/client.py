@@ -36,14 +36,20 @@ breaker (see :mod:`agent.escalation.breaker`; marked "a failure"):
   (gRPC's own size limit, not a busy gateway)
 * RESOURCE_EXHAUSTED (the gateway's queue is full): ``rate_limited``, a failure
 * DEADLINE_EXCEEDED: ``timeout``, a failure
-* UNAVAILABLE, FAILED_PRECONDITION (model not pulled): ``unavailable``, a failure
+* UNAVAILABLE (Ollama unreachable or busy; or the model still loading: details
+  start with "loading:"): ``unavailable``, a failure; retried once by the channel
+* FAILED_PRECONDITION (the model cannot serve: not pulled, no vision, out of
+  memory, a runner that keeps dying, a context too small for the frame; permanent
+  until the gateway host is fixed): ``unavailable``, a failure, never retried
 * ABORTED (the VLM's answer did not match the schema): ``invalid_answer``
 * NOT_FOUND, OUT_OF_RANGE, ALREADY_EXISTS: ``rejected``
 * CANCELLED: ``unavailable``
 * anything else (UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAUTHENTICATED (a missing or
   wrong token), PERMISSION_DENIED, DATA_LOSS): ``unavailable``, a failure
 
-The event's ``escalation.reason`` is ``"<CODE>: <the gateway's details>"``.
+The event's ``escalation.reason`` is ``"<CODE>: <the gateway's details>"``, so that
+``UNAVAILABLE: loading: ...`` (wait) and ``FAILED_PRECONDITION: ...`` (fix the
+gateway host) tell apart what the status alone does not.
 An answer whose verdict is unspecified is ``invalid_answer``.
 """
 
@@ -76,8 +82,8 @@ _VERDICTS: dict[int, Verdict] = {pb.VERDICT_PASS: "pass", pb.VERDICT_DEFECT: "de
                                  pb.VERDICT_UNCERTAIN: "uncertain"}
 _SEVERITIES: dict[int, Any] = {pb.SEVERITY_LOW: "low", pb.SEVERITY_MEDIUM: "medium", pb.SEVERITY_HIGH: "high"}
 _NAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:")  # a gateway tokens file's NAME: part
-_UNHEALTHY_HINT = (" (the gateway's health service says NOT_SERVING: its VLM is unreachable or the model is not "
-                   "pulled; see the gateway's log)")
+_UNHEALTHY_HINT = (" (the gateway's health service says NOT_SERVING: its VLM is unreachable, still loading the "
+                   "model, or cannot serve it; see the gateway's log or `edge-agent doctor`)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -138,8 +138,9 @@ class HealthMonitor:
             if serving:
                 log.info("gateway SERVING: Ollama is reachable and has the model",
                          extra={"model": self._vlm.model})
-            else:
-                log.warning("gateway NOT_SERVING: %s", reason, extra={"model": self._vlm.model})
+            else:  # loading the model is expected (start, Ollama restart): info, not a warning
+                log.log(logging.INFO if (reason or "").startswith("loading:") else logging.WARNING,
+                        "gateway NOT_SERVING: %s", reason, extra={"model": self._vlm.model})
         self.serving, self.reason = serving, redact(reason) if reason else "serving"
         self.public = phrase
         await self._set_all(SERVING if serving else NOT_SERVING)

@@ -135,7 +135,8 @@ def to_response(result: VlmResult, gateway_ms: float) -> pb.DescribeResponse:
         defects=[pb.Defect(type=d.type, location=d.location, severity=_SEVERITIES[d.severity])
                  for d in answer.defects],
         description=answer.description, model=result.model, vlm_ms=result.vlm_ms, gateway_ms=gateway_ms,
-        attempts=result.attempts, prompt_tokens=result.prompt_tokens, answer_tokens=result.answer_tokens)
+        attempts=result.attempts, prompt_tokens=result.prompt_tokens, answer_tokens=result.answer_tokens,
+        notes=list(result.notes))
 
 
 class EscalationService(pb_grpc.EscalationServicer):

@@ -7,14 +7,21 @@ that goes into Ollama's ``format``.
 
 Two schemas per question, built from one description:
 
-* :func:`answer_schema` is sent to Ollama. It uses only the keywords Ollama's
-  schema-to-grammar conversion enforces while decoding (``type``, ``properties``,
-  ``required``, ``items``, ``enum``); keywords it skips (``minimum``,
-  ``maximum``, ``maxLength``, ``additionalProperties``, ``format``,
-  ``description`` ...) would only look like constraints.
-* :func:`validation_schema` is the same schema with those value constraints
-  added. :func:`parse_answer` checks the answer against it with ``jsonschema``
-  after the call; a mismatch makes the gateway ask once more.
+* :func:`answer_schema` is sent to Ollama in ``format``. Current Ollama hands it to
+  llama-server as ``json_schema``, whose grammar enforces while decoding ``type``,
+  ``properties``, ``required``, ``items``, ``enum``, ``additionalProperties``
+  (false by default), ``minLength``/``maxLength``, ``minItems``/``maxItems``,
+  ``pattern``, and ``minimum``/``maximum`` for integers only (llama.cpp's
+  ``grammars/README.md``); so it carries those constraints and no others.
+* :func:`validation_schema` adds what the grammar skips: the bounds of the
+  ``number`` confidences. :func:`parse_answer` checks the answer against it with
+  ``jsonschema`` after the call (also catching an answer cut off by
+  ``num_predict``, or an older Ollama that enforced less); a mismatch makes the
+  gateway ask once more.
+
+A :class:`Prompt` can be rebuilt with fewer crops (:meth:`Prompt.keep_crops`): the
+gateway leaves crops out, last first, when the question would not fit the model's
+context.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from jsonschema import Draft202012Validator
@@ -52,8 +59,9 @@ VERDICTS: tuple[Verdict, ...] = ("pass", "defect", "uncertain")
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
 OTHER_DEFECT = "other"
 
-GRAMMAR_KEYWORDS = frozenset({"type", "properties", "required", "items", "enum"})
-"""The only JSON Schema keywords in the schema sent to Ollama."""
+GRAMMAR_KEYWORDS = frozenset({"type", "properties", "required", "items", "enum", "additionalProperties",
+                              "minLength", "maxLength", "minItems", "maxItems"})
+"""The JSON Schema keywords used in the schema sent to Ollama: all enforced by llama-server's grammar."""
 
 DEFAULT_TEMPLATE = "inspect-v1"
 """The template used when a request leaves ``template_id`` empty."""
@@ -90,7 +98,7 @@ class InvalidAnswer(ValueError):
 
 
 def answer_schema(defect_types: Sequence[str]) -> dict[str, Any]:
-    """The schema sent in Ollama's ``format``: grammar keywords only (see module doc)."""
+    """The schema sent in Ollama's ``format``: keywords llama-server's grammar enforces (module doc)."""
     return {
         "type": "object",
         "properties": {
@@ -99,9 +107,12 @@ def answer_schema(defect_types: Sequence[str]) -> dict[str, Any]:
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"label": {"type": "string"}, "confidence": {"type": "number"}},
+                    "properties": {"label": {"type": "string", "minLength": 1, "maxLength": 64},
+                                   "confidence": {"type": "number"}},
                     "required": ["label", "confidence"],
+                    "additionalProperties": False,
                 },
+                "maxItems": 32,
             },
             "defects": {
                 "type": "array",
@@ -109,33 +120,25 @@ def answer_schema(defect_types: Sequence[str]) -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "type": {"type": "string", "enum": _defect_enum(defect_types)},
-                        "location": {"type": "string"},
+                        "location": {"type": "string", "maxLength": 200},
                         "severity": {"type": "string", "enum": list(SEVERITIES)},
                     },
                     "required": ["type", "location", "severity"],
+                    "additionalProperties": False,
                 },
+                "maxItems": 32,
             },
-            "description": {"type": "string"},
+            "description": {"type": "string", "maxLength": 1000},
         },
         "required": ["verdict", "tags", "defects", "description"],
+        "additionalProperties": False,
     }
 
 
 def validation_schema(defect_types: Sequence[str]) -> dict[str, Any]:
-    """:func:`answer_schema` plus the value constraints checked after the call."""
+    """:func:`answer_schema` plus what the grammar skips (number bounds), checked after the call."""
     schema = answer_schema(defect_types)
-    props = schema["properties"]
-    schema["additionalProperties"] = False
-    tag = props["tags"]["items"]
-    tag["additionalProperties"] = False
-    tag["properties"]["label"].update(minLength=1, maxLength=64)
-    tag["properties"]["confidence"].update(minimum=0, maximum=1)
-    props["tags"]["maxItems"] = 32
-    defect = props["defects"]["items"]
-    defect["additionalProperties"] = False
-    defect["properties"]["location"]["maxLength"] = 200
-    props["defects"]["maxItems"] = 32
-    props["description"]["maxLength"] = 1000
+    schema["properties"]["tags"]["items"]["properties"]["confidence"].update(minimum=0, maximum=1)
     return schema
 
 
@@ -199,6 +202,16 @@ class Prompt:
     images: tuple[bytes, ...]
     schema: dict[str, Any]
     defect_types: tuple[str, ...]
+    crops: int = 0
+    """How many of ``images`` are crops (they follow the frame)."""
+    with_crops: Callable[[int], Prompt] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """Rebuilds the prompt with only the first N crops (set by :meth:`QuestionTemplate.build`)."""
+
+    def keep_crops(self, count: int) -> Prompt:
+        """The same question with only the first ``count`` crops (text and images)."""
+        if self.with_crops is None or count >= self.crops:
+            return self
+        return self.with_crops(max(count, 0))
 
 
 class _Builder(Protocol):
@@ -216,7 +229,11 @@ class QuestionTemplate:
     def build(self, *, image: bytes, crops: Sequence[tuple[bytes, Hint]], detections: Sequence[Hint],
               source_size: tuple[int, int] | None, defect_classes: Sequence[str]) -> Prompt:
         """The prompt for one frame; ``crops`` follow the frame as further images, in order."""
-        return self.builder(self.id, image, crops, detections, source_size, defect_classes)
+        def rebuild(count: int) -> Prompt:
+            return self.build(image=image, crops=crops[:count], detections=detections, source_size=source_size,
+                              defect_classes=defect_classes)
+        prompt = self.builder(self.id, image, crops, detections, source_size, defect_classes)
+        return dataclasses.replace(prompt, crops=len(crops), with_crops=rebuild)
 
 
 _INSPECT_SYSTEM = (

@@ -65,6 +65,12 @@ def test_an_answer_comes_back_in_agent_terms(gateway: ScriptedGateway) -> None:
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "the gateway is busy", "rate_limited", False, 1),
         # the model is not pulled
         (grpc.StatusCode.FAILED_PRECONDITION, "model 'llava:7b' not found", "unavailable", False, 1),
+        # the model cannot serve on the gateway's host: permanent, never retried
+        (grpc.StatusCode.FAILED_PRECONDITION, "model 'llava:7b' does not fit this host's memory", "unavailable",
+         False, 1),
+        # the model is still loading in Ollama: retried once, then the reason says "loading"
+        (grpc.StatusCode.UNAVAILABLE, "loading: Ollama is loading model 'llava:7b' (12 s so far)", "unavailable",
+         False, 2),
         # Ollama is down: retried once (the service config's retry policy), then given up
         (grpc.StatusCode.UNAVAILABLE, "Ollama is unreachable", "unavailable", False, 2),
         # a bug in the gateway

@@ -26,7 +26,7 @@ from agent.publish.schema import validate_payload
 from agent.service import AgentService
 from tests.conftest import MqttCollector
 from tests.escalation.conftest import StartGateway
-from tests.fakes.ollama import BUSY_MESSAGE, GARBAGE, VALID_ANSWER, FakeOllama, Reply
+from tests.fakes.ollama import BUSY_MESSAGE, VALID_ANSWER, FakeOllama, Reply
 
 FAST_RATE = {"per_minute": 60_000, "burst": 1000}
 
@@ -104,14 +104,15 @@ def _delay(seconds: float) -> Callable[[FakeOllama], None]:
     return apply
 
 
+OUT_OF_RANGE = json.dumps({**VALID_ANSWER, "tags": [{"label": "part", "confidence": 1.7}]})
 FAULTS = {
     # Ollama's process is gone: the gateway says UNAVAILABLE and its health NOT_SERVING
     "stopped": Fault(lambda f: f.down(), lambda f: f.up(), frozenset({"unavailable"}), "unavailable", True),
     # Ollama answers after the call deadline: the event goes out at the publish deadline as timeout
     "slow": Fault(_delay(3.0), _delay(0.0), frozenset({"timeout", "unavailable", "rate_limited"}), "timeout", True),
-    # the model ignores the schema: the gateway retries once, then ABORTED; the gateway itself is healthy,
-    # so the breaker stays closed (every uncertain frame is still asked)
-    "garbage": Fault(_answer_with(lambda body: GARBAGE), _answer_with(None), frozenset({"invalid_answer"}),
+    # the model answers what its grammar lets through but the schema refuses (a confidence above 1): the
+    # gateway retries once, then ABORTED; the gateway itself is healthy, so the breaker stays closed
+    "garbage": Fault(_answer_with(lambda body: OUT_OF_RANGE), _answer_with(None), frozenset({"invalid_answer"}),
                      "invalid_answer", False),
     # Ollama's queue is full
     "503": Fault(_answer_with(lambda body: Reply(status=503, error=BUSY_MESSAGE)), _answer_with(None),

@@ -11,11 +11,22 @@ from typing import Any
 import pytest
 
 from agent.config.gateway import OllamaConfig
-from agent.errors import RequestRejected, VlmInvalidAnswer, VlmModelMissing, VlmTimeout, VlmUnavailable
+from agent.errors import (
+    RequestRejected,
+    VlmInvalidAnswer,
+    VlmModelFailed,
+    VlmModelMissing,
+    VlmTimeout,
+    VlmUnavailable,
+)
 from agent.escalation.templates import Hint, Prompt, get_template
 from agent.escalation.vlm import OllamaVlm, VlmResult
 from tests.escalation import samples
-from tests.fakes.ollama import GARBAGE, FakeOllama, Reply
+from tests.fakes.ollama import FakeOllama, Reply
+from tests.fakes.ollama_runner import INPUT_TOO_LONG, NO_VISION, RUNNER_TERMINATED, out_of_memory
+
+# an answer a model under the grammar can write (number bounds are not enforced) that the gateway refuses
+OUT_OF_RANGE = '{"verdict": "pass", "tags": [{"label": "part", "confidence": 1.7}], "defects": [], "description": "x"}'
 
 
 def prompt() -> Prompt:
@@ -50,6 +61,7 @@ def test_the_chat_request_carries_the_schema_options_keep_alive_and_images(fake_
     assert body["stream"] is False  # the REST default is streaming
     assert body["keep_alive"] == "2h"
     assert body["options"] == {"temperature": 0.0, "num_ctx": 8192, "num_predict": 256}
+    assert body["truncate"] is False  # an overflow is an error, never a silent cut
     assert body["format"] == prompt().schema
     assert [base64.b64decode(i) for i in body["messages"][1]["images"]] == [samples.jpeg(), samples.png()]
     assert chat.headers["content-type"] == "application/json"
@@ -79,12 +91,18 @@ def test_an_answer_cut_off_by_num_predict_says_so(fake_ollama: FakeOllama) -> No
     # OLLAMA_MAX_QUEUE exceeded
     (Reply(status=503, error="server busy, please try again.  maximum pending requests exceeded"), VlmUnavailable,
      ["Ollama is busy", "OLLAMA_MAX_QUEUE"]),
-    # the model takes no images
-    (Reply(status=400, error='"llava:7b" does not support images'), VlmModelMissing, ["vision model"]),
+    # the model takes no images: the runner fails (/api/chat has no 400 capability check for images)
+    (Reply(status=500, error=NO_VISION), VlmModelFailed, ["cannot take images", "vision model"]),
+    # the model does not fit the memory
+    (Reply(status=500, error=out_of_memory(5.6, 3.1)), VlmModelFailed, ["does not fit", "smaller model"]),
+    # truncate: false and the prompt is longer than the context
+    (Reply(status=400, error=INPUT_TOO_LONG), VlmModelFailed, ["does not fit the model's context", "num_ctx"]),
     # any other 400
     (Reply(status=400, error="illegal base64 data at input byte 0"), RequestRejected, ["illegal base64"]),
-    # the runner crashed
-    (Reply(status=500, error="llama runner process has terminated"), VlmUnavailable, ["HTTP 500", "terminated"]),
+    # the runner crashed once: Ollama starts a new one
+    (Reply(status=500, error=RUNNER_TERMINATED), VlmUnavailable, ["died", "loads it again"]),
+    # anything else from the server
+    (Reply(status=500, error="unexpected server error"), VlmUnavailable, ["HTTP 500", "unexpected"]),
 ])
 def test_ollama_errors_become_the_matching_vlm_error(fake_ollama: FakeOllama, reply: Reply, error: type[Exception],
                                                      words: list[str]) -> None:
@@ -118,7 +136,7 @@ def test_the_request_timeout_caps_a_longer_deadline(fake_ollama: FakeOllama) -> 
 
 
 def test_the_retry_shares_the_calls_deadline(fake_ollama: FakeOllama) -> None:
-    fake_ollama.script(Reply(content=GARBAGE, delay_s=0.4), Reply(delay_s=0.4))
+    fake_ollama.script(Reply(content=OUT_OF_RANGE, delay_s=0.4), Reply(delay_s=0.4))
     start = time.monotonic()
     with pytest.raises(VlmTimeout, match="deadline"):
         ask(fake_ollama, timeout=0.6)

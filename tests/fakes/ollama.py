@@ -286,8 +286,14 @@ class FakeOllama:
             self._models.pop(_full_name(name), None)
 
     def chat_requests(self) -> list[RecordedRequest]:
+        """The chats that ask something (a chat with no messages is a load: :meth:`load_requests`)."""
         with self._lock:
-            return [r for r in self.requests if r.path == "/api/chat"]
+            return [r for r in self.requests if r.path == "/api/chat" and not _is_load(r)]
+
+    def load_requests(self) -> list[RecordedRequest]:
+        """The preloads and unloads: chats with no messages, generates with no prompt."""
+        with self._lock:
+            return [r for r in self.requests if r.path in ("/api/chat", "/api/generate") and _is_load(r)]
 
     def wait_for_disconnect(self, timeout: float = 5.0) -> bool:
         """Wait until some chat request's client has closed its connection before the answer."""
@@ -574,6 +580,11 @@ class FakeOllama:
         except OSError:
             return self._mark_disconnected(record)
         record.status = status
+
+
+def _is_load(record: RecordedRequest) -> bool:
+    body = record.body if isinstance(record.body, dict) else {}
+    return not body.get("prompt" if record.path == "/api/generate" else "messages")
 
 
 def _client_gone(sock: socket.socket) -> bool:

@@ -108,7 +108,7 @@ class Defect(_message.Message):
     def __init__(self, type: _Optional[str] = ..., location: _Optional[str] = ..., severity: _Optional[_Union[Severity, str]] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("verdict", "tags", "defects", "description", "model", "vlm_ms", "gateway_ms", "attempts", "prompt_tokens", "answer_tokens")
+    __slots__ = ("verdict", "tags", "defects", "description", "model", "vlm_ms", "gateway_ms", "attempts", "prompt_tokens", "answer_tokens", "notes")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     DEFECTS_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class DescribeResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ANSWER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     tags: _containers.RepeatedCompositeFieldContainer[Tag]
     defects: _containers.RepeatedCompositeFieldContainer[Defect]
@@ -129,4 +130,5 @@ class DescribeResponse(_message.Message):
     attempts: int
     prompt_tokens: int
     answer_tokens: int
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., defects: _Optional[_Iterable[_Union[Defect, _Mapping]]] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., vlm_ms: _Optional[float] = ..., gateway_ms: _Optional[float] = ..., attempts: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., defects: _Optional[_Iterable[_Union[Defect, _Mapping]]] = ..., description: _Optional[str] = ..., model: _Optional[str] = ..., vlm_ms: _Optional[float] = ..., gateway_ms: _Optional[float] = ..., attempts: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., answer_tokens: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...

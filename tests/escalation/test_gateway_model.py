@@ -1,0 +1,181 @@
+"""The gateway in front of a real Ollama's life, played by the fake in its cold-load and small-context
+modes: the model is loaded at start and after an Ollama restart apart from any call, health says
+"loading" meanwhile, calls wait for the load within their deadline or say "loading"; prompts are fitted
+into the model's context by leaving crops out (and the answer says so); permanent failures are
+FAILED_PRECONDITION and NOT_SERVING, not retried."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from agent.escalation.server import SERVICE_NAME
+from agent.escalation.wire import escalation_pb2 as pb
+from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from tests.escalation import samples
+from tests.escalation.conftest import StartGateway, health_status, wait_for_health
+from tests.fakes.gateway import GatewayThread
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.ollama_runner import out_of_memory
+
+Channels = Callable[..., grpc.Channel]
+LOAD_S = 3.0  # longer than the health check's quick wait (2 s): the gateway starts "loading"
+
+
+def crops(count: int) -> list[pb.Crop]:
+    return [pb.Crop(image=samples.png(), label="hole", confidence=0.4,
+                    box=pb.Box(x1=10.0 * i, y1=10, x2=10.0 * i + 50, y2=60)) for i in range(count)]
+
+
+def reason(gw: GatewayThread) -> str:
+    assert gw.server is not None
+    return gw.server.health.reason
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.02)
+    return predicate()
+
+
+# -- cold load -------------------------------------------------------------------------------------
+
+
+def test_a_cold_load_is_the_gateways_calls_wait_for_it_or_say_loading(start_gateway: StartGateway,
+                                                                       channels: Channels) -> None:
+    with FakeOllama(load_s=LOAD_S) as fake:
+        gw = start_gateway(fake)  # returns while the model still loads
+        channel = channels(gw.address)
+        stub = pb_grpc.EscalationStub(channel)
+        assert health_status(channel, SERVICE_NAME) == "NOT_SERVING"
+        assert reason(gw).startswith("loading: Ollama is loading model 'llava:7b'")
+        (preload,) = fake.load_requests()  # Ollama's preload, with the calls' num_ctx and keep_alive
+        assert preload.body["messages"] == [] and preload.body["keep_alive"] == "30m"
+        assert preload.body["options"] == {"num_ctx": 4096}
+
+        # a short deadline: told "loading" before it passes, not DEADLINE_EXCEEDED
+        with pytest.raises(grpc.RpcError) as short:
+            stub.Describe(samples.request(), timeout=0.5)
+        assert short.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert short.value.details().startswith("loading: Ollama is loading model 'llava:7b'")
+        # a deadline longer than the rest of the load: waits for it and is answered
+        assert stub.Describe(samples.request(), timeout=LOAD_S + 5).verdict == pb.VERDICT_DEFECT
+        assert wait_for_health(channel, "SERVING", SERVICE_NAME) == "SERVING"
+        state = fake.model("llava:7b")
+        assert (state.loads, state.aborted_loads) == (1, 0)  # no call's deadline aborted the load
+        assert len(fake.chat_requests()) == 1  # the "loading" call never reached Ollama
+        assert stub.Describe(samples.request(), timeout=1).verdict == pb.VERDICT_DEFECT  # later calls answer
+
+
+def test_after_an_ollama_restart_the_model_is_loaded_again(start_gateway: StartGateway, channels: Channels) -> None:
+    with FakeOllama() as fake:
+        gw = start_gateway(fake)
+        channel = channels(gw.address)
+        stub = pb_grpc.EscalationStub(channel)
+        assert stub.Describe(samples.request(), timeout=5).attempts == 1
+        fake.load_s = LOAD_S
+        fake.restart()  # every model unloaded; the health poll (0.1 s) finds it not in /api/ps
+        assert wait_until(lambda: reason(gw).startswith("loading:"))
+        assert health_status(channel, SERVICE_NAME) == "NOT_SERVING"
+        with pytest.raises(grpc.RpcError) as short:
+            stub.Describe(samples.request(), timeout=0.5)
+        assert short.value.code() == grpc.StatusCode.UNAVAILABLE and "loading:" in short.value.details()
+        assert stub.Describe(samples.request(), timeout=LOAD_S + 5).verdict == pb.VERDICT_DEFECT
+        assert wait_for_health(channel, "SERVING", SERVICE_NAME) == "SERVING"
+        assert fake.model("llava:7b").loads == 2 and fake.model("llava:7b").aborted_loads == 0
+
+
+def test_keep_alive_running_out_is_a_reload_not_a_cold_call(start_gateway: StartGateway,
+                                                            channels: Channels) -> None:
+    with FakeOllama() as fake:
+        gw = start_gateway(fake, ollama={"keep_alive": "300ms"})
+        stub = pb_grpc.EscalationStub(channels(gw.address))
+        assert stub.Describe(samples.request(), timeout=5).attempts == 1
+        # the model unloads 0.3 s after each request; the health poll loads it again
+        assert wait_until(lambda: fake.model("llava:7b").loads >= 2)
+        assert len(fake.chat_requests()) == 1
+
+
+# -- context -----------------------------------------------------------------------------------------
+
+
+def test_a_prompt_that_would_overflow_leaves_crops_out_and_says_so(stub: pb_grpc.EscalationStub,
+                                                                   fake_ollama: FakeOllama) -> None:
+    # 4096 tokens, 512 kept for the answer: the frame, the text and 2 crops fit (768 tokens per image)
+    reply = stub.Describe(samples.request(crops=crops(4)), timeout=10)
+    assert reply.verdict == pb.VERDICT_DEFECT
+    assert list(reply.notes) == ["2 of 4 crop(s) left out to fit the model's context (4096 tokens, 768 per image, "
+                                 "512 kept for the answer)"]
+    (chat,) = fake_ollama.chat_requests()
+    fitted = chat.fitted
+    assert chat.body["truncate"] is False
+    assert fitted is not None and fitted.images_seen == 3 and not fitted.truncated and fitted.dropped_messages == 0
+    assert "The next 2 image(s) are close-ups" in chat.body["messages"][1]["content"]  # the text matches
+
+
+def test_the_retry_fits_too_and_never_drops_the_images(stub: pb_grpc.EscalationStub,
+                                                       fake_ollama: FakeOllama) -> None:
+    bad = '{"verdict": "pass", "tags": [{"label": "part", "confidence": 1.7}], "defects": [], "description": "x"}'
+    fake_ollama.script(bad)
+    reply = stub.Describe(samples.request(crops=crops(2)), timeout=10)
+    assert reply.attempts == 2
+    first, second = fake_ollama.chat_requests()
+    assert first.fitted is not None and second.fitted is not None
+    assert second.fitted.dropped_messages == 0 and second.fitted.images_seen >= 1  # the model saw the frame
+
+
+def test_the_models_trained_context_caps_num_ctx(start_gateway: StartGateway, channels: Channels) -> None:
+    with FakeOllama() as fake:
+        fake.pull("llava:7b", context_length=2048)  # a num_ctx of 4096 would be cut to 2048 by Ollama
+        gw = start_gateway(fake)
+        reply = pb_grpc.EscalationStub(channels(gw.address)).Describe(samples.request(crops=crops(2)), timeout=10)
+        assert "2 of 2 crop(s) left out" in reply.notes[0] and "(2048 tokens" in reply.notes[0]
+
+
+def test_a_context_too_small_for_the_frame_is_failed_precondition(start_gateway: StartGateway,
+                                                                  fake_ollama: FakeOllama,
+                                                                  channels: Channels) -> None:
+    gw = start_gateway(ollama={"num_ctx": 1024})
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.EscalationStub(channels(gw.address)).Describe(samples.request(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "raise ollama.num_ctx" in info.value.details() and "1024 tokens" in info.value.details()
+    assert fake_ollama.chat_requests() == []  # refused before Ollama could cut it
+
+
+# -- permanent failures ----------------------------------------------------------------------------------
+
+
+def test_a_model_that_does_not_fit_memory_is_failed_precondition_and_not_serving(
+        start_gateway: StartGateway, channels: Channels) -> None:
+    with FakeOllama() as fake:
+        fake.load_failure = out_of_memory(5.6, 3.1)
+        gw = start_gateway(fake)
+        channel = channels(gw.address)
+        assert health_status(channel, SERVICE_NAME) == "NOT_SERVING"
+        assert "does not fit this host's memory" in reason(gw) and "5.6 GiB" in reason(gw)
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.EscalationStub(channel).Describe(samples.request(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # not UNAVAILABLE: no retry helps
+        assert "does not fit" in info.value.details() and fake.chat_requests() == []
+
+
+def test_a_runner_that_keeps_dying_is_failed_precondition_and_not_serving(
+        gateway: GatewayThread, stub: pb_grpc.EscalationStub, fake_ollama: FakeOllama, channels: Channels) -> None:
+    channel = channels(gateway.address)
+    fake_ollama.crash_runner(times=1)
+    with pytest.raises(grpc.RpcError) as once:
+        stub.Describe(samples.request(), timeout=5)
+    assert once.value.code() == grpc.StatusCode.UNAVAILABLE and "loads it again" in once.value.details()
+    assert wait_for_health(channel, "SERVING", SERVICE_NAME) == "SERVING"  # loaded again
+    fake_ollama.crash_runner(times=1)
+    with pytest.raises(grpc.RpcError) as twice:
+        stub.Describe(samples.request(), timeout=5)
+    assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "died 2 times" in twice.value.details()
+    assert wait_for_health(channel, "NOT_SERVING", SERVICE_NAME) == "NOT_SERVING"
+    assert "died 2 times" in reason(gateway)
