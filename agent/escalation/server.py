@@ -128,7 +128,7 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     monitor = HealthMonitor(health_servicer, vlm, [SERVICE_NAME], config.health_interval_s)
     health_servicer.monitor = monitor
     if isinstance(vlm, OllamaVlm):
-        vlm.keeper.on_change = monitor.poke  # a finished model load shows in health at once
+        vlm.on_load_end = monitor.poke  # a finished model load shows in health at once
     service = EscalationService(vlm, config, stats, on_vlm_trouble=monitor.poke)
     gate = CallGate(DESCRIBE_METHOD, service.admission, tokens, service.describe, on_refused=stats.refused)
 

@@ -54,7 +54,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -126,7 +126,10 @@ class OllamaVlm:
         self._config = config
         self.model = config.model
         self.host = redact(config.host)  # shown in messages that reach gRPC callers; the client has the real one
-        self.keeper = ModelKeeper(client, config)
+        self.keeper = ModelKeeper(client, config, on_change=self._load_ended)
+        self.on_load_end: Callable[[], None] | None = None
+        """Called when a load ends that a health check reported as "loading" (the gateway's health looks again)."""
+        self._said_loading = False
         self.num_ctx = config.num_ctx
         """The context the calls get: ollama.num_ctx capped at the model's trained length (once known)."""
         self._options: Mapping[str, Any] = {
@@ -304,16 +307,28 @@ class OllamaVlm:
         if keeper.state == "failed":
             keeper.start_load()  # again, once RETRY_FAILED_S has passed
         if keeper.state in ("loading", "failed"):
-            return keeper.loading_reason if keeper.state == "loading" else keeper.reason
+            return self._loading_or(keeper.reason)
         loaded = await self._listed_in_ps()
         if isinstance(loaded, str):
             return loaded
         if not loaded:
             keeper.start_load()  # and give a quick load (a warm host) the time to say SERVING at once
             if not await keeper.wait(min(_QUICK_LOAD_S, self._config.connect_timeout_s)):
-                return keeper.loading_reason if keeper.state == "loading" else keeper.reason
+                return self._loading_or(keeper.reason)
         keeper.seen_loaded()
         return None
+
+    def _loading_or(self, reason: str) -> str:
+        """The loading reason while a load runs (and remember to say when it ends), else ``reason``."""
+        if self.keeper.state != "loading":
+            return reason
+        self._said_loading = True
+        return self.keeper.loading_reason
+
+    def _load_ended(self) -> None:
+        if self._said_loading and self.on_load_end is not None:
+            self._said_loading = False
+            self.on_load_end()
 
     async def _check_show(self) -> str | None:
         """Ask /api/show: the model is pulled and takes images; reads its trained context length."""
