@@ -149,16 +149,24 @@ def tail(
     validate: Annotated[bool, typer.Option(help="check every payload against the JSON Schema")] = False,
     count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
     timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    username: Annotated[str | None, typer.Option(help="broker user name", envvar="EDGE_TAIL_USERNAME")] = None,
+    password_file: Annotated[pathlib.Path | None, typer.Option(
+        help="file whose first line is the broker password (or set EDGE_TAIL_PASSWORD)",
+        envvar="EDGE_TAIL_PASSWORD_FILE")] = None,
 ) -> None:
-    """Subscribe to tag events and print them, one line each."""
+    """Subscribe to tag events and print them, one line each (control characters escaped)."""
+    from agent.publish.tail import broker_login, plaintext_login
     from agent.publish.tail import tail as run_tail
 
     if verdict is not None and verdict not in ("pass", "defect", "uncertain"):
         typer.echo(f"edge-agent: error: --verdict {verdict!r}: expected pass, defect or uncertain", err=True)
         raise typer.Exit(2)
     try:
+        user, password = broker_login(username, password_file, os.environ)
+        if warning := plaintext_login(broker, password):
+            typer.echo(f"edge-agent: warning: {warning}", err=True)
         run_tail(broker, prefix=prefix, device=device, camera=camera, verdict=verdict, validate=validate,
-                 count=count, timeout=timeout)
+                 count=count, timeout=timeout, username=user, password=password)
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:

@@ -7,7 +7,8 @@ tags as ``label:confidence`` (a trailing ``?`` marks an uncertain tag), and the
 escalation status (with the VLM model and latency when it answered).
 With ``validate=True`` every payload is checked against the JSON Schema and an
 invalid one is shown as ``INVALID <topic>`` followed by one line per problem.
-A payload that is not JSON is always shown as invalid.
+A payload that is not JSON is always shown as invalid. Every line is passed through
+:func:`printable`: terminal control characters in a broker's strings are shown escaped.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pathlib
 import ssl
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -44,6 +46,52 @@ class TailCounts:
     shown: int = 0  # events shown as event lines (the return value of tail())
     invalid: int = 0  # payloads shown as INVALID (not JSON, or schema problems with validate=True)
     filtered: int = 0  # events received but hidden by the verdict filter
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters (ESC, CR, BEL, C1 controls, bidi
+    overrides, zero-width characters) shown as ``\\xNN``/``\\uNNNN`` escapes, so a broker's string cannot move
+    the cursor, recolour or rewrite what is shown."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in text)
+
+
+PASSWORD_ENV = "EDGE_TAIL_PASSWORD"
+
+
+def broker_login(username: str | None, password_file: pathlib.Path | None,
+                 env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(username, password) for ``tail``: the password from the first line of ``password_file`` or from
+    ``$EDGE_TAIL_PASSWORD`` (never from the command line, where ``ps`` and shell history show it).
+    PublishError when a password has no user name or its file cannot be read."""
+    password: str | None = None
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PublishError(f"--password-file {password_file}: cannot read it ({exc}); expected a file whose "
+                               "first line is the broker password") from None
+        if not lines or not lines[0]:
+            raise PublishError(f"--password-file {password_file}: the first line is empty; expected the password")
+        password = lines[0]
+    elif env.get(PASSWORD_ENV):
+        password = env[PASSWORD_ENV]
+    if password is not None and not username:
+        raise PublishError("a broker password needs a user name: give --username (or EDGE_TAIL_USERNAME)")
+    return username or None, password
+
+
+def plaintext_login(url: str, password: str | None) -> str | None:
+    """A warning when ``password`` would cross the network in the clear (``mqtt://`` to another host)."""
+    from agent.config.plaintext import is_loopback_host
+
+    parsed = urllib.parse.urlsplit(url)
+    if password is None or parsed.scheme != "mqtt" or is_loopback_host(parsed.hostname or ""):
+        return None
+    return (f"--broker {url} is plain text to another host: the password crosses the network in the clear; "
+            "use mqtts://")
 
 
 def _stdout_writer(line: str) -> None:
@@ -118,7 +166,11 @@ def tail(
         PublishError: bad URL, the broker cannot be reached, or it refused the
             connection or the subscription.
     """
-    write = out or _stdout_writer
+    sink = out or _stdout_writer
+
+    def write(line: str) -> None:  # every string from the broker passes here, escaped
+        sink(printable(line))
+
     tally = counts if counts is not None else TailCounts()
     topic_filter = tags_filter(prefix, device, camera or "+")
     parsed = urllib.parse.urlsplit(url)
