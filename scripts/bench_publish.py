@@ -9,7 +9,12 @@
    b. outbox (synchronous=normal) + forwarder;
    c. outbox (synchronous=full: an fsync per commit) + forwarder.
    Printed as events/s and as the ratio to bare paho.
-2. Replay after an outage: the broker is down while N events are committed, then
+2. What honouring the broker's limits costs: the outbox against a broker that announces no limit
+   (the size check returns at once: the outbox as it was before the limits) and against one that
+   announces a Maximum Packet Size (every message's packet size is computed and checked),
+   ``--rounds`` times each, alternating, medians side by side; plus the check alone, timed per
+   message, as a share of the outbox's time per message.
+3. Replay after an outage: the broker is down while N events are committed, then
    comes back; the time from its return to the last PUBACK gives the replay rate.
 """
 
@@ -19,6 +24,7 @@ import argparse
 import datetime
 import logging
 import pathlib
+import statistics
 import sys
 import tempfile
 import threading
@@ -91,6 +97,27 @@ def with_outbox(broker: LocalMosquitto, events: list[TagEvent], workdir: pathlib
     return len(events) / elapsed
 
 
+def limit_check_cost(events: list[TagEvent], broker: LocalMosquitto, per_event_s: float) -> tuple[float, float]:
+    """The size check and the refusal gate's look-up alone, per message (µs), and as a share of the outbox's
+    time per message."""
+    from agent.publish.refusals import RefusalGate
+
+    mqtt = MqttPublisher(MqttConfig(url=broker.url), "bench-check")
+    mqtt.start()
+    if not mqtt.wait_connected(10) or mqtt.limits.max_packet_size is None:
+        raise SystemExit("check: not connected to the limited broker")
+    gate = RefusalGate()
+    rows = [(f"edge/bench/{e.camera}/tags", len(e.to_json())) for e in events]
+    t0 = time.perf_counter()
+    for _ in range(10):
+        for topic, size in rows:
+            mqtt.oversize(topic, size, "application/json", None)
+            gate.holds(topic)
+    per = (time.perf_counter() - t0) / (10 * len(rows))
+    mqtt.stop()
+    return per * 1e6, per / per_event_s
+
+
 def replay(broker: LocalMosquitto, events: list[TagEvent], workdir: pathlib.Path) -> tuple[float, float]:
     pub = ReliablePublisher(Outbox(workdir / "replay.sqlite"), MqttPublisher(MqttConfig(url=broker.url),
                                                                               "bench-replay"), topic_prefix="edge")
@@ -116,6 +143,7 @@ def replay(broker: LocalMosquitto, events: list[TagEvent], workdir: pathlib.Path
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the limit comparison")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the planned outage would log a warning
     events = make_events(args.events)
@@ -126,11 +154,27 @@ def main() -> int:
         normal = with_outbox(broker, events, work, "normal")
         full = with_outbox(broker, events, work, "full")
         commit_rate, replay_rate = replay(broker, events, work)
+        with LocalMosquitto(extra_config=["max_packet_size 100000000"]) as limited:
+            plain, checked = [], []
+            for r in range(args.rounds):  # alternating, so that the machine's load falls on both alike
+                plain.append(with_outbox(broker, events, work / f"plain{r}", "normal"))
+                checked.append(with_outbox(limited, events, work / f"checked{r}", "normal"))
+            plain_rate, checked_rate = statistics.median(plain), statistics.median(checked)
+            check_us, check_share = limit_check_cost(events, limited, 1 / checked_rate)
     print(f"{'path':44} {'events/s':>10} {'vs bare paho':>13}")
     for name, rate in (("bare paho (memory only, lost on a crash)", bare),
                        ("outbox synchronous=normal (survives a crash)", normal),
                        ("outbox synchronous=full (survives power loss)", full)):
         print(f"{name:44} {rate:10.0f} {rate / bare:12.2f}x")
+    print(f"\nbroker limits ({args.rounds} alternating rounds, median; outbox synchronous=normal):")
+    print(f"{'path':44} {'events/s':>10} {'ratio':>13}")
+    print(f"{'broker announces no limit (no check)':44} {plain_rate:10.0f} {1.0:12.2f}x")
+    print(f"{'broker announces 100 MB (every size checked)':44} {checked_rate:10.0f} "
+          f"{checked_rate / plain_rate:12.2f}x")
+    print(f"  rounds: no limit {', '.join(f'{r:.0f}' for r in plain)}; "
+          f"checked {', '.join(f'{r:.0f}' for r in checked)}")
+    print(f"the check alone: {check_us:.2f} µs per message = {100 * check_share:.2f} % of the outbox's "
+          f"{1e6 / checked_rate:.0f} µs per message")
     print(f"outage: committed {args.events} events at {commit_rate:.0f}/s with the broker down; "
           f"replayed them at {replay_rate:.0f} events/s after it came back")
     return 0

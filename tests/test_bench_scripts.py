@@ -44,3 +44,22 @@ def test_without_a_gpu_the_bench_names_what_is_missing_and_exits_2() -> None:
 def test_bad_batches_are_refused_with_the_range() -> None:
     proc = run("--batches", "1", "32")
     assert proc.returncode == 2 and "--batches must be 1..16" in proc.stderr
+
+
+SOAK = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "soak.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_one_minute_soak_loses_nothing_across_peer_restarts() -> None:
+    """scripts/soak.py in small: every peer restarted at least once within a minute."""
+    proc = subprocess.run([sys.executable, str(SOAK), "--minutes", "1", "--cameras", "2", "--fps", "10",
+                           "--broker-every", "25", "--gateway-every", "30", "--rtsp-every", "20", "--warmup-s", "15",
+                           "--drain-s", "10"], capture_output=True, text=True, timeout=280)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"peer restarts: broker 2, gateway [12], RTSP server [23]", out), out
+    committed = re.search(r"tag events committed (\d+), received by the independent subscriber (\d+), "
+                          r"still in the outbox (\d+), dead-lettered 0, LOST 0", out)
+    assert committed and int(committed.group(1)) > 100, out
+    assert "out of commit order (per camera) 0" in out, out
