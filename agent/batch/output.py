@@ -32,6 +32,7 @@ from agent.batch.items import (
     sniff_format,
     sorted_records,
 )
+from agent.csvsafe import read_cell, safe_row
 from agent.errors import BatchError
 
 
@@ -99,7 +100,7 @@ class OutputFile:
         if self._fh is None:
             raise RuntimeError("OutputFile.write before start")
         if self.fmt == "csv":
-            self._csv.writerow(record_to_row(record))
+            self._csv.writerow(safe_row(record_to_row(record)))  # no cell a spreadsheet would run
         else:
             self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._fh.flush()
@@ -133,7 +134,7 @@ class OutputFile:
             with self.path.open(encoding="utf-8", newline="") as fh:
                 rows: list[list[str]] = list(csv.reader(fh))
             body = rows[1:]
-            keys = [item_sort_key(r[0]) for r in body]
+            keys = [item_sort_key(read_cell(r[0])) for r in body]
             if keys != sorted(keys):
                 buf = io.StringIO()
                 writer = csv.writer(buf)
@@ -141,6 +142,11 @@ class OutputFile:
                 order = sorted(range(len(body)), key=lambda i: keys[i])
                 writer.writerows([body[i] for i in order])
                 _atomic_write(self.path, buf.getvalue())
+
+
+def _decoded(row: dict[str, str]) -> dict[str, str]:
+    """A CSV row as it was before :func:`safe_cell` (a short row's missing cells stay None)."""
+    return {k: read_cell(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _existing_format(path: pathlib.Path) -> str | None:
@@ -206,7 +212,7 @@ def _read_csv(path: pathlib.Path) -> dict[str, DoneItem]:
             text = fh.read()
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]  # a row cut short: redone
-        return dict(done_from_row(row) for row in csv.DictReader(io.StringIO(text)))
+        return dict(done_from_row(_decoded(row)) for row in csv.DictReader(io.StringIO(text)))
     except (KeyError, TypeError, csv.Error) as exc:
         raise _not_ours(path, exc) from exc
 
@@ -235,7 +241,7 @@ def read_records(path: pathlib.Path, fmt: OutputFormat) -> list[dict[str, Any]]:
     if fmt == "jsonl":
         return _jsonl_records(path)
     with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [_decoded(row) for row in csv.DictReader(fh)]
     return [{"item": r["item"], "path": r["path"], "frame": int(r["frame"]) if r["frame"] else None,
              "verdict": r["verdict"], "tags": json.loads(r["tags"] or "[]"),
              "decided_by": r["decided_by"],

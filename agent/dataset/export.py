@@ -36,6 +36,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from agent.csvsafe import safe_row
 from agent.dataset.labels import FrameLabel, label_frame
 from agent.dataset.record import DatasetRecord, RecordError, check_class_name
 from agent.dataset.split import Split, TimedItem, assign_splits, time_groups
@@ -378,10 +379,11 @@ def _write_review(path: pathlib.Path, records: Sequence[tuple[DatasetRecord, pat
                     or label.image_class is None):
                 continue
             prefilter = ", ".join(f"{t.label} {t.confidence:.2f}" for t in record.tags) or "-"
-            writer.writerow((record.id, record.camera, record.sequence, record.captured_at.isoformat(), splits[i],
-                             record.kind, prefilter, record.vlm.verdict if record.vlm else "-",
-                             ", ".join(label.vlm_classes) or "-", label.box_action, label.image_class or "left out",
-                             "; ".join(label.notes)))
+            writer.writerow(safe_row([  # class names and labels come from models: no cell a spreadsheet runs
+                record.id, record.camera, str(record.sequence), record.captured_at.isoformat(), splits[i],
+                record.kind, prefilter, record.vlm.verdict if record.vlm else "-",
+                ", ".join(label.vlm_classes) or "-", label.box_action, label.image_class or "left out",
+                "; ".join(label.notes)]))
             rows += 1
     return rows
 

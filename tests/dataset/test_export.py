@@ -325,3 +325,16 @@ def test_class_names_are_quoted_in_the_yolo_data_yaml(tmp_path: pathlib.Path) ->
     doc = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
     assert doc["names"] == dict(enumerate(names))
     assert doc["path"] == str((tmp_path / "out").resolve())
+
+
+def test_the_review_file_has_no_cell_a_spreadsheet_would_run(tmp_path: pathlib.Path) -> None:
+    names = ("=HYPERLINK(\"http://x.example\")", "@SUM(1)")  # class names come from a model's metadata
+    model = ModelRef("odd@0123456789ab", None, "detect", names)
+    box = Detection(names[0], 0, 0.4, (10, 10, 50, 40))
+    recording(tmp_path / "rec", [(0.0, [box], ("defect", [names[1]]))], model=model)  # the VLM relabels it
+    export(tmp_path / "rec", tmp_path / "out")
+    with (tmp_path / "out" / "review.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    cells = [c for row in rows[1:] for c in row]
+    assert cells and not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'@SUM(1)" in cells
