@@ -1,24 +1,29 @@
 """A fake Ollama server that speaks Ollama's HTTP API (no model behind it).
 
 Faithful to the parts of the API the gateway and its client use (see
-``/work/shared/reference/api-facts.md`` section 1): ``POST /api/chat``
-non-streaming and NDJSON-streaming (chunked, ``application/x-ndjson``),
-``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``, ``GET /api/version``;
-durations in nanoseconds and metric fields omitted when zero; ``{"error": ...}``
-bodies with Ollama's status codes and messages: 400 for a bad request (no body,
-bad JSON, no model, a bad ``format``, ``images`` that are not base64, a bad
-``keep_alive``), 404 for a model that is not pulled, 503 when more requests are
-pending than ``parallel + max_queue``; and, inside a 200 stream, an
-``{"error": ...}`` line. Requests are served ``parallel`` at a time, each after a
-delay; a client that closes its connection while waiting is noticed and recorded
-(``disconnected``), as Ollama cancels such a request.
+``/work/shared/reference/api-facts.md`` section 1): ``POST /api/chat`` and
+``/api/generate``, non-streaming and NDJSON-streaming (chunked,
+``application/x-ndjson``), ``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``,
+``GET /api/version``; durations in nanoseconds and metric fields omitted when zero;
+``{"error": ...}`` bodies with Ollama's status codes and messages: 400 for a bad
+request, 404 for a model that is not pulled, 503 when more requests are pending than
+``parallel + max_queue``, and, inside a 200 stream, an ``{"error": ...}`` line.
+Requests are served ``parallel`` at a time, each after a delay; a client that closes
+its connection while waiting is noticed and recorded (``disconnected``), as Ollama
+cancels such a request. The model side (load, ``keep_alive``, context accounting,
+runner errors, the ``format`` grammar) is :mod:`tests.fakes.ollama_runner`, whose
+docstring says what each part copies from Ollama's source.
 
-Test controls: ``delay_s``; a script of replies (:meth:`FakeOllama.script`, a
+Test controls: ``delay_s``; ``load_s`` (a cold load), ``load_failure``,
+:meth:`FakeOllama.crash_runner`, :meth:`FakeOllama.restart`; ``default_num_ctx``
+and ``image_tokens``; a script of replies (:meth:`FakeOllama.script`, a
 :class:`Reply` or a plain string of message content each, consumed in order) or
-``answer_fn`` (a callable from the request body to a reply); :data:`GARBAGE`;
-:meth:`FakeOllama.down` / :meth:`FakeOllama.up` (stop and resume listening on
-the same port, dropping open connections); ``models`` (what is "pulled");
-``requests``, the record of every request received.
+``answer_fn`` (a callable from the request body to a reply); :meth:`FakeOllama.down`
+/ :meth:`FakeOllama.up`; ``models`` (what is "pulled", :meth:`FakeOllama.pull` with
+a Modelfile ``num_ctx`` and a trained ``context_length``); ``requests``, the record
+of every request received (with what of each chat fit the context, ``fitted``), and
+``unfaithful``, the scripted answers refused because no model under the request's
+``format`` could have written them.
 
     with FakeOllama() as fake:
         client = ollama.Client(host=fake.url)
@@ -26,23 +31,29 @@ the same port, dropping open connections); ``models`` (what is "pulled");
         client.chat(model="llava:7b", messages=[...], stream=False)
         assert fake.chat_requests()[-1].body["options"]["temperature"] == 0.1
 """
-
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import datetime
 import hashlib
-import http.server
 import json
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from tests.fakes.ollama_http import (
+    Handler,
+    Server,
+    client_gone,
+    details,
+    full_name,
+    now,
+    rfc3339,
+    sleep_unless_gone,
+    write_ndjson,
+)
 from tests.fakes.ollama_runner import (
     DEFAULT_NUM_CTX,
     IMAGE_TOKENS,
@@ -68,7 +79,8 @@ VALID_ANSWER: dict[str, Any] = {
 """The default reply content (as JSON): valid under the gateway's answer schema."""
 
 GARBAGE = "Sure! The part looks fine to me, no defects that I can see."
-"""A reply content that is not JSON, as a model ignoring ``format`` would answer."""
+"""A reply content that is not JSON, as a model asked without ``format`` may answer (under a ``format`` the
+fake refuses it: no model decoding under the grammar could write it)."""
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"  # two spaces, as Ollama
 
@@ -106,54 +118,6 @@ class RecordedRequest:
     """The client closed the connection before the answer was sent."""
     fitted: Fitted | None = None
     """For a chat that reached the model: what of it fit the context (messages kept, images seen)."""
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # TCP_NODELAY, as Go's net/http (Ollama) sets on every connection
-    server_version = "FakeOllama"
-    sys_version = ""
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read the record, not stderr
-
-    def do_GET(self) -> None:
-        self.server.fake._dispatch(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.fake._dispatch(self, "POST")
-
-    def do_DELETE(self) -> None:
-        self.server.fake._dispatch(self, "DELETE")
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeOllama) -> None:
-        self.fake = fake
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):  # already closed by the client
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class FakeOllama:
@@ -200,13 +164,13 @@ class FakeOllama:
         self._running = threading.Semaphore(parallel)
         self._pending = 0
         self._disconnect = threading.Condition(self._lock)
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> FakeOllama:
-        self._server = _Server((self._host, self._port), self)
+        self._server = Server((self._host, self._port), self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"fake-ollama:{self._port}", daemon=True)
@@ -256,7 +220,7 @@ class FakeOllama:
              context_length: int = 32_768) -> None:
         """Make ``name`` a pulled model (``capabilities`` default: completion and vision; ``num_ctx``: its
         Modelfile's ``PARAMETER num_ctx``; ``context_length``: the trained length)."""
-        full = _full_name(name)
+        full = full_name(name)
         with self._lock:
             self._models[full] = ModelState(full, capabilities or ["completion", "vision"],
                                             hashlib.sha256(full.encode()).hexdigest(), num_ctx, context_length)
@@ -264,7 +228,7 @@ class FakeOllama:
     def model(self, name: str) -> ModelState:
         """The state of a pulled model (loads, aborted_loads, is_loaded ...)."""
         with self._lock:
-            return self._models[_full_name(name)]
+            return self._models[full_name(name)]
 
     def crash_runner(self, times: int = 1) -> None:
         """The next ``times`` completions find the runner dead: 500 "llama runner process has terminated"."""
@@ -283,7 +247,7 @@ class FakeOllama:
     def remove(self, name: str) -> None:
         """Forget a model, as ``ollama rm`` does."""
         with self._lock:
-            self._models.pop(_full_name(name), None)
+            self._models.pop(full_name(name), None)
 
     def chat_requests(self) -> list[RecordedRequest]:
         """The chats that ask something (a chat with no messages is a load: :meth:`load_requests`)."""
@@ -302,7 +266,7 @@ class FakeOllama:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _dispatch(self, handler: _Handler, method: str) -> None:
+    def _dispatch(self, handler: Handler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         body: Any = None
@@ -316,7 +280,7 @@ class FakeOllama:
                                  headers={k.lower(): v for k, v in handler.headers.items()}, raw=raw, body=body)
         with self._lock:
             self.requests.append(record)
-        routes: dict[str, tuple[str, Callable[[_Handler, RecordedRequest], None]]] = {
+        routes: dict[str, tuple[str, Callable[[Handler, RecordedRequest], None]]] = {
             "/api/chat": ("POST", self._chat), "/api/generate": ("POST", self._generate),
             "/api/tags": ("GET", self._tags), "/api/show": ("POST", self._show),
             "/api/ps": ("GET", self._ps), "/api/version": ("GET", self._version),
@@ -335,24 +299,24 @@ class FakeOllama:
                 return self._send_error(handler, record, 400, body_error or "json: cannot unmarshal into a request")
         route(handler, record)
 
-    def _chat(self, handler: _Handler, record: RecordedRequest) -> None:
+    def _chat(self, handler: Handler, record: RecordedRequest) -> None:
         body: dict[str, Any] = record.body
         problem = check_request(body)
         if problem:
             return self._send_error(handler, record, 400, problem)
         with self._lock:
-            model = self._models.get(_full_name(body["model"]))
+            model = self._models.get(full_name(body["model"]))
         if model is None:
             return self._send_error(handler, record, 404, f'model "{body["model"]}" not found, try pulling it first')
         self._serve(handler, record, body, model, list(body.get("messages") or []))
 
-    def _generate(self, handler: _Handler, record: RecordedRequest) -> None:
+    def _generate(self, handler: Handler, record: RecordedRequest) -> None:
         body: dict[str, Any] = record.body
         problem = check_request(body, messages_key="prompt")
         if problem:
             return self._send_error(handler, record, 400, problem)
         with self._lock:
-            model = self._models.get(_full_name(body["model"]))
+            model = self._models.get(full_name(body["model"]))
         if model is None:
             return self._send_error(handler, record, 404, f"model '{body['model']}' not found")
         messages: list[dict[str, Any]] = []
@@ -361,7 +325,7 @@ class FakeOllama:
                         {"role": "user", "content": body["prompt"], "images": body.get("images") or []}]
         self._serve(handler, record, body, model, messages)
 
-    def _serve(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
+    def _serve(self, handler: Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
                messages: list[dict[str, Any]]) -> None:
         if not messages and keep_alive_s(body.get("keep_alive", 300)) == 0:  # unload only
             model.unload()
@@ -379,17 +343,17 @@ class FakeOllama:
             with self._lock:
                 self._pending -= 1
 
-    def _run(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
+    def _run(self, handler: Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
              messages: list[dict[str, Any]]) -> None:
         start = time.monotonic_ns()
         sock = handler.connection
         while not self._running.acquire(timeout=0.02):  # queued behind `parallel` running requests
-            if _client_gone(sock):
+            if client_gone(sock):
                 return self._mark_disconnected(record)
         try:
             try:
-                load_s = model.ensure_loaded(self.load_s, self.load_failure or "", lambda: _client_gone(sock),
-                                             lambda s: _sleep_unless_gone(sock, s))
+                load_s = model.ensure_loaded(self.load_s, self.load_failure or "", lambda: client_gone(sock),
+                                             lambda s: sleep_unless_gone(sock, s))
             except LoadFailed as exc:
                 if exc.status == 499:
                     return self._mark_disconnected(record)
@@ -401,7 +365,7 @@ class FakeOllama:
         finally:
             self._running.release()
 
-    def _complete(self, handler: _Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
+    def _complete(self, handler: Handler, record: RecordedRequest, body: dict[str, Any], model: ModelState,
                   messages: list[dict[str, Any]], start: int, load_s: float) -> None:
         fitted = fit_messages(messages, self._num_ctx(body, model), truncate=body.get("truncate", True) is not False,
                               image_tokens=self.image_tokens)
@@ -414,7 +378,7 @@ class FakeOllama:
             model.unload()
             return self._send_error(handler, record, 500, RUNNER_TERMINATED)
         reply = self._next_reply(body)
-        if _sleep_unless_gone(handler.connection, self.delay_s if reply.delay_s is None else reply.delay_s):
+        if sleep_unless_gone(handler.connection, self.delay_s if reply.delay_s is None else reply.delay_s):
             return self._mark_disconnected(record)
         if reply.status != 200:
             if "runner process has terminated" in reply.error:
@@ -442,7 +406,7 @@ class FakeOllama:
 
     def _doc(self, record: RecordedRequest, body: dict[str, Any], content: str, done_reason: str,
              metrics: dict[str, int]) -> dict[str, Any]:
-        doc: dict[str, Any] = {"model": body["model"], "created_at": _now()}
+        doc: dict[str, Any] = {"model": body["model"], "created_at": now()}
         if record.path == "/api/generate":
             doc["response"] = content
         else:
@@ -461,47 +425,36 @@ class FakeOllama:
             self._crashes -= 1
             return True
 
-    def _stream(self, handler: _Handler, record: RecordedRequest, model: str, reply: Reply,
+    def _stream(self, handler: Handler, record: RecordedRequest, model: str, reply: Reply,
                 metrics: dict[str, int]) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/x-ndjson")
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.end_headers()
         text = reply.content
         step = max(1, len(text) // 4)
         pieces = [text[i:i + step] for i in range(0, len(text), step)] or [""]
         lines: list[dict[str, Any]] = []
         for i, piece in enumerate(pieces):
-            lines.append({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": piece},
+            lines.append({"model": model, "created_at": now(), "message": {"role": "assistant", "content": piece},
                           "done": False})
             if reply.error and i == 0:
                 lines.append({"error": reply.error})
                 break
         else:
-            lines.append({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+            lines.append({"model": model, "created_at": now(), "message": {"role": "assistant", "content": ""},
                           "done_reason": reply.done_reason, "done": True, **metrics})
-        try:
-            for line in lines:
-                data = json.dumps(line).encode() + b"\n"
-                handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                handler.wfile.flush()
-            handler.wfile.write(b"0\r\n\r\n")
-            handler.wfile.flush()
-        except OSError:
+        if not write_ndjson(handler, lines):
             return self._mark_disconnected(record)
         record.status = 200
 
-    def _tags(self, handler: _Handler, record: RecordedRequest) -> None:
+    def _tags(self, handler: Handler, record: RecordedRequest) -> None:
         with self._lock:
             models = [self._describe(m) for m in self._models.values()]
         self._send_json(handler, record, 200, {"models": models})
 
-    def _show(self, handler: _Handler, record: RecordedRequest) -> None:
+    def _show(self, handler: Handler, record: RecordedRequest) -> None:
         name = record.body.get("model") or record.body.get("name") or ""
         if not name:
             return self._send_error(handler, record, 400, "model is required")
         with self._lock:
-            model = self._models.get(_full_name(name))
+            model = self._models.get(full_name(name))
         if model is None:
             return self._send_error(handler, record, 404, f"model '{name}' not found")
         vision = "vision" in model.capabilities
@@ -512,7 +465,7 @@ class FakeOllama:
             "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {model.name}\nPARAMETER temperature 0.1\n",
             "parameters": parameters,
             "template": "{{ .System }}\nUSER: {{ .Prompt }}\nASSISTANT: ",
-            "details": _details(),
+            "details": details(),
             "model_info": {"general.architecture": "llama", "general.parameter_count": 6_738_415_616,
                            "llama.context_length": model.context_length},
             **({"projector_info": {"clip.has_vision_encoder": True, "clip.vision.image_size": 336,
@@ -522,7 +475,7 @@ class FakeOllama:
         }
         self._send_json(handler, record, 200, doc)
 
-    def _ps(self, handler: _Handler, record: RecordedRequest) -> None:
+    def _ps(self, handler: Handler, record: RecordedRequest) -> None:
         now = time.monotonic()
         with self._lock:
             listed = [m for m in self._models.values() if m.listed(now)]
@@ -532,12 +485,12 @@ class FakeOllama:
             until = m.loaded_until if m.loaded_until is not None else now + 300.0
             expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=until - now)
                        if until != float("inf") else datetime.datetime(2318, 1, 1, tzinfo=datetime.timezone.utc))
-            models.append({**self._describe(m), "expires_at": _rfc3339(expires), "size_vram": 5_600_000_000,
+            models.append({**self._describe(m), "expires_at": rfc3339(expires), "size_vram": 5_600_000_000,
                            "context_length": min(m.num_ctx or self.default_num_ctx, m.context_length)})
             del models[-1]["modified_at"]
         self._send_json(handler, record, 200, {"models": models})
 
-    def _version(self, handler: _Handler, record: RecordedRequest) -> None:
+    def _version(self, handler: Handler, record: RecordedRequest) -> None:
         self._send_json(handler, record, 200, {"version": self.version})
 
     # -- helpers --------------------------------------------------------------------------------
@@ -553,23 +506,23 @@ class FakeOllama:
 
     def _describe(self, model: ModelState) -> dict[str, Any]:
         return {"name": model.name, "model": model.name, "modified_at": "2026-11-01T10:00:00.000000000Z",
-                "size": 4_733_363_377, "digest": model.digest, "details": _details()}
+                "size": 4_733_363_377, "digest": model.digest, "details": details()}
 
     def _mark_disconnected(self, record: RecordedRequest) -> None:
         with self._disconnect:
             record.disconnected = True
             self._disconnect.notify_all()
 
-    def _send_json(self, handler: _Handler, record: RecordedRequest, status: int, doc: Any) -> None:
+    def _send_json(self, handler: Handler, record: RecordedRequest, status: int, doc: Any) -> None:
         self._send(handler, record, status, json.dumps(doc).encode(), "application/json; charset=utf-8")
 
-    def _send_error(self, handler: _Handler, record: RecordedRequest, status: int, message: str) -> None:
+    def _send_error(self, handler: Handler, record: RecordedRequest, status: int, message: str) -> None:
         self._send_json(handler, record, status, {"error": message})
 
-    def _send_text(self, handler: _Handler, record: RecordedRequest, status: int, text: str) -> None:
+    def _send_text(self, handler: Handler, record: RecordedRequest, status: int, text: str) -> None:
         self._send(handler, record, status, text.encode(), "text/plain; charset=utf-8")
 
-    def _send(self, handler: _Handler, record: RecordedRequest, status: int, data: bytes, content_type: str) -> None:
+    def _send(self, handler: Handler, record: RecordedRequest, status: int, data: bytes, content_type: str) -> None:
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", content_type)
@@ -587,71 +540,7 @@ def _is_load(record: RecordedRequest) -> bool:
     return not body.get("prompt" if record.path == "/api/generate" else "messages")
 
 
-def _client_gone(sock: socket.socket) -> bool:
-    """True when the peer has closed the connection (readable, and a peek reads nothing)."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
+if __name__ == "__main__":  # python -m tests.fakes.ollama: see tests.fakes.ollama_cli
+    from tests.fakes.ollama_cli import main
 
-
-def _sleep_unless_gone(sock: socket.socket, seconds: float) -> bool:
-    """Sleep ``seconds``; return True at once if the client closes the connection meanwhile."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        try:
-            readable, _, _ = select.select([sock], [], [], min(left, 0.05))
-            if readable and sock.recv(1, socket.MSG_PEEK) == b"":
-                return True
-        except OSError:
-            return True
-    return _client_gone(sock) if seconds > 0 else False
-
-
-def _full_name(name: str) -> str:
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def _details() -> dict[str, Any]:
-    return {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama", "clip"],
-            "parameter_size": "7B", "quantization_level": "Q4_0"}
-
-
-def _rfc3339(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # Go prints nanoseconds
-
-
-def _now() -> str:
-    return _rfc3339(datetime.datetime.now(datetime.timezone.utc))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.fakes.ollama [--port N] [--delay S] [--parallel N] [--model NAME ...] [--stop-on-eof]``:
-    serve until SIGTERM/SIGINT (or, with --stop-on-eof, until stdin closes); prints ``listening on URL`` on
-    stdout. For benchmarks, and for trying ``edge-agent gateway`` by hand where there is no Ollama."""
-    import argparse
-    import signal
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.ollama", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each chat answer")
-    parser.add_argument("--parallel", type=int, default=1, help="chat requests served at once")
-    parser.add_argument("--model", action="append", help="a pulled model (repeat; default llava:7b)")
-    parser.add_argument("--stop-on-eof", action="store_true", help="also stop when stdin closes")
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with FakeOllama(models=args.model or ["llava:7b"], delay_s=args.delay, parallel=args.parallel,
-                    port=args.port) as fake:
-        print(f"listening on {fake.url}", flush=True)
-        if args.stop_on_eof:
-            threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-        stop.wait()
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

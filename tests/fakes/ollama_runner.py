@@ -302,13 +302,15 @@ class ModelState:
         left meanwhile. Raises LoadFailed (500 ``fail`` when set; 499 "request canceled" when the client
         left, which aborts a load this request started)."""
         start = time.monotonic()
+        waited = False
         with self._cond:
             while self.loading:  # another request's load: wait for it
+                waited = True
                 self._cond.wait(0.02)
                 if gone():
                     raise LoadFailed(499, "request canceled")
             if self.loaded_until is not None and self.loaded_until > time.monotonic():
-                return 0.0
+                return time.monotonic() - start if waited else 0.0  # Ollama's load_duration counts the wait
             self.loading, self.loaded_until = True, None
         left = sleep(load_s) if load_s > 0 else gone()
         with self._cond:
