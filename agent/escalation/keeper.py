@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -46,6 +47,7 @@ State = Literal["unloaded", "loading", "ready", "failed"]
 RETRY_FAILED_S = 60.0
 RUNNER_DEATHS = 2
 RUNNER_DEATH_WINDOW_S = 300.0
+_ZERO_DURATION = re.compile(r"^-?0+(?:\.0*)?(?:ns|us|µs|ms|s|m|h)?$")
 _MEMORY_WORDS = ("system memory", "out of memory", "cudaMalloc failed", "unable to allocate")
 
 
@@ -74,6 +76,13 @@ class ModelKeeper:
         self._deaths: list[float] = []
 
     @property
+    def unloads_at_once(self) -> bool:
+        """``ollama.keep_alive`` is zero: Ollama unloads the model after each call (a preload would be an
+        unload request), so the gateway does not keep it loaded."""
+        value = self._config.keep_alive
+        return value == 0 if isinstance(value, int) else _ZERO_DURATION.match(value) is not None
+
+    @property
     def loading_reason(self) -> str:
         return (f"loading: Ollama is loading model {self._config.model!r} "
                 f"({time.monotonic() - self.since:.0f} s so far; at most ollama.load_timeout_s="
@@ -81,7 +90,7 @@ class ModelKeeper:
 
     def start_load(self) -> None:
         """Start a load unless one runs, or the last one failed for good less than RETRY_FAILED_S ago."""
-        if self._task is not None and not self._task.done():
+        if (self._task is not None and not self._task.done()) or self.unloads_at_once:
             return
         if self.state == "failed" and time.monotonic() - self.since < RETRY_FAILED_S:
             return

@@ -301,8 +301,8 @@ class OllamaVlm:
         (see :mod:`agent.escalation.keeper`) when the model is not loaded; the reason then starts with
         "loading:"."""
         problem = await self._check_show()
-        if problem is not None:
-            return problem
+        if problem is not None or self.keeper.unloads_at_once:
+            return problem  # keep_alive 0: the model is unloaded after every call, on purpose
         keeper = self.keeper
         if keeper.state == "failed":
             keeper.start_load()  # again, once RETRY_FAILED_S has passed

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from agent.escalation import keeper
 from agent.escalation.server import SERVICE_NAME
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
@@ -100,6 +101,17 @@ def test_keep_alive_running_out_is_a_reload_not_a_cold_call(start_gateway: Start
         assert len(fake.chat_requests()) == 1
 
 
+@pytest.mark.parametrize("keep_alive", ["0", "0s"])
+def test_keep_alive_zero_is_not_fought(start_gateway: StartGateway, channels: Channels, keep_alive: str) -> None:
+    with FakeOllama() as fake:  # the operator wants the model unloaded after each call: no preload
+        gw = start_gateway(fake, ollama={"keep_alive": keep_alive})
+        channel = channels(gw.address)
+        assert health_status(channel, SERVICE_NAME) == "SERVING"
+        assert pb_grpc.EscalationStub(channel).Describe(samples.request(), timeout=5).attempts == 1
+        time.sleep(0.3)  # three health polls
+        assert fake.load_requests() == [] and not fake.model("llava:7b").is_loaded(time.monotonic())
+
+
 # -- context -----------------------------------------------------------------------------------------
 
 
@@ -162,6 +174,20 @@ def test_a_model_that_does_not_fit_memory_is_failed_precondition_and_not_serving
             pb_grpc.EscalationStub(channel).Describe(samples.request(), timeout=5)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # not UNAVAILABLE: no retry helps
         assert "does not fit" in info.value.details() and fake.chat_requests() == []
+
+
+def test_a_permanent_failure_is_tried_again_and_the_gateway_recovers(
+        start_gateway: StartGateway, channels: Channels, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keeper, "RETRY_FAILED_S", 0.3)  # 60 s in production
+    with FakeOllama() as fake:
+        fake.load_failure = out_of_memory(5.6, 3.1)
+        gw = start_gateway(fake)
+        channel = channels(gw.address)
+        assert health_status(channel, SERVICE_NAME) == "NOT_SERVING"
+        fake.load_failure = None  # someone freed the memory
+        assert wait_for_health(channel, "SERVING", SERVICE_NAME) == "SERVING"
+        assert pb_grpc.EscalationStub(channel).Describe(samples.request(), timeout=5).verdict == pb.VERDICT_DEFECT
+        assert fake.model("llava:7b").loads == 1
 
 
 def test_a_runner_that_keeps_dying_is_failed_precondition_and_not_serving(
