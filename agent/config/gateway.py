@@ -121,15 +121,15 @@ class LimitsConfig(_Strict):
     queue: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=8, description="calls waiting for a free slot; one more is refused with RESOURCE_EXHAUSTED")
     max_image_bytes: Annotated[int, Field(ge=1024, le=256 * MiB)] = Field(
-        default=8 * MiB, description="largest encoded image (frame or crop); larger is INVALID_ARGUMENT")
+        default=4 * MiB, description="largest encoded image (frame or crop); larger is INVALID_ARGUMENT")
     max_image_pixels: Annotated[int, Field(ge=64 * 64, le=100_000_000)] = Field(
         default=4096 * 4096, description="largest width*height, read from the image header before decoding")
     max_crops: Annotated[int, Field(ge=0, le=16)] = Field(default=4, description="most crops per request")
     max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * MiB)] = Field(
-        default=24 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
+        default=12 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
         "itself (RESOURCE_EXHAUSTED 'Received message larger than max'); keep it above max_image_bytes so "
-        "that an oversized image gets the gateway's INVALID_ARGUMENT message. At most parallel + queue "
-        "requests are read at once, so this times (parallel + queue) bounds the memory requests take")
+        "that an oversized image gets the gateway's INVALID_ARGUMENT message. At most 2 * parallel requests "
+        "are read at once (the others wait unread), so this times 2 * parallel bounds the memory they take")
     max_detections: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=100, description="most detections per request, counted before any is read")
     max_jpeg_scans: Annotated[int, Field(ge=1, le=1000)] = Field(
@@ -141,8 +141,10 @@ class LimitsConfig(_Strict):
         "does not apply")
     decode_workers: Annotated[int, Field(ge=1, le=64)] = Field(
         default=2, description="threads that decode images to prove them sound; calls wait for a free one")
-    max_streams_per_connection: Annotated[int, Field(ge=4, le=1000)] = Field(
-        default=32, description="HTTP/2 streams (calls, health watches) one connection may have open")
+    max_streams_per_connection: Annotated[int, Field(ge=4, le=10_000)] = Field(
+        default=512, description="HTTP/2 streams (calls, health watches) one connection may have open; keep it "
+        "above the agents' escalation.max_in_flight + 1: a client that opens more at once (before it has read "
+        "the limit) gets UNAVAILABLE for the extra ones")
     max_connection_idle_s: Annotated[float, Field(ge=1, le=86_400)] = Field(
         default=300.0, description="a connection without calls for this long is closed (GOAWAY); an agent's "
         "channel, which keeps a health watch open, is never idle")

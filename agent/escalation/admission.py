@@ -8,11 +8,15 @@ headers arrive, before gRPC reads the request message, and for ``Describe``:
 2. takes a :class:`Ticket` from :class:`Admission`: at most ``parallel + queue``
    calls are admitted at once (running or waiting for a VLM slot), and at most
    ``limits.per_client`` of one authenticated client; a call beyond either is
-   refused at once with RESOURCE_EXHAUSTED.
+   refused at once with RESOURCE_EXHAUSTED;
+3. waits, still before its request is read, for one of ``2 * parallel`` read
+   permits (:meth:`Admission.reading`): the calls that run and the next ones are
+   read, checked and decoded; the others wait in the queue as headers only.
 
 A refused call is answered by a handler that never reads the request, so a flood
 of large requests costs the gateway their headers only; the memory requests can
-take is bounded by ``(parallel + queue) * limits.max_message_bytes``. The ticket
+take is bounded by ``2 * parallel * limits.max_message_bytes`` (and what each
+takes on its way to Ollama), and so is the work on the event loop. The ticket
 is released when the call's task ends, however it ends (the client may cancel
 before its message arrives, and then gRPC never runs the handler). Health and
 reflection calls pass untouched: no count of long-lived health watches can keep
@@ -83,10 +87,17 @@ class Admission:
         self.queue = queue
         self.per_client = per_client
         self._slots = asyncio.Semaphore(parallel)
+        self.read_permits = 2 * parallel
+        self._reads = asyncio.Semaphore(self.read_permits)
+        self.reading = 0
         self.admitted = 0
-        self.waiting = 0
         self.running = 0
         self.by_client: collections.Counter[str] = collections.Counter()
+
+    @property
+    def waiting(self) -> int:
+        """Admitted calls not running yet (unread, or read and waiting for a VLM slot)."""
+        return self.admitted - self.running
 
     def admit(self, client: str = ANONYMOUS) -> Ticket:
         """A ticket, or QueueFull / ClientBusy at once (never waits)."""
@@ -117,14 +128,25 @@ class Admission:
         if self.by_client[old] <= 0:
             del self.by_client[old]
 
+    async def read_permit(self) -> Callable[[], None]:
+        """Wait (FIFO) for one of the ``2 * parallel`` read permits; return its release (idempotent)."""
+        await self._reads.acquire()
+        self.reading += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.reading -= 1
+                self._reads.release()
+
+        return release
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the ``parallel`` VLM slots for the body, waiting (FIFO) for one to free up."""
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
+        await self._slots.acquire()
         self.running += 1
         try:
             yield
@@ -173,11 +195,15 @@ class CallGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio's 
         task = asyncio.current_task()
         if task is not None:  # the call's own task: it ends however the call ends, handler run or not
             task.add_done_callback(lambda _task: ticket.release())
+        release_read = await self._admission.read_permit()  # the request stays unread until then
+        if task is not None:
+            task.add_done_callback(lambda _task: release_read())
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 return await self._handler(request, context, ticket)
             finally:
+                release_read()
                 ticket.release()
 
         return grpc.unary_unary_rpc_method_handler(admitted, request_deserializer=handler.request_deserializer,

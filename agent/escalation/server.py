@@ -13,12 +13,12 @@ carry a bearer token (:mod:`agent.escalation.auth`).
 
 Admission (:mod:`agent.escalation.admission`): an interceptor authenticates and
 admits each ``Describe`` before gRPC reads its request, so at most
-``parallel + queue`` requests are in memory at once; there is no gRPC-wide cap
+``2 * parallel`` requests are in memory at once (the rest of the queue waits unread); there is no gRPC-wide cap
 on concurrent calls (``maximum_concurrent_rpcs`` counted every agent's health
 watch, and 34 connected agents locked every ``Describe`` out).
 
-Message size: the receive limit is ``limits.max_message_bytes`` (24 MiB by
-default), above ``limits.max_image_bytes`` (8 MiB), so an oversized image
+Message size: the receive limit is ``limits.max_message_bytes`` (12 MiB by
+default), above ``limits.max_image_bytes`` (4 MiB), so an oversized image
 reaches the handler and gets the gateway's INVALID_ARGUMENT message; only a
 request above the receive limit is refused by gRPC itself (RESOURCE_EXHAUSTED,
 details "Received message larger than max ...").
@@ -45,6 +45,7 @@ from agent.errors import GatewayError
 from agent.escalation.admission import CallGate
 from agent.escalation.auth import TokenTable
 from agent.escalation.health import DetailedHealthServicer, HealthMonitor
+from agent.escalation.looplag import LoopLag
 from agent.escalation.service import EscalationService
 from agent.escalation.stats import CallStats
 from agent.escalation.unix_socket import open_unix_socket
@@ -77,6 +78,8 @@ class GatewayServer:
         self._summary_task: asyncio.Task[None] | None = None
         if summary_interval_s > 0:
             self._summary_task = asyncio.create_task(self._summaries(summary_interval_s), name="gateway-summary")
+        self.loop_lag = LoopLag()
+        self.loop_lag.start()
         self._stopped = False
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -91,6 +94,7 @@ class GatewayServer:
             self._summary_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._summary_task
+        await self.loop_lag.stop()
         self._log_summary()
         self.service.decoder.close()
         await self._vlm.aclose()

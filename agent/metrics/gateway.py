@@ -23,6 +23,10 @@ GATEWAY_METRICS: dict[str, str] = {
     "edge_gateway_client_calls_total": "Describe calls by client (token name, certificate name, or anonymous) "
                                        "and gRPC status code, refused ones included",
     "edge_gateway_client_admitted_calls": "Calls of each client admitted now (running or waiting)",
+    "edge_gateway_event_loop_lag_max_seconds": "Longest the event loop ran late since the gateway started "
+                                               "(a blocked loop delays every call and health probe)",
+    "edge_gateway_event_loop_stalls_total": "Times the event loop ran 50 ms or more late",
+    "edge_gateway_event_loop_lag_seconds": "How late each 20 ms tick of the event loop ran",
     "edge_gateway_running_calls": "VLM calls running now",
     "edge_gateway_queued_calls": "Calls waiting for a free VLM slot",
     "edge_gateway_parallel_limit": "limits.parallel: VLM calls at once",
@@ -56,6 +60,10 @@ def gateway_families(server: GatewayServer, model: str, ollama: str) -> list[Fam
     for client, n in sorted(dict(admission.by_client).items()):
         admitted.add(n, client=client)
     fams.append(admitted)
+    fams.append(_family("edge_gateway_event_loop_lag_max_seconds", "gauge").add(round(server.loop_lag.max_s, 6)))
+    fams.append(_family("edge_gateway_event_loop_stalls_total", "counter").add(server.loop_lag.stalls))
+    fams.append(_family("edge_gateway_event_loop_lag_seconds", "histogram").add_histogram(
+        server.loop_lag.histogram.snapshot()))
     fams.append(_family("edge_gateway_running_calls", "gauge").add(admission.running))
     fams.append(_family("edge_gateway_queued_calls", "gauge").add(admission.waiting))
     fams.append(_family("edge_gateway_parallel_limit", "gauge").add(admission.parallel))

@@ -230,3 +230,29 @@ def test_a_call_that_times_out_waiting_gives_its_place_back(start_gateway: Start
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
     running.result()
     wait_until(lambda: admission.admitted == 0 and admission.waiting == 0 and admission.running == 0)
+
+
+def test_calls_cut_off_while_their_request_arrives_give_their_place_back(start_gateway: StartGateway,
+                                                                          channels: Channels) -> None:
+    gw = start_gateway()
+    admission = gw.server.service.admission  # type: ignore[union-attr]
+    stub = pb_grpc.EscalationStub(channels(gw.address))
+    big = samples.request(b"\xff\xd8\xff" + bytes(10 * 1024 * 1024))  # 10 MB: the deadline passes on the way
+    for _ in range(12):  # more than parallel + queue (9): a leaked place would lock the next call out
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Describe(big, timeout=0.002)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    wait_until(lambda: admission.admitted == 0)
+    assert stub.Describe(samples.request(), timeout=10).verdict != 0
+
+
+def test_queued_calls_wait_unread(start_gateway: StartGateway, fake_ollama: FakeOllama, channels: Channels) -> None:
+    fake_ollama.delay_s = 0.4
+    gw = start_gateway(limits={"parallel": 1, "queue": 4})
+    admission = gw.server.service.admission  # type: ignore[union-attr]
+    stub = pb_grpc.EscalationStub(channels(gw.address))
+    calls = [stub.Describe.future(samples.request(), timeout=10) for _ in range(5)]
+    wait_until(lambda: admission.admitted == 5)
+    assert admission.reading == 2  # the running call and the next; three wait as headers only
+    assert all(c.result().verdict != 0 for c in calls)
+    assert admission.reading == 0 and admission.admitted == 0
