@@ -188,9 +188,9 @@ def prober(address: str) -> Iterator[dict[str, Any]]:
 # -- what is sent -----------------------------------------------------------------------------------
 
 
-def big_jpeg() -> bytes:
-    """About 3.7 MB: noise at 2200x2200, quality 85."""
-    noise = np.random.default_rng(5).integers(0, 256, (2200, 2200, 3), dtype=np.uint8)
+def noise_jpeg(side: int) -> bytes:
+    """Noise at side x side, quality 85 (about 0.75 bytes a pixel: 2200 -> 3.7 MB, 1600 -> 1.9 MB)."""
+    noise = np.random.default_rng(5).integers(0, 256, (side, side, 3), dtype=np.uint8)
     return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
 
 
@@ -238,12 +238,23 @@ def case_one_client_flood(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> 
         return {"flooder": dict(flood.result()), "other_client": dict(other)}
 
 
+def _five_images(side: int) -> pb.DescribeRequest:
+    image = noise_jpeg(side)
+    return samples.request(image, crops=[pb.Crop(image=image, label="scratch", confidence=0.5)] * 4)
+
+
 def case_big_requests(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> dict[str, Any]:
-    image = big_jpeg()
-    request = samples.request(image, crops=[pb.Crop(image=image, label="scratch", confidence=0.5)] * 4)
-    size = request.ByteSize()
+    """``n`` requests at once of frame + 4 crops just under the default limits (12 MiB, 4 MiB an image)."""
+    request = _five_images(1630)
+    codes = fire(stub, [(request, bearer(i % AGENTS)) for i in range(n)], timeout=30)
+    return {"request_mb": round(request.ByteSize() / MB, 1), "codes": dict(codes)}
+
+
+def case_oversized_requests(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> dict[str, Any]:
+    """``n`` requests at once of 17.5 MB (frame + 4 crops of 3.7 MB, the size of the report's attack)."""
+    request = _five_images(2200)
     codes = fire(stub, [(request, bearer(i % AGENTS)) for i in range(n)])
-    return {"request_mb": round(size / MB, 1), "codes": dict(codes)}
+    return {"request_mb": round(request.ByteSize() / MB, 1), "codes": dict(codes)}
 
 
 def case_detections(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> dict[str, Any]:
@@ -342,6 +353,7 @@ CASES: dict[str, tuple[Callable[[Gateway, pb_grpc.EscalationStub, int], dict[str
     "anonymous": (case_anonymous, 200),
     "one_client_flood": (case_one_client_flood, 50),
     "big_requests": (case_big_requests, 100),
+    "oversized_requests": (case_oversized_requests, 100),
     "detections": (case_detections, 5),
     "scan_bombs": (case_scan_bombs, 10),
     "png16": (case_png16, 10),

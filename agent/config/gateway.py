@@ -140,7 +140,8 @@ class LimitsConfig(_Strict):
         "one client cannot take every slot; without authentication all callers are one client and this "
         "does not apply")
     decode_workers: Annotated[int, Field(ge=1, le=64)] = Field(
-        default=2, description="threads that decode images to prove them sound; calls wait for a free one")
+        default=1, description="threads that decode images to prove them sound; calls wait for a free one (a "
+        "672 px JPEG takes about 1 ms; more threads take more cores from the event loop)")
     max_streams_per_connection: Annotated[int, Field(ge=4, le=10_000)] = Field(
         default=512, description="HTTP/2 streams (calls, health watches) one connection may have open; keep it "
         "above the agents' escalation.max_in_flight + 1: a client that opens more at once (before it has read "
