@@ -33,7 +33,9 @@ app.add_typer(outbox_app, name="outbox")
 
 
 def _fail(exc: EdgeAgentError) -> typer.Exit:
-    typer.echo(f"edge-agent: error: {exc}", err=True)
+    from agent.redact import redact
+
+    typer.echo(f"edge-agent: error: {redact(str(exc))}", err=True)  # a message may quote a URL with credentials
     return typer.Exit(2)
 
 
