@@ -104,3 +104,10 @@ def test_bad_login_options_are_named(tmp_path: pathlib.Path, username: str | Non
                                      env: dict[str, str], message: str) -> None:
     with pytest.raises(PublishError, match=message):
         broker_login(username, tmp_path / password_file if password_file else None, env)
+
+
+def test_an_error_quoting_the_broker_url_hides_its_password() -> None:
+    proc = subprocess.run([*EDGE_AGENT, "tail", "--broker", "http://viewer:s3cret-pw@127.0.0.1:1883", "--timeout", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is not a broker URL" in proc.stderr
+    assert "s3cret-pw" not in proc.stderr and "http://***:***@127.0.0.1:1883" in proc.stderr
