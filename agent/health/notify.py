@@ -27,6 +27,8 @@ import threading
 import time
 from collections.abc import Mapping
 
+from agent.redact import redact
+
 __all__ = ["Notifier", "socket_address"]
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ class Notifier:
         False when there is no socket or the send failed (logged once per error)."""
         if self.address is None or not assignments:
             return False
-        payload = "\n".join(f"{k}={_one_line(v)}" for k, v in assignments.items()).encode("utf-8")
+        # STATUS= is shown by `systemctl status` to anyone: a camera's error may quote its URL
+        payload = "\n".join(f"{k}={redact(_one_line(v))}" for k, v in assignments.items()).encode("utf-8")
         with self._lock:
             # a socket connected earlier may point at a manager that was re-executed: one fresh try
             for attempt in (1, 2):

@@ -42,6 +42,15 @@ def test_one_datagram_with_every_assignment(notify_socket: tuple[str, NotifyList
     n.close()
 
 
+def test_a_status_line_hides_credentials(notify_socket: tuple[str, NotifyListener]) -> None:
+    address, listener = notify_socket
+    n = Notifier.from_environ({"NOTIFY_SOCKET": address})
+    assert n.status("camera cam1: rtsp://cam/user=admin&password=s3cret&channel=1 reconnecting")
+    _, msg = listener.wait_for(lambda m: "STATUS" in m, 2.0) or (0.0, {})
+    assert msg == {"STATUS": "camera cam1: rtsp://cam/user=***&password=***&channel=1 reconnecting"}
+    n.close()
+
+
 def test_reloading_carries_the_monotonic_time(notify_socket: tuple[str, NotifyListener]) -> None:
     """RELOADING=1 with MONOTONIC_USEC= (CLOCK_MONOTONIC in microseconds), as Type=notify-reload requires."""
     address, listener = notify_socket
