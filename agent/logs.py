@@ -48,6 +48,10 @@ class KeyValueFormatter(logging.Formatter):
         return redact(line)  # credentials never reach a log line, whoever wrote it
 
 
+LEVELS = ("debug", "info", "warning", "error")
+"""the levels ``logging.level`` and ``--log-level`` take"""
+
+
 def configure(level: str = "warning", json_format: bool = False, stream: TextIO | None = None) -> None:
     """Configure the ``agent`` logger tree once (replacing earlier handlers)."""
     handler = logging.StreamHandler(stream or sys.stderr)

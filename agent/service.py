@@ -382,7 +382,10 @@ class AgentService:
     def uptime_s(self) -> float:
         return time.monotonic() - self._started_at if self._started_at else 0.0
 
-    def shutdown(self, timeout: float = 10.0) -> RunSummary:
+    def shutdown(self, timeout: float = 10.0, *, outbox_kept: bool = True) -> RunSummary:
+        """Stop everything within about ``timeout`` seconds. ``outbox_kept=False`` (the demo's temporary
+        outbox): unacknowledged events are not announced as "sent after the next start"; the caller says
+        what became of them (``RunSummary.publisher``)."""
         deadline = time.monotonic() + timeout
         if self.health is not None:
             self.health.stopping("stopping: finishing the current frames and flushing the outbox")
@@ -406,7 +409,7 @@ class AgentService:
             # there is nothing to wait for: the events are safe in the outbox for the next start
             connected = bool(getattr(self._publisher.stats(), "connected", True))
             flushed = self._publisher.flush(max(0.1, deadline - time.monotonic() - 1.0) if connected else 0.0)
-            if not flushed:
+            if not flushed and outbox_kept:
                 log.warning("shutdown: %s; unacknowledged events stay in the outbox and are sent after the next "
                             "start", "timed out waiting for the broker" if connected else "the broker is away")
             self._publisher.stop(max(0.5, deadline - time.monotonic()))

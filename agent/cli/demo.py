@@ -2,7 +2,11 @@
 and a real Mosquitto (a private one on a free port unless ``--broker`` names one).
 
 It prints one line per inspected frame (with the scene's ground truth beside the
-verdict) and, on Ctrl-C or after ``--duration``, a summary.
+verdict) and, on Ctrl-C or after ``--duration``, a summary. Its options are checked before
+a broker starts. ``--duration`` counts from the start of the inspection, the wait for the
+broker included; the shutdown waits at most :data:`SHUTDOWN_WAIT_S` for acknowledgements.
+The demo's outbox is a temporary folder: events the broker did not take are counted in
+the summary and discarded with it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,25 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
-from typing import TextIO
+import time
+from collections.abc import Callable, Iterator
+from typing import TextIO, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig
+from agent.errors import EdgeAgentError
 from agent.pipeline import Inspection
 from agent.publish.local_broker import LocalMosquitto
 from agent.service import AgentService, RunSummary
 
 _COLOURS = {"pass": "32", "defect": "31", "uncertain": "33"}
+CONNECT_WAIT_S = 2.0
+"""the longest the demo waits for the broker before it says it is not connected (part of --duration)"""
+SHUTDOWN_WAIT_S = 5.0
+"""the longest the shutdown waits for the broker to acknowledge what is in flight"""
+M = TypeVar("M", bound=BaseModel)
+_PRIVATE_BROKER = "mqtt://127.0.0.1:1883"  # a stand-in while the options are checked; the real port is free
 
 
 def format_inspection(ins: Inspection, colour: bool) -> str:
@@ -59,6 +73,34 @@ def _broker(url: str | None, out: TextIO) -> Iterator[str]:
         broker.stop()
 
 
+def _option(option: str, value: object, make: Callable[[], M]) -> M:
+    """``make()``, with a validation error told as the option and value that caused it."""
+    try:
+        return make()
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors(include_url=False))
+        raise EdgeAgentError(f"{option} {value}: {reasons}") from None
+
+
+def demo_config(url: str, *, fps: float, seed: int, model: pathlib.Path | None,
+                state: pathlib.Path) -> AgentConfig:
+    """The demo agent's config; EdgeAgentError naming the option for a bad --broker, --fps, --seed, --model."""
+    if seed < 0:
+        raise EdgeAgentError(f"--seed {seed}: expected 0 or more")
+    if model is not None and not model.is_file():
+        raise EdgeAgentError(f"--model {model}: no such file; expected an ONNX prefilter (the shipped one is "
+                             "models/conveyor-yolov8n.int8.onnx)")
+    mqtt = _option("--broker", url, lambda: MqttConfig(url=url, stats_interval_s=10))
+    camera = _option("--fps", f"{fps:g}", lambda: CameraConfig(
+        id="conveyor1", source=f"synthetic://conveyor?seed={seed}&fps={fps:g}", fps=fps))
+    return AgentConfig(
+        device_id="demo", cameras=[camera], mqtt=mqtt,
+        model=ModelConfig(path=model) if model else ModelConfig(),
+        outbox=OutboxConfig(path=state / "outbox.sqlite"),
+        metrics=MetricsConfig(listen="127.0.0.1:0"),  # a free port: a real agent may hold 9464
+    )
+
+
 def run_demo(
     *,
     broker: str | None,
@@ -70,7 +112,16 @@ def run_demo(
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
 ) -> int:
-    stop = stop or threading.Event()
+    with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
+        config = demo_config(broker or _PRIVATE_BROKER, fps=fps, seed=seed, model=model,
+                             state=pathlib.Path(state))  # bad options are refused before a broker starts
+        with _broker(broker, out) as url:
+            if url != config.mqtt.url:
+                config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"url": url})})
+            return _run(config, duration, quiet, out, stop or threading.Event())
+
+
+def _run(config: AgentConfig, duration: float | None, quiet: bool, out: TextIO, stop: threading.Event) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -84,31 +135,25 @@ def run_demo(
             out.write(format_inspection(ins, colour) + "\n")
             out.flush()
 
-    with _broker(broker, out) as url, tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
-        config = AgentConfig(
-            device_id="demo",
-            cameras=[CameraConfig(id="conveyor1", source=f"synthetic://conveyor?seed={seed}&fps={fps:g}", fps=fps)],
-            model=ModelConfig(path=model) if model else ModelConfig(),
-            mqtt=MqttConfig(url=url, stats_interval_s=10),
-            outbox=OutboxConfig(path=pathlib.Path(state) / "outbox.sqlite"),
-            metrics=MetricsConfig(listen="127.0.0.1:0"),  # a free port: a real agent may hold 9464
-        )
-        service = AgentService(config, on_inspection=on_inspection)
-        service.start()
-        if not service.publisher.wait_connected(10.0):
-            out.write(f"warning: not connected to {url} yet; events wait in the publisher's queue\n")
-        out.write(f"inspecting synthetic://conveyor at {fps:g} fps, model {config.model.path.name}; "
-                  f"topics edge/demo/conveyor1/tags and edge/demo/status"
-                  f"{'' if duration else '; Ctrl-C to stop'}\n")
-        if service.health is not None and service.health.server is not None:
-            out.write(f"metrics: {service.health.server.url}/metrics, health: {service.health.server.url}/healthz\n")
-        service.wait(stop, duration)
-        summary = service.shutdown(timeout=10.0)
-    out.write(render_summary(summary, agreement))
+    url, fps = config.mqtt.url, config.cameras[0].fps
+    service = AgentService(config, on_inspection=on_inspection)
+    service.start()
+    started = time.monotonic()  # --duration counts the inspection, the wait for the broker included
+    wait = CONNECT_WAIT_S if duration is None else min(CONNECT_WAIT_S, duration)
+    if not service.publisher.wait_connected(wait):
+        out.write(f"warning: not connected to {url} yet; events wait in the demo's temporary outbox\n")
+    out.write(f"inspecting synthetic://conveyor at {fps:g} fps, model {config.model.path.name}; "
+              f"topics edge/demo/conveyor1/tags and edge/demo/status"
+              f"{'' if duration else '; Ctrl-C to stop'}\n")
+    if service.health is not None and service.health.server is not None:
+        out.write(f"metrics: {service.health.server.url}/metrics, health: {service.health.server.url}/healthz\n")
+    service.wait(stop, None if duration is None else max(0.0, duration - (time.monotonic() - started)))
+    summary = service.shutdown(timeout=SHUTDOWN_WAIT_S, outbox_kept=False)
+    out.write(render_summary(summary, agreement, url))
     return 0 if summary.flushed else 1
 
 
-def render_summary(s: RunSummary, agreement: collections.Counter[tuple[str, str]]) -> str:
+def render_summary(s: RunSummary, agreement: collections.Counter[tuple[str, str]], broker: str) -> str:
     total = sum(s.inspected.values())
     lines = ["", f"== summary: {total} frames inspected in {s.seconds:.1f} s "
              f"({total / s.seconds if s.seconds else 0:.1f} fps)"]
@@ -127,6 +172,10 @@ def render_summary(s: RunSummary, agreement: collections.Counter[tuple[str, str]
     if s.publisher is not None:
         p = s.publisher
         lines.append(f"mqtt: committed to the outbox {p.committed}, acknowledged by the broker {p.acked}, "
-                     f"evicted {p.evicted}, still pending {p.pending}"
-                     + ("" if s.flushed else " (NOT all acknowledged before shutdown)"))
+                     f"evicted {p.evicted}, still pending {p.pending}")
+        if not s.flushed:
+            why = (f"{broker} did not acknowledge them within the {SHUTDOWN_WAIT_S:g} s shutdown wait" if p.connected
+                   else f"{broker} was not reachable" + (f" ({p.last_error})" if p.last_error else ""))
+            lines.append(f"mqtt: {p.pending} event(s) NOT delivered: {why}; the demo's outbox is temporary and is "
+                         "discarded with them")
     return "\n".join(lines) + "\n"

@@ -18,18 +18,34 @@ import typer
 
 from agent.cli.dataset import export_command as dataset_export
 from agent.cli.dataset import import_command as dataset_import
+from agent.cli.help import TidyGroup
 from agent.cli.outbox import outbox_app
 from agent.errors import EdgeAgentError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=TidyGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Camera-side inspection agent: prefilter, triage, VLM escalation, MQTT tags.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
-dataset_app = typer.Typer(no_args_is_help=True, help="Make and export datasets.")
-models_app = typer.Typer(no_args_is_help=True, help="Inspect and evaluate prefilter models.")
+dataset_app = typer.Typer(no_args_is_help=True, help="Make, import and export datasets.")
+models_app = typer.Typer(no_args_is_help=True, help=(
+    "Prefilter models: inspect, evaluate, quantize to INT8, fine-tune, promote and roll back; TensorRT engines."))
 app.add_typer(config_app, name="config")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(models_app, name="models")
 app.add_typer(outbox_app, name="outbox")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from agent.publish.mqtt_publisher import agent_version
+
+        typer.echo(f"edge-agent {agent_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_show_version, help="Show the version and exit.")] = False) -> None:
+    """Camera-side inspection agent: prefilter, triage, VLM escalation, MQTT tags."""
 
 
 def _fail(exc: EdgeAgentError) -> typer.Exit:
@@ -73,15 +89,22 @@ def _write_pid_file() -> None:
 def run(
     config: Annotated[pathlib.Path | None, typer.Option(
         "--config", "-c", help="YAML config file (default: $EDGE_AGENT_CONFIG, else built-in defaults)")] = None,
-    log_level: Annotated[str | None, typer.Option(help="override logging.level")] = None,
+    log_level: Annotated[str | None, typer.Option(
+        metavar="LEVEL", help="override logging.level: debug, info, warning or error")] = None,
 ) -> None:
-    """Run the agent as a daemon until SIGTERM/SIGINT (or until every file source ended); SIGHUP reloads the
-    config file (a bad one is refused and logged; the running config stays)."""
+    """Run the agent as a daemon.
+
+    It runs until SIGTERM/SIGINT (or until every file source ended); SIGHUP reloads the config file (a bad
+    one is refused and logged; the running config stays)."""
     from agent import logs
     from agent.config.loader import load_config
     from agent.config.plaintext import agent_plaintext_channels
     from agent.service import AgentService
 
+    if log_level is not None and log_level.lower() not in logs.LEVELS:
+        typer.echo(f"edge-agent: error: --log-level {log_level!r}: expected one of {', '.join(logs.LEVELS)}",
+                   err=True)
+        raise typer.Exit(2)
     private_files()
     path = config or (pathlib.Path(os.environ["EDGE_AGENT_CONFIG"]) if os.environ.get("EDGE_AGENT_CONFIG") else None)
     try:
@@ -124,7 +147,7 @@ def demo(
     duration: Annotated[float | None, typer.Option(
         help="stop after this many seconds (default or 0: until Ctrl-C)")] = None,
     fps: Annotated[float, typer.Option(help="synthetic camera frame rate")] = 15.0,
-    seed: Annotated[int, typer.Option(help="seed of the synthetic conveyor")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the synthetic conveyor")] = 1,
     model: Annotated[pathlib.Path | None, typer.Option(
         help="ONNX prefilter: a detector or a classifier (default: the shipped detector)")] = None,
     quiet: Annotated[bool, typer.Option(help="no per-event lines, only the summary")] = False,
@@ -178,7 +201,7 @@ def tail(
 @app.command()
 def tag(
     paths: Annotated[list[pathlib.Path], typer.Argument(
-        help="image files (JPEG, PNG, BMP, TIFF), folders (recursive) and videos", show_default=False)],
+        metavar="PATH", help="image files (JPEG, PNG, BMP, TIFF), folders (recursive) and videos", show_default=False)],
     out: Annotated[pathlib.Path, typer.Option("--out", "-o", help="output file: .jsonl, .csv or .json")],
     output_format: Annotated[str | None, typer.Option(
         "--format", help="jsonl, csv or json (default: from the --out suffix)")] = None,
@@ -196,9 +219,11 @@ def tag(
         help="folder for the --labels evaluation (default: beside --out, <out stem>-eval/)")] = None,
     throttle: Annotated[float, typer.Option(hidden=True, help="seconds to pause after each item (tests)")] = 0.0,
 ) -> None:
-    """Tag image files, folders and videos with the daemon's cascade (prefilter, triage, and escalation when the
-    config names a gateway) into one output file, one record per item; a rerun skips the items already in the
-    output. Ctrl-C stops after the current item (exit 130)."""
+    """Tag image files, folders and videos offline into one output file.
+
+    The daemon's cascade (prefilter, triage, and escalation when the config names a gateway) writes one record
+    per item; a rerun skips the items already in the output. Exit 3 when inputs were skipped (unreadable or not
+    images; the rest is tagged); Ctrl-C stops after the current item (exit 130)."""
     from agent.cli.tag import TagOptions, run_tag
 
     try:
@@ -236,8 +261,10 @@ def doctor(
     timeout: Annotated[float, typer.Option(help="seconds to wait for each camera, the broker and the gateway")] = 12.0,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Check the config, model and gate record, ONNX Runtime providers (GPU too), every camera, the MQTT broker,
-    the escalation gateway and Ollama's models; print what is fine and what to do. Exit 1 if anything failed."""
+    """Check that this box can run the agent, and say what to do.
+
+    Checks the config, model and gate record, ONNX Runtime providers (GPU too), every camera, the MQTT broker,
+    the escalation gateway and Ollama's models; prints what is fine and what to do. Exit 1 if anything failed."""
     from agent.health.doctor import DoctorOptions, exit_code, render_json, render_table, run_checks
 
     if timeout <= 0:
@@ -334,8 +361,10 @@ def models_eval(
         help="detector: keep predictions above this confidence (as ultralytics val)")] = 0.001,
     iou: Annotated[float, typer.Option(help="detector: NMS IoU threshold (as ultralytics val)")] = 0.7,
 ) -> None:
-    """Run a model over a labelled split and write eval.json and report.html. Detector: mAP50, mAP50-95,
-    per-class P/R/F1. Classifier: accuracy, macro F1, per-class P/R/F1, confusion matrix, triage coverage."""
+    """Evaluate a model on a labelled split: eval.json and report.html.
+
+    Detector: mAP50, mAP50-95, per-class P/R/F1. Classifier: accuracy, macro F1, per-class P/R/F1, confusion
+    matrix, triage coverage."""
     from agent.cli.models import run_eval
 
     try:
@@ -374,7 +403,9 @@ def models_quantize(
     break_decode: Annotated[bool, typer.Option(
         hidden=True, help="quantize the decode too (wrong on purpose: shows the gate refusing)")] = False,
 ) -> None:
-    """Quantize to INT8 (QDQ) and refuse the result when it loses accuracy (exit 1); writes <model>.gate.json."""
+    """Quantize to INT8 (QDQ) behind an accuracy gate.
+
+    The result is refused (exit 1) when it loses accuracy; a passing one gets <model>.gate.json."""
     from agent.cli.quantize import QuantizeOptions, run_quantize
     from agent.config.models import TriageConfig
     from agent.evaluation.gate import GateLimits
@@ -442,8 +473,10 @@ def models_promote(
         help="folder for the before/after report (default: <candidate folder>/promotion-<time>/)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads while evaluating")] = 2,
 ) -> None:
-    """Evaluate CANDIDATE against the model the agent runs on a held-out set; refuse it (exit 1) when it is worse
-    by more than --margin, else replace the model file (the old one kept for `models rollback`) and have the
+    """Put a better model into the running agent, after a comparison.
+
+    Evaluates CANDIDATE against the model the agent runs on a held-out set; refuses it (exit 1) when it is worse
+    by more than --margin, else replaces the model file (the old one kept for `models rollback`) and has the
     running agent swap it in live. Exit 3 when the agent did not take it."""
     from agent.cli.promote import AgentTarget, PromoteOptions, run_promote
 
@@ -468,8 +501,10 @@ def models_rollback(
     wait: _WaitOption = 60.0,
     keep: _KeepOption = 5,
 ) -> None:
-    """Put back the model the last promotion replaced (from <model folder>/.history) and have the running agent
-    swap it in live; a second rollback goes one promotion further back."""
+    """Put back the model the last promotion replaced.
+
+    Takes it from <model folder>/.history and has the running agent swap it in live; a second rollback goes
+    one promotion further back."""
     from agent.cli.promote import AgentTarget, RollbackOptions, run_rollback
 
     try:
@@ -507,8 +542,10 @@ def models_train(
              "agent has val boxes from the base model itself, which makes the first epochs look best: use last "
              "there and let `models promote` judge. The classifier always exports its last epoch")] = "best",
 ) -> None:
-    """Fine-tune the detector or classifier on a dataset, offline (needs the train extra), and write a candidate
-    folder: FP32 ONNX, INT8 ONNX with its gate record, and a model card. Exit 1 when the INT8 gate refused."""
+    """Fine-tune the detector or classifier into a candidate folder.
+
+    Offline (needs the train extra); the folder holds the FP32 ONNX, the INT8 ONNX with its gate record, and a
+    model card. Exit 1 when the INT8 gate refused."""
     from agent.cli.train import run_train_command
 
     try:
@@ -535,8 +572,10 @@ def models_build_engine(
     device: Annotated[int | None, typer.Option(help="CUDA device index; default: model.gpu_device")] = None,
     force: Annotated[bool, typer.Option(help="build again even when a valid plan is cached")] = False,
 ) -> None:
-    """Build the TensorRT plan the agent's model.runtime tensorrt uses (cached by model hash, GPU, TensorRT version,
-    precision and batch profile), with progress; prints the plan's path."""
+    """Build the TensorRT plan for model.runtime tensorrt.
+
+    The plan is cached by model hash, GPU, TensorRT version, precision and batch profile; shows progress and
+    prints the plan's path."""
     from agent.cli.engine import BuildEngineOptions, main_build_engine
 
     main_build_engine(BuildEngineOptions(model=model, precision=precision, batch=batch, cache_dir=cache_dir,
@@ -545,7 +584,7 @@ def models_build_engine(
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="edge-agent")
     except BrokenPipeError:  # `edge-agent tail | head`
         sys.stderr.close()
 

@@ -3,9 +3,11 @@
 Everything that can be wrong with the command line (a missing PATH, an output of another format) is
 refused before the model is loaded or anything is written. SIGINT (and SIGTERM) stop the run after the
 current item: the output keeps every item tagged so far, the summary so far is printed, exit code 130; a
-rerun goes on from there. With ``escalation.gateway`` in the config, uncertain items are sent to the
-gateway, up to ``escalation.max_in_flight`` calls at once, while the prefilter goes on with the next items;
-the records are still written in item order (:mod:`agent.batch.runner`, :mod:`agent.batch.escalate`).
+rerun goes on from there. Files that cannot be read or decoded are skipped, listed, and make the exit code 3
+(every other item is in the output), so a script can tell a complete run (0) from one with holes. With
+``escalation.gateway`` in the config, uncertain items are sent to the gateway, up to
+``escalation.max_in_flight`` calls at once, while the prefilter goes on with the next items; the records
+are still written in item order (:mod:`agent.batch.runner`, :mod:`agent.batch.escalate`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from agent.evaluation.truth import GroundTruth, defect_classes, read_ground_trut
 from agent.pipeline import FrameInspector
 
 EXIT_INTERRUPTED = 130
+EXIT_SKIPPED = 3
+"""some inputs could not be read or decoded and are not in the output (the rest is)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +100,8 @@ class _ProgressLine:
 
 
 def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
-    """Run the command; the exit code (0, or 130 when interrupted). BatchError and other EdgeAgentErrors
-    for bad input, raised before anything is written."""
+    """Run the command; the exit code (0; 3 when inputs were skipped; 130 when interrupted). BatchError and
+    other EdgeAgentErrors for bad input, raised before anything is written."""
     from agent import logs
     from agent.config.loader import load_config
     from agent.service import load_model
@@ -173,6 +177,9 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
         if ground_truth is not None:
             stream.write("edge-agent: the evaluation against --labels runs when every item is tagged\n")
         return EXIT_INTERRUPTED
+    if summary.bad:
+        stream.write(f"edge-agent: {len(summary.bad)} input(s) skipped (listed above); exit code {EXIT_SKIPPED}\n")
+        return EXIT_SKIPPED
     return 0
 
 

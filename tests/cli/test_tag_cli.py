@@ -22,6 +22,7 @@ import pytest
 
 from agent.batch.items import CSV_COLUMNS, item_sort_key, record_to_row
 from agent.capture.synthetic import ConveyorScene, SceneSettings, render_still
+from agent.cli.tag import EXIT_SKIPPED
 from tests.cli.test_cli import EDGE_AGENT, assert_no_traceback, edge_agent
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import VALID_ANSWER, FakeOllama
@@ -93,7 +94,7 @@ def reference(inputs: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) ->
     """An uninterrupted JSON Lines run: the records every other run is compared to."""
     out = tmp_path_factory.mktemp("reference") / "tags.jsonl"
     proc = tag(inputs, out)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == EXIT_SKIPPED, proc.stderr
     return read_records(out)
 
 
@@ -116,11 +117,13 @@ def test_jsonl_run_tags_every_item_in_order_and_lists_bad_files(
     out = tmp_path / "again.jsonl"
     first = tag(inputs, out)
     second = tag(inputs, out)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == EXIT_SKIPPED, second.stderr
     n = len(reference)
     assert f"done: {n} items in the output (0 tagged now, {n} already there)" in second.stderr
-    for proc in (first, second):
+    for proc in (first, second):  # skipped files make the exit code 3, so a script can tell
+        assert proc.returncode == EXIT_SKIPPED, proc.stderr
         assert "skipped 2 file(s):" in proc.stderr
+        assert f"2 input(s) skipped (listed above); exit code {EXIT_SKIPPED}" in proc.stderr
         assert f"{inputs}/notes.txt: not an image" in proc.stderr
         assert f"{inputs}/sub/broken.jpg: unreadable" in proc.stderr
     assert f"done: {n} items in the output ({n} tagged now, 0 already there)" in first.stderr
@@ -134,7 +137,7 @@ def test_csv_and_json_hold_the_same_records(
         inputs: pathlib.Path, reference: list[dict[str, Any]], tmp_path: pathlib.Path, suffix: str) -> None:
     out = tmp_path / f"tags{suffix}"
     proc = tag(inputs, out)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == EXIT_SKIPPED, proc.stderr
     expected = as_rows(reference) if suffix == ".csv" else reference
     assert read_records(out) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no work file left behind
@@ -163,7 +166,7 @@ def test_rerun_after_sigint_completes_without_redoing_or_losing_items(
         assert not out.exists()  # written once, at the end
 
     rerun = tag(inputs, out)
-    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.returncode == EXIT_SKIPPED, rerun.stderr
     n = len(reference)
     assert f"done: {n} items in the output ({n - done_first} tagged now, {done_first} already there)" in rerun.stderr
     expected = as_rows(reference) if suffix == ".csv" else reference
@@ -174,9 +177,9 @@ def test_rerun_after_sigint_completes_without_redoing_or_losing_items(
 def test_redo_tags_everything_again(inputs: pathlib.Path, reference: list[dict[str, Any]],
                                     tmp_path: pathlib.Path) -> None:
     out = tmp_path / "tags.jsonl"
-    assert tag(inputs, out).returncode == 0
+    assert tag(inputs, out).returncode == EXIT_SKIPPED
     proc = tag(inputs, out, "--redo")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == EXIT_SKIPPED, proc.stderr
     n = len(reference)
     assert f"({n} tagged now, 0 already there)" in proc.stderr
     assert read_records(out) == reference
@@ -231,7 +234,7 @@ def test_uncertain_items_are_escalated_through_the_gateway(
             chats = [r for r in fake.chat_requests() if r.body.get("messages")]
         finally:
             gateway.stop(grace=0)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == EXIT_SKIPPED, proc.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     uncertain = {r["item"] for r in reference if r["verdict"] == "uncertain"}
     assert uncertain, "the reference run has no uncertain item to escalate"
@@ -300,7 +303,7 @@ def test_escalations_run_concurrently_and_records_stay_in_item_order(
                 proc = tag(inputs, out, "--config", str(config))
             finally:
                 gateway.stop(grace=0)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == EXIT_SKIPPED, proc.stderr
         records[in_flight] = read_records(out)
         assert watch.calls == sum(r["escalation"]["status"] == "answered" for r in records[in_flight]) >= 4
         peaks[in_flight] = watch.peak
@@ -321,7 +324,7 @@ def test_rerun_after_sigint_with_calls_in_flight_gives_the_same_records(
             config = tmp_path / "agent.yaml"
             config.write_text(f"{WIDE_BAND}escalation:\n  gateway: {gateway.address}\n  max_in_flight: 4\n")
             whole = tmp_path / "whole.jsonl"
-            assert tag(inputs, whole, "--config", str(config)).returncode == 0
+            assert tag(inputs, whole, "--config", str(config)).returncode == EXIT_SKIPPED
             out = tmp_path / "tags.jsonl"
             proc = subprocess.Popen([*EDGE_AGENT, "tag", str(inputs), "--out", str(out), "--video-step",
                                      str(VIDEO_STEP), "--config", str(config)],
@@ -342,7 +345,7 @@ def test_rerun_after_sigint_with_calls_in_flight_gives_the_same_records(
             rerun = tag(inputs, out, "--config", str(config))
         finally:
             gateway.stop(grace=0)
-    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.returncode == EXIT_SKIPPED, rerun.stderr
     n = len(reference)
     assert f"({n - len(first)} tagged now, {len(first)} already there)" in rerun.stderr
     assert [comparable(r) for r in read_records(out)] == expected
