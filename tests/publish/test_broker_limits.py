@@ -127,6 +127,21 @@ def test_a_limit_below_a_tag_event_dead_letters_events_with_one_line_and_the_sta
         assert len(status.messages[-1].payload) < 400  # trimmed to fit
 
 
+def test_a_256_byte_limit_still_gets_a_status_with_the_dead_letters_cause(
+        publisher: Callable[..., ReliablePublisher], collector: Collect, event_factory: EventFactory) -> None:
+    with LocalMosquitto(extra_config=["max_packet_size 256"]) as broker:
+        status = collector(broker.port, "edge/dev1/status")
+        pub = publisher(broker)
+        for i in range(1, 11):
+            pub.publish_event(event_factory(device="dev1", camera="cam1", sequence=i))
+        assert wait(lambda: pub.stats().dead_letters == 10, 10), pub.stats()
+        pub.publish_stats({})
+        assert wait(lambda: any(json.loads(m.payload).get("outbox_dead_letters") == 10 for m in status.messages), 5)
+        doc = json.loads(status.messages[-1].payload)
+        assert validate_status(doc) == [] and doc["outbox_dead_letter_causes"] == {"too_large": 10}, doc
+        assert pub.forwarder_alive and pub.mqtt.stats().connects == 1
+
+
 ACL_DENY_CAM2 = "topic readwrite #\ntopic deny edge/dev1/cam2/tags\n"
 
 

@@ -1,0 +1,88 @@
+"""The connection side of MQTT: TLS context from the config, why a connection fails (in words),
+paho's log routed to ours. Used by :mod:`agent.publish.mqtt_publisher`, ``tail`` and ``doctor``."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from agent.config.models import MqttConfig
+from agent.errors import PublishError
+
+
+class _ClosingOnFailedHandshake(ssl.SSLSocket):
+    """paho does not close its TLS socket when the handshake fails (client.py, _ssl_wrap_socket):
+    with this class the socket closes itself, so a retry loop against a bad CA leaks nothing."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def diagnose_connection(host: str, port: int, tls: ssl.SSLContext | None, timeout: float) -> str:
+    """Why a connection to the broker fails, in words: the TCP error, or the TLS handshake error
+    (e.g. an unknown CA or a wrong host name), or "TCP and TLS work" (the MQTT layer failed)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if tls is None:
+        sock.close()
+        return "TCP works; the MQTT connection itself failed"
+    ssock = tls.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    try:
+        ssock.do_handshake()
+        return "TCP and TLS handshake work; the MQTT connection itself failed"
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the broker's certificate was not accepted ({exc.verify_message}); check mqtt.tls.ca_file"
+    except (ssl.SSLError, OSError) as exc:
+        return f"TLS handshake failed: {exc}"
+    finally:
+        ssock.close()
+
+
+def tls_context_for(config: MqttConfig) -> ssl.SSLContext | None:
+    """The SSLContext for an ``mqtts://`` URL (None for plain ``mqtt://``)."""
+    if urllib.parse.urlsplit(config.url).scheme != "mqtts":
+        return None
+    tls = config.tls
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PublishError(f"mqtt.tls.ca_file {tls.ca_file if tls else None}: cannot load CA certificates "
+                           f"({exc}); expected a PEM file") from exc
+    if tls is not None and tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise PublishError(f"mqtt.tls.cert_file/key_file {tls.cert_file}, {tls.key_file}: cannot load the "
+                               f"client certificate ({exc}); expected PEM files that belong together") from exc
+    if tls is not None and not tls.verify_hostname:
+        ctx.check_hostname = False
+    return ctx
+
+
+def paho_log_to(logger: logging.Logger) -> Callable[[mqtt.Client, Any, int, str], None]:
+    """An ``on_log`` callback for paho: its chatter goes to ``logger`` at DEBUG.
+
+    paho logs routine conditions at its ERR level (e.g. "Client is not connected"
+    on every reconnect attempt); the publisher reports those itself, once. Only an
+    exception caught in one of our callbacks stays an error.
+    """
+
+    def on_log(client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        if buf.startswith("Caught exception"):
+            logger.error("%s", buf)
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", buf)
+
+    return on_log
