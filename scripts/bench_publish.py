@@ -13,7 +13,9 @@
    (the size check returns at once: the outbox as it was before the limits) and against one that
    announces a Maximum Packet Size (every message's packet size is computed and checked),
    ``--rounds`` times each, alternating, medians side by side; plus the check alone, timed per
-   message, as a share of the outbox's time per message.
+   message, as a share of the outbox's time per message. With ``--baseline REV`` (a git revision from
+   before the limits, e.g. ``a0dd289~1``), also the outbox as it was then against the same limited
+   broker, each side in its own process, alternating: today's outbox against the old one.
 3. Replay after an outage: the broker is down while N events are committed, then
    comes back; the time from its return to the last PUBACK gives the replay rate.
 """
@@ -23,15 +25,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+AGENT_DIR_ENV = "BENCH_PUBLISH_AGENT_DIR"  # where `agent` is imported from (a --baseline side sets it)
+sys.path.insert(0, os.environ.get(AGENT_DIR_ENV) or str(REPO))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
@@ -81,9 +86,9 @@ def bare_paho(broker: LocalMosquitto, events: list[TagEvent]) -> float:
     return len(payloads) / elapsed
 
 
-def with_outbox(broker: LocalMosquitto, events: list[TagEvent], workdir: pathlib.Path, sync: str) -> float:
+def with_outbox(url: str, events: list[TagEvent], workdir: pathlib.Path, sync: str) -> float:
     pub = ReliablePublisher(Outbox(workdir / f"{sync}.sqlite", synchronous=sync),  # type: ignore[arg-type]
-                            MqttPublisher(MqttConfig(url=broker.url), f"bench-{sync}"), topic_prefix="edge")
+                            MqttPublisher(MqttConfig(url=url), f"bench-{sync}"), topic_prefix="edge")
     pub.start()
     if not pub.wait_connected(10):
         raise SystemExit("outbox: not connected")
@@ -140,27 +145,59 @@ def replay(broker: LocalMosquitto, events: list[TagEvent], workdir: pathlib.Path
     return commit_rate, rate
 
 
+def against_baseline(args: argparse.Namespace, url: str, work: pathlib.Path) -> tuple[list[float], list[float]]:
+    """Rates of today's outbox and of the one at ``args.baseline``, each run in its own process, alternating."""
+    old = work / "baseline"
+    old.mkdir()
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "agent"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"--baseline {args.baseline}: cannot extract agent/ from git ({exc}); expected a "
+                         "revision of this repository") from exc
+    today: list[float] = []
+    before: list[float] = []
+    for _ in range(args.rounds):
+        for rates, where in ((before, old), (today, REPO)):
+            proc = subprocess.run([sys.executable, __file__, "--side-only", url, "--events", str(args.events)],
+                                  capture_output=True, text=True, env={**os.environ, AGENT_DIR_ENV: str(where)},
+                                  timeout=600)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RATE ")), None)
+            if proc.returncode != 0 or line is None:
+                raise SystemExit(f"the side run from {where} failed: {proc.stderr[-2000:]}")
+            rates.append(float(line.split()[1]))
+    return today, before
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the limit comparison")
+    ap.add_argument("--baseline", metavar="REV", help="git revision of the outbox before the limits, to compare")
+    ap.add_argument("--side-only", metavar="URL", help=argparse.SUPPRESS)  # one outbox run, for --baseline
     args = ap.parse_args()
+    if args.side_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"RATE {with_outbox(args.side_only, make_events(args.events), pathlib.Path(tmp), 'normal')}")
+        return 0
     logging.basicConfig(level=logging.ERROR)  # the planned outage would log a warning
     events = make_events(args.events)
     print(f"{args.events} tag events of {len(events[0].to_json())} bytes, QoS 1, private Mosquitto on loopback")
     with LocalMosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         bare = bare_paho(broker, events)
-        normal = with_outbox(broker, events, work, "normal")
-        full = with_outbox(broker, events, work, "full")
+        normal = with_outbox(broker.url, events, work, "normal")
+        full = with_outbox(broker.url, events, work, "full")
         commit_rate, replay_rate = replay(broker, events, work)
         with LocalMosquitto(extra_config=["max_packet_size 100000000"]) as limited:
             plain, checked = [], []
             for r in range(args.rounds):  # alternating, so that the machine's load falls on both alike
-                plain.append(with_outbox(broker, events, work / f"plain{r}", "normal"))
-                checked.append(with_outbox(limited, events, work / f"checked{r}", "normal"))
+                plain.append(with_outbox(broker.url, events, work / f"plain{r}", "normal"))
+                checked.append(with_outbox(limited.url, events, work / f"checked{r}", "normal"))
             plain_rate, checked_rate = statistics.median(plain), statistics.median(checked)
             check_us, check_share = limit_check_cost(events, limited, 1 / checked_rate)
+            sides = against_baseline(args, limited.url, work) if args.baseline else None
     print(f"{'path':44} {'events/s':>10} {'vs bare paho':>13}")
     for name, rate in (("bare paho (memory only, lost on a crash)", bare),
                        ("outbox synchronous=normal (survives a crash)", normal),
@@ -175,6 +212,14 @@ def main() -> int:
           f"checked {', '.join(f'{r:.0f}' for r in checked)}")
     print(f"the check alone: {check_us:.2f} µs per message = {100 * check_share:.2f} % of the outbox's "
           f"{1e6 / checked_rate:.0f} µs per message")
+    if sides is not None:
+        today, before = statistics.median(sides[0]), statistics.median(sides[1])
+        print(f"\ntoday's outbox against the one before the limits ({args.baseline}), same broker (announcing "
+              f"100 MB), each in its own process, {args.rounds} alternating rounds, median:")
+        print(f"{'outbox before the limits (' + args.baseline + ')':44} {before:10.0f} {1.0:12.2f}x")
+        print(f"{'outbox today (limits read and checked)':44} {today:10.0f} {today / before:12.2f}x")
+        print(f"  rounds: before {', '.join(f'{r:.0f}' for r in sides[1])}; "
+              f"today {', '.join(f'{r:.0f}' for r in sides[0])}")
     print(f"outage: committed {args.events} events at {commit_rate:.0f}/s with the broker down; "
           f"replayed them at {replay_rate:.0f} events/s after it came back")
     return 0
