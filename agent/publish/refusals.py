@@ -111,6 +111,13 @@ class RefusalGate:
             if probe.head == row_id:
                 probe.retry_at = now
 
+    def forget(self, row_id: int) -> None:
+        """``row_id`` left the outbox while it waited (evicted by the outbox's bound): if it was a probe's head,
+        its topic no longer waits for it."""
+        for topic, probe in list(self._probes.items()):
+            if probe.head == row_id:
+                del self._probes[topic]
+
     def release(self) -> list[int]:
         """Parked messages of topics no longer probing, in id order: send them before anything newer."""
         out: list[int] = []

@@ -400,6 +400,10 @@ class ReliablePublisher:
             self._new_rows = False
             after = self._last_sent
         batch = [(row, False) for row in self.outbox.rows_by_id(ready)] if ready else []
+        if len(batch) < len(ready):  # some left the outbox while they waited (evicted): nothing waits for them
+            with self._cv:
+                for row_id in set(ready) - {row.id for row, _ in batch}:
+                    self._gate.forget(row_id)
         room -= len(ready)
         if room <= 0:
             return batch, None

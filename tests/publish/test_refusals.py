@@ -54,6 +54,15 @@ def test_an_accepted_retry_opens_the_topic_and_releases_in_order() -> None:
     assert gate.release() == [8, 9] and gate.waiting() == 0
 
 
+def test_a_head_evicted_while_it_waits_frees_its_topic() -> None:
+    gate = RefusalGate(max_tries=3, backoff_s=1.0)
+    gate.refused("t", 5, now=0.0)
+    gate.park("t", 6)
+    assert gate.due(1.0) == [5]
+    gate.forget(5)  # the outbox evicted it meanwhile
+    assert not gate.holds("t") and gate.release() == [6]
+
+
 def test_refusing_ends_after_its_window_and_a_probe_starts_again() -> None:
     gate = RefusalGate(max_tries=2, backoff_s=0.1, refusing_s=60.0)
     gate.refused("t", 1, now=0.0)
