@@ -37,7 +37,10 @@ breaker (see :mod:`agent.escalation.breaker`; marked "a failure"):
 * RESOURCE_EXHAUSTED (the gateway's queue is full): ``rate_limited``, a failure
 * DEADLINE_EXCEEDED: ``timeout``, a failure
 * UNAVAILABLE (Ollama unreachable or busy; or the model still loading: details
-  start with "loading:"): ``unavailable``, a failure; retried once by the channel
+  start with "loading:"): ``unavailable``, a failure; retried once by the channel.
+  When client-side health checking held the call back (no gateway SERVING), the
+  reason gives the gateways' own short phrase ("loading model", "VLM unreachable"
+  ...), asked over a second channel without health checking at most every 5 s
 * FAILED_PRECONDITION (the model cannot serve: not pulled, no vision, out of
   memory, a runner that keeps dying, a context too small for the frame; permanent
   until the gateway host is fixed): ``unavailable``, a failure, never retried
@@ -64,6 +67,8 @@ import time
 from typing import Any
 
 import grpc
+from grpc_health.v1.health_pb2 import HealthCheckRequest
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from agent.config.models import EscalationConfig, EscalationTlsConfig
 from agent.errors import ConfigError
@@ -82,6 +87,10 @@ _VERDICTS: dict[int, Verdict] = {pb.VERDICT_PASS: "pass", pb.VERDICT_DEFECT: "de
                                  pb.VERDICT_UNCERTAIN: "uncertain"}
 _SEVERITIES: dict[int, Any] = {pb.SEVERITY_LOW: "low", pb.SEVERITY_MEDIUM: "medium", pb.SEVERITY_HIGH: "high"}
 _NAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:")  # a gateway tokens file's NAME: part
+HEALTH_REASON_KEY = "edge-health-reason-bin"
+"""The trailing metadata key of the gateway's short NOT_SERVING phrase (``agent.escalation.health.REASON_KEY``)."""
+_WHY_EVERY_S = 5.0
+_WHY_TIMEOUT_S = 0.5
 _UNHEALTHY_HINT = (" (the gateway's health service says NOT_SERVING: its VLM is unreachable, still loading the "
                    "model, or cannot serve it; see the gateway's log or `edge-agent doctor`)")
 
@@ -209,11 +218,15 @@ def _read_pem(path: pathlib.Path, field: str) -> bytes:
 class EscalationClient:
     """Describe calls over one channel. ``__init__`` takes a ready channel (tests hand in their own)."""
 
-    def __init__(self, channel: grpc.aio.Channel, target: str, token: str | None = None) -> None:
+    def __init__(self, channel: grpc.aio.Channel, target: str, token: str | None = None,
+                 probe: grpc.aio.Channel | None = None) -> None:
         self._channel = channel
         self._stub = pb_grpc.EscalationStub(channel)  # type: ignore[no-untyped-call]  # generated
         self.target = target
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._probe = probe
+        """A channel without client-side health checking, to ask the gateways why they are NOT_SERVING."""
+        self._why: tuple[float, str] = (-_WHY_EVERY_S, "")
 
     @classmethod
     def connect(cls, config: EscalationConfig, credentials: grpc.ChannelCredentials | None = None,
@@ -224,9 +237,11 @@ class EscalationClient:
         if target is None:
             raise ValueError("escalation.gateway is not set; there is nothing to connect to")
         options = channel_options(config)
-        channel = (grpc.aio.secure_channel(target, credentials, options=options) if credentials is not None
-                   else grpc.aio.insecure_channel(target, options=options))
-        return cls(channel, target, token if token is not None else read_token(config))
+        channels = [grpc.aio.secure_channel(target, credentials, options=opts) if credentials is not None
+                    else grpc.aio.insecure_channel(target, options=opts)
+                    for opts in (options, channel_options(config.model_copy(update={"health_check": False})))]
+        return cls(channels[0], target, token if token is not None else read_token(config),
+                   probe=channels[1] if config.health_check else None)
 
     async def describe(self, request: pb.DescribeRequest, timeout: float) -> CallResult:
         """One call with a deadline of ``timeout`` seconds; never raises for a gRPC failure."""
@@ -241,7 +256,8 @@ class EscalationClient:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 details = f"no answer within {timeout:.1f} s ({details or 'deadline exceeded'})"
             elif code == grpc.StatusCode.UNAVAILABLE and "backend unhealthy" in details:
-                details += _UNHEALTHY_HINT
+                why = await self._unhealthy_why()
+                details += f" (the gateway's health service says NOT_SERVING: {why})" if why else _UNHEALTHY_HINT
             return CallResult(status, redact(f"{code.name}: {details}"), None, latency, code.name, healthy)
         latency = (time.perf_counter() - start) * 1000.0
         answer = to_answer(reply)
@@ -249,5 +265,28 @@ class EscalationClient:
             return CallResult("invalid_answer", "the gateway's answer has no verdict", None, latency, "OK", True)
         return CallResult("answered", None, answer, latency, "OK", True)
 
+    async def _unhealthy_why(self) -> str:
+        """The gateways' own short phrase for NOT_SERVING ("loading model", "VLM unreachable", ...: their
+        health service's public reason), asked over the probe channel at most every _WHY_EVERY_S; '' when
+        it cannot be had."""
+        at, phrase = self._why
+        if self._probe is None or time.monotonic() - at < _WHY_EVERY_S:
+            return phrase
+        phrase = ""
+        try:
+            call = HealthStub(self._probe).Check(HealthCheckRequest(service=SERVICE), timeout=_WHY_TIMEOUT_S,
+                                                 metadata=self._metadata)
+            await call
+            trailing = await call.trailing_metadata()
+            value = dict(trailing or ()).get(HEALTH_REASON_KEY, b"")
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            phrase = text if len(text) <= 40 and text.isprintable() else ""
+        except grpc.aio.AioRpcError:
+            phrase = ""  # the gateway is unreachable or refuses: the generic hint says enough
+        self._why = (time.monotonic(), phrase)
+        return phrase
+
     async def close(self, grace: float | None = None) -> None:
         await self._channel.close(grace)
+        if self._probe is not None:
+            await self._probe.close(grace)

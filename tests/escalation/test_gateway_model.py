@@ -6,13 +6,17 @@ FAILED_PRECONDITION and NOT_SERVING, not retried."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import grpc
 import pytest
 
+from agent.config.models import EscalationConfig
 from agent.escalation import keeper
+from agent.escalation.client import HEALTH_REASON_KEY, CallResult, EscalationClient
+from agent.escalation.health import REASON_KEY
 from agent.escalation.server import SERVICE_NAME
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
@@ -205,3 +209,26 @@ def test_a_runner_that_keeps_dying_is_failed_precondition_and_not_serving(
     assert "died 2 times" in twice.value.details()
     assert wait_for_health(channel, "NOT_SERVING", SERVICE_NAME) == "NOT_SERVING"
     assert "died 2 times" in reason(gateway)
+
+
+# -- the agent's side ----------------------------------------------------------------------------------
+
+
+def test_the_agent_hears_loading_model_while_its_gateway_loads(start_gateway: StartGateway) -> None:
+    with FakeOllama(load_s=LOAD_S) as fake:
+        gw = start_gateway(fake)
+
+        async def run() -> list[CallResult]:
+            client = EscalationClient.connect(EscalationConfig(gateway=gw.address))  # health checking on
+            try:
+                first = await client.describe(samples.request(), timeout=2.0)
+                await asyncio.sleep(LOAD_S)
+                return [first, await client.describe(samples.request(), timeout=5.0)]
+            finally:
+                await client.close()
+
+        during, after = asyncio.run(run())
+        assert (during.status, during.code, during.healthy) == ("unavailable", "UNAVAILABLE", False)
+        assert during.reason is not None and "health service says NOT_SERVING: loading model" in during.reason
+        assert after.status == "answered"
+        assert HEALTH_REASON_KEY == REASON_KEY  # the agent reads the key the gateway writes
