@@ -277,10 +277,17 @@ def doctor(
 
 @config_app.command("check")
 def config_check(file: Annotated[pathlib.Path, typer.Argument(help="YAML config file")]) -> None:
-    """Check a config file; print every problem with its field path and line. Exit 0 when valid."""
-    from agent.config.loader import check_config
+    """Check a config file; print every problem with its field path and line. Exit 0 when valid.
 
-    problems = check_config(file)
+    The model file is opened too, as the agent and `edge-agent doctor` do (not the cameras or the broker)."""
+    from agent.config.loader import config_report
+    from agent.config.models import AgentConfig
+    from agent.health.doctor import model_problems
+
+    report = config_report(file)
+    problems = list(report.problems)
+    if report.model is not None:
+        problems += model_problems(report.config or AgentConfig(model=report.model))
     if problems:
         typer.echo(f"{file}: {len(problems)} problem(s)", err=True)
         for p in problems:

@@ -36,7 +36,9 @@ mapping a caller passes), never at import time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import os
 import pathlib
 import types
@@ -47,10 +49,10 @@ from typing import Any, TypeVar, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from agent.config.models import AgentConfig
+from agent.config.models import AgentConfig, ModelConfig
 from agent.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "check_config", "load_config", "load_model"]
+__all__ = ["ENV_PREFIX", "ConfigReport", "check_config", "config_report", "load_config", "load_model"]
 
 ENV_PREFIX = "EDGE_AGENT_"
 _ENV_EXAMPLE = {ENV_PREFIX: "MQTT__URL"}  # the example in the "empty key" message, per prefix
@@ -151,12 +153,48 @@ def load_model(
 
 
 def check_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> list[str]:
-    """The problem lines of ``load_config(path, env)``; ``[]`` when the config is valid."""
+    """The problem lines of ``load_config(path, env)``, and those found after it in the same pass (see
+    :func:`config_report`); ``[]`` when the config is valid."""
+    return config_report(path, env).problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigReport:
+    """Every problem of a config file found in one pass, and what of it could be read."""
+
+    problems: list[str]
+    config: AgentConfig | None
+    """the config, when it loads"""
+    model: ModelConfig | None
+    """its model section, also when another section has a problem (None when this one has)"""
+
+
+def config_report(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> ConfigReport:
+    """``load_config(path, env)`` with every problem in one list: when the fields have problems, the
+    systemd credential (checked only after them by :func:`resolve_runtime_paths`) is checked too, and
+    the model section is read on its own so that its file can still be checked."""
+    env = os.environ if env is None else env
     try:
-        load_config(path, env)
+        config = load_config(path, env)
     except ConfigError as exc:
-        return exc.problems
-    return []
+        problems = list(exc.problems)
+    else:
+        return ConfigReport([], config, config.model)
+    data: dict[str, Any] = {}
+    if path is not None:
+        # an unreadable file or bad YAML: that is the one problem, already in the list
+        with contextlib.suppress(ConfigError):
+            data = _read_file(pathlib.Path(path), AgentConfig, _FILE_FIELDS)[0]
+    mqtt = data.get("mqtt")
+    name = mqtt.get("password_credential") if isinstance(mqtt, dict) else None
+    credential = _credential_problem(name, env) if isinstance(name, str) else None
+    if credential is not None and credential not in problems:
+        problems.append(credential)
+    try:
+        model: ModelConfig | None = ModelConfig.model_validate(data.get("model") or {})
+    except ValidationError:
+        model = None  # its problems are in the list
+    return ConfigReport(problems, None, model)
 
 
 def _read_file(path: pathlib.Path, root: type[BaseModel],
@@ -227,14 +265,20 @@ def resolve_runtime_paths(config: AgentConfig, env: Mapping[str, str] | None = N
     if outbox.path is None:
         outbox = outbox.model_copy(update={"path": default_state_dir(env) / "outbox.sqlite"})
     if mqtt.password_credential is not None:
-        creds = env.get("CREDENTIALS_DIRECTORY")
-        if not creds:
-            raise ConfigError([f"mqtt.password_credential: {mqtt.password_credential!r} names a systemd credential "
-                               "but $CREDENTIALS_DIRECTORY is not set; add LoadCredential="
-                               f"{mqtt.password_credential}:/path/to/secret to the unit, or use password_file"])
-        mqtt = mqtt.model_copy(update={"password_file": pathlib.Path(creds) / mqtt.password_credential,
-                                       "password_credential": None})
+        problem = _credential_problem(mqtt.password_credential, env)
+        if problem is not None:
+            raise ConfigError([problem])
+        mqtt = mqtt.model_copy(update={"password_file": pathlib.Path(env["CREDENTIALS_DIRECTORY"])
+                                       / mqtt.password_credential, "password_credential": None})
     return config.model_copy(update={"outbox": outbox, "mqtt": mqtt})
+
+
+def _credential_problem(name: str, env: Mapping[str, str]) -> str | None:
+    """Why ``mqtt.password_credential: NAME`` cannot be used in ``env``, or None."""
+    if env.get("CREDENTIALS_DIRECTORY"):
+        return None
+    return (f"mqtt.password_credential: {name!r} names a systemd credential but $CREDENTIALS_DIRECTORY is not "
+            f"set; add LoadCredential={name}:/path/to/secret to the unit, or use password_file")
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:

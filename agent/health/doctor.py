@@ -164,6 +164,12 @@ def _check_config(options: DoctorOptions, env: Mapping[str, str], checks: list[C
 # -- model and ONNX Runtime ----------------------------------------------------------------------------
 
 
+def model_problems(config: AgentConfig) -> list[str]:
+    """What keeps the agent from starting with ``config.model`` (a file that is no ONNX prefilter, a refused
+    gate record), as ``edge-agent config check`` lists it; the doctor's model checks, failures only."""
+    return [f"model.path: {c.detail}" for c in _check_model(config) if c.status == "FAIL"]
+
+
 def _check_model(config: AgentConfig) -> list[Check]:
     from agent.health.agent import warm_up
     from agent.prefilter.factory import open_prefilter

@@ -4,7 +4,10 @@ text in words (whole summaries, no Python type names)."""
 
 from __future__ import annotations
 
+import os
+import pathlib
 import re
+import subprocess
 import time
 
 import pytest
@@ -12,7 +15,7 @@ import typer
 from typer import _click as click
 
 from agent.cli.main import app
-from tests.cli.test_cli import assert_no_traceback, edge_agent
+from tests.cli.test_cli import EDGE_AGENT, assert_no_traceback, edge_agent
 
 
 @pytest.mark.parametrize(
@@ -95,3 +98,23 @@ def test_help_has_whole_summaries_and_no_python_type_names(line: str, command: c
         assert "<bool>" not in text and "list[" not in text, (line, text)
     if line == "edge-agent models":  # the group does more than inspect and evaluate
         assert "promote" in short and "quantize" in short
+
+
+def test_config_check_reports_every_problem_in_one_pass_and_opens_the_model(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "model.onnx").write_text("not a model\n")  # a text file where the model should be
+    config = tmp_path / "agent.yaml"
+    config.write_text("mqtt:\n  url: mqtt://b:1883\n  urll: mqtt://c\n  username: u\n"
+                      "  password_credential: mqtt-pw\nmodel:\n  path: model.onnx\n")
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    proc = subprocess.run([*EDGE_AGENT, "config", "check", str(config)], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert_no_traceback(proc)
+    assert proc.returncode == 1
+    assert f"{config}: 3 problem(s)" in proc.stderr
+    assert "mqtt.urll (line 3): unknown key" in proc.stderr  # the typo
+    assert "mqtt.password_credential: 'mqtt-pw' names a systemd credential" in proc.stderr  # in the same pass
+    assert f"model.path: model file {tmp_path / 'model.onnx'} could not be loaded by onnxruntime" in proc.stderr
+    # the typo fixed: the model is still refused, as `edge-agent doctor` refuses it
+    config.write_text("model:\n  path: model.onnx\n")
+    proc = edge_agent("config", "check", str(config))
+    assert proc.returncode == 1 and f"{config}: 1 problem(s)" in proc.stderr, proc.stderr

@@ -86,6 +86,8 @@ def test_config_check_prints_the_taxonomy_problems(tmp_path: pathlib.Path) -> No
     assert f"taxonomy ({taxonomy}): labels[1].severity (line 9): Input should be 'low', 'medium', 'high' or " \
            "'critical' (got 'awful')" in result.output
     shutil.copy(EXAMPLE, tmp_path / "plant.yaml")
+    # config check opens the model too: a real one where the config names it
+    shutil.copy(pathlib.Path(__file__).parents[2] / "models" / "conveyor-yolov8n.int8.onnx", tmp_path / "model.onnx")
     result = CliRunner().invoke(app, ["config", "check", str(config)])
     assert result.exit_code == 0 and result.output.strip().endswith("agent.yaml: ok"), result.output
 

@@ -133,6 +133,9 @@ def test_example_config_is_valid_and_matches_the_units(tmp_path: pathlib.Path) -
 
     from agent.cli.main import app
 
+    # config check opens the model as the agent would: the shipped one stands in for /opt/edge-agent/models here
+    shipped = UNITS.parent / "models" / pathlib.Path(doc["model"]["path"]).name
+    env["EDGE_AGENT_MODEL__PATH"] = str(shipped)
     result = CliRunner(env=env).invoke(app, ["config", "check", str(UNITS / "edge-agent.yaml")])
     assert result.exit_code == 0 and result.stdout.strip().endswith("edge-agent.yaml: ok"), result.output
 
