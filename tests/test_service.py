@@ -16,7 +16,7 @@ import pytest
 from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig
 from agent.errors import ModelError, SourceError
 from agent.publish.local_broker import LocalMosquitto
-from agent.publish.schema import validate_payload
+from agent.publish.schema import validate_payload, validate_stats
 from agent.service import AgentService
 from tests.conftest import VIDEO_FRAMES, MqttCollector
 
@@ -176,6 +176,14 @@ def test_periodic_stats_topic_reports_cameras_and_outbox(
     assert last["cameras"]["belt"]["state"] == "online"
     assert {"committed", "acked", "evicted", "pending", "redelivered"} <= set(last["publisher"])
     assert last["publisher"]["evicted"] == 0
+    for message in got:  # the contract: proto/mqtt/stats.v1.schema.json
+        assert validate_stats(json.loads(message.payload)) == [], message.payload
+    # and the schema is no blank cheque: a counter gone, a wrong type, a field not in the contract
+    broken = {**last, "uptime_s": "long", "surprise": 1}
+    del broken["cameras"]["belt"]["frames_read"]
+    problems = validate_stats(broken)
+    assert any("uptime_s" in p for p in problems) and any("surprise" in p for p in problems)
+    assert any("frames_read" in p for p in problems), problems
 
 
 def test_mqtt_311_works_through_the_outbox(mosquitto: LocalMosquitto,

@@ -1,7 +1,8 @@
 """The MQTT payloads' JSON Schemas, and validators that explain what is wrong.
 
 The schemas live in the repository's wire contracts, ``proto/mqtt/``: the tag event
-(``tag-event.v1.schema.json``) and the retained device status (``status.v1.schema.json``);
+(``tag-event.v1.schema.json``), the retained device status (``status.v1.schema.json``) and the
+periodic stats (``stats.v1.schema.json``, :func:`validate_stats`);
 this module finds them next to the package (``agent/../proto``).
 :func:`validate_payload` (tag events) and :func:`validate_status` check a decoded payload
 and return one human-readable line per problem, each starting with the JSON
@@ -29,6 +30,7 @@ from agent.errors import PublishError
 SCHEMA_DIR = pathlib.Path(__file__).resolve().parents[2] / "proto" / "mqtt"
 SCHEMA_PATH = SCHEMA_DIR / "tag-event.v1.schema.json"
 STATUS_SCHEMA_PATH = SCHEMA_DIR / "status.v1.schema.json"
+STATS_SCHEMA_PATH = SCHEMA_DIR / "stats.v1.schema.json"
 
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$")
 
@@ -70,11 +72,16 @@ def _is_rfc3339(value: object) -> bool:
     return offset_h is None or (int(offset_h) <= 23 and int(offset_m) <= 59)
 
 
+def load_stats_schema() -> dict[str, Any]:
+    """The periodic stats schema as a dict (read once, then cached)."""
+    return _load(STATS_SCHEMA_PATH, "periodic stats")
+
+
 @functools.cache
-def _validator(status: bool = False) -> Draft202012Validator:
+def _validator(status: bool = False, stats: bool = False) -> Draft202012Validator:
     checker = FormatChecker()  # a per-instance copy of the default checkers
     checker.checks("date-time")(_is_rfc3339)
-    schema = load_status_schema() if status else load_schema()
+    schema = load_stats_schema() if stats else load_status_schema() if status else load_schema()
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=checker)
 
@@ -98,3 +105,11 @@ def validate_status(obj: object) -> list[str]:
     Empty when the payload matches ``proto/mqtt/status.v1.schema.json``.
     """
     return _problems(_validator(status=True), obj)
+
+
+def validate_stats(obj: object) -> list[str]:
+    """Problems with a decoded periodic stats payload (``<prefix>/<device>/stats``), one line each.
+
+    Empty when the payload matches ``proto/mqtt/stats.v1.schema.json``.
+    """
+    return _problems(_validator(stats=True), obj)
