@@ -139,7 +139,8 @@ def to_answer(reply: pb.DescribeResponse) -> VlmAnswer | None:
         tags=tuple((t.label, t.confidence if math.isfinite(t.confidence) else 0.0) for t in reply.tags if t.label),
         defects=tuple(VlmDefect(d.type, d.location, _SEVERITIES.get(d.severity, "unspecified"))
                       for d in reply.defects),
-        description=reply.description, model=reply.model, vlm_ms=reply.vlm_ms, gateway_ms=reply.gateway_ms)
+        description=reply.description, model=reply.model, vlm_ms=reply.vlm_ms, gateway_ms=reply.gateway_ms,
+        notes=tuple(redact(n[:300]) for n in reply.notes[:4] if n))
 
 
 def service_config(health_check: bool) -> dict[str, Any]:

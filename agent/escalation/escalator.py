@@ -467,8 +467,9 @@ class Escalator:
             tickets, call.followers = [call.leader, *call.followers], []
         for ticket in tickets:
             if ticket.near is None:
-                outcome = EscalationOutcome(
-                    status, reason=reason, model=answer.model if answer else None,
+                outcome = EscalationOutcome(  # an answer's reason: what the gateway changed to give it, if anything
+                    status, reason=reason or ("; ".join(answer.notes) if answer and answer.notes else None),
+                    model=answer.model if answer else None,
                     latency_ms=round(latency_ms, 2) if latency_ms is not None else None,
                     description=answer.description if answer else None)
             elif answer is not None:

@@ -49,6 +49,7 @@ class VlmAnswer:
     model: str
     vlm_ms: float  # Ollama's own time
     gateway_ms: float  # the gateway's time, queueing included
+    notes: tuple[str, ...] = ()  # what the gateway changed to answer (crops left out to fit the context)
 
 
 def merge(

@@ -119,6 +119,17 @@ def test_an_answer_is_published_at_once_decided_by_the_vlm(gateway: ScriptedGate
     assert (stats.calls, stats.codes, stats.in_flight, stats.waiting, stats.breaker) == (1, {"OK": 1}, 0, 0, "closed")
 
 
+def test_an_answer_with_notes_says_them_as_its_reason(gateway: ScriptedGateway, escalator: Make) -> None:
+    note = "2 of 4 crop(s) left out to fit the model's context (4096 tokens, 768 per image, 512 kept for the answer)"
+    answer = reply()
+    answer.notes.append(note)
+    gateway.behave = lambda request: answer
+    esc, sink = escalator(gateway.address)
+    esc.submit(*uncertain(1))
+    (published,) = sink.wait_for(1)
+    assert (published.escalation.status, published.escalation.reason) == ("answered", note) and valid([published])
+
+
 def test_past_the_publish_deadline_timeout_then_a_late_answer_as_revision_2(gateway: ScriptedGateway,
                                                                               escalator: Make) -> None:
     gateway.delay_s = 0.8

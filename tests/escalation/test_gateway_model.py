@@ -223,12 +223,14 @@ def test_the_agent_hears_loading_model_while_its_gateway_loads(start_gateway: St
             try:
                 first = await client.describe(samples.request(), timeout=2.0)
                 await asyncio.sleep(LOAD_S)
-                return [first, await client.describe(samples.request(), timeout=5.0)]
+                return [first, await client.describe(samples.request(crops=crops(4)), timeout=5.0)]
             finally:
                 await client.close()
 
         during, after = asyncio.run(run())
         assert (during.status, during.code, during.healthy) == ("unavailable", "UNAVAILABLE", False)
         assert during.reason is not None and "health service says NOT_SERVING: loading model" in during.reason
-        assert after.status == "answered"
+        assert after.status == "answered" and after.answer is not None
+        assert after.answer.notes == ("2 of 4 crop(s) left out to fit the model's context (4096 tokens, 768 per "
+                                      "image, 512 kept for the answer)",)
         assert HEALTH_REASON_KEY == REASON_KEY  # the agent reads the key the gateway writes
