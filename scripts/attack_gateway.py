@@ -244,8 +244,8 @@ def _five_images(side: int) -> pb.DescribeRequest:
 
 
 def case_big_requests(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> dict[str, Any]:
-    """``n`` requests at once of frame + 4 crops just under the default limits (12 MiB, 4 MiB an image)."""
-    request = _five_images(1630)
+    """``n`` requests at once of frame + 4 crops just under the default limits (6 MiB, 2 MiB an image)."""
+    request = _five_images(1200)
     codes = fire(stub, [(request, bearer(i % AGENTS)) for i in range(n)], timeout=30)
     return {"request_mb": round(request.ByteSize() / MB, 1), "codes": dict(codes)}
 
@@ -258,7 +258,7 @@ def case_oversized_requests(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -
 
 
 def case_detections(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> dict[str, Any]:
-    many = [pb.Detection(label="scratch", confidence=0.5, box=pb.Box(x1=1, y1=1, x2=2, y2=2))] * 500_000
+    many = [pb.Detection(label="scratch", confidence=0.5, box=pb.Box(x1=1, y1=1, x2=2, y2=2))] * 160_000
     request = samples.request(detections=many)
     return {"request_mb": round(request.ByteSize() / MB, 1),
             "codes": dict(fire(stub, [(request, bearer(i)) for i in range(n)]))}

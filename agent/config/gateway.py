@@ -121,15 +121,18 @@ class LimitsConfig(_Strict):
     queue: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=8, description="calls waiting for a free slot; one more is refused with RESOURCE_EXHAUSTED")
     max_image_bytes: Annotated[int, Field(ge=1024, le=256 * MiB)] = Field(
-        default=4 * MiB, description="largest encoded image (frame or crop); larger is INVALID_ARGUMENT")
+        default=2 * MiB, description="largest encoded image (frame or crop); larger is INVALID_ARGUMENT (the "
+        "agent's 672 px JPEGs are about 60 kB; raise it with escalation.image_max_side)")
     max_image_pixels: Annotated[int, Field(ge=64 * 64, le=100_000_000)] = Field(
         default=4096 * 4096, description="largest width*height, read from the image header before decoding")
     max_crops: Annotated[int, Field(ge=0, le=16)] = Field(default=4, description="most crops per request")
     max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * MiB)] = Field(
-        default=12 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
+        default=6 * MiB, description="gRPC receive limit for one request; a larger request is refused by gRPC "
         "itself (RESOURCE_EXHAUSTED 'Received message larger than max'); keep it above max_image_bytes so "
         "that an oversized image gets the gateway's INVALID_ARGUMENT message. At most 2 * parallel requests "
-        "are read at once (the others wait unread), so this times 2 * parallel bounds the memory they take")
+        "are read at once (the others wait unread), so this times 2 * parallel bounds the memory they take; "
+        "reading and forwarding a request holds the event loop for a time that grows with its size (protobuf "
+        "parsing, the ollama client's base64 and JSON), so keep it small")
     max_detections: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=100, description="most detections per request, counted before any is read")
     max_jpeg_scans: Annotated[int, Field(ge=1, le=1000)] = Field(

@@ -17,8 +17,8 @@ admits each ``Describe`` before gRPC reads its request, so at most
 on concurrent calls (``maximum_concurrent_rpcs`` counted every agent's health
 watch, and 34 connected agents locked every ``Describe`` out).
 
-Message size: the receive limit is ``limits.max_message_bytes`` (12 MiB by
-default), above ``limits.max_image_bytes`` (4 MiB), so an oversized image
+Message size: the receive limit is ``limits.max_message_bytes`` (6 MiB by
+default), above ``limits.max_image_bytes`` (2 MiB), so an oversized image
 reaches the handler and gets the gateway's INVALID_ARGUMENT message; only a
 request above the receive limit is refused by gRPC itself (RESOURCE_EXHAUSTED,
 details "Received message larger than max ...").

@@ -237,7 +237,7 @@ def test_calls_cut_off_while_their_request_arrives_give_their_place_back(start_g
     gw = start_gateway()
     admission = gw.server.service.admission  # type: ignore[union-attr]
     stub = pb_grpc.EscalationStub(channels(gw.address))
-    big = samples.request(b"\xff\xd8\xff" + bytes(10 * 1024 * 1024))  # 10 MB: the deadline passes on the way
+    big = samples.request(b"\xff\xd8\xff" + bytes(5 * 1024 * 1024))  # 5 MB: the deadline passes on the way
     for _ in range(12):  # more than parallel + queue (9): a leaked place would lock the next call out
         with pytest.raises(grpc.RpcError) as caught:
             stub.Describe(big, timeout=0.002)
