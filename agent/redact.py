@@ -10,7 +10,8 @@ error detail. :func:`redact` hides, anywhere in a text:
 * the value of every ``key=value`` whose key names a credential, wherever it sits:
   query (``?user=admin&password=pw``), path (``/user=admin&password=pw&channel=1``,
   Dahua/Hikvision style), ``loginuse=``/``loginpas=`` (Foscam-style CGI), tokens and
-  keys (``token=``, ``api_key=``, ``sig=``) or GStreamer properties (``user-pw=``).
+  keys (``token=``, ``api_key=``, ``sig=``) or GStreamer properties (``user-pw=``);
+* an HTTP authorization value: ``Bearer <token>``, ``Basic <base64>``.
 
 Masking too much beats leaking: a ``key=value`` whose key merely ends like a
 credential (``bypass=``) is hidden too. The length of a secret is not shown.
@@ -31,7 +32,7 @@ _URL = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s'\"<>`]
 # key names (or key endings) that carry a credential; matched case-insensitively
 _SECRET_KEY = (
     r"(?:password|passwd|passphrase|pwd|pass|psw|loginpas|loginuse|login|user|username|usr|userid|"
-    r"user-id|user-pw|user_pw|token|secret|apikey|api_key|api-key|key|sig|signature|auth|authbasic|"
+    r"user-id|user-pw|user_pw|token|secret|apikey|api_key|api-key|key|sig|signature|authbasic|"
     r"authorization|credential|credentials|session|sid)"
 )
 # KEY=VALUE (also KEY = VALUE and KEY:"VALUE" in JSON is left to the caller); the key
@@ -41,6 +42,12 @@ _KEY_VALUE = re.compile(
     r"(?i)(?<![A-Za-z0-9])(?P<key>[A-Za-z0-9_.-]*?" + _SECRET_KEY + r")(?P<eq>\s*=\s*)"
     r"(?P<value>\"[^\"]*\"|'[^']*'|(?:[^\s&;#,'\"\\]|\\(?![\"'\\]))+)"
 )
+
+
+# an HTTP authorization value wherever it is quoted: "Bearer <token>", "Basic <base64>"
+# (a Basic value must look like base64: a digit, '+', '/' or '=' in it, so "basic checks" stays text)
+_SCHEME_TOKEN = re.compile(r"(?i)\b(?:(?P<scheme>bearer)(?P<gap>\s+)[A-Za-z0-9._~+/-]{8,}=*"
+                           r"|(?P<scheme2>basic)(?P<gap2>\s+)(?=[A-Za-z]*[0-9+/=])[A-Za-z0-9+/]{8,}=*)")
 
 
 def _mask_userinfo(match: re.Match[str]) -> str:
@@ -56,6 +63,12 @@ def _mask_userinfo(match: re.Match[str]) -> str:
     return match.group("scheme") + masked + rest[at:]
 
 
+def _mask_scheme_token(match: re.Match[str]) -> str:
+    if match.group("scheme"):
+        return match.group("scheme") + match.group("gap") + MASK
+    return match.group("scheme2") + match.group("gap2") + MASK
+
+
 def _mask_value(match: re.Match[str]) -> str:
     value = match.group("value")
     quoted = value[:1] in "\"'" and len(value) >= 2
@@ -68,6 +81,7 @@ def redact(text: str) -> str:
     if not text:
         return text
     out = _URL.sub(_mask_userinfo, text) if "://" in text else text
+    out = _SCHEME_TOKEN.sub(_mask_scheme_token, out)
     if "=" in out:
         out = _KEY_VALUE.sub(_mask_value, out)
     return out

@@ -42,6 +42,13 @@ from agent.redact import redact
         ('{"reason":"rtsp://h/p?password=s3cret"}', '{"reason":"rtsp://h/p?password=***"}'),
         # an '@' in the query is not user info
         ("http://h/x?next=a@b&token=s3cret", "http://h/x?next=a@b&token=***"),
+        # an authorization header's value, quoted in an error
+        ("sent Authorization: Bearer abcdefgh12345678==", "sent Authorization: Bearer ***"),
+        ("authorization=Basic YWRtaW46czNjcmV0", "authorization=*** ***"),
+        # the words, not a header: unchanged
+        ("basic checks passed; a bearer of bad news", "basic checks passed; a bearer of bad news"),
+        # a log field that only looks like a key: 'auth' describes, it holds no secret
+        ("msg='gateway listening' auth='tokens (2 clients)'", "msg='gateway listening' auth='tokens (2 clients)'"),
         # nothing to hide: unchanged
         ("rtsp://cam.local/live?channel=1&subtype=0", "rtsp://cam.local/live?channel=1&subtype=0"),
         ("level=info msg='gateway listening' parallel=2 keep_alive=30m", "level=info msg='gateway listening' "
