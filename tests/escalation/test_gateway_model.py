@@ -27,7 +27,7 @@ from tests.fakes.ollama import FakeOllama
 from tests.fakes.ollama_runner import out_of_memory
 
 Channels = Callable[..., grpc.Channel]
-LOAD_S = 3.0  # longer than the health check's quick wait (2 s): the gateway starts "loading"
+LOAD_S = 5.0  # well past the health check's quick wait (1 s here) and a short call: the gateway starts "loading"
 
 
 def crops(count: int) -> list[pb.Crop]:
@@ -64,7 +64,7 @@ def test_a_cold_load_is_the_gateways_calls_wait_for_it_or_say_loading(start_gate
 
         # a short deadline: told "loading" before it passes, not DEADLINE_EXCEEDED
         with pytest.raises(grpc.RpcError) as short:
-            stub.Describe(samples.request(), timeout=0.5)
+            stub.Describe(samples.request(), timeout=1.5)  # told 0.3 s before its deadline
         assert short.value.code() == grpc.StatusCode.UNAVAILABLE
         assert short.value.details().startswith("loading: Ollama is loading model 'llava:7b'")
         # a deadline longer than the rest of the load: waits for it and is answered
@@ -87,7 +87,7 @@ def test_after_an_ollama_restart_the_model_is_loaded_again(start_gateway: StartG
         assert wait_until(lambda: reason(gw).startswith("loading:"))
         assert health_status(channel, SERVICE_NAME) == "NOT_SERVING"
         with pytest.raises(grpc.RpcError) as short:
-            stub.Describe(samples.request(), timeout=0.5)
+            stub.Describe(samples.request(), timeout=1.5)  # told 0.3 s before its deadline
         assert short.value.code() == grpc.StatusCode.UNAVAILABLE and "loading:" in short.value.details()
         assert stub.Describe(samples.request(), timeout=LOAD_S + 5).verdict == pb.VERDICT_DEFECT
         assert wait_for_health(channel, "SERVING", SERVICE_NAME) == "SERVING"
