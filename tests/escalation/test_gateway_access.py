@@ -4,7 +4,9 @@ watches that do not count, admission before any image is decoded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
+import socket
 import time
 from collections.abc import Callable
 
@@ -256,3 +258,17 @@ def test_queued_calls_wait_unread(start_gateway: StartGateway, fake_ollama: Fake
     assert admission.reading == 2  # the running call and the next; three wait as headers only
     assert all(c.result().verdict != 0 for c in calls)
     assert admission.reading == 0 and admission.admitted == 0
+
+
+def test_a_connection_that_never_handshakes_is_closed(start_gateway: StartGateway, channels: Channels) -> None:
+    gw = start_gateway(limits={"handshake_timeout_s": 0.5})
+    idle = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(20)]  # type: ignore[arg-type]
+    try:
+        for sock in idle:  # the server sends its HTTP/2 settings, then hangs up (b"" or a reset)
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(1024):
+                    pass
+        assert pb_grpc.EscalationStub(channels(gw.address)).Describe(samples.request(), timeout=5).verdict != 0
+    finally:
+        for sock in idle:
+            sock.close()
