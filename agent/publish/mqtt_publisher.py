@@ -284,10 +284,15 @@ class MqttPublisher:
             self._published += 1
         try:
             topic = tags_topic(self._prefix, event.device, event.camera)
+            payload = event.to_json()
+            size = self.oversize(topic, len(payload))
+            if size is not None:  # MQTT 5: never send it (ReliablePublisher dead-letters such events instead)
+                raise ValueError(f"{size} bytes as a packet, larger than the broker's maximum packet size of "
+                                 f"{self._limits.max_packet_size} bytes")
             info = self._client.publish(
-                topic, event.to_json(), qos=self._qos, retain=False, properties=self._properties(PacketTypes.PUBLISH)
+                topic, payload, qos=self._qos, retain=False, properties=self._properties(PacketTypes.PUBLISH)
             )
-        except ValueError as exc:  # invalid topic or a payload over 256 MiB: a bug, not an outage
+        except ValueError as exc:  # invalid topic, a payload over 256 MiB or over the broker's limit: not an outage
             with self._changed:
                 self._dropped += 1
                 self._changed.notify_all()
@@ -358,9 +363,15 @@ class MqttPublisher:
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def publish_stats(self, topic: str, doc: dict[str, Any]) -> None:
-        """Best effort (QoS 0, not stored anywhere): periodic counters for dashboards."""
-        self._client.publish(topic, json.dumps(doc, separators=(",", ":")), qos=0, retain=False,
-                             properties=self._properties(PacketTypes.PUBLISH))
+        """Best effort (QoS 0, not stored anywhere): periodic counters for dashboards. Not sent (logged at most
+        once a minute) when larger than the broker's maximum packet size."""
+        payload = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+        size = self.oversize(topic, len(payload))
+        if size is not None:
+            self._throttle.warning("stats-too-large", "stats document of %d bytes not published: larger than the "
+                                   "broker's maximum packet size of %s bytes", size, self._limits.max_packet_size)
+            return
+        self._client.publish(topic, payload, qos=0, retain=False, properties=self._properties(PacketTypes.PUBLISH))
 
     def republish_status(self) -> None:
         """Publish the retained ``online`` status again (its extra fields changed). Returns at once (QoS 1,

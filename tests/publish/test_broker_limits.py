@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from agent.config.models import MqttConfig
+from agent.errors import PublishError
 from agent.publish import deadletters
 from agent.publish.event import TagEvent
 from agent.publish.local_broker import LocalMosquitto
@@ -125,6 +126,11 @@ def test_a_limit_below_a_tag_event_dead_letters_events_with_one_line_and_the_sta
         assert doc["outbox_dead_letter_causes"] == {"too_large": 30}
         assert "maximum packet size of 400 bytes" in doc["outbox_dead_letter_reason"]
         assert len(status.messages[-1].payload) < 400  # trimmed to fit
+        pub.mqtt.publish_stats("edge/dev1/stats", {"filler": "x" * 500})  # does not fit either: not sent
+        with pytest.raises(PublishError, match="larger than the broker's maximum packet size of 400 bytes"):
+            pub.mqtt.publish_event(event)  # the bare publisher (no outbox) refuses it too, never sends it
+        assert pub.mqtt.stats().connects == 1 and pub.stats().connected
+        assert any("stats document of" in r.getMessage() for r in caplog.records)
 
 
 def test_a_256_byte_limit_still_gets_a_status_with_the_dead_letters_cause(
