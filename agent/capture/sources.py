@@ -33,6 +33,7 @@ from typing import Protocol, TypeGuard
 import cv2
 import numpy as np
 
+from agent.capture.diagnose import quiet_video_libraries, stream_open_failure
 from agent.capture.scenes import SCENES, SceneStream
 from agent.capture.synthetic import FrameTruth
 from agent.errors import SourceError
@@ -228,6 +229,7 @@ class OpenCVSource:
 
     def open(self) -> None:
         self.close()
+        quiet_video_libraries()  # OpenCV's and FFmpeg's own lines, once per retry, say less than our message
         try:
             cap = self._open_capture()
         except cv2.error as exc:
@@ -277,9 +279,7 @@ class OpenCVSource:
             return (f"camera source {self._desc!r}: OpenCV/FFmpeg cannot decode this file "
                     "(expected a video container such as .mp4, .mkv or .avi with a codec FFmpeg knows)")
         if self._kind == "stream":
-            return (f"camera source {self._desc!r}: could not open the stream within "
-                    f"{self.open_timeout_s:g} s (check that the camera is reachable, the URL path and "
-                    "the credentials)")
+            return stream_open_failure(str(self._target), self._desc, self.open_timeout_s)
         if self._kind == "v4l2":
             return (f"camera source {self._desc!r}: could not open the V4L2 device (is it in use by "
                     "another process, and may this user read it, e.g. group 'video'?)")

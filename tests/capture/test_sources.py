@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import socket
+import subprocess
+import sys
 import time
 
 import cv2
@@ -272,8 +275,35 @@ def test_unreachable_rtsp_fails_fast(closed_port: int) -> None:
         source.open()
     assert time.monotonic() - started < 10.0
     message = str(info.value)
-    assert "could not open the stream" in message
+    # said as it is: refused, not "could not open the stream within 5 s"
+    assert f"connection refused by 127.0.0.1:{closed_port}" in message, message
     assert "s3cret" not in message and "rtsp://***:***@" in message
+
+
+@pytest.mark.timeout(30)
+def test_a_camera_name_that_does_not_resolve_is_said_so() -> None:
+    with pytest.raises(SourceError, match="cannot resolve the host 'no-such-camera.invalid'"):
+        open_source("rtsp://no-such-camera.invalid/cam").open()  # .invalid never resolves (RFC 2606)
+
+
+@pytest.mark.timeout(60)
+def test_failed_opens_leave_no_opencv_or_ffmpeg_lines_on_stderr(closed_port: int) -> None:
+    # a camera that refuses, tried three times as the grabber's reconnects do: only our own message counts
+    code = ("import sys\nfrom agent.capture.sources import open_source\nfrom agent.errors import SourceError\n"
+            f"source = open_source('rtsp://127.0.0.1:{closed_port}/cam')\n"
+            "for _ in range(3):\n"
+            "    try:\n        source.open()\n    except SourceError as exc:\n        print(exc)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    lines = quiet.stdout.splitlines()  # our three messages, nothing of FFmpeg's between them
+    assert len(lines) == 3 and all("connection refused by" in line for line in lines), quiet.stdout
+    # asked for in the environment, their lines are there (OpenCV sends FFmpeg's to stdout then): the quiet
+    # above is our doing
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50,
+                          env={**env, "OPENCV_FFMPEG_LOGLEVEL": "16", "OPENCV_LOG_LEVEL": "WARNING"})
+    assert "Connection to tcp://" in loud.stdout + loud.stderr and "WARN" in loud.stderr, loud
 
 
 @pytest.mark.timeout(30)
