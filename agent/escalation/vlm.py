@@ -154,12 +154,18 @@ class OllamaVlm:
         deadline = time.monotonic() + budget
         await self._wait_until_loaded(deadline, budget)
         crops = prompt.crops
-        prompt = self._fit(prompt, [])
         vlm_ms = 0.0
         problem = ""
         retry: list[dict[str, Any]] = []
         for attempt in range(1, _MAX_ATTEMPTS + 1):
-            prompt = self._fit(prompt, retry)
+            try:
+                prompt = self._fit(prompt, retry)
+            except VlmModelFailed:
+                if not retry:
+                    raise
+                problem += " (a retry showing it does not fit the model's context)"
+                attempt -= 1
+                break  # report the bad answer
             messages = [*self._messages(prompt), *retry]
             response = await self._chat(messages, prompt.schema, deadline - time.monotonic(), budget)
             vlm_ms += (response.total_duration or 0) / _NS_PER_MS
@@ -182,7 +188,7 @@ class OllamaVlm:
                              load_ms=(response.load_duration or 0) / _NS_PER_MS,
                              prompt_tokens=response.prompt_eval_count or 0, answer_tokens=response.eval_count or 0,
                              notes=notes)
-        raise VlmInvalidAnswer(f"the VLM ({self.model}) gave no valid answer in {_MAX_ATTEMPTS} attempts; the last "
+        raise VlmInvalidAnswer(f"the VLM ({self.model}) gave no valid answer in {attempt} attempt(s); the last "
                                f"one {problem}; expected JSON matching the answer schema")
 
     @staticmethod

@@ -88,7 +88,7 @@ def test_an_invalid_answer_is_asked_again_once_then_aborted(stub: pb_grpc.Escala
     fake_ollama.script(OUT_OF_RANGE, OUT_OF_RANGE)
     error = describe_error(stub, samples.request())
     assert error.code() == grpc.StatusCode.ABORTED
-    assert "no valid answer in 2 attempts" in error.details() and "1.7 is greater than" in error.details()
+    assert "no valid answer in 2 attempt(s)" in error.details() and "1.7 is greater than" in error.details()
     first, second = fake_ollama.chat_requests()
     # the retry shows the model its answer and what was wrong with it
     assert second.body["messages"][2] == {"role": "assistant", "content": OUT_OF_RANGE}

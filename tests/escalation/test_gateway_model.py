@@ -7,6 +7,7 @@ FAILED_PRECONDITION and NOT_SERVING, not retried."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -142,6 +143,20 @@ def test_the_retry_fits_too_and_never_drops_the_images(stub: pb_grpc.EscalationS
     first, second = fake_ollama.chat_requests()
     assert first.fitted is not None and second.fitted is not None
     assert second.fitted.dropped_messages == 0 and second.fitted.images_seen >= 1  # the model saw the frame
+
+
+def test_a_retry_that_would_not_fit_is_not_sent(start_gateway: StartGateway, fake_ollama: FakeOllama,
+                                                channels: Channels) -> None:
+    # the frame and the question fit 2048 - 256 tokens; shown again with a long bad answer they would not
+    long_bad = json.dumps({"verdict": "pass", "tags": [{"label": "x" * 60, "confidence": 1.7}] * 32,
+                           "defects": [], "description": "x"})
+    fake_ollama.script(long_bad)
+    gw = start_gateway(ollama={"num_ctx": 2048, "num_predict": 256})
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.EscalationStub(channels(gw.address)).Describe(samples.request(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.ABORTED  # the answer was bad, not the host
+    assert "in 1 attempt(s)" in info.value.details() and "does not fit the model's context" in info.value.details()
+    assert len(fake_ollama.chat_requests()) == 1
 
 
 def test_the_models_trained_context_caps_num_ctx(start_gateway: StartGateway, channels: Channels) -> None:
