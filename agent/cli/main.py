@@ -155,7 +155,11 @@ def demo(
     """Run the agent on a synthetic conveyor camera with the shipped model and a real Mosquitto."""
     from agent.cli.demo import run_demo
 
-    if duration is not None and duration <= 0:
+    if duration is not None and duration < 0:
+        typer.echo(f"edge-agent: error: --duration {duration:g}: expected 0 (until Ctrl-C) or a positive number "
+                   "of seconds", err=True)
+        raise typer.Exit(2)
+    if duration == 0:
         duration = None  # 0 means "until Ctrl-C"
     try:
         code = run_demo(broker=broker, duration=duration, fps=fps, seed=seed, model=model, quiet=quiet)
@@ -183,6 +187,10 @@ def tail(
     from agent.publish.tail import broker_login, plaintext_login
     from agent.publish.tail import tail as run_tail
 
+    for option, value in (("--count", count), ("--timeout", timeout)):
+        if value is not None and value <= 0:
+            typer.echo(f"edge-agent: error: {option} {value:g}: expected a positive number", err=True)
+            raise typer.Exit(2)
     if verdict is not None and verdict not in ("pass", "defect", "uncertain"):
         typer.echo(f"edge-agent: error: --verdict {verdict!r}: expected pass, defect or uncertain", err=True)
         raise typer.Exit(2)

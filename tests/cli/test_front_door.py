@@ -31,6 +31,11 @@ from tests.cli.test_cli import EDGE_AGENT, assert_no_traceback, edge_agent
         (["demo", "--seed", "-1"], "--seed"),
         # a model path that does not exist, refused before the broker starts
         (["demo", "--model", "/nonexistent/model.onnx"], "--model /nonexistent/model.onnx: no such file"),
+        # a negative duration (0 is "until Ctrl-C"; a negative one meant the same, silently)
+        (["demo", "--duration", "-5"], "--duration -5: expected 0 (until Ctrl-C) or a positive number"),
+        # tail: no events to wait for, or a deadline already past
+        (["tail", "--count", "0"], "--count 0: expected a positive number"),
+        (["tail", "--timeout", "-1"], "--timeout -1: expected a positive number"),
         # a log level logging does not know
         (["run", "--log-level", "verbose"], "--log-level 'verbose': expected one of debug, info, warning, error"),
     ],
