@@ -37,6 +37,7 @@ import numpy as np
 from agent.capture.frame import Frame
 from agent.capture.priority import yield_to_model
 from agent.config.models import AgentConfig, CameraConfig
+from agent.escalation.sampler import LEARN_MODEL_ID, LearnSampler, LearnTally
 from agent.prefilter.detection import PrefilterResult
 from agent.publish.event import TagEvent, build_event
 from agent.publish.snapshot import SnapshotSender
@@ -104,20 +105,68 @@ class Inspection:
     event: TagEvent
 
 
-class FrameInspector:
-    """Frame -> prefilter -> triage -> tag event. No threads, no network."""
+_LEARN_DECISION = TriageDecision(verdict="uncertain", tags=())  # a learn-mode frame: nothing decided it yet
 
-    def __init__(self, config: AgentConfig, prefilter: Prefilter) -> None:
+
+class FrameInspector:
+    """Frame -> prefilter -> triage -> tag event. No threads, no network.
+
+    Cameras in learn mode (``AgentConfig.learns``) have no prefilter: :meth:`learn` asks ``sampler`` whether
+    their frame goes to the VLM (counted in ``tally``, see :mod:`agent.escalation.sampler`). ``prefilter`` may
+    be None when every camera learns."""
+
+    def __init__(self, config: AgentConfig, prefilter: Prefilter | None, *, sampler: LearnSampler | None = None,
+                 tally: LearnTally | None = None) -> None:
         self._config = config
         self._prefilter = prefilter
         self._cameras: dict[str, CameraConfig] = {c.id: c for c in config.cameras}
+        self._learning = frozenset(c.id for c in config.cameras if config.learns(c))
+        if self._learning and sampler is None:
+            sampler = LearnSampler({c.id: config.learn_for(c) for c in config.cameras if config.learns(c)})
+        if prefilter is None and len(self._learning) < len(self._cameras):
+            raise ValueError("a FrameInspector without a prefilter needs every camera in learn mode")
+        self._sampler = sampler
+        self._tally = tally if tally is not None else LearnTally(self._learning)
+
+    @property
+    def tally(self) -> LearnTally:
+        return self._tally
+
+    def learns(self, camera_id: str) -> bool:
+        """Whether ``camera_id`` is in learn mode (its frames go to :meth:`learn`, not to the prefilter)."""
+        return camera_id in self._learning
+
+    def learn(self, frame: Frame, now: float) -> Inspection | None:
+        """A learn-mode camera's frame: its inspection (verdict ``uncertain``, no tags, for the VLM) when the
+        sampler sends it, None when it is skipped. Either way its fate is counted in the tally."""
+        if self._sampler is None or not self.learns(frame.camera_id):
+            raise KeyError(f"camera {frame.camera_id!r} is not in learn mode")
+        fate = self._sampler.decide(frame.camera_id, frame.image, now)
+        self._tally.fate(frame.camera_id, fate)
+        if not fate.startswith("sampled"):
+            return None
+        result = PrefilterResult(model_id=LEARN_MODEL_ID, detections=(), latency_ms=0.0, task="classify")
+        event = build_event(
+            device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
+            captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
+            decision=_LEARN_DECISION, model_id=LEARN_MODEL_ID, prefilter_latency_ms=0.0,
+            taxonomy=self._config.loaded_taxonomy,
+        )
+        return Inspection(frame, result, _LEARN_DECISION, event)
 
     def inspect(self, frame: Frame) -> Inspection:
-        return self._inspection(frame, self._prefilter.infer(frame.image))
+        return self._inspection(frame, self._model().infer(frame.image))
+
+    def _model(self) -> Prefilter:
+        if self._prefilter is None:
+            raise RuntimeError("no prefilter: every camera is in learn mode (a frame reached inspect())")
+        return self._prefilter
 
     def inspect_many(self, frames: Sequence[Frame]) -> list[Inspection]:
         """Frames from several cameras, in one prefilter call where the model takes a batch
         (``infer_batch``, ``max_batch`` > 1); else one call each. Same inspections either way."""
+        if not frames:
+            return []
         infer_batch = getattr(self._prefilter, "infer_batch", None)
         if len(frames) < 2 or infer_batch is None or getattr(self._prefilter, "max_batch", 1) < 2:
             return [self.inspect(frame) for frame in frames]
@@ -128,7 +177,7 @@ class FrameInspector:
     def staged(self) -> StagedPrefilter | None:
         """The prefilter, when its call splits into stages the inference loop runs on separate threads."""
         p = self._prefilter
-        return p if all(hasattr(p, name) for name in _STAGES) else None  # type: ignore[return-value]
+        return p if p is not None and all(hasattr(p, name) for name in _STAGES) else None  # type: ignore[return-value]
 
     def inspections(self, frames: Sequence[Frame], results: Sequence[PrefilterResult]) -> list[Inspection]:
         """Triage and events for frames whose prefilter results are known (one result per frame)."""
@@ -182,7 +231,8 @@ class _Batch:
 
     inspector: FrameInspector
     snapshots: SnapshotSender | None
-    frames: list[Frame]
+    frames: list[Frame]  # for the prefilter
+    learn: list[Frame] = dataclasses.field(default_factory=list)  # of cameras in learn mode: no prefilter
     tensor: np.ndarray | None = None  # staged prefilter: the prepared model input
     plans: list[Any] = dataclasses.field(default_factory=list)
     buffer: Any = None
@@ -387,8 +437,13 @@ class InferenceLoop:
             if pool is not None:
                 pool.put(buffer)
             return None
-        batch = _Batch(inspector, snapshots, frames, runs=slots.gate)
-        if staged is not None:
+        learn = [f for f in frames if inspector.learns(f.camera_id)]
+        if learn:
+            frames = [f for f in frames if not inspector.learns(f.camera_id)]
+        batch = _Batch(inspector, snapshots, frames, learn, runs=slots.gate)
+        if staged is not None and not frames and pool is not None:
+            pool.put(buffer)  # only learn-mode frames: the model has nothing to do
+        elif staged is not None:
             t0 = time.perf_counter()
             batch.tensor, batch.plans = staged.prepare([f.image for f in frames], buffer)
             batch.buffer, batch.pool = buffer, pool
@@ -460,14 +515,20 @@ class InferenceLoop:
                     inspections = batch.inspector.inspections(batch.frames, results)
                 for inspection in inspections:
                     self._handle(inspection, batch.snapshots)
+                for frame in batch.learn:
+                    learned = batch.inspector.learn(frame, time.monotonic())
+                    if learned is not None:
+                        self._handle(learned, batch.snapshots)
+                    self.last_progress = time.monotonic()
             finally:
                 self._leave()
 
     def _handle(self, inspection: Inspection, snapshots: SnapshotSender | None) -> None:
         frame = inspection.frame
         c = self.counters
-        c.inspected[frame.camera_id] += 1
-        c.latencies_ms.append(inspection.result.latency_ms)
+        if inspection.result.model_id != LEARN_MODEL_ID:  # learn-mode frames are counted by the inspector's tally
+            c.inspected[frame.camera_id] += 1
+            c.latencies_ms.append(inspection.result.latency_ms)
         if self._escalation is not None and inspection.decision.needs_escalation:
             # never waits for the VLM: the escalation thread publishes this event (and counts it)
             self._escalation.submit(frame, inspection.decision, inspection.event)

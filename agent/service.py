@@ -32,12 +32,13 @@ from typing import Any, Protocol
 
 from agent.capture.grabber import Grabber, GrabberStats
 from agent.config.loader import load_config, resolve_runtime_paths
-from agent.config.models import AgentConfig, CameraConfig
+from agent.config.models import AgentConfig, CameraConfig, LearnConfig
 from agent.config.reload import ReloadPlan, plan_reload
-from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink, open_recorder
+from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink, learn_model_ref, open_recorder
 from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
 from agent.escalation.client import channel_credentials
 from agent.escalation.escalator import EscalationStats, Escalator
+from agent.escalation.sampler import LearnSampler, LearnTally, TallyingSink
 from agent.health.agent import AgentHealth, ModelFacts, warm_up
 from agent.health.notify import Notifier
 from agent.metrics.agent import MeteredPublisher
@@ -152,6 +153,10 @@ class AgentService:
         self._stats_thread: threading.Thread | None = None
         self._model_digest: str | None = None  # of the model file this service loaded (None: handed in)
         self._reload_lock = threading.Lock()
+        # learn mode (agent.escalation.sampler): which frames of the learning cameras go to the VLM, and the
+        # fate of every one of their frames
+        self.learn_tally = LearnTally(c.id for c in config.cameras if config.learns(c))
+        self._sampler = LearnSampler(_learn_configs(config))
 
     @property
     def publisher(self) -> Publisher:
@@ -161,7 +166,10 @@ class AgentService:
 
     def start(self) -> None:
         if self._prefilter is None:
-            self._prefilter, self.model_facts, self._model_digest = load_model(self.config)
+            if self.config.needs_model:
+                self._prefilter, self.model_facts, self._model_digest = load_model(self.config)
+            else:
+                log.info("no prefilter: every camera is in learn mode (a sample of their frames goes to the VLM)")
         else:
             self.model_facts = warm_up(self._prefilter, None, None)  # one inference on a blank frame
         # constructing a grabber checks its source spec (no I/O yet): fail before connecting anywhere
@@ -173,6 +181,7 @@ class AgentService:
             self._publisher = build_publisher(self.config)
         self._publisher = self.metered = MeteredPublisher(self._publisher)  # counts events for /metrics
         self._publisher.add_status_extra(self.camera_status.status_fields)
+        self._publisher.add_status_extra(self.learn_tally.status_fields)
         self._status_republisher = StatusRepublisher(self._publisher.republish_status,
                                                      interval_s=self._camera_status_interval_s)
         self.camera_status.on_change = self._status_republisher.poke
@@ -180,7 +189,8 @@ class AgentService:
         if escalation.gateway is not None:
             self.recorder = open_recorder(self.config, self._model_ref)  # None unless a camera records
             self._recording_sink = RecordingSink(self._publisher, self.recorder)
-            self.escalator = Escalator(escalation, self._recording_sink, credentials=credentials, rates={
+            self.escalator = Escalator(escalation, TallyingSink(self._recording_sink, self.learn_tally),
+                                       credentials=credentials, rates={
                 cam.id: cam.escalation_rate for cam in self.config.cameras if cam.escalation_rate is not None})
         self._publisher.start()
         if self.escalator is not None:
@@ -190,7 +200,7 @@ class AgentService:
         for g in self.grabbers:
             self.camera_status.attach(g.camera.id, g)
             g.start()
-        inspector = FrameInspector(self.config, self._prefilter)
+        inspector = FrameInspector(self.config, self._prefilter, sampler=self._sampler, tally=self.learn_tally)
         self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
                                   self._inspected, self._snapshot_sender(self.config), self.escalator)
         self._started_at = time.monotonic()
@@ -214,7 +224,7 @@ class AgentService:
     def _model_ref(self) -> ModelRef:
         """The running prefilter, as dataset records name it (called by the recorder on a new model id)."""
         info = getattr(self._prefilter, "info", None)
-        if info is None:  # a prefilter handed in without model info: its frames are not recorded
+        if info is None:  # no prefilter (learn mode), or one handed in without model info: not recorded
             return ModelRef("", None, "detect", ())
         digest = self._model_digest  # set just after the prefilter in a reload: check they go together
         if digest is not None and not info.model_id.endswith("@" + digest[:12]):
@@ -284,14 +294,17 @@ class AgentService:
         it cannot run (the model, a camera's source spec, a classifier's labels): then nothing has changed."""
         with self._reload_lock:
             loop = self.loop
-            if loop is None or self._prefilter is None:
+            if loop is None:
                 raise RuntimeError("the service is not started")
             plan = plan_reload(self.config, new)
             cfg = plan.config
             # 1. prepare everything that can fail, beside the running stages
             prefilter, facts, digest = self._prefilter, self.model_facts, self._model_digest
-            reload_model = plan.model_changed or (digest is not None and _digest_or_none(cfg.model.path) != digest)
-            if reload_model:
+            reload_model = cfg.needs_model and (prefilter is None or plan.model_changed or (
+                digest is not None and _digest_or_none(cfg.model.path) != digest))
+            if not cfg.needs_model:
+                prefilter, facts, digest = None, None, None  # every camera learns now: no model runs
+            elif reload_model:
                 prefilter, facts, digest = load_model(cfg)
             elif isinstance(prefilter, ImageClassifier):
                 check_pass_label(cfg, prefilter.info.names, str(prefilter.info.path))
@@ -308,7 +321,10 @@ class AgentService:
                 grabber = fresh.get(cam.id) or running[cam.id]
                 grabber.camera = cam  # a retuned camera: the same capture settings, new triage/escalation rate
                 grabbers.append(grabber)
-            if not loop.reconfigure(FrameInspector(cfg, prefilter), [(g.camera.id, g) for g in grabbers],
+            self._sampler.set_configs(_learn_configs(cfg))
+            self.learn_tally.set_cameras(c.id for c in cfg.cameras if cfg.learns(c))
+            inspector = FrameInspector(cfg, prefilter, sampler=self._sampler, tally=self.learn_tally)
+            if not loop.reconfigure(inspector, [(g.camera.id, g) for g in grabbers],
                                     self._snapshot_sender(cfg), timeout=_RELOAD_SWAP_S):
                 log.warning("reload: the inference thread is busy with one frame for over %.0f s; it switches to "
                             "the new config after it", _RELOAD_SWAP_S)
@@ -328,6 +344,7 @@ class AgentService:
             self.grabbers = grabbers
             if recorder is not None:
                 recorder.set_cameras(recording)
+                recorder.set_learn_model(learn_model_ref(cfg))
                 if self._recording_sink is not None and self._recording_sink.recorder is None:
                     self._recording_sink.recorder = self.recorder = recorder
                     recorder.start()
@@ -351,6 +368,8 @@ class AgentService:
         while not self._stats_stop.wait(interval):
             try:
                 self.publish_stats()
+                if self.learn_tally.cameras and self._status_republisher is not None:
+                    self._status_republisher.poke()  # the retained status's learn counts follow the stats
             except Exception:  # noqa: BLE001  stats are best effort; inspection goes on
                 log.exception("publishing the periodic stats failed")
 
@@ -372,6 +391,8 @@ class AgentService:
             # events per raw word the taxonomy does not map (empty without a taxonomy)
             "unmapped": self.metered.unmapped_counts() if self.metered is not None else {},
             "dataset": dataclasses.asdict(self.recorder.stats()) if self.recorder is not None else None,
+            # learn mode: per learning camera, every frame's fate and the sampled frames' escalation statuses
+            "learn": self.learn_tally.snapshot(),
         }
 
     def publish_stats(self) -> None:
@@ -438,6 +459,11 @@ class AgentService:
             flushed=flushed,
             escalation=escalation,
         )
+
+
+def _learn_configs(config: AgentConfig) -> dict[str, LearnConfig]:
+    """The learn settings of every learning camera, by camera id."""
+    return {cam.id: config.learn_for(cam) for cam in config.cameras if config.learns(cam)}
 
 
 def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:

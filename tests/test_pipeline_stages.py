@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from agent.capture.grabber import Grabber
-from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, ModelConfig
+from agent.config.models import (
+    DEFAULT_PREFILTER,
+    AgentConfig,
+    CameraConfig,
+    EscalationConfig,
+    LearnConfig,
+    ModelConfig,
+)
 from agent.pipeline import FrameInspector, InferenceLoop, Inspection
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
@@ -37,6 +44,7 @@ class StageSpy:
         self.threads: dict[str, set[str]] = {"prepare": set(), "forward": set(), "finish": set()}
         self.inputs_made = 0
         self.forwards = 0
+        self.heights: list[int] = []  # of the frames prepared
         self.fail_forward_after = fail_forward_after
 
     def _note(self, stage: str) -> None:
@@ -51,6 +59,7 @@ class StageSpy:
 
     def prepare(self, images: Any, buffer: Any) -> Any:
         self._note("prepare")
+        self.heights += [image.shape[0] for image in images]
         return self.inner.prepare(images, buffer)
 
     def forward(self, tensor: np.ndarray) -> np.ndarray:
@@ -251,3 +260,45 @@ def test_a_model_error_ends_every_stage_and_keeps_what_came_before_in_order(
     # everything taken before the failed run, nothing after it; with two runs the one that failed may have
     # been the 4th or the 5th batch, as two threads race to the model
     assert sequences == list(range(1, len(sequences) + 1)) and len(sequences) in published
+
+
+@pytest.mark.parametrize("staged", [True, False])
+def test_a_learning_camera_beside_an_inspecting_one(detector: YoloDetector, staged: bool) -> None:
+    """One camera learns (no prefilter: a sample of its frames for the VLM), the other is inspected by the model,
+    in the same batches: the model sees only the inspecting camera's frames; the learning camera's frames are
+    each counted by fate, and only the sampled ones published (here without a gateway: ``unavailable``)."""
+
+    class WholeCalls:  # the detector called whole, one frame at a time: no stages
+        def __init__(self) -> None:
+            self.heights: list[int] = []
+
+        def infer(self, image: np.ndarray) -> Any:
+            self.heights.append(image.shape[0])
+            return detector.infer(image)
+
+    spy: Any = StageSpy(detector) if staged else WholeCalls()
+    cams = [CameraConfig(id="learn", source="synthetic://surface?seed=1&fps=0&frames=12", mode="learn"),
+            CameraConfig(id="belt", source="synthetic://conveyor?seed=1&fps=0&frames=12")]
+    # no schedule after the first frame; 2 scene changes at once, then one a minute: 3 sampled of 12 frames
+    config = AgentConfig(device_id="box", cameras=cams, escalation=EscalationConfig(gateway="127.0.0.1:50061"),
+                         learn=LearnConfig(sample_per_minute=0, scene_changes_per_minute=1, scene_change_burst=2))
+    grabbers = [Grabber(c) for c in cams]
+    sink, seen = ListSink(), list[Inspection]()
+    inspector = FrameInspector(config, spy)
+    loop = InferenceLoop(inspector, [(g.camera.id, g) for g in grabbers], sink, on_inspection=seen.append)
+    for g in grabbers:
+        g.start()
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    belt = [e for e in sink.events if e.camera == "belt"]
+    learned = [e for e in sink.events if e.camera == "learn"]
+    assert [e.sequence for e in belt] == list(range(1, 13)) and loop.counters.inspected == {"belt": 12}
+    assert inspector.tally.snapshot() == {"learn": {"sampled_schedule": 1, "sampled_scene_change": 2,
+                                                    "skipped_rate": 9, "skipped_unchanged": 0}}
+    assert [e.sequence for e in learned] == [1, 2, 3]  # only the sampled frames are published
+    for event in learned:
+        assert (event.verdict, event.model_id, event.escalation.status) == ("uncertain", "none:learn-mode",
+                                                                            "unavailable")
+        assert event.decision.tags == ()
+    assert len(seen) == 15
+    assert spy.heights == [480] * 12  # the model saw the conveyor's 640x480 frames only, never the 640x640 surface

@@ -70,6 +70,26 @@ class RateLimitConfig(_Strict):
         default=5, description="escalations allowed back to back after a quiet spell")
 
 
+class LearnConfig(_Strict):
+    """Learn mode (a camera with no prefilter for its line yet): which frames go to the VLM. A frame is sent
+    when the camera's schedule is due (``sample_per_minute``), or when the scene changed (its perceptual hash
+    is more than ``scene_change_bits`` of 63 bits away from the last frame sent) while the scene-change budget
+    (``scene_changes_per_minute``) lasts. Every other frame is skipped, counted, and not published."""
+
+    sample_per_minute: Annotated[float, Field(ge=0.0, le=6000.0)] = Field(
+        default=6.0, description="frames sent on schedule per minute, whatever the scene does; 0: none")
+    scene_change_bits: Annotated[int, Field(ge=1, le=63)] | None = Field(
+        default=12, description="a frame whose hash differs from the last frame sent in more than this many of "
+        "63 bits is a scene change (camera noise flips 0-2, a new scene 26-38); None: scene changes are not sent")
+    scene_changes_per_minute: Annotated[float, Field(ge=0.0, le=6000.0)] = Field(
+        default=12.0, description="most scene-change frames sent per minute (after a quiet spell, up to "
+        "scene_change_burst at once); past it they are skipped as skipped_rate")
+    scene_change_burst: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+CameraMode = Literal["inspect", "learn"]
+
+
 class CameraConfig(_Strict):
     id: str
     source: str = Field(description="synthetic://conveyor[?seed=N&fps=F&frames=N], a video file, "
@@ -88,6 +108,10 @@ class CameraConfig(_Strict):
     record: bool | None = Field(
         default=None, description="keep this camera's frames the VLM answered (and a sample of confident ones) "
         "as training data (see `dataset`); None: dataset.record")
+    mode: CameraMode | None = Field(
+        default=None, description="inspect: the prefilter inspects every frame; learn: no prefilter for this "
+        "line yet, a sample of the frames goes to the VLM (see `learn`); None: the top-level mode")
+    learn: LearnConfig | None = Field(default=None, description="overrides the top-level learn for this camera")
 
     @field_validator("id")
     @classmethod
@@ -508,6 +532,9 @@ class AgentConfig(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    mode: CameraMode = Field(default="inspect", description=(
+        "every camera's mode unless it sets its own; `model: null` means learn (there is no prefilter)"))
+    learn: LearnConfig = Field(default_factory=LearnConfig)
     taxonomy: pathlib.Path | None = None
     """The plant's defect taxonomy file (relative to the config file); None: tags keep only their raw labels."""
     _taxonomy: Taxonomy | None = PrivateAttr(default=None)
@@ -529,6 +556,24 @@ class AgentConfig(_Strict):
     def _device(cls, v: str) -> str:
         return _check_id(v, "device id")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_model_means_learn(cls, data: Any) -> Any:
+        """``model: null``: there is no prefilter for this line yet, so every camera learns (``mode: learn``)."""
+        if isinstance(data, dict) and "model" in data and data["model"] is None:
+            if data.get("mode", "learn") != "learn":
+                raise ValueError(f"model is null (no prefilter) but mode is {data['mode']!r}: without a model the "
+                                 "cameras can only learn; set mode: learn or give model.path")
+            cameras = data.get("cameras")
+            inspecting = [f"cameras[{i}]" for i, cam in enumerate(cameras if isinstance(cameras, list) else [])
+                          if isinstance(cam, dict) and cam.get("mode") == "inspect"]
+            if inspecting:
+                raise ValueError(f"model is null (no prefilter) but {', '.join(inspecting)} has mode: inspect, which "
+                                 "needs a prefilter; give model.path or set that camera's mode to learn")
+            data = {k: v for k, v in data.items() if k != "model"}
+            data["mode"] = "learn"
+        return data
+
     @model_validator(mode="after")
     def _unique_cameras(self) -> AgentConfig:
         seen: set[str] = set()
@@ -547,6 +592,32 @@ class AgentConfig(_Strict):
                 "but escalation.gateway is not set: the recorder keeps the frames the VLM answered; set "
                 "escalation.gateway or turn recording off")
         return self
+
+    @model_validator(mode="after")
+    def _learning_needs_a_gateway(self) -> AgentConfig:
+        learning = [cam.id for cam in self.cameras if self.learns(cam)]
+        if learning and self.escalation.gateway is None:
+            raise ValueError(
+                f"camera(s) {', '.join(learning)} are in learn mode (mode: learn, or model: null), which sends a "
+                "sample of their frames to the VLM, but escalation.gateway is not set; set escalation.gateway")
+        recording = [cam for cam in learning if self.records(next(c for c in self.cameras if c.id == cam))]
+        if recording and self.taxonomy is None:
+            raise ValueError(
+                f"camera(s) {', '.join(recording)} learn and record: their records are labelled with the plant's "
+                "defect classes, which come from the taxonomy file; set taxonomy (see README 'Taxonomy')")
+        return self
+
+    def learns(self, camera: CameraConfig) -> bool:
+        """Whether ``camera`` is in learn mode (no prefilter: a sample of its frames goes to the VLM)."""
+        return (camera.mode or self.mode) == "learn"
+
+    def learn_for(self, camera: CameraConfig) -> LearnConfig:
+        return camera.learn or self.learn
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether any camera inspects with the prefilter (False: every camera learns, no model is loaded)."""
+        return any(not self.learns(cam) for cam in self.cameras)
 
     def records(self, camera: CameraConfig) -> bool:
         """Whether the dataset recorder keeps this camera's frames."""

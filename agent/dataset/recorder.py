@@ -8,6 +8,12 @@ with an escalation gateway. What is recorded (:mod:`agent.dataset.record` has th
   triage decision and the VLM's answer. Nothing is recorded for a frame the VLM did not answer
   (``timeout`` with no later answer, ``unavailable``, ``rejected``, ``rate_limited``, ``invalid_answer``),
   nor for ``cached`` frames (a near-duplicate of a frame that was asked, so it adds little);
+* **learn-mode frames** (cameras with no prefilter, :mod:`agent.escalation.sampler`): the sampled frames the
+  VLM answered, recorded as escalated frames of a classifier whose classes are the taxonomy's canonical labels
+  (:func:`learn_model_ref`: ``pass`` and the taxonomy's labels; model id ``none:learn-mode``, no
+  detections), the VLM's tag words mapped to their canonical label where the taxonomy knows them (its
+  defects keep the VLM's words). So ``dataset export --format imagefolder`` makes a classifier training set
+  of the plant's classes: ``pass`` and the taxonomy's defect labels;
 * **confident samples**: each frame the prefilter decided alone is kept with probability
   ``dataset.confident_sample``, labelled by the prefilter only (``vlm: null``), so the dataset is not made
   of hard frames only.
@@ -51,11 +57,13 @@ from agent.config.loader import default_state_dir
 from agent.config.models import AgentConfig, DatasetConfig
 from agent.dataset.record import DatasetRecord, RecordedDetection, RecordKind, VlmLabel, record_id
 from agent.dataset.store import RecordStore
+from agent.escalation.sampler import LEARN_MODEL_ID
 from agent.pipeline import Inspection
 from agent.prefilter.detection import Detection, PrefilterResult
 from agent.publish.event import TagEvent
 
-__all__ = ["DROP_REASONS", "DatasetRecorder", "DatasetStats", "ModelRef", "RecordingSink", "open_recorder"]
+__all__ = ["DROP_REASONS", "DatasetRecorder", "DatasetStats", "ModelRef", "RecordingSink", "learn_model_ref",
+           "open_recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +114,10 @@ class DatasetRecorder:
     answer (``escalation.call_deadline_s`` + 1 s)."""
 
     def __init__(self, config: DatasetConfig, store: RecordStore, *, device: str, cameras: Iterable[str],
-                 model: Callable[[], ModelRef], pending_ttl_s: float, rng: random.Random | None = None) -> None:
+                 model: Callable[[], ModelRef], pending_ttl_s: float, rng: random.Random | None = None,
+                 learn_model: ModelRef | None = None) -> None:
         self.config = config
+        self._learn_model = learn_model  # how learn-mode frames' records name their classes
         self.store = store
         self._device = device
         self._cameras = frozenset(cameras)
@@ -153,6 +163,10 @@ class DatasetRecorder:
     @property
     def cameras(self) -> frozenset[str]:
         return self._cameras
+
+    def set_learn_model(self, ref: ModelRef | None) -> None:
+        """The classes of learn-mode records from now on (a reload may change the taxonomy)."""
+        self._learn_model = ref
 
     # -- hooks -------------------------------------------------------------------------------------
 
@@ -255,6 +269,8 @@ class DatasetRecorder:
     def _model_of(self, result: PrefilterResult) -> ModelRef | None:
         """The model a result came from; None when the running model is another one now (during a swap, or
         after it: the frame's classes are not known for sure)."""
+        if result.model_id == LEARN_MODEL_ID:
+            return self._learn_model  # None without a taxonomy: the config refuses recording then
         known = self._models.get(result.model_id)
         if known is None:
             ref = self._model()
@@ -305,7 +321,21 @@ def open_recorder(config: AgentConfig, model: Callable[[], ModelRef],
     directory = config.dataset.dir or default_state_dir(os.environ if env is None else env) / "dataset"
     store = RecordStore.open(directory, config.dataset.max_frames, config.dataset.max_bytes)
     return DatasetRecorder(config.dataset, store, device=config.device_id, cameras=cameras, model=model,
-                           pending_ttl_s=config.escalation.call_deadline_s + 1.0)
+                           pending_ttl_s=config.escalation.call_deadline_s + 1.0, learn_model=learn_model_ref(config))
+
+
+LEARN_PASS_CLASS = "pass"
+"""The class of a learn-mode frame the VLM called good (``dataset export``'s default ``--pass-class``)."""
+
+
+def learn_model_ref(config: AgentConfig) -> ModelRef | None:
+    """How the records of learn-mode frames name their classes, as a classifier would: :data:`LEARN_PASS_CLASS`,
+    then the taxonomy's canonical labels, sorted. None without a taxonomy."""
+    taxonomy = config.loaded_taxonomy
+    if taxonomy is None:
+        return None
+    labels = sorted({m.canonical for m in taxonomy.index.values()} - {LEARN_PASS_CLASS})
+    return ModelRef(LEARN_MODEL_ID, None, "classify", (LEARN_PASS_CLASS, *labels))
 
 
 def build_record(inspection: Inspection, kind: RecordKind, event: TagEvent, model: ModelRef,
@@ -318,7 +348,13 @@ def build_record(inspection: Inspection, kind: RecordKind, event: TagEvent, mode
         raw = result.detections
     vlm = None
     if kind == "escalated":
-        vlm = VlmLabel(verdict=event.verdict, tags=tuple((t.label, t.confidence) for t in event.vlm_tags),
+        taxonomy = event.taxonomy if model.model_id == LEARN_MODEL_ID else None
+
+        def word(label: str) -> str:  # learn mode: the VLM's word as the class it means
+            mapped = taxonomy.map(label) if taxonomy is not None else None
+            return mapped.canonical if mapped is not None else label
+
+        vlm = VlmLabel(verdict=event.verdict, tags=tuple((word(t.label), t.confidence) for t in event.vlm_tags),
                        defects=tuple(dataclasses.asdict(d) for d in event.vlm_defects),
                        description=event.escalation.description, model=event.escalation.model)
     return DatasetRecord(

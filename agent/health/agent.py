@@ -199,7 +199,8 @@ class AgentHealth:
         if other:
             cams += f" ({', '.join(other)})"
         facts = s.model_facts
-        model = f"model {facts.model_id} warmed up in {facts.warm_up_ms:.0f} ms" if facts else "model loaded"
+        model = (f"model {facts.model_id} warmed up in {facts.warm_up_ms:.0f} ms" if facts
+                 else "no model (learn mode)" if not s.config.needs_model else "model loaded")
         return f"{cams}; {model}; {self._mqtt_words()}"
 
     def _mqtt_words(self) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.capture.grabber import STATES
+from agent.escalation.sampler import FATES
 from agent.health.stages import HealthReport
 from agent.metrics.exposition import Family, MetricType, render
 from agent.metrics.histogram import LATENCY_BUCKETS_S, LabelledHistograms
@@ -79,6 +80,11 @@ METRICS: dict[str, str] = {
     "edge_agent_dataset_evicted_total": "Recorded frames deleted to stay within dataset.max_frames/max_bytes",
     "edge_agent_dataset_frames": "Recorded frames on disk",
     "edge_agent_dataset_bytes": "Bytes of the recorded frames on disk",
+    "edge_agent_learn_frames_total": "Learn mode (no prefilter): each frame of a learning camera by its fate "
+                                     "(sampled_schedule, sampled_scene_change, skipped_rate, skipped_unchanged; "
+                                     "skipped frames are not published)",
+    "edge_agent_learn_outcomes_total": "Learn mode: the sampled frames by the escalation status they were "
+                                       "published with (answered, cached, unavailable, timeout, ...)",
 }
 
 
@@ -264,7 +270,21 @@ def agent_families(service: AgentService, report: HealthReport | None, ready: bo
     fams += [events, updates, escalations, durations]
     fams += _publisher_families(service)
     fams += _dataset_families(service)
+    fams += _learn_families(service)
     return fams
+
+
+def _learn_families(service: AgentService) -> list[Family]:
+    """Learn mode's counts per learning camera (families without samples while no camera learns)."""
+    fates = _family("edge_agent_learn_frames_total", "counter")
+    outcomes = _family("edge_agent_learn_outcomes_total", "counter")
+    for camera, counts in sorted(service.learn_tally.snapshot().items()):
+        for key, n in sorted(counts.items()):
+            if key in FATES:
+                fates.add(n, camera=camera, fate=key)
+            else:
+                outcomes.add(n, camera=camera, status=key)
+    return [fates, outcomes]
 
 
 def _dataset_families(service: AgentService) -> list[Family]:

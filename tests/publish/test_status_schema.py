@@ -26,6 +26,9 @@ ONLINE: dict[str, Any] = {
 SHUTDOWN: dict[str, Any] = {"state": "offline", "device": "box1", "reason": "shutdown",
                             "since": "2026-11-22T04:00:00.000001Z"}
 WILL: dict[str, Any] = {"state": "offline", "device": "box1", "reason": "connection lost"}
+LEARNING: dict[str, Any] = {**ONLINE, "learn": {"cam1": {  # learn mode: every frame's fate, sampled frames' statuses
+    "sampled_schedule": 3, "sampled_scene_change": 2, "skipped_rate": 40, "skipped_unchanged": 5, "answered": 4,
+    "unavailable": 1}}}
 
 
 def test_schema_is_valid_draft_2020_12() -> None:
@@ -50,10 +53,10 @@ def _objects(node: Any, path: str = "$") -> list[tuple[str, dict[str, Any]]]:
 
 def test_every_object_is_closed_and_every_property_described() -> None:
     objects = _objects(load_status_schema())
-    assert len(objects) == 4  # root, cameras (a map), dead letters by cause (a map), camera
+    assert len(objects) == 6  # root, cameras (a map), dead letters by cause (a map), learn (a map), learn_counts, camera
     for path, obj in objects:
         if "propertyNames" in obj:  # a map: its keys are checked, its values are closed objects or counts
-            assert obj["additionalProperties"] in ({"$ref": "#/$defs/camera"},
+            assert obj["additionalProperties"] in ({"$ref": "#/$defs/camera"}, {"$ref": "#/$defs/learn_counts"},
                                                    {"type": "integer", "minimum": 1}), path
             continue
         assert obj.get("additionalProperties") is False, path
@@ -71,6 +74,7 @@ def test_camera_states_are_the_grabbers() -> None:
     "payload",
     [
         ONLINE,
+        LEARNING,
         {**ONLINE, "cameras": {}},  # no camera configured
         {k: v for k, v in ONLINE.items() if k not in ("outbox_pending", "outbox_evicted", "cameras")},  # bare
         SHUTDOWN,
@@ -124,7 +128,11 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
         (ONLINE, _set("cameras.dock-2.reason", None), "$.cameras['dock-2'].reason: None is not of type 'string'"),
         (ONLINE, _set("cameras.dock-2.reason", "x" * 301), "$.cameras['dock-2'].reason: "),  # cut at 300
         (ONLINE, _set("cameras.cam1.since", "2026-13-01T00:00:00Z"), "$.cameras.cam1.since: "),  # month 13
+        (LEARNING, _delete("learn.cam1.skipped_rate"), "$.learn.cam1: 'skipped_rate' is a required property"),
+        (LEARNING, _set("learn.cam1.guessed", 1), "$.learn.cam1: Additional properties are not allowed"),
+        (LEARNING, _set("learn.cam1.answered", -1), "$.learn.cam1.answered: -1 is less than the minimum of 0"),
         (SHUTDOWN, _delete("reason"), "$: 'reason' is a required property"),  # offline says why
+        (SHUTDOWN, _set("learn", {}), "$.learn: {} should not be valid"),  # no learn counts when offline
         (SHUTDOWN, _set("reason", "bored"), "$.reason: 'bored' is not one of"),
         (SHUTDOWN, _set("cameras", {}), "$.cameras: {} should not be valid"),  # no camera states when offline
         (WILL, _set("device", "box+1"), "$.device: 'box+1' does not match"),
