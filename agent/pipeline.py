@@ -120,12 +120,10 @@ class FrameInspector:
         self._config = config
         self._prefilter = prefilter
         self._cameras: dict[str, CameraConfig] = {c.id: c for c in config.cameras}
-        self._learning = frozenset(c.id for c in config.cameras if config.learns(c))
-        if self._learning and sampler is None:
-            sampler = LearnSampler({c.id: config.learn_for(c) for c in config.cameras if config.learns(c)})
+        self._learning = {c.id: config.learn_for(c) for c in config.cameras if config.learns(c)}
         if prefilter is None and len(self._learning) < len(self._cameras):
             raise ValueError("a FrameInspector without a prefilter needs every camera in learn mode")
-        self._sampler = sampler
+        self._sampler = sampler if sampler is not None else LearnSampler()
         self._tally = tally if tally is not None else LearnTally(self._learning)
 
     @property
@@ -139,9 +137,10 @@ class FrameInspector:
     def learn(self, frame: Frame, now: float) -> Inspection | None:
         """A learn-mode camera's frame: its inspection (verdict ``uncertain``, no tags, for the VLM) when the
         sampler sends it, None when it is skipped. Either way its fate is counted in the tally."""
-        if self._sampler is None or not self.learns(frame.camera_id):
+        learn = self._learning.get(frame.camera_id)
+        if learn is None:
             raise KeyError(f"camera {frame.camera_id!r} is not in learn mode")
-        fate = self._sampler.decide(frame.camera_id, frame.image, now)
+        fate = self._sampler.decide(frame.camera_id, learn, frame.image, now)
         self._tally.fate(frame.camera_id, fate)
         if not fate.startswith("sampled"):
             return None

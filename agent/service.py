@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from agent.capture.grabber import Grabber, GrabberStats
 from agent.config.loader import load_config, resolve_runtime_paths
-from agent.config.models import AgentConfig, CameraConfig, LearnConfig
+from agent.config.models import AgentConfig, CameraConfig
 from agent.config.reload import ReloadPlan, plan_reload
 from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink, learn_model_ref, open_recorder
 from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
@@ -156,7 +156,7 @@ class AgentService:
         # learn mode (agent.escalation.sampler): which frames of the learning cameras go to the VLM, and the
         # fate of every one of their frames
         self.learn_tally = LearnTally(c.id for c in config.cameras if config.learns(c))
-        self._sampler = LearnSampler(_learn_configs(config))
+        self._sampler = LearnSampler()
 
     @property
     def publisher(self) -> Publisher:
@@ -321,7 +321,6 @@ class AgentService:
                 grabber = fresh.get(cam.id) or running[cam.id]
                 grabber.camera = cam  # a retuned camera: the same capture settings, new triage/escalation rate
                 grabbers.append(grabber)
-            self._sampler.set_configs(_learn_configs(cfg))
             self.learn_tally.set_cameras(c.id for c in cfg.cameras if cfg.learns(c))
             inspector = FrameInspector(cfg, prefilter, sampler=self._sampler, tally=self.learn_tally)
             if not loop.reconfigure(inspector, [(g.camera.id, g) for g in grabbers],
@@ -459,11 +458,6 @@ class AgentService:
             flushed=flushed,
             escalation=escalation,
         )
-
-
-def _learn_configs(config: AgentConfig) -> dict[str, LearnConfig]:
-    """The learn settings of every learning camera, by camera id."""
-    return {cam.id: config.learn_for(cam) for cam in config.cameras if config.learns(cam)}
 
 
 def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:

@@ -25,7 +25,7 @@ from agent.config.loader import check_config, load_config
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig, TriageConfig
 from agent.pipeline import Inspection
 from agent.publish.local_broker import LocalMosquitto
-from agent.publish.schema import validate_status
+from agent.publish.schema import validate_payload, validate_status
 from agent.service import AgentService
 from tests.conftest import MqttCollector
 from tests.health.conftest import NotifyListener
@@ -343,3 +343,56 @@ def test_the_model_is_swapped_live_and_one_that_does_not_fit_is_refused(
         assert any(r.getMessage().endswith(": model file changed on disk, reloaded") for r in service_log.records)
     finally:
         service.shutdown(timeout=10.0)
+
+
+def test_a_reload_switches_cameras_between_the_prefilter_and_learn_mode(
+    mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector]
+) -> None:
+    """inspect -> one camera learns -> model: null (both learn, the model let go) -> inspect again (loaded again),
+    each camera keeping its grabber; learn-mode frames go to a real gateway (fake Ollama behind it)."""
+    from tests.fakes.gateway import GatewayThread, gateway_config
+    from tests.fakes.ollama import FakeOllama
+
+    sub = collector(mosquitto.url, "edge/box1/+/tags")
+    cams = [{"id": c, "source": f"synthetic://conveyor?seed={i + 1}&fps=8"} for i, c in enumerate(("a", "b"))]
+    with FakeOllama() as fake, GatewayThread(gateway_config(fake.url)) as gateway:
+        def config(**extra: object) -> AgentConfig:
+            return AgentConfig.model_validate({
+                "device_id": "box1", "mqtt": {"url": mosquitto.url, "stats_interval_s": 0},
+                "metrics": {"listen": "127.0.0.1:0"}, "escalation": {"gateway": gateway.address},
+                "learn": {"sample_per_minute": 600}, **extra})
+
+        service = AgentService(config(cameras=cams))
+        service.start()
+        try:
+            grabbers = {g.camera.id: g for g in service.grabbers}
+            wait_until(lambda: service.loop is not None and service.loop.counters.inspected["b"] >= 3, 20.0,
+                       "camera b inspected by the model")
+            assert service.model_facts is not None
+
+            result = service.reload(config(cameras=[cams[0], {**cams[1], "mode": "learn"}]))
+            assert result.applied and result.plan is not None and result.plan.retuned == ("b",)
+            wait_until(lambda: service.learn_tally.snapshot()["b"]["sampled_schedule"] >= 2, 20.0,
+                       "camera b sampled for the VLM")
+            inspected_b = service.loop.counters.inspected["b"] if service.loop else 0
+            wait_until(lambda: service.loop is not None and service.loop.counters.inspected["a"] >= 6, 20.0,
+                       "camera a still inspected")
+            assert service.loop is not None and service.loop.counters.inspected["b"] == inspected_b
+
+            result = service.reload(config(cameras=cams, model=None))
+            assert result.applied and service.model_facts is None
+            wait_until(lambda: "a" in service.learn_tally.snapshot()
+                       and service.learn_tally.snapshot()["a"]["sampled_schedule"] >= 1, 20.0, "camera a learning")
+
+            result = service.reload(config(cameras=cams))
+            assert result.applied and result.model_reloaded and service.model_facts is not None
+            inspected_a = service.loop.counters.inspected["a"]
+            wait_until(lambda: service.loop is not None and service.loop.counters.inspected["a"] > inspected_a + 2,
+                       20.0, "camera a inspected by the model again")
+            assert {g.camera.id: g for g in service.grabbers} == grabbers  # no camera was restarted
+        finally:
+            service.shutdown(timeout=10.0)
+    learn_events = [json.loads(m.payload) for m in sub.messages
+                    if json.loads(m.payload)["prefilter"]["model"] == "none:learn-mode"]
+    assert learn_events and {d["camera"] for d in learn_events} == {"a", "b"}
+    assert all(validate_payload(d) == [] for d in learn_events)

@@ -302,6 +302,23 @@ def config_check(file: Annotated[pathlib.Path, typer.Argument(help="YAML config 
             typer.echo(f"  - {p}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{file}: ok")
+    _echo_learning(file)
+
+
+def _echo_learning(file: pathlib.Path) -> None:
+    """``config check``'s word on learn mode: which cameras learn and how their frames are sampled."""
+    from agent.config.loader import load_config
+
+    config = load_config(file)
+    for cam in config.cameras:
+        if config.learns(cam):
+            learn = config.learn_for(cam)
+            change = (f"scene changes (over {learn.scene_change_bits} of 63 hash bits) up to "
+                      f"{learn.scene_changes_per_minute:g}/min" if learn.scene_change_bits is not None
+                      else "no scene changes")
+            typer.echo(f"  camera {cam.id}: learn mode, no prefilter: {learn.sample_per_minute:g} frame(s)/min on "
+                       f"schedule plus {change} go to the VLM; the other frames are counted, not published"
+                       + ("; answers recorded" if config.records(cam) else ""))
 
 
 @dataset_app.command("synth")

@@ -6,16 +6,19 @@ returns a :class:`ReloadPlan`; the service (``AgentService.reload``) carries it 
 Applied live:
 
 * ``cameras``: a camera that is new is started; one that is gone is stopped; one whose capture
-  settings changed (anything but ``triage``, ``escalation_rate`` and ``record``) gets a new grabber (its
-  frame sequence starts again at 1); one whose ``triage``, ``escalation_rate`` or ``record`` changed keeps
-  its grabber (*retuned*). ``record`` turns the dataset recorder on or off for that camera. Cameras
-  that did not change keep running untouched.
+  settings changed (anything but ``triage``, ``escalation_rate``, ``record``, ``mode`` and ``learn``) gets a
+  new grabber (its frame sequence starts again at 1); one whose ``triage``, ``escalation_rate``, ``record``,
+  ``mode`` or ``learn`` changed keeps its grabber (*retuned*). ``record`` turns the dataset recorder on or
+  off for that camera. Cameras that did not change keep running untouched.
 * ``triage`` (the default band), ``snapshots``, ``logging``, and the escalation rate limits
   (``escalation.rate_per_camera``, ``cameras[].escalation_rate``).
 * ``taxonomy``: the file is read again on every reload (a changed file applies even when its path
   did not change) and the new frames' tags are mapped with it.
 * ``model``: the new model is loaded, checked and warmed up beside the running one, then swapped
   in between two frames.
+* ``mode`` and ``learn`` (learn mode, :mod:`agent.escalation.sampler`): a camera switches between the
+  prefilter and learn mode between two frames; with no camera left inspecting the model is let go, and
+  the first camera back to inspecting loads it.
 
 Needs a restart (reported by field path and left as it runs): ``device_id`` (topics, the MQTT
 will), ``mqtt`` (the broker connection), ``outbox`` (the open SQLite queue), ``escalation`` but its
@@ -34,10 +37,10 @@ from agent.config.models import AgentConfig, CameraConfig
 
 __all__ = ["CAMERA_LIVE_FIELDS", "LIVE_SECTIONS", "ReloadPlan", "plan_reload"]
 
-LIVE_SECTIONS = ("cameras", "triage", "model", "snapshots", "logging", "taxonomy")
+LIVE_SECTIONS = ("cameras", "triage", "model", "snapshots", "logging", "taxonomy", "mode", "learn")
 """Top-level sections a reload applies; every other one (and ``escalation`` but its rates) needs a restart."""
 
-CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate", "record")
+CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate", "record", "mode", "learn")
 """Camera fields that change without a new grabber; a change to any other field restarts the camera."""
 
 _LIVE_ESCALATION = ("rate_per_camera",)

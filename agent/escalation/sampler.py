@@ -51,43 +51,32 @@ FATES: tuple[Fate, ...] = ("sampled_schedule", "sampled_scene_change", "skipped_
 
 @dataclasses.dataclass
 class _CameraState:
+    config: LearnConfig
     schedule: TokenBucket | None
     changes: TokenBucket | None
     last_hash: int | None = None
 
 
 class LearnSampler:
-    """Per camera: send this frame to the VLM or not (see the module doc). Thread-safe (a reload's
-    :meth:`set_configs` may come while the inference loop decides)."""
+    """Per camera: send this frame to the VLM or not (see the module doc). Each call brings the camera's
+    settings (a frame is decided by the config it was taken under, also across a reload); a camera whose
+    settings changed starts afresh. Thread-safe."""
 
-    def __init__(self, configs: dict[str, LearnConfig]) -> None:
-        self._configs = dict(configs)
+    def __init__(self) -> None:
         self._states: dict[str, _CameraState] = {}
         self._lock = threading.Lock()
 
-    @property
-    def cameras(self) -> frozenset[str]:
-        return frozenset(self._configs)
-
-    def set_configs(self, configs: dict[str, LearnConfig]) -> None:
-        """New learning cameras and settings (a reload): a camera whose settings changed starts afresh."""
-        with self._lock:
-            for camera in list(self._states):
-                if self._configs.get(camera) != configs.get(camera):
-                    del self._states[camera]
-            self._configs = dict(configs)
-
-    def decide(self, camera: str, image: np.ndarray, now: float) -> Fate:
-        """The fate of ``camera``'s frame ``image`` at monotonic time ``now``; KeyError for a camera not learning."""
+    def decide(self, camera: str, config: LearnConfig, image: np.ndarray, now: float) -> Fate:
+        """The fate of ``camera``'s frame ``image`` at monotonic time ``now`` under ``config``."""
         frame_hash = phash(image)  # outside the lock: the only costly step
         with self._lock:
-            return self._decide(camera, frame_hash, now)
+            return self._decide(camera, config, frame_hash, now)
 
-    def _decide(self, camera: str, frame_hash: int, now: float) -> Fate:
-        config = self._configs[camera]
+    def _decide(self, camera: str, config: LearnConfig, frame_hash: int, now: float) -> Fate:
         state = self._states.get(camera)
-        if state is None:
+        if state is None or state.config != config:
             state = self._states[camera] = _CameraState(
+                config,
                 TokenBucket(config.sample_per_minute, 1) if config.sample_per_minute > 0 else None,
                 TokenBucket(config.scene_changes_per_minute, config.scene_change_burst)
                 if config.scene_changes_per_minute > 0 and config.scene_change_bits is not None else None)

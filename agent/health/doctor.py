@@ -7,7 +7,8 @@ Checks, in order (a failed config stops the rest, since they all read it):
 
 * ``config``: the file parses and validates (every problem with its field and line);
   the MQTT password credential exists where the unit's ``LoadCredential=`` reads it.
-* ``model``: the ONNX file loads as a detector or classifier and runs one inference.
+* ``model``: the ONNX file loads as a detector or classifier and runs one inference (skipped, said so,
+  when every camera is in learn mode: no model runs).
 * ``model gate``: an INT8 model has a passing accuracy gate record for this very file.
 * ``onnxruntime``: the configured execution providers are in this build, and which ones the
   model uses; each GPU provider (CUDA, TensorRT) is tried on a one-node model to see that it
@@ -82,8 +83,12 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     config = _check_config(options, env, checks)
     if config is None:
         return checks
-    checks += _check_model(config)
-    checks += _check_providers(config)
+    if config.needs_model:
+        checks += _check_model(config)
+        checks += _check_providers(config)
+    else:  # every camera learns: no model is loaded, so none is checked
+        checks.append(Check("model", "OK", "none: every camera is in learn mode (model: null or mode: learn); a "
+                             "sample of their frames goes to the VLM"))
     checks += _check_cameras(config.cameras, options.timeout_s)
     connack: dict[str, Any] = {}
     checks.append(_check_mqtt(config, options.timeout_s, connack))

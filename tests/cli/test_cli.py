@@ -42,6 +42,12 @@ def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
         # a camera without a source, at the list item's line; and a bad fps two lines on
         ("cameras:\n  - id: a\n  - id: b\n    source: x.mp4\n    fps: -1\n",
          ["cameras[0].source (line 2): Field required", "cameras[1].fps (line 5)"]),
+        # learn mode: no prefilter, so the frames go to the VLM, which needs a gateway
+        ("model: null\ncameras:\n  - id: line3\n    source: rtsp://cam/line3\n",
+         ["camera(s) line3 are in learn mode (mode: learn, or model: null)", "set escalation.gateway"]),
+        # a learn setting out of range, at its line
+        ("escalation: {gateway: '127.0.0.1:50061'}\ncameras:\n  - id: a\n    source: x.mp4\n    mode: learn\n"
+         "    learn: {scene_change_bits: 70}\n", ["cameras[0].learn.scene_change_bits (line 6)", "(got 70)"]),
     ],
 )
 def test_config_check_reports_every_problem_with_its_line(tmp_path: pathlib.Path, yaml_text: str,
@@ -60,6 +66,17 @@ def test_config_check_accepts_a_good_file(tmp_path: pathlib.Path) -> None:
     path.write_text("device_id: box7\ncameras:\n  - id: cam1\n    source: /dev/video0\ntriage: {accept: 0.7}\n")
     proc = edge_agent("config", "check", str(path))
     assert proc.returncode == 0 and "ok" in proc.stdout
+
+
+def test_config_check_says_which_cameras_learn(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("model: null\nescalation: {gateway: '127.0.0.1:50061'}\nlearn: {sample_per_minute: 2}\n"
+                    "cameras:\n  - id: line3\n    source: rtsp://cam/line3\n")
+    proc = edge_agent("config", "check", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1] == (
+        "  camera line3: learn mode, no prefilter: 2 frame(s)/min on schedule plus scene changes (over 12 of 63 "
+        "hash bits) up to 12/min go to the VLM; the other frames are counted, not published")
 
 
 @pytest.mark.parametrize(

@@ -24,17 +24,17 @@ def scene(seed: int) -> np.ndarray:
 
 
 def test_first_frame_is_sent_then_the_schedule_and_scene_changes_decide() -> None:
-    sampler = LearnSampler({"cam": LearnConfig(sample_per_minute=6, scene_change_bits=12,
-                                               scene_changes_per_minute=6, scene_change_burst=1)})
+    sampler = LearnSampler()
+    config = LearnConfig(sample_per_minute=6, scene_change_bits=12, scene_changes_per_minute=6, scene_change_burst=1)
     a, b, c = scene(1), scene(2), scene(3)
     fates = [
-        sampler.decide("cam", a, 0.0),  # first frame: always sent
-        sampler.decide("cam", a, 1.0),  # same scene, schedule not due (every 10 s)
-        sampler.decide("cam", b, 2.0),  # new scene: the scene-change budget (burst 1) has a token
-        sampler.decide("cam", c, 3.0),  # another new scene: budget spent (one per 10 s)
-        sampler.decide("cam", b, 4.0),  # back to the last frame sent: unchanged
-        sampler.decide("cam", b, 10.5),  # 10 s after the first: the schedule is due, unchanged or not
-        sampler.decide("cam", c, 12.5),  # a new scene, the budget refilled (10 s after the last one)
+        sampler.decide("cam", config, a, 0.0),  # first frame: always sent
+        sampler.decide("cam", config, a, 1.0),  # same scene, schedule not due (every 10 s)
+        sampler.decide("cam", config, b, 2.0),  # new scene: the scene-change budget (burst 1) has a token
+        sampler.decide("cam", config, c, 3.0),  # another new scene: budget spent (one per 10 s)
+        sampler.decide("cam", config, b, 4.0),  # back to the last frame sent: unchanged
+        sampler.decide("cam", config, b, 10.5),  # 10 s after the first: the schedule is due, unchanged or not
+        sampler.decide("cam", config, c, 12.5),  # a new scene, the budget refilled (10 s after the last one)
     ]
     assert fates == ["sampled_schedule", "skipped_unchanged", "sampled_scene_change", "skipped_rate",
                      "skipped_unchanged", "sampled_schedule", "sampled_scene_change"]
@@ -56,19 +56,19 @@ def test_first_frame_is_sent_then_the_schedule_and_scene_changes_decide() -> Non
     ],
 )
 def test_settings(config: LearnConfig, expected: list[str]) -> None:
-    sampler = LearnSampler({"cam": config})
+    sampler = LearnSampler()
     # a new scene every frame, 3 s apart
-    assert [sampler.decide("cam", scene(i), 3.0 * i + 0.5) for i in range(6)] == expected
+    assert [sampler.decide("cam", config, scene(i), 3.0 * i + 0.5) for i in range(6)] == expected
 
 
-def test_a_camera_not_learning_is_a_key_error_and_a_reload_resets_a_changed_camera() -> None:
-    sampler = LearnSampler({"cam": LearnConfig(sample_per_minute=1)})
-    with pytest.raises(KeyError):
-        sampler.decide("other", scene(1), 0.0)
-    assert sampler.decide("cam", scene(1), 0.0) == "sampled_schedule"
-    assert sampler.decide("cam", scene(1), 1.0) == "skipped_unchanged"
-    sampler.set_configs({"cam": LearnConfig(sample_per_minute=2)})  # changed: starts afresh
-    assert sampler.decide("cam", scene(1), 2.0) == "sampled_schedule"
+def test_cameras_are_apart_and_new_settings_start_a_camera_afresh() -> None:
+    sampler = LearnSampler()
+    one, two = LearnConfig(sample_per_minute=1), LearnConfig(sample_per_minute=2)
+    assert sampler.decide("cam", one, scene(1), 0.0) == "sampled_schedule"
+    assert sampler.decide("cam", one, scene(1), 1.0) == "skipped_unchanged"
+    assert sampler.decide("other", one, scene(1), 1.0) == "sampled_schedule"  # its own first frame
+    assert sampler.decide("cam", two, scene(1), 2.0) == "sampled_schedule"  # a reload changed it: afresh
+    assert sampler.decide("cam", two, scene(1), 3.0) == "skipped_unchanged"
 
 
 def test_tally_counts_fates_and_first_publications_of_learn_frames_only() -> None:

@@ -196,6 +196,16 @@ def test_gateway_health(mosquitto: LocalMosquitto, tmp_path: pathlib.Path,
     assert "ollama" not in checks
 
 
+def test_learn_mode_checks_no_model(mosquitto: LocalMosquitto, tmp_path: pathlib.Path,
+                                    gateway: tuple[FakeOllama, GatewayThread]) -> None:
+    """``model: null``: every camera learns, no model runs, so none is loaded or checked; the gateway is."""
+    _fake, gw = gateway
+    config = write_config(tmp_path, mosquitto.url, model=None, escalation={"gateway": gw.address})
+    checks = by_name(run_checks(DoctorOptions(config=config, timeout_s=8)))
+    assert checks["model"].status == "OK" and checks["model"].detail.startswith("none: every camera is in learn mode")
+    assert "model gate" not in checks and checks["gateway"].status == "OK"
+
+
 def test_gateway_not_serving_says_why(mosquitto: LocalMosquitto, tmp_path: pathlib.Path) -> None:
     with FakeOllama(models=("moondream:latest",)) as fake, GatewayThread(gateway_config(fake.url)) as gw:
         config = write_config(tmp_path, mosquitto.url, escalation={"gateway": gw.address})
