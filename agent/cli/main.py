@@ -12,7 +12,7 @@ import pathlib
 import signal
 import sys
 import threading
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -21,6 +21,9 @@ from agent.cli.dataset import import_command as dataset_import
 from agent.cli.help import TidyGroup
 from agent.cli.outbox import outbox_app
 from agent.errors import EdgeAgentError
+
+if TYPE_CHECKING:
+    from agent.config.models import AgentConfig
 
 app = typer.Typer(cls=TidyGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Camera-side inspection agent: prefilter, triage, VLM escalation, MQTT tags.")
@@ -287,14 +290,15 @@ def doctor(
 def config_check(file: Annotated[pathlib.Path, typer.Argument(help="YAML config file")]) -> None:
     """Check a config file; print every problem with its field path and line. Exit 0 when valid.
 
-    The model file is opened too, as the agent and `edge-agent doctor` do (not the cameras or the broker)."""
+    The model file is opened too, as the agent and `edge-agent doctor` do (not the cameras or the broker), unless
+    every camera is in learn mode (no model runs then)."""
     from agent.config.loader import config_report
     from agent.config.models import AgentConfig
     from agent.health.doctor import model_problems
 
     report = config_report(file)
     problems = list(report.problems)
-    if report.model is not None:
+    if report.model is not None and (report.config is None or report.config.needs_model):
         problems += model_problems(report.config or AgentConfig(model=report.model))
     if problems:
         typer.echo(f"{file}: {len(problems)} problem(s)", err=True)
@@ -302,14 +306,12 @@ def config_check(file: Annotated[pathlib.Path, typer.Argument(help="YAML config 
             typer.echo(f"  - {p}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{file}: ok")
-    _echo_learning(file)
+    if report.config is not None:
+        _echo_learning(report.config)
 
 
-def _echo_learning(file: pathlib.Path) -> None:
+def _echo_learning(config: AgentConfig) -> None:
     """``config check``'s word on learn mode: which cameras learn and how their frames are sampled."""
-    from agent.config.loader import load_config
-
-    config = load_config(file)
     for cam in config.cameras:
         if config.learns(cam):
             learn = config.learn_for(cam)
