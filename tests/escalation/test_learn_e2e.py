@@ -29,7 +29,7 @@ from agent.config.loader import load_config
 from agent.escalation.sampler import FATES, LEARN_MODEL_ID
 from agent.metrics.agent import render_agent_metrics
 from agent.publish.local_broker import LocalMosquitto
-from agent.publish.schema import validate_payload, validate_status
+from agent.publish.schema import validate_payload, validate_stats, validate_status
 from agent.service import AgentService
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config
@@ -58,6 +58,7 @@ def test_a_camera_with_no_prefilter_learns_from_the_vlm_and_its_records_export_a
         {"label": canonical(w), "code": f"S-{i}", "severity": "medium", "synonyms": [w]}
         for i, w in enumerate(SURFACE_CLASSES)]}))
     status = collector(mosquitto.url, "edge/box1/status")
+    stats = collector(mosquitto.url, "edge/box1/stats")
     tags = collector(mosquitto.url, "edge/box1/+/tags")
     # the gateway asks about the surface line's defect kinds (its answer schema's enum)
     with FakeOllama(answer_fn=oracle) as fake, \
@@ -120,6 +121,11 @@ def test_a_camera_with_no_prefilter_learns_from_the_vlm_and_its_records_export_a
     for doc in learning:
         assert validate_status(doc) == [], doc
         assert set(doc["learn"]) == {"surf"}
+
+    # and so did the periodic stats, valid against their contract
+    periodic = [json.loads(m.payload) for m in stats.messages]
+    assert periodic and all(validate_stats(doc) == [] for doc in periodic), periodic[-1:]
+    assert sum(periodic[-1]["learn"]["surf"][f] for f in FATES) > 0
 
     # the recorder kept every answered frame; the export is a classifier training set of the plant's classes
     assert service.recorder is not None
