@@ -299,6 +299,11 @@ def report(work: pathlib.Path, sub: Subscriber, samples: list[tuple[float, int, 
         growth = 100.0 * (rss_b - rss_a) / rss_a if rss_a else float("nan")
         print(f"agent RSS {rss_a / 1024:.1f} MiB at t={t_a:.0f} s -> {rss_b / 1024:.1f} MiB at t={t_b:.0f} s "
               f"({growth:+.1f} %); open fds {fd_a} -> {fd_b}")
+        k = max(1, min(5, len(samples) // 3))  # RSS swings with frames in flight: compare means too
+        first, last = (sum(x[1] for x in part) / len(part) for part in (samples[:k], samples[-k:]))
+        print(f"agent RSS mean of the first {k} minute samples {first / 1024:.1f} MiB, of the last {k} "
+              f"{last / 1024:.1f} MiB ({100 * (last - first) / first:+.1f} %); "
+              f"min {min(x[1] for x in samples) / 1024:.1f}, max {max(x[1] for x in samples) / 1024:.1f} MiB")
     if lost:
         print(f"lost event ids (first 10): {sorted(lost)[:10]}")
     return 1 if lost else 0
