@@ -28,6 +28,7 @@ import numpy as np
 
 from agent.config.models import HealthConfig
 from agent.errors import MetricsError, ModelError
+from agent.escalation.sampler import FATES
 from agent.health.notify import Notifier
 from agent.health.stages import HealthReport, StageProgress, StageState, evaluate
 from agent.health.supervisor import Supervisor
@@ -234,7 +235,17 @@ class AgentHealth:
             outbox += f" ({evicted} evicted)"
         return (f"{online}/{len(s.grabbers)} cameras online, {fps:.1f} fps; "
                 + " ".join(f"{v} {verdicts.get(v, 0)}" for v in ("pass", "defect", "uncertain"))
+                + self._learn_words()
                 + f"; {outbox}; {self._mqtt_words()}" + (f"; {self.reload_note}" if self.reload_note else ""))
+
+    def _learn_words(self) -> str:
+        """``; learn: 12 of 340 frames sent to the VLM`` while a camera is in learn mode, else nothing."""
+        counts = self.service.learn_tally.snapshot()
+        if not counts:
+            return ""
+        taken = sum(n for c in counts.values() for k, n in c.items() if k in FATES)
+        sent = sum(c["sampled_schedule"] + c["sampled_scene_change"] for c in counts.values())
+        return f"; learn: {sent} of {taken} frames sent to the VLM"
 
     def metrics_text(self) -> str:
         return render_agent_metrics(self.service, self.report(), self.ready)
@@ -257,6 +268,7 @@ class AgentHealth:
                                        "reconnects": st.reconnects, "last_error": st.last_error}
                         for st in (g.stats() for g in s.grabbers)},
             "inspected": sum(s.loop.counters.inspected.values()) if s.loop is not None else 0,
+            "learn": s.learn_tally.snapshot(),  # learn mode: every frame's fate per learning camera
             "mqtt": {"connected": bool(getattr(stats, "connected", False)),
                      "last_error": getattr(stats, "last_error", None)},
             "outbox": {"pending": getattr(stats, "pending", None), "evicted": getattr(stats, "evicted", None)},

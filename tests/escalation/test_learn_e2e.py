@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import threading
@@ -142,3 +143,47 @@ def test_a_camera_with_no_prefilter_learns_from_the_vlm_and_its_records_export_a
         "pass" if doc["verdict"] == "pass" else canonical(next(t["label"] for t in doc["tags"])) for doc in docs)
     assert exported == expected, (exported, expected)
     assert {p.parent.parent.name for p in out.glob("*/*/*.jpg")} <= {"train", "val"}
+
+
+def test_with_the_gateway_away_the_sampled_frames_say_so_and_nothing_pretends_to_be_inspected(
+        mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector], tmp_path: pathlib.Path) -> None:
+    """No gateway listening: the sampled frames are published ``uncertain`` with the escalation status that says
+    why (no verdict, no tags), counted by that status; nothing is recorded; skipped frames stay unpublished."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tags = collector(mosquitto.url, "edge/box1/+/tags")
+    (tmp_path / "taxonomy.yaml").write_text(yaml.safe_dump({"version": 1, "labels": [
+        {"label": canonical(w), "code": f"S-{i}", "severity": "low", "synonyms": [w]}
+        for i, w in enumerate(SURFACE_CLASSES)]}))
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump({
+        "device_id": "box1", "model": None, "taxonomy": "taxonomy.yaml",
+        "cameras": [{"id": "surf", "source": "synthetic://surface?seed=2&fps=10&frames=40", "record": True}],
+        "learn": {"sample_per_minute": 120, "scene_changes_per_minute": 0},
+        "mqtt": {"url": mosquitto.url, "stats_interval_s": 0}, "metrics": {"enabled": False},
+        "escalation": {"gateway": f"127.0.0.1:{port}", "publish_deadline_s": 0.5,
+                       "call_deadline_s": 1.0, "rate_per_camera": {"per_minute": 6000, "burst": 100}},
+        "dataset": {"dir": str(tmp_path / "rec")}}))
+    service = AgentService(load_config(tmp_path / "agent.yaml"))
+    service.start()
+    assert service.publisher.wait_connected(10.0)
+    service.wait(threading.Event(), duration=60.0)
+    assert service.health is not None
+    line, (_healthy, healthz) = service.health.status_line(), service.health.health_document()
+    service.shutdown(timeout=15.0)
+    learn = service.stats_document()["learn"]["surf"]
+    sampled = learn["sampled_schedule"]
+    # systemd's STATUS= line and /healthz say it too
+    assert f"learn: {sampled} of 40 frames sent to the VLM" in line, line
+    # (the fates were all counted when the camera ended; some outcomes may have come after the snapshot)
+    assert {f: healthz["learn"]["surf"][f] for f in FATES} == {f: learn[f] for f in FATES}
+    assert healthz["inspected"] == 0
+    assert sum(learn[f] for f in FATES) == 40 and learn["sampled_scene_change"] == 0, learn
+    assert learn.get("answered", 0) == 0 and sum(n for k, n in learn.items() if k not in FATES) == sampled, learn
+    docs = [json.loads(m.payload) for m in tags.wait_for(sampled, timeout=10.0)]
+    assert len(docs) == sampled >= 2 and len(tags.messages) == sampled
+    for doc in docs:
+        assert validate_payload(doc) == [], doc
+        assert (doc["verdict"], doc["tags"], doc["decided_by"]) == ("uncertain", [], "prefilter"), doc
+        assert doc["escalation"]["status"] in ("unavailable", "timeout") and doc["escalation"]["reason"], doc
+    assert service.recorder is not None and service.recorder.stats().recorded["escalated"] == 0
