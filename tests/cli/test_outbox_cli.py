@@ -83,3 +83,15 @@ def test_purge_asks_first_and_deletes_only_on_yes(outbox_file: pathlib.Path) -> 
 def test_a_missing_file_is_a_clear_error(tmp_path: pathlib.Path) -> None:
     code, _, err = invoke("show", "--file", str(tmp_path / "nope.sqlite"))
     assert code == 2 and "no such outbox file" in err and "Traceback" not in err
+
+
+def test_the_config_names_the_outbox_default_under_the_state_directory(
+        outbox_file: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(json.dumps({"device_id": "box1", "cameras": [{"id": "c", "source": "synthetic://conveyor"}]}))
+    monkeypatch.setenv("STATE_DIRECTORY", str(outbox_file.parent))  # systemd's StateDirectory=: the default path
+    code, out, _ = invoke("show", "--config", str(config))
+    assert code == 0 and f"outbox {outbox_file}" in out and "pending: 3 message(s)" in out, out
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "elsewhere"))
+    code, _, err = invoke("show", "--config", str(config))
+    assert code == 2 and "does not exist" in err and "--file" in err

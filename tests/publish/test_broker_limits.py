@@ -189,3 +189,25 @@ def test_acl_denying_one_camera_dead_letters_it_after_the_tries_and_requeue_deli
         cam2 = [json.loads(m.payload)["sequence"] for m in tags.messages if b'"cam2"' in m.payload]
         assert cam2 == sorted(cam2) and len(cam2) == 30  # delivered, in their order
         assert wait(lambda: pub.stats().dead_letters == 0 and pub.stats().pending == 0, 5), pub.stats()
+
+
+def test_a_qos0_only_broker_gets_every_event_at_qos0_with_a_warning(
+        tmp_path: pathlib.Path, collector: Collect, event_factory: EventFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="agent")
+    with LocalMosquitto(extra_config=["max_qos 0"]) as broker:
+        tags = collector(broker.port, "edge/+/+/tags")
+        pub = ReliablePublisher(Outbox(tmp_path / "o.sqlite"),
+                                MqttPublisher(MqttConfig(url=broker.url), "dev1"), topic_prefix="edge")
+        pub.start()
+        try:
+            assert wait(lambda: pub.stats().connected, 15), pub.stats()  # after the will was adapted
+            for i in range(1, 21):
+                pub.publish_event(event_factory(device="dev1", camera="cam1", sequence=i))
+            assert pub.flush(10), pub.stats()
+            got = tags.wait_for(20, timeout=5)
+            assert [json.loads(m.payload)["sequence"] for m in got] == list(range(1, 21))
+            assert pub.mqtt.limits.maximum_qos == 0
+        finally:
+            pub.stop()
+    assert "QoS 0 only" in caplog.text and "no delivery guarantee" in caplog.text
