@@ -144,7 +144,8 @@ def _run(config: AgentConfig, duration: float | None, quiet: bool, out: TextIO, 
         out.write(f"warning: not connected to {url} yet; events wait in the demo's temporary outbox\n")
     out.write(f"inspecting synthetic://conveyor at {fps:g} fps, model {config.model.path.name}; "
               f"topics edge/demo/conveyor1/tags and edge/demo/status"
-              f"{'' if duration else '; Ctrl-C to stop'}\n")
+              + (f"; stops after {duration:g} s" if duration else "; Ctrl-C to stop")
+              + f", then waits at most {SHUTDOWN_WAIT_S:g} s for the broker's acknowledgements\n")
     if service.health is not None and service.health.server is not None:
         out.write(f"metrics: {service.health.server.url}/metrics, health: {service.health.server.url}/healthz\n")
     service.wait(stop, None if duration is None else max(0.0, duration - (time.monotonic() - started)))

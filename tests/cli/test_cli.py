@@ -157,7 +157,7 @@ def test_demo_with_a_private_broker_shows_verdicts_and_a_summary() -> None:
     assert "against the scene's ground truth" in proc.stdout
     lines = [ln for ln in proc.stdout.splitlines() if " conveyor1 #" in ln]
     assert len(lines) >= 30  # about 15 fps for 6 s
-    assert "mqtt: committed to the outbox" in proc.stdout and "NOT all acknowledged" not in proc.stdout
+    assert "mqtt: committed to the outbox" in proc.stdout and "NOT delivered" not in proc.stdout
 
 
 def test_tail_shows_events_and_validates(mosquitto: LocalMosquitto) -> None:
