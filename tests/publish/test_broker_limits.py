@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from agent.cli.main import app
 from agent.config.models import MqttConfig
 from agent.errors import PublishError
 from agent.publish import deadletters
@@ -183,8 +185,9 @@ def test_acl_denying_one_camera_dead_letters_it_after_the_tries_and_requeue_deli
         acl.write_text("topic readwrite #\n")  # the ACL is fixed; mosquitto reloads it on SIGHUP
         os.kill(broker._proc.pid, signal.SIGHUP)  # type: ignore[union-attr]  # noqa: SLF001
         time.sleep(0.5)
-        assert deadletters.requeue(admin) == 30
         admin.close()
+        result = CliRunner().invoke(app, ["outbox", "requeue", "--file", str(tmp_path / "outbox.sqlite")])
+        assert result.exit_code == 0 and "requeued 30 dead letter(s)" in result.stdout  # beside the running agent
         assert wait(lambda: len(tags.messages) >= 90, 10), len(tags.messages)
         cam2 = [json.loads(m.payload)["sequence"] for m in tags.messages if b'"cam2"' in m.payload]
         assert cam2 == sorted(cam2) and len(cam2) == 30  # delivered, in their order
