@@ -182,6 +182,7 @@ class AgentService:
         self._publisher = self.metered = MeteredPublisher(self._publisher)  # counts events for /metrics
         self._publisher.add_status_extra(self.camera_status.status_fields)
         self._publisher.add_status_extra(self.learn_tally.status_fields)
+        self._publisher.add_status_extra(self._model_status)
         self._status_republisher = StatusRepublisher(self._publisher.republish_status,
                                                      interval_s=self._camera_status_interval_s)
         self.camera_status.on_change = self._status_republisher.poke
@@ -350,9 +351,20 @@ class AgentService:
             if self.escalator is not None:
                 self.escalator.set_rates({c.id: c.escalation_rate for c in cfg.cameras
                                           if c.escalation_rate is not None}, cfg.escalation.rate_per_camera)
+            model_swapped = prefilter is not self._prefilter  # a new model, or none (every camera learns now)
             self._prefilter, self.model_facts, self._model_digest = prefilter, facts, digest
             self.config = cfg
+            if model_swapped and self._status_republisher is not None:
+                self._status_republisher.poke()  # the retained status names the running model and its classes
             return ReloadResult(True, plan, model_reloaded=reload_model)
+
+    def _model_status(self) -> dict[str, Any]:
+        """The retained status's ``model`` (status.v1): the running prefilter's id, task and classes; nothing
+        for a prefilter handed in without model info."""
+        info = getattr(self._prefilter, "info", None)
+        if info is None:
+            return {}
+        return {"model": {"id": info.model_id, "task": info.task, "classes": list(info.names)}}
 
     def _make_grabber(self, camera: CameraConfig) -> Grabber:
         """A grabber whose state changes go to the status board and ``on_camera_state`` (SourceError for a

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -305,10 +306,12 @@ def test_sighup_reloads_a_running_edge_agent(mosquitto: LocalMosquitto, collecto
 
 
 def test_the_model_is_swapped_live_and_one_that_does_not_fit_is_refused(
-    mosquitto: LocalMosquitto, service_log: pytest.LogCaptureFixture, tmp_path: pathlib.Path
+    mosquitto: LocalMosquitto, service_log: pytest.LogCaptureFixture, tmp_path: pathlib.Path,
+    collector: Callable[..., MqttCollector]
 ) -> None:
     """The model file replaced on disk (same config) is reloaded on SIGHUP; the new model is loaded and checked
-    beside the running one, and refused when the config does not fit it (a classifier without the pass label)."""
+    beside the running one, and refused when the config does not fit it (a classifier without the pass label).
+    The retained status names the running model's classes, the new ones after the swap."""
     from agent.config.models import REPO_MODELS
 
     model = tmp_path / "model.onnx"
@@ -318,11 +321,17 @@ def test_the_model_is_swapped_live_and_one_that_does_not_fit_is_refused(
             "metrics: {listen: '127.0.0.1:0'}\ncameras: [{id: belt, source: 'synthetic://conveyor?seed=5&fps=10'}]\n")
     path.write_text(head)
     models: list[str] = []
+    status = collector(mosquitto.url, "edge/box1/status")
+
+    def model_in_status(task: str) -> Callable[[Any], bool]:
+        return lambda m: json.loads(m.payload).get("model", {}).get("task") == task
+
     service = AgentService(load_config(path), on_inspection=lambda i: models.append(i.result.model_id))
     service.start()
     try:
         wait_until(lambda: len(models) >= 3, 15.0, "frames with the detector")
         detector = models[-1]
+        assert status.wait_until(model_in_status("detect"), 10.0)
         shutil.copyfile(REPO_MODELS / "conveyor-resnet-cls.int8.onnx", model)  # a classifier now
 
         path.write_text(head + "triage: {pass_label: good}\n")
@@ -340,6 +349,13 @@ def test_the_model_is_swapped_live_and_one_that_does_not_fit_is_refused(
         count = len(models)
         wait_until(lambda: len(models) >= count + 3, 15.0, "frames with the classifier")
         assert models[-1] == service.model_facts.model_id != detector and service.grabbers[0].alive
+        assert status.wait_until(model_in_status("classify"), 10.0)  # republished with the new classes
+        docs = [json.loads(m.payload) for m in status.messages]
+        assert docs[0]["model"] == {"id": detector, "task": "detect",
+                                    "classes": ["scratch", "hole", "stain", "missing"]}
+        assert docs[-1]["model"] == {"id": service.model_facts.model_id, "task": "classify",
+                                     "classes": ["pass", "scratch", "hole", "stain", "missing"]}
+        assert all(validate_status(d) == [] for d in docs)
         assert any(r.getMessage().endswith(": model file changed on disk, reloaded") for r in service_log.records)
     finally:
         service.shutdown(timeout=10.0)

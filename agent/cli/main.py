@@ -555,7 +555,8 @@ def models_train(
         help="training data: a YOLO dataset (data.yaml with names, train, val) for a detector, or image "
              "folders (train/<class>/, val/<class>/) for a classifier")],
     base: Annotated[pathlib.Path, typer.Option(
-        help="ONNX model to start from: the detector or classifier the agent runs (FP32 or INT8)")],
+        help="model to start from: the ONNX detector or classifier the agent runs (FP32 or INT8); for a detector "
+             "also an ultralytics checkpoint (yolov8n.pt) or model yaml (yolov8s.yaml: from scratch)")],
     out: Annotated[pathlib.Path | None, typer.Option(
         help="new folder for the candidate (default: candidates/<model>-<UTC time>)")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 10,
@@ -575,6 +576,14 @@ def models_train(
         help="detector: the epoch exported, best (by the val split's fitness) or last; a dataset recorded by the "
              "agent has val boxes from the base model itself, which makes the first epochs look best: use last "
              "there and let `models promote` judge. The classifier always exports its last epoch")] = "best",
+    new_classes: Annotated[bool, typer.Option(
+        "--new-classes", help="the dataset's classes differ from the base model's: train a new head for them on "
+                              "the base's backbone (detector input: the dataset's image size unless --imgsz)")] = False,
+    time: Annotated[float | None, typer.Option(
+        "--time", help="training budget in hours (like ultralytics' time=; replaces --epochs for a detector, "
+                       "stops the classifier's epochs), e.g. 0.5")] = None,
+    taxonomy: Annotated[pathlib.Path | None, typer.Option(
+        help="the plant's taxonomy file: every class of the dataset must be one of its labels or synonyms")] = None,
 ) -> None:
     """Fine-tune the detector or classifier into a candidate folder.
 
@@ -584,7 +593,8 @@ def models_train(
 
     try:
         code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
-                                 verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch)
+                                 verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch,
+                                 new_classes=new_classes, time_h=time, taxonomy=taxonomy)
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

@@ -41,12 +41,15 @@ def _epoch(row: EpochRow) -> None:
 
 def run_train_command(data: pathlib.Path, base: pathlib.Path, out: pathlib.Path | None, epochs: int,
                       imgsz: str | None, lr0: float | None, batch: int, threads: int, seed: int, quantize: bool,
-                      overwrite: bool, verbose: bool, command: str, export_epoch: str = "best") -> int:
+                      overwrite: bool, verbose: bool, command: str, export_epoch: str = "best", *,
+                      new_classes: bool = False, time_h: float | None = None,
+                      taxonomy: pathlib.Path | None = None) -> int:
     from agent.training.candidate import TrainOptions, run_training
 
     opts = TrainOptions(data=data, base=base, out=out or default_out(base), epochs=epochs, imgsz=parse_imgsz(imgsz),
                         lr0=lr0, batch=batch, threads=threads, seed=seed, quantize=quantize, overwrite=overwrite,
-                        verbose=verbose, command=command, export_epoch=export_epoch)
+                        verbose=verbose, command=command, export_epoch=export_epoch, new_classes=new_classes,
+                        time_h=time_h, taxonomy=taxonomy)
     try:
         code = run_training(opts, _say, _epoch)
     except KeyboardInterrupt:

@@ -14,7 +14,8 @@ Order (every check before anything slow):
        OUT/<name>.md                model card: base, data, settings, per-epoch progress, metrics
        OUT/candidate.json           the same as data, for ``edge-agent models promote``
 
-   where ``<name>`` is the base model's (``conveyor-yolov8n`` for ``conveyor-yolov8n.int8.onnx``);
+   where ``<name>`` is the base model's (``conveyor-yolov8n`` for ``conveyor-yolov8n.int8.onnx``), or
+   with new classes the dataset folder's before it (``surface-conveyor-yolov8n``; ``newclasses``);
 4. the INT8 quantization and gate (``agent.cli.quantize.run_quantize``) with the shipped models'
    settings: flavour cpu, ``--float-stem 2`` for the detector, calibration on the training images,
    the gate's validation set = the dataset's val split.
@@ -42,8 +43,9 @@ from agent.prefilter.factory import open_prefilter
 from agent.prefilter.model_info import file_digest
 from agent.training.base import BaseModel, inspect_base
 from agent.training.card import Score, candidate_card, read_earlier_training
-from agent.training.data import TrainingData, check_class_names, check_training_data, task_matches
+from agent.training.data import TrainingData, check_training_data, task_matches
 from agent.training.extras import require_train_extra
+from agent.training.newclasses import candidate_name, check_classes, check_taxonomy, check_time, dataset_imgsz
 from agent.training.progress import EpochRow
 from agent.training.trained import TrainedModel
 from agent.triage.policy import decide
@@ -69,6 +71,24 @@ class TrainOptions:
     verbose: bool
     command: str
     export_epoch: str = "best"  # detector: best (val fitness) or last; the classifier exports its last
+    new_classes: bool = False  # a new head for the dataset's classes on the base's backbone
+    time_h: float | None = None  # training budget in hours (instead of --epochs), like ultralytics' time=
+    taxonomy: pathlib.Path | None = None  # the plant's taxonomy: the dataset's classes must be in it
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The checked inputs and what the run makes of them."""
+
+    data: TrainingData
+    base: BaseModel
+    new_head: bool  # the class outputs start afresh (new classes, or a yaml base: from scratch)
+    name: str  # the candidate's file names: OUT/<name>.onnx ...
+    imgsz: tuple[int, ...] | None  # None: the base model's
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.data.names if self.new_head or self.base.kind != "onnx" else self.base.names
 
 
 def check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
@@ -79,26 +99,35 @@ def check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
                              "replace what is in it")
 
 
-def check_inputs(opts: TrainOptions) -> tuple[TrainingData, BaseModel]:
+def check_inputs(opts: TrainOptions) -> Plan:
     """Everything about the command's inputs that can be checked without torch."""
     if opts.export_epoch not in ("best", "last"):
         raise EdgeAgentError(f"--export-epoch {opts.export_epoch!r}: expected best or last")
+    check_time(opts.time_h)
     check_out_folder(opts.out, opts.overwrite)
     data = check_training_data(opts.data)
     base = inspect_base(opts.base)
     task_matches(data, base.task, base.path)
-    check_class_names(data, base.names, base.path)
+    check_taxonomy(data, opts.taxonomy)
+    new_head = check_classes(data, base, opts.new_classes)
     if opts.imgsz is not None and len(opts.imgsz) != (1 if base.task == "detect" else 2):
         raise EdgeAgentError(f"--imgsz {'x'.join(map(str, opts.imgsz))}: a "
                              + ("detector trains on square images: give one size, e.g. --imgsz 320"
                                 if base.task == "detect" else "classifier input is height x width, e.g. "
                                 "--imgsz 192x256"))
-    return data, base
+    imgsz = opts.imgsz
+    if imgsz is None and base.task == "detect" and (new_head or base.kind != "onnx"):
+        imgsz = (dataset_imgsz(data),)  # new classes: the dataset's own image size suits its (small) defects
+    return Plan(data=data, base=base, new_head=new_head, name=candidate_name(data, base, new_head), imgsz=imgsz)
 
 
 def check_architecture(base: BaseModel) -> str:
     """What the base network is, read from its graph (onnx, no torch); ModelError when it is not one we can
     train: a YOLOv8-layout detector, or the frame classifier's ResNet-18 layout."""
+    if base.kind == "yaml":
+        return f"{base.path.name} (ultralytics model yaml, from scratch)"
+    if base.kind == "checkpoint":
+        return f"{base.path.name} (ultralytics checkpoint)"
     if base.task == "detect":
         from agent.training.yolo_arch import read_yolo_architecture
 
@@ -160,32 +189,46 @@ def _stamp_metadata(path: pathlib.Path, record: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def _train(opts: TrainOptions, data: TrainingData, base: BaseModel, work: pathlib.Path,
-           say: Callable[[str], None], on_epoch: Callable[[EpochRow], None]) -> tuple[TrainedModel, pathlib.Path]:
-    """Fine-tune in ``work``; the trained model and the folder of calibration frames for the INT8 step."""
+def _train(opts: TrainOptions, plan: Plan, work: pathlib.Path, say: Callable[[str], None],
+           on_epoch: Callable[[EpochRow], None]) -> tuple[TrainedModel, pathlib.Path]:
+    """Train in ``work``; the trained model and the folder of calibration frames for the INT8 step."""
+    data, base, imgsz = plan.data, plan.base, plan.imgsz
     if base.task == "detect":
         from agent.training.detector import DetectorSettings, finetune_detector
 
-        settings = DetectorSettings(epochs=opts.epochs, imgsz=opts.imgsz[0] if opts.imgsz else None, batch=opts.batch,
+        lr0 = DetectorSettings.lr0 if not plan.new_head else DetectorSettings.new_head_lr0
+        settings = DetectorSettings(epochs=opts.epochs, imgsz=imgsz[0] if imgsz else None, batch=opts.batch,
                                     seed=opts.seed, threads=opts.threads, verbose=opts.verbose,
-                                    lr0=DetectorSettings.lr0 if opts.lr0 is None else opts.lr0,
-                                    export_epoch=opts.export_epoch)
+                                    lr0=lr0 if opts.lr0 is None else opts.lr0, time_h=opts.time_h,
+                                    new_head=plan.new_head, export_epoch=opts.export_epoch)
         trained = finetune_detector(base, data, settings, work, on_epoch, say)
         return trained, _calibration_folder(data, work / "data" / "images" / "train")
     from agent.training.classifier import ClassifierSettings, finetune_classifier
 
+    lr = ClassifierSettings.lr if not plan.new_head else ClassifierSettings.new_head_lr
     csettings = ClassifierSettings(epochs=opts.epochs, batch=opts.batch, seed=opts.seed, threads=opts.threads,
-                                   imgsz=(opts.imgsz[0], opts.imgsz[1]) if opts.imgsz else None,
-                                   lr=ClassifierSettings.lr if opts.lr0 is None else opts.lr0)
+                                   imgsz=(imgsz[0], imgsz[1]) if imgsz else None,
+                                   lr=lr if opts.lr0 is None else opts.lr0, time_h=opts.time_h,
+                                   new_head=plan.new_head)
     return finetune_classifier(base, data, csettings, work, on_epoch, say), _calibration_folder(data,
                                                                                         data.source / "train")
 
 
+def _describe_base(base: BaseModel) -> str:
+    if base.kind != "onnx":
+        return f"base: {base.path} ({base.kind}, detector)"
+    return (f"base: {base.path} ({base.task}, {len(base.names)} classes, input {base.imgsz[1]}x{base.imgsz[0]}"
+            f"{', INT8 weights (dequantized to start from)' if base.quantized else ''})")
+
+
 def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Callable[[EpochRow], None]) -> int:
-    data, base = check_inputs(opts)
+    plan = check_inputs(opts)
+    data, base = plan.data, plan.base
     say(f"data: {data.describe()}")
-    say(f"base: {base.path} ({base.task}, {len(base.names)} classes, input {base.imgsz[1]}x{base.imgsz[0]}"
-        f"{', INT8 weights (dequantized to start from)' if base.quantized else ''})")
+    say(_describe_base(base))
+    if plan.new_head:
+        say(f"new head for the dataset's {len(data.names)} classes ({', '.join(data.names)})"
+            + ("" if base.kind == "yaml" else f" on the backbone of {base.path.name}"))
     require_train_extra(base.task)
     say(f"base network: {check_architecture(base)}")
     work_root = opts.out.resolve().parent
@@ -194,10 +237,10 @@ def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Calla
     # failed run leaves nothing behind
     with tempfile.TemporaryDirectory(prefix=f".{opts.out.name}-work-", dir=work_root) as tmp:
         work = pathlib.Path(tmp)
-        trained, calib = _train(opts, data, base, work, say, on_epoch)
+        trained, calib = _train(opts, plan, work, say, on_epoch)
         stage = work / "candidate"
         stage.mkdir()
-        code = _write_candidate(opts, data, base, trained, calib, stage, say)
+        code = _write_candidate(opts, plan, trained, calib, stage, say)
         if opts.out.exists():  # empty, or --overwrite (checked before training)
             shutil.rmtree(opts.out)
         stage.rename(opts.out)
@@ -207,26 +250,42 @@ def run_training(opts: TrainOptions, say: Callable[[str], None], on_epoch: Calla
     return code
 
 
-def _write_candidate(opts: TrainOptions, data: TrainingData, base: BaseModel, trained: TrainedModel,
-                     calib: pathlib.Path, stage: pathlib.Path, say: Callable[[str], None]) -> int:
-    """FP32 model, scores, card, INT8 + gate, candidate.json into ``stage``; the INT8 step's exit code."""
-    fp32 = stage / f"{base.name}.onnx"
-    shutil.copyfile(trained.onnx, fp32)
-    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    base_sha = file_digest(base.path)
-    _stamp_metadata(fp32, {"base": base.path.name, "base_sha256": base_sha, "data": str(data.source),
-                           "epochs": opts.epochs, "created_at": created})
+def _scores(plan: Plan, fp32: pathlib.Path, threads: int, say: Callable[[str], None]) -> tuple[Score | None, Score]:
+    """The base model's and the candidate's val scores; no base score where the base has other classes."""
+    if plan.new_head or plan.base.kind != "onnx":
+        say("measuring the candidate on the val split (the base model has other classes: no comparison)")
+        cand_score = score_on_val(fp32, plan.data, threads)
+        say(f"val {cand_score.metric}: candidate {cand_score.value:.3f}; uncertain (to the VLM) "
+            f"{100 * cand_score.uncertain:.1f}%")
+        return None, cand_score
     say("measuring the base model and the candidate on the val split")
-    base_score = score_on_val(base.path, data, opts.threads)
-    cand_score = score_on_val(fp32, data, opts.threads)
+    base_score = score_on_val(plan.base.path, plan.data, threads)
+    cand_score = score_on_val(fp32, plan.data, threads)
     say(f"val {cand_score.metric}: base {base_score.value:.3f}, candidate {cand_score.value:.3f}; uncertain "
         f"(to the VLM): base {100 * base_score.uncertain:.1f}%, candidate {100 * cand_score.uncertain:.1f}%")
+    return base_score, cand_score
+
+
+def _write_candidate(opts: TrainOptions, plan: Plan, trained: TrainedModel, calib: pathlib.Path,
+                     stage: pathlib.Path, say: Callable[[str], None]) -> int:
+    """FP32 model, scores, card, INT8 + gate, candidate.json into ``stage``; the INT8 step's exit code."""
+    data, base, name = plan.data, plan.base, plan.name
+    fp32 = stage / f"{name}.onnx"
+    shutil.copyfile(trained.onnx, fp32)
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    base_sha = file_digest(base.path) if base.path.is_file() else None
+    _stamp_metadata(fp32, {"base": base.path.name, "base_sha256": base_sha, "data": str(data.source),
+                           "epochs": len(trained.history), "new_classes": plan.new_head,
+                           "time_h": opts.time_h, "created_at": created})
+    base_score, cand_score = _scores(plan, fp32, opts.threads, say)
     card_path = base.path.with_name(base.name + ".md")
     earlier = read_earlier_training(card_path.read_text()) if card_path.exists() else None
     record: dict[str, Any] = {
-        "schema": CANDIDATE_SCHEMA, "name": base.name, "task": base.task, "names": list(base.names),
+        "schema": CANDIDATE_SCHEMA, "name": name, "task": base.task, "names": list(plan.names),
+        "new_classes": {"base_names": list(base.names), "names": list(plan.names)} if plan.new_head else None,
+        "time_h": opts.time_h,
         "created_at": created, "input": f"1x3x{trained.details['input'][0]}x{trained.details['input'][1]}",
-        "base": {"file": str(base.path), "sha256": base_sha, "model_id": base.info.model_id,
+        "base": {"file": str(base.path), "sha256": base_sha, "model_id": base.model_id, "kind": base.kind,
                  "precision": "int8" if base.quantized else "fp32",
                  "training": earlier.training if earlier else None},
         "data": {"source": str(data.source), "task": data.task, "train_images": len(data.train),
@@ -235,21 +294,22 @@ def _write_candidate(opts: TrainOptions, data: TrainingData, base: BaseModel, tr
         "details": trained.details,
         "train_seconds": round(trained.train_seconds, 1),
         "history": [row.as_json() for row in trained.history],
-        "metrics": {"split": "val", "metric": cand_score.metric, "base": round(base_score.value, 4),
+        "metrics": {"split": "val", "metric": cand_score.metric,
+                    "base": round(base_score.value, 4) if base_score else None,
                     "candidate": round(cand_score.value, 4),
-                    "uncertain_share": {"base": round(base_score.uncertain, 4),
+                    "uncertain_share": {"base": round(base_score.uncertain, 4) if base_score else None,
                                         "candidate": round(cand_score.uncertain, 4)}},
-        "files": {"fp32": fp32.name, "card": f"{base.name}.md"},
+        "files": {"fp32": fp32.name, "card": f"{name}.md"},
         "command": opts.command,
     }
-    (stage / f"{base.name}.md").write_text(candidate_card(record, trained.history, base_score, cand_score))
+    (stage / f"{name}.md").write_text(candidate_card(record, trained.history, base_score, cand_score))
     code = 0
     if opts.quantize:
         code = _quantize(opts, base, data, fp32, calib)
-        int8 = stage / f"{base.name}.int8.onnx"
+        int8 = stage / f"{name}.int8.onnx"
         if int8.exists():
             record["files"]["int8"] = int8.name
-            record["files"]["int8_gate"] = f"{base.name}.int8.gate.json"
+            record["files"]["int8_gate"] = f"{name}.int8.gate.json"
         record["int8"] = "passed" if int8.exists() else "refused by the gate"
     else:
         record["int8"] = "not made (--no-quantize)"

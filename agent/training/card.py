@@ -54,8 +54,14 @@ def _f(v: Any) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def _comparison(base: Score, candidate: Score) -> str:
-    unit = "objects" if base.metric == "mAP50" else "frames"
+def _comparison(base: Score | None, candidate: Score) -> str:
+    unit = "objects" if candidate.metric == "mAP50" else "frames"
+    if base is None:
+        rows = [f"| class | {unit} | candidate {candidate.per_class_metric} | candidate precision | candidate recall |",
+                "|---|---|---|---|---|"]
+        rows += [f"| {n} | {c['support']} | {_f(c['score'])} | {_f(c['precision'])} | {_f(c['recall'])} |"
+                 for n, c in candidate.per_class.items()]
+        return "\n".join(rows)
     rows = [f"| class | {unit} | base {base.per_class_metric} | candidate {candidate.per_class_metric} | "
             "candidate precision | candidate recall |", "|---|---|---|---|---|---|"]
     for name, c in candidate.per_class.items():
@@ -80,25 +86,60 @@ def _history(history: Sequence[EpochRow]) -> str:
     return "\n".join(rows)
 
 
-def candidate_card(r: Mapping[str, Any], history: Sequence[EpochRow], base_score: Score,
-                   candidate_score: Score) -> str:
-    """The model card of a fine-tuned candidate. ``r`` is the candidate record (candidate.json)."""
-    base, data, settings = r["base"], r["data"], r["settings"]
+def _on_val(base_score: Score | None, candidate_score: Score) -> str:
+    if base_score is None:
+        return f"""Measured with the agent's runtime (`agent.prefilter`, the code the service runs):
+{candidate_score.metric} **{candidate_score.value:.3f}** for the candidate (the base model has other classes:
+no comparison). With the default triage band, {100 * candidate_score.uncertain:.1f}% of the frames are
+uncertain (would go to the VLM). The val split is the dataset's own: it says how the training fits this
+data; the promotion gate decides on a held-out set.
+
+{_comparison(None, candidate_score)}"""
+    change = (candidate_score.value - base_score.value) * 100
+    return f"""Measured with the agent's runtime (`agent.prefilter`, the code the service runs):
+{base_score.metric} **{base_score.value:.3f}** for the base model, **{candidate_score.value:.3f}** for the
+candidate ({change:+.1f} points). With the default triage band, {100 * base_score.uncertain:.1f}% of the frames
+are uncertain (would go to the VLM) with the base model, {100 * candidate_score.uncertain:.1f}% with the candidate.
+The val split is the dataset's own: it says how the fine-tune fits this data; the promotion gate decides on a
+held-out set.
+
+{_comparison(base_score, candidate_score)}"""
+
+
+def _origin(r: Mapping[str, Any]) -> tuple[str, str]:
+    """(what the candidate is, the sentence on where it came from)."""
     task = "detector" if r["task"] == "detect" else "frame classifier"
+    base = r["base"]
+    budget = f" within a budget of {r['time_h']:g} h" if r.get("time_h") else ""
+    if base.get("kind") == "yaml":
+        return (f"{task} trained from scratch", f"A candidate made by `edge-agent models train` from the model yaml "
+                f"`{base['file']}` (no pretrained weights){budget}:")
+    if r.get("new_classes"):
+        old = ", ".join(r["new_classes"]["base_names"]) or "the checkpoint's"
+        return (f"{task} with new classes", f"A candidate made by `edge-agent models train --new-classes`{budget}: "
+                f"the backbone of `{base['file']}` (classes {old}) with a new head for {', '.join(r['names'])},")
+    return f"fine-tuned {task}", f"A candidate made by `edge-agent models train` from `{base['file']}`{budget}:"
+
+
+def candidate_card(r: Mapping[str, Any], history: Sequence[EpochRow], base_score: Score | None,
+                   candidate_score: Score) -> str:
+    """The model card of a trained candidate. ``r`` is the candidate record (candidate.json)."""
+    base, data, settings = r["base"], r["data"], r["settings"]
+    what, origin = _origin(r)
     counts = "; ".join(f"{split}: {sum(c.values())} " + ("objects" if r["task"] == "detect" else "images") + " ("
                        + ", ".join(f"{n} {v}" for n, v in c.items()) + ")" for split, c in data["counts"].items())
-    change = (candidate_score.value - base_score.value) * 100
     settings_text = ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None)
     lineage = base.get("training")
     files = f"`{r['files']['fp32']}` (FP32, input {r['input']})" + (
         f", INT8 `{r['files']['int8']}`" if r["files"].get("int8") else "")
-    base_text = f"`{base['file']}` (sha256 {base['sha256'][:12]}, {base['precision']})" + (
+    sha = f"sha256 {base['sha256'][:12]}, " if base.get("sha256") else ""
+    base_text = f"`{base['file']}` ({sha}{base['precision']})" + (
         f"; its training: {lineage}" if lineage else "")
     training = (f"{len(history)} epoch(s), {duration(r['train_seconds'])} on {r['details']['machine']}; "
                 f"{r['details']['tools']}")
-    return f"""# {r['name']} — fine-tuned {task} (candidate)
+    return f"""# {r['name']} — {what} (candidate)
 
-A candidate made by `edge-agent models train` from `{base['file']}`: trained on
+{origin} trained on
 `{data['source']}`, not yet deployed. Promote it with `edge-agent models promote`,
 which compares it with the running model on a held-out labelled set.
 
@@ -115,14 +156,7 @@ which compares it with the running model on a held-out labelled set.
 
 ## On the dataset's val split
 
-Measured with the agent's runtime (`agent.prefilter`, the code the service runs):
-{base_score.metric} **{base_score.value:.3f}** for the base model, **{candidate_score.value:.3f}** for the
-candidate ({change:+.1f} points). With the default triage band, {100 * base_score.uncertain:.1f}% of the frames
-are uncertain (would go to the VLM) with the base model, {100 * candidate_score.uncertain:.1f}% with the candidate.
-The val split is the dataset's own: it says how the fine-tune fits this data; the promotion gate decides on a
-held-out set.
-
-{_comparison(base_score, candidate_score)}
+{_on_val(base_score, candidate_score)}
 
 ## Training progress
 

@@ -48,12 +48,15 @@ class ClassifierSettings:
     shift: int = 8
     seed: int = 7
     threads: int = 2
+    new_head_lr: float = 3e-4  # peak, AdamW, for a new head (a fresh linear layer needs more than 2e-5)
+    time_h: float | None = None  # budget in hours: no epoch starts after it (the cosine schedule keeps --epochs)
+    new_head: bool = False  # the dataset's classes: a new linear layer on the base's backbone
 
 
 def _prep(base: BaseModel, imgsz: tuple[int, int]) -> Any:
     from agent.training.resnet import InputPrep
 
-    ci = base.info.classifier_input
+    ci = base.info.classifier_input if base.info else None
     if ci is None:
         raise ModelError(f"--base {base.path}: no classifier input description; expected a classifier")
     if ci.output != "probabilities":
@@ -76,7 +79,7 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     torch.use_deterministic_algorithms(True)
     base_prep = _prep(base, base.imgsz)
     prep = _prep(base, settings.imgsz or base.imgsz)
-    names = base.names
+    names = data.names if settings.new_head else base.names
     t0 = time.monotonic()
     train_ids = np.asarray([names.index(c) for c in data.train_classes], np.int64)
     val_ids = np.asarray([names.index(c) for c in data.val_classes], np.int64)
@@ -89,6 +92,9 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     say(f"rebuilt the width-{rebuilt['width']} ResNet-18 layout from {base.path.name}: probabilities within "
         f"{rebuilt['mean_probability_difference']:.1e} of the ONNX model, top-1 agrees on "
         f"{100 * rebuilt['top1_agreement']:.0f}% of {min(16, len(bn_inputs))} frames")
+    if settings.new_head:
+        net.fc = nn.Linear(net.fc.in_features, len(names))  # the base's classes dropped, its backbone kept
+        say(f"new head: {len(names)} classes ({', '.join(names)}) instead of the base's {len(base.names)}")
     norm = prep.normalisation
     val_tensor = torch.from_numpy(to_tensor(x_val, norm))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -99,6 +105,9 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     started = time.monotonic()
     step = 0
     for epoch in range(1, settings.epochs + 1):
+        if settings.time_h is not None and history and time.monotonic() - started >= settings.time_h * 3600:
+            say(f"--time {settings.time_h:g} h spent after {len(history)} epoch(s)")
+            break
         loss, acc, step = run_epoch(net, opt, loss_fn, x_train, train_ids, settings.batch, rng, settings.shift, norm,
                                     lambda s: lr_at(s, steps_per_epoch, settings.epochs, settings.lr), step,
                                     freeze_batchnorm=True)
@@ -110,11 +119,13 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     train_s = time.monotonic() - started
     meta = {k: v for k, v in base.metadata.items() if k in CARRIED_KEYS}
     meta.update({
-        "description": f"edge-agent conveyor frame classifier, ResNet-18 layout at width {rebuilt['width']}, "
-                       f"fine-tuned from {base.path.name}",
+        "description": f"edge-agent frame classifier, ResNet-18 layout at width {rebuilt['width']}, "
+                       + (f"new head for {', '.join(names)} on the backbone of " if settings.new_head
+                          else "fine-tuned from ") + base.path.name,
         "author": "edge-agent (edge-agent models train)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "imgsz": repr([prep.height, prep.width]),
+        "names": repr(dict(enumerate(names))),
     })
     target = work / f"{base.name}.onnx"
     export_classifier(net, target, (prep.height, prep.width), meta, to_tensor(x_val[:4], norm))
@@ -122,7 +133,7 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
         "epochs": settings.epochs, "imgsz": f"{prep.height}x{prep.width}", "batch": settings.batch,
         "optimizer": "AdamW", "lr": settings.lr, "weight_decay": settings.weight_decay,
         "label_smoothing": settings.label_smoothing, "shift": settings.shift, "seed": settings.seed,
-        "threads": settings.threads,
+        "threads": settings.threads, "time_h": settings.time_h, "new_head": settings.new_head,
     }, details={
         "architecture": f"ResNet-18 layout at width {rebuilt['width']} ({rebuilt['params'] / 1e6:.2f} M parameters, "
                         f"{'average and max' if rebuilt['pool'] == 'avgmax' else 'average'} pooled head)",

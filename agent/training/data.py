@@ -29,6 +29,8 @@ from agent.evaluation.dataset import _load_yaml, _names_from_yaml, read_yolo_dat
 Task = Literal["detect", "classify"]
 LAYOUTS = ("a YOLO detection dataset (data.yaml with names/train/val, images/, labels/) or a classification "
            "dataset (train/<class>/*.jpg and val/<class>/*.jpg)")
+NEW_CLASSES_HINT = ("give --new-classes to train a new head for the dataset's classes on the base model's backbone "
+                    "(its other layers)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +134,7 @@ def check_class_names(data: TrainingData, model_names: Sequence[str], model: pat
                 f"the dataset's classes are not the base model's: {data.data_yaml} has {len(data.names)} "
                 f"({', '.join(f'{i}: {n}' for i, n in enumerate(data.names))}), {model.name} has "
                 f"{len(model_names)} ({', '.join(f'{i}: {n}' for i, n in enumerate(model_names))}); class ids "
-                "must mean the same in both (a fine-tune keeps the model's classes)")
+                f"must mean the same in both (a fine-tune keeps the model's classes); {NEW_CLASSES_HINT}")
         return
     unknown = [n for n in data.names if n not in model_names and (data.counts["train"].get(n) or
                                                                    data.counts["val"].get(n))]
@@ -140,7 +142,8 @@ def check_class_names(data: TrainingData, model_names: Sequence[str], model: pat
         raise DatasetError(
             f"the dataset's classes are not the base model's: {data.source} has class folder(s) "
             f"{', '.join(unknown)} (all: {', '.join(data.names)}), {model.name} has "
-            f"{', '.join(model_names)}; every class folder must be one of the model's classes")
+            f"{', '.join(model_names)}; every class folder must be one of the model's classes (a fine-tune keeps "
+            f"the model's classes); {NEW_CLASSES_HINT}")
 
 
 def task_matches(data: TrainingData, model_task: str, model: pathlib.Path) -> None:

@@ -25,11 +25,12 @@ import cv2
 from agent.errors import DatasetError, ModelError
 from agent.evaluation.dataset import label_path
 from agent.prefilter.factory import open_prefilter
-from agent.training.base import BaseModel
-from agent.training.data import TrainingData
+from agent.training.base import YAML_NAME, BaseModel
+from agent.training.data import NEW_CLASSES_HINT, TrainingData
 from agent.training.extras import configure_ultralytics
 from agent.training.progress import EpochRow
 from agent.training.trained import TrainedModel
+from agent.training.yolo_arch import model_yaml
 
 BN_IMAGES = 64  # training images whose statistics re-create the BatchNorms
 FP32_TOLERANCE = 1e-3  # rebuilt model vs an FP32 ONNX base: relative output difference
@@ -42,11 +43,14 @@ class DetectorSettings:
     imgsz: int | None = None  # default: the base model's input size
     batch: int = 16
     lr0: float = 2e-4  # AdamW; the shipped model's last stages used 2e-4 and 1e-4
+    new_head_lr0: float = 1e-3  # AdamW, a new head (or from scratch): ultralytics' own choice for a few classes
     close_mosaic: int | None = None  # last epochs without mosaic; default: all of them (a fine-tune)
     seed: int = 7
     threads: int = 2
     verbose: bool = False  # ultralytics' own output
     export_epoch: str = "best"  # best (ultralytics' val fitness) or last
+    time_h: float | None = None  # budget in hours (ultralytics' time=, which then sets the epochs)
+    new_head: bool = False  # the dataset's classes, a new head: ultralytics' augmentation schedule (mosaic)
 
 
 def link_dataset(data: TrainingData, target: pathlib.Path) -> pathlib.Path:
@@ -88,15 +92,68 @@ def _epoch_row(trainer: Any, started: float) -> EpochRow:
                     elapsed_s=time.monotonic() - started)
 
 
+def _start_model(base: BaseModel, data: TrainingData, settings: DetectorSettings, work: pathlib.Path,
+                 say: Callable[[str], None]) -> tuple[Any, str, str]:
+    """The ultralytics model training starts from, its architecture and its init (for the card)."""
+    from ultralytics import YOLO  # type: ignore[attr-defined,unused-ignore]
+
+    if base.kind == "yaml":
+        yaml_path = base.path
+        match = YAML_NAME.match(base.path.name)
+        if not base.path.is_file() and match:  # ultralytics' own name: the same architecture, written here
+            yaml_path = work / base.path.name
+            yaml_path.write_text(model_yaml(len(data.names), "silu", match.group(1)))
+        try:
+            model = YOLO(str(yaml_path), task="detect")
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ModelError(f"--base {base.path}: ultralytics cannot build a model from it ({exc}); expected a "
+                             "YOLOv8 model yaml such as yolov8n.yaml") from exc
+        return model, f"{base.path.name} (ultralytics model yaml)", "from scratch (random weights)"
+    if base.kind == "checkpoint":
+        return _checkpoint_model(base, data, settings)
+    from agent.training.onnx_to_yolo import yolo_from_onnx
+
+    t0 = time.monotonic()
+    checkpoint, rebuilt = yolo_from_onnx(base.path, len(base.names), work, _bn_images(base, data),
+                                         INT8_TOLERANCE if base.quantized else FP32_TOLERANCE)
+    say(f"rebuilt YOLOv8{rebuilt['scale']} ({rebuilt['activation']}) from {base.path.name}: output within "
+        f"{rebuilt['max_relative_difference']:.1e} of the ONNX model ({time.monotonic() - t0:.0f} s)")
+    init = (f"rebuilt from {base.path.name} (BatchNorms re-estimated on {min(BN_IMAGES, len(data.train))} "
+            f"training images; output within {rebuilt['max_relative_difference']:.1e} of the ONNX model)")
+    if settings.new_head:
+        init += f"; new head for {len(data.names)} classes (its {len(base.names)} class outputs dropped)"
+    return (YOLO(str(checkpoint), task="detect"), f"YOLOv8{rebuilt['scale']}, {rebuilt['activation']} activation",
+            init)
+
+
+def _checkpoint_model(base: BaseModel, data: TrainingData, settings: DetectorSettings) -> tuple[Any, str, str]:
+    from ultralytics import YOLO  # type: ignore[attr-defined,unused-ignore]
+
+    try:
+        model = YOLO(str(base.path), task="detect")
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds for a file that is not a checkpoint
+        raise ModelError(f"--base {base.path}: not an ultralytics checkpoint ({type(exc).__name__}: {exc}); "
+                         "expected a detector .pt such as yolov8n.pt") from exc
+    if getattr(model, "task", "detect") != "detect":
+        raise ModelError(f"--base {base.path} is an ultralytics {model.task} checkpoint; expected a detector (.pt "
+                         "of task detect) for a YOLO dataset")
+    names = tuple(str(n) for _, n in sorted(dict(model.names).items()))
+    if names != data.names and not settings.new_head:
+        raise DatasetError(f"the dataset's classes are not the checkpoint's: {data.data_yaml} has "
+                           f"{', '.join(data.names)}, {base.path.name} has {len(names)} ({', '.join(names[:8])}"
+                           f"{', ...' if len(names) > 8 else ''}); {NEW_CLASSES_HINT}")
+    init = f"ultralytics checkpoint {base.path.name} ({len(names)} classes)"
+    return model, f"{base.path.name} (ultralytics checkpoint)", init + (
+        f"; new head for {len(data.names)} classes" if names != data.names else "")
+
+
 def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSettings, work: pathlib.Path,
                       on_epoch: Callable[[EpochRow], None], say: Callable[[str], None]) -> TrainedModel:
     """Train in ``work`` (an empty folder); ``on_epoch`` gets one row per epoch, ``say`` the other news."""
     configure_ultralytics(work / "ultralytics-config", settings.verbose)
     import torch
     import ultralytics
-    from ultralytics import YOLO  # type: ignore[attr-defined]
-
-    from agent.training.onnx_to_yolo import yolo_from_onnx
+    from ultralytics import YOLO  # type: ignore[attr-defined,unused-ignore]
 
     h, w = base.imgsz
     imgsz = settings.imgsz or max(h, w)
@@ -105,12 +162,7 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
                          "square images)")
     torch.manual_seed(settings.seed)
     data_yaml = link_dataset(data, work / "data")
-    t0 = time.monotonic()
-    checkpoint, rebuilt = yolo_from_onnx(base.path, len(base.names), work, _bn_images(base, data),
-                                         INT8_TOLERANCE if base.quantized else FP32_TOLERANCE)
-    say(f"rebuilt YOLOv8{rebuilt['scale']} ({rebuilt['activation']}) from {base.path.name}: output within "
-        f"{rebuilt['max_relative_difference']:.1e} of the ONNX model ({time.monotonic() - t0:.0f} s)")
-    model = YOLO(str(checkpoint), task="detect")
+    model, architecture, init = _start_model(base, data, settings, work, say)
     history: list[EpochRow] = []
     started = time.monotonic()
 
@@ -126,12 +178,15 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
 
     model.add_callback("on_train_start", threads)
     model.add_callback("on_fit_epoch_end", epoch_end)
-    close_mosaic = settings.epochs if settings.close_mosaic is None else settings.close_mosaic
+    fresh = settings.new_head or base.kind != "onnx"
+    # a fine-tune: no mosaic; a new head: ultralytics' schedule (mosaic, the last 10 epochs without)
+    close_mosaic = settings.close_mosaic if settings.close_mosaic is not None else (10 if fresh else settings.epochs)
+    extra: dict[str, Any] = {} if settings.time_h is None else {"time": settings.time_h}
     model.train(data=str(data_yaml), epochs=settings.epochs, imgsz=imgsz, batch=settings.batch, seed=settings.seed,
-                deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=True,
+                deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=base.kind != "yaml",
                 project=str(work), name="run", exist_ok=True, verbose=settings.verbose, patience=1000,
                 close_mosaic=close_mosaic, optimizer="AdamW", lr0=settings.lr0, val=True,
-                warmup_bias_lr=settings.lr0)  # ultralytics' default 0.1 for biases would undo a fine-tune
+                warmup_bias_lr=settings.lr0, **extra)  # ultralytics' default 0.1 for biases would undo a fine-tune
     train_s = time.monotonic() - started
     chosen = work / "run" / "weights" / f"{settings.export_epoch}.pt"
     if not chosen.exists():
@@ -141,11 +196,10 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
     return TrainedModel(onnx=exported, history=tuple(history), train_seconds=train_s, settings={
         "epochs": settings.epochs, "imgsz": imgsz, "batch": settings.batch, "optimizer": "AdamW",
         "lr0": settings.lr0, "close_mosaic": close_mosaic, "seed": settings.seed, "threads": settings.threads,
-        "export_epoch": settings.export_epoch,
+        "export_epoch": settings.export_epoch, "time_h": settings.time_h,
     }, details={
-        "architecture": f"YOLOv8{rebuilt['scale']}, {rebuilt['activation']} activation",
-        "init": f"rebuilt from {base.path.name} (BatchNorms re-estimated on {min(BN_IMAGES, len(data.train))} "
-                f"training images; output within {rebuilt['max_relative_difference']:.1e} of the ONNX model)",
+        "architecture": architecture,
+        "init": init,
         "input": [imgsz, imgsz],
         "tools": f"ultralytics {ultralytics.__version__}, torch {torch.__version__}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -22,6 +22,8 @@ ONLINE: dict[str, Any] = {
         "dock-2": {"state": "reconnecting", "since": "2026-11-22T03:05:00Z",
                    "reason": "camera source 'rtsp://127.0.0.1:8554/cam': no frame within 5 s or the stream ended"},
     },
+    "model": {"id": "surface-conveyor-yolov8n@0123456789ab", "task": "detect",
+              "classes": ["scratch", "pit", "stain", "crack", "inclusion", "dent"]},
 }
 SHUTDOWN: dict[str, Any] = {"state": "offline", "device": "box1", "reason": "shutdown",
                             "since": "2026-11-22T04:00:00.000001Z"}
@@ -53,8 +55,8 @@ def _objects(node: Any, path: str = "$") -> list[tuple[str, dict[str, Any]]]:
 
 def test_every_object_is_closed_and_every_property_described() -> None:
     objects = _objects(load_status_schema())
-    # root, cameras (a map), dead letters by cause (a map), learn (a map), learn_counts, camera
-    assert len(objects) == 6
+    # root, cameras (a map), dead letters by cause (a map), learn (a map), model, learn_counts, camera
+    assert len(objects) == 7
     for path, obj in objects:
         if "propertyNames" in obj:  # a map: its keys are checked, its values are closed objects or counts
             assert obj["additionalProperties"] in ({"$ref": "#/$defs/camera"}, {"$ref": "#/$defs/learn_counts"},
@@ -77,7 +79,7 @@ def test_camera_states_are_the_grabbers() -> None:
         ONLINE,
         LEARNING,
         {**ONLINE, "cameras": {}},  # no camera configured
-        {k: v for k, v in ONLINE.items() if k not in ("outbox_pending", "outbox_evicted", "cameras")},  # bare
+        {k: v for k, v in ONLINE.items() if k not in ("outbox_pending", "outbox_evicted", "cameras", "model")},  # bare
         SHUTDOWN,
         WILL,  # the broker's last will: no since
     ],
@@ -132,6 +134,10 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
         (LEARNING, _delete("learn.cam1.skipped_rate"), "$.learn.cam1: 'skipped_rate' is a required property"),
         (LEARNING, _set("learn.cam1.guessed", 1), "$.learn.cam1: Additional properties are not allowed"),
         (LEARNING, _set("learn.cam1.answered", -1), "$.learn.cam1.answered: -1 is less than the minimum of 0"),
+        (ONLINE, _set("model.task", "segment"), "$.model.task: 'segment' is not one of"),
+        (ONLINE, _delete("model.classes"), "$.model: 'classes' is a required property"),
+        (ONLINE, _set("model.classes", ["scratch", ""]), "$.model.classes[1]: '' should be non-empty"),
+        (SHUTDOWN, _set("model", ONLINE["model"]), "$.model: "),  # the running model: online only
         (SHUTDOWN, _delete("reason"), "$: 'reason' is a required property"),  # offline says why
         (SHUTDOWN, _set("learn", {}), "$.learn: {} should not be valid"),  # no learn counts when offline
         (SHUTDOWN, _set("reason", "bored"), "$.reason: 'bored' is not one of"),

@@ -141,9 +141,11 @@ def test_a_dataset_of_the_other_task_is_refused(classify_set: pathlib.Path) -> N
 def test_a_base_that_is_not_a_prefilter_model_is_refused(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         inspect_base(tmp_path / "none.onnx")
-    (tmp_path / "weights.pt").write_bytes(b"\0" * 10)
-    with pytest.raises(ModelError, match="is not an .onnx file"):
-        inspect_base(tmp_path / "weights.pt")
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(ModelError, match=r"is not an .onnx, .pt or .yaml file"):
+        inspect_base(tmp_path / "weights.bin")
+    with pytest.raises(ModelError, match="does not exist"):
+        inspect_base(tmp_path / "yolov8n.pt")  # a checkpoint must be here: nothing is downloaded
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="expected an ONNX prefilter model the agent runs"):
         inspect_base(tmp_path / "junk.onnx")

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Does a new head on the shipped detector's backbone beat training from scratch? Side by side in one run,
+on the same data, with the same ``--time`` budget, measured on the same held-out images.
+
+    python scripts/bench_transfer.py [--time 0.33] [--train 400] [--val 60] [--test 200] [--data DIR]
+
+(needs the train extra: ``pip install -e '.[train]'``)
+
+a. transfer: ``edge-agent models train --new-classes --base models/conveyor-yolov8n.onnx`` (the conveyor
+   detector's backbone, a new head for the dataset's classes);
+b. scratch:  ``edge-agent models train --base yolov8n.yaml`` (ultralytics' YOLOv8n, random weights).
+
+Both go through ``agent.training.candidate.run_training`` with the same settings (AdamW, lr0 1e-3,
+ultralytics' augmentation schedule, the dataset's image size unless ``--imgsz``), one after the other
+(two trainings at once would share the cores and each measure the other's load). Printed: the epochs
+each finished within the budget, its training time, and mAP50 on a held-out set that neither saw
+(the agent's own runtime, FP32), then the difference a - b (the goal: at least 0.10) and the ratio a / b.
+The load average before and after each side is printed: the box's other work slows both alike only
+when it is steady.
+
+Data: the synthetic grey surface (``dataset synth --scene surface``: 640x640, six small defect types), train
+and val rendered with ``--seed``, the held-out set with another seed; or ``--data DIR`` (a YOLO dataset,
+e.g. from ``edge-agent dataset import``) with ``--test-data DIR`` (its val split is the held-out set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agent.errors import EdgeAgentError  # noqa: E402
+from agent.training.candidate import TrainOptions, run_training, score_on_val  # noqa: E402
+from agent.training.data import check_training_data  # noqa: E402
+from agent.training.progress import EpochRow  # noqa: E402
+
+DETECTOR = REPO / "models" / "conveyor-yolov8n.onnx"
+SIDES = (("a. transfer (new head on conveyor-yolov8n)", DETECTOR, True),
+         ("b. scratch (yolov8n.yaml)", pathlib.Path("yolov8n.yaml"), False))
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f} (1 min) {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def _datasets(args: argparse.Namespace, work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    if args.data is not None:
+        if args.test_data is None:
+            raise EdgeAgentError("--data needs --test-data: a held-out YOLO dataset (its val split) neither side sees")
+        return args.data, args.test_data
+    from agent.dataset.synth import write_synthetic_dataset
+
+    data, test = work / "surface", work / "surface-heldout"
+    t0 = time.monotonic()
+    write_synthetic_dataset(data, args.train, args.val, seed=args.seed, scene="surface")
+    write_synthetic_dataset(test, 1, args.test, seed=args.seed + 1000, scene="surface")
+    print(f"rendered the surface scene: {args.train} train / {args.val} val (seed {args.seed}), {args.test} held-out "
+          f"(seed {args.seed + 1000}) in {time.monotonic() - t0:.0f} s", flush=True)
+    return data, test
+
+
+def _side(label: str, base: pathlib.Path, new_classes: bool, data: pathlib.Path, test: pathlib.Path,
+          args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
+    out = work / label.split(".")[0]
+    imgsz = (args.imgsz,) if args.imgsz else None
+    opts = TrainOptions(data=data, base=base, out=out, epochs=args.epochs, imgsz=imgsz, lr0=args.lr0,
+                        batch=args.batch, threads=args.threads, seed=args.seed, quantize=False, overwrite=False,
+                        verbose=False, command=f"scripts/bench_transfer.py ({label})", new_classes=new_classes,
+                        time_h=args.time)
+    def epoch(row: EpochRow) -> None:
+        print(f"  {label[:2]} {row.line()}", flush=True)
+
+    print(f"\n{label}: {_load()}", flush=True)
+    started = time.monotonic()
+    run_training(opts, lambda m: print(f"  {label[:2]} {m}", flush=True), epoch)
+    wall = time.monotonic() - started
+    record = json.loads((out / "candidate.json").read_text())
+    score = score_on_val(out / record["files"]["fp32"], check_training_data(test), args.threads)
+    print(f"  {label[:2]} done in {wall / 60:.1f} min: {_load()}", flush=True)
+    return {"label": label, "epochs": len(record["history"]), "train_s": float(record["train_seconds"]),
+            "map50": score.value, "imgsz": record["settings"]["imgsz"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--time", type=float, default=0.33, help="training budget per side, hours (0.33 = 20 min)")
+    parser.add_argument("--train", type=int, default=400, help="surface training images")
+    parser.add_argument("--val", type=int, default=60, help="surface val images (best-epoch choice)")
+    parser.add_argument("--test", type=int, default=200, help="held-out surface images (the score)")
+    parser.add_argument("--data", type=pathlib.Path, help="a YOLO dataset instead of the surface scene")
+    parser.add_argument("--test-data", type=pathlib.Path, help="with --data: the held-out YOLO dataset (val split)")
+    parser.add_argument("--imgsz", type=int, help="training input side (default: the dataset's image size)")
+    parser.add_argument("--epochs", type=int, default=300, help="upper bound; --time decides")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr0", type=float, help="AdamW learning rate (default: 1e-3, models train's for new heads)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--work", type=pathlib.Path, help="keep the datasets and candidates here (default: a "
+                                                          "temporary folder, removed)")
+    args = parser.parse_args()
+    if args.time is None or not args.time > 0:
+        parser.error(f"--time {args.time}: expected hours above 0")
+    with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
+        work = args.work or pathlib.Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            data, test = _datasets(args, work)
+            results = [_side(label, base, new, data, test, args, work) for label, base, new in SIDES]
+        except EdgeAgentError as exc:
+            print(f"bench_transfer: error: {exc}", file=sys.stderr)
+            return 2
+    print(f"\nsame data, same budget ({args.time:g} h = {args.time * 60:.0f} min per side), held-out mAP50 "
+          f"(agent runtime, FP32, {args.test if args.data is None else 'the --test-data val'} images):")
+    print(f"{'side':<46} {'imgsz':>6} {'epochs':>7} {'train':>8} {'mAP50':>7}")
+    for r in results:
+        print(f"{r['label']:<46} {r['imgsz']:>6} {r['epochs']:>7} {r['train_s'] / 60:>7.1f}m {r['map50']:>7.3f}")
+    a, b = results[0]["map50"], results[1]["map50"]
+    print(f"a - b = {a - b:+.3f} mAP50 (goal: +0.10 or more: {'met' if a - b >= 0.10 else 'NOT met'}); "
+          f"a / b = {a / b:.2f}" if b > 0 else f"a - b = {a - b:+.3f} mAP50; b scored 0")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
