@@ -506,6 +506,10 @@ def models_promote(
     report: Annotated[pathlib.Path | None, typer.Option(
         help="folder for the before/after report (default: <candidate folder>/promotion-<time>/)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads while evaluating")] = 2,
+    allow_new_classes: Annotated[bool, typer.Option(
+        "--allow-new-classes", help="let a candidate with other classes than the running model's replace it "
+                                    "(models train --new-classes); --val holds the candidate's classes, and only "
+                                    "the candidate is evaluated (refused when it finds none of them)")] = False,
 ) -> None:
     """Put a better model into the running agent, after a comparison.
 
@@ -518,7 +522,7 @@ def models_promote(
         target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
         code = run_promote(PromoteOptions(candidate=candidate, config=_config_path(config), val=val, split=split,
                                           margin=margin, metric=metric, target=target, keep=keep, report=report,
-                                          threads=threads))
+                                          threads=threads, allow_new_classes=allow_new_classes))
     except EdgeAgentError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

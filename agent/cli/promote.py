@@ -6,12 +6,13 @@ promote CANDIDATE --config CONFIG --val DIR:
 1. read the config; the model it runs is ``model.path`` (the *current* model);
 2. pick the candidate file (CANDIDATE is an ONNX file, or a folder written by ``edge-agent models train``:
    see :func:`resolve_candidate`); refuse one of another task, with other classes (in another order
-   too: class ids must mean the same), the very same file, or, with ``model.require_gate``, an INT8 file
-   without a passing gate record;
+   too: class ids must mean the same) unless ``--allow-new-classes``, the very same file, or, with
+   ``model.require_gate``, an INT8 file without a passing gate record;
 3. find the running agent (``--pid``, ``--unit``, else its pid file) before anything slow;
 4. evaluate both models on the held-out set (the ``models eval`` report for each, and a before/after
    ``promotion.html``/``promotion.json``, in ``<candidate folder>/promotion-<time>/``) and judge
-   (:mod:`agent.evaluation.promotion`): refused -> exit 1, nothing changed;
+   (:mod:`agent.evaluation.promotion`): refused -> exit 1, nothing changed. With new classes only the
+   candidate is evaluated (on a held-out set of its classes): the running model's class ids mean other things;
 5. keep the current model and its sidecars in the store (:mod:`agent.prefilter.store`), replace the
    files at ``model.path`` atomically, and ask the agent to reload (SIGHUP; the agent loads and warms up
    the new model beside the running one and swaps it in between two frames);
@@ -83,6 +84,7 @@ class PromoteOptions:
     keep: int = 5
     report: pathlib.Path | None = None
     threads: int = 2
+    allow_new_classes: bool = False  # a candidate with other classes than the running model's may replace it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +170,8 @@ def _candidate_record(folder: pathlib.Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def check_candidate(current: ModelSummary, candidate: ModelSummary, require_gate: bool) -> list[str]:
+def check_candidate(current: ModelSummary, candidate: ModelSummary, require_gate: bool,
+                    allow_new_classes: bool = False) -> list[str]:
     """ModelError when the candidate cannot replace the current model; otherwise notes (warnings) to print."""
     if candidate.sha256 == current.sha256:
         raise ModelError(f"candidate {candidate.path} is the model the agent already runs ({current.path}, "
@@ -177,11 +180,16 @@ def check_candidate(current: ModelSummary, candidate: ModelSummary, require_gate
         raise ModelError(f"candidate {candidate.path} is a {candidate.task} model; the running model {current.path} "
                          f"is a {current.task} model. A promotion keeps the task: the triage and the events' tags "
                          "depend on it")
-    if candidate.names != current.names:
-        raise ModelError(f"candidate {candidate.path} has other classes than the running model: candidate "
-                         f"[{', '.join(candidate.names)}], running [{', '.join(current.names)}]; class ids must mean "
-                         "the same (retrain with the running model's classes, in its order)")
     notes = []
+    if candidate.names != current.names:
+        if not allow_new_classes:
+            raise ModelError(f"candidate {candidate.path} has other classes than the running model: candidate "
+                             f"[{', '.join(candidate.names)}], running [{', '.join(current.names)}]; class ids must "
+                             "mean the same (retrain with the running model's classes, in its order), or give "
+                             "--allow-new-classes to change the classes the agent detects (--val then holds the "
+                             "candidate's classes)")
+        notes.append(f"new classes (--allow-new-classes): [{', '.join(current.names)}] -> "
+                     f"[{', '.join(candidate.names)}]; the running model is not compared")
     if candidate.precision == "int8" and candidate.gate_state != "passed":
         if require_gate:
             raise ModelError(f"{candidate.gate_detail} (model.require_gate is on: the agent would refuse it)")
@@ -385,7 +393,13 @@ def _report_dir(opts: PromoteOptions, started: datetime.datetime) -> pathlib.Pat
 
 def run_promote(opts: PromoteOptions) -> int:
     from agent.cli.models import inspect_model
-    from agent.evaluation.promotion import judge_promotion, metric_key, promotion_document, write_promotion_report
+    from agent.evaluation.promotion import (
+        judge_class_change,
+        judge_promotion,
+        metric_key,
+        promotion_document,
+        write_promotion_report,
+    )
     from agent.prefilter.store import InstalledFiles
 
     cfg = _load(opts.config)
@@ -398,33 +412,38 @@ def run_promote(opts: PromoteOptions) -> int:
     if how:
         typer.echo(f"candidate: {how}", err=True)
     candidate = inspect_model(candidate_path)
-    notes = check_candidate(current, candidate, cfg.model.require_gate)
+    notes = check_candidate(current, candidate, cfg.model.require_gate, opts.allow_new_classes)
+    class_change = candidate.names != current.names
     key = metric_key(opts.metric, current.task)
     if not -1.0 <= opts.margin <= 1.0:
         raise EdgeAgentError(f"--margin {opts.margin:g}: expected a difference of the metric in -1..1 (0.01 = one "
                              "point; negative asks the candidate to be better by that much)")
     agent = _find_agent(opts.target, cfg)  # before the slow part: an agent that cannot be reached fails now
     notes += _agent_notes(agent, current.model_id)
-    dataset = _read_dataset(opts.val, opts.split, current.task, current.names)
+    dataset = _read_dataset(opts.val, opts.split, current.task, candidate.names if class_change else current.names)
     if not dataset.images:
         raise EdgeAgentError(f"--val {opts.val} has no images in split '{opts.split}'; the gate needs labelled images")
     for note in notes:
         typer.echo(note, err=True)
     started = _now()
     out_dir = _report_dir(opts, started)
+    roles = (("candidate", candidate),) if class_change else (("current", current), ("candidate", candidate))
     scores = [evaluate_model(role, summary, dataset, cfg.triage, opts.threads, out_dir / role)
-              for role, summary in (("current", current), ("candidate", candidate))]
-    decision = judge_promotion(key, scores[0].metrics[key], scores[1].metrics[key], opts.margin)
+              for role, summary in roles]
+    before, after = (None, scores[0]) if class_change else (scores[0], scores[1])
+    decision = (judge_class_change(key, after.metrics[key], current.names, candidate.names) if before is None
+                else judge_promotion(key, before.metrics[key], after.metrics[key], opts.margin))
     data_desc = f"{opts.val} (split {opts.split})"
-    doc = promotion_document(decision, scores[0], scores[1], task=current.task, dataset=data_desc,
+    doc = promotion_document(decision, before, after, task=current.task, dataset=data_desc,
                              images=len(dataset.images), model_path=target, created=started,
                              notes=(how, *notes) if how else tuple(notes))
-    files = write_promotion_report(out_dir, doc, scores[0], scores[1])
+    files = write_promotion_report(out_dir, doc, before, after)
     for s in scores:
         typer.echo(f"{s.role + ':':<10} {s.model_id} ({s.precision}): "
                    + ", ".join(f"{k} {v:.4f}" for k, v in s.metrics.items()))
     typer.echo(decision.numbers())
-    typer.echo(f"frame verdicts (triage) differ on {doc['verdicts_changed']} of {len(dataset.images)} images")
+    if before is not None:
+        typer.echo(f"frame verdicts (triage) differ on {doc['verdicts_changed']} of {len(dataset.images)} images")
     typer.echo(f"report: {files.html}")
     if not decision.accepted:
         typer.echo(f"REFUSED: {decision.reason}. The agent keeps running {current.model_id}; nothing was changed.",
@@ -448,8 +467,8 @@ def run_promote(opts: PromoteOptions) -> int:
             "at": _now().isoformat(timespec="seconds"), "action": "promote", "model_path": str(target),
             "from": {"model_id": current.model_id, "sha256": current.sha256, "stored": str(saved.folder)},
             "to": {"model_id": expected, "sha256": candidate.sha256, "source": str(candidate.path)},
-            "decision": decision.as_json(), "metrics": {"current": dict(scores[0].metrics),
-                                                        "candidate": dict(scores[1].metrics)},
+            "decision": decision.as_json(), "metrics": {"current": dict(before.metrics) if before else None,
+                                                        "candidate": dict(after.metrics)},
             "validation": {"data": data_desc, "images": len(dataset.images)}, "report": str(files.html),
             "reload": reload_state, "reverted": reload_state == "refused",
         })

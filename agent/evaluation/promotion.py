@@ -8,6 +8,10 @@ Both models are evaluated on the same held-out labelled set. The candidate is re
 
 A positive margin tolerates noise (0.01: one point); a negative one asks for an improvement
 (-0.01: at least one point better).
+
+A candidate with other classes (``models promote --allow-new-classes``) cannot be compared: the running
+model's class ids mean other things. Only the candidate is evaluated, on a held-out set of its own
+classes, and it is refused when it finds none of them (metric 0): :func:`judge_class_change`.
 """
 
 from __future__ import annotations
@@ -69,24 +73,32 @@ class ModelScore:
 @dataclasses.dataclass(frozen=True)
 class PromotionDecision:
     metric: str
-    current: float
+    current: float | None  # None: a class change, the running model was not comparable
     candidate: float
     margin: float
     accepted: bool
     reason: str
 
     @property
-    def difference(self) -> float:
-        return self.candidate - self.current
+    def difference(self) -> float | None:
+        return None if self.current is None else self.candidate - self.current
 
     def numbers(self) -> str:
+        if self.current is None:
+            return (f"{self.metric}: candidate {self.candidate:.4f} (new classes: the running model has other "
+                    "classes, not compared; refused at 0)")
         return (f"{self.metric}: current {self.current:.4f}, candidate {self.candidate:.4f}, difference "
-                f"{self.difference:+.4f}, margin {self.margin:.4f} (refused below {self.current - self.margin:.4f})")
+                f"{self.candidate - self.current:+.4f}, margin {self.margin:.4f} (refused below "
+                f"{self.current - self.margin:.4f})")
 
     def as_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "current": round(self.current, 6), "candidate": round(self.candidate, 6),
-                "difference": round(self.difference, 6), "margin": self.margin,
-                "threshold": round(self.current - self.margin, 6), "accepted": self.accepted, "reason": self.reason}
+        current = self.current
+        return {"metric": self.metric, "current": None if current is None else round(current, 6),
+                "candidate": round(self.candidate, 6),
+                "difference": None if current is None else round(self.candidate - current, 6),
+                "margin": None if current is None else self.margin,
+                "threshold": 0.0 if current is None else round(current - self.margin, 6), "accepted": self.accepted,
+                "reason": self.reason}
 
 
 def judge_promotion(metric: str, current: float, candidate: float, margin: float) -> PromotionDecision:
@@ -108,6 +120,20 @@ def judge_promotion(metric: str, current: float, candidate: float, margin: float
     return PromotionDecision(metric, current, candidate, margin, False, reason)
 
 
+def judge_class_change(metric: str, candidate: float, current_names: tuple[str, ...],
+                       candidate_names: tuple[str, ...]) -> PromotionDecision:
+    """A candidate with other classes, promoted on request: accepted unless it finds none of its classes on the
+    held-out set (``metric`` 0); the running model is not compared (its class ids mean other things)."""
+    change = (f"classes change from [{', '.join(current_names)}] to [{', '.join(candidate_names)}] "
+              "(--allow-new-classes)")
+    if candidate <= _EPS:
+        return PromotionDecision(metric, None, candidate, 0.0, False,
+                                 f"candidate {metric} {candidate:.4f}: it finds none of its classes on the held-out "
+                                 f"set; {change}")
+    return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f}; {change}; "
+                             "the running model has other classes and is not compared")
+
+
 def verdicts_changed(current: ModelScore, candidate: ModelScore) -> int:
     if len(current.verdicts) != len(candidate.verdicts):
         raise ValueError("both models must be evaluated on the same images")
@@ -122,9 +148,10 @@ def _score_json(s: ModelScore) -> dict[str, Any]:
             "latency_p50_ms": round(s.latency_p50_ms, 2), "report": str(s.report)}
 
 
-def promotion_document(decision: PromotionDecision, current: ModelScore, candidate: ModelScore, *, task: str,
-                       dataset: str, images: int, model_path: pathlib.Path, created: datetime.datetime,
+def promotion_document(decision: PromotionDecision, current: ModelScore | None, candidate: ModelScore, *,
+                       task: str, dataset: str, images: int, model_path: pathlib.Path, created: datetime.datetime,
                        notes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The promotion.json document; ``current`` None for a class change (the running model not evaluated)."""
     return {
         "schema": SCHEMA,
         "created_at": created.isoformat(timespec="seconds"),
@@ -132,8 +159,8 @@ def promotion_document(decision: PromotionDecision, current: ModelScore, candida
         "task": task,
         "validation": {"data": dataset, "images": images},
         "decision": decision.as_json(),
-        "verdicts_changed": verdicts_changed(current, candidate),
-        "current": _score_json(current),
+        "verdicts_changed": None if current is None else verdicts_changed(current, candidate),
+        "current": None if current is None else _score_json(current),
         "candidate": _score_json(candidate),
         "notes": list(notes),
     }
@@ -163,18 +190,24 @@ def _diff(a: float | None, b: float | None) -> str:
     return f'<td class="{"up" if d > _EPS else "down" if d < -_EPS else ""}">{d:+.4f}</td>'
 
 
-def promotion_html(doc: dict[str, Any], current: ModelScore, candidate: ModelScore,
+def promotion_html(doc: dict[str, Any], current: ModelScore | None, candidate: ModelScore,
                    report_dir: pathlib.Path) -> str:
     e = html.escape
     d = doc["decision"]
     banner = ("ok", "Accepted") if d["accepted"] else ("no", "Refused")
     rows = []
-    for key in current.metrics:
+    before: Mapping[str, float] = current.metrics if current else {}
+    for key in candidate.metrics:
         cls = ' class="key"' if key == d["metric"] else ""
-        rows.append(f"<tr{cls}><td>{e(key)}</td>{_cell(current.metrics[key])}{_cell(candidate.metrics.get(key))}"
-                    f"{_diff(current.metrics[key], candidate.metrics.get(key))}</tr>")
+        rows.append(f"<tr{cls}><td>{e(key)}</td>{_cell(before.get(key))}{_cell(candidate.metrics.get(key))}"
+                    f"{_diff(before.get(key), candidate.metrics.get(key))}</tr>")
+    classes = current.per_class if current else dict.fromkeys(candidate.per_class)
     per_class = [f"<tr><td>{e(name)}</td>{_cell(v)}{_cell(candidate.per_class.get(name))}"
-                 f"{_diff(v, candidate.per_class.get(name))}</tr>" for name, v in current.per_class.items()]
+                 f"{_diff(v, candidate.per_class.get(name))}</tr>" for name, v in classes.items()]
+    rule = (f"accepted when candidate &ge; current &minus; margin ({d['margin']:g}) on {e(d['metric'])}. Frame "
+            f"verdicts (after triage) differ on {doc['verdicts_changed']} of {doc['validation']['images']} images."
+            if current else f"new classes: the running model has other classes and is not evaluated; the "
+            f"candidate is refused when its {e(d['metric'])} is 0.")
 
     def link(s: ModelScore) -> str:
         try:
@@ -192,20 +225,19 @@ def promotion_html(doc: dict[str, Any], current: ModelScore, candidate: ModelSco
 <p class="sub">candidate <code>{e(str(candidate.path))}</code> vs the running <code>{e(doc['model_path'])}</code>
 on <code>{e(doc['validation']['data'])}</code> ({doc['validation']['images']} images)</p>
 <div class="banner {banner[0]}">{banner[1]}: {e(d['reason'])}</div>
-<p class=note>Rule: accepted when candidate &ge; current &minus; margin ({d['margin']:g}) on {e(d['metric'])}.
-Frame verdicts (after triage) differ on {doc['verdicts_changed']} of {doc['validation']['images']} images.</p>
+<p class=note>Rule: {rule}</p>
 <h2>Metrics</h2>
 <table><thead><tr><th>metric</th><th>current</th><th>candidate</th><th>change</th></tr></thead><tbody>
 {chr(10).join(rows)}
-<tr><td>eval latency p50 (ms)</td><td>{current.latency_p50_ms:.1f}</td><td>{candidate.latency_p50_ms:.1f}</td>
-<td></td></tr>
+<tr><td>eval latency p50 (ms)</td>{f"<td>{current.latency_p50_ms:.1f}</td>" if current else _cell(None)}
+<td>{candidate.latency_p50_ms:.1f}</td><td></td></tr>
 </tbody></table>
-<h2>Per class ({e(current.per_class_metric)})</h2>
+<h2>Per class ({e(candidate.per_class_metric)})</h2>
 <table><thead><tr><th>class</th><th>current</th><th>candidate</th><th>change</th></tr></thead><tbody>
 {chr(10).join(per_class)}
 </tbody></table>
 <h2>Full reports</h2>
-<p>current: {link(current)} · candidate: {link(candidate)}</p>{notes}
+<p>current: {link(current) if current else "not evaluated"} · candidate: {link(candidate)}</p>{notes}
 </main></body></html>
 """
 
@@ -216,7 +248,7 @@ class PromotionReportFiles:
     html: pathlib.Path
 
 
-def write_promotion_report(out_dir: pathlib.Path, doc: dict[str, Any], current: ModelScore,
+def write_promotion_report(out_dir: pathlib.Path, doc: dict[str, Any], current: ModelScore | None,
                            candidate: ModelScore) -> PromotionReportFiles:
     files = PromotionReportFiles(out_dir / "promotion.json", out_dir / "promotion.html")
     try:

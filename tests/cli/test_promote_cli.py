@@ -289,3 +289,44 @@ def test_candidate_json_names_files_in_its_folder_only(tmp_path: pathlib.Path, n
     # a base name is taken
     (folder / "candidate.json").write_text(json.dumps({"files": {"fp32": "conveyor.onnx"}}))
     assert resolve_candidate(folder, inspect_model(DEFAULT_MODEL))[0] == folder / "conveyor.onnx"
+
+
+def test_new_classes_are_promoted_only_when_asked_and_judged_on_their_own_held_out_set(
+        tmp_path: pathlib.Path, val_set: pathlib.Path) -> None:
+    config = install(tmp_path, DEFAULT_MODEL)
+    models = tmp_path / "models"
+    before = tree(models)
+    renamed = renamed_classes(tmp_path / "renamed.onnx", {0: "scratch", 1: "hole", 2: "stain", 3: "dent"})
+    assert_fails_cleanly(promote(renamed, config, val_set, "--no-reload"),
+                         "or give --allow-new-classes to change the classes the agent detects")
+    assert tree(models) == before
+    val = tmp_path / "heldout-dent"  # the candidate's held-out set: its class names
+    shutil.copytree(val_set, val)
+    yaml_text = (val / "data.yaml").read_text().replace(str(val_set.resolve()), str(val.resolve()))
+    (val / "data.yaml").write_text(yaml_text.replace("missing", "dent"))
+    proc = promote(renamed, config, val, "--no-reload", "--allow-new-classes", "--report", str(tmp_path / "report"))
+
+    assert proc.returncode == 0, proc.stderr
+    assert ("new classes (--allow-new-classes): [scratch, hole, stain, missing] -> [scratch, hole, stain, dent]; the "
+            "running model is not compared") in proc.stderr
+    assert "evaluate current" not in proc.stderr and "evaluate candidate" in proc.stderr
+    match = re.search(r"^mAP50: candidate ([\d.]+) \(new classes", proc.stdout, re.M)
+    assert match is not None and float(match[1]) > 0.5, proc.stdout
+    doc = json.loads((tmp_path / "report" / "promotion.json").read_text())
+    assert doc["current"] is None and doc["verdicts_changed"] is None
+    assert doc["decision"]["accepted"] and doc["decision"]["current"] is None
+    assert "(--allow-new-classes)" in doc["decision"]["reason"]
+    assert "not evaluated" in (tmp_path / "report" / "promotion.html").read_text()
+    assert (models / "detector.onnx").read_bytes() == renamed.read_bytes()
+    log = [json.loads(line) for line in (models / ".history" / "promotions.jsonl").read_text().splitlines()]
+    assert log[-1]["metrics"]["current"] is None and log[-1]["action"] == "promote"
+
+
+def test_a_class_change_that_finds_none_of_its_classes_is_refused() -> None:
+    from agent.evaluation.promotion import judge_class_change
+
+    refused = judge_class_change("mAP50", 0.0, ("scratch",), ("pit",))
+    assert not refused.accepted and "finds none of its classes" in refused.reason
+    assert refused.as_json()["current"] is None and refused.as_json()["difference"] is None
+    accepted = judge_class_change("mAP50", 0.42, ("scratch",), ("pit",))
+    assert accepted.accepted and accepted.numbers().startswith("mAP50: candidate 0.4200 (new classes")
