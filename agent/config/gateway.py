@@ -68,8 +68,9 @@ class OllamaConfig(_Strict):
     keep_alive: str | int = Field(
         default="30m", description="how long Ollama keeps the model loaded after a call: a Go duration "
         "('30m', '24h'), seconds, or a negative value for ever")
-    num_ctx: Annotated[int, Field(ge=1024, le=262_144)] = Field(
-        default=4096, description="context length; LLaVA 1.5 needs 576 tokens per image plus the prompt")
+    num_ctx: Annotated[int, Field(ge=1024, le=262_144)] | None = Field(
+        default=None, description="context length sent with every call; unset: the model's own (its Modelfile's "
+        "PARAMETER num_ctx, read from /api/show, else 4096); either way capped at the model's trained length")
     image_tokens: Annotated[int, Field(ge=1, le=16_384)] = Field(
         default=768, description="context tokens one image costs: 768 is Ollama's own count (server/prompt.go); "
         "LLaVA 1.5 uses 576, LLaVA 1.6's multi-patch images up to 2880")

@@ -60,10 +60,11 @@ class ModelKeeper:
     """The load state of one model in one Ollama. ``on_change`` is called after each load ends (the
     gateway's health monitor looks again at once)."""
 
-    def __init__(self, client: ollama.AsyncClient, config: OllamaConfig,
+    def __init__(self, client: ollama.AsyncClient, config: OllamaConfig, *, num_ctx: Callable[[], int],
                  on_change: Callable[[], None] | None = None) -> None:
         self._client = client
         self._config = config
+        self._num_ctx = num_ctx  # the calls' context: a preload with another would be loaded again by the calls
         self._host = redact(config.host)  # reasons reach gRPC callers: never the credentials in ollama.host
         self.on_change = on_change
         self.state: State = "unloaded"
@@ -142,7 +143,7 @@ class ModelKeeper:
         start = time.monotonic()
         model = self._config.model
         try:
-            preload = self._client.chat(model=model, messages=[], options={"num_ctx": self._config.num_ctx},
+            preload = self._client.chat(model=model, messages=[], options={"num_ctx": self._num_ctx()},
                                         keep_alive=self._config.keep_alive)
             await asyncio.wait_for(preload, self._config.load_timeout_s)
         except asyncio.TimeoutError:

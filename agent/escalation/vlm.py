@@ -17,8 +17,10 @@ Before each attempt the prompt is fitted into the model's context: its tokens ar
 estimated (text: one per 3 UTF-8 bytes, a deliberate overestimate; each image
 ``ollama.image_tokens``, 768 by default as Ollama counts), ``num_predict`` is kept
 free for the answer, and crops are left out, last first, until it fits; the
-answer's ``notes`` say so. The context is ``ollama.num_ctx`` capped at the model's
-trained length (``/api/show`` ``model_info``).
+answer's ``notes`` say so. The context is ``ollama.num_ctx`` (unset: the model's
+Modelfile ``num_ctx`` from ``/api/show`` ``parameters``, else 4096), capped at the
+model's trained length (``/api/show`` ``model_info``); it is sent with every call
+and with the preload, so that Ollama never loads the model twice for two sizes.
 
 Every failure is translated into the :class:`~agent.errors.VlmError` subclass
 that names its gRPC status:
@@ -53,6 +55,7 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -84,6 +87,7 @@ _MAX_ATTEMPTS = 2  # the first call and one retry when its answer is invalid
 _NS_PER_MS = 1_000_000
 _BYTES_PER_TOKEN = 3  # LLaMA tokenizers average ~4 bytes per token on English; JSON and numbers run denser
 _MESSAGE_TOKENS = 8  # the chat template's role markers around each message
+DEFAULT_NUM_CTX = 4096  # Ollama's OLLAMA_CONTEXT_LENGTH default from v0.9 (api-facts 1.5)
 _QUICK_LOAD_S = 2.0  # how long a health check waits for a load it started before it says "loading"
 _OVERFLOW_WORDS = ("exceeds the context length", "exceeds the available context size", "exceed_context_size")
 
@@ -126,14 +130,13 @@ class OllamaVlm:
         self._config = config
         self.model = config.model
         self.host = redact(config.host)  # shown in messages that reach gRPC callers; the client has the real one
-        self.keeper = ModelKeeper(client, config, on_change=self._load_ended)
+        self.keeper = ModelKeeper(client, config, num_ctx=lambda: self.num_ctx, on_change=self._load_ended)
         self.on_load_end: Callable[[], None] | None = None
         """Called when a load ends that a health check reported as "loading" (the gateway's health looks again)."""
         self._said_loading = False
-        self.num_ctx = config.num_ctx
-        """The context the calls get: ollama.num_ctx capped at the model's trained length (once known)."""
-        self._options: Mapping[str, Any] = {
-            "temperature": config.temperature, "num_ctx": config.num_ctx, "num_predict": config.num_predict}
+        self.num_ctx = config.num_ctx or DEFAULT_NUM_CTX
+        """The context the calls (and the preload) get: ollama.num_ctx, else the Modelfile's, else 4096; capped
+        at the model's trained length. Settled by the health check's /api/show."""
 
     @classmethod
     def from_config(cls, config: OllamaConfig) -> OllamaVlm:
@@ -234,9 +237,10 @@ class OllamaVlm:
         if left <= 0:
             raise VlmTimeout(f"no time left for another call to Ollama within the deadline of {budget:.1f} s")
         # the client's chat() has no `truncate`: the request is the same, sent through its _request
+        options = {"temperature": self._config.temperature, "num_ctx": self.num_ctx,
+                   "num_predict": self._config.num_predict}
         body = {"model": self.model, "messages": [_wire_message(m) for m in messages], "stream": False,
-                "format": dict(schema), "options": dict(self._options), "keep_alive": self._config.keep_alive,
-                "truncate": False}
+                "format": dict(schema), "options": options, "keep_alive": self._config.keep_alive, "truncate": False}
         try:
             return await asyncio.wait_for(
                 self._client._request(ollama.ChatResponse, "POST", "/api/chat", json=body, stream=False),
@@ -357,8 +361,9 @@ class OllamaVlm:
         if info.capabilities is not None and "vision" not in info.capabilities:
             return (f"model {self.model!r} cannot take images (capabilities: {', '.join(info.capabilities)}); "
                     "configure a vision model such as llava:7b")
+        wanted = self._config.num_ctx or _modelfile_num_ctx(info.parameters or "") or DEFAULT_NUM_CTX
         trained = _trained_context(info.modelinfo or {})
-        self.num_ctx = min(self._config.num_ctx, trained) if trained else self._config.num_ctx
+        self.num_ctx = min(wanted, trained) if trained else wanted
         return None
 
     async def _listed_in_ps(self) -> bool | str:
@@ -394,6 +399,12 @@ def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
     if "images" in out:
         out["images"] = [base64.b64encode(i).decode("ascii") if isinstance(i, bytes) else i for i in out["images"]]
     return out
+
+
+def _modelfile_num_ctx(parameters: str) -> int | None:
+    """``num_ctx`` from /api/show's ``parameters`` (the Modelfile's PARAMETER lines), None when not set."""
+    match = re.search(r"^num_ctx\s+(\d+)\s*$", parameters, re.MULTILINE)
+    return int(match.group(1)) if match else None
 
 
 def _trained_context(model_info: Mapping[str, Any]) -> int | None:

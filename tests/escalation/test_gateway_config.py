@@ -16,7 +16,7 @@ def test_defaults_run_with_no_file() -> None:
     assert config.listen == "127.0.0.1:50061" and config.tls is None
     assert (config.ollama.host, config.ollama.model, config.ollama.keep_alive) == (
         "http://127.0.0.1:11434", "llava:7b", "30m")
-    assert config.ollama.temperature <= 0.2 and config.ollama.num_ctx == 4096
+    assert config.ollama.temperature <= 0.2 and config.ollama.num_ctx is None  # the model's own (Modelfile)
     assert (config.limits.parallel, config.limits.queue) == (1, 8)
     assert config.limits.max_message_bytes > config.limits.max_image_bytes
     assert tuple(config.defect_classes) == DEFECT_CLASSES  # the shipped detector's classes

@@ -159,6 +159,25 @@ def test_a_retry_that_would_not_fit_is_not_sent(start_gateway: StartGateway, fak
     assert len(fake_ollama.chat_requests()) == 1
 
 
+@pytest.mark.parametrize(("configured", "modelfile", "expected"), [
+    (None, None, 4096),  # neither: Ollama's default since v0.9
+    (None, 8192, 8192),  # the model's Modelfile PARAMETER num_ctx (from /api/show parameters)
+    (4096, 8192, 4096),  # ollama.num_ctx wins
+])
+def test_the_context_comes_from_the_config_or_the_modelfile(start_gateway: StartGateway, channels: Channels,
+                                                           configured: int | None, modelfile: int | None,
+                                                           expected: int) -> None:
+    with FakeOllama() as fake:
+        fake.pull("llava:7b", num_ctx=modelfile)
+        gw = start_gateway(fake, ollama={"num_ctx": configured})
+        reply = pb_grpc.EscalationStub(channels(gw.address)).Describe(samples.request(crops=crops(4)), timeout=10)
+        (preload,) = fake.load_requests()
+        (chat,) = fake.chat_requests()
+        # the preload and the calls ask for the same context (another one would load the model again)
+        assert preload.body["options"]["num_ctx"] == chat.body["options"]["num_ctx"] == expected
+        assert bool(reply.notes) == (expected == 4096)  # the frame and 4 crops need about 4600 tokens
+
+
 def test_the_models_trained_context_caps_num_ctx(start_gateway: StartGateway, channels: Channels) -> None:
     with FakeOllama() as fake:
         fake.pull("llava:7b", context_length=2048)  # a num_ctx of 4096 would be cut to 2048 by Ollama
