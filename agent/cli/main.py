@@ -136,6 +136,8 @@ def run(
         typer.echo(f"edge-agent: error: inference stopped: {service.loop.error}", err=True)
         raise typer.Exit(1)
     typer.echo(f"inspected {sum(summary.inspected.values())} frames: {summary.verdicts}", err=True)
+    for cam, counts in service.learn_tally.snapshot().items():  # learn mode: what became of the frames
+        typer.echo(f"learn mode, camera {cam}: " + ", ".join(f"{k} {n}" for k, n in counts.items()), err=True)
     failed = {cam: st.last_error for cam, st in summary.cameras.items() if st.state == "failed"}
     for cam, reason in failed.items():
         typer.echo(f"edge-agent: error: camera {cam} failed: {reason}", err=True)

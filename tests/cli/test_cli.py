@@ -120,6 +120,27 @@ def test_run_inspects_a_video_file_and_publishes_every_frame(
     assert f"inspected {VIDEO_FRAMES} frames" in proc.stderr
 
 
+def test_run_in_learn_mode_says_what_became_of_every_frame(tmp_path: pathlib.Path, mosquitto: LocalMosquitto) -> None:
+    """``model: null``: no prefilter; only the first frame goes to the (absent) gateway, the other 19 are skipped
+    (no schedule, no scene changes), and the summary line says so."""
+    import socket
+
+    with socket.socket() as s:  # a gateway address nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"device_id: box9\nmodel: null\nescalation: {{gateway: '127.0.0.1:{port}', "
+                    "publish_deadline_s: 0.5, call_deadline_s: 1}\n"
+                    "learn: {sample_per_minute: 0, scene_change_bits: null}\ncameras:\n"
+                    "  - id: surf\n    source: synthetic://surface?seed=1&fps=0&frames=20\n")
+    proc = edge_agent("run", "--config", str(path), env={"EDGE_AGENT_MQTT__URL": mosquitto.url})
+    assert proc.returncode == 0, proc.stderr
+    assert "inspected 0 frames" in proc.stderr
+    assert ("learn mode, camera surf: sampled_schedule 1, sampled_scene_change 0, skipped_rate 0, "
+            "skipped_unchanged 19, ") in proc.stderr, proc.stderr
+    assert_no_traceback(proc)
+
+
 def test_run_stops_cleanly_on_sigterm_and_leaves_offline_status(mosquitto: LocalMosquitto,
                                                                  tmp_path: pathlib.Path) -> None:
     path = tmp_path / "agent.yaml"
