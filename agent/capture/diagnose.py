@@ -11,9 +11,10 @@ once per reconnect attempt. The agent reports those failures itself (the camera'
 and reason), so :func:`quiet_video_libraries` has both libraries keep quiet, unless the
 environment asks for their lines: ``OPENCV_LOG_LEVEL`` (OpenCV's own, e.g. ``INFO``) and
 ``OPENCV_FFMPEG_LOGLEVEL`` (FFmpeg's numeric level, e.g. 32 for info) or
-``OPENCV_FFMPEG_DEBUG``, which are then left as they are. It reads the environment once,
-before the first capture is opened (FFmpeg's level is read when OpenCV's FFmpeg backend
-starts).
+``OPENCV_FFMPEG_DEBUG``, which are then left as they are. It reads the environment once, at
+the start of every ``edge-agent`` command (and, for other callers, before the first capture
+:class:`agent.capture.sources.OpenCVSource` opens): FFmpeg's level is read once per process,
+when OpenCV's FFmpeg backend starts, so it must come before any video is opened or written.
 """
 
 from __future__ import annotations

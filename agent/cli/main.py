@@ -49,6 +49,9 @@ def _show_version(value: bool) -> None:
 def _options(version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_show_version, help="Show the version and exit.")] = False) -> None:
     """Camera-side inspection agent: prefilter, triage, VLM escalation, MQTT tags."""
+    from agent.capture.diagnose import quiet_video_libraries
+
+    quiet_video_libraries()  # before any command opens a video: FFmpeg reads its level once, when it starts
 
 
 def _fail(exc: EdgeAgentError) -> typer.Exit:

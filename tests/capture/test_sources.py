@@ -280,6 +280,18 @@ def test_unreachable_rtsp_fails_fast(closed_port: int) -> None:
     assert "s3cret" not in message and "rtsp://***:***@" in message
 
 
+@pytest.mark.timeout(120)
+def test_tagging_a_damaged_video_leaves_no_ffmpeg_lines_on_the_console(damaged_video: pathlib.Path) -> None:
+    # FFmpeg complains about every broken frame ([mjpeg @ 0x...] ...); the command says what it skipped itself
+    out = damaged_video.with_name("tags.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", "tag", str(damaged_video), "--out", str(out),
+                           "--video-step", "1"], capture_output=True, text=True, timeout=100, env=env)
+    assert proc.returncode in (0, 3), proc.stderr
+    assert "@ 0x" not in proc.stderr + proc.stdout and "WARN" not in proc.stderr, proc.stderr
+    assert out.read_text().count("\n") > 0
+
+
 @pytest.mark.timeout(30)
 def test_a_camera_name_that_does_not_resolve_is_said_so() -> None:
     with pytest.raises(SourceError, match="cannot resolve the host 'no-such-camera.invalid'"):
