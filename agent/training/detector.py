@@ -147,6 +147,20 @@ def _checkpoint_model(base: BaseModel, data: TrainingData, settings: DetectorSet
         f"; new head for {len(data.names)} classes" if names != data.names else "")
 
 
+def quiet_new_head(model: Any) -> int:
+    """Zero the weights of the head's last class convolutions (the new ones: their shapes changed with the
+    class count), leaving ultralytics' prior bias (every class unlikely everywhere). Random weights over a
+    trained backbone's large features start with confident false positives on every anchor (a class loss
+    30x that of a model from scratch) that the first epochs spend unlearning. Returns how many were zeroed."""
+    import torch
+
+    head = model.model[-1]
+    with torch.no_grad():
+        for branch in head.cv3:
+            branch[-1].weight.zero_()
+    return len(head.cv3)
+
+
 def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSettings, work: pathlib.Path,
                       on_epoch: Callable[[EpochRow], None], say: Callable[[str], None]) -> TrainedModel:
     """Train in ``work`` (an empty folder); ``on_epoch`` gets one row per epoch, ``say`` the other news."""
@@ -166,8 +180,12 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
     history: list[EpochRow] = []
     started = time.monotonic()
 
-    def threads(_trainer: Any) -> None:  # ultralytics' select_device resets the thread count
+    def threads(trainer: Any) -> None:  # ultralytics' select_device resets the thread count
         torch.set_num_threads(settings.threads)
+        if settings.new_head and base.kind != "yaml":  # a kept backbone, new class outputs
+            quiet_new_head(trainer.model)
+            if trainer.ema is not None:
+                quiet_new_head(trainer.ema.ema)
 
     def epoch_end(trainer: Any) -> None:
         if trainer.epoch >= trainer.epochs or (history and trainer.epoch + 1 <= history[-1].epoch):

@@ -83,3 +83,29 @@ def test_the_shipped_classifier_learns_the_surface_classes_with_a_new_head(tmp_p
     assert model.info.classifier_input == open_prefilter(CLASSIFIER).info.classifier_input
     candidate = json.loads((out / "candidate.json").read_text())
     assert candidate["names"] == ["pass", *SURFACE_NAMES] and candidate["settings"]["new_head"]
+
+
+def test_an_ultralytics_checkpoint_with_other_classes_needs_the_flag(tmp_path: pathlib.Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    _need("torch", "ultralytics")
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics-config"))
+    from ultralytics import YOLO  # type: ignore[attr-defined,unused-ignore]
+
+    checkpoint = tmp_path / "yolov8n.pt"  # what a user brings: ultralytics' YOLOv8n with COCO's 80 classes
+    YOLO("yolov8n.yaml").save(str(checkpoint))
+    data = tmp_path / "surface"
+    write_synthetic_dataset(data, 6, 3, seed=4, scene="surface")
+    out = tmp_path / "candidate"
+    train = ("models", "train", "--data", str(data), "--base", str(checkpoint), "--out", str(out), "--imgsz", "320",
+             "--batch", "4", "--no-quantize")
+    proc = edge_agent(*train, timeout=900)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "the dataset's classes are not the checkpoint's" in proc.stderr and "give --new-classes" in proc.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".candidate-work-")]
+    proc = edge_agent(*train, "--new-classes", "--epochs", "1", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = open_prefilter(out / "surface-yolov8n.onnx")
+    assert model.info.names == SURFACE_NAMES
+    candidate = json.loads((out / "candidate.json").read_text())
+    assert candidate["base"]["kind"] == "checkpoint" and "new head for 6 classes" in candidate["details"]["init"]
