@@ -7,7 +7,9 @@ functions that use it, so importing this package never loads torch and the
 runtime agent never depends on it.
 
     data.py            which layout a dataset folder has; every label line checked
-    base.py            what the base ONNX model is (task, classes, input, INT8 or not)
+    base.py            what the base model is: an ONNX model (task, classes, input, INT8 or not), a .pt or
+                       a model yaml
+    newclasses.py      --new-classes, --time, --taxonomy: checks, the candidate's name and input size
     extras.py          is the train extra installed; ultralytics' offline settings
     onnx_weights.py    float weights of an ONNX file (QDQ INT8 weights dequantized)
     batchnorm.py       BatchNorms re-created under convolutions that had them folded in
