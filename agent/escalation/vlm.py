@@ -51,7 +51,6 @@ Ollama stops working on it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import logging
@@ -75,6 +74,7 @@ from agent.errors import (
     VlmTimeout,
     VlmUnavailable,
 )
+from agent.escalation.chatbody import ChatBody
 from agent.escalation.keeper import ModelKeeper, is_memory_error
 from agent.escalation.templates import Answer, InvalidAnswer, Prompt, parse_answer
 from agent.redact import redact
@@ -239,11 +239,12 @@ class OllamaVlm:
         # the client's chat() has no `truncate`: the request is the same, sent through its _request
         options = {"temperature": self._config.temperature, "num_ctx": self.num_ctx,
                    "num_predict": self._config.num_predict}
-        body = {"model": self.model, "messages": [_wire_message(m) for m in messages], "stream": False,
-                "format": dict(schema), "options": options, "keep_alive": self._config.keep_alive, "truncate": False}
-        try:
+        body = ChatBody({"model": self.model, "messages": messages, "stream": False, "format": dict(schema),
+                         "options": options, "keep_alive": self._config.keep_alive, "truncate": False})
+        try:  # the body's base64 is written in pieces: a frame and crops near the limits never hold the loop
             return await asyncio.wait_for(
-                self._client._request(ollama.ChatResponse, "POST", "/api/chat", json=body, stream=False),
+                self._client._request(ollama.ChatResponse, "POST", "/api/chat", content=body.stream(),
+                                      headers={"Content-Length": str(body.length)}, stream=False),
                 timeout=left)
         except asyncio.TimeoutError:
             if budget >= self._config.timeout_s:
@@ -391,14 +392,6 @@ class OllamaVlm:
         except (httpx.HTTPError, json.JSONDecodeError, pydantic.ValidationError) as exc:
             return f"listing Ollama's models at {self.host} failed: {type(exc).__name__}: {str(exc)[:200]}"
         return tuple(m.model for m in listing.models if m.model)
-
-
-def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
-    """A chat message as JSON: images as bare base64 of their bytes (what the client's chat() sends)."""
-    out = dict(message)
-    if "images" in out:
-        out["images"] = [base64.b64encode(i).decode("ascii") if isinstance(i, bytes) else i for i in out["images"]]
-    return out
 
 
 def _modelfile_num_ctx(parameters: str) -> int | None:
