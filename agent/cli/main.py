@@ -267,6 +267,31 @@ def gateway(
         raise _fail(exc) from None
 
 
+@app.command("gateway-modelfile")
+def gateway_modelfile(
+    taxonomy: Annotated[pathlib.Path | None, typer.Option(
+        help="the plant's taxonomy file (the gateway's `taxonomy:`); without it: the conveyor's defect classes")]
+        = None,
+    base: Annotated[str, typer.Option("--from", help="the vision model it builds on (`ollama pull` it first)")]
+        = "llava:7b",
+    name: Annotated[str, typer.Option(help="the model name the header's `ollama create` line uses")]
+        = "edge-inspector",
+    out: Annotated[pathlib.Path | None, typer.Option("--out", "-o", help="write it here (default: stdout)")] = None,
+) -> None:
+    """Print an Ollama Modelfile that asks the VLM about the taxonomy's line: its part, what good looks like,
+    each defect label with its description; then `ollama create NAME -f FILE` on the gateway host."""
+    from agent.cli.gateway import modelfile
+
+    try:
+        text = modelfile(taxonomy, base, name, out)
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"edge-agent: wrote {out}; on the gateway host: ollama create {name} -f {out}", err=True)
+
+
 @app.command()
 def doctor(
     config: Annotated[pathlib.Path | None, typer.Option(

@@ -4,8 +4,8 @@ Loaded like the agent's config (:func:`agent.config.loader.load_model`): a YAML
 file, then ``EDGE_GATEWAY_<KEY>[__<KEY>...]`` environment overrides (for example
 ``EDGE_GATEWAY_OLLAMA__MODEL=edge-inspector``), every problem reported with its
 line or variable. With no file the defaults run a gateway on 127.0.0.1:50061 in
-front of an Ollama on 127.0.0.1:11434 serving ``llava:7b``. Relative TLS and token
-file paths in the file are relative to the file's folder.
+front of an Ollama on 127.0.0.1:11434 serving ``llava:7b``. Relative TLS, token
+and taxonomy file paths in the file are relative to the file's folder.
 
 A listen address other than loopback (or a unix socket) needs authentication:
 ``auth.tokens_file`` (bearer tokens) or ``tls.client_ca_file`` (mutual TLS), or
@@ -36,6 +36,7 @@ __all__ = [
     "LimitsConfig",
     "OllamaConfig",
     "is_loopback",
+    "is_model_name",
     "load_gateway_config",
 ]
 
@@ -44,7 +45,8 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"  # the agent's is 9464: both can run o
 DEFAULT_DEFECT_CLASSES = ("scratch", "hole", "stain", "missing")
 """The shipped detector's classes (``agent.capture.synthetic.DEFECT_CLASSES``)."""
 
-_FILE_FIELDS = (("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file"), ("auth", "tokens_file"))
+_FILE_FIELDS = (("tls", "cert_file"), ("tls", "key_file"), ("tls", "client_ca_file"), ("auth", "tokens_file"),
+                ("taxonomy",))
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 # Go's time.ParseDuration units, as Ollama parses keep_alive: "30m", "1h30m", "-1s", "0"
 _GO_DURATION = re.compile(r"^-?(?:0|(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)$")
@@ -236,7 +238,12 @@ class GatewayConfig(_Strict):
         default=False, description="serve gRPC server reflection (for grpcurl and similar tools)")
     defect_classes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_DEFECT_CLASSES), min_length=1,
-        description="the defect kinds the question names (the prefilter's classes)")
+        description="the defect kinds the question names (the prefilter's classes) when there is no taxonomy")
+    taxonomy: pathlib.Path | None = Field(
+        default=None, description="the plant's taxonomy file (the agents' own; relative to this file): the "
+        "question names its line, its labels with their descriptions and what a good part looks like, and "
+        "the answer's defect types are its labels (agent.escalation.question); None: parts on a conveyor "
+        "belt and defect_classes")
     health_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=5.0, description="how often the health service asks Ollama whether the model is there")
     summary_interval_s: Annotated[float, Field(ge=0)] = Field(
@@ -284,6 +291,11 @@ class GatewayConfig(_Strict):
             if not name.strip() or len(name) > 64:
                 raise ValueError(f"defect class {name!r} must be 1-64 characters, not blank")
         return v
+
+
+def is_model_name(name: str) -> bool:
+    """True for what Ollama takes as a model name: NAME[:TAG] (``llava:7b``, ``library/llava:latest``)."""
+    return bool(_MODEL_NAME.match(name))
 
 
 def is_loopback(listen: str) -> bool:

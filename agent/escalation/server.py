@@ -46,6 +46,7 @@ from agent.escalation.admission import CallGate
 from agent.escalation.auth import TokenTable
 from agent.escalation.health import DetailedHealthServicer, HealthMonitor
 from agent.escalation.looplag import LoopLag
+from agent.escalation.question import load_inspection
 from agent.escalation.service import EscalationService
 from agent.escalation.stats import CallStats
 from agent.escalation.unix_socket import open_unix_socket
@@ -122,8 +123,10 @@ class GatewayServer:
 
 async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServer:
     """Build, bind and start the gateway; return once it takes calls. Raises GatewayError when it
-    cannot listen or read its TLS files. ``vlm`` defaults to an :class:`OllamaVlm` from ``config.ollama``."""
+    cannot listen or read its TLS files, ConfigError when its taxonomy is bad. ``vlm`` defaults to an
+    :class:`OllamaVlm` from ``config.ollama``."""
     limits = config.limits
+    inspection = load_inspection(config)  # the question's static parts: read, checked and built once
     credentials = _server_credentials(config.tls) if config.tls is not None else None
     tokens = TokenTable.from_file(config.auth.tokens_file) if config.auth.tokens_file is not None else None
     vlm = vlm if vlm is not None else OllamaVlm.from_config(config.ollama)
@@ -133,7 +136,7 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     health_servicer.monitor = monitor
     if isinstance(vlm, OllamaVlm):
         vlm.on_load_end = monitor.poke  # a finished model load shows in health at once
-    service = EscalationService(vlm, config, stats, on_vlm_trouble=monitor.poke)
+    service = EscalationService(vlm, config, stats, on_vlm_trouble=monitor.poke, inspection=inspection)
     gate = CallGate(DESCRIBE_METHOD, service.admission, tokens, service.describe, on_refused=stats.refused)
 
     server = grpc.aio.server(interceptors=[gate], options=_server_options(config))

@@ -40,8 +40,9 @@ from agent.errors import RequestRejected, VlmError, VlmModelMissing, VlmUnavaila
 from agent.escalation.admission import Admission, ClientBusy, QueueFull, Ticket
 from agent.escalation.auth import ANONYMOUS, certificate_name
 from agent.escalation.images import ImageInfo, decode_image, inspect_image
+from agent.escalation.question import load_inspection
 from agent.escalation.stats import CallStats
-from agent.escalation.templates import Hint, Prompt, get_template
+from agent.escalation.templates import Hint, Inspection, Prompt, get_template
 from agent.escalation.vlm import Vlm, VlmResult
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
@@ -72,14 +73,16 @@ def request_images(request: pb.DescribeRequest, config: GatewayConfig) -> list[C
             for data, what in named]
 
 
-def build_prompt(request: pb.DescribeRequest, config: GatewayConfig) -> Prompt:
+def build_prompt(request: pb.DescribeRequest, config: GatewayConfig, inspection: Inspection | None = None) -> Prompt:
     """:func:`check_request`'s prompt."""
-    return check_request(request, config)[0]
+    return check_request(request, config, inspection)[0]
 
 
-def check_request(request: pb.DescribeRequest, config: GatewayConfig) -> tuple[Prompt, list[CheckedImage]]:
-    """Check a request (counts first, then headers and hints; no image is decoded); its prompt and its
-    images to decode. RequestRejected if bad."""
+def check_request(request: pb.DescribeRequest, config: GatewayConfig,
+                  inspection: Inspection | None = None) -> tuple[Prompt, list[CheckedImage]]:
+    """Check a request (counts first, then headers and hints; no image is decoded); its prompt (about
+    ``inspection``'s line, default the conveyor and ``config.defect_classes``) and its images to decode.
+    RequestRejected if bad."""
     limits = config.limits
     template = get_template(request.template_id)
     if len(request.detections) > limits.max_detections:
@@ -92,7 +95,7 @@ def check_request(request: pb.DescribeRequest, config: GatewayConfig) -> tuple[P
                   for i, d in enumerate(request.detections)]
     size = (request.source_width, request.source_height) if request.source_width and request.source_height else None
     prompt = template.build(image=request.image, crops=crops, detections=detections, source_size=size,
-                            defect_classes=config.defect_classes)
+                            defect_classes=config.defect_classes, inspection=inspection)
     return prompt, images
 
 
@@ -146,9 +149,11 @@ class EscalationService(pb_grpc.EscalationServicer):
     ``Describe`` itself (no gate in front, as in a test that adds the servicer alone) takes its own."""
 
     def __init__(self, vlm: Vlm, config: GatewayConfig, stats: CallStats,
-                 on_vlm_trouble: Callable[[str], None] = lambda reason: None) -> None:
+                 on_vlm_trouble: Callable[[str], None] = lambda reason: None,
+                 inspection: Inspection | None = None) -> None:
         self._vlm = vlm
         self._config = config
+        self._inspection = inspection if inspection is not None else load_inspection(config)  # once, at start
         self._stats = stats
         self._on_vlm_trouble = on_vlm_trouble
         limits = config.limits
@@ -176,7 +181,8 @@ class EscalationService(pb_grpc.EscalationServicer):
         try:
             if self._name_from_certificate:
                 ticket.rename(certificate_name(context.auth_context()) or ANONYMOUS)
-            prompt, images = check_request(request, self._config)  # headers and counts: cheap, on the loop
+            # headers and counts: cheap, on the loop
+            prompt, images = check_request(request, self._config, self._inspection)
             await self.decoder.decode(images)
             async with self.admission.slot():
                 result = await self._vlm.ask(prompt, timeout=context.time_remaining())

@@ -19,9 +19,17 @@ Two schemas per question, built from one description:
   ``num_predict``, or an older Ollama that enforced less); a mismatch makes the
   gateway ask once more.
 
-A :class:`Prompt` can be rebuilt with fewer crops (:meth:`Prompt.keep_crops`): the
-gateway leaves crops out, last first, when the question would not fit the model's
-context.
+The parts of a question that do not change from frame to frame (system prompt,
+defect types and their descriptions, the schema, a reference image of a good part)
+are an :class:`Inspection`, built once when the gateway starts: the conveyor default
+from the gateway's ``defect_classes`` (:func:`conveyor_inspection`), or the plant's
+line from its taxonomy (:mod:`agent.escalation.question`).
+
+The images are, in order: the frame, the reference image of a good part (when the
+inspection has one), the crops. A :class:`Prompt` can be rebuilt with fewer crops
+(:meth:`Prompt.keep_crops`) or without the reference (:meth:`Prompt.without_reference`):
+when the question would not fit the model's context the gateway leaves crops out,
+last first, then the reference image; the frame always stays.
 """
 
 from __future__ import annotations
@@ -43,11 +51,14 @@ __all__ = [
     "AnswerDefect",
     "AnswerTag",
     "Hint",
+    "Inspection",
     "InvalidAnswer",
     "Prompt",
     "QuestionTemplate",
     "answer_schema",
+    "conveyor_inspection",
     "get_template",
+    "make_inspection",
     "parse_answer",
     "template_ids",
     "validation_schema",
@@ -203,37 +214,44 @@ class Prompt:
     schema: dict[str, Any]
     defect_types: tuple[str, ...]
     crops: int = 0
-    """How many of ``images`` are crops (they follow the frame)."""
-    with_crops: Callable[[int], Prompt] | None = dataclasses.field(default=None, compare=False, repr=False)
-    """Rebuilds the prompt with only the first N crops (set by :meth:`QuestionTemplate.build`)."""
+    """How many of ``images`` are crops (they are the last ones)."""
+    references: int = 0
+    """1 when the second image is the reference photo of a good part (it follows the frame), else 0."""
+    with_crops: Callable[[int, bool], Prompt] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """Rebuilds the prompt with only the first N crops, with or without the reference image (set by
+    :meth:`QuestionTemplate.build`)."""
 
     def keep_crops(self, count: int) -> Prompt:
         """The same question with only the first ``count`` crops (text and images)."""
         if self.with_crops is None or count >= self.crops:
             return self
-        return self.with_crops(max(count, 0))
+        return self.with_crops(max(count, 0), self.references > 0)
 
-
-class _Builder(Protocol):
-    def __call__(self, template_id: str, image: bytes, crops: Sequence[tuple[bytes, Hint]],
-                 detections: Sequence[Hint], source_size: tuple[int, int] | None,
-                 defect_classes: Sequence[str]) -> Prompt: ...
+    def without_reference(self) -> Prompt:
+        """The same question without the reference image of a good part (text and image)."""
+        if self.with_crops is None or not self.references:
+            return self
+        return self.with_crops(self.crops, False)
 
 
 @dataclasses.dataclass(frozen=True)
-class QuestionTemplate:
-    id: str
-    summary: str
-    builder: _Builder
+class Inspection:
+    """The parts of the question that are the same for every frame, built once when the gateway starts
+    (:func:`conveyor_inspection`, or :func:`agent.escalation.question.line_inspection` from the plant's
+    taxonomy): the system prompt, the sentence naming the defect types, the answer schema (as sent and as
+    written into the prompt), and the optional reference image of a good part."""
 
-    def build(self, *, image: bytes, crops: Sequence[tuple[bytes, Hint]], detections: Sequence[Hint],
-              source_size: tuple[int, int] | None, defect_classes: Sequence[str]) -> Prompt:
-        """The prompt for one frame; ``crops`` follow the frame as further images, in order."""
-        def rebuild(count: int) -> Prompt:
-            return self.build(image=image, crops=crops[:count], detections=detections, source_size=source_size,
-                              defect_classes=defect_classes)
-        prompt = self.builder(self.id, image, crops, detections, source_size, defect_classes)
-        return dataclasses.replace(prompt, crops=len(crops), with_crops=rebuild)
+    system: str
+    defects_text: str
+    defect_types: tuple[str, ...]
+    """The answer schema's defect enum (``other`` included)."""
+    schema: dict[str, Any]
+    schema_text: str
+    subject: str = "part"
+    """What the first image shows, as the prompt names it ("part", "surface", ...)."""
+    reference: bytes | None = None
+    """A photo of a good part, sent after the frame (before any crop) with every question."""
+    reference_text: str = ""
 
 
 _INSPECT_SYSTEM = (
@@ -243,12 +261,64 @@ _INSPECT_SYSTEM = (
 )
 
 
+def make_inspection(*, system: str, defects_text: str, defect_types: Sequence[str], subject: str = "part",
+                    reference: bytes | None = None, reference_text: str = "") -> Inspection:
+    """An :class:`Inspection` with its schema (and the schema's JSON text) built from ``defect_types``."""
+    types = tuple(_defect_enum(defect_types))
+    schema = answer_schema(types)
+    return Inspection(system=system, defects_text=defects_text, defect_types=types, schema=schema,
+                      schema_text=json.dumps(schema, separators=(",", ":")), subject=subject,
+                      reference=reference, reference_text=reference_text)
+
+
+@functools.lru_cache(maxsize=16)
+def _conveyor(defect_classes: tuple[str, ...]) -> Inspection:
+    return make_inspection(
+        system=_INSPECT_SYSTEM, defect_types=defect_classes,
+        defects_text=(f"Inspect the part in the first image for these defect types: {', '.join(defect_classes)}. "
+                      f"Use type \"{OTHER_DEFECT}\" for any other defect."))
+
+
+def conveyor_inspection(defect_classes: Sequence[str]) -> Inspection:
+    """The question without a taxonomy: parts on a conveyor belt, the gateway's ``defect_classes`` (cached)."""
+    return _conveyor(tuple(defect_classes))
+
+
+class _Builder(Protocol):
+    def __call__(self, template_id: str, image: bytes, crops: Sequence[tuple[bytes, Hint]],
+                 detections: Sequence[Hint], source_size: tuple[int, int] | None,
+                 inspection: Inspection) -> Prompt: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionTemplate:
+    id: str
+    summary: str
+    builder: _Builder
+
+    def build(self, *, image: bytes, crops: Sequence[tuple[bytes, Hint]], detections: Sequence[Hint],
+              source_size: tuple[int, int] | None, defect_classes: Sequence[str] = (),
+              inspection: Inspection | None = None, reference: bool = True) -> Prompt:
+        """The prompt for one frame: the frame, the reference image of a good part (when ``inspection`` has
+        one and ``reference``), then ``crops`` as further images, in order. Without ``inspection``: the
+        conveyor question naming ``defect_classes``."""
+        question = inspection if inspection is not None else conveyor_inspection(defect_classes)
+        if not reference and question.reference is not None:
+            question = dataclasses.replace(question, reference=None, reference_text="")
+
+        def rebuild(count: int, keep_reference: bool = True) -> Prompt:
+            return self.build(image=image, crops=crops[:count], detections=detections, source_size=source_size,
+                              inspection=question, reference=keep_reference)
+        prompt = self.builder(self.id, image, crops, detections, source_size, question)
+        return dataclasses.replace(prompt, crops=len(crops), references=int(question.reference is not None),
+                                   with_crops=rebuild)
+
+
 def _inspect_v1(template_id: str, image: bytes, crops: Sequence[tuple[bytes, Hint]], detections: Sequence[Hint],
-                source_size: tuple[int, int] | None, defect_classes: Sequence[str]) -> Prompt:
-    types = tuple(_defect_enum(defect_classes))
-    named = ", ".join(defect_classes)
-    lines = [f"Inspect the part in the first image for these defect types: {named}. "
-             f"Use type \"{OTHER_DEFECT}\" for any other defect."]
+                source_size: tuple[int, int] | None, inspection: Inspection) -> Prompt:
+    lines = [inspection.defects_text]
+    if inspection.reference is not None:
+        lines.append(inspection.reference_text)
     if detections:
         frame = f" of the {source_size[0]}x{source_size[1]} frame" if source_size else ""
         lines.append(f"A fast detector marked these regions but is not sure (hints; they may be wrong; "
@@ -259,14 +329,17 @@ def _inspect_v1(template_id: str, image: bytes, crops: Sequence[tuple[bytes, Hin
     if crops:
         lines.append(f"The next {len(crops)} image(s) are close-ups of regions of the same frame, in this order:")
         lines += [f"- close-up {i + 1}: {_hint_text(h)}" for i, (_, h) in enumerate(crops)]
+    subject = inspection.subject
     lines.append(
-        'Answer with JSON: "verdict" is "defect" if the part has at least one defect, "pass" if it has none, '
+        f'Answer with JSON: "verdict" is "defect" if the {subject} has at least one defect, "pass" if it has none, '
         '"uncertain" if the image does not let you tell; "tags" lists what you see, each with a label and a '
-        'confidence from 0 to 1; "defects" lists every defect with its type, its location on the part in a few '
-        'words, and a severity (low, medium or high); "description" is one or two sentences.')
-    lines.append("The answer's JSON Schema: " + json.dumps(answer_schema(types), separators=(",", ":")))
-    return Prompt(template_id=template_id, system=_INSPECT_SYSTEM, user="\n".join(lines),
-                  images=(image, *(c for c, _ in crops)), schema=answer_schema(types), defect_types=types)
+        'confidence from 0 to 1; "defects" lists every defect with its type, its location on the '
+        f'{subject} in a few words, and a severity (low, medium or high); "description" is one or two sentences.')
+    lines.append("The answer's JSON Schema: " + inspection.schema_text)
+    reference = () if inspection.reference is None else (inspection.reference,)
+    return Prompt(template_id=template_id, system=inspection.system, user="\n".join(lines),
+                  images=(image, *reference, *(c for c, _ in crops)), schema=inspection.schema,
+                  defect_types=inspection.defect_types)
 
 
 def _hint_text(hint: Hint) -> str:

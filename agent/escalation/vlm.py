@@ -16,8 +16,8 @@ deadline (see :mod:`agent.escalation.keeper`).
 Before each attempt the prompt is fitted into the model's context: its tokens are
 estimated (text: one per 3 UTF-8 bytes, a deliberate overestimate; each image
 ``ollama.image_tokens``, 768 by default as Ollama counts), ``num_predict`` is kept
-free for the answer, and crops are left out, last first, until it fits; the
-answer's ``notes`` say so. The context is ``ollama.num_ctx`` (unset: the model's
+free for the answer, and crops are left out, last first, then the reference image
+of a good part, until it fits; the answer's ``notes`` say so. The context is ``ollama.num_ctx`` (unset: the model's
 Modelfile ``num_ctx`` from ``/api/show`` ``parameters``, else 4096), capped at the
 model's trained length (``/api/show`` ``model_info``); it is sent with every call
 and with the preload, so that Ollama never loads the model twice for two sizes.
@@ -156,7 +156,7 @@ class OllamaVlm:
         budget = self._config.timeout_s if timeout is None else min(timeout, self._config.timeout_s)
         deadline = time.monotonic() + budget
         await self._wait_until_loaded(deadline, budget)
-        crops = prompt.crops
+        crops, references = prompt.crops, prompt.references
         vlm_ms = 0.0
         problem = ""
         retry: list[dict[str, Any]] = []
@@ -184,15 +184,21 @@ class OllamaVlm:
                          {"role": "user", "content": f"That answer is not valid: {problem}. Answer again with "
                           "only one JSON object that matches the schema."}]
                 continue
-            notes = () if prompt.crops == crops else (
-                f"{crops - prompt.crops} of {crops} crop(s) left out to fit the model's context ({self.num_ctx} "
-                f"tokens, {self._config.image_tokens} per image, {self._config.num_predict} kept for the answer)",)
+            notes = self._fit_notes(crops, references, prompt)
             return VlmResult(answer=answer, model=response.model or self.model, attempts=attempt, vlm_ms=vlm_ms,
                              load_ms=(response.load_duration or 0) / _NS_PER_MS,
                              prompt_tokens=response.prompt_eval_count or 0, answer_tokens=response.eval_count or 0,
                              notes=notes)
         raise VlmInvalidAnswer(f"the VLM ({self.model}) gave no valid answer in {attempt} attempt(s); the last "
                                f"one {problem}; expected JSON matching the answer schema")
+
+    def _fit_notes(self, crops: int, references: int, prompt: Prompt) -> tuple[str, ...]:
+        left_out = ([f"{crops - prompt.crops} of {crops} crop(s)"] if prompt.crops < crops else []) + (
+            ["the reference image of a good part"] if prompt.references < references else [])
+        if not left_out:
+            return ()
+        return (f"{' and '.join(left_out)} left out to fit the model's context ({self.num_ctx} tokens, "
+                f"{self._config.image_tokens} per image, {self._config.num_predict} kept for the answer)",)
 
     @staticmethod
     def _messages(prompt: Prompt) -> list[dict[str, Any]]:
@@ -208,8 +214,9 @@ class OllamaVlm:
         """``prompt`` with as many crops as fit the context beside ``retry`` and the answer; VlmModelFailed
         when even the frame alone does not."""
         room = self.num_ctx - self._config.num_predict
-        while (need := self.estimate_tokens([*self._messages(prompt), *retry])) > room and prompt.crops > 0:
-            prompt = prompt.keep_crops(prompt.crops - 1)
+        while (need := self.estimate_tokens([*self._messages(prompt), *retry])) > room and (
+                prompt.crops > 0 or prompt.references > 0):  # crops first, last first; then the reference image
+            prompt = prompt.keep_crops(prompt.crops - 1) if prompt.crops > 0 else prompt.without_reference()
         if need > room:
             raise VlmModelFailed(
                 f"the question needs about {need} tokens ({len(prompt.images)} image(s) at ollama.image_tokens="

@@ -35,4 +35,7 @@ def load_taxonomy(path: pathlib.Path | str) -> Taxonomy:
         problems.append(f"{loader._dotted(conflict.path)}{f' ({where})' if where else ''}: {conflict.message}")
     if problems:
         raise ConfigError(problems, str(path))
+    if file.line is not None and file.line.reference_image is not None:
+        image = path.parent / file.line.reference_image  # an absolute path stays as it is
+        file = file.model_copy(update={"line": file.line.model_copy(update={"reference_image": image})})
     return Taxonomy.from_file(file, source=str(path))

@@ -10,6 +10,14 @@ that mean it (the prefilter's class names, the VLM's defect words and their syno
         severity: low
         synonyms: [scratch, scrape, scuff, scratches]
 
+An optional ``line:`` section says what the camera looks at, for the gateway's question to the VLM
+(:mod:`agent.escalation.question`); with it, each entry's ``description`` is given to the VLM too::
+
+    line:
+      part: a machined steel surface, seen from above   # what the camera looks at
+      good: an even grey surface with faint parallel machining marks
+      reference_image: good-part.jpg                    # optional; relative to this file
+
 Words are matched after :func:`normalise` (case, surrounding whitespace, and ``_``/``-``/runs of
 whitespace do not matter: ``Missing_Piece`` and ``missing  piece`` are one word). A canonical label
 also matches itself.
@@ -23,13 +31,14 @@ to two labels, as is a canonical label or a code defined twice.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import re
 from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["SEVERITIES", "Conflict", "Mapped", "Severity", "Taxonomy", "TaxonomyEntry", "TaxonomyFile",
+__all__ = ["SEVERITIES", "Conflict", "LineInfo", "Mapped", "Severity", "Taxonomy", "TaxonomyEntry", "TaxonomyFile",
            "conflicts", "normalise"]
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -63,7 +72,8 @@ class TaxonomyEntry(_Strict):
     code: str = Field(description="the plant's defect code")
     severity: Severity
     synonyms: list[str] = Field(default_factory=list, description="raw words that mean this label")
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=300, description=(
+        "what the defect looks like, in a sentence; the gateway gives it to the VLM"))
 
     @field_validator("label", "code")
     @classmethod
@@ -76,10 +86,27 @@ class TaxonomyEntry(_Strict):
         return [_word(word, f"synonym {word!r}") for word in v]
 
 
+class LineInfo(_Strict):
+    """What the line's camera looks at: the gateway's question names it, and what a good part looks like."""
+
+    part: str = Field(min_length=1, max_length=200, description=(
+        "the part or surface the camera looks at, in a few words: 'a machined steel surface'"))
+    good: str | None = Field(default=None, max_length=500, description="what a good part looks like")
+    reference_image: pathlib.Path | None = Field(default=None, description=(
+        "a JPEG or PNG photo of a good part (relative to the taxonomy file); the gateway sends it with every "
+        "question"))
+
+    @field_validator("part", "good")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else _word(v, "the value")
+
+
 class TaxonomyFile(_Strict):
     """The whole file."""
 
     version: Literal[1] = 1
+    line: LineInfo | None = None
     labels: list[TaxonomyEntry] = Field(min_length=1)
 
 
@@ -161,6 +188,10 @@ class Taxonomy:
     index: Mapping[str, Mapped]
     source: str = ""
     """Where it was loaded from (for messages)."""
+    entries: tuple[TaxonomyEntry, ...] = ()
+    """The file's entries, in its order (labels, descriptions: what the gateway's question names)."""
+    line: LineInfo | None = None
+    """The file's ``line`` section (``reference_image`` made relative to the file's folder by the loader)."""
 
     @classmethod
     def from_file(cls, file: TaxonomyFile, source: str = "") -> Taxonomy:
@@ -173,7 +204,7 @@ class Taxonomy:
             mapped = Mapped(entry.label, entry.code, entry.severity)
             for word in (entry.label, *entry.synonyms):
                 index[normalise(word)] = mapped
-        return cls(index=dict(sorted(index.items())), source=source)
+        return cls(index=dict(sorted(index.items())), source=source, entries=tuple(file.labels), line=file.line)
 
     def __hash__(self) -> int:
         return hash(tuple(self.index.items()))

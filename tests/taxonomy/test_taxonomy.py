@@ -181,7 +181,7 @@ def test_bad_yaml_has_line_and_column(tmp_path: pathlib.Path) -> None:
 
 def test_top_level_must_be_a_mapping(tmp_path: pathlib.Path) -> None:
     assert problems(write(tmp_path, "- hole\n- dent\n")) == [
-        "top level (line 1): expected a mapping of settings (version, labels), got a list"]
+        "top level (line 1): expected a mapping of settings (version, line, labels), got a list"]
 
 
 def test_a_missing_file_is_named(tmp_path: pathlib.Path) -> None:
