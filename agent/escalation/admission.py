@@ -160,12 +160,15 @@ Refusal = Callable[[str, str], None]  # (client, gRPC code name) of a refused ca
 
 class CallGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio's interceptor base is untyped
     """Authenticate and admit ``method`` calls before their request is read (see the module's docstring).
-    The handler of an admitted call gets its ticket as a third argument: ``handler(request, context, ticket)``."""
+    The handler of an admitted call gets its ticket as a third argument: ``handler(request, context, ticket)``;
+    ``deserializer``, when given, replaces the method's own (the gateway's counts fields before parsing)."""
 
     def __init__(self, method: str, admission: Admission, tokens: TokenTable | None,
                  handler: Callable[[Any, grpc.aio.ServicerContext, Ticket], Awaitable[Any]],
-                 on_refused: Refusal = lambda client, code: None) -> None:
+                 on_refused: Refusal = lambda client, code: None,
+                 deserializer: Callable[[bytes], Any] | None = None) -> None:
         self._method = method
+        self._deserializer = deserializer
         self._admission = admission
         self._tokens = tokens
         self._handler = handler
@@ -206,7 +209,8 @@ class CallGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio's 
                 release_read()
                 ticket.release()
 
-        return grpc.unary_unary_rpc_method_handler(admitted, request_deserializer=handler.request_deserializer,
+        parse = self._deserializer or handler.request_deserializer
+        return grpc.unary_unary_rpc_method_handler(admitted, request_deserializer=parse,
                                                    response_serializer=handler.response_serializer)
 
     def _refuse(self, client: str, code: grpc.StatusCode, kind: str, message: str) -> Any:

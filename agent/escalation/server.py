@@ -137,7 +137,8 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     if isinstance(vlm, OllamaVlm):
         vlm.on_load_end = monitor.poke  # a finished model load shows in health at once
     service = EscalationService(vlm, config, stats, on_vlm_trouble=monitor.poke, inspection=inspection)
-    gate = CallGate(DESCRIBE_METHOD, service.admission, tokens, service.describe, on_refused=stats.refused)
+    gate = CallGate(DESCRIBE_METHOD, service.admission, tokens, service.describe, on_refused=stats.refused,
+                    deserializer=service.parse_request)  # fields counted before the parse: see wirecheck
 
     server = grpc.aio.server(interceptors=[gate], options=_server_options(config))
     pb_grpc.add_EscalationServicer_to_server(service, server)  # type: ignore[no-untyped-call]  # generated

@@ -4,6 +4,9 @@ One call, in order (its admission, before gRPC reads the request, is
 :class:`~agent.escalation.admission.CallGate`'s: authentication, room, the
 client's quota):
 
+0. gRPC's deserializer (:class:`RequestParser`) counts the request's fields before parsing it, so that
+   no request within gRPC's size limit holds the event loop for long (:mod:`agent.escalation.wirecheck`);
+   too many detections, crops or fields: INVALID_ARGUMENT;
 1. :func:`build_prompt` checks what costs nothing to check: the template
    (``template_id``; empty means ``inspect-v1``), the number of crops and of
    detections (before any is read), each image's size and header
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import math
 import time
@@ -46,18 +50,25 @@ from agent.escalation.templates import Hint, Inspection, Prompt, get_template
 from agent.escalation.vlm import Vlm, VlmResult
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.escalation.wirecheck import count_fields, field_budget
 from agent.redact import redact
 
-__all__ = ["Admission", "EscalationService", "ImageDecoder", "QueueFull", "build_prompt", "check_request",
-           "request_images",
-           "to_response"]
+__all__ = ["Admission", "EscalationService", "ImageDecoder", "QueueFull", "RequestParser", "UnparsedRequest",
+           "build_prompt", "check_request", "request_images", "to_response"]
 
 log = logging.getLogger(__name__)
 
 _VERDICTS = {"pass": pb.VERDICT_PASS, "defect": pb.VERDICT_DEFECT, "uncertain": pb.VERDICT_UNCERTAIN}
 _SEVERITIES = {"low": pb.SEVERITY_LOW, "medium": pb.SEVERITY_MEDIUM, "high": pb.SEVERITY_HIGH}
 
-CheckedImage = tuple[bytes, ImageInfo, str]  # data, its header facts, its name in messages ("crops[1].image")
+CheckedImage = tuple[bytes, ImageInfo, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnparsedRequest:
+    """A request refused before it was parsed (:mod:`agent.escalation.wirecheck`): why."""
+
+    reason: str  # data, its header facts, its name in messages ("crops[1].image")
 
 
 def request_images(request: pb.DescribeRequest, config: GatewayConfig) -> list[CheckedImage]:
@@ -116,6 +127,19 @@ class ImageDecoder:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+class RequestParser:
+    """gRPC's request deserializer for ``Describe``: the fields are counted against the limits before the
+    request is parsed (on the event loop, holding the GIL), so that the parse is as short as the limits allow."""
+
+    def __init__(self, max_detections: int, max_crops: int) -> None:
+        self._most = {"detections": max_detections, "crops": max_crops}
+        self._budget = field_budget(pb.DescribeRequest.DESCRIPTOR, self._most)
+
+    def __call__(self, data: bytes) -> pb.DescribeRequest | UnparsedRequest:
+        problem = count_fields(data, pb.DescribeRequest.DESCRIPTOR, self._most, self._budget)
+        return UnparsedRequest(problem) if problem is not None else pb.DescribeRequest.FromString(data)
+
+
 def _hint(label: str, confidence: float, box: pb.Box | None, what: str) -> Hint:
     if not math.isfinite(confidence) or not 0.0 <= confidence <= 1.0:
         raise RequestRejected(f"{what}.confidence is {confidence}; expected a number from 0 to 1")
@@ -160,6 +184,7 @@ class EscalationService(pb_grpc.EscalationServicer):
         self.admission = Admission(limits.parallel, limits.queue, limits.per_client)
         self.decoder = ImageDecoder(limits.decode_workers)
         self._name_from_certificate = config.auth.tokens_file is None and config.authenticated
+        self.parse_request = RequestParser(limits.max_detections, limits.max_crops)
 
     async def Describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext) -> pb.DescribeResponse:
         try:
@@ -172,13 +197,16 @@ class EscalationService(pb_grpc.EscalationServicer):
         finally:
             ticket.release()
 
-    async def describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext,
+    async def describe(self, request: pb.DescribeRequest | UnparsedRequest, context: grpc.aio.ServicerContext,
                        ticket: Ticket) -> pb.DescribeResponse:
         start = time.perf_counter()
         code: grpc.StatusCode = grpc.StatusCode.OK
         message = ""
         result: VlmResult | None = None
+        unparsed, request = (request, pb.DescribeRequest()) if isinstance(request, UnparsedRequest) else (None, request)
         try:
+            if unparsed is not None:
+                raise RequestRejected(unparsed.reason)
             if self._name_from_certificate:
                 ticket.rename(certificate_name(context.auth_context()) or ANONYMOUS)
             # headers and counts: cheap, on the loop

@@ -132,7 +132,7 @@ BAD_REQUESTS = [
     ("truncated PNG", {"image": samples.png()[:-20]}, ["truncated PNG", "IEND"]),
     ("unknown template id", {"template_id": "inspect-v9"}, ["inspect-v9", "unknown", "inspect-v1"]),
     ("truncated crop", {"crops": _crop(samples.jpeg(64, 48)[:300])}, ["crops[0].image", "truncated JPEG"]),
-    ("too many crops", {"crops": _crop(samples.png()) * 5}, ["5 crops", "max_crops"]),
+    ("too many crops", {"crops": _crop(samples.png()) * 5}, ["more than 4 crops", "max_crops"]),
     ("confidence outside 0..1", {"detections": [pb.Detection(label="hole", confidence=1.5)]},
      ["detections[0].confidence", "from 0 to 1"]),
 ]
