@@ -14,7 +14,7 @@ that holds the loop for N ms delays every other call and health probe by N ms. T
    which holds the GIL (a thread would not help): all images, and all detections (the worst case).
 3. ``Describe`` through the real gateway (in this process, its loop in a thread; the fake Ollama answering
    at once in its own threads): per request, the loop's CPU in total and its longest callback, with the
-   body built at once and in pieces; and a refused request of 6 MiB of detections (its parse).
+   gateway as it was (body at once, request parsed whole) and as it is; and ``--burst`` requests at once.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import functools
 import pathlib
 import statistics
@@ -112,6 +113,23 @@ def describe_loop(gw: GatewayThread, data: bytes, requests: int) -> tuple[float,
     return statistics.median(totals), statistics.median(longest), ",".join(sorted(codes))
 
 
+def describe_burst(gw: GatewayThread, data: bytes, calls: int) -> tuple[float, float, str]:
+    """``calls`` requests at once (as attack_gateway.py's big_requests): the loop's CPU per call and its
+    longest callback over the whole burst, and the codes."""
+    codes: collections.Counter[str] = collections.Counter()
+    with grpc.insecure_channel(gw.address) as channel:
+        describe = channel.unary_unary(f"/{pb.DESCRIPTOR.services_by_name['Escalation'].full_name}/Describe")
+        describe(samples.request().SerializeToString(), timeout=30)  # connected
+        with LoopCpu() as cpu:
+            for call in [describe.future(data, timeout=60) for _ in range(calls)]:
+                try:
+                    call.result()
+                    codes["OK"] += 1
+                except grpc.RpcError as exc:
+                    codes[exc.code().name] += 1
+    return cpu.total_ms / calls, cpu.longest_ms, ",".join(f"{k}={v}" for k, v in sorted(codes.items()))
+
+
 class WholeParse:
     """The gateway's request parser before wirecheck: protobuf's, whatever the request holds."""
 
@@ -126,6 +144,8 @@ class WholeParse:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5, help="Describe calls per row (median shown)")
+    parser.add_argument("--burst", type=int, default=30, help="requests at once in the last row (parallel + queue "
+                        "are admitted, the rest refused unread, as in attack_gateway.py's big_requests)")
     args = parser.parse_args()
     rounds = max(1, args.requests)
 
@@ -166,6 +186,9 @@ def main() -> int:
                     for label, data in cases:
                         total, longest, codes = describe_loop(gw, data, rounds)
                         print(f"   {label:<30} {name:<7} {total:7.1f}  {longest:16.2f}  {codes}")
+                    total, longest, codes = describe_burst(gw, cases[0][1], args.burst)
+                    print(f"   {f'{args.burst} x the first, at once':<30} {name:<7} {total:7.1f}  {longest:16.2f}  "
+                          f"{codes}")
             finally:
                 setattr(vlm_module, "ChatBody", ChatBody)  # noqa: B010
                 setattr(service_module, "RequestParser", RequestParser)  # noqa: B010

@@ -12,6 +12,7 @@ It wraps ``asyncio.Handle._run``, through which every callback and every task st
 
 from __future__ import annotations
 
+import asyncio
 import asyncio.events
 import threading
 import time
@@ -53,7 +54,15 @@ class LoopCpu:
             self.callbacks += 1
             self.total_ms += ms
             if ms > self.longest_ms:
-                self.longest_ms, self.longest_what = ms, repr(handle)[:200]
+                self.longest_ms, self.longest_what = ms, _what(handle)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+
+
+def _what(handle: asyncio.events.Handle) -> str:
+    """The callback, or the coroutine of the task that a task step resumed."""
+    task = getattr(getattr(handle, "_callback", None), "__self__", None)
+    coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+    name = getattr(coro, "__qualname__", None)
+    return f"task {task.get_name()} running {name}" if name and task is not None else repr(handle)[:200]

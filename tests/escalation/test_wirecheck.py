@@ -4,6 +4,11 @@ so that no request within gRPC's size limit can hold the loop for long: 6 MiB of
 
 from __future__ import annotations
 
+import pathlib
+import re
+import subprocess
+import sys
+
 import grpc
 import pytest
 
@@ -72,3 +77,16 @@ def test_six_mib_of_empty_detections_are_refused_without_holding_the_loop(gatewa
     assert "detections; expected at most 100" in caught.value.details()
     # parsed whole, these took 120-250 ms of the loop's CPU in one callback
     assert cpu.longest_ms < 20.0, f"the loop ran {cpu.longest_ms:.1f} ms of CPU in one callback: {cpu.longest_what}"
+
+
+@pytest.mark.slow
+def test_the_loop_occupancy_bench_prints_before_and_after_side_by_side() -> None:
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_loop_occupancy.py"
+    proc = subprocess.run([sys.executable, str(script), "--requests", "1", "--burst", "4"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = dict(re.findall(r"^   6 MiB of 3M empty detections\s+(before|after)\s+[\d.]+\s+([\d.]+)\s+INVALID_ARGUMENT$",
+                           proc.stdout, re.M))
+    assert set(rows) == {"before", "after"}, proc.stdout
+    assert float(rows["after"]) < float(rows["before"]), proc.stdout  # the parse no longer runs on the loop
+    assert re.search(r"longest step, at once / in pieces: \d+x", proc.stdout), proc.stdout
