@@ -18,6 +18,7 @@ import http.server
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -82,6 +83,14 @@ class _Server(http.server.ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or times out is routine: a debug line, not socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("metrics endpoint: connection from %s ended early: %s", client_address[0], exc)
+            return
+        log.error("metrics endpoint: a request from %s failed", client_address[0], exc_info=True)
 
 
 class _Server6(_Server):

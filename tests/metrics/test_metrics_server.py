@@ -8,6 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from agent.metrics.server import MetricsServer
 
 
@@ -56,3 +58,20 @@ def test_a_request_sent_slowly_past_the_timeout_is_dropped() -> None:
         assert get(f"{server.url}/metrics") == 200
     finally:
         server.stop()
+
+
+def test_a_client_that_resets_mid_request_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    server = MetricsServer("127.0.0.1:0", metrics=lambda: "x 1\n", health=lambda: (True, {}), timeout_s=2.0)
+    server.start()
+    try:
+        for _ in range(5):  # half a request line, then an RST (SO_LINGER 0) instead of a FIN
+            sock = socket.create_connection(server.address, timeout=2)
+            sock.sendall(b"GET /metr")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        time.sleep(0.3)
+        assert get(f"{server.url}/metrics") == 200
+    finally:
+        server.stop()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
