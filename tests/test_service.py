@@ -184,6 +184,13 @@ def test_periodic_stats_topic_reports_cameras_and_outbox(
     problems = validate_stats(broken)
     assert any("uptime_s" in p for p in problems) and any("surprise" in p for p in problems)
     assert any("frames_read" in p for p in problems), problems
+    # the broker-limit counters are named in the contract too: a dead-letter cause is a [cause, rows] pair
+    last = json.loads(got[-1].payload)
+    assert {"dead_lettered", "dead_by_cause", "snapshots_shrunk", "snapshots_dropped"} <= set(last["publisher"])
+    assert validate_stats({**last, "publisher": {**last["publisher"], "dead_by_cause": [["too_large", 3]]}}) == []
+    problems = validate_stats({**last, "publisher": {**last["publisher"], "dead_by_cause": [["too_large", -1]],
+                                                     "snapshots_shrunk": "many"}})
+    assert any("dead_by_cause" in p for p in problems) and any("snapshots_shrunk" in p for p in problems), problems
 
 
 def test_mqtt_311_works_through_the_outbox(mosquitto: LocalMosquitto,
