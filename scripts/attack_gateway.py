@@ -77,6 +77,8 @@ def bearer(i: int) -> tuple[tuple[str, str]]:
 class Gateway:
     """``edge-agent gateway`` in a subprocess, with tokens for clients 0..AGENTS (AGENTS is the flooder)."""
 
+    cpus: set[int] | None = None  # --gateway-cpu: the gateway's own core(s)
+
     def __init__(self, folder: pathlib.Path, ollama_url: str) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         tokens = folder / "tokens"
@@ -90,6 +92,8 @@ class Gateway:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen([sys.executable, "-c", code, "gateway", "--config", str(config)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if Gateway.cpus is not None:
+            os.sched_setaffinity(self.proc.pid, Gateway.cpus)
         self.address = f"127.0.0.1:{self.port}"
         self._wait_serving()
 
@@ -423,6 +427,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="all", help=f"comma list of {', '.join(CASES)}")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the counts (0.2 on a busy box)")
+    parser.add_argument("--gateway-cpu", type=int, metavar="N",
+                        help="pin the gateway to core N and this attacker, its agents, the prober and the fake Ollama "
+                             "to the other cores, as when the attack comes from other machines (needs 2+ cores)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -432,6 +439,15 @@ def main() -> int:
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; expected some of {', '.join(CASES)}")
+    if args.gateway_cpu is not None:
+        cores = os.sched_getaffinity(0)
+        if args.gateway_cpu not in cores or len(cores) < 2:
+            parser.error(f"--gateway-cpu {args.gateway_cpu}: expected one of the cores {sorted(cores)}, "
+                         "and at least 2 of them (the attacker takes the others)")
+        Gateway.cpus = {args.gateway_cpu}
+        os.sched_setaffinity(0, cores - Gateway.cpus)  # children (fake Ollama, prober) inherit the rest
+        print(f"gateway pinned to core {args.gateway_cpu}; attacker, prober and fake Ollama on "
+              f"{sorted(cores - Gateway.cpus)}", flush=True)
     fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.ollama", "--delay", "0.02", "--stop-on-eof"],
                             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
