@@ -135,8 +135,8 @@ class LimitsConfig(_Strict):
         "that an oversized image gets the gateway's INVALID_ARGUMENT message. At most 2 * parallel requests "
         "are read at once (the others wait unread), so this times 2 * parallel bounds the memory they take. "
         "Requests are parsed on the event loop after their fields are counted against max_detections and "
-        "max_crops, and sent on to Ollama in pieces (scripts/bench_loop_occupancy.py: at most ~8 ms of the "
-        "loop's CPU in one callback for a 6 MiB request)")
+        "max_crops, and sent on to Ollama in pieces (scripts/bench_loop_occupancy.py: about 2 ms of the "
+        "loop's CPU in its longest callback for a 6 MiB request)")
     max_detections: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=100, description="most detections per request, counted before any is read")
     max_jpeg_scans: Annotated[int, Field(ge=1, le=1000)] = Field(

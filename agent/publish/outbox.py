@@ -299,16 +299,14 @@ class Outbox:
                 for start in range(0, len(ids), 500):
                     chunk = ids[start:start + 500]
                     marks = ",".join("?" * len(chunk))
-                    found = self._db.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE id IN ({marks})",
-                        chunk).fetchone()
+                    rows, nbytes = self._count_rows(marks, chunk)
                     self._db.execute(
                         "INSERT OR REPLACE INTO dead_letters(id, event_id, camera, topic, payload, created, dead_at, "
                         "cause, detail, tries) SELECT id, event_id, camera, topic, payload, created, ?, ?, ?, ? "
                         f"FROM events WHERE id IN ({marks})", (time.time(), cause, detail, tries, *chunk))
                     self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
-                    moved += int(found[0])
-                    size += int(found[1])
+                    moved += rows
+                    size += nbytes
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -323,6 +321,12 @@ class Outbox:
         """Remove rows that will never be sent and are not kept (a snapshot too large for the broker,
         counted by the caller). Returns rows removed."""
         return self._remove(ids, acknowledged=False)
+
+    def _count_rows(self, marks: str, chunk: list[int]) -> tuple[int, int]:
+        """Rows of ``chunk`` still in the events table, and their payload bytes (under the lock)."""
+        found = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE id IN ({marks})", chunk).fetchone()
+        return int(found[0]), int(found[1])
 
     def _count_dead(self) -> dict[str, int]:
         return {str(c): int(n) for c, n in self._db.execute("SELECT cause, COUNT(*) FROM dead_letters GROUP BY cause")}
@@ -361,12 +365,10 @@ class Outbox:
                 for start in range(0, len(ids), 500):
                     chunk = ids[start:start + 500]
                     marks = ",".join("?" * len(chunk))
-                    found = self._db.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE id IN ({marks})",
-                        chunk).fetchone()
+                    rows, nbytes = self._count_rows(marks, chunk)
                     self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
-                    removed += int(found[0])
-                    size += int(found[1])
+                    removed += rows
+                    size += nbytes
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
