@@ -23,7 +23,7 @@ def noise_jpeg(side: int) -> bytes:
 def test_a_near_limit_request_is_checked_off_the_loop(gateway: GatewayThread) -> None:
     jpeg = noise_jpeg(1600)  # 1.9 MB, under the default 2 MiB per image
     data = samples.request(jpeg, crops=[pb.Crop(image=jpeg, label="hole", confidence=0.4)] * 2).SerializeToString()
-    with LoopCpu() as cpu, grpc.insecure_channel(gateway.address) as channel:
+    with LoopCpu(pause_gc=True) as cpu, grpc.insecure_channel(gateway.address) as channel:
         describe = channel.unary_unary(f"/{pb.DESCRIPTOR.services_by_name['Escalation'].full_name}/Describe",
                                        request_serializer=None, response_deserializer=pb.DescribeResponse.FromString)
         describe(samples.request().SerializeToString(), timeout=10)  # connected, warm

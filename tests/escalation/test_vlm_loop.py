@@ -67,7 +67,7 @@ def test_a_max_size_question_never_holds_the_loop_for_long(fake_ollama: FakeOlla
         finally:
             await vlm.aclose()
 
-    with LoopCpu() as cpu:
+    with LoopCpu(pause_gc=True) as cpu:
         result = asyncio.run(run())
     assert result.notes == ()  # every image was sent
     (_, chat) = fake_ollama.chat_requests()

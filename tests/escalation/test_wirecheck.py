@@ -66,7 +66,7 @@ def test_garbage_and_truncation_are_left_to_the_parser_or_refused() -> None:
 
 def test_six_mib_of_empty_detections_are_refused_without_holding_the_loop(gateway: GatewayThread) -> None:
     data = b"\x42\x00" * (3 * MIB - 1024)  # 3 million empty detections: under the 6 MiB receive limit
-    with LoopCpu() as cpu, grpc.insecure_channel(gateway.address) as channel:
+    with LoopCpu(pause_gc=True) as cpu, grpc.insecure_channel(gateway.address) as channel:
         describe = channel.unary_unary(f"/{pb.DESCRIPTOR.services_by_name['Escalation'].full_name}/Describe",
                                        request_serializer=None, response_deserializer=pb.DescribeResponse.FromString)
         describe(samples.request().SerializeToString(), timeout=10)  # connected, warm
