@@ -41,7 +41,7 @@ class ChatBody:
             skeleton["messages"] = [self._take_images(dict(m), marker) for m in body["messages"]]
         text = json.dumps(skeleton, separators=(",", ":"), allow_nan=False)
         self._parts: list[bytes] = []
-        for k in range(len(self._images)):  # each placeholder, in order, becomes the image's base64
+        for k in range(len(self._images)):  # each image marker, in order, becomes the image's base64
             before, found, text = text.partition(f"{marker}-{k}")
             if not found:
                 raise RuntimeError(f"image {k} of a chat request lost its place in the JSON body (a bug)")
@@ -52,13 +52,13 @@ class ChatBody:
     def _take_images(self, message: dict[str, Any], marker: str) -> dict[str, Any]:
         images = message.get("images")
         if images:
-            placeholders = []
+            markers = []
             for image in images:
                 if not isinstance(image, (bytes, bytearray, memoryview)):
                     raise TypeError(f"a chat message's images must be bytes, not {type(image).__name__}")
-                placeholders.append(f"{marker}-{len(self._images)}")
+                markers.append(f"{marker}-{len(self._images)}")
                 self._images.append(bytes(image))
-            message["images"] = placeholders
+            message["images"] = markers
         return message
 
     async def stream(self) -> AsyncIterator[bytes]:
