@@ -290,31 +290,14 @@ class Outbox:
     def dead_letter(self, ids: list[int], cause: str, detail: str, tries: int) -> int:
         """Move rows to the dead-letter table with their ``cause`` (a short key such as ``too_large`` or
         ``refused 0x87``) and ``detail`` (in words, with the limit and size or the reason). Returns rows moved."""
-        if not ids:
-            return 0
+        copy = ("INSERT OR REPLACE INTO dead_letters(id, event_id, camera, topic, payload, created, dead_at, cause, "
+                "detail, tries) SELECT id, event_id, camera, topic, payload, created, ?, ?, ?, ? FROM events "
+                "WHERE id IN ({marks})", (time.time(), cause, detail, tries))
         with self._lock:
-            moved = size = 0
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start:start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    rows, nbytes = self._count_rows(marks, chunk)
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO dead_letters(id, event_id, camera, topic, payload, created, dead_at, "
-                        "cause, detail, tries) SELECT id, event_id, camera, topic, payload, created, ?, ?, ?, ? "
-                        f"FROM events WHERE id IN ({marks})", (time.time(), cause, detail, tries, *chunk))
-                    self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
-                    moved += rows
-                    size += nbytes
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise OutboxError(f"outbox {self.path}: cannot move events to the dead letters: {exc}") from exc
-            self._rows -= moved
-            self._bytes -= size
+            moved = self._take_out(ids, copy, "move events to the dead letters")
             self._dead_lettered += moved
-            self._dead_by_cause[cause] = self._dead_by_cause.get(cause, 0) + moved
+            if moved:
+                self._dead_by_cause[cause] = self._dead_by_cause.get(cause, 0) + moved
             return moved
 
     def discard(self, ids: list[int]) -> int:
@@ -355,29 +338,37 @@ class Outbox:
         return self._remove(ids, acknowledged=True)
 
     def _remove(self, ids: list[int], *, acknowledged: bool) -> int:
-        if not ids:
-            return 0
         with self._lock:
-            removed = 0
-            size = 0
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start:start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    rows, nbytes = self._count_rows(marks, chunk)
-                    self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
-                    removed += rows
-                    size += nbytes
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise OutboxError(f"outbox {self.path}: cannot delete events: {exc}") from exc
-            self._rows -= removed
-            self._bytes -= size
+            removed = self._take_out(ids, None, "delete events")
             if acknowledged:
                 self._deleted += removed
             return removed
+
+    def _take_out(self, ids: list[int], copy: tuple[str, tuple[object, ...]] | None, doing: str) -> int:
+        """Delete rows ``ids`` from the events table in one transaction (in chunks of 500 ids), first copying
+        them with ``copy`` (SQL with ``{marks}`` for the ids, and its leading parameters) when given; keeps
+        the row and byte counts. Ids already gone are ignored. Returns rows taken out. Caller holds the lock."""
+        if not ids:
+            return 0
+        taken = size = 0
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows, nbytes = self._count_rows(marks, chunk)
+                if copy is not None:
+                    self._db.execute(copy[0].format(marks=marks), (*copy[1], *chunk))
+                self._db.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
+                taken += rows
+                size += nbytes
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise OutboxError(f"outbox {self.path}: cannot {doing}: {exc}") from exc
+        self._rows -= taken
+        self._bytes -= size
+        return taken
 
     def stats(self) -> OutboxStats:
         with self._lock:
