@@ -6,16 +6,21 @@ Works on the outbox file the config names (``outbox.path``, default under $STATE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import sys
 import time
-from typing import Annotated
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.errors import EdgeAgentError
+
+if TYPE_CHECKING:
+    from agent.publish.outbox import Outbox
 
 outbox_app = typer.Typer(no_args_is_help=True, help="See what is pending and dead-lettered in the outbox; export, "
                          "requeue (after the broker was fixed) or purge dead letters.")
@@ -50,6 +55,23 @@ def _path(config: pathlib.Path | None, file: pathlib.Path | None) -> pathlib.Pat
     return path
 
 
+@contextlib.contextmanager
+def _opened(config: pathlib.Path | None, file: pathlib.Path | None) -> Iterator[Outbox]:
+    """The outbox of the config (or --file), closed afterwards; our errors, opening or inside, become a message."""
+    from agent.publish.outbox import Outbox
+
+    try:
+        outbox = Outbox(_path(config, file))
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    try:
+        yield outbox
+    except EdgeAgentError as exc:
+        raise _fail(exc) from None
+    finally:
+        outbox.close()
+
+
 def _when(t: float | None) -> str:
     if t is None:
         return "-"
@@ -62,16 +84,9 @@ def show(config: ConfigOpt = None, file: FileOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Pending messages (count, bytes, oldest) and dead letters per cause (count, oldest, sizes, why)."""
     from agent.publish import deadletters
-    from agent.publish.outbox import Outbox
 
-    try:
-        outbox = Outbox(_path(config, file))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
-    try:
+    with _opened(config, file) as outbox:
         s = deadletters.summary(outbox)
-    finally:
-        outbox.close()
     if as_json:
         typer.echo(json.dumps(s.as_dict(), indent=2))
         return
@@ -91,26 +106,20 @@ def export(config: ConfigOpt = None, file: FileOpt = None, cause: CauseOpt = Non
                "--out", "-o", help="write JSON Lines here (default: stdout)")] = None) -> None:
     """Dead letters as JSON Lines, oldest first (a JSON payload parsed, a snapshot base64-encoded)."""
     from agent.publish import deadletters
-    from agent.publish.outbox import Outbox
 
-    try:
-        outbox = Outbox(_path(config, file))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
     n = 0
-    try:
-        stream = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+    with _opened(config, file) as outbox:
         try:
-            for doc in deadletters.export(outbox, cause):
-                stream.write(json.dumps(doc, separators=(",", ":")) + "\n")
-                n += 1
-        finally:
-            if out is not None:
-                stream.close()
-    except OSError as exc:
-        raise _fail(EdgeAgentError(f"--out {out}: cannot write ({exc.strerror})")) from None
-    finally:
-        outbox.close()
+            stream = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+            try:
+                for doc in deadletters.export(outbox, cause):
+                    stream.write(json.dumps(doc, separators=(",", ":")) + "\n")
+                    n += 1
+            finally:
+                if out is not None:
+                    stream.close()
+        except OSError as exc:
+            raise _fail(EdgeAgentError(f"--out {out}: cannot write ({exc.strerror})")) from None
     typer.echo(f"exported {n} dead letter(s)", err=True)
 
 
@@ -118,16 +127,9 @@ def export(config: ConfigOpt = None, file: FileOpt = None, cause: CauseOpt = Non
 def requeue(config: ConfigOpt = None, file: FileOpt = None, cause: CauseOpt = None) -> None:
     """Send dead letters again (after the broker's limit or ACL was fixed): back to the end of the queue."""
     from agent.publish import deadletters
-    from agent.publish.outbox import Outbox
 
-    try:
-        outbox = Outbox(_path(config, file))
-        try:
-            n = deadletters.requeue(outbox, cause)
-        finally:
-            outbox.close()
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    with _opened(config, file) as outbox:
+        n = deadletters.requeue(outbox, cause)
     typer.echo(f"requeued {n} dead letter(s); the agent sends them after what is pending now")
 
 
@@ -136,22 +138,15 @@ def purge(config: ConfigOpt = None, file: FileOpt = None, cause: CauseOpt = None
           yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False) -> None:
     """Delete dead letters for good (export them first if they matter)."""
     from agent.publish import deadletters
-    from agent.publish.outbox import Outbox
 
-    try:
-        outbox = Outbox(_path(config, file))
-        try:
-            n = deadletters.count(outbox, cause)
-            what = f"{n} dead letter(s)" + (f" with cause {cause!r}" if cause else "")
-            if n == 0:
-                typer.echo(f"nothing to purge: {what}")
-                return
-            if not yes and not typer.confirm(f"delete {what} from {outbox.path} for good?"):
-                typer.echo("nothing deleted")
-                raise typer.Exit(1)
-            deleted = deadletters.purge(outbox, cause)
-        finally:
-            outbox.close()
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    with _opened(config, file) as outbox:
+        n = deadletters.count(outbox, cause)
+        what = f"{n} dead letter(s)" + (f" with cause {cause!r}" if cause else "")
+        if n == 0:
+            typer.echo(f"nothing to purge: {what}")
+            return
+        if not yes and not typer.confirm(f"delete {what} from {outbox.path} for good?"):
+            typer.echo("nothing deleted")
+            raise typer.Exit(1)
+        deleted = deadletters.purge(outbox, cause)
     typer.echo(f"deleted {deleted} dead letter(s)")
