@@ -206,7 +206,11 @@ def png16() -> bytes:
 def fire(stub: pb_grpc.EscalationStub, requests: list[tuple[pb.DescribeRequest, Any]],
          timeout: float = 15.0) -> Codes:
     """All requests at once (request, metadata); their status codes."""
-    calls = [stub.Describe.future(r, timeout=timeout, metadata=m) for r, m in requests]
+    return collect([stub.Describe.future(r, timeout=timeout, metadata=m) for r, m in requests])
+
+
+def collect(calls: list[Any]) -> Codes:
+    """Wait for every call (gRPC futures); their status codes."""
     codes: Codes = collections.Counter()
     for call in calls:
         try:
@@ -274,14 +278,7 @@ def case_empty_detections(gw: Gateway, stub: pb_grpc.EscalationStub, n: int) -> 
     data = b"\x42\x00" * (3 * MB - 1024)
     with grpc.insecure_channel(gw.address) as channel:
         describe = channel.unary_unary(f"/{pb.DESCRIPTOR.services_by_name['Escalation'].full_name}/Describe")
-        calls = [describe.future(data, timeout=15, metadata=bearer(i % AGENTS)) for i in range(n)]
-        codes: Codes = collections.Counter()
-        for call in calls:
-            try:
-                call.result()
-                codes["OK"] += 1
-            except grpc.RpcError as exc:
-                codes[exc.code().name] += 1  # type: ignore[attr-defined]
+        codes = collect([describe.future(data, timeout=15, metadata=bearer(i % AGENTS)) for i in range(n)])
     return {"request_mb": round(len(data) / MB, 1), "codes": dict(codes)}
 
 
