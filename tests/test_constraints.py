@@ -56,4 +56,4 @@ def test_the_lock_pins_every_requirement_of_pyproject(lock: str, extra: str | No
         chosen = [v for n, v, marker, _ in pins if n == name and (marker is None or marker.evaluate(env))]
         assert len(chosen) == 1 and chosen[0] in req.specifier, (
             f"scripts/{lock} pins {name} {chosen or 'nowhere'} for Python {python}, pyproject.toml asks for "
-            f"{req}: run `bash scripts/lock-deps` (README, Development) and commit scripts/constraints*.txt")
+            f"{req}: run `bash scripts/lock-deps` (docs/development.md) and commit scripts/constraints*.txt")

@@ -1,7 +1,7 @@
 """Typed configuration. Every model rejects unknown keys and is frozen after load.
 
 The defaults run the demo: one synthetic conveyor camera, the shipped detector,
-a broker on localhost. See README "Configuration reference" for every field.
+a broker on localhost. See docs/configuration.md for every field.
 """
 
 from __future__ import annotations
@@ -604,7 +604,7 @@ class AgentConfig(_Strict):
         if recording and self.taxonomy is None:
             raise ValueError(
                 f"camera(s) {', '.join(recording)} learn and record: their records are labelled with the plant's "
-                "defect classes, which come from the taxonomy file; set taxonomy (see README 'Taxonomy')")
+                "defect classes, which come from the taxonomy file; set taxonomy (see docs/taxonomy.md)")
         return self
 
     def learns(self, camera: CameraConfig) -> bool:

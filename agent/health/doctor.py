@@ -457,7 +457,7 @@ def _check_broker_limits(config: AgentConfig, props: Any) -> Check:
     todo += limits.costs()
     if not limits.announced:
         todo.append("MQTT 3.1.1: the broker's limits are unknown; a packet it refuses closes the connection "
-                    "(see the README, 'Broker limits'); use protocol 5 if the broker speaks it")
+                    "(see docs/broker-limits.md); use protocol 5 if the broker speaks it")
     failed = limit is not None and any(size > limit and not w.startswith("snapshot") for w, size in largest)
     return Check("mqtt limits", "FAIL" if failed else "WARN" if todo else "OK", detail, "; ".join(todo))
 

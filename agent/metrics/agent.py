@@ -6,7 +6,7 @@ the inference loop's :class:`RunCounters`, the outbox/MQTT publisher's stats, an
 tag event on its way into the outbox (so verdicts, escalation statuses and the stage
 latencies are counted once per published event, whichever thread publishes it).
 
-Metric names (all prefixed ``edge_agent_``) are listed in :data:`METRICS` and in the README.
+Metric names (all prefixed ``edge_agent_``) are listed in :data:`METRICS` and in docs/metrics.md.
 """
 
 from __future__ import annotations

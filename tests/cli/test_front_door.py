@@ -125,8 +125,8 @@ def test_config_check_reports_every_problem_in_one_pass_and_opens_the_model(tmp_
     assert proc.returncode == 1 and f"{config}: 1 problem(s)" in proc.stderr, proc.stderr
 
 
-def test_the_readme_names_every_command() -> None:
-    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+def test_the_command_reference_names_every_command() -> None:
+    readme = (pathlib.Path(__file__).parents[2] / "docs" / "commands.md").read_text(encoding="utf-8")
     rows = set()
     for row in readme.splitlines():
         if row.startswith("| `edge-agent "):
@@ -135,12 +135,12 @@ def test_the_readme_names_every_command() -> None:
                 rows |= {" ".join([*words[:end - 1], name]) for name in words[end - 1].split("|")}
     for line, command in _commands():
         if line != "edge-agent" and not getattr(command, "commands", None):  # groups: their commands are the rows
-            assert line in rows, f"README's command table has no row for `{line}`"
+            assert line in rows, f"docs/commands.md's command table has no row for `{line}`"
 
 
-def test_readme_and_the_example_config_agree_on_the_intra_op_threads_default() -> None:
+def test_the_config_reference_and_the_example_config_agree_on_the_intra_op_threads_default() -> None:
     root = pathlib.Path(__file__).parents[2]
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme = (root / "docs" / "configuration.md").read_text(encoding="utf-8")
     example = (root / "systemd" / "edge-agent.yaml").read_text(encoding="utf-8")
     default = "default: cores / concurrent_runs (1 on a 2-core box)"
     assert default in readme and default in example
