@@ -1,12 +1,18 @@
-"""The Prometheus text exposition format (version 0.0.4), written from plain values. Pure logic.
+"""The Prometheus text exposition format (version 0.0.4) of plain values, written by prometheus_client.
 
     fam = Family("edge_agent_frames_read_total", "counter", "Frames read from the camera")
     fam.add(1234, camera="cam1")
     text = render([fam])
 
 A histogram family takes :class:`~agent.metrics.histogram.HistogramSnapshot` values
-(:meth:`Family.add_histogram`) and writes the ``_bucket``/``_sum``/``_count`` series.
-Label values are escaped (backslash, double quote, newline); so is help text.
+(:meth:`Family.add_histogram`) and writes the ``_bucket``/``_sum``/``_count`` series; the ``le``
+values are written as before (``le="1"``, not ``"1.0"``), so queries naming a bucket keep working.
+:func:`render` adds prometheus_client's standard ``process_*`` and ``python_*`` metrics (resident
+memory, CPU seconds, open file descriptors, start time, garbage collector, Python version).
+
+The families are built at scrape time from the counters the program keeps anyway, then handed to
+prometheus_client as one collector for that scrape: no global registry, so several services in one
+process (as in the tests) stay separate.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Literal
+
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent.metrics.histogram import HistogramSnapshot
 
 __all__ = ["CONTENT_TYPE", "Family", "MetricType", "format_value", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""What :func:`render` writes: the classic text format (prometheus_client's own output for valid names)."""
 
 MetricType = Literal["counter", "gauge", "histogram"]
 
@@ -38,19 +49,6 @@ def format_value(value: float) -> str:
     if float(value).is_integer() and abs(value) < 2**53:
         return str(int(value))
     return repr(float(value))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _labels(labels: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
-    return "{" + inner + "}" if inner else ""
 
 
 @dataclasses.dataclass
@@ -95,11 +93,33 @@ def _checked(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in labels.items())
 
 
-def render(families: Iterable[Family]) -> str:
-    """The exposition text: ``# HELP``/``# TYPE`` then the samples of each family, newline-terminated."""
-    lines: list[str] = []
-    for fam in families:
-        lines.append(f"# HELP {fam.name} {_escape_help(fam.help)}")
-        lines.append(f"# TYPE {fam.name} {fam.type}")
-        lines += [f"{name}{_labels(labels)} {format_value(value)}" for name, labels, value in fam.samples]
-    return "\n".join(lines) + "\n"
+_STANDARD = CollectorRegistry(auto_describe=False)
+"""The process and Python metrics (the ones prometheus_client's default registry has), in a registry of our own."""
+ProcessCollector(registry=_STANDARD)
+PlatformCollector(registry=_STANDARD)
+GCCollector(registry=_STANDARD)
+
+
+class _Scrape(Collector):
+    """One scrape's families as a prometheus_client collector, the standard process metrics after them."""
+
+    def __init__(self, families: Iterable[Family], standard: bool) -> None:
+        self._families = list(families)
+        self._standard = standard
+
+    def collect(self) -> Iterator[Metric]:
+        for fam in self._families:
+            # prometheus_client names a counter family without its _total and adds it back when writing
+            metric = Metric(fam.name.removesuffix("_total") if fam.type == "counter" else fam.name, fam.help,
+                            fam.type)
+            for name, labels, value in fam.samples:
+                metric.add_sample(name, dict(labels), value)
+            yield metric
+        if self._standard:
+            yield from _STANDARD.collect()
+
+
+def render(families: Iterable[Family], standard: bool = True) -> str:
+    """The exposition text: ``# HELP``/``# TYPE`` then the samples of each family, then (``standard``)
+    the process and Python metrics of this process."""
+    return generate_latest(_Scrape(families, standard)).decode("utf-8")

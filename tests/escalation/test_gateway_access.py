@@ -68,8 +68,8 @@ def test_with_tokens_anonymous_and_wrong_tokens_are_refused(start_gateway: Start
     totals = gw.server.stats.totals_by_client()  # type: ignore[union-attr]
     assert totals == {("anonymous", "UNAUTHENTICATED"): 3, ("line-2", "OK"): 1}
     text = render_gateway_metrics(gw.server, "llava:7b", fake_ollama.url)  # type: ignore[arg-type]
-    assert 'edge_gateway_client_calls_total{client="line-2",code="OK"} 1' in text
-    assert 'edge_gateway_client_calls_total{client="anonymous",code="UNAUTHENTICATED"} 3' in text
+    assert 'edge_gateway_client_calls_total{client="line-2",code="OK"} 1.0' in text
+    assert 'edge_gateway_client_calls_total{client="anonymous",code="UNAUTHENTICATED"} 3.0' in text
     assert TOKEN_B not in text
     # the health service answers without a token (probes, the agents' client-side health checking)
     reply_h = health_pb2_grpc.HealthStub(channels(gw.address)).Check(health_pb2.HealthCheckRequest(), timeout=5)

@@ -97,8 +97,8 @@ def test_a_camera_with_no_prefilter_learns_from_the_vlm_and_its_records_export_a
     assert learn["sampled_scene_change"] <= SCENE_CHANGE_BURST + int(elapsed * SCENE_CHANGES_PER_MINUTE / 60.0) + 1
     assert learn["skipped_rate"] > 0  # every surface frame is a new scene: the budget, not the hash, held them
     for key, n in learn.items():
-        assert (f'edge_agent_learn_frames_total{{camera="surf",fate="{key}"}} {n}' in metrics if key in FATES
-                else f'edge_agent_learn_outcomes_total{{camera="surf",status="{key}"}} {n}' in metrics), key
+        assert (f'edge_agent_learn_frames_total{{camera="surf",fate="{key}"}} {float(n)}' in metrics if key in FATES
+                else f'edge_agent_learn_outcomes_total{{camera="surf",status="{key}"}} {float(n)}' in metrics), key
 
     # only the sampled frames are published, each schema-valid, decided by the VLM, no prefilter claimed
     docs = [json.loads(m.payload) for m in tags.wait_for(sampled, timeout=10.0)]

@@ -56,8 +56,11 @@ def test_metrics_of_a_run_over_a_video_file(mosquitto: LocalMosquitto, video_fil
         assert content_type == "text/plain; version=0.0.4; charset=utf-8"
         parsed = samples(text)
         names = {family.name for family in text_string_to_metric_families(text)}
-        # every documented family is exposed (the parser drops counters' _total from family names)
-        assert {n.removesuffix("_total") for n in METRICS} == names
+        # every documented family is exposed (the parser drops counters' _total from family names), then
+        # prometheus_client's standard process and Python metrics, and nothing else
+        ours = {n.removesuffix("_total") for n in METRICS}
+        assert ours <= names and "process_resident_memory_bytes" in names
+        assert all(n.startswith(("process_", "python_")) for n in names - ours), sorted(names - ours)
 
         assert value(parsed, "edge_agent_frames_read_total", camera="file1") == VIDEO_FRAMES
         assert value(parsed, "edge_agent_frames_inspected_total", camera="file1") == VIDEO_FRAMES
