@@ -30,79 +30,31 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from agent.capture.frame import Frame
 from agent.capture.priority import yield_to_model
 from agent.config.models import AgentConfig, CameraConfig
+from agent.core.decision import TriageDecision
+from agent.core.detections import PrefilterResult
+from agent.core.event import build_event
+from agent.core.frame import Frame
+from agent.core.inspection import Inspection
+from agent.core.ports import (
+    BatchPrefilter,
+    ConcurrentRuns,
+    Escalation,
+    EventSink,
+    FrameQueue,
+    Prefilter,
+    StagedPrefilter,
+)
 from agent.escalation.sampler import LEARN_MODEL_ID, LearnSampler, LearnTally
-from agent.prefilter.detection import PrefilterResult
-from agent.publish.event import TagEvent, build_event
 from agent.publish.snapshot import SnapshotSender
-from agent.triage.policy import TriageDecision, decide
+from agent.triage.policy import decide
 
 log = logging.getLogger(__name__)
-
-
-class Prefilter(Protocol):
-    """A prefilter model (``YoloDetector``, ``ImageClassifier``: see ``agent.prefilter.factory``). One
-    that also has ``infer_batch(images) -> list[PrefilterResult]`` and ``max_batch`` > 1 gets the frames
-    of several cameras in one call."""
-
-    def infer(self, image: np.ndarray) -> PrefilterResult: ...
-
-
-class StagedPrefilter(Protocol):
-    """A prefilter whose call splits into stages, each of which may run on its own thread
-    (``YoloDetector``): ``prepare`` frames into an input buffer from ``new_input``, ``forward`` the
-    model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency). One
-    with a ``concurrent_runs`` attribute above 1 may have that many ``forward`` calls running at once
-    (each on its own input buffer); without it, one at a time."""
-
-    max_batch: int
-
-    def new_input(self) -> Any: ...
-
-    def prepare(self, images: Sequence[np.ndarray], buffer: Any) -> tuple[np.ndarray, list[Any]]: ...
-
-    def forward(self, tensor: np.ndarray) -> np.ndarray: ...
-
-    def finish(self, output: np.ndarray, plans: Sequence[Any], spent_ms: float) -> list[PrefilterResult]: ...
-
-
-_STAGES = ("new_input", "prepare", "forward", "finish")
-
-
-class EventSink(Protocol):
-    def publish_event(self, event: TagEvent) -> int: ...
-
-
-class Escalation(Protocol):
-    """Where uncertain frames go when a gateway is configured (``agent.escalation.escalator.Escalator``):
-    ``submit`` returns at once; the frame's event is published from the escalation thread."""
-
-    def submit(self, frame: Frame, decision: TriageDecision, event: TagEvent) -> None: ...
-
-
-class FrameQueue(Protocol):
-    """What the inference thread needs of a grabber."""
-
-    def take(self, timeout: float) -> Frame | None: ...
-
-    @property
-    def ended(self) -> bool: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class Inspection:
-    """One inspected frame: the event plus what produced it (for live views and tests)."""
-
-    frame: Frame
-    result: PrefilterResult
-    decision: TriageDecision
-    event: TagEvent
 
 
 _LEARN_DECISION = TriageDecision(verdict="uncertain", tags=())  # a learn-mode frame: nothing decided it yet
@@ -166,17 +118,17 @@ class FrameInspector:
         (``infer_batch``, ``max_batch`` > 1); else one call each. Same inspections either way."""
         if not frames:
             return []
-        infer_batch = getattr(self._prefilter, "infer_batch", None)
-        if len(frames) < 2 or infer_batch is None or getattr(self._prefilter, "max_batch", 1) < 2:
+        model = self._prefilter
+        if len(frames) < 2 or not isinstance(model, BatchPrefilter) or model.max_batch < 2:
             return [self.inspect(frame) for frame in frames]
-        results = infer_batch([frame.image for frame in frames])
+        results = model.infer_batch([frame.image for frame in frames])
         return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
 
     @property
     def staged(self) -> StagedPrefilter | None:
         """The prefilter, when its call splits into stages the inference loop runs on separate threads."""
         p = self._prefilter
-        return p if p is not None and all(hasattr(p, name) for name in _STAGES) else None  # type: ignore[return-value]
+        return p if isinstance(p, StagedPrefilter) else None
 
     def inspections(self, frames: Sequence[Frame], results: Sequence[PrefilterResult]) -> list[Inspection]:
         """Triage and events for frames whose prefilter results are known (one result per frame)."""
@@ -550,7 +502,7 @@ class InferenceLoop:
         staged = inspector.staged
         owner = staged if staged is not None else inspector
         if self._slots is None or self._slots.owner is not owner:
-            runs = max(1, int(getattr(staged, "concurrent_runs", 1))) if staged is not None else 1
+            runs = max(1, staged.concurrent_runs) if isinstance(staged, ConcurrentRuns) else 1
             pool: queue.Queue[Any] = queue.Queue()
             if staged is not None:
                 for _ in range(runs + 1):

@@ -34,6 +34,9 @@ from agent.capture.grabber import Grabber, GrabberStats
 from agent.config.loader import load_config, resolve_runtime_paths
 from agent.config.models import AgentConfig, CameraConfig
 from agent.config.reload import ReloadPlan, plan_reload
+from agent.core.event import TagEvent
+from agent.core.inspection import Inspection
+from agent.core.ports import Prefilter
 from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink, learn_model_ref, open_recorder
 from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
 from agent.escalation.client import channel_credentials
@@ -42,13 +45,12 @@ from agent.escalation.sampler import LearnSampler, LearnTally, TallyingSink
 from agent.health.agent import AgentHealth, ModelFacts, warm_up
 from agent.health.notify import Notifier
 from agent.metrics.agent import MeteredPublisher
-from agent.pipeline import FrameInspector, InferenceLoop, Inspection, Prefilter, latency_percentiles
+from agent.pipeline import FrameInspector, InferenceLoop, latency_percentiles
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import GateStatus, check_gate, file_precision
 from agent.prefilter.model_info import file_digest
 from agent.publish.camera_status import CameraStatusBoard, StatusRepublisher
-from agent.publish.event import TagEvent
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox
 from agent.publish.reliable import ReliablePublisher

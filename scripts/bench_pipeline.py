@@ -177,7 +177,7 @@ def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
 
 def worker_agent(args: argparse.Namespace) -> dict[str, Any]:
     from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig
-    from agent.pipeline import Inspection
+    from agent.core.inspection import Inspection
     from agent.service import AgentService
 
     stamps: list[float] = []
@@ -246,10 +246,10 @@ def worker_breakdown(args: argparse.Namespace) -> dict[str, Any]:
 
     import cv2
 
-    from agent.capture.frame import Frame
     from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, OutboxConfig
+    from agent.core.detections import PrefilterResult
+    from agent.core.frame import Frame
     from agent.pipeline import FrameInspector
-    from agent.prefilter.detection import PrefilterResult
     from agent.prefilter.factory import open_prefilter
     from agent.service import build_publisher
 

@@ -42,8 +42,8 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.config.models import MqttConfig, TriageConfig  # noqa: E402
-from agent.prefilter.detection import Detection  # noqa: E402
-from agent.publish.event import TagEvent, build_event  # noqa: E402
+from agent.core.detections import Detection  # noqa: E402
+from agent.core.event import TagEvent, build_event  # noqa: E402
 from agent.publish.local_broker import LocalMosquitto  # noqa: E402
 from agent.publish.mqtt_publisher import MqttPublisher  # noqa: E402
 from agent.publish.outbox import Outbox  # noqa: E402

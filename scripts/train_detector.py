@@ -63,7 +63,7 @@ def main() -> int:
                          "(for a run whose training ended but whose export did not)")
     args = ap.parse_args()
 
-    from agent.capture.synthetic import DEFECT_CLASSES
+    from agent.core.frame import DEFECT_CLASSES
     from agent.dataset.synth import write_synthetic_dataset
 
     # absolute: ultralytics puts a relative `project` under runs/detect/
@@ -112,7 +112,7 @@ def init_from_onnx(args: argparse.Namespace, work: pathlib.Path, data_dir: pathl
 
     import cv2
 
-    from agent.capture.synthetic import DEFECT_CLASSES
+    from agent.core.frame import DEFECT_CLASSES
     from agent.errors import ModelError
     from agent.prefilter.factory import open_prefilter
     from agent.training.onnx_to_yolo import yolo_from_onnx
@@ -149,7 +149,7 @@ def finish(args: argparse.Namespace, work: pathlib.Path, data_yaml: pathlib.Path
     """Validate the best weights on the held-out split, export ONNX, write the record and the card."""
     from ultralytics import YOLO
 
-    from agent.capture.synthetic import DEFECT_CLASSES
+    from agent.core.frame import DEFECT_CLASSES
 
     if train_s is None:  # --finish-only: ultralytics' results.csv has the cumulative training time
         import csv

@@ -22,10 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
+from agent.capture.synthetic import ConveyorScene, SceneSettings
 from agent.config.models import TriageConfig
-from agent.prefilter.detection import Detection
-from agent.publish.event import EscalationOutcome, TagEvent, build_event
+from agent.core.detections import Detection
+from agent.core.event import EscalationOutcome, TagEvent, build_event
+from agent.core.frame import FrameTruth
 from agent.publish.local_broker import LocalMosquitto, free_port
 from agent.triage.policy import triage
 

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from agent.capture.frame import Frame
 from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, ModelConfig
+from agent.core.frame import Frame
 from agent.pipeline import FrameInspector
 from agent.prefilter.calibration import synthetic
 from agent.prefilter.detector import YoloDetector

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.capture.frame import Frame
 from agent.capture.synthetic import ConveyorScene
 from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, TriageConfig
+from agent.core.frame import Frame
 from agent.errors import ConfigError
 from agent.pipeline import FrameInspector
 from agent.prefilter.classifier import ImageClassifier

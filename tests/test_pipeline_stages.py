@@ -20,10 +20,11 @@ from agent.config.models import (
     LearnConfig,
     ModelConfig,
 )
-from agent.pipeline import FrameInspector, InferenceLoop, Inspection
+from agent.core.event import TagEvent
+from agent.core.inspection import Inspection
+from agent.pipeline import FrameInspector, InferenceLoop
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
-from agent.publish.event import TagEvent
 
 
 class ListSink:

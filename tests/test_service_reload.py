@@ -24,7 +24,7 @@ import pytest
 
 from agent.config.loader import check_config, load_config
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig, TriageConfig
-from agent.pipeline import Inspection
+from agent.core.inspection import Inspection
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload, validate_status
 from agent.service import AgentService

@@ -22,12 +22,12 @@ import grpc
 import numpy as np
 
 from agent.config.models import EscalationConfig
+from agent.core.decision import TriageDecision
+from agent.core.event import EscalationOutcome, TagEvent
 from agent.escalation.client import EscalationClient, channel_credentials, read_token
 from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.request import build_request
 from agent.escalation.wire import escalation_pb2 as pb
-from agent.publish.event import EscalationOutcome, TagEvent
-from agent.triage.policy import TriageDecision
 
 
 class GatewayEscalation:

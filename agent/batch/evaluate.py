@@ -19,7 +19,7 @@ from agent.batch.escalate import GatewayEscalation
 from agent.batch.items import BadInput, ItemId
 from agent.batch.runner import BATCH_CAMERA
 from agent.batch.sources import Plan, decode
-from agent.capture.frame import Frame
+from agent.core.frame import Frame
 from agent.evaluation.cascade import (
     Prediction,
     StrategyResult,

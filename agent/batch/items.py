@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from agent.publish.event import EscalationOutcome, TagEvent
+from agent.core.event import EscalationOutcome, TagEvent
 
 OutputFormat = Literal["jsonl", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("jsonl", "csv", "json")

@@ -30,12 +30,13 @@ import numpy as np
 from agent.batch.items import BATCH_NO_GATEWAY, BadInput, ItemId, Summary, build_record
 from agent.batch.output import OutputFile
 from agent.batch.sources import Plan, decode
-from agent.capture.frame import Frame
 from agent.config.models import AgentConfig, CameraConfig
+from agent.core.decision import TriageDecision
+from agent.core.event import TagEvent
+from agent.core.frame import Frame
+from agent.core.ports import Prefilter
 from agent.escalation.merge import merge
-from agent.pipeline import FrameInspector, Prefilter
-from agent.publish.event import TagEvent
-from agent.triage.policy import TriageDecision
+from agent.pipeline import FrameInspector
 
 BATCH_CAMERA = "batch"
 

@@ -39,11 +39,10 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from agent.capture.frame import Frame
 from agent.capture.priority import yield_to_model
 from agent.capture.sources import FrameSource, open_source
-from agent.capture.synthetic import FrameTruth
 from agent.config.models import CameraConfig
+from agent.core.frame import Frame, FrameTruth
 from agent.errors import SourceError
 
 __all__ = ["Clock", "Grabber", "GrabberStats", "StateCallback", "STATES"]

@@ -35,7 +35,7 @@ import numpy as np
 
 from agent.capture.diagnose import quiet_video_libraries, stream_open_failure
 from agent.capture.scenes import SCENES, SceneStream
-from agent.capture.synthetic import FrameTruth
+from agent.core.frame import FrameTruth
 from agent.errors import SourceError
 from agent.redact import redact
 

@@ -17,7 +17,7 @@ dark streak along the rolling direction) and ``dent`` (a shallow hollow, lit fro
 side). About half of the frames are defect-free.
 
 * :func:`render_surface` renders one frame (grey ``uint8`` HxW) and its
-  :class:`~agent.capture.synthetic.FrameTruth` (``parts`` is empty: the surface fills the frame).
+  :class:`~agent.core.frame.FrameTruth` (``parts`` is empty: the surface fills the frame).
 * :class:`SurfaceScene` is the stream (``synthetic://surface``): the surface advances by
   one field of view per frame, so each frame is a new patch.
 
@@ -32,7 +32,7 @@ import math
 import cv2
 import numpy as np
 
-from agent.capture.synthetic import DefectTruth, FrameTruth
+from agent.core.frame import DefectTruth, FrameTruth
 
 SURFACE_CLASSES: tuple[str, ...] = ("scratch", "pit", "stain", "crack", "inclusion", "dent")
 """Class names of the surface scene, index = YOLO class id."""

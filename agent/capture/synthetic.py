@@ -24,37 +24,9 @@ import math
 import cv2
 import numpy as np
 
-DEFECT_CLASSES: tuple[str, ...] = ("scratch", "hole", "stain", "missing")
-"""Class names, index = YOLO class id. The shipped detector uses this order."""
+from agent.core.frame import DEFECT_CLASSES, DefectTruth, FrameTruth
 
 BELT_GRAY = 58
-
-
-@dataclasses.dataclass(frozen=True)
-class DefectTruth:
-    """One defect as drawn: class, box in frame pixels (x1, y1, x2, y2), faintness."""
-
-    label: str
-    box: tuple[float, float, float, float]
-    faint: bool
-    strength: float  # drawing contrast, 0..1; faint defects are below 0.4
-
-    @property
-    def class_id(self) -> int:
-        return DEFECT_CLASSES.index(self.label)
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameTruth:
-    """What is in one frame: part boxes and the defects visible on them."""
-
-    parts: tuple[tuple[float, float, float, float], ...]
-    defects: tuple[DefectTruth, ...]
-
-    @property
-    def verdict(self) -> str:
-        """``defect`` if any defect is visible, else ``pass``."""
-        return "defect" if self.defects else "pass"
 
 
 @dataclasses.dataclass(frozen=True)

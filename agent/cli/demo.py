@@ -25,8 +25,8 @@ from typing import TextIO, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig
+from agent.core.inspection import Inspection
 from agent.errors import EdgeAgentError
-from agent.pipeline import Inspection
 from agent.publish.local_broker import LocalMosquitto
 from agent.service import AgentService, RunSummary
 

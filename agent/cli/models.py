@@ -260,6 +260,7 @@ def run_classifier_eval(classifier: ImageClassifier, model: pathlib.Path, data: 
     import statistics
 
     from agent.config.models import TriageConfig
+    from agent.core.detections import PrefilterResult
     from agent.evaluation.classify_dataset import (
         ClassifiedImage,
         evaluate_classifier,
@@ -267,7 +268,6 @@ def run_classifier_eval(classifier: ImageClassifier, model: pathlib.Path, data: 
         triage_summary,
     )
     from agent.evaluation.classify_report import ClassifyEvalContext, write_classification_report
-    from agent.prefilter.detection import PrefilterResult
 
     info = classifier.info
     dataset = read_classify_dataset(data, split, names=info.names)

@@ -217,13 +217,13 @@ def evaluate_model(role: str, summary: ModelSummary, dataset: Any, band: TriageC
     """Run one model over the held-out set; its ``models eval`` report goes to ``out_dir``."""
     from agent.cli.quantize import progress_printer
     from agent.config.models import ModelConfig
+    from agent.core.detections import PrefilterResult
     from agent.evaluation.classify_dataset import evaluate_classifier, triage_summary
     from agent.evaluation.classify_report import ClassifyEvalContext, write_classification_report
     from agent.evaluation.dataset import evaluate_detector
     from agent.evaluation.promotion import ModelScore
     from agent.evaluation.report import EvalContext, write_detection_report
     from agent.prefilter.classifier import ImageClassifier
-    from agent.prefilter.detection import PrefilterResult
     from agent.prefilter.factory import open_prefilter
     from agent.triage.policy import decide
 

@@ -25,11 +25,11 @@ from typing import Any
 import typer
 
 from agent.config.models import ModelConfig, TriageConfig
+from agent.core.detections import PrefilterResult
 from agent.errors import EdgeAgentError
 from agent.evaluation.gate import GATE_SCHEMA, GateLimits, GateResult, judge
 from agent.prefilter import calibration
 from agent.prefilter.classifier import ImageClassifier
-from agent.prefilter.detection import PrefilterResult
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import gate_record_path
 from agent.prefilter.model_info import file_digest

@@ -2,9 +2,10 @@
 
 Pure logic. The payload's contract is ``proto/mqtt/tag-event.v1.schema.json``.
 
-With a taxonomy (``taxonomy:`` in the config, :mod:`agent.taxonomy`), every tag carries ``canonical``,
-``code`` and ``severity`` beside its raw ``label`` (all null when the word is unmapped), and every VLM
-defect ``canonical``, ``code`` and ``canonical_severity`` beside its raw ``type`` and the VLM's ``severity``.
+With a taxonomy (``taxonomy:`` in the config, :mod:`agent.taxonomy`; seen here as a :class:`LabelMap`), every
+tag carries ``canonical``, ``code`` and ``severity`` beside its raw ``label`` (all null when the word is
+unmapped), and every VLM defect ``canonical``, ``code`` and ``canonical_severity`` beside its raw ``type`` and
+the VLM's ``severity``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,32 @@ import dataclasses
 import datetime
 import json
 import uuid
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
-from agent.taxonomy.model import Taxonomy
-from agent.triage.policy import TriageDecision, TriagedTag, Verdict
+from agent.core.decision import TriageDecision, TriagedTag, Verdict
 
 SCHEMA_ID = "edge-agent/tag-event/v1"
+
+
+class MappedLabel(Protocol):
+    """A raw word's canonical label (``agent.taxonomy.model.Mapped``)."""
+
+    @property
+    def canonical(self) -> str: ...
+
+
+class LabelMap(Protocol):
+    """What a tag event needs of the plant's taxonomy (``agent.taxonomy.model.Taxonomy``): where it was loaded
+    from (for messages), what a raw word maps to, and the ``canonical``/``code``/``severity`` fields the payload
+    carries for it."""
+
+    @property
+    def source(self) -> str: ...
+
+    def map(self, label: str) -> MappedLabel | None: ...
+
+    def fields(self, label: str) -> Mapping[str, str | None]: ...
 
 EscalationStatus = Literal[
     "not_needed", "answered", "unavailable", "timeout", "rejected", "rate_limited", "invalid_answer", "cached"
@@ -79,7 +100,7 @@ class TagEvent:
     revision: int = 1
     """1 for an event's first publication; 2 for its update when the VLM answered after the publish
     deadline (same ``event_id``). Consumers keep the highest revision of each event_id."""
-    taxonomy: Taxonomy | None = dataclasses.field(default=None, compare=False, repr=False)
+    taxonomy: LabelMap | None = dataclasses.field(default=None, compare=False, repr=False)
     """Maps the raw labels to the plant's canonical ones in the payload; None: raw labels only."""
 
     def to_payload(self) -> dict[str, Any]:
@@ -170,7 +191,7 @@ def build_event(
     prefilter_latency_ms: float,
     escalation: EscalationOutcome | None = None,
     now: datetime.datetime | None = None,
-    taxonomy: Taxonomy | None = None,
+    taxonomy: LabelMap | None = None,
 ) -> TagEvent:
     """A new event with a fresh id. Uncertain frames with no escalation outcome
     get ``unavailable``; decided frames get ``not_needed``."""

@@ -1,4 +1,4 @@
-"""What crosses from a grabber thread to the inference thread."""
+"""What crosses from a grabber thread to the inference thread, and the ground truth a synthetic frame carries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,35 @@ import datetime
 
 import numpy as np
 
-from agent.capture.synthetic import FrameTruth
+DEFECT_CLASSES: tuple[str, ...] = ("scratch", "hole", "stain", "missing")
+"""The synthetic scene's class names, index = YOLO class id. The shipped detector uses this order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DefectTruth:
+    """One defect as drawn: class, box in frame pixels (x1, y1, x2, y2), faintness."""
+
+    label: str
+    box: tuple[float, float, float, float]
+    faint: bool
+    strength: float  # drawing contrast, 0..1; faint defects are below 0.4
+
+    @property
+    def class_id(self) -> int:
+        return DEFECT_CLASSES.index(self.label)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameTruth:
+    """What is in one frame: part boxes and the defects visible on them."""
+
+    parts: tuple[tuple[float, float, float, float], ...]
+    defects: tuple[DefectTruth, ...]
+
+    @property
+    def verdict(self) -> str:
+        """``defect`` if any defect is visible, else ``pass``."""
+        return "defect" if self.defects else "pass"
 
 
 @dataclasses.dataclass(frozen=True)

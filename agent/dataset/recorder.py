@@ -55,12 +55,12 @@ import cv2
 
 from agent.config.loader import default_state_dir
 from agent.config.models import AgentConfig, DatasetConfig
+from agent.core.detections import Detection, PrefilterResult
+from agent.core.event import TagEvent
+from agent.core.inspection import Inspection
 from agent.dataset.record import DatasetRecord, RecordedDetection, RecordKind, VlmLabel, record_id
 from agent.dataset.store import RecordStore
 from agent.escalation.sampler import LEARN_MODEL_ID
-from agent.pipeline import Inspection
-from agent.prefilter.detection import Detection, PrefilterResult
-from agent.publish.event import TagEvent
 
 __all__ = ["DROP_REASONS", "DatasetRecorder", "DatasetStats", "ModelRef", "RecordingSink", "learn_model_ref",
            "open_recorder"]

@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 from agent.capture.scenes import SCENES, Scene
-from agent.capture.synthetic import DEFAULT_SETTINGS, DEFECT_CLASSES, FrameTruth, SceneSettings, render_still
+from agent.capture.synthetic import DEFAULT_SETTINGS, SceneSettings, render_still
+from agent.core.frame import DEFECT_CLASSES, FrameTruth
 from agent.errors import DatasetError
 
 ProgressFn = Callable[[str, int, int], None]

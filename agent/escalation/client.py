@@ -71,13 +71,13 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest
 from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from agent.config.models import EscalationConfig, EscalationTlsConfig
+from agent.core.decision import Verdict
+from agent.core.event import EscalationStatus
 from agent.errors import ConfigError
 from agent.escalation.merge import VlmAnswer, VlmDefect
 from agent.escalation.wire import escalation_pb2 as pb
 from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
-from agent.publish.event import EscalationStatus
 from agent.redact import redact
-from agent.triage.policy import Verdict
 
 __all__ = ["SERVICE", "CallResult", "EscalationClient", "channel_credentials", "channel_options", "classify",
            "read_token", "to_answer"]

@@ -61,22 +61,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 import cv2
 import grpc
 import numpy as np
 
-from agent.capture.frame import Frame
 from agent.config.models import EscalationConfig, RateLimitConfig
+from agent.core.decision import TriageDecision
+from agent.core.event import EscalationOutcome, EscalationStatus, TagEvent
+from agent.core.frame import Frame
+from agent.core.ports import EventSink
 from agent.escalation.breaker import BreakerState, CircuitBreaker, Permit
 from agent.escalation.client import EscalationClient, channel_credentials, read_token
 from agent.escalation.dedupe import NearDuplicateCache, Signature
 from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.ratelimit import CameraRateLimiter
 from agent.escalation.request import build_request
-from agent.publish.event import EscalationOutcome, EscalationStatus, TagEvent
-from agent.triage.policy import TriageDecision
 
 __all__ = ["ESCALATED_STATUSES", "MAX_FOLLOWERS", "EscalationStats", "Escalator"]
 
@@ -92,10 +92,6 @@ ESCALATED_STATUSES: tuple[EscalationStatus, ...] = (
 REFUSALS = ("breaker_open", "rate_limit", "queue_full", "followers_full", "stopping")
 _MIN_CALL_S = 0.05  # a call with less time left than this is not started
 _WARN_EVERY_S = 60.0
-
-
-class EventSink(Protocol):
-    def publish_event(self, event: TagEvent) -> int: ...
 
 
 @dataclasses.dataclass(frozen=True)

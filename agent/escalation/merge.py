@@ -32,8 +32,8 @@ import datetime
 import math
 from typing import Literal
 
-from agent.publish.event import EscalationOutcome, TagEvent, VlmDefect, VlmTag
-from agent.triage.policy import Verdict
+from agent.core.decision import Verdict
+from agent.core.event import EscalationOutcome, TagEvent, VlmDefect, VlmTag
 
 __all__ = ["VlmAnswer", "VlmDefect", "merge"]
 

@@ -26,9 +26,9 @@ import math
 import cv2
 import numpy as np
 
+from agent.core.decision import TriageDecision
+from agent.core.event import TagEvent
 from agent.escalation.wire import escalation_pb2 as pb
-from agent.publish.event import TagEvent
-from agent.triage.policy import TriageDecision
 
 __all__ = ["MIN_CROP_SIDE", "build_request", "crop_region", "downscale", "encode_jpeg"]
 

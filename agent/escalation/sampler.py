@@ -36,9 +36,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from agent.config.models import LearnConfig
+from agent.core.event import TagEvent
 from agent.escalation.dedupe import hamming, phash
 from agent.escalation.ratelimit import TokenBucket
-from agent.publish.event import TagEvent
 
 __all__ = ["FATES", "LEARN_MODEL_ID", "LearnSampler", "LearnTally", "TallyingSink"]
 

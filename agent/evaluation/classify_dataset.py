@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from agent.config.models import TriageConfig
+from agent.core.detections import PrefilterResult
 from agent.errors import DatasetError
 from agent.evaluation.classification import ClassificationMetrics, evaluate_classification
 from agent.evaluation.dataset import IMAGE_SUFFIXES
-from agent.prefilter.detection import PrefilterResult
 from agent.triage.policy import decide
 
 SPLITS = ("train", "val", "test")

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 import yaml
 
+from agent.core.detections import PrefilterResult
 from agent.errors import DatasetError
 from agent.evaluation.detection import DetectionEvaluator, DetectionMetrics
-from agent.prefilter.detection import PrefilterResult
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _COORD_SLACK = 1e-3  # normalised coordinates a hair outside 0..1 (rounding in other tools) are clipped

@@ -37,7 +37,7 @@ from agent.metrics.server import MetricsServer
 from agent.prefilter.gate_record import GateStatus
 
 if TYPE_CHECKING:
-    from agent.pipeline import Prefilter
+    from agent.core.ports import Prefilter
     from agent.service import AgentService
 
 __all__ = ["AgentHealth", "ModelFacts", "agent_stages", "warm_up"]

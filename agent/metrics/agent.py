@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.capture.grabber import STATES
+from agent.core.event import TagEvent
 from agent.escalation.sampler import FATES
 from agent.health.stages import HealthReport
 from agent.metrics.exposition import Family, MetricType, render
 from agent.metrics.histogram import LATENCY_BUCKETS_S, LabelledHistograms
-from agent.publish.event import TagEvent
 from agent.taxonomy.model import normalise
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ import time
 import numpy as np
 
 from agent.config.models import ModelConfig
+from agent.core.detections import PrefilterResult
 from agent.errors import ModelError, ModelLayoutError
 from agent.prefilter.classify_input import InputPlan, normalise_into, plan_input, resize_into, softmax
-from agent.prefilter.detection import PrefilterResult
 from agent.prefilter.model_info import (
     ModelInfo,
     check_classifier_layout,

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from agent.config.models import ModelConfig
+from agent.core.detections import Detection, PrefilterResult
 from agent.errors import ModelError
-from agent.prefilter.detection import Detection, PrefilterResult
 from agent.prefilter.letterbox import (
     Letterbox,
     boxes_to_source,

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.publish.event import rfc3339
+from agent.core.event import rfc3339
 from agent.redact import redact
 
 __all__ = ["CameraStatus", "CameraStatusBoard", "MAX_REASON_CHARS", "REASON_STATES", "StatusRepublisher"]

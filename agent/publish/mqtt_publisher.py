@@ -68,8 +68,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import MqttConfig
+from agent.core.event import TagEvent, rfc3339
 from agent.errors import PublishError
-from agent.publish.event import TagEvent, rfc3339
 from agent.publish.limits import UNANNOUNCED, BrokerLimits, LogThrottle, publish_packet_size
 from agent.publish.mqtt_connection import _ClosingOnFailedHandshake
 from agent.publish.mqtt_connection import diagnose_connection as diagnose_connection  # re-exported (doctor)

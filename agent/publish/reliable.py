@@ -30,7 +30,6 @@ arrive after them if it is accepted on a retry (at most ``inflight`` of them).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -39,7 +38,8 @@ from typing import Any
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.publish.event import TagEvent
+from agent.core.event import TagEvent
+from agent.core.ports import ReliableStats
 from agent.publish.limits import LogThrottle
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox, OutboxRow, OutboxStats
@@ -50,36 +50,6 @@ from agent.publish.topics import snapshot_topic, tags_topic
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SUFFIX = "/snapshot"  # outbox rows holding a snapshot carry "<event_id>/snapshot"
-
-
-@dataclasses.dataclass(frozen=True)
-class ReliableStats:
-    committed: int  # events committed to the outbox by this process
-    acked: int  # rows acknowledged by the broker and deleted
-    evicted: int  # rows evicted unsent because the outbox was full (this process)
-    evicted_total: int  # over the outbox file's life
-    redelivered: int  # rows sent again after a restart (may be duplicates downstream)
-    resent: int  # in flight at a disconnect, sent again by paho after the reconnect (may be duplicates)
-    refused: int  # PUBACKs with a failure code (rows retried, then dead-lettered)
-    pending: int  # rows in the outbox now (unsent or unacknowledged)
-    pending_bytes: int
-    inflight: int
-    connected: bool
-    last_error: str | None
-    dead_letters: int = 0  # rows in the outbox's dead-letter table now
-    dead_lettered: int = 0  # moved there by this process
-    dead_by_cause: tuple[tuple[str, int], ...] = ()  # (cause, rows now)
-    snapshots_shrunk: int = 0  # re-encoded smaller to fit the broker's packet limit
-    snapshots_dropped: int = 0  # too large for the broker even shrunk: not sent, counted
-
-    # the names the demo's summary shares with MqttPublisher's stats
-    @property
-    def published(self) -> int:
-        return self.committed
-
-    @property
-    def dropped(self) -> int:
-        return self.evicted
 
 
 class ReliablePublisher:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime
 import json
 
-from agent.config.models import AgentConfig, TriageConfig
-from agent.prefilter.detection import Detection
-from agent.publish.event import EscalationOutcome, build_event
+from agent.config.models import AgentConfig
+from agent.core.decision import TriageDecision, TriagedTag
+from agent.core.detections import Detection
+from agent.core.event import EscalationOutcome, build_event
 from agent.publish.limits import publish_packet_size
 from agent.publish.topics import snapshot_topic, status_topic, tags_topic
-from agent.triage.policy import triage
 
 _LABEL = "x" * 32
 _UUID_LEN = 36
@@ -33,7 +33,7 @@ def largest_messages(config: AgentConfig) -> list[tuple[str, int]]:
     camera = max((c.id for c in config.cameras), key=len, default="cam1")
     n = config.model.max_detections
     detections = [Detection(_LABEL, i, 0.45, (1000.5, 1000.5, 1999.5, 1999.5)) for i in range(n)]
-    decision = triage(detections, TriageConfig(accept=0.9, reject=0.1))
+    decision = TriageDecision("uncertain", tuple(TriagedTag(d, "uncertain") for d in detections))  # all in the band
     answer = EscalationOutcome("answered", None, "x" * 40, 99999.9, "x" * 1000)
     event = build_event(device=device, camera=camera, sequence=2**31, captured_at=datetime.datetime.now(
         datetime.timezone.utc), frame_width=8192, frame_height=8192, decision=decision, model_id="x" * 64,

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from agent.config.models import SnapshotConfig
-from agent.triage.policy import TriageDecision
+from agent.core.decision import TriageDecision
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config.models import ModelConfig, TriageConfig
+from agent.core.detections import PrefilterResult
 from agent.errors import EdgeAgentError
 from agent.prefilter.classifier import ImageClassifier
-from agent.prefilter.detection import PrefilterResult
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.model_info import file_digest
 from agent.training.base import BaseModel, inspect_base

@@ -23,31 +23,11 @@ its belief thinly; the frame is uncertain all the same). A one-class model has
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 from agent.config.models import TriageConfig
-from agent.prefilter.detection import Detection, PrefilterResult
-
-Verdict = Literal["pass", "defect", "uncertain"]
-TagState = Literal["accepted", "uncertain"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TriagedTag:
-    detection: Detection
-    state: TagState
-
-
-@dataclasses.dataclass(frozen=True)
-class TriageDecision:
-    verdict: Verdict
-    tags: tuple[TriagedTag, ...]  # kept detections, highest confidence first
-
-    @property
-    def needs_escalation(self) -> bool:
-        return self.verdict == "uncertain"
+from agent.core.decision import TriageDecision, TriagedTag, Verdict
+from agent.core.detections import Detection, PrefilterResult
 
 
 def triage(detections: Iterable[Detection], band: TriageConfig) -> TriageDecision:

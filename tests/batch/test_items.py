@@ -23,10 +23,10 @@ from agent.batch.items import (
     sorted_records,
 )
 from agent.batch.sources import sniff_kind
+from agent.core.decision import TriageDecision, TriagedTag
+from agent.core.detections import Detection
+from agent.core.event import TagEvent, build_event
 from agent.escalation.merge import merge
-from agent.prefilter.detection import Detection
-from agent.publish.event import TagEvent, build_event
-from agent.triage.policy import TriageDecision, TriagedTag
 
 
 @pytest.mark.parametrize(("text", "path", "frame"), [

@@ -8,9 +8,9 @@ import numpy as np
 
 from agent.batch.items import ItemId, build_record
 from agent.batch.runner import batch_inspector
-from agent.capture.frame import Frame
 from agent.config.models import AgentConfig
-from agent.prefilter.detection import Detection, PrefilterResult
+from agent.core.detections import Detection, PrefilterResult
+from agent.core.frame import Frame
 from agent.taxonomy import Taxonomy, TaxonomyFile
 
 TAXONOMY = Taxonomy.from_file(TaxonomyFile.model_validate({"labels": [

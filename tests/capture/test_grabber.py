@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.capture.frame import Frame
 from agent.capture.grabber import Grabber
 from agent.capture.sources import FrameSource, SourceFrame, open_source
-from agent.capture.synthetic import FrameTruth
 from agent.config.models import CameraConfig
+from agent.core.frame import Frame, FrameTruth
 from agent.errors import SourceError
 
 from .conftest import DAMAGED_FRAMES, VIDEO_FRAMES, StateRecorder

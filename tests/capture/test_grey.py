@@ -11,7 +11,7 @@ import numpy as np
 
 from agent.capture.sources import OpenCVSource, as_bgr
 from agent.config.models import TriageConfig
-from agent.prefilter.detection import Detection
+from agent.core.detections import Detection
 from agent.publish.snapshot import render_snapshot
 from agent.triage.policy import triage
 from tests.cli.test_models_cli import SHIPPED_CLASSIFIER, edge_agent
@@ -83,9 +83,9 @@ def test_a_grey_surface_camera_through_the_inference_loop() -> None:
     # the grey scene as a camera, the shipped detector: every frame is inspected and published at its own size
     from agent.capture.grabber import Grabber
     from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, ModelConfig
+    from agent.core.event import TagEvent
     from agent.pipeline import FrameInspector, InferenceLoop
     from agent.prefilter.factory import open_prefilter
-    from agent.publish.event import TagEvent
 
     class Sink:
         def __init__(self) -> None:

@@ -19,7 +19,8 @@ from agent.capture.sources import (
     SyntheticSource,
     open_source,
 )
-from agent.capture.synthetic import ConveyorScene, FrameTruth, SceneSettings
+from agent.capture.synthetic import ConveyorScene, SceneSettings
+from agent.core.frame import FrameTruth
 from agent.errors import SourceError
 
 from .conftest import DAMAGED_FRAMES, VIDEO_FRAMES

@@ -11,15 +11,15 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from agent.capture.frame import Frame
 from agent.config.models import TriageConfig
+from agent.core.detections import Detection, PrefilterResult
+from agent.core.event import EscalationOutcome, TagEvent, VlmDefect, build_event
+from agent.core.frame import Frame
+from agent.core.inspection import Inspection
 from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import ModelRef, build_record
 from agent.dataset.store import RecordStore
 from agent.escalation.merge import VlmAnswer, merge
-from agent.pipeline import Inspection
-from agent.prefilter.detection import Detection, PrefilterResult
-from agent.publish.event import EscalationOutcome, TagEvent, VlmDefect, build_event
 from agent.triage.policy import decide
 
 NAMES = ("scratch", "hole", "stain", "missing")

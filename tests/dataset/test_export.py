@@ -13,6 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.main import app
+from agent.core.detections import Detection
+from agent.core.event import TagEvent
+from agent.core.inspection import Inspection
 from agent.dataset.export import ExportOptions, export_dataset
 from agent.dataset.labels import label_frame
 from agent.dataset.record import DatasetRecord
@@ -21,9 +24,6 @@ from agent.dataset.split import TimedItem, assign_splits, time_groups
 from agent.errors import DatasetError
 from agent.evaluation.classify_dataset import read_classify_dataset
 from agent.evaluation.dataset import read_yolo_dataset
-from agent.pipeline import Inspection
-from agent.prefilter.detection import Detection
-from agent.publish.event import TagEvent
 from tests.dataset.recording import MODEL, NAMES, answered, det, inspection, write_recording
 
 A, B = (10, 10, 50, 40), (60, 20, 90, 60)

@@ -14,11 +14,11 @@ import cv2
 import pytest
 
 from agent.config.models import DatasetConfig
+from agent.core.event import EscalationOutcome
 from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink
 from agent.dataset.store import RecordStore
 from agent.errors import DatasetError
-from agent.publish.event import EscalationOutcome
 from tests.dataset.recording import MODEL, SIZE, answered, det, inspection, without_answer
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from agent.capture.synthetic import DEFECT_CLASSES, FrameTruth
 from agent.config.models import AgentConfig
+from agent.core.frame import DEFECT_CLASSES, FrameTruth
 from agent.dataset.export import ExportOptions, export_dataset
 from agent.dataset.record import DatasetRecord
 from agent.evaluation.dataset import read_yolo_dataset

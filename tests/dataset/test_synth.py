@@ -12,7 +12,7 @@ import cv2
 import pytest
 import yaml
 
-from agent.capture.synthetic import DEFECT_CLASSES, DefectTruth, FrameTruth
+from agent.core.frame import DEFECT_CLASSES, DefectTruth, FrameTruth
 from agent.dataset.synth import CLASSIFY_NAMES, frame_label, write_classify_dataset, write_synthetic_dataset
 from agent.errors import DatasetError
 

@@ -16,13 +16,14 @@ import grpc
 import numpy as np
 import pytest
 
-from agent.capture.frame import Frame
 from agent.config.models import EscalationConfig, TriageConfig
+from agent.core.decision import TriageDecision
+from agent.core.detections import Detection
+from agent.core.event import TagEvent, build_event
+from agent.core.frame import Frame
 from agent.escalation.escalator import ESCALATED_STATUSES, Escalator
-from agent.prefilter.detection import Detection
-from agent.publish.event import TagEvent, build_event
 from agent.publish.schema import validate_payload
-from agent.triage.policy import TriageDecision, triage
+from agent.triage.policy import triage
 from tests.escalation.scripted import Fail, Hang, ScriptedGateway, reply
 
 

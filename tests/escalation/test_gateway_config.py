@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from agent.capture.synthetic import DEFECT_CLASSES
 from agent.config.gateway import GatewayConfig, load_gateway_config
+from agent.core.frame import DEFECT_CLASSES
 from agent.errors import ConfigError
 
 

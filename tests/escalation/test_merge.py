@@ -9,10 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from agent.config.models import TriageConfig
+from agent.core.decision import TriageDecision
+from agent.core.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.escalation.merge import VlmAnswer, merge
-from agent.publish.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.publish.schema import validate_payload
-from agent.triage.policy import TriageDecision, triage_classification
+from agent.triage.policy import triage_classification
 
 EventFactory = Callable[..., TagEvent]
 

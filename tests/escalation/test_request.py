@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from agent.config.models import TriageConfig
+from agent.core.detections import Detection
+from agent.core.event import TagEvent
 from agent.escalation.request import MIN_CROP_SIDE, build_request, crop_region, downscale
-from agent.prefilter.detection import Detection
-from agent.publish.event import TagEvent
 from agent.triage.policy import triage, triage_classification
 
 EventFactory = Callable[..., TagEvent]

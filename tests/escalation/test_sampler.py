@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config.models import AgentConfig, LearnConfig
+from agent.core.decision import TriageDecision
+from agent.core.event import EscalationOutcome, TagEvent, build_event
 from agent.escalation.sampler import FATES, LEARN_MODEL_ID, LearnSampler, LearnTally
-from agent.publish.event import EscalationOutcome, TagEvent, build_event
-from agent.triage.policy import TriageDecision
 
 
 def scene(seed: int) -> np.ndarray:

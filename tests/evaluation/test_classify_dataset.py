@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from agent.config.models import TriageConfig
+from agent.core.detections import PrefilterResult
 from agent.errors import DatasetError
 from agent.evaluation.classify_dataset import (
     evaluate_classifier,
@@ -20,7 +21,6 @@ from agent.evaluation.classify_dataset import (
     triage_summary,
 )
 from agent.evaluation.classify_report import ClassifyEvalContext, render_class_bars, write_classification_report
-from agent.prefilter.detection import PrefilterResult
 
 NAMES = ("pass", "scratch", "hole")
 

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.capture.synthetic import DEFECT_CLASSES
+from agent.core.detections import Detection, PrefilterResult
+from agent.core.frame import DEFECT_CLASSES
 from agent.dataset.synth import write_synthetic_dataset
 from agent.errors import DatasetError
 from agent.evaluation.dataset import evaluate_detector, image_size, read_yolo_dataset
-from agent.prefilter.detection import Detection, PrefilterResult
 
 NAMES = ("scratch", "hole")
 

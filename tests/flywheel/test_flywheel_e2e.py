@@ -35,8 +35,8 @@ import cv2
 import pytest
 import yaml
 
-from agent.capture.synthetic import DEFECT_CLASSES
 from agent.config.models import DEFAULT_MODEL, AgentConfig, ModelConfig
+from agent.core.frame import DEFECT_CLASSES
 from agent.dataset.synth import write_synthetic_dataset
 from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
 from agent.prefilter.detector import YoloDetector

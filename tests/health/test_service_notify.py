@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from agent.config.models import AgentConfig, CameraConfig, HealthConfig, MetricsConfig, MqttConfig
-from agent.prefilter.detection import PrefilterResult
+from agent.core.detections import PrefilterResult
 from agent.prefilter.detector import YoloDetector
 from agent.publish.local_broker import LocalMosquitto
 from agent.service import AgentService

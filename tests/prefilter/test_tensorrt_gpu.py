@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 from agent.config.models import DEFAULT_MODEL, ModelConfig
-from agent.prefilter.detection import PrefilterResult
+from agent.core.detections import PrefilterResult
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.yolo_decode import iou_one_to_many
 

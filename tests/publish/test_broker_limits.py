@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 
 from agent.cli.main import app
 from agent.config.models import MqttConfig
+from agent.core.event import TagEvent
 from agent.errors import PublishError
 from agent.publish import deadletters
-from agent.publish.event import TagEvent
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox

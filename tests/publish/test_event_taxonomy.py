@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.core.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.escalation.merge import VlmAnswer, merge
 from agent.metrics.agent import MeteredPublisher
-from agent.publish.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.publish.schema import validate_payload
 from agent.taxonomy import Taxonomy, TaxonomyFile
 from agent.taxonomy.loading import load_taxonomy

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.config.models import MqttConfig, TlsConfig
-from agent.publish.event import TagEvent
+from agent.core.event import TagEvent
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox

@@ -26,8 +26,8 @@ import pytest
 
 import agent.publish.local_broker as local_broker
 from agent.config.models import MqttConfig
+from agent.core.event import TagEvent
 from agent.errors import BrokerError, PublishError
-from agent.publish.event import TagEvent
 from agent.publish.local_broker import LocalMosquitto, free_port
 from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats, agent_version
 from agent.publish.schema import validate_payload, validate_status

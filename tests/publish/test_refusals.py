@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.config.models import AgentConfig, MqttConfig
-from agent.publish.event import TagEvent
+from agent.core.event import TagEvent
 from agent.publish.limits import LogThrottle, publish_packet_size
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.mqtt_publisher import MqttPublisher

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from agent.publish.event import SCHEMA_ID, EscalationOutcome, TagEvent
+from agent.core.event import SCHEMA_ID, EscalationOutcome, TagEvent
 from agent.publish.schema import SCHEMA_PATH, load_schema, validate_payload
 
 EventFactory = Callable[..., TagEvent]
@@ -89,8 +89,8 @@ def test_classifier_events_validate_without_boxes(probabilities: tuple[tuple[str
     import datetime
 
     from agent.config.models import TriageConfig
-    from agent.prefilter.detection import PrefilterResult
-    from agent.publish.event import build_event
+    from agent.core.detections import PrefilterResult
+    from agent.core.event import build_event
     from agent.triage.policy import decide
 
     result = PrefilterResult("conveyor-resnet-cls@0123456789ab", (), 3.2, task="classify",

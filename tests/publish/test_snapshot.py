@@ -19,7 +19,7 @@ from agent.config.models import (
     SnapshotConfig,
     TriageConfig,
 )
-from agent.prefilter.detection import Detection
+from agent.core.detections import Detection
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.snapshot import SnapshotSender, render_snapshot
 from agent.service import AgentService

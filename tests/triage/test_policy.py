@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config.models import TriageConfig
-from agent.prefilter.detection import Detection, PrefilterResult
+from agent.core.detections import Detection, PrefilterResult
 from agent.triage.policy import decide, triage, triage_classification
 
 BAND = TriageConfig(accept=0.6, reject=0.25)

@@ -1,0 +1,20 @@
+"""One inspected frame: what the runtime hands its listeners (dataset recorder, live views, tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agent.core.decision import TriageDecision
+from agent.core.detections import PrefilterResult
+from agent.core.event import TagEvent
+from agent.core.frame import Frame
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """One inspected frame: the event plus what produced it (for live views and tests)."""
+
+    frame: Frame
+    result: PrefilterResult
+    decision: TriageDecision
+    event: TagEvent

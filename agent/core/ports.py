@@ -1,0 +1,148 @@
+"""The seams between the stages and the runtime, as Protocols: what the runtime needs of a prefilter, a frame
+queue, an escalation, an event sink and the publisher. A capability only some implementations have is a small
+port of its own (:class:`BatchPrefilter`, :class:`StagedPrefilter`, :class:`ConcurrentRuns`), checked with
+``isinstance``, never probed by attribute name.
+
+Implementations: the prefilters in :mod:`agent.prefilter`, the grabber in :mod:`agent.capture.grabber`, the
+escalator in :mod:`agent.escalation.escalator`, the publisher in :mod:`agent.publish.reliable`. What a tag event
+needs of a taxonomy is :class:`agent.core.event.LabelMap`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from agent.core.decision import TriageDecision
+from agent.core.detections import PrefilterResult
+from agent.core.event import TagEvent
+from agent.core.frame import Frame
+
+
+@runtime_checkable
+class Prefilter(Protocol):
+    """A prefilter model (``YoloDetector``, ``ImageClassifier``: see ``agent.prefilter.factory``)."""
+
+    def infer(self, image: np.ndarray) -> PrefilterResult: ...
+
+
+@runtime_checkable
+class BatchPrefilter(Prefilter, Protocol):
+    """A prefilter that takes the frames of several cameras in one call (when ``max_batch`` > 1)."""
+
+    max_batch: int
+
+    def infer_batch(self, images: Sequence[np.ndarray]) -> list[PrefilterResult]: ...
+
+
+@runtime_checkable
+class StagedPrefilter(Protocol):
+    """A prefilter whose call splits into stages, each of which may run on its own thread
+    (``YoloDetector``): ``prepare`` frames into an input buffer from ``new_input``, ``forward`` the
+    model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency). One
+    ``forward`` at a time, unless it is also a :class:`ConcurrentRuns`."""
+
+    max_batch: int
+
+    def new_input(self) -> Any: ...
+
+    def prepare(self, images: Sequence[np.ndarray], buffer: Any) -> tuple[np.ndarray, list[Any]]: ...
+
+    def forward(self, tensor: np.ndarray) -> np.ndarray: ...
+
+    def finish(self, output: np.ndarray, plans: Sequence[Any], spent_ms: float) -> list[PrefilterResult]: ...
+
+
+@runtime_checkable
+class ConcurrentRuns(Protocol):
+    """A staged prefilter that may have up to ``concurrent_runs`` ``forward`` calls running at once (each on its
+    own input buffer; ``model.concurrent_runs``)."""
+
+    concurrent_runs: int
+
+
+class FrameQueue(Protocol):
+    """What the inference thread needs of a grabber."""
+
+    def take(self, timeout: float) -> Frame | None: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+
+class EventSink(Protocol):
+    """Where a finished tag event goes (the publisher, or the runtime's fan-out to its listeners)."""
+
+    def publish_event(self, event: TagEvent) -> int: ...
+
+
+class Escalation(Protocol):
+    """Where uncertain frames go when a gateway is configured (``agent.escalation.escalator.Escalator``):
+    ``submit`` returns at once; the frame's event is published from the escalation thread."""
+
+    def submit(self, frame: Frame, decision: TriageDecision, event: TagEvent) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ReliableStats:
+    """The publisher's counters (:meth:`Publisher.stats`), for the stats topic, health and ``/metrics``."""
+
+    committed: int  # events committed to the outbox by this process
+    acked: int  # rows acknowledged by the broker and deleted
+    evicted: int  # rows evicted unsent because the outbox was full (this process)
+    evicted_total: int  # over the outbox file's life
+    redelivered: int  # rows sent again after a restart (may be duplicates downstream)
+    resent: int  # in flight at a disconnect, sent again by paho after the reconnect (may be duplicates)
+    refused: int  # PUBACKs with a failure code (rows retried, then dead-lettered)
+    pending: int  # rows in the outbox now (unsent or unacknowledged)
+    pending_bytes: int
+    inflight: int
+    connected: bool
+    last_error: str | None
+    dead_letters: int = 0  # rows in the outbox's dead-letter table now
+    dead_lettered: int = 0  # moved there by this process
+    dead_by_cause: tuple[tuple[str, int], ...] = ()  # (cause, rows now)
+    snapshots_shrunk: int = 0  # re-encoded smaller to fit the broker's packet limit
+    snapshots_dropped: int = 0  # too large for the broker even shrunk: not sent, counted
+
+    # the names the demo's summary shares with MqttPublisher's stats
+    @property
+    def published(self) -> int:
+        return self.committed
+
+    @property
+    def dropped(self) -> int:
+        return self.evicted
+
+
+StatusProvider = Callable[[], dict[str, Any]]
+"""Adds fields to the retained device status (called at every status publication)."""
+
+
+class Publisher(EventSink, Protocol):
+    """The device's store-and-forward publisher (``agent.publish.reliable.ReliablePublisher``)."""
+
+    def start(self) -> None: ...
+
+    def wait_connected(self, timeout: float) -> bool: ...
+
+    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool: ...
+
+    def publish_stats(self, doc: dict[str, Any]) -> None: ...
+
+    def add_status_extra(self, provider: StatusProvider) -> None: ...
+
+    def republish_status(self) -> None: ...
+
+    def flush(self, timeout: float) -> bool: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    @property
+    def forwarder_alive(self) -> bool: ...
+
+    def stats(self) -> ReliableStats: ...
+
