@@ -159,20 +159,47 @@ def tail(
         counts: optional :class:`TailCounts`, updated as messages arrive.
         on_subscribed: called once the broker has confirmed the subscription.
 
-    Returns:
-        The number of events shown (invalid payloads not included).
-
-    Raises:
-        PublishError: bad URL, the broker cannot be reached, or it refused the
-            connection or the subscription.
+    Returns the number of events shown (invalid payloads not included). Raises PublishError for a bad URL, a
+    broker that cannot be reached, or one that refused the connection or the subscription.
     """
     sink = out or _stdout_writer
-
-    def write(line: str) -> None:  # every string from the broker passes here, escaped
-        sink(printable(line))
-
     tally = counts if counts is not None else TailCounts()
-    topic_filter = tags_filter(prefix, device, camera or "+")
+    scheme, host, port = _broker_address(url)
+    session = _Session(tags_filter(prefix, device, camera or "+"), f"{host}:{port}", verdict, validate, count,
+                       lambda line: sink(printable(line)), tally, on_subscribed)
+    client = _client(session, scheme == "mqtts", username, password)
+    shown_before = tally.shown
+    try:
+        try:
+            client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise PublishError(f"cannot connect to broker {host}:{port}: {exc}") from exc
+        _run(client, session, None if timeout is None else time.monotonic() + timeout)
+        if session.error is not None:
+            raise PublishError(session.error)
+    finally:
+        if client.socket() is not None:
+            client.disconnect()  # written at once without a network thread; paho then closes the socket
+            if client.socket() is not None:
+                client.loop(timeout=0.1)
+    return tally.shown - shown_before
+
+
+def _client(session: _Session, tls: bool, username: str | None, password: str | None) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_log = paho_log_to(_log.getChild("paho"))
+    client.on_connect = session.on_connect
+    client.on_subscribe = session.on_subscribe
+    client.on_message = session.on_message
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set_context(ssl.create_default_context())
+    return client
+
+
+def _broker_address(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a broker URL; PublishError for anything but mqtt(s)://HOST[:PORT]."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
         raise PublishError(f"{url!r} is not a broker URL; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
@@ -180,110 +207,88 @@ def tail(
         port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
     except ValueError as exc:
         raise PublishError(f"{url!r} has an invalid port: {exc}") from None
-    host = parsed.hostname
+    return parsed.scheme, parsed.hostname, port
 
-    state: dict[str, Any] = {"subscribed": False, "error": None, "shown_total": 0}
 
-    def done() -> bool:
-        return count is not None and state["shown_total"] >= count
+def _run(client: mqtt.Client, session: _Session, deadline: float | None) -> None:
+    """Run paho's loop until enough is shown, the deadline, or an error; reconnect when the link drops."""
+    while not session.done() and session.error is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+        rc = client.loop(timeout=wait)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and session.error is None:
+            _log.warning("lost the connection to %s (%s); reconnecting", session.broker, mqtt.error_string(rc))
+            time.sleep(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+            try:
+                client.reconnect()
+            except OSError as exc:
+                _log.warning("reconnect to %s failed: %s", session.broker, exc)
 
-    def on_connect(
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+
+@dataclasses.dataclass
+class _Session:
+    """One ``tail`` run: what to show, what was shown, and paho's callbacks (run on the loop's thread)."""
+
+    topic_filter: str
+    broker: str  # HOST:PORT, for messages
+    verdict: str | None
+    validate: bool
+    count: int | None
+    write: Writer  # every string from the broker passes here, escaped
+    tally: TailCounts
+    on_subscribed: Callable[[], object] | None
+    subscribed: bool = False
+    error: str | None = None
+    shown_total: int = 0  # events and invalid payloads shown
+
+    def done(self) -> bool:
+        return self.count is not None and self.shown_total >= self.count
+
+    def on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                   properties: Properties | None) -> None:
         if reason_code.is_failure:
-            state["error"] = (
-                f"broker {host}:{port} refused the connection: {reason_code} ({reason_code.value})"
-            )
+            self.error = f"broker {self.broker} refused the connection: {reason_code} ({reason_code.value})"
             return
-        client.subscribe(topic_filter, qos=1)
+        client.subscribe(self.topic_filter, qos=1)
 
-    def on_subscribe(
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
+    def on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                     properties: Properties | None) -> None:
         failed = [rc for rc in reason_codes if rc.is_failure]
         if failed:
-            state["error"] = f"broker refused the subscription to {topic_filter}: {failed[0]}"
+            self.error = f"broker refused the subscription to {self.topic_filter}: {failed[0]}"
             return
-        if not state["subscribed"]:
-            state["subscribed"] = True
-            if on_subscribed is not None:
-                on_subscribed()
+        if not self.subscribed:
+            self.subscribed = True
+            if self.on_subscribed is not None:
+                self.on_subscribed()
 
-    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if done():
+    def on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.done():
             return
-        try:
-            payload = json.loads(msg.payload)
-        except ValueError as exc:
-            tally.invalid += 1
-            state["shown_total"] += 1
-            write(f"INVALID {msg.topic}: not JSON ({len(msg.payload)} bytes): {exc}")
+        payload, problems = _read(msg.payload, self.validate)
+        if problems:
+            self.tally.invalid += 1
+            self.shown_total += 1
+            self.write(f"INVALID {msg.topic}: {problems[0]}")
+            for problem in problems[1:]:
+                self.write(f"    {problem}")
             return
-        if not isinstance(payload, dict):
-            tally.invalid += 1
-            state["shown_total"] += 1
-            write(f"INVALID {msg.topic}: not a JSON object ({type(payload).__name__})")
+        if self.verdict is not None and payload.get("verdict") != self.verdict:
+            self.tally.filtered += 1
             return
-        if validate:
-            problems = validate_payload(payload)
-            if problems:
-                tally.invalid += 1
-                state["shown_total"] += 1
-                write(f"INVALID {msg.topic}: {len(problems)} problem(s)")
-                for problem in problems:
-                    write(f"    {problem}")
-                return
-        if verdict is not None and payload.get("verdict") != verdict:
-            tally.filtered += 1
-            return
-        tally.shown += 1
-        state["shown_total"] += 1
-        write(format_event(payload))
+        self.tally.shown += 1
+        self.shown_total += 1
+        self.write(format_event(payload))
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_log = paho_log_to(_log.getChild("paho"))
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    if username is not None:
-        client.username_pw_set(username, password)
-    if parsed.scheme == "mqtts":
-        client.tls_set_context(ssl.create_default_context())
 
-    shown_before = tally.shown
-    deadline = None if timeout is None else time.monotonic() + timeout
+def _read(raw: bytes | bytearray, validate: bool) -> tuple[dict[str, Any], list[str]]:
+    """The payload as a JSON object, and what is wrong with it: a headline then (schema) one line per problem."""
     try:
-        try:
-            client.connect(host, port, keepalive=30)
-        except OSError as exc:
-            raise PublishError(f"cannot connect to broker {host}:{port}: {exc}") from exc
-        while not done() and state["error"] is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
-            rc = client.loop(timeout=wait)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and state["error"] is None:
-                _log.warning(
-                    "lost the connection to %s:%d (%s); reconnecting", host, port, mqtt.error_string(rc)
-                )
-                time.sleep(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
-                try:
-                    client.reconnect()
-                except OSError as exc:
-                    _log.warning("reconnect to %s:%d failed: %s", host, port, exc)
-        if state["error"] is not None:
-            raise PublishError(state["error"])
-    finally:
-        if client.socket() is not None:
-            client.disconnect()  # written at once without a network thread; paho then closes the socket
-            if client.socket() is not None:
-                client.loop(timeout=0.1)
-    return tally.shown - shown_before
+        payload = json.loads(raw)
+    except ValueError as exc:
+        return {}, [f"not JSON ({len(raw)} bytes): {exc}"]
+    if not isinstance(payload, dict):
+        return {}, [f"not a JSON object ({type(payload).__name__})"]
+    problems = validate_payload(payload) if validate else []
+    return payload, ([f"{len(problems)} problem(s)", *problems] if problems else [])
