@@ -175,7 +175,7 @@ def install_ledger(path: pathlib.Path) -> None:
     db.close()
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--cameras", type=int, default=4)
@@ -187,7 +187,11 @@ def main() -> int:
     ap.add_argument("--warmup-s", type=float, default=60.0, help="RSS/fd baseline taken this long after start")
     ap.add_argument("--drain-s", type=float, default=30.0)
     ap.add_argument("--workdir", type=pathlib.Path, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _args()
     work = args.workdir or pathlib.Path(tempfile.mkdtemp(prefix="edge-agent-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     extra = [f"max_packet_size {args.max_packet_size}"] if args.max_packet_size else []
@@ -212,40 +216,9 @@ def main() -> int:
     try:
         for p in (ollama, gateway, rtsp, agent):
             p.start()
-        assert agent.proc is not None
-        pid = agent.proc.pid
-        t0 = time.monotonic()
-        end = t0 + args.minutes * 60
-        due = {"broker": t0 + args.broker_every, "gateway": t0 + args.gateway_every, "rtsp": t0 + args.rtsp_every}
-        next_sample = t0 + args.warmup_s
         print(f"soak: {args.minutes:g} min, {args.cameras} synthetic cameras at {args.fps} fps + 1 RTSP camera, "
               f"work dir {work}", flush=True)
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if agent.proc.poll() is not None:
-                print(f"the agent exited with {agent.proc.returncode}; see {agent.log}", flush=True)
-                break
-            if now >= next_sample:
-                samples.append((now - t0, rss_kib(pid), open_fds(pid)))
-                print(f"  t={now - t0:6.0f} s  RSS {samples[-1][1] / 1024:7.1f} MiB  fds {samples[-1][2]}  "
-                      f"received {len(sub.tags)}  restarts {restarts}", flush=True)
-                next_sample += 60
-            if now >= due["broker"]:
-                broker.restart()
-                restarts["broker"] += 1
-                due["broker"] += args.broker_every
-            if now >= due["gateway"]:
-                gateway.kill()
-                gateway.start()
-                restarts["gateway"] += 1
-                due["gateway"] += args.gateway_every
-            if now >= due["rtsp"]:
-                rtsp.kill()
-                rtsp.start()
-                restarts["rtsp"] += 1
-                due["rtsp"] += args.rtsp_every
-            time.sleep(0.5)
-        samples.append((time.monotonic() - t0, rss_kib(pid), open_fds(pid)))
+        chaos(args, broker, gateway, rtsp, agent, sub, restarts, samples)
         time.sleep(args.drain_s)  # no more chaos: let the outbox catch up
         dead_metric = metric(metrics_port, "edge_agent_outbox_dead_letters")
         shrunk = (metric(metrics_port, "edge_agent_snapshots_shrunk_total"),
@@ -260,6 +233,40 @@ def main() -> int:
     print(f"snapshots re-encoded smaller to fit max_packet_size {args.max_packet_size}: {shrunk[0]}, dropped as too "
           f"large: {shrunk[1]} (agent metrics)")
     return report(work, sub, samples, restarts, dead_metric)
+
+
+def chaos(args: argparse.Namespace, broker: LocalMosquitto, gateway: Proc, rtsp: Proc, agent: Proc, sub: Subscriber,
+          restarts: dict[str, int], samples: list[tuple[float, int, int]]) -> None:
+    """Run for --minutes, restarting each peer on its schedule and sampling the agent's RSS and fds every
+    minute after the warm-up (into ``restarts`` and ``samples``); return early if the agent exits."""
+    assert agent.proc is not None
+    pid = agent.proc.pid
+    t0 = time.monotonic()
+    end = t0 + args.minutes * 60
+    every = {"broker": args.broker_every, "gateway": args.gateway_every, "rtsp": args.rtsp_every}
+    due = {name: t0 + seconds for name, seconds in every.items()}
+    next_sample = t0 + args.warmup_s
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if agent.proc.poll() is not None:
+            print(f"the agent exited with {agent.proc.returncode}; see {agent.log}", flush=True)
+            break
+        if now >= next_sample:
+            samples.append((now - t0, rss_kib(pid), open_fds(pid)))
+            print(f"  t={now - t0:6.0f} s  RSS {samples[-1][1] / 1024:7.1f} MiB  fds {samples[-1][2]}  "
+                  f"received {len(sub.tags)}  restarts {restarts}", flush=True)
+            next_sample += 60
+        for name in [n for n, when in due.items() if now >= when]:
+            if name == "broker":
+                broker.restart()
+            else:
+                peer = gateway if name == "gateway" else rtsp
+                peer.kill()
+                peer.start()
+            restarts[name] += 1
+            due[name] += every[name]
+        time.sleep(0.5)
+    samples.append((time.monotonic() - t0, rss_kib(pid), open_fds(pid)))
 
 
 def report(work: pathlib.Path, sub: Subscriber, samples: list[tuple[float, int, int]], restarts: dict[str, int],
