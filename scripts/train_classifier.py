@@ -45,6 +45,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from classifier_card import write_card  # noqa: E402  (beside this script)
+
 from agent.errors import EdgeAgentError  # noqa: E402
 from agent.prefilter.classify_input import Normalisation  # noqa: E402
 from agent.training.resnet import (  # noqa: E402  (the network, data preparation and export shared with models train)
@@ -134,6 +136,46 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    x_train, y_train, boxes, x_val, y_val = _training_data(args, names, data)
+    norm = Normalisation(MEAN, STD)
+    val_tensor = torch.from_numpy(to_tensor(x_val, norm))
+
+    net = build_net(args.width, len(names), args.pool)
+    params = sum(p.numel() for p in net.parameters())
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    rng = np.random.default_rng(args.seed)
+    history: list[dict[str, Any]] = []
+    t_train = time.time()
+    # phase 1: the same network on patches around defects and of empty belt/parts (many clean, cheap samples)
+    _patch_phase(args, net, loss_fn, x_train, boxes, names, rng, norm, history)
+
+    # phase 2: whole frames (agent/training/resnet.py, the loop `edge-agent models train` fine-tunes with)
+    opt = make_optimizer(net, args.optimizer, args.lr, args.weight_decay)
+    steps_per_epoch = len(y_train) // args.batch
+    step = 0
+    for epoch in range(1, args.epochs + 1):
+        t_epoch = time.time()
+        train_loss, train_acc, step = train_frame_epoch(
+            net, opt, loss_fn, x_train, y_train, args.batch, rng, args.shift, norm,
+            lambda s: lr_at(s, steps_per_epoch, args.epochs, args.frame_lr), step)
+        val_acc, val_loss = evaluate_torch(net, val_tensor, torch.from_numpy(y_val), loss_fn)
+        row = {"phase": "frames", "epoch": epoch, "train_loss": round(train_loss, 4),
+               "train_acc": round(train_acc, 4),
+               "val_loss": round(val_loss, 4), "val_acc": round(val_acc, 4), "seconds": round(time.time() - t_epoch)}
+        history.append(row)
+        print(json.dumps(row), flush=True)
+    train_s = time.time() - t_train
+    torch.save({"state_dict": net.state_dict(), "width": args.width, "pool": args.pool, "names": names},
+               work / "model.pt")
+    return {"params": params, "train_seconds": round(train_s), "history": history,
+            "train_counts": {n: int((y_train == i).sum()) for i, n in enumerate(names)},
+            "val_counts": {n: int((y_val == i).sum()) for i, n in enumerate(names)}}
+
+
+def _training_data(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path
+                   ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+    """(train images, train labels, train boxes, val images, val labels) at the input size."""
     h, w = args.imgsz
     if args.patch_epochs and args.patch_size > min(h, w):
         raise SystemExit(f"--patch-size {args.patch_size} does not fit the {w}x{h} input; expected at most {min(h, w)}")
@@ -145,18 +187,15 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
         x_train, y_train, boxes = x_train[keep], y_train[keep], [boxes[i] for i in keep]
     x_val, y_val, _ = load_split(data, "val", names, h, w)
     print(f"loaded {len(y_train)} train / {len(y_val)} val images at {w}x{h} in {time.time() - t0:.0f} s", flush=True)
-    norm = Normalisation(MEAN, STD)
-    val_tensor = torch.from_numpy(to_tensor(x_val, norm))
+    return x_train, y_train, boxes, x_val, y_val
 
-    net = build_net(args.width, len(names), args.pool)
-    params = sum(p.numel() for p in net.parameters())
 
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    rng = np.random.default_rng(args.seed)
-    history: list[dict[str, Any]] = []
-    t_train = time.time()
+def _patch_phase(args: argparse.Namespace, net: Any, loss_fn: Any, x_train: np.ndarray, boxes: list[np.ndarray],
+                 names: tuple[str, ...], rng: np.random.Generator, norm: Normalisation,
+                 history: list[dict[str, Any]]) -> None:
+    """--patch-epochs epochs on fresh patches each (flipped at random), one row per epoch into ``history``."""
+    import torch
 
-    # phase 1: the same network on patches around defects and of empty belt/parts (many clean, cheap samples)
     opt = make_optimizer(net, args.optimizer, args.lr, args.weight_decay)
     step = 0
     for epoch in range(1, args.patch_epochs + 1):
@@ -190,28 +229,6 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
                "train_acc": round(correct / (steps * args.batch), 4), "seconds": round(time.time() - t_epoch)}
         history.append(row)
         print(json.dumps(row), flush=True)
-
-    # phase 2: whole frames (agent/training/resnet.py, the loop `edge-agent models train` fine-tunes with)
-    opt = make_optimizer(net, args.optimizer, args.lr, args.weight_decay)
-    steps_per_epoch = len(y_train) // args.batch
-    step = 0
-    for epoch in range(1, args.epochs + 1):
-        t_epoch = time.time()
-        train_loss, train_acc, step = train_frame_epoch(
-            net, opt, loss_fn, x_train, y_train, args.batch, rng, args.shift, norm,
-            lambda s: lr_at(s, steps_per_epoch, args.epochs, args.frame_lr), step)
-        val_acc, val_loss = evaluate_torch(net, val_tensor, torch.from_numpy(y_val), loss_fn)
-        row = {"phase": "frames", "epoch": epoch, "train_loss": round(train_loss, 4),
-               "train_acc": round(train_acc, 4),
-               "val_loss": round(val_loss, 4), "val_acc": round(val_acc, 4), "seconds": round(time.time() - t_epoch)}
-        history.append(row)
-        print(json.dumps(row), flush=True)
-    train_s = time.time() - t_train
-    torch.save({"state_dict": net.state_dict(), "width": args.width, "pool": args.pool, "names": names},
-               work / "model.pt")
-    return {"params": params, "train_seconds": round(train_s), "history": history,
-            "train_counts": {n: int((y_train == i).sum()) for i, n in enumerate(names)},
-            "val_counts": {n: int((y_val == i).sum()) for i, n in enumerate(names)}}
 
 
 # -- export ------------------------------------------------------------------------------------------------
@@ -308,133 +325,36 @@ def evaluate_runtime(target: pathlib.Path, data: pathlib.Path, threads: int) -> 
     }
 
 
-def why_size(r: dict[str, Any], mb: float) -> str:
-    """The card's reason for the network's width."""
-    params = f"{r['params'] / 1e6:.2f} M parameters, {mb:.1f} MB FP32"
-    if r["width"] >= 64:
-        return (f"Full width: torchvision's ResNet-18 layout ({params}, about 1.8 GMAC a frame). A quarter-width "
-                "version (0.70 M parameters, 2.8 MB) was as accurate on this scene (0.987 held-out) but so small "
-                "that per-operator overhead dominates its run time on a CPU: INT8 made it only 1.2x faster, and "
-                "half width 1.5x, while at full width the INT8 convolutions do most of the work and INT8 is over "
-                "2x faster than FP32 (measured with scripts/bench_prefilter.py, untrained networks of each width).")
-    return (f"Full-width ResNet-18 is 11.7 M parameters (~45 MB FP32) and about 1.8 GMAC a frame; at width "
-            f"{r['width']} it is about {(64 // r['width']) ** 2}x cheaper ({params}) and trains on a CPU core in "
-            "well under an hour, but INT8 pays off less on so small a network (per-operator overhead dominates).")
-
-
-def write_card(path: pathlib.Path, r: dict[str, Any]) -> None:
-    m = r["metrics"]
-    names = m["names"]
-    rows = "\n".join(f"| {n} | {v['support']} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} |"
-                     for n, v in m["per_class"].items())
-    cm_head = "| true \\ predicted | " + " | ".join(names) + " |\n|---|" + "---|" * len(names)
-    cm_rows = "\n".join(f"| {n} | " + " | ".join(str(v) for v in row) + " |"
-                        for n, row in zip(names, m["confusion_matrix"], strict=True))
-    patch_hist = "\n".join(f"| patches {e['epoch']} | {e['patches']} | {e['train_loss']:.3f} | {e['train_acc']:.3f} "
-                           "| | |" for e in r["history"] if e.get("phase") == "patches")
-    frame_hist = "\n".join(f"| frames {e['epoch']} | {r['train_images']} | {e['train_loss']:.3f} | "
-                           f"{e['train_acc']:.3f} | {e['val_loss']:.3f} | {e['val_acc']:.3f} |"
-                           for e in r["history"] if e.get("phase", "frames") == "frames")
-    hist = "\n".join(x for x in (patch_hist, frame_hist) if x)
-    t = m["triage"]
-    counts = ", ".join(f"{n} {c}" for n, c in r["train_counts"].items())
-    vcounts = ", ".join(f"{n} {c}" for n, c in r["val_counts"].items())
-    h, w = r["imgsz"]
-    mb = r["file_bytes"] / 1e6
-    path.write_text(f"""# {r['name']} — conveyor frame classifier (ResNet-18 layout, width {r['width']})
-
-Says what a whole frame of the conveyor shows: `pass` (no visible defect) or
-the most severe defect in it, `missing` > `hole` > `scratch` > `stain`. The
-alternative prefilter to the detector `conveyor-yolov8n` (no boxes).
-Trained only on the synthetic scene of `agent/capture/synthetic.py`; a demo
-model, not one for a real line.
-
-| | |
-|---|---|
-| file | `models/{r['name']}.onnx`, {mb:.1f} MB (FP32, opset {r['opset']}, input `images` 1x3x{h}x{w}, output `output0` 1x{len(names)} softmax probabilities) |
-| classes | {', '.join(f'{i}: {n}' for i, n in enumerate(names))} |
-| architecture | ResNet-18 layout (7x7/2 stem, max pool, 4 stages x 2 torchvision BasicBlocks, {'global average and max pool concatenated' if r['pool'] == 'avgmax' else 'global average pool'}, linear) at widths {r['width']}/{2 * r['width']}/{4 * r['width']}/{8 * r['width']} instead of 64/128/256/512: {r['params'] / 1e6:.2f} M parameters, random init |
-| input | the 640x480 frame resized (stretch, OpenCV INTER_AREA) to {w}x{h}, RGB, (v/255 - mean) / std with ImageNet's mean/std; all in the ONNX metadata (`resize`, `interpolation`, `mean`, `std`, `output`) |
-| dataset | {r['train_images']} train / {r['val_images']} held-out val stills, 640x480, seed {r['seed']} (val uses seed {r['seed'] + 1}), label rule `{r['label_rule']}` |
-| train classes | {counts} |
-| val classes | {vcounts} |
-| training | two phases, the same network: (1) {r['patch_epochs']} epochs on {r['patch_size']}x{r['patch_size']} patches of the resized training frames, one around each defect (labelled with it) and {r['patch_background']} defect-free ones per frame (labelled pass), lr {r['lr']}; (2) {r['epochs']} epochs on the whole frames, lr {r['frame_lr']}. Each: {'AdamW' if r['optimizer'] == 'adamw' else 'SGD nesterov momentum 0.9'}, 1 epoch warm-up then cosine to 0, weight decay {r['weight_decay']}, batch {r['batch']}, label smoothing {r['label_smoothing']}, flips (+ for frames: shifts of up to {r['shift']} px, brightness/contrast +-15%); seed {r['seed']}, deterministic; {r['threads']} CPU thread(s), {r['train_seconds']} s ({r['train_seconds'] / 60:.0f} min) |
-| tools | torch {r['torch']}, torchvision {r['torchvision']}, {r['machine']} |
-| date | {r['date']} |
-| licence | AGPL-3.0-or-later |
-
-## Why this size
-
-{why_size(r, mb)} A 4:3 input keeps the
-4:3 camera frame undistorted with about as many pixels as 224x224 (49 152 vs
-50 176), so the small defects (holes of 6-12 px radius, 2-3 px scratches at
-640x480) are shrunk 2.5x instead of 2.9x (224x224 stretched) or wasting a
-quarter of the input on bars (224x224 letterboxed).
-
-## How the recipe was found
-
-Measured on this machine (2 cores, shared with a detector training), first
-epochs only, train accuracy on frames:
-
-- Frame labels alone, torchvision's global average pool, SGD (lr 0.05): 0.44,
-  0.52, 0.55, 0.57, 0.60, 0.60 after 6 epochs of 3000 frames; the held-out accuracy
-  swung between 0.15 and 0.57. A frame label says a few pixels somewhere are
-  wrong, and a network learning from scratch needs far more than 3000 frames to
-  find which. Stopped after 12 minutes.
-- Average+max pooled head, with AdamW (lr 2e-3, wd 0.05) or SGD, with or without
-  an auxiliary per-cell defect map (trained from the boxes on the stride-8
-  features): 0.43-0.47 after 3-4 epochs of 1500 frames, no better.
-- Patches first: the same network learns the defects from patches centred on them
-  (clean labels, 12x fewer pixels per sample), then the frames. On 1500 frames:
-  0.62 train accuracy after one frame epoch, 0.735 held-out after three. SGD
-  learned the patches much more slowly than Adam (0.59 against 0.77 after 4
-  epochs of 1241 patches), hence AdamW.
-
-## Validation on the held-out split
-
-Measured with the agent's ONNX runtime (`ImageClassifier`, the same code the
-service runs), not with torch: accuracy **{m['accuracy']:.3f}**, macro F1 **{m['macro_f1']:.3f}**
-on {t['frames']} frames; pass/defect verdict right on {m['verdict_accuracy']:.3f} of them.
-
-| class | frames | precision | recall | F1 |
-|---|---|---|---|---|
-{rows}
-
-Confusion matrix (rows: true class, columns: predicted):
-
-{cm_head}
-{cm_rows}
-
-Frames whose only defects are drawn faint (contrast 0.22-0.38, the ones that put the detector in
-its triage band): {m['faint_only']['frames']}, top-1 right on {m['faint_only']['accuracy']} of them.
-
-With the default triage band (accept {t['accept']}, margin {t['margin']}: decided when the top
-class has probability >= {t['accept']} and leads the runner-up by >= {t['margin']}), the
-prefilter decides {t['decided']} of {t['frames']} frames ({100 * t['decided'] / t['frames']:.1f}%) and is right on
-{t['decided_accuracy']} of those ({t['defects_passed']} defect frames passed as `pass`); the other
-{t['frames'] - t['decided']} are uncertain and go to escalation. Raise `accept`/`margin` to escalate more.
-
-FP32 latency of one prefilter call (resize + normalise + inference), ONNX Runtime CPU, 2 intra-op
-threads, on the training machine: p50 {m['latency_ms']['p50']} ms, p90 {m['latency_ms']['p90']} ms.
-
-Training curve (val: the held-out split, torch, no selection: the last epoch is shipped):
-
-| epoch | samples | train loss | train acc | val loss | val acc |
-|---|---|---|---|---|---|
-{hist}
-
-## Reproduce
-
-    pip install -e '.[train]'
-    {r['command']}
-
-or, step by step: `edge-agent dataset synth DIR --task classify --train {r['train_images']} --val {r['val_images']} --seed {r['seed']}`
-renders the same pictures, and `--data DIR` trains on them. Evaluate with
-`edge-agent models eval models/{r['name']}.onnx --data DIR`.
-""")
-
-
 def main() -> int:
+    ap = _parser()
+    args = ap.parse_args()
+
+    from agent.dataset.synth import CLASSIFY_NAMES
+
+    names = CLASSIFY_NAMES
+    work: pathlib.Path = args.workdir
+    data: pathlib.Path = args.data if args.data is not None else work / "dataset"
+    args.data_dir = str(data)
+    record_path = work / "record.json"
+    if not args.finish_only:
+        _ensure_dataset(args, data)
+        work.mkdir(parents=True, exist_ok=True)
+        record = train(args, names, data, work)
+        record_path.write_text(json.dumps(record, indent=1))
+    record = json.loads(record_path.read_text())
+    data_info = json.loads((data / "dataset.json").read_text())
+
+    target = args.models / f"{args.name}.onnx"
+    export_onnx(work, target, args, names, data_info)
+    metrics = evaluate_runtime(target, data, args.threads)
+    record.update(_settings(args, ap, data_info, target, metrics))
+    record_path.write_text(json.dumps(record, indent=1))
+    write_card(args.models / f"{args.name}.md", record)
+    print(json.dumps({k: record[k] for k in ("name", "train_seconds", "file_bytes", "metrics")}, indent=1))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", default="conveyor-resnet-cls")
     ap.add_argument("--train", type=int, default=3000, help="training images")
@@ -466,56 +386,50 @@ def main() -> int:
     ap.add_argument("--models", type=pathlib.Path, default=REPO / "models")
     ap.add_argument("--finish-only", action="store_true",
                     help="skip training: export, evaluate and write the card from WORKDIR/model.pt and record.json")
-    args = ap.parse_args()
+    return ap
 
-    from agent.dataset.synth import CLASSIFY_NAMES, write_classify_dataset
 
-    names = CLASSIFY_NAMES
-    work: pathlib.Path = args.workdir
-    data: pathlib.Path = args.data if args.data is not None else work / "dataset"
-    args.data_dir = str(data)
-    record_path = work / "record.json"
-    if not args.finish_only:
-        if args.data is None:
-            wanted = {"seed": args.seed, "label_rule": args.label_rule}
-            info_path = data / "dataset.json"
-            ok = False
-            if info_path.exists():
-                info = json.loads(info_path.read_text())
-                ok = {k: info.get(k) for k in wanted} == wanted and \
-                    [sum(info["counts"][s].values()) for s in ("train", "val")] == [args.train, args.val]
-            if not ok:
-                if data.exists():
-                    shutil.rmtree(data)
-                t0 = time.time()
+def _ensure_dataset(args: argparse.Namespace, data: pathlib.Path) -> None:
+    """Render the dataset into ``data`` unless --data names one or the one there has the wanted seed and sizes."""
+    if args.data is not None:
+        return
+    from agent.dataset.synth import write_classify_dataset
 
-                def progress(split: str, done: int, total: int) -> None:
-                    if done == total or done % 250 == 0:
-                        print(f"dataset {split}: {done}/{total} ({time.time() - t0:.0f} s)", flush=True)
+    wanted = {"seed": args.seed, "label_rule": args.label_rule}
+    info_path = data / "dataset.json"
+    ok = False
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        ok = {k: info.get(k) for k in wanted} == wanted and \
+            [sum(info["counts"][s].values()) for s in ("train", "val")] == [args.train, args.val]
+    if not ok:
+        if data.exists():
+            shutil.rmtree(data)
+        t0 = time.time()
 
-                write_classify_dataset(data, args.train, args.val, seed=args.seed, progress=progress,
-                                       rule=args.label_rule)
-            else:
-                print(f"reusing the dataset in {data}", flush=True)
-        work.mkdir(parents=True, exist_ok=True)
-        record = train(args, names, data, work)
-        record_path.write_text(json.dumps(record, indent=1))
-    record = json.loads(record_path.read_text())
-    data_info = json.loads((data / "dataset.json").read_text())
+        def progress(split: str, done: int, total: int) -> None:
+            if done == total or done % 250 == 0:
+                print(f"dataset {split}: {done}/{total} ({time.time() - t0:.0f} s)", flush=True)
 
+        write_classify_dataset(data, args.train, args.val, seed=args.seed, progress=progress,
+                               rule=args.label_rule)
+    else:
+        print(f"reusing the dataset in {data}", flush=True)
+
+
+def _settings(args: argparse.Namespace, ap: argparse.ArgumentParser, data_info: dict[str, Any],
+              target: pathlib.Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the card says about the run: every setting, the data, the tools, the file, the held-out metrics."""
     import onnx
     import torch
     import torchvision
 
-    target = args.models / f"{args.name}.onnx"
-    export_onnx(work, target, args, names, data_info)
-    metrics = evaluate_runtime(target, data, args.threads)
     cmd = ["python scripts/train_classifier.py"]
     for k, v in vars(args).items():  # every setting that is not the default (where files go does not matter)
         if k in ("workdir", "models", "data", "data_dir", "finish_only") or v == ap.get_default(k):
             continue
         cmd.append(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
-    record.update({
+    return {
         "name": args.name, "date": datetime.date.today().isoformat(), "seed": args.seed,
         "train_images": sum(data_info["counts"]["train"].values()),
         "val_images": sum(data_info["counts"]["val"].values()),
@@ -527,11 +441,7 @@ def main() -> int:
         "torchvision": torchvision.__version__,
         "opset": onnx.load(str(target)).opset_import[0].version, "file_bytes": target.stat().st_size,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "metrics": metrics, "command": " ".join(cmd),
-    })
-    record_path.write_text(json.dumps(record, indent=1))
-    write_card(args.models / f"{args.name}.md", record)
-    print(json.dumps({k: record[k] for k in ("name", "train_seconds", "file_bytes", "metrics")}, indent=1))
-    return 0
+    }
 
 
 if __name__ == "__main__":
