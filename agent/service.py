@@ -42,9 +42,9 @@ from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
 from agent.escalation.client import channel_credentials
 from agent.escalation.escalator import EscalationStats, Escalator
 from agent.escalation.sampler import LearnSampler, LearnTally, TallyingSink
-from agent.health.agent import AgentHealth, ModelFacts, warm_up
-from agent.health.notify import Notifier
-from agent.metrics.agent import MeteredPublisher
+from agent.ops.health import AgentHealth, ModelFacts, warm_up
+from agent.ops.metrics import MeteredPublisher
+from agent.ops.notify import Notifier
 from agent.pipeline import FrameInspector, InferenceLoop, latency_percentiles
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter

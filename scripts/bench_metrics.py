@@ -24,8 +24,8 @@ from collections.abc import Callable
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.metrics.exposition import Family, render  # noqa: E402
-from agent.metrics.histogram import LATENCY_BUCKETS_S, Histogram  # noqa: E402
+from agent.ops.exposition import Family, render  # noqa: E402
+from agent.ops.histogram import LATENCY_BUCKETS_S, Histogram  # noqa: E402
 
 Render = Callable[[list[Family]], str]
 
@@ -34,6 +34,7 @@ def baseline_render(rev: str) -> Render:
     """The ``render`` of ``agent/metrics/exposition.py`` at ``rev``."""
     source = subprocess.run(["git", "show", f"{rev}:agent/metrics/exposition.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
+    source = source.replace("agent.metrics.histogram", "agent.ops.histogram")  # where it lives since the move
     module = types.ModuleType("baseline_exposition")
     sys.modules[module.__name__] = module  # its dataclass looks itself up there
     exec(compile(source, f"{rev}:agent/metrics/exposition.py", "exec"), module.__dict__)  # noqa: S102

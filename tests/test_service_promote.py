@@ -25,7 +25,7 @@ import pytest
 
 from agent.config.models import DEFAULT_MODEL, DEFAULT_PREFILTER
 from agent.dataset.synth import write_synthetic_dataset
-from agent.health.control import PID_FILE_NAME, HealthProbe
+from agent.ops.control import PID_FILE_NAME, HealthProbe
 from agent.prefilter.model_info import file_digest
 from agent.publish.local_broker import LocalMosquitto, free_port
 from tests.cli.test_models_cli import edge_agent

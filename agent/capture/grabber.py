@@ -138,7 +138,7 @@ class Grabber:
         self._last_error: str | None = None
         self._corrupt_logged_at: float | None = None
         self._corrupt_unlogged = 0
-        # progress, for the watchdog and /healthz (agent.health.stages): since when the thread has been
+        # progress, for the watchdog and /healthz (agent.ops.stages): since when the thread has been
         # inside a source call (open/read) that has not returned; None while it waits (hand-off, backoff)
         self.busy_since: float | None = None
         self.busy_doing = ""

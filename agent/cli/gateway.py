@@ -22,7 +22,7 @@ from agent.config.plaintext import gateway_plaintext_channels
 from agent.errors import ConfigError
 from agent.escalation.server import serve
 from agent.health.gateway import GatewayHealth
-from agent.health.notify import Notifier
+from agent.ops.notify import Notifier
 from agent.redact import redact
 
 log = logging.getLogger(__name__)

@@ -82,11 +82,11 @@ def private_files() -> None:
 
 
 def _write_pid_file() -> None:
-    """``<state dir>/edge-agent.pid`` (agent.health.control), removed when the process exits."""
+    """``<state dir>/edge-agent.pid`` (agent.ops.control), removed when the process exits."""
     import atexit
 
     from agent.config.loader import default_state_dir
-    from agent.health.control import remove_pid_file, write_pid_file
+    from agent.ops.control import remove_pid_file, write_pid_file
 
     atexit.register(remove_pid_file, write_pid_file(default_state_dir(os.environ)))
 
@@ -306,7 +306,7 @@ def doctor(
 
     Checks the config, model and gate record, ONNX Runtime providers (GPU too), every camera, the MQTT broker,
     the escalation gateway and Ollama's models; prints what is fine and what to do. Exit 1 if anything failed."""
-    from agent.health.doctor import DoctorOptions, exit_code, render_json, render_table, run_checks
+    from agent.ops.doctor import DoctorOptions, exit_code, render_json, render_table, run_checks
 
     if timeout <= 0:
         typer.echo(f"edge-agent: error: --timeout {timeout:g}: expected a positive number of seconds", err=True)
@@ -324,7 +324,7 @@ def config_check(file: Annotated[pathlib.Path, typer.Argument(help="YAML config 
     every camera is in learn mode (no model runs then)."""
     from agent.config.loader import config_report
     from agent.config.models import AgentConfig
-    from agent.health.doctor import model_problems
+    from agent.ops.doctor import model_problems
 
     report = config_report(file)
     problems = list(report.problems)

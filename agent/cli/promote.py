@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from agent.cli.models import ModelSummary
     from agent.config.models import AgentConfig, TriageConfig
     from agent.evaluation.promotion import ModelScore
-    from agent.health.control import HealthSnapshot, ReloadOutcome, ReloadRequest
+    from agent.ops.control import HealthSnapshot, ReloadOutcome, ReloadRequest
     from agent.prefilter.store import ModelStore, StoredModel
 
 EXIT_REFUSED = 1
@@ -284,13 +284,7 @@ class _Agent:
 
 def _find_agent(target: AgentTarget, cfg: AgentConfig) -> _Agent | None:
     """How to reach the running agent (None with --no-reload); EdgeAgentError when it cannot be found."""
-    from agent.health.control import (
-        SignalReload,
-        SystemdReload,
-        check_agent_pid,
-        find_agent_pid,
-        health_url,
-    )
+    from agent.ops.control import SignalReload, SystemdReload, check_agent_pid, find_agent_pid, health_url
 
     if not target.reload:
         return None
@@ -309,7 +303,7 @@ def _find_agent(target: AgentTarget, cfg: AgentConfig) -> _Agent | None:
 
 def _agent_notes(agent: _Agent | None, running: str) -> list[str]:
     """Warnings when /healthz does not answer, or says the agent runs something else than model.path."""
-    from agent.health.control import HealthProbe
+    from agent.ops.control import HealthProbe
 
     if agent is None or agent.health_url is None:
         return []
@@ -325,7 +319,7 @@ def _agent_notes(agent: _Agent | None, running: str) -> list[str]:
 
 def _reload(agent: _Agent, expected: str, wait_s: float) -> tuple[ReloadOutcome | None, str]:
     """Ask the agent to reload and watch it: (outcome, a line to print); outcome None when it cannot be seen."""
-    from agent.health.control import HealthProbe, wait_for_model
+    from agent.ops.control import HealthProbe, wait_for_model
 
     probe = HealthProbe(agent.health_url) if agent.health_url else None
     before: HealthSnapshot | None = probe.read() if probe is not None else None

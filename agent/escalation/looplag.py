@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 
-from agent.metrics.histogram import Histogram
+from agent.ops.histogram import Histogram
 
 __all__ = ["LoopLag"]
 

@@ -7,7 +7,7 @@ import collections
 import dataclasses
 import threading
 
-from agent.metrics.histogram import VLM_BUCKETS_S, LabelledHistograms
+from agent.ops.histogram import VLM_BUCKETS_S, LabelledHistograms
 
 __all__ = ["CallStats", "Summary", "percentile"]
 

@@ -18,9 +18,9 @@ from typing import Any
 from agent.config.gateway import GatewayConfig
 from agent.errors import MetricsError
 from agent.escalation.server import GatewayServer
-from agent.health.notify import Notifier
 from agent.metrics.gateway import render_gateway_metrics
-from agent.metrics.server import MetricsServer
+from agent.ops.endpoint import MetricsServer
+from agent.ops.notify import Notifier
 from agent.redact import redact
 
 __all__ = ["GatewayHealth"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.metrics.exposition import Family, MetricType, render
+from agent.ops.exposition import Family, MetricType, render
 
 if TYPE_CHECKING:
     from agent.escalation.server import GatewayServer

@@ -176,7 +176,7 @@ def model_problems(config: AgentConfig) -> list[str]:
 
 
 def _check_model(config: AgentConfig) -> list[Check]:
-    from agent.health.agent import warm_up
+    from agent.ops.health import warm_up
     from agent.prefilter.factory import open_prefilter
     from agent.prefilter.gate_record import check_gate, file_precision
     from agent.prefilter.model_info import file_digest
@@ -551,7 +551,7 @@ def _check_gateway(config: AgentConfig, timeout_s: float) -> list[Check]:
 
 
 def _check_metrics(config: AgentConfig) -> Check:
-    from agent.metrics.server import split_listen
+    from agent.ops.endpoint import split_listen
 
     if not config.metrics.enabled:
         return Check("metrics", "SKIP", "metrics.enabled is false: no /metrics or /healthz")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.errors import MetricsError
-from agent.metrics.exposition import CONTENT_TYPE
+from agent.ops.exposition import CONTENT_TYPE
 from agent.redact import redact
 
 __all__ = ["HealthProvider", "MetricsError", "MetricsServer", "split_listen"]

@@ -4,7 +4,7 @@
     fam.add(1234, camera="cam1")
     text = render([fam])
 
-A histogram family takes :class:`~agent.metrics.histogram.HistogramSnapshot` values
+A histogram family takes :class:`~agent.ops.histogram.HistogramSnapshot` values
 (:meth:`Family.add_histogram`) and writes the ``_bucket``/``_sum``/``_count`` series; the ``le``
 values are written as before (``le="1"``, not ``"1.0"``), so queries naming a bucket keep working.
 :func:`render` adds prometheus_client's standard ``process_*`` and ``python_*`` metrics (resident
@@ -27,7 +27,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from agent.metrics.histogram import HistogramSnapshot
+from agent.ops.histogram import HistogramSnapshot
 
 __all__ = ["CONTENT_TYPE", "Family", "MetricType", "format_value", "render"]
 

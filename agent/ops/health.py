@@ -1,7 +1,7 @@
 """The agent's health: its stages' progress, readiness, STATUS line, ``/healthz`` document, and the
 :class:`AgentHealth` that runs the supervisor thread and the metrics endpoint for an AgentService.
 
-Stages checked (see :mod:`agent.health.stages` for the rule):
+Stages checked (see :mod:`agent.ops.stages` for the rule):
 
 * ``inference``: the inference thread; busy since its last progress stamp (it stamps after every
   frame and every idle wait), so a prefilter that hangs shows here.
@@ -29,11 +29,11 @@ import numpy as np
 from agent.config.models import HealthConfig
 from agent.errors import MetricsError, ModelError
 from agent.escalation.sampler import FATES
-from agent.health.notify import Notifier
-from agent.health.stages import HealthReport, StageProgress, StageState, evaluate
-from agent.health.supervisor import Supervisor
-from agent.metrics.agent import render_agent_metrics
-from agent.metrics.server import MetricsServer
+from agent.ops.endpoint import MetricsServer
+from agent.ops.metrics import render_agent_metrics
+from agent.ops.notify import Notifier
+from agent.ops.stages import HealthReport, StageProgress, StageState, evaluate
+from agent.ops.supervisor import Supervisor
 from agent.prefilter.gate_record import GateStatus
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from agent.capture.grabber import STATES
 from agent.core.event import TagEvent
 from agent.escalation.sampler import FATES
-from agent.health.stages import HealthReport
-from agent.metrics.exposition import Family, MetricType, render
-from agent.metrics.histogram import LATENCY_BUCKETS_S, LabelledHistograms
+from agent.ops.exposition import Family, MetricType, render
+from agent.ops.histogram import LATENCY_BUCKETS_S, LabelledHistograms
+from agent.ops.stages import HealthReport
 from agent.taxonomy.model import normalise
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ It knows nothing of cameras or models; it is given three functions:
 
 * ``readiness() -> (ready, status line)``: polled every 50 ms until it says ready;
   then READY=1 is sent with that status line.
-* ``report() -> HealthReport``: the stages' progress (:mod:`agent.health.stages`).
+* ``report() -> HealthReport``: the stages' progress (:mod:`agent.ops.stages`).
   While ``report().watchdog_ok``, a WATCHDOG=1 ping goes out every half
   ``WATCHDOG_USEC``; when a stage is stuck (or its thread died) the pings stop, an
   error is logged and STATUS= names the stage, so systemd kills and restarts the
@@ -25,8 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.health.notify import Notifier
-from agent.health.stages import HealthReport
+from agent.ops.notify import Notifier
+from agent.ops.stages import HealthReport
 
 __all__ = ["Supervisor"]
 

@@ -28,7 +28,7 @@ from agent.capture.scenes import get_scene
 from agent.capture.surface import SURFACE_CLASSES
 from agent.config.loader import load_config
 from agent.escalation.sampler import FATES, LEARN_MODEL_ID
-from agent.metrics.agent import render_agent_metrics
+from agent.ops.metrics import render_agent_metrics
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload, validate_stats, validate_status
 from agent.service import AgentService

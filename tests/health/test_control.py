@@ -1,4 +1,4 @@
-"""Reaching a running agent (agent.health.control): its pid file, the checks before signalling a pid, the
+"""Reaching a running agent (agent.ops.control): its pid file, the checks before signalling a pid, the
 /healthz URL and probe (a real HTTP endpoint), and reading a reload's outcome from it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from agent.config.models import MetricsConfig
 from agent.errors import EdgeAgentError
-from agent.health.control import (
+from agent.ops.control import (
     PID_FILE_NAME,
     HealthProbe,
     HealthSnapshot,
@@ -25,7 +25,7 @@ from agent.health.control import (
     wait_for_model,
     write_pid_file,
 )
-from agent.metrics.server import MetricsServer
+from agent.ops.endpoint import MetricsServer
 
 
 @pytest.fixture

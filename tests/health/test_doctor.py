@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from agent.cli.main import app
-from agent.health.doctor import Check, DoctorOptions, ask_gateway_health, render_table, run_checks
+from agent.ops.doctor import Check, DoctorOptions, ask_gateway_health, render_table, run_checks
 from agent.publish.local_broker import LocalMosquitto
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import FakeOllama
@@ -237,9 +237,9 @@ def test_doctor_runs_as_a_command() -> None:
 def test_model_threads_beyond_the_cores_are_a_warning_with_what_to_set(tmp_path: pathlib.Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.config.models import AgentConfig, ModelConfig
-    from agent.health.doctor import _model_threads_row
+    from agent.ops.doctor import _model_threads_row
 
-    monkeypatch.setattr("agent.health.doctor.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("agent.ops.doctor.os.cpu_count", lambda: 2)
     fits = _model_threads_row(AgentConfig(model=ModelConfig(concurrent_runs=2, intra_op_threads=1)), 2)
     assert fits.status == "OK"
     assert fits.detail == "2 run(s) at once x 1 intra-op thread(s) = 2 model threads on 2 core(s)"

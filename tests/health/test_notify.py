@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from agent.health.notify import Notifier, socket_address
+from agent.ops.notify import Notifier, socket_address
 from tests.health.conftest import NotifyListener
 
 
@@ -92,7 +92,7 @@ def test_a_vanished_socket_is_logged_once_and_never_raises(caplog: pytest.LogCap
     assert n.watchdog()
     listener.close()
     os.unlink(address)
-    caplog.set_level(logging.WARNING, logger="agent.health.notify")
+    caplog.set_level(logging.WARNING, logger="agent.ops.notify")
     for _ in range(5):
         assert n.watchdog() is False
     # the old connection is refused, the retry finds no socket file: that error, once

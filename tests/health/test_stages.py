@@ -13,7 +13,7 @@ from agent.capture.grabber import Grabber
 from agent.capture.sources import SourceFrame
 from agent.config.models import CameraConfig
 from agent.errors import SourceError
-from agent.health.stages import StageProgress, evaluate
+from agent.ops.stages import StageProgress, evaluate
 
 NOW = 100.0
 

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig
-from agent.metrics.agent import METRICS
+from agent.ops.metrics import METRICS
 from agent.publish.local_broker import LocalMosquitto
 from agent.service import AgentService
 from tests.conftest import VIDEO_FRAMES

@@ -8,8 +8,8 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics.exposition import Family, format_value, render
-from agent.metrics.histogram import Histogram, LabelledHistograms
+from agent.ops.exposition import Family, format_value, render
+from agent.ops.histogram import Histogram, LabelledHistograms
 
 
 @pytest.mark.parametrize(("value", "text"), [

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from agent.metrics.server import MetricsServer
+from agent.ops.endpoint import MetricsServer
 
 
 def get(url: str) -> int:

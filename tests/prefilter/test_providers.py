@@ -176,7 +176,7 @@ def test_gpu_providers_missing_from_the_build_fall_back_to_the_cpu(tmp_path: pat
 
 @pytest.mark.skipif(not CPU_BUILD, reason="needs the CPU-only onnxruntime build (this one has TensorRT)")
 def test_doctor_reports_configured_and_used_providers(tmp_path: pathlib.Path) -> None:
-    from agent.health.doctor import _check_providers
+    from agent.ops.doctor import _check_providers
 
     config = AgentConfig.model_validate({"model": {"providers": ["tensorrt", "cpu"]}})
     rows = {c.name: c for c in _check_providers(config)}
@@ -189,7 +189,7 @@ def test_doctor_reports_configured_and_used_providers(tmp_path: pathlib.Path) ->
 
 
 def test_doctor_reports_the_tensorrt_runtime(tmp_path: pathlib.Path) -> None:
-    from agent.health.doctor import _check_providers
+    from agent.ops.doctor import _check_providers
 
     config = AgentConfig.model_validate({"model": {"runtime": "tensorrt", "engine_cache_dir": str(tmp_path)}})
     rows = {c.name: c for c in _check_providers(config)}

@@ -12,7 +12,7 @@ import pytest
 
 from agent.core.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.escalation.merge import VlmAnswer, merge
-from agent.metrics.agent import MeteredPublisher
+from agent.ops.metrics import MeteredPublisher
 from agent.publish.schema import validate_payload
 from agent.taxonomy import Taxonomy, TaxonomyFile
 from agent.taxonomy.loading import load_taxonomy
@@ -83,7 +83,7 @@ def test_the_metered_publisher_counts_unmapped_words_and_logs_each_once(
         {"label": "MISSING", "code": "M-1", "severity": "high", "synonyms": ["missing piece"]}]}))
     metered = MeteredPublisher(_Sink())
     first = dataclasses.replace(event_factory(verdict="uncertain"), taxonomy=taxonomy)
-    with caplog.at_level(logging.WARNING, logger="agent.metrics.agent"):
+    with caplog.at_level(logging.WARNING, logger="agent.ops.metrics"):
         metered.publish_event(answered(first))
         metered.publish_event(answered(dataclasses.replace(event_factory(verdict="uncertain", sequence=2),
                                                            taxonomy=taxonomy)))
@@ -100,7 +100,7 @@ def test_the_metered_publisher_counts_unmapped_words_and_logs_each_once(
 
 def test_the_unmapped_words_kept_by_name_are_bounded(event_factory: EventFactory,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.metrics import agent as metrics_agent
+    from agent.ops import metrics as metrics_agent
 
     monkeypatch.setattr(metrics_agent, "MAX_UNMAPPED_WORDS", 2)
     taxonomy = Taxonomy.from_file(TaxonomyFile.model_validate({"labels": [
