@@ -34,7 +34,7 @@ video.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -42,14 +42,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+from bench_pipeline_workers import WORKERS  # noqa: E402  (beside this script)
 
 FP32 = REPO / "models" / "conveyor-yolov8n.onnx"
 INT8 = REPO / "models" / "conveyor-yolov8n.int8.onnx"
@@ -101,204 +99,6 @@ def write_video(path: pathlib.Path, frames: int, size: tuple[int, int]) -> pathl
     return path
 
 
-def rate(stamps: list[float], warmup: int) -> float:
-    """Frames per second from the completion times of consecutive frames, after ``warmup`` frames."""
-    if len(stamps) < warmup + 2:
-        raise SystemExit(f"only {len(stamps)} frames were timed; need more than {warmup + 1} (raise --frames)")
-    return (len(stamps) - 1 - warmup) / (stamps[-1] - stamps[warmup])
-
-
-def thread_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) of every live thread of this process, by Python thread name (threads
-    Python did not start, e.g. onnxruntime's pool, are ``native``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
-    for task in pathlib.Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            stat = (task / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            name = names.get(int(task.name), "native")
-            name = "grab" if name.startswith("grab-") else name
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def cpu_per_frame(marks: list[dict[str, float]], frames: int) -> dict[str, float]:
-    if len(marks) != 2:
-        return {}
-    return {name: (marks[1][name] - marks[0].get(name, 0.0)) * 1000.0 / frames for name in sorted(marks[1])
-            if marks[1][name] > marks[0].get(name, 0.0)}
-
-
-def rss_mb(field: str = "VmHWM") -> float:
-    """This process's resident memory: ``VmHWM`` the peak so far (the kernel's high-water mark), ``VmRSS`` now."""
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-# ---------------------------------------------------------------------------------------------- workers
-# Each runs in its own process (``--worker KIND``) and prints one JSON line.
-
-
-def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
-    import cv2
-
-    from agent.config.models import ModelConfig
-    from agent.prefilter.factory import open_prefilter
-
-    model = open_prefilter(args.model, ModelConfig(path=args.model, intra_op_threads=args.threads))
-    cap = cv2.VideoCapture(str(args.video), cv2.CAP_FFMPEG)
-    tensors = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        tensors.append(model.preprocess(image)[0].copy())  # decoded and letterboxed beforehand
-    cap.release()
-    session, feed_name, out = model.session, model.info.input_name, [model.info.output_name]
-    stamps: list[float] = []
-
-    def loop(mine: list[np.ndarray]) -> None:
-        for tensor in mine:
-            session.run(out, {feed_name: tensor})
-            stamps.append(time.perf_counter())
-
-    # --runs R: R loops at once on the one session, each over every R-th frame
-    loops = [threading.Thread(target=loop, args=(tensors[k::args.runs],)) for k in range(args.runs)]
-    for t in loops:
-        t.start()
-    for t in loops:
-        t.join()
-    return {"fps": rate(sorted(stamps), args.warmup), "frames": len(stamps)}
-
-
-def worker_agent(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig
-    from agent.core.inspection import Inspection
-    from agent.service import AgentService
-
-    stamps: list[float] = []
-    boxes: dict[int, list[list[float]]] = {}
-    one_camera = args.cameras == 1
-    rss_now: list[float] = []
-    cpu_marks: list[dict[str, float]] = []  # thread CPU times at the start and near the end of the timed part
-    marks = (args.warmup * args.cameras, (args.frames - 10) * args.cameras)
-
-    def on_inspection(ins: Inspection) -> None:
-        stamps.append(time.perf_counter())
-        if len(stamps) in marks:
-            cpu_marks.append(thread_cpu_seconds())
-            rss_now.append(rss_mb("VmRSS"))
-        if one_camera:
-            boxes[ins.frame.sequence] = [[*d.box, d.class_id, d.confidence] for d in ins.result.detections]
-
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-agent-") as tmp:
-        config = AgentConfig(
-            device_id="bench", cameras=[CameraConfig(id=f"cam{i + 1}", source=str(args.video), realtime=False)
-                                        for i in range(args.cameras)],
-            model=ModelConfig(path=args.model, intra_op_threads=args.threads, concurrent_runs=args.runs),
-            mqtt=MqttConfig(url=args.broker, stats_interval_s=0), outbox=OutboxConfig(path=pathlib.Path(tmp) / "o.db"),
-            metrics=MetricsConfig(enabled=False))
-        service = AgentService(config, on_inspection=on_inspection)
-        service.start()
-        if not service.publisher.wait_connected(10.0):
-            raise SystemExit(f"the agent did not connect to the broker at {args.broker}")
-        service.wait(threading.Event())  # until every camera's video ended
-        summary = service.shutdown(timeout=30.0)
-    inspected = sum(summary.inspected.values())
-    acked = int(summary.publisher.acked)
-    if acked != inspected:
-        raise SystemExit(f"the broker acknowledged {acked} of {inspected} events")
-    return {"fps": rate(stamps, args.warmup * args.cameras), "frames": inspected, "acked": acked,
-            "rss_peak_mb": rss_mb(), "rss_running_mb": max(rss_now, default=float("nan")),
-            "cpu_ms_per_frame": cpu_per_frame(cpu_marks, marks[1] - marks[0]),
-            "boxes": {str(k): v for k, v in boxes.items()}}
-
-
-def worker_ultralytics(args: argparse.Namespace) -> dict[str, Any]:
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="bench-pipeline-yolo-")
-    from ultralytics import YOLO
-
-    from agent.config.models import ModelConfig
-
-    defaults = ModelConfig()
-    model = YOLO(str(args.model), task="detect")
-    stamps: list[float] = []
-    boxes: dict[int, list[list[float]]] = {}
-    results = model.predict(source=str(args.video), stream=True, imgsz=args.imgsz, conf=defaults.min_score,
-                            iou=defaults.iou_threshold, max_det=defaults.max_detections, device="cpu",
-                            verbose=False, project=os.environ["YOLO_CONFIG_DIR"])
-    for index, result in enumerate(results, start=1):
-        stamps.append(time.perf_counter())
-        b = result.boxes
-        boxes[index] = [[*map(float, xyxy), int(c), float(s)] for xyxy, c, s in
-                        zip(b.xyxy.numpy(), b.cls.numpy(), b.conf.numpy(), strict=True)]
-    return {"fps": rate(stamps, args.warmup), "frames": len(stamps), "boxes": {str(k): v for k, v in boxes.items()}}
-
-
-def worker_breakdown(args: argparse.Namespace) -> dict[str, Any]:
-    """One thread, one frame at a time through every stage the agent runs, each timed."""
-    import datetime
-
-    import cv2
-
-    from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, OutboxConfig
-    from agent.core.detections import PrefilterResult
-    from agent.core.frame import Frame
-    from agent.pipeline import FrameInspector
-    from agent.prefilter.factory import open_prefilter
-    from agent.service import build_publisher
-
-    stages = ("decode", "preprocess", "session.run", "postprocess", "triage+event", "outbox+mqtt")
-    times: dict[str, list[float]] = {s: [] for s in stages}
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-stages-") as tmp:
-        config = AgentConfig(device_id="bench", cameras=[CameraConfig(id="cam1", source=str(args.video))],
-                             model=ModelConfig(path=args.model, intra_op_threads=args.threads,
-                                               concurrent_runs=1),
-                             mqtt=MqttConfig(url=args.broker), outbox=OutboxConfig(path=pathlib.Path(tmp) / "o.db"))
-        model = open_prefilter(args.model, config.model)
-        inspector = FrameInspector(config, model)
-        publisher = build_publisher(config)
-        publisher.start()
-        publisher.wait_connected(10.0)
-        cap = cv2.VideoCapture(str(args.video), cv2.CAP_FFMPEG)
-        sequence = 0
-        while True:
-            t0 = time.perf_counter()
-            ok, image = cap.read()
-            t1 = time.perf_counter()
-            if not ok:
-                break
-            sequence += 1
-            tensor, plan = model.preprocess(image)
-            t2 = time.perf_counter()
-            output = model.forward(tensor)
-            t3 = time.perf_counter()
-            detections = model.postprocess(output, plan)
-            t4 = time.perf_counter()
-            frame = Frame("cam1", sequence, datetime.datetime.now(datetime.timezone.utc), time.monotonic(), image)
-            inspection = inspector._inspection(frame, PrefilterResult(model.info.model_id, detections, 1.0))
-            t5 = time.perf_counter()
-            publisher.publish_event(inspection.event)
-            t6 = time.perf_counter()
-            if sequence > args.warmup:
-                for stage, a, b in zip(stages, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6), strict=True):
-                    times[stage].append((b - a) * 1000.0)
-        cap.release()
-        publisher.flush(10.0)
-        publisher.stop(5.0)
-    return {"ms": {s: float(np.median(v)) for s, v in times.items()},
-            "mean_ms": {s: float(np.mean(v)) for s, v in times.items()}, "frames": sequence}
-
-
-WORKERS = {"bare": worker_bare, "agent": worker_agent, "ultralytics": worker_ultralytics,
-           "breakdown": worker_breakdown}
-
-
 # ---------------------------------------------------------------------------------------------- driver
 
 
@@ -326,7 +126,7 @@ def fmt_rounds(values: list[float], spec: str = ".1f") -> str:
     return " ".join(format(v, spec) for v in values)
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run: 2 rounds of 300 frames, no 4-camera RSS round")
     ap.add_argument("--rounds", type=int, default=4)
@@ -347,7 +147,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--imgsz", type=int, default=320, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = _parser().parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
@@ -400,25 +204,45 @@ def breakdown(args: argparse.Namespace, common: list[str]) -> int:
     return 0
 
 
-def compare(args: argparse.Namespace, common: list[str]) -> int:
-    from agent.evaluation.agreement import box_agreement
-    from agent.prefilter.gate_record import file_precision
+@dataclasses.dataclass
+class Rounds:
+    """What the rounds measured, by (model file name, side label)."""
 
-    precision = {m: file_precision(m) for m in args.models}
-    # a side: (label, worker, intra-op threads, concurrent runs); ultralytics runs with its own session options
+    fps: dict[tuple[str, str], list[float]] = dataclasses.field(default_factory=dict)
+    boxes: dict[tuple[str, str], dict[str, list[list[float]]]] = dataclasses.field(default_factory=dict)
+    cpu: dict[tuple[str, str], dict[str, float]] = dataclasses.field(default_factory=dict)  # by thread, last round
+    rss: dict[int, list[float]] = dataclasses.field(default_factory=lambda: {1: [], 4: []})  # peak, by cameras
+    rss_running: dict[int, list[float]] = dataclasses.field(default_factory=lambda: {1: [], 4: []})  # frames flowing
+    loads: list[str] = dataclasses.field(default_factory=list)
+
+
+Side = tuple[str, str, int, int]  # (label, worker, intra-op threads, concurrent runs)
+
+
+def compare(args: argparse.Namespace, common: list[str]) -> int:
+    # ultralytics runs with its own session options
     bare_threads = sorted({1, os.cpu_count() or 1, *(t for t, _r in args.setups)})
-    sides = [(f"bare t{t}", "bare", t, 1) for t in bare_threads]
+    sides: list[Side] = [(f"bare t{t}", "bare", t, 1) for t in bare_threads]
     sides += [(f"bare {setup_name(s)}", "bare", s[0], s[1]) for s in args.setups if s[1] > 1]
     sides += [(f"agent {setup_name(s)}", "agent", s[0], s[1]) for s in args.setups]
     if not args.no_ultralytics:
         sides.append(("ultralytics", "ultralytics", 0, 1))
+    measured = run_rounds(args, common, sides)
+    print("\nframes per second, per round:")
+    for (name, label), values in measured.fps.items():
+        print(f"  {name:<28} {label:<12} median {med(values):7.1f}   rounds: {fmt_rounds(values)}")
+    checks = print_ratios(args, measured.fps, sides, bare_threads)
+    print_details(args, measured, checks)
+    return 0
+
+
+def run_rounds(args: argparse.Namespace, common: list[str], sides: list[Side]) -> Rounds:
+    """Every side on every model, --rounds times, one worker process each."""
+    from agent.prefilter.gate_record import file_precision
+
+    precision = {m: file_precision(m) for m in args.models}
     first = args.setups[0]
-    fps: dict[tuple[str, str], list[float]] = {}
-    boxes: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
-    cpu: dict[tuple[str, str], dict[str, float]] = {}  # the agent's CPU ms per frame by thread, last round
-    rss: dict[int, list[float]] = {1: [], 4: []}  # peak over the process's life (model loading included)
-    rss_running: dict[int, list[float]] = {1: [], 4: []}  # while frames flow
-    loads: list[str] = []
+    out = Rounds()
     for r in range(args.rounds):
         # the sides of one model run back to back (their ratios matter most), the side that goes first
         # rotates every round and the models swap places every other round
@@ -428,31 +252,32 @@ def compare(args: argparse.Namespace, common: list[str]) -> int:
         for model in models:
             for label, kind, threads, runs in turn:
                 result = run_worker(kind, model, [*common, "--threads", str(threads), "--runs", str(runs)])
-                fps.setdefault((model.name, label), []).append(result["fps"])
+                out.fps.setdefault((model.name, label), []).append(result["fps"])
                 line.append(f"{precision[model]} {label} {result['fps']:.1f}")
                 if "cpu_ms_per_frame" in result:
-                    cpu[(model.name, label)] = result["cpu_ms_per_frame"]
+                    out.cpu[(model.name, label)] = result["cpu_ms_per_frame"]
                 if "boxes" in result and (kind != "agent" or (threads, runs) == first):
-                    boxes[(model.name, kind)] = result["boxes"]
+                    out.boxes[(model.name, kind)] = result["boxes"]
                 if kind == "agent" and model == args.models[-1] and (threads, runs) == first:
-                    rss[1].append(result["rss_peak_mb"])
-                    rss_running[1].append(result["rss_running_mb"])
+                    out.rss[1].append(result["rss_peak_mb"])
+                    out.rss_running[1].append(result["rss_running_mb"])
         if not args.quick and r == 0:
             four = run_worker("agent", args.models[-1], [*common, "--threads", str(first[0]), "--runs",
                                                          str(first[1]), "--cameras", "4"])
-            rss[4].append(four["rss_peak_mb"])
-            rss_running[4].append(four["rss_running_mb"])
-            fps.setdefault(("4 cameras", "agent"), []).append(four["fps"])
-        loads.append(load_text())
-        print(f"  round {r + 1}/{args.rounds}: {', '.join(line)} frames/s; {loads[-1]}", flush=True)
+            out.rss[4].append(four["rss_peak_mb"])
+            out.rss_running[4].append(four["rss_running_mb"])
+            out.fps.setdefault(("4 cameras", "agent"), []).append(four["fps"])
+        out.loads.append(load_text())
+        print(f"  round {r + 1}/{args.rounds}: {', '.join(line)} frames/s; {out.loads[-1]}", flush=True)
+    return out
 
+
+def print_ratios(args: argparse.Namespace, fps: dict[tuple[str, str], list[float]], sides: list[Side],
+                 bare_threads: list[int]) -> list[tuple[str, str, float, float]]:
+    """The ratios of sides measured next to each other; returns the ones with a bar: (setup, what, value, bar)."""
     names = [m.name for m in args.models]
-    print("\nframes per second, per round:")
-    for (name, label), values in fps.items():
-        print(f"  {name:<28} {label:<12} median {med(values):7.1f}   rounds: {fmt_rounds(values)}")
-
     print("\nratios (median of the per-round ratios; per round):")
-    checks: list[tuple[str, str, float, float]] = []  # (setup, what, value, bar)
+    checks: list[tuple[str, str, float, float]] = []
 
     def show(text: str, a: tuple[str, str], b: tuple[str, str], bar: float | None = None, setup: str = "") -> None:
         per_round = [x / y for x, y in zip(fps[a], fps[b], strict=True)]
@@ -483,36 +308,41 @@ def compare(args: argparse.Namespace, common: list[str]) -> int:
     if len(names) > 1:
         for label, _kind, _t, _r in sides:
             show(f"{label}: {names[-1]} / {names[0]}", (names[-1], label), (names[0], label))
+    return checks
 
+
+def print_details(args: argparse.Namespace, m: Rounds, checks: list[tuple[str, str, float, float]]) -> None:
+    """Box agreement with ultralytics, CPU per thread, resident memory, load, and which ratios hold."""
+    from agent.evaluation.agreement import box_agreement
+
+    names, first = [model.name for model in args.models], args.setups[0]
     if not args.no_ultralytics:
         print(f"\nbox agreement, agent {setup_name(first)} vs ultralytics (same class, IoU >= {MATCH_IOU}, last round, "
               "every frame):")
         for name in names:
-            agree = box_agreement(boxes[(name, "agent")], boxes[(name, "ultralytics")], MATCH_IOU)
+            agree = box_agreement(m.boxes[(name, "agent")], m.boxes[(name, "ultralytics")], MATCH_IOU)
             print(f"  {name:<28} matched {agree['matched']}, only agent {agree['only_a']}, only ultralytics "
                   f"{agree['only_b']}; IoU mean {agree['mean_iou']:.4f} min {agree['min_iou']:.4f}; "
                   f"|confidence difference| mean {agree['mean_conf_diff']:.4f} max {agree['max_conf_diff']:.4f}")
-
     print("\nthe agent's CPU time per frame by thread, ms (last round; 'native': threads Python did not start, e.g. "
           "FFmpeg's decoding threads; resolution 10 ms over the run):")
-    for (name, label), by_thread in cpu.items():
+    for (name, label), by_thread in m.cpu.items():
         cells = ", ".join(f"{t} {v:.2f}" for t, v in by_thread.items())
         print(f"  {name:<28} {label:<12} total {sum(by_thread.values()):5.2f}: {cells}")
-
     print(f"\nresident memory of the agent process, {names[-1]}, setup {setup_name(first)} (peak RSS over its life, "
           "model loading included; RSS while frames flow):")
-    print(f"  one camera:   peak median {med(rss[1]):6.1f} MB (rounds: {fmt_rounds(rss[1])}), running "
-          f"{med(rss_running[1]):6.1f} MB; must be <= 300 MB: {'yes' if med(rss[1]) <= 300 else 'NO'}")
-    if rss[4]:
-        print(f"  four cameras: peak {rss[4][0]:6.1f} MB, running {rss_running[4][0]:6.1f} MB "
-              f"({fps[('4 cameras', 'agent')][0]:.1f} frames/s over all four)")
-    print(f"\nload per round: {'; '.join(loads)}")
+    print(f"  one camera:   peak median {med(m.rss[1]):6.1f} MB (rounds: {fmt_rounds(m.rss[1])}), running "
+          f"{med(m.rss_running[1]):6.1f} MB; must be <= 300 MB: {'yes' if med(m.rss[1]) <= 300 else 'NO'}")
+    if m.rss[4]:
+        print(f"  four cameras: peak {m.rss[4][0]:6.1f} MB, running {m.rss_running[4][0]:6.1f} MB "
+              f"({m.fps[('4 cameras', 'agent')][0]:.1f} frames/s over all four)")
+    print(f"\nload per round: {'; '.join(m.loads)}")
     for setup in args.setups:
         mine = [c for c in checks if c[0] == setup_name(setup)]
         failed = [c for c in mine if c[2] < c[3]]
         print(f"must-shows, agent {setup_name(setup)}: {len(mine) - len(failed)} of {len(mine)} ratios hold"
               + ("" if not failed else "; not: " + ", ".join(c[1] for c in failed)))
-    return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
