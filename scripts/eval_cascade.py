@@ -20,6 +20,7 @@ import pathlib
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def ask_all(config: Any, prefilter: CachedPrefilter, images: list[tuple[str, np.
     return out
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=300, help="held-out stills to render")
     ap.add_argument("--seed", type=int, default=42, help="dataset seed (val split: seed+1); not a training seed")
@@ -104,7 +105,11 @@ def main() -> int:
     ap.add_argument("--bands", default=DEFAULT_BANDS, help="accept:reject pairs, comma-separated")
     ap.add_argument("--model", type=pathlib.Path, default=None, help="ONNX detector (default: the config default)")
     ap.add_argument("--max-escalation", type=float, default=0.10, help="budget marked in the table")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = _parser().parse_args()
     bands = [tuple(float(v) for v in b.split(":")) for b in args.bands.split(",")]
 
     base = load_config(None, env={})
@@ -132,19 +137,7 @@ def main() -> int:
             try:
                 config = base.model_copy(update={"escalation": base.escalation.model_copy(
                     update={"gateway": gateway.address, "call_deadline_s": 30.0})})
-                escalation = GatewayEscalation(config.escalation)
-                try:
-                    rows = []
-                    vlm: list[Prediction] | None = None
-                    for accept, reject in bands:
-                        band = config.model_copy(update={"triage": config.triage.model_copy(
-                            update={"accept": accept, "reject": reject})})
-                        joined = join(run_band(band, prefilter, images, escalation), truth, strip)
-                        if vlm is None:
-                            vlm = ask_all(band, prefilter, images, joined, escalation, frozenset(classes))
-                        rows.append(((accept, reject), strategies(joined, classes, vlm)))
-                finally:
-                    escalation.close()
+                rows = _rows(config, bands, prefilter, images, truth, strip, classes)
             finally:
                 gateway.stop(grace=0)
 
@@ -152,6 +145,30 @@ def main() -> int:
     print(f"model {model.info.model_id}; {len(images)} held-out stills (seed {args.seed}, val split), "  # type: ignore[attr-defined]
           f"{defects} with a defect; simulated VLM wrong about {100 * args.error_rate:.0f}% of images "
           f"(answer from the ground truth, a stated simulation)")
+    _print_table(rows, args.max_escalation)
+    return 0
+
+
+def _rows(config: Any, bands: list[tuple[float, ...]], prefilter: Any, images: list[tuple[str, np.ndarray]],
+          truth: Any, strip: Any, classes: Sequence[str]) -> list[tuple[tuple[float, ...], Any]]:
+    """Each band's three strategies, through the gateway (the VLM on every image asked once, at the first band)."""
+    escalation = GatewayEscalation(config.escalation)
+    try:
+        rows: list[tuple[tuple[float, ...], Any]] = []
+        vlm: list[Prediction] | None = None
+        for accept, reject in bands:
+            band = config.model_copy(update={"triage": config.triage.model_copy(
+                update={"accept": accept, "reject": reject})})
+            joined = join(run_band(band, prefilter, images, escalation), truth, strip)
+            if vlm is None:
+                vlm = ask_all(band, prefilter, images, joined, escalation, frozenset(classes))
+            rows.append(((accept, reject), strategies(joined, classes, vlm)))
+        return rows
+    finally:
+        escalation.close()
+
+
+def _print_table(rows: list[tuple[tuple[float, ...], Any]], max_escalation: float) -> None:
     print(f"{'accept':>6} {'reject':>6} {'escalated':>9} | {'F1 prefilter':>12} {'F1 cascade':>10} {'F1 VLM-all':>10} "
           f"| {'macro prefilter':>15} {'macro cascade':>13} {'macro VLM-all':>13}")
 
@@ -160,16 +177,15 @@ def main() -> int:
 
     for (accept, reject), results in rows:
         pre, cas, allv = results
-        within = cas.escalation_rate <= args.max_escalation
+        within = cas.escalation_rate <= max_escalation
         mark = (" *" if within and (cas.macro_f1 or 0) > (pre.macro_f1 or 0) else "") + (
             " +" if within and (cas.defect.f1 or 0) > (pre.defect.f1 or 0) else "")
         print(f"{accept:>6.2f} {reject:>6.2f} {100 * cas.escalation_rate:>8.1f}% | {f(pre.defect.f1, 12)} "
               f"{f(cas.defect.f1, 10)} {f(allv.defect.f1, 10)} | {f(pre.macro_f1, 15)} {f(cas.macro_f1, 13)} "
               f"{f(allv.macro_f1, 13)}{mark}")
     print(f"*: the cascade's macro (per-class) F1 above the prefilter's, +: its defect F1 above the prefilter's, "
-          f"with at most {100 * args.max_escalation:.0f}% of images escalated. VLM-all escalates 100%, prefilter "
+          f"with at most {100 * max_escalation:.0f}% of images escalated. VLM-all escalates 100%, prefilter "
           f"alone 0%. Prefilter alone decides an uncertain image at the reject threshold (every kept tag counts).")
-    return 0
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from agent.training.card import detector_class_table, read_earlier_training  # n
 from agent.training.yolo_arch import model_yaml  # noqa: E402  (the YOLOv8 yaml, shared with models train)
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", default="conveyor-yolov8n")
     ap.add_argument("--train", type=int, default=600, help="training images")
@@ -61,7 +61,11 @@ def main() -> int:
     ap.add_argument("--finish-only", action="store_true",
                     help="skip dataset and training: validate, export and write the card from WORKDIR/run "
                          "(for a run whose training ended but whose export did not)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = _parser().parse_args()
 
     from agent.core.frame import DEFECT_CLASSES
     from agent.dataset.synth import write_synthetic_dataset
