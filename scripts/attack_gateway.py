@@ -48,8 +48,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from agent.config.models import EscalationConfig  # noqa: E402
 from agent.escalation.client import EscalationClient, channel_options  # noqa: E402
-from agent.escalation.wire import escalation_pb2 as pb  # noqa: E402
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc  # noqa: E402
+from agent.wire import escalation_pb2 as pb  # noqa: E402
+from agent.wire import escalation_pb2_grpc as pb_grpc  # noqa: E402
 from tests.escalation import samples  # noqa: E402
 
 MB = 1024 * 1024

@@ -41,12 +41,12 @@ import cv2  # noqa: E402
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.config.gateway import GatewayConfig  # noqa: E402
-from agent.escalation.service import build_prompt  # noqa: E402
-from agent.escalation.stats import percentile  # noqa: E402
-from agent.escalation.vlm import OllamaVlm  # noqa: E402
-from agent.escalation.wire import escalation_pb2 as pb  # noqa: E402
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc  # noqa: E402
+from agent.gateway.config import GatewayConfig  # noqa: E402
+from agent.gateway.service import build_prompt  # noqa: E402
+from agent.gateway.stats import percentile  # noqa: E402
+from agent.gateway.vlm import OllamaVlm  # noqa: E402
+from agent.wire import escalation_pb2 as pb  # noqa: E402
+from agent.wire import escalation_pb2_grpc as pb_grpc  # noqa: E402
 from tests.fakes.gateway import gateway_config  # noqa: E402
 
 AGENTS = (1, 2, 4, 8)

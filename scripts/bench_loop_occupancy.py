@@ -9,7 +9,7 @@ that holds the loop for N ms delays every other call and health probe by N ms. T
 
 1. The chat body to Ollama for a frame and 4 crops of ``limits.max_image_bytes`` (2 MiB): built at once
    (``base64.b64encode`` of each image, then httpx's ``json=`` encoding, as the gateway did until ChatBody)
-   and in pieces (:class:`agent.escalation.chatbody.ChatBody`): the longest step and the total.
+   and in pieces (:class:`agent.gateway.chatbody.ChatBody`): the longest step and the total.
 2. Protobuf parsing of one request of ``limits.max_message_bytes`` (6 MiB), which gRPC does on the loop and
    which holds the GIL (a thread would not help): all images, and all detections (the worst case).
 3. ``Describe`` through the real gateway (in this process, its loop in a thread; the fake Ollama answering
@@ -39,11 +39,11 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.escalation import service as service_module  # noqa: E402
-from agent.escalation import vlm as vlm_module  # noqa: E402
-from agent.escalation.chatbody import ChatBody  # noqa: E402
-from agent.escalation.service import RequestParser  # noqa: E402
-from agent.escalation.wire import escalation_pb2 as pb  # noqa: E402
+from agent.gateway import service as service_module  # noqa: E402
+from agent.gateway import vlm as vlm_module  # noqa: E402
+from agent.gateway.chatbody import ChatBody  # noqa: E402
+from agent.gateway.service import RequestParser  # noqa: E402
+from agent.wire import escalation_pb2 as pb  # noqa: E402
 from tests.escalation import samples  # noqa: E402
 from tests.escalation.loopcpu import LoopCpu  # noqa: E402
 from tests.fakes.gateway import GatewayThread, gateway_config  # noqa: E402

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Generate the committed gRPC stubs of the escalation service from its .proto.
 
-    python scripts/gen_proto.py            # rewrite agent/escalation/wire/escalation_pb2{.py,.pyi,_grpc.py}
+    python scripts/gen_proto.py            # rewrite agent/wire/escalation_pb2{.py,.pyi,_grpc.py}
     python scripts/gen_proto.py --out DIR  # write them into DIR instead (the stubs test compares the two)
 
 Runs protoc from ``grpcio-tools`` (the ``dev`` extra; its version must equal the
 installed ``grpcio``, see pyproject). protoc writes the sibling import in
 ``escalation_pb2_grpc.py`` as an absolute import that mirrors the .proto's path
 (``from edge_agent.v1 import escalation_pb2``); no protoc flag changes that, so it
-is rewritten here to the package the stubs live in (``agent.escalation.wire``).
+is rewritten here to the package the stubs live in (``agent.wire``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import tempfile
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO / "proto"
 PROTO_FILE = "edge_agent/v1/escalation.proto"
-PACKAGE = "agent.escalation.wire"
-OUT_DIR = REPO / "agent" / "escalation" / "wire"
+PACKAGE = "agent.wire"
+OUT_DIR = REPO / "agent" / "wire"
 GENERATED = ("escalation_pb2.py", "escalation_pb2.pyi", "escalation_pb2_grpc.py")
 
 _PROTOC_IMPORT = "from edge_agent.v1 import escalation_pb2 as"

@@ -172,7 +172,7 @@ def test_whole_config_examples_pass_config_check(example: Example, tmp_path: pat
     (tmp_path / "models").symlink_to(ROOT / "models", target_is_directory=True)
     shutil.copy(ROOT / "systemd" / "taxonomy.example.yaml", tmp_path / "taxonomy.yaml")
     if example.kind == "gateway-config":
-        from agent.config.gateway import load_gateway_config
+        from agent.gateway.config import load_gateway_config
 
         (tmp_path / "gateway.yaml").write_text(example.text, encoding="utf-8")
         load_gateway_config(tmp_path / "gateway.yaml", env={})

@@ -23,9 +23,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.escalation.health import REASON_KEY
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
 from agent.publish.local_broker import LocalMosquitto
+from agent.wire import escalation_pb2_grpc as pb_grpc
+from agent.wire.health import REASON_KEY
 from tests.conftest import MqttCollector
 from tests.escalation import samples
 from tests.escalation.test_gateway_cli import StderrLines

@@ -27,7 +27,7 @@ from agent.core.event import EscalationOutcome, TagEvent
 from agent.escalation.client import EscalationClient, channel_credentials, read_token
 from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.request import build_request
-from agent.escalation.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2 as pb
 
 
 class GatewayEscalation:

@@ -258,7 +258,7 @@ def gateway(
     log_level: Annotated[str | None, typer.Option(help="override logging.level")] = None,
 ) -> None:
     """Run the escalation gateway (gRPC, next to Ollama) until SIGTERM/SIGINT."""
-    from agent.cli.gateway import run_gateway
+    from agent.gateway.main import run_gateway
 
     private_files()
     try:
@@ -280,7 +280,7 @@ def gateway_modelfile(
 ) -> None:
     """Print an Ollama Modelfile that asks the VLM about the taxonomy's line: its part, what good looks like,
     each defect label with its description; then `ollama create NAME -f FILE` on the gateway host."""
-    from agent.cli.gateway import modelfile
+    from agent.gateway.main import modelfile
 
     try:
         text = modelfile(taxonomy, base, name, out)

@@ -3,8 +3,10 @@
 * the agent's broker: ``mqtt://`` (not ``mqtts://``) with a username and password to a broker that is not on
   this host: the password goes over the wire in the clear with every CONNECT;
 * the agent's gateway: ``escalation.gateway`` off this host without ``escalation.tls``: frames, crops and the
-  VLM's answers cross the network in the clear;
-* the gateway's own port: ``listen`` on an address other hosts reach, without ``tls``.
+  VLM's answers cross the network in the clear.
+
+The gateway's own port (``listen`` reachable from other hosts without ``tls``) is checked by
+:func:`agent.gateway.config.gateway_plaintext_channels`.
 
 Loopback addresses (127.0.0.0/8, ::1, ``localhost``) and unix sockets stay on the host and are fine. The checks
 read the config only (no I/O, no DNS): a host name other than ``localhost`` counts as off the host.
@@ -15,11 +17,10 @@ from __future__ import annotations
 import ipaddress
 import urllib.parse
 
-from agent.config.gateway import GatewayConfig, is_loopback
 from agent.config.models import AgentConfig
 from agent.redact import redact
 
-__all__ = ["agent_plaintext_channels", "gateway_plaintext_channels", "is_loopback_host"]
+__all__ = ["agent_plaintext_channels", "is_loopback_host"]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -65,11 +66,3 @@ def agent_plaintext_channels(config: AgentConfig) -> list[str]:
                             "gateway) or reach it through a loopback address or a unix socket")
     return warnings
 
-
-def gateway_plaintext_channels(config: GatewayConfig) -> list[str]:
-    """One warning per plain-text channel of the gateway's config (empty: none)."""
-    if config.tls is not None or is_loopback(config.listen):
-        return []
-    return [f"listen {config.listen} is plain text on an address other hosts reach: frames, answers and any "
-            "credentials cross the network in the clear; set tls: (cert_file, key_file, and client_ca_file "
-            "for mutual TLS) or listen on 127.0.0.1 or a unix socket"]

@@ -75,9 +75,10 @@ from agent.core.decision import Verdict
 from agent.core.event import EscalationStatus
 from agent.errors import ConfigError
 from agent.escalation.merge import VlmAnswer, VlmDefect
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
 from agent.redact import redact
+from agent.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2_grpc as pb_grpc
+from agent.wire.health import REASON_KEY
 
 __all__ = ["SERVICE", "CallResult", "EscalationClient", "channel_credentials", "channel_options", "classify",
            "read_token", "to_answer"]
@@ -87,8 +88,8 @@ _VERDICTS: dict[int, Verdict] = {pb.VERDICT_PASS: "pass", pb.VERDICT_DEFECT: "de
                                  pb.VERDICT_UNCERTAIN: "uncertain"}
 _SEVERITIES: dict[int, Any] = {pb.SEVERITY_LOW: "low", pb.SEVERITY_MEDIUM: "medium", pb.SEVERITY_HIGH: "high"}
 _NAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:")  # a gateway tokens file's NAME: part
-HEALTH_REASON_KEY = "edge-health-reason-bin"
-"""The trailing metadata key of the gateway's short NOT_SERVING phrase (``agent.escalation.health.REASON_KEY``)."""
+HEALTH_REASON_KEY = REASON_KEY
+"""The trailing metadata key of the gateway's short NOT_SERVING phrase (:mod:`agent.wire.health`)."""
 _WHY_EVERY_S = 5.0
 _WHY_TIMEOUT_S = 0.5
 _UNHEALTHY_HINT = (" (the gateway's health service says NOT_SERVING: its VLM is unreachable, still loading the "

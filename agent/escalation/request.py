@@ -28,7 +28,7 @@ import numpy as np
 
 from agent.core.decision import TriageDecision
 from agent.core.event import TagEvent
-from agent.escalation.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2 as pb
 
 __all__ = ["MIN_CROP_SIDE", "build_request", "crop_region", "downscale", "encode_jpeg"]
 

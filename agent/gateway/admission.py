@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 
 from agent.errors import GatewayError
-from agent.escalation.auth import ANONYMOUS, TokenTable, bearer_token
+from agent.gateway.auth import ANONYMOUS, TokenTable, bearer_token
 
 __all__ = ["Admission", "CallGate", "ClientBusy", "QueueFull", "Ticket"]
 

@@ -32,6 +32,7 @@ __all__ = [
     "GatewayAuthConfig",
     "GatewayConfig",
     "GatewayMetricsConfig",
+    "gateway_plaintext_channels",
     "GatewayTlsConfig",
     "LimitsConfig",
     "OllamaConfig",
@@ -243,7 +244,7 @@ class GatewayConfig(_Strict):
     taxonomy: pathlib.Path | None = Field(
         default=None, description="the plant's taxonomy file (the agents' own; relative to this file): the "
         "question names its line, its labels with their descriptions and what a good part looks like, and "
-        "the answer's defect types are its labels (agent.escalation.question); None: parts on a conveyor "
+        "the answer's defect types are its labels (agent.gateway.question); None: parts on a conveyor "
         "belt and defect_classes")
     health_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=5.0, description="how often the health service asks Ollama whether the model is there")
@@ -316,3 +317,12 @@ def load_gateway_config(path: pathlib.Path | str | None, env: Mapping[str, str] 
     """The gateway's config from ``path`` (None: defaults) and ``EDGE_GATEWAY_*`` variables of ``env``
     (default ``os.environ``). Raises ConfigError listing every problem with its line or variable."""
     return load_model(GatewayConfig, path, env, env_prefix=ENV_PREFIX, file_fields=_FILE_FIELDS)
+
+
+def gateway_plaintext_channels(config: GatewayConfig) -> list[str]:
+    """One warning per plain-text channel of the gateway's config (empty: none)."""
+    if config.tls is not None or is_loopback(config.listen):
+        return []
+    return [f"listen {config.listen} is plain text on an address other hosts reach: frames, answers and any "
+            "credentials cross the network in the clear; set tls: (cert_file, key_file, and client_ca_file "
+            "for mutual TLS) or listen on 127.0.0.1 or a unix socket"]

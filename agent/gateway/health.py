@@ -34,8 +34,9 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
-from agent.escalation.vlm import Vlm
+from agent.gateway.vlm import Vlm
 from agent.redact import redact
+from agent.wire.health import REASON_KEY
 
 __all__ = ["NOT_SERVING", "PUBLIC_REASONS", "REASON_KEY", "SERVING", "DetailedHealthServicer", "HealthMonitor",
            "public_reason"]
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-REASON_KEY = "edge-health-reason-bin"
 PUBLIC_REASONS = ("serving", "starting", "stopping", "loading model", "VLM unreachable", "model not available",
                   "VLM not ready")
 # what a detailed reason from Vlm.check says, in the public words (first match wins)

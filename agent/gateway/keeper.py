@@ -36,7 +36,7 @@ import httpx
 import ollama
 import pydantic
 
-from agent.config.gateway import OllamaConfig
+from agent.gateway.config import OllamaConfig
 from agent.redact import redact
 
 __all__ = ["RETRY_FAILED_S", "RUNNER_DEATHS", "RUNNER_DEATH_WINDOW_S", "ModelKeeper", "State"]

@@ -17,11 +17,10 @@ import signal
 import typer
 
 from agent import logs
-from agent.config.gateway import ENV_PREFIX, GatewayConfig, load_gateway_config
-from agent.config.plaintext import gateway_plaintext_channels
 from agent.errors import ConfigError
-from agent.escalation.server import serve
-from agent.health.gateway import GatewayHealth
+from agent.gateway.config import ENV_PREFIX, GatewayConfig, gateway_plaintext_channels, load_gateway_config
+from agent.gateway.server import serve
+from agent.gateway.supervision import GatewayHealth
 from agent.ops.notify import Notifier
 from agent.redact import redact
 
@@ -71,8 +70,8 @@ async def _serve_until_signal(config: GatewayConfig) -> None:
 def modelfile(taxonomy: pathlib.Path | None, base: str, name: str, out: pathlib.Path | None) -> str:
     """The Modelfile for ``taxonomy``'s line (None: the conveyor and the default defect classes), written to
     ``out`` when given (whole or not at all); returns its text. Raises ConfigError naming a bad input."""
-    from agent.config.gateway import is_model_name
-    from agent.escalation.question import load_inspection, modelfile_text
+    from agent.gateway.config import is_model_name
+    from agent.gateway.question import load_inspection, modelfile_text
 
     problems = [f"--{flag} {value!r} is not an Ollama model name; expected NAME[:TAG], e.g. llava:7b"
                 for flag, value in (("from", base), ("name", name)) if not is_model_name(value)]

@@ -1,7 +1,7 @@
 """The gateway's metrics (``edge_gateway_*``), read from the running server at scrape time.
 
 The numbers are plain ints and floats owned by the gateway's event loop (the admission
-counters) or guarded by a lock (:class:`~agent.escalation.stats.CallStats`); reading them
+counters) or guarded by a lock (:class:`~agent.gateway.stats.CallStats`); reading them
 from the HTTP thread is safe.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from agent.ops.exposition import Family, MetricType, render
 
 if TYPE_CHECKING:
-    from agent.escalation.server import GatewayServer
+    from agent.gateway.server import GatewayServer
 
 __all__ = ["GATEWAY_METRICS", "gateway_families", "render_gateway_metrics"]
 

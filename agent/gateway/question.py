@@ -12,7 +12,7 @@ at start (:func:`load_inspection`), not per call:
   and before the crops, and the prompt says which image it is. It costs ``ollama.image_tokens`` like any
   image: when a question does not fit the model's context, the crops are left out first (they are about
   this frame), then the reference image (the text still says what good looks like); the answer's notes
-  say so (:mod:`agent.escalation.vlm`).
+  say so (:mod:`agent.gateway.vlm`).
 
 Without a taxonomy the gateway asks about parts on a conveyor belt, naming ``defect_classes``. A taxonomy
 and an explicit ``defect_classes`` naming a word the taxonomy does not map are a config error.
@@ -26,10 +26,10 @@ from __future__ import annotations
 import pathlib
 import re
 
-from agent.config.gateway import GatewayConfig
 from agent.errors import ConfigError, RequestRejected
-from agent.escalation.images import check_image
-from agent.escalation.templates import OTHER_DEFECT, Inspection, conveyor_inspection, make_inspection
+from agent.gateway.config import GatewayConfig
+from agent.gateway.images import check_image
+from agent.gateway.templates import OTHER_DEFECT, Inspection, conveyor_inspection, make_inspection
 from agent.taxonomy.model import Taxonomy, normalise
 
 __all__ = ["MODELFILE_PARAMETERS", "line_inspection", "load_inspection", "modelfile_text"]

@@ -5,13 +5,13 @@
     await server.stop()                                 # health NOT_SERVING first, then a graceful stop
 
 Beside ``edge_agent.v1.Escalation`` it runs the standard health service (see
-:mod:`agent.escalation.health`) and, with ``reflection: true``, server
+:mod:`agent.gateway.health`) and, with ``reflection: true``, server
 reflection. It listens on ``config.listen`` (``HOST:PORT``, port 0 for a free
 one, or ``unix:/path``), in plain text or with TLS (``config.tls``; with
 ``client_ca_file``, mutual TLS). ``auth.tokens_file`` makes every ``Describe``
-carry a bearer token (:mod:`agent.escalation.auth`).
+carry a bearer token (:mod:`agent.gateway.auth`).
 
-Admission (:mod:`agent.escalation.admission`): an interceptor authenticates and
+Admission (:mod:`agent.gateway.admission`): an interceptor authenticates and
 admits each ``Describe`` before gRPC reads its request, so at most
 ``2 * parallel`` requests are in memory at once (the rest of the queue waits unread); there is no gRPC-wide cap
 on concurrent calls (``maximum_concurrent_rpcs`` counted every agent's health
@@ -40,20 +40,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent.config.gateway import GatewayConfig, GatewayTlsConfig
 from agent.errors import GatewayError
-from agent.escalation.admission import CallGate
-from agent.escalation.auth import TokenTable
-from agent.escalation.health import DetailedHealthServicer, HealthMonitor
-from agent.escalation.looplag import LoopLag
-from agent.escalation.question import load_inspection
-from agent.escalation.service import EscalationService
-from agent.escalation.stats import CallStats
-from agent.escalation.unix_socket import open_unix_socket
-from agent.escalation.vlm import OllamaVlm, Vlm
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.gateway.admission import CallGate
+from agent.gateway.auth import TokenTable
+from agent.gateway.config import GatewayConfig, GatewayTlsConfig
+from agent.gateway.health import DetailedHealthServicer, HealthMonitor
+from agent.gateway.looplag import LoopLag
+from agent.gateway.question import load_inspection
+from agent.gateway.service import EscalationService
+from agent.gateway.stats import CallStats
+from agent.gateway.unix_socket import open_unix_socket
+from agent.gateway.vlm import OllamaVlm, Vlm
 from agent.redact import redact
+from agent.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2_grpc as pb_grpc
 
 __all__ = ["SERVICE_NAME", "GatewayServer", "serve"]
 

@@ -1,16 +1,16 @@
 """The gateway's ``Describe`` handler: check the request, decode its images, wait for a VLM slot, ask, answer.
 
 One call, in order (its admission, before gRPC reads the request, is
-:class:`~agent.escalation.admission.CallGate`'s: authentication, room, the
+:class:`~agent.gateway.admission.CallGate`'s: authentication, room, the
 client's quota):
 
 0. gRPC's deserializer (:class:`RequestParser`) counts the request's fields before parsing it, so that
-   no request within gRPC's size limit holds the event loop for long (:mod:`agent.escalation.wirecheck`);
+   no request within gRPC's size limit holds the event loop for long (:mod:`agent.gateway.wirecheck`);
    too many detections, crops or fields: INVALID_ARGUMENT;
 1. :func:`build_prompt` checks what costs nothing to check: the template
    (``template_id``; empty means ``inspect-v1``), the number of crops and of
    detections (before any is read), each image's size and header
-   (:func:`~agent.escalation.images.inspect_image`: bytes, pixels, JPEG scans,
+   (:func:`~agent.gateway.images.inspect_image`: bytes, pixels, JPEG scans,
    its end marker), the hints; INVALID_ARGUMENT with the reason;
 2. :class:`ImageDecoder` decodes the images to prove them sound, in a pool of
    ``limits.decode_workers`` threads (never on the event loop); a call whose
@@ -18,7 +18,7 @@ client's quota):
 3. :meth:`Admission.slot` gives the call one of ``limits.parallel`` VLM slots;
 4. the VLM is asked with the call's remaining deadline
    (``context.time_remaining()``); its errors become their gRPC status
-   (see :mod:`agent.escalation.vlm`). When the call is cancelled or its
+   (see :mod:`agent.gateway.vlm`). When the call is cancelled or its
    deadline passes, grpc.aio cancels this handler's task, and with it the wait
    or the HTTP request to Ollama.
 
@@ -40,19 +40,19 @@ from typing import TypeVar
 
 import grpc
 
-from agent.config.gateway import GatewayConfig
 from agent.errors import RequestRejected, VlmError, VlmModelMissing, VlmUnavailable
-from agent.escalation.admission import Admission, ClientBusy, QueueFull, Ticket
-from agent.escalation.auth import ANONYMOUS, certificate_name
-from agent.escalation.images import ImageInfo, decode_image, inspect_image
-from agent.escalation.question import load_inspection
-from agent.escalation.stats import CallStats
-from agent.escalation.templates import Hint, Inspection, Prompt, get_template
-from agent.escalation.vlm import Vlm, VlmResult
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
-from agent.escalation.wirecheck import count_fields, field_budget
+from agent.gateway.admission import Admission, ClientBusy, QueueFull, Ticket
+from agent.gateway.auth import ANONYMOUS, certificate_name
+from agent.gateway.config import GatewayConfig
+from agent.gateway.images import ImageInfo, decode_image, inspect_image
+from agent.gateway.question import load_inspection
+from agent.gateway.stats import CallStats
+from agent.gateway.templates import Hint, Inspection, Prompt, get_template
+from agent.gateway.vlm import Vlm, VlmResult
+from agent.gateway.wirecheck import count_fields, field_budget
 from agent.redact import redact
+from agent.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2_grpc as pb_grpc
 
 __all__ = ["Admission", "EscalationService", "ImageDecoder", "QueueFull", "RequestParser", "UnparsedRequest",
            "build_prompt", "check_request", "request_images", "to_response"]
@@ -68,7 +68,7 @@ CheckedImage = tuple[bytes, ImageInfo, str]
 
 @dataclasses.dataclass(frozen=True)
 class UnparsedRequest:
-    """A request refused before it was parsed (:mod:`agent.escalation.wirecheck`): why."""
+    """A request refused before it was parsed (:mod:`agent.gateway.wirecheck`): why."""
 
     reason: str  # data, its header facts, its name in messages ("crops[1].image")
 
@@ -176,7 +176,7 @@ def to_response(result: VlmResult, gateway_ms: float) -> pb.DescribeResponse:
 class EscalationService(pb_grpc.EscalationServicer):
     """The ``edge_agent.v1.Escalation`` servicer. ``on_vlm_trouble`` is called (with the reason) when
     Ollama looks unreachable or the model missing, so that the health status follows at once.
-    Calls come through :class:`~agent.escalation.admission.CallGate` to :meth:`describe`, with a ticket;
+    Calls come through :class:`~agent.gateway.admission.CallGate` to :meth:`describe`, with a ticket;
     ``Describe`` itself (no gate in front, as in a test that adds the servicer alone) takes its own."""
 
     def __init__(self, vlm: Vlm, config: GatewayConfig, stats: CallStats,

@@ -15,10 +15,10 @@ import logging
 import time
 from typing import Any
 
-from agent.config.gateway import GatewayConfig
 from agent.errors import MetricsError
-from agent.escalation.server import GatewayServer
-from agent.metrics.gateway import render_gateway_metrics
+from agent.gateway.config import GatewayConfig
+from agent.gateway.metrics import render_gateway_metrics
+from agent.gateway.server import GatewayServer
 from agent.ops.endpoint import MetricsServer
 from agent.ops.notify import Notifier
 from agent.redact import redact

@@ -23,7 +23,7 @@ The parts of a question that do not change from frame to frame (system prompt,
 defect types and their descriptions, the schema, a reference image of a good part)
 are an :class:`Inspection`, built once when the gateway starts: the conveyor default
 from the gateway's ``defect_classes`` (:func:`conveyor_inspection`), or the plant's
-line from its taxonomy (:mod:`agent.escalation.question`).
+line from its taxonomy (:mod:`agent.gateway.question`).
 
 The images are, in order: the frame, the reference image of a good part (when the
 inspection has one), the crops. A :class:`Prompt` can be rebuilt with fewer crops
@@ -237,7 +237,7 @@ class Prompt:
 @dataclasses.dataclass(frozen=True)
 class Inspection:
     """The parts of the question that are the same for every frame, built once when the gateway starts
-    (:func:`conveyor_inspection`, or :func:`agent.escalation.question.line_inspection` from the plant's
+    (:func:`conveyor_inspection`, or :func:`agent.gateway.question.line_inspection` from the plant's
     taxonomy): the system prompt, the sentence naming the defect types, the answer schema (as sent and as
     written into the prompt), and the optional reference image of a good part."""
 

@@ -13,8 +13,8 @@ import logging
 import os
 import pathlib
 
-from agent.config.gateway import UnixSocketConfig
 from agent.errors import GatewayError
+from agent.gateway.config import UnixSocketConfig
 
 __all__ = ["open_unix_socket"]
 

@@ -8,10 +8,10 @@ prompt longer than the context instead of silently dropping the message with the
 images or cutting it), checks the answer against the schema and asks once more
 when it does not match.
 
-The model is kept loaded by a :class:`~agent.escalation.keeper.ModelKeeper`: the
+The model is kept loaded by a :class:`~agent.gateway.keeper.ModelKeeper`: the
 health check (:meth:`OllamaVlm.check`) starts a load when ``/api/ps`` does not
 list the model, and a call that finds a load in progress waits for it within its
-deadline (see :mod:`agent.escalation.keeper`).
+deadline (see :mod:`agent.gateway.keeper`).
 
 Before each attempt the prompt is fitted into the model's context: its tokens are
 estimated (text: one per 3 UTF-8 bytes, a deliberate overestimate; each image
@@ -63,7 +63,6 @@ import httpx
 import ollama
 import pydantic
 
-from agent.config.gateway import OllamaConfig
 from agent.errors import (
     RequestRejected,
     VlmError,
@@ -74,9 +73,10 @@ from agent.errors import (
     VlmTimeout,
     VlmUnavailable,
 )
-from agent.escalation.chatbody import ChatBody
-from agent.escalation.keeper import ModelKeeper, is_memory_error
-from agent.escalation.templates import Answer, InvalidAnswer, Prompt, parse_answer
+from agent.gateway.chatbody import ChatBody
+from agent.gateway.config import OllamaConfig
+from agent.gateway.keeper import ModelKeeper, is_memory_error
+from agent.gateway.templates import Answer, InvalidAnswer, Prompt, parse_answer
 from agent.redact import redact
 
 __all__ = ["OllamaVlm", "Vlm", "VlmResult"]
@@ -316,7 +316,7 @@ class OllamaVlm:
 
     async def check(self) -> str | None:
         """None when Ollama is reachable and has the model loaded; else the reason why not. Starts a load
-        (see :mod:`agent.escalation.keeper`) when the model is not loaded; the reason then starts with
+        (see :mod:`agent.gateway.keeper`) when the model is not loaded; the reason then starts with
         "loading:"."""
         problem = await self._check_show()
         if problem is not None or self.keeper.unloads_at_once:

@@ -481,7 +481,7 @@ def ask_gateway_health(target: str, credentials: Any = None, options: list[tuple
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from agent.escalation.health import REASON_KEY
+    from agent.wire.health import REASON_KEY
 
     channel = (grpc.secure_channel(target, credentials, options=options or []) if credentials is not None
                else grpc.insecure_channel(target, options=options or []))

@@ -11,7 +11,7 @@ that mean it (the prefilter's class names, the VLM's defect words and their syno
         synonyms: [scratch, scrape, scuff, scratches]
 
 An optional ``line:`` section says what the camera looks at, for the gateway's question to the VLM
-(:mod:`agent.escalation.question`); with it, each entry's ``description`` is given to the VLM too::
+(:mod:`agent.gateway.question`); with it, each entry's ``description`` is given to the VLM too::
 
     line:
       part: a machined steel surface, seen from above   # what the camera looks at

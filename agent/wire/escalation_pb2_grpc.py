@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from agent.escalation.wire import escalation_pb2 as edge__agent_dot_v1_dot_escalation__pb2
+from agent.wire import escalation_pb2 as edge__agent_dot_v1_dot_escalation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.config.gateway import GatewayConfig
 from agent.config.models import AgentConfig
-from agent.config.plaintext import agent_plaintext_channels, gateway_plaintext_channels, is_loopback_host
+from agent.config.plaintext import agent_plaintext_channels, is_loopback_host
+from agent.gateway.config import GatewayConfig, gateway_plaintext_channels
 from tests.escalation.test_gateway_cli import StderrLines
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import FakeOllama
 

@@ -9,7 +9,7 @@ import zlib
 import cv2
 import numpy as np
 
-from agent.escalation.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2 as pb
 
 
 @functools.cache

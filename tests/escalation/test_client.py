@@ -17,7 +17,7 @@ import pytest
 from agent.config.models import EscalationConfig
 from agent.errors import ConfigError
 from agent.escalation.client import CallResult, EscalationClient, channel_credentials, channel_options, classify
-from agent.escalation.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2 as pb
 from tests.escalation import samples
 from tests.escalation.scripted import Fail, Hang, ScriptedGateway, reply
 
@@ -199,7 +199,7 @@ def test_a_unix_socket_gateway(tmp_path: pathlib.Path) -> None:
 
 def test_channel_options_agree_with_the_gateways_keepalive_policy() -> None:
     options = dict(channel_options(EscalationConfig(gateway="gw:50061")))
-    # the gateway allows a ping every 10 s without calls (agent.escalation.server)
+    # the gateway allows a ping every 10 s without calls (agent.gateway.server)
     assert options["grpc.keepalive_time_ms"] >= 10_000 and options["grpc.keepalive_permit_without_calls"] == 1
     service_config = json.loads(options["grpc.service_config"])
     assert service_config["loadBalancingConfig"] == [{"round_robin": {}}]

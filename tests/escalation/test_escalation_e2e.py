@@ -1,5 +1,5 @@
 """End to end: synthetic camera -> agent service (shipped model, triage, escalation thread) -> real gRPC
-gateway (``agent.escalation.server``) -> fake Ollama (scripted answers, faults) -> outbox -> real Mosquitto.
+gateway (``agent.gateway.server``) -> fake Ollama (scripted answers, faults) -> outbox -> real Mosquitto.
 
 The fault tests run a live 4 fps camera through three phases (healthy, Ollama broken, healthy again)
 and check that inspection keeps the camera's rate, that every frame is published once with the status

@@ -15,12 +15,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from agent.config.gateway import GatewayConfig
 from agent.errors import GatewayError
-from agent.escalation.server import SERVICE_NAME, serve
-from agent.escalation.templates import answer_schema
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.gateway.config import GatewayConfig
+from agent.gateway.server import SERVICE_NAME, serve
+from agent.gateway.templates import answer_schema
+from agent.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
 from tests.escalation.conftest import StartGateway, health_status, wait_for_health
 from tests.fakes.gateway import GatewayThread, gateway_config

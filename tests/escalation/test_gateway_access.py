@@ -14,13 +14,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.config.gateway import load_gateway_config
 from agent.config.models import EscalationConfig
 from agent.errors import ConfigError, GatewayError
-from agent.escalation.auth import TokenTable
 from agent.escalation.client import EscalationClient, read_token
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
-from agent.metrics.gateway import render_gateway_metrics
+from agent.gateway.auth import TokenTable
+from agent.gateway.config import load_gateway_config
+from agent.gateway.metrics import render_gateway_metrics
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
 from tests.escalation.conftest import StartGateway
 from tests.fakes.ollama import FakeOllama
@@ -206,7 +206,7 @@ def test_a_full_gateway_refuses_before_looking_at_the_request(start_gateway: Sta
 
 
 def test_counts_are_checked_before_anything_is_read(start_gateway: StartGateway, channels: Channels) -> None:
-    from agent.escalation.wire import escalation_pb2 as pb
+    from agent.wire import escalation_pb2 as pb
 
     stub = pb_grpc.EscalationStub(channels(start_gateway().address))
     many = [pb.Detection(label="x", confidence=float("nan"))] * 2000  # each one bad too: the count comes first

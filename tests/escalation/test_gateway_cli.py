@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.main import app
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
 from tests.escalation.conftest import health_status
 from tests.fakes.ollama import FakeOllama

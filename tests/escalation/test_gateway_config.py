@@ -6,9 +6,9 @@ import pathlib
 
 import pytest
 
-from agent.config.gateway import GatewayConfig, load_gateway_config
 from agent.core.frame import DEFECT_CLASSES
 from agent.errors import ConfigError
+from agent.gateway.config import GatewayConfig, load_gateway_config
 
 
 def test_defaults_run_with_no_file() -> None:

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.escalation.health import PUBLIC_REASONS, REASON_KEY, public_reason
-from agent.escalation.server import SERVICE_NAME
+from agent.gateway.health import PUBLIC_REASONS, REASON_KEY, public_reason
+from agent.gateway.server import SERVICE_NAME
 from tests.escalation.conftest import StartGateway, wait_for_health
 from tests.fakes.ollama import FakeOllama
 

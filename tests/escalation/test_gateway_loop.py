@@ -9,7 +9,7 @@ import cv2
 import grpc
 import numpy as np
 
-from agent.escalation.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2 as pb
 from tests.escalation import samples
 from tests.escalation.loopcpu import LoopCpu
 from tests.fakes.gateway import GatewayThread

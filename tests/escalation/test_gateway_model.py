@@ -15,12 +15,12 @@ import grpc
 import pytest
 
 from agent.config.models import EscalationConfig
-from agent.escalation import keeper
 from agent.escalation.client import HEALTH_REASON_KEY, CallResult, EscalationClient
-from agent.escalation.health import REASON_KEY
-from agent.escalation.server import SERVICE_NAME
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.gateway import keeper
+from agent.gateway.health import REASON_KEY
+from agent.gateway.server import SERVICE_NAME
+from agent.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
 from tests.escalation.conftest import StartGateway, health_status, wait_for_health
 from tests.fakes.gateway import GatewayThread

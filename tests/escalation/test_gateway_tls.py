@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from agent.errors import GatewayError
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
+from agent.wire import escalation_pb2 as pb
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
 from tests.escalation.conftest import StartGateway
 from tests.fakes.gateway import GatewayThread, gateway_config

@@ -8,7 +8,7 @@ from typing import Any
 
 from grpc_health.v1 import health
 
-from agent.escalation.health import NOT_SERVING, HealthMonitor
+from agent.gateway.health import NOT_SERVING, HealthMonitor
 
 
 class SwallowingVlm:

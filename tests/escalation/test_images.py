@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agent.errors import RequestRejected
-from agent.escalation.images import check_image, image_kind, inspect_image
+from agent.gateway.images import check_image, image_kind, inspect_image
 from tests.escalation import samples
 
 LIMITS = {"max_bytes": 8 * 1024 * 1024, "max_pixels": 4096 * 4096}

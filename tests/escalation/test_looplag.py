@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from agent.escalation.looplag import LoopLag
+from agent.gateway.looplag import LoopLag
 
 
 def test_stalls_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     lag = LoopLag(stall_s=0.05)
-    with caplog.at_level(logging.WARNING, logger="agent.escalation.looplag"):
+    with caplog.at_level(logging.WARNING, logger="agent.gateway.looplag"):
         for late in (0.001, 0.049, 0.08, 0.2, 0.06):  # three of them at or above 50 ms
             lag.observe(late)
     assert (lag.stalls, lag.max_s) == (3, 0.2)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-WIRE = REPO / "agent" / "escalation" / "wire"
+WIRE = REPO / "agent" / "wire"
 GENERATED = ("escalation_pb2.py", "escalation_pb2.pyi", "escalation_pb2_grpc.py")
 
 
@@ -23,9 +23,9 @@ def test_committed_stubs_match_the_proto(tmp_path: pathlib.Path) -> None:
 
 def test_the_stubs_import_as_a_package() -> None:
     # protoc writes `from edge_agent.v1 import escalation_pb2`; gen_proto.py makes it the package path
-    from agent.escalation.wire import escalation_pb2, escalation_pb2_grpc
+    from agent.wire import escalation_pb2, escalation_pb2_grpc
 
     assert escalation_pb2_grpc.edge__agent_dot_v1_dot_escalation__pb2 is escalation_pb2
     assert escalation_pb2.DESCRIPTOR.services_by_name["Escalation"].full_name == "edge_agent.v1.Escalation"
     assert "import escalation_pb2" not in (WIRE / "escalation_pb2_grpc.py").read_text().replace(
-        "from agent.escalation.wire import escalation_pb2", "")
+        "from agent.wire import escalation_pb2", "")

@@ -9,7 +9,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from agent.errors import RequestRejected
-from agent.escalation.templates import (
+from agent.gateway.templates import (
     GRAMMAR_KEYWORDS,
     Answer,
     AnswerDefect,

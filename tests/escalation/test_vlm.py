@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from agent.config.gateway import OllamaConfig
 from agent.errors import (
     RequestRejected,
     VlmInvalidAnswer,
@@ -19,8 +18,9 @@ from agent.errors import (
     VlmTimeout,
     VlmUnavailable,
 )
-from agent.escalation.templates import Hint, Prompt, get_template
-from agent.escalation.vlm import OllamaVlm, VlmResult
+from agent.gateway.config import OllamaConfig
+from agent.gateway.templates import Hint, Prompt, get_template
+from agent.gateway.vlm import OllamaVlm, VlmResult
 from tests.escalation import samples
 from tests.fakes.ollama import FakeOllama, Reply
 from tests.fakes.ollama_runner import INPUT_TOO_LONG, NO_VISION, RUNNER_TERMINATED, out_of_memory

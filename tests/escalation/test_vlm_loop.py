@@ -9,10 +9,10 @@ import base64
 import json
 from typing import Any
 
-from agent.config.gateway import OllamaConfig
-from agent.escalation.chatbody import CHUNK_BYTES, ChatBody
-from agent.escalation.templates import Hint, get_template
-from agent.escalation.vlm import OllamaVlm, VlmResult
+from agent.gateway.chatbody import CHUNK_BYTES, ChatBody
+from agent.gateway.config import OllamaConfig
+from agent.gateway.templates import Hint, get_template
+from agent.gateway.vlm import OllamaVlm, VlmResult
 from tests.escalation.loopcpu import LoopCpu
 from tests.fakes.ollama import FakeOllama
 

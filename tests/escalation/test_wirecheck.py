@@ -12,8 +12,8 @@ import sys
 import grpc
 import pytest
 
-from agent.escalation.wire import escalation_pb2 as pb
-from agent.escalation.wirecheck import count_fields, field_budget
+from agent.gateway.wirecheck import count_fields, field_budget
+from agent.wire import escalation_pb2 as pb
 from tests.escalation import samples
 from tests.escalation.loopcpu import LoopCpu
 from tests.fakes.gateway import GatewayThread

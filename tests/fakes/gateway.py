@@ -1,4 +1,4 @@
-"""Run the real escalation gateway (``agent.escalation.server.serve``) in a background thread,
+"""Run the real escalation gateway (``agent.gateway.server.serve``) in a background thread,
 for synchronous tests: its asyncio loop lives in the thread, the test talks to it over gRPC.
 
     with FakeOllama() as fake, GatewayThread(gateway_config(fake.url)) as gw:
@@ -18,9 +18,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from agent.config.gateway import GatewayConfig
-from agent.escalation.server import GatewayServer, serve
-from agent.escalation.vlm import Vlm
+from agent.gateway.config import GatewayConfig
+from agent.gateway.server import GatewayServer, serve
+from agent.gateway.vlm import Vlm
 
 __all__ = ["GatewayThread", "gateway_config"]
 

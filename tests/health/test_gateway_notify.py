@@ -18,8 +18,8 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.escalation.wire import escalation_pb2_grpc as pb_grpc
 from agent.ops.doctor import ask_gateway_health
+from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
 from tests.fakes.ollama import FakeOllama
 from tests.health.conftest import NotifyListener

@@ -17,8 +17,8 @@ import sys
 import pytest
 import yaml
 
-from agent.config.gateway import load_gateway_config
 from agent.config.loader import load_config
+from agent.gateway.config import load_gateway_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
