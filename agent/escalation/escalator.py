@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import dataclasses
 import functools
 import logging
 import threading
@@ -64,7 +63,6 @@ from collections.abc import Callable, Mapping
 
 import cv2
 import grpc
-import numpy as np
 
 from agent.config.models import EscalationConfig, RateLimitConfig
 from agent.core.decision import TriageDecision
@@ -76,6 +74,7 @@ from agent.escalation.client import EscalationClient, channel_credentials, read_
 from agent.escalation.dedupe import NearDuplicateCache, Signature
 from agent.escalation.merge import VlmAnswer, merge
 from agent.escalation.ratelimit import CameraRateLimiter
+from agent.escalation.records import Answered, Call, EscalationStats, Ticket
 from agent.escalation.request import build_request
 
 __all__ = ["ESCALATED_STATUSES", "MAX_FOLLOWERS", "EscalationStats", "Escalator"]
@@ -92,63 +91,6 @@ ESCALATED_STATUSES: tuple[EscalationStatus, ...] = (
 REFUSALS = ("breaker_open", "rate_limit", "queue_full", "followers_full", "stopping")
 _MIN_CALL_S = 0.05  # a call with less time left than this is not started
 _WARN_EVERY_S = 60.0
-
-
-@dataclasses.dataclass(frozen=True)
-class EscalationStats:
-    """Counters of the escalation thread, for the stats topic and the run summary."""
-
-    statuses: dict[str, int]  # escalated frames by the status of their first publication (every status listed)
-    verdicts: dict[str, int]  # ... and by their published verdict
-    updates: int  # revision 2 publications (an answer after the publish deadline)
-    late_failures: int  # calls that failed after their frame was published with `timeout`
-    abandoned: int  # calls cancelled at shutdown
-    calls: int  # Describe calls started
-    codes: dict[str, int]  # gRPC status codes of finished calls
-    in_flight: int
-    queued: int  # frames waiting for a call slot
-    waiting: int  # frames not yet published (queued, in flight, or following a pending call)
-    breaker: BreakerState
-    breaker_opens: int
-    cache_hits: int  # frames published `cached` from a known answer
-    cache_joins: int  # frames that waited for a near-duplicate's pending call
-    cache_entries: int
-    refused: dict[str, int]  # frames not sent, by why: breaker_open, rate_limit, queue_full, followers_full, stopping
-    publish_failed: int  # events the sink raised for (logged)
-
-
-@dataclasses.dataclass(eq=False)
-class _Ticket:
-    """One escalated frame's event until it is published (and, after a timeout, until its call ends)."""
-
-    event: TagEvent
-    submitted: float  # time.monotonic()
-    publish_at: float
-    near: tuple[int, str, int] | None = None  # a follower: (leader's sequence, leader's event id, hash distance)
-    published: EscalationStatus | None = None
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclasses.dataclass(eq=False)
-class _Call:
-    """One Describe call, for a leader frame and its near-duplicate followers."""
-
-    image: np.ndarray | None  # dropped once the request is encoded
-    decision: TriageDecision
-    leader: _Ticket
-    followers: list[_Ticket] = dataclasses.field(default_factory=list)
-    cache_key: int | None = None
-    permit: Permit | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Answered:
-    """A finished answer in the dedupe cache."""
-
-    answer: VlmAnswer
-    sequence: int
-    event_id: str
-    at: float
 
 
 class Escalator:
@@ -184,12 +126,12 @@ class Escalator:
             {cam: (r.per_minute, r.burst) for cam, r in (rates or {}).items()},
             (config.rate_per_camera.per_minute, config.rate_per_camera.burst))
         d = config.dedupe
-        self._cache: NearDuplicateCache[_Call | _Answered] | None = (
+        self._cache: NearDuplicateCache[Call | Answered] | None = (
             NearDuplicateCache(max_distance=d.max_distance, min_iou=d.min_iou, ttl_s=d.ttl_s,
                                max_entries=d.max_entries) if d.enabled else None)
-        self._queue: collections.deque[_Call] = collections.deque()
-        self._waiting: set[_Ticket] = set()
-        self._new: list[_Ticket] = []  # tickets whose deadline the loop has not armed yet
+        self._queue: collections.deque[Call] = collections.deque()
+        self._waiting: set[Ticket] = set()
+        self._new: list[Ticket] = []  # tickets whose deadline the loop has not armed yet
         self._wake_pending = False
         self._closed = False  # no new calls: stop() began
         self._in_flight = 0
@@ -295,7 +237,7 @@ class Escalator:
             return self._refuse(event, "stopping", "unavailable", "the agent is stopping")
         if self._cache is not None and signature is not None:
             hit = self._cache.find(camera, signature, now)
-            if hit is not None and isinstance(hit.value, _Answered):
+            if hit is not None and isinstance(hit.value, Answered):
                 known = hit.value
                 self._cache_hits += 1
                 outcome = EscalationOutcome(
@@ -303,7 +245,7 @@ class Escalator:
                     f"{hit.distance} of 63 hash bits differ), answered {now - known.at:.1f} s ago",
                     model=known.answer.model, description=known.answer.description)
                 return self._count_first(merge(event, outcome, known.answer))
-            if hit is not None and isinstance(hit.value, _Call):
+            if hit is not None and isinstance(hit.value, Call):
                 pending = hit.value
                 if len(pending.followers) >= MAX_FOLLOWERS:
                     return self._refuse(event, "followers_full", "rate_limited",
@@ -324,15 +266,15 @@ class Escalator:
             return self._refuse(event, "queue_full", "rate_limited",
                                 f"escalation queue full ({len(self._queue)} frames waiting for one of "
                                 f"{self.config.max_in_flight} call slots; escalation.queue_size)")
-        call = _Call(frame.image, decision, self._ticket(event, now))
+        call = Call(frame.image, decision, self._ticket(event, now))
         if self._cache is not None and signature is not None:
             call.cache_key = self._cache.put(camera, signature, call, now, ttl_s=self.config.call_deadline_s + 1.0)
         self._queue.append(call)
         return None
 
-    def _ticket(self, event: TagEvent, now: float) -> _Ticket:
+    def _ticket(self, event: TagEvent, now: float) -> Ticket:
         """Under the lock: a waiting frame whose deadline the loop arms."""
-        ticket = _Ticket(event, now, now + self.config.publish_deadline_s)
+        ticket = Ticket(event, now, now + self.config.publish_deadline_s)
         self._waiting.add(ticket)
         self._new.append(ticket)
         if not self._wake_pending:
@@ -394,7 +336,7 @@ class Escalator:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, call: _Call) -> None:
+    async def _call(self, call: Call) -> None:
         permit, image = call.permit, call.image
         if permit is None or image is None:
             raise RuntimeError("a call was started without a breaker permit or a frame (a bug in _dispatch)")
@@ -449,7 +391,7 @@ class Escalator:
             if code == "INVALID_ARGUMENT" or "larger than max" in (reason or ""):
                 self._warn("rejected", f"the gateway rejected a request: {reason}")
 
-    def _finish(self, call: _Call, status: EscalationStatus, reason: str | None, answer: VlmAnswer | None = None,
+    def _finish(self, call: Call, status: EscalationStatus, reason: str | None, answer: VlmAnswer | None = None,
                 latency_ms: float | None = None) -> None:
         """A call's outcome for its leader and followers: first publication, or revision 2 after a timeout."""
         leader = call.leader.event
@@ -457,7 +399,7 @@ class Escalator:
         with self._lock:
             if self._cache is not None and call.cache_key is not None:
                 if answer is not None:
-                    self._cache.replace(call.cache_key, _Answered(answer, leader.sequence, leader.event_id, now), now)
+                    self._cache.replace(call.cache_key, Answered(answer, leader.sequence, leader.event_id, now), now)
                 else:
                     self._cache.remove(call.cache_key)
             tickets, call.followers = [call.leader, *call.followers], []
@@ -489,13 +431,13 @@ class Escalator:
                 with self._lock:
                     self._late_failures += 1
 
-    def _on_deadline(self, ticket: _Ticket) -> None:
+    def _on_deadline(self, ticket: Ticket) -> None:
         if ticket.published is None:
             self._publish_first(ticket, EscalationOutcome("timeout", reason=(
                 f"no answer within {self.config.publish_deadline_s:g} s (escalation.publish_deadline_s); an answer "
                 f"within {self.config.call_deadline_s:g} s is published as revision 2")), None)
 
-    def _publish_first(self, ticket: _Ticket, outcome: EscalationOutcome, answer: VlmAnswer | None) -> None:
+    def _publish_first(self, ticket: Ticket, outcome: EscalationOutcome, answer: VlmAnswer | None) -> None:
         """On the loop: publish a waiting frame's revision 1."""
         if ticket.timer is not None:
             ticket.timer.cancel()
