@@ -7,6 +7,17 @@ QoS, Retain Available, Topic Alias Maximum and Server Keep Alive. An absent
 property means "no limit" (or, for Receive Maximum, 65,535). An MQTT 3.1.1 broker
 announces nothing: :data:`UNANNOUNCED` stands for that.
 
+How the publisher honours them. On an MQTT 5 connection the CONNACK's properties become
+:attr:`~agent.publish.mqtt_publisher.MqttPublisher.limits` , logged once at INFO
+when they change. Receive Maximum caps paho's in-flight window; a broker with
+Maximum QoS 0 gets QoS 0 publishes, one without retained messages an unretained
+status, each with a warning at start-up saying what that costs (a CONNACK that
+refuses the last will's QoS or retain flag makes the next attempt send a will it
+accepts). Its ``oversize`` says whether a message would exceed the
+Maximum Packet Size (the caller must then not send it); a status document that
+does not fit is trimmed. Refused PUBACKs are logged at most once a minute per
+reason code.
+
 Pure: no I/O. ``publish_packet_size`` counts the bytes paho writes for one QoS 1
 PUBLISH, so a packet the broker would refuse is caught before it is sent.
 """

@@ -1,5 +1,6 @@
-"""The connection side of MQTT: TLS context from the config, why a connection fails (in words),
-paho's log routed to ours. Used by :mod:`agent.publish.mqtt_publisher`, ``tail`` and ``doctor``."""
+"""The connection side of MQTT: the paho client as the config asks for it, TLS context from the config, why a
+connection fails (in words), paho's log routed to ours. Used by :mod:`agent.publish.mqtt_publisher`, ``tail``
+and ``doctor``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config.models import MqttConfig
 from agent.errors import PublishError
@@ -86,3 +88,26 @@ def paho_log_to(logger: logging.Logger) -> Callable[[mqtt.Client, Any, int, str]
             logger.debug("%s", buf)
 
     return on_log
+
+
+def make_client(config: MqttConfig, client_id: str, log: logging.Logger, username: str | None,
+                password: str | None, tls_context: ssl.SSLContext | None) -> tuple[mqtt.Client, ssl.SSLContext | None]:
+    """The publisher's paho client (MQTT 5 or 3.1.1, reconnecting 1 s doubling to 30 s, queue capped at
+    ``max_queued``, credentials, TLS for mqtts://), and the TLS context it uses (None without TLS)."""
+    if config.protocol == "5":
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=config.session_expiry_s == 0)
+    client.on_log = paho_log_to(log.getChild("paho"))
+    client.suppress_exceptions = True  # a bug in a callback is logged, not the end of the network thread
+    client.reconnect_delay_set(1, 30)
+    client.max_queued_messages_set(config.max_queued)
+    if username is not None:
+        client.username_pw_set(username, password)
+    context: ssl.SSLContext | None = None
+    if urllib.parse.urlsplit(config.url).scheme == "mqtts":
+        context = tls_context or ssl.create_default_context()
+        context.sslsocket_class = _ClosingOnFailedHandshake
+        client.tls_set_context(context)
+    return client, context

@@ -29,50 +29,40 @@ A PUBACK reason code is a failure only when ``is_failure`` (>= 128): 16, "No
 matching subscribers", means the broker took the message. Nothing here survives
 a process restart; the SQLite outbox does that.
 
-Broker limits. On an MQTT 5 connection the CONNACK's properties become
-:attr:`MqttPublisher.limits` (:mod:`agent.publish.limits`), logged once at INFO
-when they change. Receive Maximum caps paho's in-flight window; a broker with
-Maximum QoS 0 gets QoS 0 publishes, one without retained messages an unretained
-status, each with a warning at start-up saying what that costs (a CONNACK that
-refuses the last will's QoS or retain flag makes the next attempt send a will it
-accepts). :meth:`MqttPublisher.oversize` says whether a message would exceed the
-Maximum Packet Size (the caller must then not send it); a status document that
-does not fit is trimmed. Refused PUBACKs are logged at most once a minute per
-reason code.
+Broker limits: see :mod:`agent.publish.limits`.
 
 Threads. ``publish_event`` runs on the pipeline thread, paho's callbacks on its
 network thread. paho calls ``on_publish`` while holding its own message lock, so
 this class never holds its lock while calling into paho (no lock-order
-inversion), and an acknowledgement that arrives before ``publish()`` has
-returned its mid is parked until the mid is registered.
+inversion); the acknowledgements are kept in :mod:`agent.publish.acks`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import importlib.metadata
 import json
 import logging
 import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import MqttConfig
-from agent.core.event import TagEvent, rfc3339
+from agent.core.event import TagEvent
 from agent.errors import PublishError
+from agent.publish.acks import AckLedger, Kind
+from agent.publish.acks import PublisherStats as PublisherStats  # re-exported
+from agent.publish.device_status import DeviceStatus, now_rfc3339
 from agent.publish.limits import UNANNOUNCED, BrokerLimits, LogThrottle, publish_packet_size
-from agent.publish.mqtt_connection import _ClosingOnFailedHandshake
 from agent.publish.mqtt_connection import diagnose_connection as diagnose_connection  # re-exported (doctor)
+from agent.publish.mqtt_connection import make_client
 from agent.publish.mqtt_connection import paho_log_to as paho_log_to  # re-exported (tail)
 from agent.publish.mqtt_connection import tls_context_for as tls_context_for  # re-exported (doctor)
 from agent.publish.topics import status_topic, tags_topic
@@ -89,25 +79,6 @@ def agent_version() -> str:
         return "0+unknown"
 
 
-@dataclasses.dataclass(frozen=True)
-class PublisherStats:
-    """A consistent snapshot of the publisher's counters.
-
-    ``published`` counts every event handed to :meth:`MqttPublisher.publish_event`;
-    each ends up ``acked`` (PUBACK received), ``dropped`` (queue full, or the broker
-    refused it) or still ``pending`` (queued or in flight).
-    """
-
-    published: int
-    acked: int
-    dropped: int
-    pending: int
-    connected: bool
-    last_error: str | None
-    connects: int = 0  # successful connections so far (a change means a reconnect happened)
-
-
-_Kind = Literal["event", "status", "row"]
 AckListener = Callable[[str, ReasonCode], None]  # (tag, PUBACK reason code) for publish_raw messages
 
 
@@ -131,50 +102,24 @@ class MqttPublisher:
         self._host = config.host
         self._port = config.port
         self.client_id = config.client_id or f"edge-agent-{device_id}"
-        self._version = agent_version()
+        self._status = DeviceStatus(device_id, agent_version(), _log)
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on acks, drops, (dis)connects
-        self._published = 0
-        self._acked = 0
-        self._dropped = 0
+        self._acks = AckLedger(self._changed, self._settled)
         self._last_error: str | None = None
         self._connected = False
         self._connects = 0
         self._refusals = 0  # refusing CONNACKs so far
         self._refusals_reported = 0  # the ones wait_connected() has returned False for
         self._logged_errors: set[str] = set()  # errors logged since the last successful connect
-        self._pending: dict[int, tuple[_Kind, str]] = {}  # mid -> (kind, event id or status state)
-        self._early_acks: dict[int, ReasonCode] = {}  # acks that beat publish() returning the mid
         self._started = False
         self._stopped = False
         self._ack_listener: AckListener | None = None
-        self._status_extra: list[Callable[[], dict[str, Any]]] = []
-        self._online_since: str | None = None
         self._limits = UNANNOUNCED
         self._throttle = LogThrottle(_log)
-        self._will_qos, self._will_retain = 1, True
 
-        if self._v5:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=config.session_expiry_s == 0,
-            )
-        client.on_log = paho_log_to(_log.getChild("paho"))
-        client.suppress_exceptions = True  # a bug in a callback is logged, not the end of the network thread
-        client.reconnect_delay_set(1, 30)
-        client.max_queued_messages_set(config.max_queued)
-        if username is not None:
-            client.username_pw_set(username, password)
-        self._tls_context: ssl.SSLContext | None = None
-        if urllib.parse.urlsplit(config.url).scheme == "mqtts":
-            self._tls_context = tls_context or ssl.create_default_context()
-            self._tls_context.sslsocket_class = _ClosingOnFailedHandshake
-            client.tls_set_context(self._tls_context)
+        client, self._tls_context = make_client(config, self.client_id, _log, username, password, tls_context)
         self._last_diagnosis = -1e9
         self._diagnosis = "unknown reason"
         self._client = client
@@ -281,7 +226,7 @@ class MqttPublisher:
         with self._lock:
             if self._stopped:
                 raise PublishError(f"cannot publish event {event.event_id}: the MQTT publisher was stopped")
-            self._published += 1
+            self._acks.published += 1
         try:
             topic = tags_topic(self._prefix, event.device, event.camera)
             payload = event.to_json()
@@ -293,33 +238,19 @@ class MqttPublisher:
                 topic, payload, qos=self._qos, retain=False, properties=self._properties(PacketTypes.PUBLISH)
             )
         except ValueError as exc:  # invalid topic, a payload over 256 MiB or over the broker's limit: not an outage
-            with self._changed:
-                self._dropped += 1
-                self._changed.notify_all()
+            self._acks.drop()
             raise PublishError(f"cannot publish event {event.event_id}: {exc}") from exc
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            with self._changed:
-                self._dropped += 1
-                dropped = self._dropped
-                self._changed.notify_all()
-            _log.warning(
-                "dropped event %s (camera %s, sequence %d): the MQTT in-memory queue is full "
-                "(max_queued=%d, %d dropped so far)",
-                event.event_id,
-                event.camera,
-                event.sequence,
-                self._config.max_queued,
-                dropped,
-            )
+            dropped = self._acks.drop()
+            _log.warning("dropped event %s (camera %s, sequence %d): the MQTT in-memory queue is full "
+                         "(max_queued=%d, %d dropped so far)", event.event_id, event.camera, event.sequence,
+                         self._config.max_queued, dropped)
             return info.mid
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             # paho stored the message before trying to send it: it stays queued and is resent.
-            _log.warning(
-                "publishing event %s returned %s; it stays queued and will be resent",
-                event.event_id,
-                mqtt.error_string(info.rc),
-            )
-        self._track(info.mid, "event", event.event_id)
+            _log.warning("publishing event %s returned %s; it stays queued and will be resent", event.event_id,
+                         mqtt.error_string(info.rc))
+        self._acks.track(info.mid, "event", event.event_id)
         return info.mid
 
     def set_ack_listener(self, listener: AckListener) -> None:
@@ -331,7 +262,7 @@ class MqttPublisher:
         """Extra fields for the retained ``online`` status (outbox counters, cameras): every provider's
         fields are merged, in the order added. Providers run on whichever thread publishes the status
         (paho's on a connect): they must be quick and must not call into paho."""
-        self._status_extra.append(provider)
+        self._status.add_extra(provider)
 
     def publish_raw(self, topic: str, payload: bytes, tag: str, *, content_type: str = CONTENT_TYPE,
                     event_id: str | None = None) -> bool:
@@ -345,7 +276,7 @@ class MqttPublisher:
         info = self._client.publish(topic, payload, qos=self._qos, retain=False, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return False
-        self._track(info.mid, "row", tag)
+        self._acks.track(info.mid, "row", tag)
         return True
 
     def publish_blob(self, topic: str, payload: bytes, content_type: str, event_id: str) -> bool:
@@ -379,18 +310,11 @@ class MqttPublisher:
         with self._lock:
             connected = self._connected and not self._stopped
         if connected:
-            self._publish_status(self._online_status())
+            self._publish_status(self._status.online())
 
     def flush(self, timeout: float) -> bool:
         """Wait until every published event is acknowledged (or dropped). False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._published - self._acked - self._dropped > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-            return True
+        return self._acks.flush(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish the retained ``offline``/``shutdown`` status (waiting up to ``timeout``
@@ -401,12 +325,10 @@ class MqttPublisher:
             self._stopped = True
             started, connected = self._started, self._connected
         if started and connected:
-            status = {"state": "offline", "device": self._device, "reason": "shutdown", "since": _now()}
-            mid = self._publish_status(status)
-            if mid is not None and not self._wait_acked(mid, timeout):
+            mid = self._publish_status(self._status.offline())
+            if mid is not None and not self._acks.wait_acked(mid, timeout):
                 _log.warning("the broker did not acknowledge the offline status within %.1f s", timeout)
-        with self._lock:
-            unacked = sum(1 for kind, _ in self._pending.values() if kind == "event")
+        unacked = self._acks.unacked_events()
         if unacked:
             _log.warning("stopping with %d event(s) not acknowledged by the broker", unacked)
         self._client.disconnect()
@@ -422,10 +344,10 @@ class MqttPublisher:
     def stats(self) -> PublisherStats:
         with self._lock:
             return PublisherStats(
-                published=self._published,
-                acked=self._acked,
-                dropped=self._dropped,
-                pending=self._published - self._acked - self._dropped,
+                published=self._acks.published,
+                acked=self._acks.acked,
+                dropped=self._acks.dropped,
+                pending=self._acks.published - self._acks.acked - self._acks.dropped,
                 connected=self._connected,
                 last_error=self._last_error,
                 connects=self._connects,
@@ -433,14 +355,8 @@ class MqttPublisher:
 
     # -- paho callbacks (network thread) ----------------------------------------------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             where = f"{self._host}:{self._port}"
             error = f"broker {where} refused the connection: {reason_code} ({reason_code.value})"
@@ -462,15 +378,8 @@ class MqttPublisher:
             self._logged_errors.clear()
             self._changed.notify_all()
         _log.info("connected to MQTT broker %s:%d as %s", self._host, self._port, self.client_id)
-        self._online_since = _now()
-        self._publish_status(self._online_status())
-
-    def _online_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {"state": "online", "device": self._device,
-                                  "since": self._online_since or _now(), "version": self._version}
-        for provider in self._status_extra:
-            status.update(provider())
-        return status
+        self._status.online_since = now_rfc3339()
+        self._publish_status(self._status.online())
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         now = time.monotonic()
@@ -487,14 +396,8 @@ class MqttPublisher:
         if first:
             _log.warning("%s; retrying (events wait in the outbox meanwhile)", error)
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         with self._changed:
             was_connected, stopping = self._connected, self._stopped
             self._connected = False
@@ -519,59 +422,26 @@ class MqttPublisher:
                 reason_code,
             )
 
-    def _on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._changed:
-            entry = self._pending.pop(mid, None)
-            if entry is None:
-                self._early_acks[mid] = reason_code
-                return
-            self._settle(mid, entry, reason_code)
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
+        self._acks.on_ack(mid, reason_code)
 
     # -- internals --------------------------------------------------------------------------
 
-    def _track(self, mid: int, kind: _Kind, what: str) -> None:
-        with self._changed:
-            early = self._early_acks.pop(mid, None)
-            if early is None:
-                self._pending[mid] = (kind, what)
-            else:
-                self._settle(mid, (kind, what), early)
-
-    def _settle(self, mid: int, entry: tuple[_Kind, str], reason_code: ReasonCode) -> None:
-        """Count an acknowledgement; the caller holds the lock."""
-        kind, what = entry
+    def _settled(self, mid: int, kind: Kind, what: str, reason_code: ReasonCode) -> None:
+        """A PUBACK for a tracked message (the ledger counted it; under the lock): a refusal is logged, a row's
+        settlement goes to the ack listener."""
         if reason_code.is_failure:
             error = f"broker refused {kind} {what} (mid {mid}): {reason_code} ({reason_code.value})"
             self._last_error = error
-            if kind == "event":
-                self._dropped += 1
             self._throttle.warning(f"refused {kind} {reason_code.value}", "%s%s", error,
                                    "; the outbox decides what happens to it" if kind == "row" else "; it is dropped")
-        elif kind == "event":
-            self._acked += 1
         if kind == "row" and self._ack_listener is not None:
             self._ack_listener(what, reason_code)
-        self._changed.notify_all()
-
-    def _wait_acked(self, mid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while mid in self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-            return True
 
     def _publish_status(self, status: dict[str, Any]) -> int | None:
-        payload = self._fitting_status(status)
+        payload = self._status.payload(status, lambda n: self.oversize(self._status_topic, n),
+                                       self._limits.max_packet_size)
         if payload is None:
             return None
         info = self._client.publish(
@@ -584,52 +454,21 @@ class MqttPublisher:
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             _log.warning("could not publish status %r: the MQTT in-memory queue is full", status["state"])
             return None
-        self._track(info.mid, "status", status["state"])
+        self._acks.track(info.mid, "status", status["state"])
         return info.mid
 
     @property
     def _qos(self) -> int:
         return min(1, self._limits.maximum_qos)
 
-    def _fitting_status(self, status: dict[str, Any]) -> bytes | None:
-        """The status as JSON, trimmed to fit the broker's packet limit: without the cameras first, then without
-        the outbox counters but the dead letters' causes, then the required fields only. None (logged) when not
-        even that fits."""
-        required = ("state", "device", "since", "version", "reason")
-        trimmed = [status, {k: v for k, v in status.items() if k != "cameras"},
-                   {k: v for k, v in status.items()
-                    if k in (*required, "outbox_dead_letters", "outbox_dead_letter_causes")},
-                   {k: v for k, v in status.items() if k in required}]
-        for doc in trimmed:
-            payload = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-            size = self.oversize(self._status_topic, len(payload))
-            if size is None:
-                if doc is not status:
-                    self._throttle.warning("status-trimmed", "the status document does not fit the broker's "
-                                           "maximum packet size of %s bytes; published a shorter one without %s",
-                                           self._limits.max_packet_size, ", ".join(sorted(set(status) - set(doc))))
-                return payload
-        self._throttle.warning("status-too-large", "the status %r (%d bytes even trimmed) does not fit the broker's "
-                               "maximum packet size of %s bytes; not published", status.get("state"), size,
-                               self._limits.max_packet_size)
-        return None
-
     def _set_will(self) -> None:
-        will = {"state": "offline", "device": self._device, "reason": "connection lost"}
-        self._client.will_set(self._status_topic, json.dumps(will, separators=(",", ":")), qos=self._will_qos,
-                              retain=self._will_retain, properties=self._properties(PacketTypes.WILLMESSAGE))
+        self._client.will_set(self._status_topic, self._status.will(), qos=self._status.will_qos,
+                              retain=self._status.will_retain, properties=self._properties(PacketTypes.WILLMESSAGE))
 
     def _adapt_will(self, reason_code: ReasonCode) -> bool:
-        """A CONNACK refusing the will's QoS (0x9B) or retain flag (0x9A): send one the broker takes next time."""
-        if reason_code.value == 0x9B and self._will_qos:
-            self._will_qos = 0
-        elif reason_code.value == 0x9A and self._will_retain:
-            self._will_retain = False
-        else:
+        """A CONNACK refusing the will's QoS or retain flag: send one the broker takes next time."""
+        if not self._status.adapt_will(reason_code, f"{self._host}:{self._port}"):
             return False
-        _log.warning("broker %s:%d refused the last will (%s); the next attempt sends it with QoS %d, %s",
-                     self._host, self._port, reason_code, self._will_qos,
-                     "retained" if self._will_retain else "not retained")
         self._set_will()
         return True
 
@@ -656,7 +495,3 @@ class MqttPublisher:
         props = Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
         props.ContentType = CONTENT_TYPE
         return props
-
-
-def _now() -> str:
-    return rfc3339(datetime.datetime.now(datetime.timezone.utc))
