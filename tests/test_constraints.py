@@ -42,7 +42,8 @@ def _requirements(extra: str | None) -> list[Requirement]:
     return reqs
 
 
-@pytest.mark.parametrize(("lock", "extra"), [("constraints.txt", None), ("constraints-dev.txt", "dev")])
+@pytest.mark.parametrize(("lock", "extra"), [("constraints.txt", None), ("constraints-gateway.txt", "ollama"),
+                                            ("constraints-dev.txt", "dev")])
 @pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
 def test_the_lock_pins_every_requirement_of_pyproject(lock: str, extra: str | None, python: str) -> None:
     env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
@@ -57,3 +58,11 @@ def test_the_lock_pins_every_requirement_of_pyproject(lock: str, extra: str | No
         assert len(chosen) == 1 and chosen[0] in req.specifier, (
             f"scripts/{lock} pins {name} {chosen or 'nowhere'} for Python {python}, pyproject.toml asks for "
             f"{req}: run `bash scripts/lock-deps` (docs/development.md) and commit scripts/constraints*.txt")
+
+
+def test_the_camera_box_lock_leaves_the_gateways_ollama_client_out() -> None:
+    # constraints.txt is what a camera box installs; ollama (and its httpx) come only with the ollama extra
+    runtime = {name for name, *_ in _pins(ROOT / "scripts" / "constraints.txt")}
+    gateway = {name for name, *_ in _pins(ROOT / "scripts" / "constraints-gateway.txt")}
+    assert "ollama" not in runtime and "ollama" in gateway
+    assert runtime < gateway

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FILES = ["pyproject.toml", "scripts/setup-env", "scripts/constraints.txt", "scripts/constraints-dev.txt",
-         "scripts/build-system.in"]
+FILES = ["pyproject.toml", "scripts/setup-env", "scripts/constraints.txt", "scripts/constraints-gateway.txt",
+         "scripts/constraints-dev.txt", "scripts/build-system.in"]
 FAKE_PYTHON = """#!/bin/sh
 here=$(dirname "$0")
 if [ "$1" = "-VV" ]; then echo "Python 3.11.7 (stand-in)"; exit 0; fi
@@ -60,6 +60,9 @@ def test_pip_runs_again_only_when_what_it_installs_from_changed(checkout: pathli
     assert setup_env(checkout) == []  # nothing changed: no pip at all
     assert any("constraints.txt" in c for c in setup_env(checkout, ""))  # other extras: their own stamp
     assert setup_env(checkout) == [] and setup_env(checkout, "") == []
+    # a gateway host: the ollama extra, hash-locked in its own file
+    assert any("--require-hashes --no-deps -r scripts/constraints-gateway.txt" in c
+               for c in setup_env(checkout, "ollama"))
     with (checkout / "pyproject.toml").open("a") as fh:
         fh.write("\n# a dependency changed\n")
     assert any("--require-hashes" in c for c in setup_env(checkout))

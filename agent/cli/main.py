@@ -258,10 +258,13 @@ def gateway(
     log_level: Annotated[str | None, typer.Option(help="override logging.level")] = None,
 ) -> None:
     """Run the escalation gateway (gRPC, next to Ollama) until SIGTERM/SIGINT."""
-    from agent.gateway.main import run_gateway
+    from agent.gateway.extra import require_ollama_extra
 
     private_files()
     try:
+        require_ollama_extra()  # before the gateway's modules, which import ollama
+        from agent.gateway.main import run_gateway
+
         run_gateway(config, log_level)
     except EdgeAgentError as exc:
         raise _fail(exc) from None

@@ -97,3 +97,13 @@ def test_an_address_in_use_exits_2(fake_ollama: FakeOllama) -> None:
         proc = subprocess.run([*EDGE_AGENT, "gateway"], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2
     assert f"cannot listen on '127.0.0.1:{port}'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_the_ollama_extra_the_gateway_names_the_install_command() -> None:
+    # a camera box: edge-agent installed without its `ollama` extra (sys.modules[name] = None hides a package)
+    hide = "import sys; sys.modules['ollama'] = None; sys.argv = ['edge-agent', 'gateway']; "
+    proc = subprocess.run([sys.executable, "-c", hide + "from agent.cli.main import main; main()"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'edge-agent[ollama]'" in proc.stderr and "ollama is not installed" in proc.stderr
+    assert "Traceback" not in proc.stderr
