@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-GATE_SCHEMA = "edge-agent/int8-gate/v1"
+from agent.prefilter.gate_record import GATE_SCHEMA as GATE_SCHEMA  # defined where the agent reads records
 
 
 @dataclasses.dataclass(frozen=True)

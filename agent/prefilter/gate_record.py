@@ -14,7 +14,8 @@ import json
 import pathlib
 from typing import Any, Literal
 
-from agent.evaluation.gate import GATE_SCHEMA
+GATE_SCHEMA = "edge-agent/int8-gate/v1"
+"""The ``schema`` of a gate record (written by the gate of :mod:`agent.evaluation.gate`)."""
 
 GateState = Literal["passed", "failed", "missing", "stale", "unreadable", "not_int8"]
 
