@@ -191,20 +191,10 @@ def stem_convolutions(model: Any, count: int) -> list[str]:
     return names[:count]
 
 
-def quantize_model(
-    source: pathlib.Path,
-    output: pathlib.Path,
-    flavour: Flavour,
-    input_name: str,
-    calibration: Iterable[np.ndarray],
-    calibration_count: int,
-    *,
-    keep_decode_float: bool = True,
-    float_stem: int = 0,
-    reduce_range: bool = False,
-    progress: ProgressFn | None = None,
-    provenance: dict[str, Any] | None = None,
-) -> QuantizationReport:
+def quantize_model(source: pathlib.Path, output: pathlib.Path, flavour: Flavour, input_name: str,
+                   calibration: Iterable[np.ndarray], calibration_count: int, *, keep_decode_float: bool = True,
+                   float_stem: int = 0, reduce_range: bool = False, progress: ProgressFn | None = None,
+                   provenance: dict[str, Any] | None = None) -> QuantizationReport:
     """Quantize ``source`` (FP32 ONNX) to ``output`` (QDQ INT8) with MinMax calibration.
 
     ``calibration`` yields input tensors preprocessed exactly as at inference
@@ -219,7 +209,6 @@ def quantize_model(
     where the 8-bit product can saturate.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     check_fp32_onnx(source)
@@ -235,30 +224,11 @@ def quantize_model(
         excluded = decode_nodes(prepared_model) if keep_decode_float else []
         stem = stem_convolutions(prepared_model, float_stem)
         excluded += [name for name in stem if name not in excluded]
-        activation = QuantType.QUInt8 if flavour.activations == "uint8" else QuantType.QInt8
         reader = _reader(input_name, iter(calibration), calibration_count, progress)
-        quantize_static(
-            str(prepared), str(output), reader,
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-            activation_type=activation, weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={
-                "ActivationSymmetric": flavour.symmetric_activations,
-                "WeightSymmetric": True,
-                # MinMax keeps two scalars per tensor and frame, so the whole set fits in memory. (Do not
-                # set CalibMaxIntermediateOutputs: in ORT 1.31 it drops the collected ranges unmerged.)
-            },
-        )
+        _quantize_static(prepared, output, reader, flavour, excluded, reduce_range)
         if reader._done == 0:
             raise ModelError("calibration gave no frames; expected at least one calibration image")
     model = onnx.load(str(output))
-    quantized: collections.Counter[str] = collections.Counter()
-    producers = _producers(model.graph)
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        if any((p := producers.get(i)) is not None and p.op_type == "DequantizeLinear" for i in node.input):
-            quantized[node.op_type] += 1
     metadata = {
         "flavour": flavour.name,
         "format": "QDQ",
@@ -278,7 +248,39 @@ def quantize_model(
         entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     onnx.save(model, str(output))
     return QuantizationReport(flavour=flavour, output=output, calibration_frames=reader._done,
-                              excluded_nodes=tuple(excluded), quantized_ops=dict(quantized), metadata=metadata)
+                              excluded_nodes=tuple(excluded), quantized_ops=_quantized_ops(model), metadata=metadata)
+
+
+def _quantize_static(prepared: pathlib.Path, output: pathlib.Path, reader: Any, flavour: Flavour,
+                     excluded: list[str], reduce_range: bool) -> None:
+    """ONNX Runtime's static QDQ quantization with MinMax ranges, per-channel symmetric INT8 weights."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    activation = QuantType.QUInt8 if flavour.activations == "uint8" else QuantType.QInt8
+    quantize_static(
+        str(prepared), str(output), reader,
+        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+        activation_type=activation, weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={
+            "ActivationSymmetric": flavour.symmetric_activations,
+            "WeightSymmetric": True,
+            # MinMax keeps two scalars per tensor and frame, so the whole set fits in memory. (Do not
+            # set CalibMaxIntermediateOutputs: in ORT 1.31 it drops the collected ranges unmerged.)
+        },
+    )
+
+
+def _quantized_ops(model: Any) -> dict[str, int]:
+    """How many nodes of each operator type take a dequantized input (run in INT8)."""
+    quantized: collections.Counter[str] = collections.Counter()
+    producers = _producers(model.graph)
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if any((p := producers.get(i)) is not None and p.op_type == "DequantizeLinear" for i in node.input):
+            quantized[node.op_type] += 1
+    return dict(quantized)
 
 
 def read_quantization_metadata(meta: dict[str, str]) -> dict[str, Any] | None:
