@@ -46,7 +46,7 @@ from agent.config.models import (  # noqa: E402
 )
 from agent.core.inspection import Inspection  # noqa: E402
 from agent.publish.local_broker import LocalMosquitto  # noqa: E402
-from agent.service import AgentService  # noqa: E402
+from agent.runtime.service import AgentService  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

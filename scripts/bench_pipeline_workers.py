@@ -92,7 +92,7 @@ def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
 def worker_agent(args: argparse.Namespace) -> dict[str, Any]:
     from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig
     from agent.core.inspection import Inspection
-    from agent.service import AgentService
+    from agent.runtime.service import AgentService
 
     stamps: list[float] = []
     boxes: dict[int, list[list[float]]] = {}
@@ -163,9 +163,9 @@ def worker_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, OutboxConfig
     from agent.core.detections import PrefilterResult
     from agent.core.frame import Frame
-    from agent.pipeline import FrameInspector
     from agent.prefilter.factory import open_prefilter
-    from agent.service import build_publisher
+    from agent.runtime.building import build_publisher
+    from agent.runtime.inspector import FrameInspector
 
     stages = ("decode", "preprocess", "session.run", "postprocess", "triage+event", "outbox+mqtt")
     times: dict[str, list[float]] = {s: [] for s in stages}

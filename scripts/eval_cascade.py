@@ -40,7 +40,7 @@ from agent.dataset.synth import write_synthetic_dataset  # noqa: E402
 from agent.escalation.merge import merge  # noqa: E402
 from agent.evaluation.cascade import Prediction, vlm_prediction  # noqa: E402
 from agent.evaluation.truth import defect_classes, read_ground_truth  # noqa: E402
-from agent.service import load_model  # noqa: E402
+from agent.runtime.building import load_model  # noqa: E402
 from tests.fakes.gateway import GatewayThread, gateway_config  # noqa: E402
 from tests.fakes.ollama import FakeOllama  # noqa: E402
 from tests.fakes.vlm_oracle import TruthOracle  # noqa: E402

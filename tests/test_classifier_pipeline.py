@@ -17,12 +17,12 @@ from agent.capture.synthetic import ConveyorScene
 from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConfig, TriageConfig
 from agent.core.frame import Frame
 from agent.errors import ConfigError
-from agent.pipeline import FrameInspector
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload
-from agent.service import AgentService
+from agent.runtime.inspector import FrameInspector
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 
 SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "models" / "conveyor-resnet-cls.int8.onnx"

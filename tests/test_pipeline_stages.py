@@ -22,9 +22,10 @@ from agent.config.models import (
 )
 from agent.core.event import TagEvent
 from agent.core.inspection import Inspection
-from agent.pipeline import FrameInspector, InferenceLoop
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
+from agent.runtime.inspector import FrameInspector
+from agent.runtime.loop import InferenceLoop
 
 
 class ListSink:

@@ -17,7 +17,7 @@ from agent.config.models import AgentConfig, CameraConfig, ModelConfig, MqttConf
 from agent.errors import ModelError, SourceError
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload, validate_stats
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import VIDEO_FRAMES, MqttCollector
 
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from agent.config.models import AgentConfig, CameraConfig, MqttConfig, SnapshotConfig
 from agent.publish.local_broker import LocalMosquitto
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 
 FRAMES = 24

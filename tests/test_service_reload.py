@@ -27,7 +27,7 @@ from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttCo
 from agent.core.inspection import Inspection
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload, validate_status
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.health.conftest import NotifyListener
 
@@ -59,7 +59,7 @@ def by_camera(messages: list) -> dict[str, list[dict]]:  # type: ignore[type-arg
 def service_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
     """The service's log records, also when an earlier test ran ``logs.configure`` (which stops propagation)."""
     monkeypatch.setattr(logging.getLogger("agent"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="agent.service")
+    caplog.set_level(logging.INFO, logger="agent.runtime.service")
     return caplog
 
 

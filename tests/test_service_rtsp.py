@@ -15,7 +15,7 @@ import pytest
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload, validate_status
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector, RtspServer
 
 DEVICE = "rtsp-box"

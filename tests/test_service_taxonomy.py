@@ -10,7 +10,7 @@ from collections.abc import Callable
 from agent.config.models import AgentConfig, CameraConfig, MqttConfig
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from agent.taxonomy import Taxonomy, TaxonomyFile
 from tests.conftest import MqttCollector
 

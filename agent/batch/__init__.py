@@ -5,5 +5,5 @@
 * :mod:`agent.batch.sources`: I/O: walking PATHs, telling images and videos by their content, decoding.
 * :mod:`agent.batch.output`: I/O: the output file (JSON Lines, CSV, JSON), appended and flushed per item,
   read back to resume.
-* :mod:`agent.batch.runner`: the loop: sources -> :class:`agent.pipeline.FrameInspector` -> record -> output.
+* :mod:`agent.batch.runner`: the loop: sources -> :class:`agent.runtime.inspector.FrameInspector` -> record -> output.
 """

@@ -30,7 +30,7 @@ from agent.evaluation.cascade import (
     vlm_prediction,
 )
 from agent.evaluation.truth import GroundTruth
-from agent.pipeline import FrameInspector
+from agent.runtime.inspector import FrameInspector
 
 
 @dataclasses.dataclass(frozen=True)

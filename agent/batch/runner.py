@@ -1,7 +1,7 @@
-"""The batch tagging loop: decoded items -> :class:`agent.pipeline.FrameInspector` -> record -> output.
+"""The batch tagging loop: decoded items -> :class:`agent.runtime.inspector.FrameInspector` -> record -> output.
 
 The prefilter and triage run one item at a time, in item order, on the calling thread (the daemon's
-:class:`~agent.pipeline.FrameInspector` with a camera that uses the config's triage band). The escalation
+:class:`~agent.runtime.inspector.FrameInspector` with a camera that uses the config's triage band). The escalation
 of uncertain items goes through ``escalate`` (the gateway, when the config names one), which starts a call
 and returns a future: up to ``max_in_flight`` calls run at once while the loop goes on with the next items.
 Records are written in item order all the same: a finished record waits in a buffer until every earlier
@@ -36,7 +36,7 @@ from agent.core.event import TagEvent
 from agent.core.frame import Frame
 from agent.core.ports import Prefilter
 from agent.escalation.merge import merge
-from agent.pipeline import FrameInspector
+from agent.runtime.inspector import FrameInspector
 
 BATCH_CAMERA = "batch"
 

@@ -28,7 +28,7 @@ from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, ModelC
 from agent.core.inspection import Inspection
 from agent.errors import EdgeAgentError
 from agent.publish.local_broker import LocalMosquitto
-from agent.service import AgentService, RunSummary
+from agent.runtime.service import AgentService, RunSummary
 
 _COLOURS = {"pass": "32", "defect": "31", "uncertain": "33"}
 CONNECT_WAIT_S = 2.0

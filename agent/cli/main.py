@@ -105,7 +105,7 @@ def run(
     from agent import logs
     from agent.config.loader import load_config
     from agent.config.plaintext import agent_plaintext_channels
-    from agent.service import AgentService
+    from agent.runtime.service import AgentService
 
     if log_level is not None and log_level.lower() not in logs.LEVELS:
         typer.echo(f"edge-agent: error: --log-level {log_level!r}: expected one of {', '.join(logs.LEVELS)}",

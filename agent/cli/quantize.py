@@ -69,7 +69,7 @@ def _evaluate(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int
     """Run one model over the validation set: its task metric, per-class numbers, per-image verdicts."""
     from agent.evaluation.classify_dataset import evaluate_classifier
     from agent.evaluation.dataset import evaluate_detector
-    from agent.pipeline import latency_percentiles
+    from agent.runtime.loop import latency_percentiles
 
     model = open_prefilter(path, ModelConfig(path=path, min_score=_EVAL_MIN_SCORE, iou_threshold=0.7,
                                              max_detections=_EVAL_MAX_DET, intra_op_threads=threads))

@@ -31,7 +31,7 @@ from agent.config.models import AgentConfig
 from agent.errors import BatchError, DatasetError
 from agent.evaluation.cascade_report import CascadeEvalContext, table_lines, write_cascade_report
 from agent.evaluation.truth import GroundTruth, defect_classes, read_ground_truth
-from agent.pipeline import FrameInspector
+from agent.runtime.inspector import FrameInspector
 
 EXIT_INTERRUPTED = 130
 EXIT_SKIPPED = 3
@@ -104,7 +104,7 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
     other EdgeAgentErrors for bad input, raised before anything is written."""
     from agent import logs
     from agent.config.loader import load_config
-    from agent.service import load_model
+    from agent.runtime.building import load_model
 
     try:
         fmt = format_for(options.out, options.fmt)

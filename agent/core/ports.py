@@ -79,6 +79,22 @@ class EventSink(Protocol):
     def publish_event(self, event: TagEvent) -> int: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """One event the publisher took, as the runtime's event fan-out tells its listeners."""
+
+    event: TagEvent
+    seconds: float  # how long the publisher took (the ``publish`` stage: the outbox commit)
+    escalated: bool  # published by the escalation thread (an uncertain frame, answered or not)
+
+
+class EventListener(Protocol):
+    """An observer of the published events (metrics, dataset recorder, learn tally): it listens, it does not
+    wrap the publisher."""
+
+    def on_published(self, published: Published) -> None: ...
+
+
 class Escalation(Protocol):
     """Where uncertain frames go when a gateway is configured (``agent.escalation.escalator.Escalator``):
     ``submit`` returns at once; the frame's event is published from the escalation thread."""
@@ -143,6 +159,16 @@ class Publisher(EventSink, Protocol):
 
     @property
     def forwarder_alive(self) -> bool: ...
+
+    @property
+    def last_progress(self) -> float:
+        """time.monotonic() at the start of the forwarder's current pass (the watchdog's ``outbox forwarder``)."""
+        ...
+
+    @property
+    def connects(self) -> int:
+        """Successful connections to the broker so far (more than 1: it reconnected)."""
+        ...
 
     def stats(self) -> ReliableStats: ...
 

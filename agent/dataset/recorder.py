@@ -24,10 +24,10 @@ How it hooks in (two calls, neither waits on I/O):
   ``on_inspection``): a confident frame drawn for the sample is queued for writing; an escalated frame is
   held (a reference to its image, no copy) until its outcome is known, at most ``dataset.max_pending``
   frames (the oldest is dropped and counted past that) and at most ``escalation.call_deadline_s`` + 1 s;
-* :meth:`DatasetRecorder.outcome`, for every event the escalation thread publishes
-  (:class:`RecordingSink` wraps the escalator's sink): an answer queues the held frame for writing, any
-  other final status lets it go. An outcome may come before the observation (a frame refused at once is
-  published inside ``submit``); it is kept (bounded) until the observation arrives.
+* :meth:`DatasetRecorder.outcome`, for every event the escalation thread publishes (a listener of the
+  runtime's event fan-out, ``agent.runtime.listeners.RecorderListener``, calls it): an answer queues the held
+  frame for writing, any other final status lets it go. An outcome may come before the observation (a frame
+  refused at once is published inside ``submit``); it is kept (bounded) until the observation arrives.
 
 Writing (JPEG encoding at ``dataset.jpeg_quality``, the atomic write, eviction) runs on one
 ``dataset-writer`` thread fed by a queue of ``dataset.queue_size`` frames; when it is full, a frame is
@@ -49,7 +49,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import cv2
 
@@ -62,7 +61,7 @@ from agent.dataset.record import DatasetRecord, RecordedDetection, RecordKind, V
 from agent.dataset.store import RecordStore
 from agent.escalation.sampler import LEARN_MODEL_ID
 
-__all__ = ["DROP_REASONS", "DatasetRecorder", "DatasetStats", "ModelRef", "RecordingSink", "learn_model_ref",
+__all__ = ["DROP_REASONS", "DatasetRecorder", "DatasetStats", "ModelRef", "learn_model_ref",
            "open_recorder"]
 
 log = logging.getLogger(__name__)
@@ -293,22 +292,6 @@ class DatasetRecorder:
                 frames=len(self.store), bytes=self.store.bytes, recorded=dict(self._recorded),
                 dropped=dict(self._dropped), evicted=self.store.evicted, failed=self._failed,
                 not_answered=self._not_answered, pending=len(self._pending), queued=self._queue.qsize())
-
-
-class RecordingSink:
-    """The escalator's event sink: publishes through ``inner``, then tells the recorder (when one is set: a
-    reload can turn recording on) the outcome."""
-
-    def __init__(self, inner: Any, recorder: DatasetRecorder | None) -> None:
-        self.inner = inner
-        self.recorder = recorder
-
-    def publish_event(self, event: TagEvent) -> int:
-        result: int = self.inner.publish_event(event)
-        recorder = self.recorder
-        if recorder is not None:
-            recorder.outcome(event)
-        return result
 
 
 def open_recorder(config: AgentConfig, model: Callable[[], ModelRef],

@@ -31,7 +31,7 @@ import collections
 import dataclasses
 import threading
 from collections.abc import Iterable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from agent.core.event import TagEvent
 from agent.escalation.dedupe import hamming, phash
 from agent.escalation.ratelimit import TokenBucket
 
-__all__ = ["FATES", "LEARN_MODEL_ID", "LearnSampler", "LearnTally", "TallyingSink"]
+__all__ = ["FATES", "LEARN_MODEL_ID", "LearnSampler", "LearnTally"]
 
 LEARN_MODEL_ID = "none:learn-mode"
 """``prefilter.model`` of a learn-mode frame's event: no prefilter inspected it."""
@@ -136,20 +136,3 @@ class LearnTally:
         """What the retained status carries: ``{"learn": {camera: counts}}`` (nothing while no camera learns)."""
         snapshot = self.snapshot()
         return {"learn": snapshot} if snapshot else {}
-
-
-class _Sink(Protocol):
-    def publish_event(self, event: TagEvent) -> int: ...
-
-
-class TallyingSink:
-    """The escalator's sink when cameras learn: publishes through ``inner``, then counts learn-mode outcomes."""
-
-    def __init__(self, inner: _Sink, tally: LearnTally) -> None:
-        self.inner = inner
-        self.tally = tally
-
-    def publish_event(self, event: TagEvent) -> int:
-        result = self.inner.publish_event(event)
-        self.tally.outcome(event)
-        return result

@@ -38,7 +38,7 @@ from agent.prefilter.gate_record import GateStatus
 
 if TYPE_CHECKING:
     from agent.core.ports import Prefilter
-    from agent.service import AgentService
+    from agent.runtime.service import AgentService
 
 __all__ = ["AgentHealth", "ModelFacts", "agent_stages", "warm_up"]
 
@@ -87,10 +87,10 @@ def warm_up(prefilter: Prefilter, gate: GateStatus | None, precision: str | None
 def agent_stages(service: AgentService, cfg: HealthConfig) -> list[StageProgress]:
     stages: list[StageProgress] = []
     loop = service.loop
-    metered = service.metered
+    events = service.events
     if loop is not None:
         if not loop.finished:
-            publishing = metered is not None and metered.busy_since is not None
+            publishing = events is not None and events.busy_since is not None
             stages.append(StageProgress("inference", "running", loop.last_progress, cfg.inference_window_s,
                                         doing="committing an event to the outbox" if publishing
                                         else "inspecting a frame"))
@@ -108,18 +108,17 @@ def agent_stages(service: AgentService, cfg: HealthConfig) -> list[StageProgress
             state: StageState = "failed" if st.state == "failed" else "idle"
             stages.append(StageProgress(name, state, None, cfg.capture_window_s,
                                         reason=(st.last_error or "") if state == "failed" else ""))
-    if metered is not None:
-        stages.append(StageProgress("outbox commit", "running", metered.busy_since, cfg.publish_window_s,
+    if events is not None:
+        stages.append(StageProgress("outbox commit", "running", events.busy_since, cfg.publish_window_s,
                                     doing="committing an event"))
-        inner = metered.inner
-        if hasattr(inner, "forwarder_alive"):
-            if inner.forwarder_alive:
-                stages.append(StageProgress("outbox forwarder", "running", inner.last_progress,
-                                            cfg.publish_window_s, doing="sending outbox rows"))
-            else:
-                stages.append(StageProgress("outbox forwarder", "dead", None, cfg.publish_window_s,
-                                            reason="the outbox forwarder thread ended (see the log); events stay "
-                                            "in the outbox until a restart"))
+        publisher = service.publisher
+        if publisher.forwarder_alive:
+            stages.append(StageProgress("outbox forwarder", "running", publisher.last_progress,
+                                        cfg.publish_window_s, doing="sending outbox rows"))
+        else:
+            stages.append(StageProgress("outbox forwarder", "dead", None, cfg.publish_window_s,
+                                        reason="the outbox forwarder thread ended (see the log); events stay "
+                                        "in the outbox until a restart"))
     return stages
 
 
@@ -205,7 +204,7 @@ class AgentHealth:
         return f"{cams}; {model}; {self._mqtt_words()}"
 
     def _mqtt_words(self) -> str:
-        stats = self.service.metered.stats() if self.service.metered is not None else None
+        stats = self.service.publisher.stats() if self.service.events is not None else None
         if stats is None:
             return "no publisher"
         if getattr(stats, "connected", False):
@@ -224,10 +223,9 @@ class AgentHealth:
         self._fps_mark = (now, total)
         online = sum(1 for g in s.grabbers if g.state == "online")
         verdicts: dict[str, int] = {}
-        if s.metered is not None:  # every published event, whichever thread published it
-            for (_cam, verdict, _by), n in s.metered.counts()[0].items():
-                verdicts[verdict] = verdicts.get(verdict, 0) + n
-        stats = s.metered.stats() if s.metered is not None else None
+        for (_cam, verdict, _by), n in s.metrics.counts()[0].items():  # every published event, whichever
+            verdicts[verdict] = verdicts.get(verdict, 0) + n                  # thread published it
+        stats = s.publisher.stats() if s.events is not None else None
         pending = getattr(stats, "pending", None)
         outbox = f"outbox {pending}" if isinstance(pending, int) else "outbox ?"
         evicted = getattr(stats, "evicted", 0)
@@ -256,7 +254,7 @@ class AgentHealth:
         report = self.report()
         ready = self.ready
         status = "starting" if not ready else "ok" if report.healthy else "unhealthy"
-        stats = s.metered.stats() if s.metered is not None else None
+        stats = s.publisher.stats() if s.events is not None else None
         doc: dict[str, Any] = {
             "status": status,
             "ready": ready,

@@ -14,12 +14,11 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.capture.grabber import STATES
 from agent.core.event import TagEvent
+from agent.core.ports import Published
 from agent.escalation.sampler import FATES
 from agent.ops.exposition import Family, MetricType, render
 from agent.ops.histogram import LATENCY_BUCKETS_S, LabelledHistograms
@@ -27,11 +26,11 @@ from agent.ops.stages import HealthReport
 from agent.taxonomy.model import normalise
 
 if TYPE_CHECKING:
-    from agent.service import AgentService
+    from agent.runtime.service import AgentService
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "MeteredPublisher", "STAGES", "agent_families", "render_agent_metrics"]
+__all__ = ["METRICS", "EventMetrics", "STAGES", "agent_families", "render_agent_metrics"]
 
 STAGES = ("prefilter", "publish", "escalation")
 """Labels of ``edge_agent_stage_duration_seconds``: prefilter (pre-process + inference + decode, per
@@ -93,41 +92,23 @@ METRICS: dict[str, str] = {
 MAX_UNMAPPED_WORDS = 500
 OTHER_UNMAPPED = "(other words)"
 
-class MeteredPublisher:
-    """The service's publisher, counting every tag event that goes through it.
+class EventMetrics:
+    """A listener of the runtime's event fan-out (``agent.runtime.fanout``): counts every tag event the
+    publisher took by camera, verdict and escalation status, and observes the stage latencies (``publish``:
+    the publisher's call, as the fan-out timed it)."""
 
-    It delegates everything to ``inner``; ``publish_event`` is timed (the ``publish`` stage) and its
-    event counted by camera, verdict and escalation status. ``busy_since`` is when the oldest
-    ``publish_event`` still running began (None when none is), for the watchdog.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.latency = LabelledHistograms(LATENCY_BUCKETS_S, preset=STAGES)
         self._lock = threading.Lock()
         self.events: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.updates: collections.Counter[tuple[str, str]] = collections.Counter()
         self.escalations: collections.Counter[str] = collections.Counter()
-        self._running: dict[int, float] = {}  # thread id -> start of its publish_event call
         self.unmapped: collections.Counter[str] = collections.Counter()
         """Events per raw word (normalised) the taxonomy does not map; a revision counts only its VLM words."""
 
-    @property
-    def busy_since(self) -> float | None:
-        with self._lock:
-            return min(self._running.values(), default=None)
-
-    def publish_event(self, event: TagEvent) -> int:
-        me = threading.get_ident()
-        t0 = time.monotonic()
-        with self._lock:
-            self._running[me] = t0
-        try:
-            row: int = self.inner.publish_event(event)
-        finally:
-            with self._lock:
-                self._running.pop(me, None)
-        self.latency.observe("publish", time.monotonic() - t0)
+    def on_published(self, published: Published) -> None:
+        event = published.event
+        self.latency.observe("publish", published.seconds)
         with self._lock:
             if event.revision > 1:
                 self.updates[(event.camera, event.verdict)] += 1
@@ -139,7 +120,6 @@ class MeteredPublisher:
         self._count_unmapped(event)
         if event.escalation.latency_ms is not None:
             self.latency.observe("escalation", event.escalation.latency_ms / 1000.0)
-        return row
 
     def _count_unmapped(self, event: TagEvent) -> None:
         """Count the event's words the taxonomy does not map (the prefilter's were counted with revision 1);
@@ -170,40 +150,6 @@ class MeteredPublisher:
     def counts(self) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int], dict[str, int]]:
         with self._lock:
             return dict(self.events), dict(self.updates), dict(self.escalations)
-
-    # -- the rest of the Publisher interface, delegated ------------------------------------------
-
-    def start(self) -> None:
-        self.inner.start()
-
-    def publish_stats(self, doc: dict[str, Any]) -> None:
-        self.inner.publish_stats(doc)
-
-    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool:
-        return bool(self.inner.publish_snapshot(camera, event_id, jpeg, durable))
-
-    def wait_connected(self, timeout: float) -> bool:
-        return bool(self.inner.wait_connected(timeout))
-
-    def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None:
-        self.inner.add_status_extra(provider)
-
-    def republish_status(self) -> None:
-        self.inner.republish_status()
-
-    def flush(self, timeout: float) -> bool:
-        return bool(self.inner.flush(timeout))
-
-    def stop(self, timeout: float) -> None:
-        self.inner.stop(timeout)
-
-    def stats(self) -> Any:
-        return self.inner.stats()
-
-    def __getattr__(self, name: str) -> Any:  # anything else the inner publisher offers (outbox, mqtt, ...)
-        if name == "inner":  # not set yet (a copy being made): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 def _family(name: str, kind: MetricType) -> Family:
@@ -256,8 +202,8 @@ def agent_families(service: AgentService, report: HealthReport | None, ready: bo
     updates = _family("edge_agent_event_updates_total", "counter")
     escalations = _family("edge_agent_escalations_total", "counter")
     durations = _family("edge_agent_stage_duration_seconds", "histogram")
-    metered = service.metered
-    if metered is not None:
+    metered = service.metrics
+    if service.events is not None:
         by_event, by_update, by_status = metered.counts()
         for (cam, verdict, decided_by), n in sorted(by_event.items()):
             events.add(n, camera=cam, verdict=verdict, decided_by=decided_by)
@@ -308,9 +254,9 @@ def _dataset_families(service: AgentService) -> list[Family]:
 
 
 def _publisher_families(service: AgentService) -> list[Family]:
-    if service.metered is None:
+    if service.events is None:
         return []
-    pub = service.metered.stats()
+    pub = service.publisher.stats()
     out: list[Family] = []
 
     def number(attr: str) -> float | None:
@@ -336,10 +282,7 @@ def _publisher_families(service: AgentService) -> list[Family]:
         value = number(attr)
         if value is not None:
             out.append(_family(name, kind).add(value))
-    mqtt = getattr(service.metered.inner, "mqtt", None)
-    connects = getattr(mqtt.stats(), "connects", None) if mqtt is not None else getattr(pub, "connects", None)
-    if isinstance(connects, int):
-        out.append(_family("edge_agent_mqtt_connects_total", "counter").add(connects))
+    out.append(_family("edge_agent_mqtt_connects_total", "counter").add(service.publisher.connects))
     return out
 
 

@@ -4,7 +4,7 @@
 the layout); ``__init__`` takes a ready session, so tests can pass a fake one.
 
 Two ways to run it. ``infer``/``infer_batch``: the whole call on one thread, into the detector's own
-preallocated input buffer. The staged surface the agent's pipelined loop uses (``agent.pipeline``):
+preallocated input buffer. The staged surface the agent's pipelined loop uses (``agent.runtime.loop``):
 ``prepare(images, buffer)`` letterboxes into an :class:`InputBuffer` from ``new_input()``,
 ``forward(tensor)`` runs the session, ``finish(output, plans, spent_ms)`` decodes; each stage may run
 on its own thread (one thread per stage at a time, but ``forward`` from up to ``concurrent_runs`` threads

@@ -178,6 +178,11 @@ class ReliablePublisher:
         """True while the forwarder thread runs (it ends on stop(), or on a bug, which it logs)."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def connects(self) -> int:
+        """Successful connections to the broker so far (more than 1: it reconnected)."""
+        return self.mqtt.stats().connects
+
     def stats(self) -> ReliableStats:
         o: OutboxStats = self.outbox.stats()
         m = self.mqtt.stats()

@@ -28,49 +28,32 @@ import pathlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from agent.capture.grabber import Grabber, GrabberStats
-from agent.config.loader import load_config, resolve_runtime_paths
+from agent.config.loader import load_config
 from agent.config.models import AgentConfig, CameraConfig
 from agent.config.reload import ReloadPlan, plan_reload
-from agent.core.event import TagEvent
 from agent.core.inspection import Inspection
-from agent.core.ports import Prefilter
-from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink, learn_model_ref, open_recorder
-from agent.errors import ConfigError, EdgeAgentError, ModelError, SourceError
+from agent.core.ports import Prefilter, Publisher, ReliableStats
+from agent.dataset.recorder import DatasetRecorder, ModelRef, learn_model_ref, open_recorder
+from agent.errors import ConfigError, EdgeAgentError
 from agent.escalation.client import channel_credentials
 from agent.escalation.escalator import EscalationStats, Escalator
-from agent.escalation.sampler import LearnSampler, LearnTally, TallyingSink
+from agent.escalation.sampler import LearnSampler, LearnTally
 from agent.ops.health import AgentHealth, ModelFacts, warm_up
-from agent.ops.metrics import MeteredPublisher
+from agent.ops.metrics import EventMetrics
 from agent.ops.notify import Notifier
-from agent.pipeline import FrameInspector, InferenceLoop, latency_percentiles
 from agent.prefilter.classifier import ImageClassifier
-from agent.prefilter.factory import open_prefilter
-from agent.prefilter.gate_record import GateStatus, check_gate, file_precision
-from agent.prefilter.model_info import file_digest
 from agent.publish.camera_status import CameraStatusBoard, StatusRepublisher
-from agent.publish.mqtt_publisher import MqttPublisher
-from agent.publish.outbox import Outbox
-from agent.publish.reliable import ReliablePublisher
 from agent.publish.snapshot import SnapshotSender
-from agent.publish.topics import stats_topic
+from agent.runtime.building import build_publisher, check_pass_label, digest_or_none, grabber_for_reload, load_model
+from agent.runtime.fanout import EventFanout
+from agent.runtime.inspector import FrameInspector
+from agent.runtime.listeners import RecorderListener, TallyListener
+from agent.runtime.loop import InferenceLoop, latency_percentiles
 
 log = logging.getLogger(__name__)
-
-
-class Publisher(Protocol):
-    def start(self) -> None: ...
-    def publish_stats(self, doc: dict[str, Any]) -> None: ...
-    def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool: ...
-    def wait_connected(self, timeout: float) -> bool: ...
-    def publish_event(self, event: TagEvent) -> int: ...
-    def flush(self, timeout: float) -> bool: ...
-    def stop(self, timeout: float) -> None: ...
-    def stats(self) -> Any: ...
-    def add_status_extra(self, provider: Callable[[], dict[str, Any]]) -> None: ...
-    def republish_status(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +65,7 @@ class RunSummary:
     latency_p50_ms: float
     latency_p99_ms: float
     cameras: dict[str, GrabberStats]
-    publisher: Any
+    publisher: ReliableStats | None
     flushed: bool
     escalation: EscalationStats | None = None  # None when no gateway is configured
 
@@ -96,6 +79,20 @@ class ReloadResult:
     plan: ReloadPlan | None = None
     problems: tuple[str, ...] = ()
     model_reloaded: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _PreparedReload:
+    """What step 1 of a reload prepared beside the running stages."""
+
+    plan: ReloadPlan
+    prefilter: Prefilter | None
+    facts: ModelFacts | None
+    digest: str | None
+    model_reloaded: bool
+    recording: set[str]  # the cameras that record
+    recorder: DatasetRecorder | None
+    fresh: dict[str, Grabber]  # new grabbers of the cameras added or changed
 
 
 _RELOAD_SWAP_S = 5.0  # how long a reload waits for the inference thread to finish its frame
@@ -135,7 +132,9 @@ class AgentService:
         # systemd notifications (READY, WATCHDOG, STATUS, STOPPING); a no-op without $NOTIFY_SOCKET
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.model_facts: ModelFacts | None = None
-        self.metered: MeteredPublisher | None = None
+        # every tag event goes through this fan-out once: the publisher, then the listeners (metrics, ...)
+        self.events: EventFanout | None = None
+        self.metrics = EventMetrics()
         self.health: AgentHealth | None = None
         self._prefilter = prefilter
         self._publisher = publisher
@@ -149,7 +148,7 @@ class AgentService:
         self.loop: InferenceLoop | None = None
         self.escalator: Escalator | None = None
         self.recorder: DatasetRecorder | None = None  # the dataset recorder, while a camera records
-        self._recording_sink: RecordingSink | None = None  # the escalator's sink: tells the recorder outcomes
+        self._recorder_listener = RecorderListener(None)  # tells the recorder the escalated events' outcomes
         self._started_at = 0.0
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
@@ -181,7 +180,8 @@ class AgentService:
         credentials = channel_credentials(escalation.tls) if escalation.gateway and escalation.tls else None
         if self._publisher is None:
             self._publisher = build_publisher(self.config)
-        self._publisher = self.metered = MeteredPublisher(self._publisher)  # counts events for /metrics
+        self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
+                                                    TallyListener(self.learn_tally)])
         self._publisher.add_status_extra(self.camera_status.status_fields)
         self._publisher.add_status_extra(self.learn_tally.status_fields)
         self._publisher.add_status_extra(self._model_status)
@@ -190,9 +190,8 @@ class AgentService:
         self.camera_status.on_change = self._status_republisher.poke
         self._status_republisher.start()
         if escalation.gateway is not None:
-            self.recorder = open_recorder(self.config, self._model_ref)  # None unless a camera records
-            self._recording_sink = RecordingSink(self._publisher, self.recorder)
-            self.escalator = Escalator(escalation, TallyingSink(self._recording_sink, self.learn_tally),
+            self.recorder = self._recorder_listener.recorder = open_recorder(self.config, self._model_ref)
+            self.escalator = Escalator(escalation, self.events.escalated,
                                        credentials=credentials, rates={
                 cam.id: cam.escalation_rate for cam in self.config.cameras if cam.escalation_rate is not None})
         self._publisher.start()
@@ -204,7 +203,7 @@ class AgentService:
             self.camera_status.attach(g.camera.id, g)
             g.start()
         inspector = FrameInspector(self.config, self._prefilter, sampler=self._sampler, tally=self.learn_tally)
-        self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self._publisher,
+        self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self.events,
                                   self._inspected, self._snapshot_sender(self.config), self.escalator)
         self._started_at = time.monotonic()
         self.loop.start()
@@ -299,66 +298,80 @@ class AgentService:
             loop = self.loop
             if loop is None:
                 raise RuntimeError("the service is not started")
-            plan = plan_reload(self.config, new)
-            cfg = plan.config
-            # 1. prepare everything that can fail, beside the running stages
-            prefilter, facts, digest = self._prefilter, self.model_facts, self._model_digest
-            reload_model = cfg.needs_model and (prefilter is None or plan.model_changed or (
-                digest is not None and _digest_or_none(cfg.model.path) != digest))
-            if not cfg.needs_model:
-                prefilter, facts, digest = None, None, None  # every camera learns now: no model runs
-            elif reload_model:
-                prefilter, facts, digest = load_model(cfg)
-            elif isinstance(prefilter, ImageClassifier):
-                check_pass_label(cfg, prefilter.info.names, str(prefilter.info.path))
-            recording = {cam.id for cam in cfg.cameras if cfg.records(cam)}
-            recorder = self.recorder
-            if recorder is None and recording and self._recording_sink is not None:
-                recorder = open_recorder(cfg, self._model_ref)  # recording turned on: its folder opens now
-            fresh = {cam.id: _new_grabber(index, cam, self._make_grabber) for index, cam in enumerate(cfg.cameras)
-                     if cam.id in plan.added or cam.id in plan.restarted}
-            running = {g.camera.id: g for g in self.grabbers}
-            # 2. the inference thread switches between two frames; unchanged cameras keep their grabber
-            grabbers: list[Grabber] = []
-            for cam in cfg.cameras:
-                grabber = fresh.get(cam.id) or running[cam.id]
-                grabber.camera = cam  # a retuned camera: the same capture settings, new triage/escalation rate
-                grabbers.append(grabber)
-            self.learn_tally.set_cameras(c.id for c in cfg.cameras if cfg.learns(c))
-            inspector = FrameInspector(cfg, prefilter, sampler=self._sampler, tally=self.learn_tally)
-            if not loop.reconfigure(inspector, [(g.camera.id, g) for g in grabbers],
-                                    self._snapshot_sender(cfg), timeout=_RELOAD_SWAP_S):
-                log.warning("reload: the inference thread is busy with one frame for over %.0f s; it switches to "
-                            "the new config after it", _RELOAD_SWAP_S)
-            # 3. the status shows the new set of cameras (the old grabbers' last reports are ignored); stop the
-            #    cameras gone or changed (their frames taken so far are inspected and published), then start
-            #    the new ones: a changed camera's device is free again
-            for cam_id in plan.removed:
-                self.camera_status.detach(cam_id)
-            for cam_id, grabber in fresh.items():
-                self.camera_status.attach(cam_id, grabber)
-            for cam_id in (*plan.removed, *plan.restarted):
-                if not running[cam_id].stop(timeout=_RELOAD_STOP_S):
-                    log.warning("reload: camera %s did not stop within %.0f s (blocked in a read); it ends with its "
-                                "read", cam_id, _RELOAD_STOP_S)
-            for grabber in fresh.values():
-                grabber.start()
-            self.grabbers = grabbers
-            if recorder is not None:
-                recorder.set_cameras(recording)
-                recorder.set_learn_model(learn_model_ref(cfg))
-                if self._recording_sink is not None and self._recording_sink.recorder is None:
-                    self._recording_sink.recorder = self.recorder = recorder
-                    recorder.start()
-            if self.escalator is not None:
-                self.escalator.set_rates({c.id: c.escalation_rate for c in cfg.cameras
-                                          if c.escalation_rate is not None}, cfg.escalation.rate_per_camera)
-            model_swapped = prefilter is not self._prefilter  # a new model, or none (every camera learns now)
-            self._prefilter, self.model_facts, self._model_digest = prefilter, facts, digest
-            self.config = cfg
-            if model_swapped and self._status_republisher is not None:
-                self._status_republisher.poke()  # the retained status names the running model and its classes
-            return ReloadResult(True, plan, model_reloaded=reload_model)
+            ready = self._prepare_reload(plan_reload(self.config, new))
+            self._switch_cameras(loop, ready)
+            self._switch_outputs(ready)
+            return ReloadResult(True, ready.plan, model_reloaded=ready.model_reloaded)
+
+    def _prepare_reload(self, plan: ReloadPlan) -> _PreparedReload:
+        """Step 1 of a reload: everything that can fail, prepared beside the running stages (the model, a
+        classifier's labels, the recorder's folder when recording is turned on, new cameras' grabbers)."""
+        cfg = plan.config
+        prefilter, facts, digest = self._prefilter, self.model_facts, self._model_digest
+        reload_model = cfg.needs_model and (prefilter is None or plan.model_changed or (
+            digest is not None and digest_or_none(cfg.model.path) != digest))
+        if not cfg.needs_model:
+            prefilter, facts, digest = None, None, None  # every camera learns now: no model runs
+        elif reload_model:
+            prefilter, facts, digest = load_model(cfg)
+        elif isinstance(prefilter, ImageClassifier):
+            check_pass_label(cfg, prefilter.info.names, str(prefilter.info.path))
+        recording = {cam.id for cam in cfg.cameras if cfg.records(cam)}
+        recorder = self.recorder
+        if recorder is None and recording and self.escalator is not None:
+            recorder = open_recorder(cfg, self._model_ref)  # recording turned on: its folder opens now
+        fresh = {cam.id: grabber_for_reload(index, cam, self._make_grabber) for index, cam in enumerate(cfg.cameras)
+                 if cam.id in plan.added or cam.id in plan.restarted}
+        return _PreparedReload(plan, prefilter, facts, digest, reload_model, recording, recorder, fresh)
+
+    def _switch_cameras(self, loop: InferenceLoop, ready: _PreparedReload) -> None:
+        """Steps 2 and 3 of a reload: the inference thread switches between two frames (unchanged cameras keep
+        their grabber); the status shows the new set of cameras (the old grabbers' last reports are ignored);
+        the cameras gone or changed stop (their frames taken so far are inspected and published), then the
+        new ones start: a changed camera's device is free again."""
+        plan, cfg, fresh = ready.plan, ready.plan.config, ready.fresh
+        running = {g.camera.id: g for g in self.grabbers}
+        grabbers: list[Grabber] = []
+        for cam in cfg.cameras:
+            grabber = fresh.get(cam.id) or running[cam.id]
+            grabber.camera = cam  # a retuned camera: the same capture settings, new triage/escalation rate
+            grabbers.append(grabber)
+        self.learn_tally.set_cameras(c.id for c in cfg.cameras if cfg.learns(c))
+        inspector = FrameInspector(cfg, ready.prefilter, sampler=self._sampler, tally=self.learn_tally)
+        if not loop.reconfigure(inspector, [(g.camera.id, g) for g in grabbers],
+                                self._snapshot_sender(cfg), timeout=_RELOAD_SWAP_S):
+            log.warning("reload: the inference thread is busy with one frame for over %.0f s; it switches to "
+                        "the new config after it", _RELOAD_SWAP_S)
+        for cam_id in plan.removed:
+            self.camera_status.detach(cam_id)
+        for cam_id, grabber in fresh.items():
+            self.camera_status.attach(cam_id, grabber)
+        for cam_id in (*plan.removed, *plan.restarted):
+            if not running[cam_id].stop(timeout=_RELOAD_STOP_S):
+                log.warning("reload: camera %s did not stop within %.0f s (blocked in a read); it ends with its "
+                            "read", cam_id, _RELOAD_STOP_S)
+        for grabber in fresh.values():
+            grabber.start()
+        self.grabbers = grabbers
+
+    def _switch_outputs(self, ready: _PreparedReload) -> None:
+        """The last step of a reload: the recorder's cameras, the escalation rates, the running model and
+        config."""
+        cfg, recorder = ready.plan.config, ready.recorder
+        if recorder is not None:
+            recorder.set_cameras(ready.recording)
+            recorder.set_learn_model(learn_model_ref(cfg))
+            if self.escalator is not None and self._recorder_listener.recorder is None:
+                self._recorder_listener.recorder = self.recorder = recorder
+                recorder.start()
+        if self.escalator is not None:
+            self.escalator.set_rates({c.id: c.escalation_rate for c in cfg.cameras
+                                      if c.escalation_rate is not None}, cfg.escalation.rate_per_camera)
+        model_swapped = ready.prefilter is not self._prefilter  # a new model, or none (every camera learns now)
+        self._prefilter, self.model_facts, self._model_digest = ready.prefilter, ready.facts, ready.digest
+        self.config = cfg
+        if model_swapped and self._status_republisher is not None:
+            self._status_republisher.poke()  # the retained status names the running model and its classes
 
     def _model_status(self) -> dict[str, Any]:
         """The retained status's ``model`` (status.v1): the running prefilter's id, task and classes; nothing
@@ -389,7 +402,6 @@ class AgentService:
     def stats_document(self) -> dict[str, Any]:
         """The periodic ``<prefix>/<device>/stats`` payload."""
         s = self.summary()
-        pub = s.publisher
         return {
             "device": self.config.device_id,
             "uptime_s": round(s.seconds, 1),
@@ -398,11 +410,10 @@ class AgentService:
             "escalations": s.escalations,
             "prefilter_ms": {"p50": round(s.latency_p50_ms, 2), "p99": round(s.latency_p99_ms, 2)},
             "cameras": {cam: dataclasses.asdict(st) for cam, st in s.cameras.items()},
-            "publisher": dataclasses.asdict(pub) if dataclasses.is_dataclass(pub) and not isinstance(pub, type)
-            else None,
+            "publisher": dataclasses.asdict(s.publisher) if s.publisher is not None else None,
             "escalation": dataclasses.asdict(s.escalation) if s.escalation is not None else None,
             # events per raw word the taxonomy does not map (empty without a taxonomy)
-            "unmapped": self.metered.unmapped_counts() if self.metered is not None else {},
+            "unmapped": self.metrics.unmapped_counts(),
             "dataset": dataclasses.asdict(self.recorder.stats()) if self.recorder is not None else None,
             # learn mode: per learning camera, every frame's fate and the sampled frames' escalation statuses
             "learn": self.learn_tally.snapshot(),
@@ -441,7 +452,7 @@ class AgentService:
         if self._publisher is not None:
             # while connected, give in-flight events time to be acknowledged; when the broker is away
             # there is nothing to wait for: the events are safe in the outbox for the next start
-            connected = bool(getattr(self._publisher.stats(), "connected", True))
+            connected = self._publisher.stats().connected
             flushed = self._publisher.flush(max(0.1, deadline - time.monotonic() - 1.0) if connected else 0.0)
             if not flushed and outbox_kept:
                 log.warning("shutdown: %s; unacknowledged events stay in the outbox and are sent after the next "
@@ -474,78 +485,8 @@ class AgentService:
         )
 
 
-def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:
-    """Open ``config.model``, check it against the triage config and its INT8 gate record, warm it up:
-    (the model, what is known of it, the file's digest). ModelError/ConfigError saying what is wrong."""
-    path = config.model.path
-    model = open_prefilter(path, config.model)
-    if isinstance(model, ImageClassifier):
-        check_pass_label(config, model.info.names, str(model.info.path))
-    log.info("model loaded: %s (%s); %d run(s) at once, %d intra-op thread(s) each", model.info.model_id,
-             model.info.task, getattr(model, "concurrent_runs", 1), config.model.intra_op_threads)
-    gate = check_model_gate(model.info.path, config.model.require_gate)
-    facts = warm_up(model, gate, file_precision(model.info.path))  # one inference on a blank frame
-    return model, facts, file_digest(model.info.path)
-
-
-def _new_grabber(index: int, camera: CameraConfig, make: Callable[[CameraConfig], Grabber]) -> Grabber:
-    """A grabber for a camera a reload adds or changes; a source spec nobody understands is a config problem."""
-    try:
-        return make(camera)
-    except SourceError as exc:
-        raise ConfigError([f"cameras[{index}].source (camera {camera.id}): {exc}"]) from exc
-
-
-def _digest_or_none(path: pathlib.Path) -> str | None:
-    try:
-        return file_digest(path)
-    except OSError:
-        return None  # gone: loading it says so
-
-
 def _reload_summary(result: ReloadResult) -> str:
     what = result.plan.describe() if result.plan is not None else "no change"
     if result.model_reloaded and (result.plan is None or not result.plan.model_changed):
         what = "model file changed on disk, reloaded" if what == "no change" else f"{what}; model file reloaded"
     return what
-
-
-def check_pass_label(config: AgentConfig, names: tuple[str, ...], model: str) -> None:
-    """A classifier's triage needs to know its good class: every triage band's ``pass_label``
-    must be one of the model's classes."""
-    bands = [("triage", config.triage)] + [(f"cameras[{i}].triage", c.triage) for i, c in enumerate(config.cameras)
-                                           if c.triage is not None]
-    problems = [f"{where}.pass_label: {band.pass_label!r} is not a class of the classifier {model} "
-                f"({', '.join(names)}); set it to the class that means a good frame"
-                for where, band in bands if band.pass_label not in names]
-    if problems:
-        raise ConfigError(problems)
-
-
-def build_publisher(config: AgentConfig) -> ReliablePublisher:
-    """Outbox + MQTT connection from the config (reads the password file, builds TLS)."""
-    path = resolve_runtime_paths(config).outbox.path or pathlib.Path("outbox.sqlite")  # always filled in
-    outbox = Outbox(path, max_rows=config.outbox.max_rows, max_bytes=config.outbox.max_bytes,
-                    synchronous=config.outbox.synchronous)
-    config = resolve_runtime_paths(config)
-    try:
-        mqtt = MqttPublisher.from_config(config.mqtt, config.device_id)
-    except Exception:
-        outbox.close()
-        raise
-    return ReliablePublisher(outbox, mqtt, topic_prefix=config.mqtt.topic_prefix, inflight=config.outbox.inflight,
-                             refused_tries=config.outbox.refused_tries,
-                             refused_backoff_s=min(30.0, config.outbox.refused_backoff_s),
-                             stats_topic=stats_topic(config.mqtt.topic_prefix, config.device_id))
-
-
-def check_model_gate(path: pathlib.Path, required: bool) -> GateStatus:
-    """Say at start-up whether an INT8 model passed its accuracy gate; refuse if ``required``."""
-    status = check_gate(path, file_digest(path), file_precision(path))
-    if status.state == "passed":
-        log.info("%s", status.detail)
-    elif not status.ok:
-        if required:
-            raise ModelError(f"{status.detail} (model.require_gate is on)")
-        log.warning("%s; starting anyway (set model.require_gate to refuse)", status.detail)
-    return status

@@ -84,8 +84,9 @@ def test_a_grey_surface_camera_through_the_inference_loop() -> None:
     from agent.capture.grabber import Grabber
     from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, ModelConfig
     from agent.core.event import TagEvent
-    from agent.pipeline import FrameInspector, InferenceLoop
     from agent.prefilter.factory import open_prefilter
+    from agent.runtime.inspector import FrameInspector
+    from agent.runtime.loop import InferenceLoop
 
     class Sink:
         def __init__(self) -> None:

@@ -16,9 +16,11 @@ import pytest
 from agent.config.models import DatasetConfig
 from agent.core.event import EscalationOutcome
 from agent.dataset.record import DatasetRecord
-from agent.dataset.recorder import DatasetRecorder, ModelRef, RecordingSink
+from agent.dataset.recorder import DatasetRecorder, ModelRef
 from agent.dataset.store import RecordStore
 from agent.errors import DatasetError
+from agent.runtime.fanout import EventFanout
+from agent.runtime.listeners import RecorderListener
 from tests.dataset.recording import MODEL, SIZE, answered, det, inspection, without_answer
 
 
@@ -233,13 +235,14 @@ def test_the_sink_publishes_first_then_tells_the_recorder(tmp_path: pathlib.Path
             return 1
 
     rec = recorder(tmp_path)
-    sink = RecordingSink(Inner(), rec)
+    sink = EventFanout(Inner(), [RecorderListener(rec)]).escalated  # the escalation thread's sink
     insp = inspection(UNCERTAIN)
     rec.observe(insp)
     assert sink.publish_event(answered(insp.event)) == 1
     rec.stop()
     assert published == [insp.event.event_id] and len(records(tmp_path)) == 1
-    assert RecordingSink(Inner(), None).publish_event(insp.event) == 1  # no recorder: just publishes
+    # no recorder: just publishes
+    assert EventFanout(Inner(), [RecorderListener(None)]).escalated.publish_event(insp.event) == 1
 
 
 def test_frames_of_a_new_model_are_recorded_once_the_swap_is_done(tmp_path: pathlib.Path) -> None:

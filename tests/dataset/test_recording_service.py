@@ -19,7 +19,7 @@ from agent.dataset.export import ExportOptions, export_dataset
 from agent.dataset.record import DatasetRecord
 from agent.evaluation.dataset import read_yolo_dataset
 from agent.publish.local_broker import LocalMosquitto
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import FakeOllama

@@ -23,7 +23,7 @@ import pytest
 from agent.config.models import AgentConfig
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.escalation.conftest import StartGateway
 from tests.fakes.ollama import BUSY_MESSAGE, VALID_ANSWER, FakeOllama, Reply

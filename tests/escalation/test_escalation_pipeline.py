@@ -16,7 +16,7 @@ from agent.config.models import AgentConfig
 from agent.escalation.escalator import Escalator
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload
-from agent.service import AgentService, RunSummary
+from agent.runtime.service import AgentService, RunSummary
 from tests.conftest import MqttCollector
 from tests.escalation.scripted import Fail, Hang, ScriptedGateway, reply
 

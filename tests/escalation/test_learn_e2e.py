@@ -31,7 +31,7 @@ from agent.escalation.sampler import FATES, LEARN_MODEL_ID
 from agent.ops.metrics import render_agent_metrics
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload, validate_stats, validate_status
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import FakeOllama

@@ -14,7 +14,7 @@ from agent.errors import ModelError
 from agent.evaluation.gate import GATE_SCHEMA, GateLimits, judge
 from agent.prefilter.gate_record import check_gate, gate_record_path
 from agent.prefilter.model_info import file_digest
-from agent.service import check_model_gate
+from agent.runtime.building import check_model_gate
 
 
 def test_within_limits_passes() -> None:
@@ -84,7 +84,7 @@ def test_the_agent_says_so_at_start_up_and_refuses_when_told(
         tmp_path: pathlib.Path, quantized_model: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
     model = tmp_path / quantized_model.name
     shutil.copyfile(quantized_model, model)
-    with caplog.at_level(logging.WARNING, logger="agent.service"):
+    with caplog.at_level(logging.WARNING, logger="agent.runtime.building"):
         assert check_model_gate(model, required=False).state == "missing"
     assert "has no accuracy gate record" in caplog.text and "starting anyway" in caplog.text
     with pytest.raises(ModelError, match="has no accuracy gate record.*model.require_gate is on"):

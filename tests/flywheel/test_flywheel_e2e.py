@@ -41,7 +41,7 @@ from agent.dataset.synth import write_synthetic_dataset
 from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
 from agent.prefilter.detector import YoloDetector
 from agent.publish.local_broker import LocalMosquitto
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import FakeOllama

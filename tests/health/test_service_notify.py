@@ -20,7 +20,7 @@ from agent.config.models import AgentConfig, CameraConfig, HealthConfig, Metrics
 from agent.core.detections import PrefilterResult
 from agent.prefilter.detector import YoloDetector
 from agent.publish.local_broker import LocalMosquitto
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.health.conftest import NotifyListener
 
 WATCHDOG_USEC = 600_000  # WatchdogSec=0.6: pings due every 0.3 s

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig
 from agent.ops.metrics import METRICS
 from agent.publish.local_broker import LocalMosquitto
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from tests.conftest import VIDEO_FRAMES
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from agent.core.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.escalation.merge import VlmAnswer, merge
-from agent.ops.metrics import MeteredPublisher
+from agent.ops.metrics import EventMetrics
 from agent.publish.schema import validate_payload
+from agent.runtime.fanout import EventFanout
 from agent.taxonomy import Taxonomy, TaxonomyFile
 from agent.taxonomy.loading import load_taxonomy
 
@@ -75,13 +76,14 @@ class _Sink:
         return 1
 
 
-def test_the_metered_publisher_counts_unmapped_words_and_logs_each_once(
+def test_the_event_metrics_count_unmapped_words_and_log_each_once(
     event_factory: EventFactory, caplog: pytest.LogCaptureFixture,
 ) -> None:
     taxonomy = Taxonomy.from_file(TaxonomyFile.model_validate({"labels": [  # no "dent" here
         {"label": "SCRATCH", "code": "S-1", "severity": "low"},
         {"label": "MISSING", "code": "M-1", "severity": "high", "synonyms": ["missing piece"]}]}))
-    metered = MeteredPublisher(_Sink())
+    metrics = EventMetrics()
+    metered = EventFanout(_Sink(), [metrics])  # the metrics listen to the events the fan-out publishes
     first = dataclasses.replace(event_factory(verdict="uncertain"), taxonomy=taxonomy)
     with caplog.at_level(logging.WARNING, logger="agent.ops.metrics"):
         metered.publish_event(answered(first))
@@ -92,7 +94,7 @@ def test_the_metered_publisher_counts_unmapped_words_and_logs_each_once(
             first.decision, tags=first.decision.tags * 2))
         metered.publish_event(late)
         metered.publish_event(dataclasses.replace(first, taxonomy=None))  # no taxonomy: nothing to count
-    assert metered.unmapped_counts() == {"metal part": 3, "blob": 3, "dent": 2}
+    assert metrics.unmapped_counts() == {"metal part": 3, "blob": 3, "dent": 2}
     logged = [r.getMessage() for r in caplog.records if "not in the taxonomy" in r.getMessage()]
     assert len(logged) == 3 and ["'dent'" in logged[0], "'metal part'" in logged[1], "'blob'" in logged[2]] == [
         True, True, True]
@@ -105,7 +107,8 @@ def test_the_unmapped_words_kept_by_name_are_bounded(event_factory: EventFactory
     monkeypatch.setattr(metrics_agent, "MAX_UNMAPPED_WORDS", 2)
     taxonomy = Taxonomy.from_file(TaxonomyFile.model_validate({"labels": [
         {"label": "SCRATCH", "code": "S-1", "severity": "low"}]}))
-    metered = MeteredPublisher(_Sink())
+    metrics = EventMetrics()
+    metered = EventFanout(_Sink(), [metrics])  # the metrics listen to the events the fan-out publishes
     metered.publish_event(answered(dataclasses.replace(event_factory(verdict="uncertain"), taxonomy=taxonomy)))
-    counts = metered.unmapped_counts()
+    counts = metrics.unmapped_counts()
     assert len(counts) == 3 and counts[metrics_agent.OTHER_UNMAPPED] >= 1  # 2 by name, the rest together

@@ -22,7 +22,7 @@ from agent.config.models import (
 from agent.core.detections import Detection
 from agent.publish.local_broker import LocalMosquitto
 from agent.publish.snapshot import SnapshotSender, render_snapshot
-from agent.service import AgentService
+from agent.runtime.service import AgentService
 from agent.triage.policy import triage
 from tests.conftest import MqttCollector
 

@@ -1,0 +1,4 @@
+"""The runtime wires the stages of the live path: the inspector (:mod:`.inspector`: frame -> prefilter -> triage
+-> event), the inference threads (:mod:`.loop`), the event fan-out and its listeners (:mod:`.fanout`,
+:mod:`.listeners`; the metrics listener is :class:`agent.ops.metrics.EventMetrics`), building the parts from the
+config (:mod:`.building`) and the service that starts, reloads and stops them (:mod:`.service`)."""

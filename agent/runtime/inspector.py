@@ -1,0 +1,110 @@
+"""Frame -> prefilter -> triage -> tag event: the synchronous core the daemon, the demo, batch tagging and the
+tests share. No threads, no network (the threads are :mod:`agent.runtime.loop`'s)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agent.config.models import AgentConfig, CameraConfig
+from agent.core.decision import TriageDecision
+from agent.core.detections import PrefilterResult
+from agent.core.event import build_event
+from agent.core.frame import Frame
+from agent.core.inspection import Inspection
+from agent.core.ports import BatchPrefilter, Prefilter, StagedPrefilter
+from agent.escalation.sampler import LEARN_MODEL_ID, LearnSampler, LearnTally
+from agent.triage.policy import decide
+
+__all__ = ["FrameInspector"]
+
+_LEARN_DECISION = TriageDecision(verdict="uncertain", tags=())  # a learn-mode frame: nothing decided it yet
+
+
+class FrameInspector:
+    """Frame -> prefilter -> triage -> tag event. No threads, no network.
+
+    Cameras in learn mode (``AgentConfig.learns``) have no prefilter: :meth:`learn` asks ``sampler`` whether
+    their frame goes to the VLM (counted in ``tally``, see :mod:`agent.escalation.sampler`). ``prefilter`` may
+    be None when every camera learns."""
+
+    def __init__(self, config: AgentConfig, prefilter: Prefilter | None, *, sampler: LearnSampler | None = None,
+                 tally: LearnTally | None = None) -> None:
+        self._config = config
+        self._prefilter = prefilter
+        self._cameras: dict[str, CameraConfig] = {c.id: c for c in config.cameras}
+        self._learning = {c.id: config.learn_for(c) for c in config.cameras if config.learns(c)}
+        if prefilter is None and len(self._learning) < len(self._cameras):
+            raise ValueError("a FrameInspector without a prefilter needs every camera in learn mode")
+        self._sampler = sampler if sampler is not None else LearnSampler()
+        self._tally = tally if tally is not None else LearnTally(self._learning)
+
+    @property
+    def tally(self) -> LearnTally:
+        return self._tally
+
+    def learns(self, camera_id: str) -> bool:
+        """Whether ``camera_id`` is in learn mode (its frames go to :meth:`learn`, not to the prefilter)."""
+        return camera_id in self._learning
+
+    def learn(self, frame: Frame, now: float) -> Inspection | None:
+        """A learn-mode camera's frame: its inspection (verdict ``uncertain``, no tags, for the VLM) when the
+        sampler sends it, None when it is skipped. Either way its fate is counted in the tally."""
+        learn = self._learning.get(frame.camera_id)
+        if learn is None:
+            raise KeyError(f"camera {frame.camera_id!r} is not in learn mode")
+        fate = self._sampler.decide(frame.camera_id, learn, frame.image, now)
+        self._tally.fate(frame.camera_id, fate)
+        if not fate.startswith("sampled"):
+            return None
+        result = PrefilterResult(model_id=LEARN_MODEL_ID, detections=(), latency_ms=0.0, task="classify")
+        event = build_event(
+            device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
+            captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
+            decision=_LEARN_DECISION, model_id=LEARN_MODEL_ID, prefilter_latency_ms=0.0,
+            taxonomy=self._config.loaded_taxonomy,
+        )
+        return Inspection(frame, result, _LEARN_DECISION, event)
+
+    def inspect(self, frame: Frame) -> Inspection:
+        return self._inspection(frame, self._model().infer(frame.image))
+
+    def _model(self) -> Prefilter:
+        if self._prefilter is None:
+            raise RuntimeError("no prefilter: every camera is in learn mode (a frame reached inspect())")
+        return self._prefilter
+
+    def inspect_many(self, frames: Sequence[Frame]) -> list[Inspection]:
+        """Frames from several cameras, in one prefilter call where the model takes a batch
+        (``infer_batch``, ``max_batch`` > 1); else one call each. Same inspections either way."""
+        if not frames:
+            return []
+        model = self._prefilter
+        if len(frames) < 2 or not isinstance(model, BatchPrefilter) or model.max_batch < 2:
+            return [self.inspect(frame) for frame in frames]
+        results = model.infer_batch([frame.image for frame in frames])
+        return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
+
+    @property
+    def staged(self) -> StagedPrefilter | None:
+        """The prefilter, when its call splits into stages the inference loop runs on separate threads."""
+        p = self._prefilter
+        return p if isinstance(p, StagedPrefilter) else None
+
+    def inspections(self, frames: Sequence[Frame], results: Sequence[PrefilterResult]) -> list[Inspection]:
+        """Triage and events for frames whose prefilter results are known (one result per frame)."""
+        if len(frames) != len(results):
+            raise ValueError(f"{len(frames)} frames but {len(results)} prefilter results")
+        return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
+
+    def _inspection(self, frame: Frame, result: PrefilterResult) -> Inspection:
+        camera = self._cameras.get(frame.camera_id)
+        if camera is None:
+            raise KeyError(f"frame from unknown camera {frame.camera_id!r}")
+        decision = decide(result, self._config.triage_for(camera))
+        event = build_event(
+            device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
+            captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
+            decision=decision, model_id=result.model_id, prefilter_latency_ms=result.latency_ms,
+            taxonomy=self._config.loaded_taxonomy,
+        )
+        return Inspection(frame, result, decision, event)
