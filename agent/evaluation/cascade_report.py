@@ -102,6 +102,24 @@ def render_chart(results: Sequence[StrategyResult]) -> np.ndarray:
     return _finish(img)
 
 
+def _class_rows(results: Sequence[StrategyResult], classes: Sequence[str], cell: Callable[[float | None], str]
+                ) -> list[str]:
+    """One table row per class: its images, then precision, recall and F1 of each strategy."""
+    by_name = {r.name: r for r in results}
+    rows = []
+    for c in classes:
+        support = results[0].classes[c].support if results else 0
+        cells = ""
+        for n in STRATEGIES:
+            if n not in by_name:
+                cells += '<td class="na" colspan="3">not run</td>'
+                continue
+            s = by_name[n].classes[c]
+            cells += cell(s.precision) + cell(s.recall) + cell(s.f1)
+        rows.append(f"<tr><td>{html.escape(c)}</td><td>{support}</td>{cells}</tr>")
+    return rows
+
+
 def cascade_html(results: Sequence[StrategyResult], ctx: CascadeEvalContext, chart_png: bytes) -> str:
     e = html.escape
 
@@ -121,17 +139,7 @@ def cascade_html(results: Sequence[StrategyResult], ctx: CascadeEvalContext, cha
         rows.append(f"<tr{cls}><td>{e(label)}</td>" + "".join(
             cell(pick(by_name[n])) if n in by_name else '<td class="na">not run</td>' for n in STRATEGIES)
             + "</tr>")
-    class_rows = []
-    for c in ctx.classes:
-        support = results[0].classes[c].support if results else 0
-        cells = ""
-        for n in STRATEGIES:
-            if n not in by_name:
-                cells += '<td class="na" colspan="3">not run</td>'
-                continue
-            s = by_name[n].classes[c]
-            cells += cell(s.precision) + cell(s.recall) + cell(s.f1)
-        class_rows.append(f"<tr><td>{e(c)}</td><td>{support}</td>{cells}</tr>")
+    class_rows = _class_rows(results, ctx.classes, cell)
     sub = "".join(f"<th>{x}</th>" for n in STRATEGIES for x in ("P", "R", "F1"))
     group_head = "".join(f'<th colspan="3">{e(STRATEGY_TITLES[n])}</th>' for n in STRATEGIES)
     settings = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in (

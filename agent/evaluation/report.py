@@ -235,15 +235,19 @@ def render_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[st
     _put(img, "Predicted", x0 + n * c / 2, (height - 14) * _SS, 0.6, _INK, align="center")
     _put_vertical(img, "True", 18 * _SS, y0 + n * c / 2, 0.6, _INK)
     _put(img, title, width * _SS / 2, 30 * _SS, 0.6, _INK, thickness=2, align="center")
-    # colour bar: share of the row
-    bx, bw = x0 + n * c + 24 * _SS, 16 * _SS
-    for k in range(n * c):
-        cv2.line(img, (bx, y0 + k), (bx + bw, y0 + k), _shade(1 - k / (n * c)), 1)
-    cv2.rectangle(img, (bx, y0), (bx + bw, y0 + n * c), (200, 200, 200), _SS)
-    for v in (0.0, 0.5, 1.0):
-        _put(img, f"{int(v * 100)}%", bx + bw + 6 * _SS, y0 + (1 - v) * n * c, 0.4, _MUTED, valign="middle")
-    _put_vertical(img, "share of the row", bx + bw + 54 * _SS, y0 + n * c / 2, 0.4, _MUTED)
+    _colour_bar(img, x0 + n * c + 24 * _SS, y0, n * c)
     return _finish(img)
+
+
+def _colour_bar(img: np.ndarray, bx: int, y0: int, size: int) -> None:
+    """The shade scale beside the matrix: the share of the row, 100 % at the top."""
+    bw = 16 * _SS
+    for k in range(size):
+        cv2.line(img, (bx, y0 + k), (bx + bw, y0 + k), _shade(1 - k / size), 1)
+    cv2.rectangle(img, (bx, y0), (bx + bw, y0 + size), (200, 200, 200), _SS)
+    for v in (0.0, 0.5, 1.0):
+        _put(img, f"{int(v * 100)}%", bx + bw + 6 * _SS, y0 + (1 - v) * size, 0.4, _MUTED, valign="middle")
+    _put_vertical(img, "share of the row", bx + bw + 54 * _SS, y0 + size / 2, 0.4, _MUTED)
 
 
 def _encode_png(image: np.ndarray, what: str) -> bytes:
