@@ -15,8 +15,6 @@ from typing import Annotated, TextIO
 
 import typer
 
-from agent.errors import EdgeAgentError
-
 __all__ = ["export_command", "import_command", "summary_lines"]
 
 
@@ -96,14 +94,10 @@ def export_command(
     dataset, split by time into train/val, with review.csv listing where the VLM and the prefilter disagreed."""
     from agent.dataset.export import ExportOptions, export_dataset
 
-    try:
-        summary = export_dataset(ExportOptions(
-            source=source, out=out, fmt=fmt, val_fraction=val_fraction, split_gap_s=split_gap, seed=seed,
-            overwrite=overwrite, model=model, min_score=min_score, pass_class=pass_class),
-            progress=_ProgressBar(sys.stderr))
-    except EdgeAgentError as exc:
-        typer.echo(f"edge-agent: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    summary = export_dataset(ExportOptions(
+        source=source, out=out, fmt=fmt, val_fraction=val_fraction, split_gap_s=split_gap, seed=seed,
+        overwrite=overwrite, model=model, min_score=min_score, pass_class=pass_class),
+        progress=_ProgressBar(sys.stderr))
     for line in summary_lines(summary):
         typer.echo(line)
 
@@ -134,13 +128,9 @@ def import_command(
     the layout `models train`, `models eval` and `models quantize --val` read; every bad item is named."""
     from agent.dataset.imports.run import ImportOptions, import_dataset
 
-    try:
-        summary = import_dataset(ImportOptions(
-            source=source, out=out, fmt=fmt, images=images, taxonomy=taxonomy, val_fraction=val_fraction,
-            seed=seed, skip_bad=skip_bad, pass_class=pass_class))
-    except EdgeAgentError as exc:
-        typer.echo(f"edge-agent: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    summary = import_dataset(ImportOptions(
+        source=source, out=out, fmt=fmt, images=images, taxonomy=taxonomy, val_fraction=val_fraction,
+        seed=seed, skip_bad=skip_bad, pass_class=pass_class))
     kind = "detection (YOLO layout)" if summary.task == "detect" else "classification (image folders)"
     typer.echo(f"{kind} dataset in {summary.out}: train {summary.images['train']}, val {summary.images['val']} "
                f"images; classes: {', '.join(summary.names)}")

@@ -96,12 +96,9 @@ def _check_plan(session: Any, chw: tuple[int, int, int], batch: object) -> None:
 
 
 def main_build_engine(opts: BuildEngineOptions) -> None:
-    """The command's body for agent.cli.main: errors become exit 2 with one message."""
+    """The command's body for agent.cli.main: Ctrl-C says that nothing was cached and exits 130."""
     try:
         run_build_engine(opts)
-    except EdgeAgentError as exc:
-        typer.echo(f"edge-agent: error: {exc}", err=True)
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         typer.echo("edge-agent: build-engine interrupted; nothing was written to the cache", err=True)
         sys.exit(130)

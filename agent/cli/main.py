@@ -1,7 +1,8 @@
 """The ``edge-agent`` command line.
 
-Every EdgeAgentError becomes a one-paragraph message on stderr and exit code 2;
-a traceback means a bug in edge-agent, never bad input.
+Argument parsing only: each command checks its options and hands them to the module that does the
+work. Every EdgeAgentError becomes a one-paragraph message on stderr and exit code 2 in one place,
+:mod:`agent.cli.boundary`; a traceback means a bug in edge-agent, never bad input.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
+from agent.cli.boundary import RootGroup
 from agent.cli.dataset import export_command as dataset_export
 from agent.cli.dataset import import_command as dataset_import
-from agent.cli.help import TidyGroup
 from agent.cli.outbox import outbox_app
 from agent.errors import EdgeAgentError
 
 if TYPE_CHECKING:
     from agent.config.models import AgentConfig
 
-app = typer.Typer(cls=TidyGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=RootGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Camera-side inspection agent: prefilter, triage, VLM escalation, MQTT tags.")
 config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
 dataset_app = typer.Typer(no_args_is_help=True, help="Make, import and export datasets.")
@@ -52,13 +53,6 @@ def _options(version: Annotated[bool, typer.Option(
     from agent.capture.diagnose import quiet_video_libraries
 
     quiet_video_libraries()  # before any command opens a video: FFmpeg reads its level once, when it starts
-
-
-def _fail(exc: EdgeAgentError) -> typer.Exit:
-    from agent.redact import redact
-
-    typer.echo(f"edge-agent: error: {redact(str(exc))}", err=True)  # a message may quote a URL with credentials
-    return typer.Exit(2)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
@@ -108,24 +102,19 @@ def run(
     from agent.runtime.service import AgentService
 
     if log_level is not None and log_level.lower() not in logs.LEVELS:
-        typer.echo(f"edge-agent: error: --log-level {log_level!r}: expected one of {', '.join(logs.LEVELS)}",
-                   err=True)
-        raise typer.Exit(2)
+        raise EdgeAgentError(f"--log-level {log_level!r}: expected one of {', '.join(logs.LEVELS)}")
     private_files()
     path = config or (pathlib.Path(os.environ["EDGE_AGENT_CONFIG"]) if os.environ.get("EDGE_AGENT_CONFIG") else None)
-    try:
-        cfg = load_config(path)
-        logs.configure(log_level or cfg.logging.level, cfg.logging.json_format)
-        for warning in agent_plaintext_channels(cfg):  # once, at start
-            logging.getLogger("agent.cli").warning(warning)
-        service = AgentService(cfg)
-        stop, reload = threading.Event(), threading.Event()
-        _install_stop_signals(stop)
-        _install_reload_signal(reload)  # a SIGHUP during start-up is handled once the agent runs
-        _write_pid_file()  # after the SIGHUP handler: `edge-agent models promote` signals this pid
-        service.start()
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    cfg = load_config(path)
+    logs.configure(log_level or cfg.logging.level, cfg.logging.json_format)
+    for warning in agent_plaintext_channels(cfg):  # once, at start
+        logging.getLogger("agent.cli").warning(warning)
+    service = AgentService(cfg)
+    stop, reload = threading.Event(), threading.Event()
+    _install_stop_signals(stop)
+    _install_reload_signal(reload)  # a SIGHUP during start-up is handled once the agent runs
+    _write_pid_file()  # after the SIGHUP handler: `edge-agent models promote` signals this pid
+    service.start()
     while True:
         service.wait(stop, wake=reload)
         if not reload.is_set() or stop.is_set() or (service.loop is not None and service.loop.finished):
@@ -164,15 +153,10 @@ def demo(
     from agent.cli.demo import run_demo
 
     if duration is not None and duration < 0:
-        typer.echo(f"edge-agent: error: --duration {duration:g}: expected 0 (until Ctrl-C) or a positive number "
-                   "of seconds", err=True)
-        raise typer.Exit(2)
+        raise EdgeAgentError(f"--duration {duration:g}: expected 0 (until Ctrl-C) or a positive number of seconds")
     if duration == 0:
         duration = None  # 0 means "until Ctrl-C"
-    try:
-        code = run_demo(broker=broker, duration=duration, fps=fps, seed=seed, model=model, quiet=quiet)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    code = run_demo(broker=broker, duration=duration, fps=fps, seed=seed, model=model, quiet=quiet)
     raise typer.Exit(code)
 
 
@@ -197,19 +181,15 @@ def tail(
 
     for option, value in (("--count", count), ("--timeout", timeout)):
         if value is not None and value <= 0:
-            typer.echo(f"edge-agent: error: {option} {value:g}: expected a positive number", err=True)
-            raise typer.Exit(2)
+            raise EdgeAgentError(f"{option} {value:g}: expected a positive number")
     if verdict is not None and verdict not in ("pass", "defect", "uncertain"):
-        typer.echo(f"edge-agent: error: --verdict {verdict!r}: expected pass, defect or uncertain", err=True)
-        raise typer.Exit(2)
+        raise EdgeAgentError(f"--verdict {verdict!r}: expected pass, defect or uncertain")
     try:
         user, password = broker_login(username, password_file, os.environ)
         if warning := plaintext_login(broker, password):
             typer.echo(f"edge-agent: warning: {warning}", err=True)
         run_tail(broker, prefix=prefix, device=device, camera=camera, verdict=verdict, validate=validate,
                  count=count, timeout=timeout, username=user, password=password)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
     except KeyboardInterrupt:
         pass
 
@@ -242,12 +222,9 @@ def tag(
     images; the rest is tagged); Ctrl-C stops after the current item (exit 130)."""
     from agent.cli.tag import TagOptions, run_tag
 
-    try:
-        code = run_tag(TagOptions(paths=tuple(paths), out=out, fmt=output_format, config=config, model=model,
-                                  video_step=video_step, redo=redo, throttle_s=throttle, labels=labels,
-                                  report=report))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    code = run_tag(TagOptions(paths=tuple(paths), out=out, fmt=output_format, config=config, model=model,
+                              video_step=video_step, redo=redo, throttle_s=throttle, labels=labels,
+                              report=report))
     raise typer.Exit(code)
 
 
@@ -261,13 +238,10 @@ def gateway(
     from agent.gateway.extra import require_ollama_extra
 
     private_files()
-    try:
-        require_ollama_extra()  # before the gateway's modules, which import ollama
-        from agent.gateway.main import run_gateway
+    require_ollama_extra()  # before the gateway's modules, which import ollama
+    from agent.gateway.main import run_gateway
 
-        run_gateway(config, log_level)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    run_gateway(config, log_level)
 
 
 @app.command("gateway-modelfile")
@@ -285,10 +259,7 @@ def gateway_modelfile(
     each defect label with its description; then `ollama create NAME -f FILE` on the gateway host."""
     from agent.gateway.main import modelfile
 
-    try:
-        text = modelfile(taxonomy, base, name, out)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    text = modelfile(taxonomy, base, name, out)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -312,8 +283,7 @@ def doctor(
     from agent.ops.doctor import DoctorOptions, exit_code, render_json, render_table, run_checks
 
     if timeout <= 0:
-        typer.echo(f"edge-agent: error: --timeout {timeout:g}: expected a positive number of seconds", err=True)
-        raise typer.Exit(2)
+        raise EdgeAgentError(f"--timeout {timeout:g}: expected a positive number of seconds")
     checks = run_checks(DoctorOptions(config=config, credentials_dir=credentials_dir, timeout_s=timeout))
     typer.echo(render_json(checks) if as_json else render_table(checks), nl=False)
     raise typer.Exit(exit_code(checks))
@@ -381,20 +351,17 @@ def dataset_synth(
         if done == total or done % 25 == 0:
             typer.echo(f"\r{split}: {done}/{total}", nl=done == total, err=True)
 
-    try:
-        if scene not in SCENES:
-            raise EdgeAgentError(f"--scene {scene!r}: expected one of {', '.join(SCENES)}")
-        if task == "detect":
-            written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress, scene=scene)
-        elif task == "classify":
-            if label_rule not in LABEL_RULES:
-                raise EdgeAgentError(f"--label-rule {label_rule!r}: expected one of {', '.join(LABEL_RULES)}")
-            written = write_classify_dataset(out, train, val, seed=seed, progress=progress,
-                                             rule=cast(LabelRule, label_rule), scene=scene)
-        else:
-            raise EdgeAgentError(f"--task {task!r}: expected detect or classify")
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    if scene not in SCENES:
+        raise EdgeAgentError(f"--scene {scene!r}: expected one of {', '.join(SCENES)}")
+    if task == "detect":
+        written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress, scene=scene)
+    elif task == "classify":
+        if label_rule not in LABEL_RULES:
+            raise EdgeAgentError(f"--label-rule {label_rule!r}: expected one of {', '.join(LABEL_RULES)}")
+        written = write_classify_dataset(out, train, val, seed=seed, progress=progress,
+                                         rule=cast(LabelRule, label_rule), scene=scene)
+    else:
+        raise EdgeAgentError(f"--task {task!r}: expected detect or classify")
     typer.echo(str(written))
 
 
@@ -410,10 +377,7 @@ def models_info(
     """Show a model's task, classes, input size, precision, opset, id and INT8 gate record."""
     from agent.cli.models import show_info
 
-    try:
-        show_info(model, as_json)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    show_info(model, as_json)
 
 
 @models_app.command("eval")
@@ -434,10 +398,7 @@ def models_eval(
     matrix, triage coverage."""
     from agent.cli.models import run_eval
 
-    try:
-        run_eval(model, data, split, out, conf, iou)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    run_eval(model, data, split, out, conf, iou)
 
 
 @models_app.command("quantize")
@@ -478,19 +439,16 @@ def models_quantize(
     from agent.evaluation.gate import GateLimits
 
     try:
-        try:
-            limits = GateLimits(max_drop, max_verdict_changes)
-            band = TriageConfig(accept=accept, reject=reject)
-        except ValueError as exc:
-            raise EdgeAgentError(str(exc).splitlines()[-1] if "validation error" in str(exc) else str(exc)) from None
-        code = run_quantize(QuantizeOptions(
-            model=model, calib=calib, calib_count=calib_count, calib_seed=calib_seed, val=val, val_split=val_split,
-            synthetic_seed=synthetic_seed, val_count=val_count, flavour=flavour, out_dir=out_dir, limits=limits,
-            reduce_range=reduce_range, float_stem=float_stem,
-            threads=threads, band=band, break_decode=break_decode,
-            command="edge-agent models quantize " + " ".join(sys.argv[3:])))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+        limits = GateLimits(max_drop, max_verdict_changes)
+        band = TriageConfig(accept=accept, reject=reject)
+    except ValueError as exc:
+        raise EdgeAgentError(str(exc).splitlines()[-1] if "validation error" in str(exc) else str(exc)) from None
+    code = run_quantize(QuantizeOptions(
+        model=model, calib=calib, calib_count=calib_count, calib_seed=calib_seed, val=val, val_split=val_split,
+        synthetic_seed=synthetic_seed, val_count=val_count, flavour=flavour, out_dir=out_dir, limits=limits,
+        reduce_range=reduce_range, float_stem=float_stem,
+        threads=threads, band=band, break_decode=break_decode,
+        command="edge-agent models quantize " + " ".join(sys.argv[3:])))
     raise typer.Exit(code)
 
 
@@ -551,13 +509,10 @@ def models_promote(
     running agent swap it in live. Exit 3 when the agent did not take it."""
     from agent.cli.promote import AgentTarget, PromoteOptions, run_promote
 
-    try:
-        target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
-        code = run_promote(PromoteOptions(candidate=candidate, config=_config_path(config), val=val, split=split,
-                                          margin=margin, metric=metric, target=target, keep=keep, report=report,
-                                          threads=threads, allow_new_classes=allow_new_classes))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
+    code = run_promote(PromoteOptions(candidate=candidate, config=_config_path(config), val=val, split=split,
+                                      margin=margin, metric=metric, target=target, keep=keep, report=report,
+                                      threads=threads, allow_new_classes=allow_new_classes))
     raise typer.Exit(code)
 
 
@@ -578,11 +533,8 @@ def models_rollback(
     one promotion further back."""
     from agent.cli.promote import AgentTarget, RollbackOptions, run_rollback
 
-    try:
-        target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
-        code = run_rollback(RollbackOptions(config=_config_path(config), target=target, keep=keep))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
+    code = run_rollback(RollbackOptions(config=_config_path(config), target=target, keep=keep))
     raise typer.Exit(code)
 
 
@@ -628,12 +580,9 @@ def models_train(
     model card. Exit 1 when the INT8 gate refused."""
     from agent.cli.train import run_train_command
 
-    try:
-        code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
-                                 verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch,
-                                 new_classes=new_classes, time_h=time, taxonomy=taxonomy)
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
+                             verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch,
+                             new_classes=new_classes, time_h=time, taxonomy=taxonomy)
     raise typer.Exit(code)
 
 

@@ -33,11 +33,6 @@ CauseOpt = Annotated[str | None, typer.Option(
     "--cause", help="only dead letters with this cause (e.g. too_large, 'refused 0x87'); default: all")]
 
 
-def _fail(exc: EdgeAgentError) -> typer.Exit:
-    typer.echo(f"edge-agent: error: {exc}", err=True)
-    return typer.Exit(2)
-
-
 def _path(config: pathlib.Path | None, file: pathlib.Path | None) -> pathlib.Path:
     from agent.config.loader import load_config
     from agent.errors import OutboxError
@@ -57,17 +52,12 @@ def _path(config: pathlib.Path | None, file: pathlib.Path | None) -> pathlib.Pat
 
 @contextlib.contextmanager
 def _opened(config: pathlib.Path | None, file: pathlib.Path | None) -> Iterator[Outbox]:
-    """The outbox of the config (or --file), closed afterwards; our errors, opening or inside, become a message."""
+    """The outbox of the config (or --file), closed afterwards (our errors reach the CLI's error boundary)."""
     from agent.publish.outbox import Outbox
 
-    try:
-        outbox = Outbox(_path(config, file))
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
+    outbox = Outbox(_path(config, file))
     try:
         yield outbox
-    except EdgeAgentError as exc:
-        raise _fail(exc) from None
     finally:
         outbox.close()
 
@@ -119,7 +109,7 @@ def export(config: ConfigOpt = None, file: FileOpt = None, cause: CauseOpt = Non
                 if out is not None:
                     stream.close()
         except OSError as exc:
-            raise _fail(EdgeAgentError(f"--out {out}: cannot write ({exc.strerror})")) from None
+            raise EdgeAgentError(f"--out {out}: cannot write ({exc.strerror})") from exc
     typer.echo(f"exported {n} dead letter(s)", err=True)
 
 
