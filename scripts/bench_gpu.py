@@ -191,9 +191,9 @@ def make_int8_trt(fp32: pathlib.Path, out: pathlib.Path, frames: int) -> pathlib
     """The TensorRT INT8 flavour of ``fp32`` (S8S8 symmetric, first two convolutions FP32), calibrated on
     synthetic conveyor frames, with a progress line."""
     from agent.config.models import ModelConfig
-    from agent.prefilter import calibration
     from agent.prefilter.factory import open_prefilter
-    from agent.prefilter.quantize import FLAVOURS, quantize_model
+    from agent.tooling.quantize import calibration
+    from agent.tooling.quantize.int8 import FLAVOURS, quantize_model
 
     model = open_prefilter(fp32, ModelConfig(path=fp32, max_batch=1))
     calib = calibration.synthetic(frames, seed=3)
@@ -257,8 +257,8 @@ def main() -> int:
 
 def compare(args: argparse.Namespace, sides: list[str]) -> int:
     from agent.config.models import ModelConfig
-    from agent.evaluation.agreement import box_agreement
     from agent.prefilter.factory import open_prefilter
+    from agent.tooling.evaluation.agreement import box_agreement
 
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp_name:
         tmp = pathlib.Path(tmp_name)

@@ -313,7 +313,7 @@ def print_ratios(args: argparse.Namespace, fps: dict[tuple[str, str], list[float
 
 def print_details(args: argparse.Namespace, m: Rounds, checks: list[tuple[str, str, float, float]]) -> None:
     """Box agreement with ultralytics, CPU per thread, resident memory, load, and which ratios hold."""
-    from agent.evaluation.agreement import box_agreement
+    from agent.tooling.evaluation.agreement import box_agreement
 
     names, first = [model.name for model in args.models], args.setups[0]
     if not args.no_ultralytics:

@@ -8,7 +8,7 @@ trained on seed 7, validated on seed 8) go through the daemon's pieces as ``edge
 prefilter (run once per image, its results reused for every band), the triage with each band, and for
 uncertain images a real gRPC gateway (in this process) in front of the fake Ollama. The fake answers from the
 ground truth, wrong about each image with probability ``--error-rate`` (``tests.fakes.vlm_oracle``): a
-**stated simulation, not a claim about LLaVA**. Scores are image-level (``agent.evaluation.cascade``): F1 of
+**stated simulation, not a claim about LLaVA**. Scores are image-level (``agent.tooling.evaluation.cascade``): F1 of
 defect versus pass, and the mean F1 over the defect classes (macro).
 """
 
@@ -38,9 +38,9 @@ from agent.core.detections import PrefilterResult  # noqa: E402
 from agent.core.frame import Frame  # noqa: E402
 from agent.dataset.synth import write_synthetic_dataset  # noqa: E402
 from agent.escalation.merge import merge  # noqa: E402
-from agent.evaluation.cascade import Prediction, vlm_prediction  # noqa: E402
-from agent.evaluation.truth import defect_classes, read_ground_truth  # noqa: E402
 from agent.runtime.building import load_model  # noqa: E402
+from agent.tooling.evaluation.cascade import Prediction, vlm_prediction  # noqa: E402
+from agent.tooling.evaluation.truth import defect_classes, read_ground_truth  # noqa: E402
 from tests.fakes.gateway import GatewayThread, gateway_config  # noqa: E402
 from tests.fakes.ollama import FakeOllama  # noqa: E402
 from tests.fakes.vlm_oracle import TruthOracle  # noqa: E402

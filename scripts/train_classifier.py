@@ -278,8 +278,8 @@ def evaluate_runtime(target: pathlib.Path, data: pathlib.Path, threads: int) -> 
     import cv2
 
     from agent.config.models import ModelConfig, TriageConfig
-    from agent.evaluation.classify_dataset import evaluate_classifier, read_classify_dataset, triage_summary
     from agent.prefilter.classifier import ImageClassifier
+    from agent.tooling.evaluation.classify_dataset import evaluate_classifier, read_classify_dataset, triage_summary
 
     classifier = ImageClassifier.from_file(target, ModelConfig(path=target, intra_op_threads=threads))
     names = classifier.info.names

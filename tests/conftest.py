@@ -223,7 +223,7 @@ def quantized_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     from agent.capture.synthetic import render_still
     from agent.config.models import DEFAULT_MODEL
     from agent.prefilter.detector import YoloDetector
-    from agent.prefilter.quantize import FLAVOURS, quantize_model
+    from agent.tooling.quantize.int8 import FLAVOURS, quantize_model
 
     fp32 = YoloDetector.from_file(DEFAULT_MODEL)
     rng = np.random.default_rng(1234)

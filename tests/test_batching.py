@@ -9,10 +9,10 @@ import numpy as np
 
 from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, ModelConfig
 from agent.core.frame import Frame
-from agent.prefilter.calibration import synthetic
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
 from agent.runtime.inspector import FrameInspector
+from agent.tooling.quantize.calibration import synthetic
 
 
 def _boxes(result: object) -> list[tuple[str, float, tuple[float, ...]]]:

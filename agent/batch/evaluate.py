@@ -1,9 +1,9 @@
 """``edge-agent tag --labels``: the finished output against ground truth, for three strategies (I/O glue).
 
-The pure parts are :mod:`agent.evaluation.cascade` (predictions, metrics) and :mod:`agent.evaluation.truth`
-(reading labels). Here: join the output's records to the labels, and, with a gateway, ask the VLM about every
-labelled image ("VLM on every image"; the image is decoded and run through the prefilter again, so that the
-request carries the same hints as the cascade's).
+The pure parts are :mod:`agent.tooling.evaluation.cascade` (predictions, metrics) and
+:mod:`agent.tooling.evaluation.truth` (reading labels). Here: join the output's records to the labels,
+and, with a gateway, ask the VLM about every labelled image ("VLM on every image"; the image is decoded and
+run through the prefilter again, so that the request carries the same hints as the cascade's).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from agent.batch.items import BadInput, ItemId
 from agent.batch.runner import BATCH_CAMERA
 from agent.batch.sources import Plan, decode
 from agent.core.frame import Frame
-from agent.evaluation.cascade import (
+from agent.runtime.inspector import FrameInspector
+from agent.tooling.evaluation.cascade import (
     Prediction,
     StrategyResult,
     Truth,
@@ -29,8 +30,7 @@ from agent.evaluation.cascade import (
     prefilter_prediction,
     vlm_prediction,
 )
-from agent.evaluation.truth import GroundTruth
-from agent.runtime.inspector import FrameInspector
+from agent.tooling.evaluation.truth import GroundTruth
 
 
 @dataclasses.dataclass(frozen=True)

@@ -375,7 +375,7 @@ def models_info(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Show a model's task, classes, input size, precision, opset, id and INT8 gate record."""
-    from agent.cli.models import show_info
+    from agent.tooling.models import show_info
 
     show_info(model, as_json)
 
@@ -396,7 +396,7 @@ def models_eval(
 
     Detector: mAP50, mAP50-95, per-class P/R/F1. Classifier: accuracy, macro F1, per-class P/R/F1, confusion
     matrix, triage coverage."""
-    from agent.cli.models import run_eval
+    from agent.tooling.models import run_eval
 
     run_eval(model, data, split, out, conf, iou)
 
@@ -434,9 +434,9 @@ def models_quantize(
     """Quantize to INT8 (QDQ) behind an accuracy gate.
 
     The result is refused (exit 1) when it loses accuracy; a passing one gets <model>.gate.json."""
-    from agent.cli.quantize import QuantizeOptions, run_quantize
     from agent.config.models import TriageConfig
-    from agent.evaluation.gate import GateLimits
+    from agent.tooling.evaluation.gate import GateLimits
+    from agent.tooling.quantize.workflow import QuantizeOptions, run_quantize
 
     try:
         limits = GateLimits(max_drop, max_verdict_changes)
@@ -507,7 +507,7 @@ def models_promote(
     Evaluates CANDIDATE against the model the agent runs on a held-out set; refuses it (exit 1) when it is worse
     by more than --margin, else replaces the model file (the old one kept for `models rollback`) and has the
     running agent swap it in live. Exit 3 when the agent did not take it."""
-    from agent.cli.promote import AgentTarget, PromoteOptions, run_promote
+    from agent.tooling.promote import AgentTarget, PromoteOptions, run_promote
 
     target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
     code = run_promote(PromoteOptions(candidate=candidate, config=_config_path(config), val=val, split=split,
@@ -531,7 +531,7 @@ def models_rollback(
 
     Takes it from <model folder>/.history and has the running agent swap it in live; a second rollback goes
     one promotion further back."""
-    from agent.cli.promote import AgentTarget, RollbackOptions, run_rollback
+    from agent.tooling.promote import AgentTarget, RollbackOptions, run_rollback
 
     target = AgentTarget(reload=reload, pid=pid, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
     code = run_rollback(RollbackOptions(config=_config_path(config), target=target, keep=keep))
@@ -606,7 +606,7 @@ def models_build_engine(
 
     The plan is cached by model hash, GPU, TensorRT version, precision and batch profile; shows progress and
     prints the plan's path."""
-    from agent.cli.engine import BuildEngineOptions, main_build_engine
+    from agent.tooling.engine import BuildEngineOptions, main_build_engine
 
     main_build_engine(BuildEngineOptions(model=model, precision=precision, batch=batch, cache_dir=cache_dir,
                                          config=config, device=device, force=force))

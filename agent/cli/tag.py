@@ -29,9 +29,9 @@ from agent.batch.runner import batch_inspector, run_batch
 from agent.batch.sources import Plan, check_paths, walk
 from agent.config.models import AgentConfig
 from agent.errors import BatchError, DatasetError
-from agent.evaluation.cascade_report import CascadeEvalContext, table_lines, write_cascade_report
-from agent.evaluation.truth import GroundTruth, defect_classes, read_ground_truth
 from agent.runtime.inspector import FrameInspector
+from agent.tooling.evaluation.cascade_report import CascadeEvalContext, table_lines, write_cascade_report
+from agent.tooling.evaluation.truth import GroundTruth, defect_classes, read_ground_truth
 
 EXIT_INTERRUPTED = 130
 EXIT_SKIPPED = 3
@@ -48,7 +48,7 @@ class TagOptions:
     video_step: int = 15
     redo: bool = False
     throttle_s: float = 0.0  # hidden: a pause after each item, for tests that interrupt a run
-    labels: pathlib.Path | None = None  # ground truth: evaluate the finished output (agent.evaluation.truth)
+    labels: pathlib.Path | None = None  # ground truth: evaluate the finished output (agent.tooling.evaluation.truth)
     report: pathlib.Path | None = None  # the evaluation's folder (default: beside --out, <stem>-eval/)
 
 

@@ -42,7 +42,7 @@ from agent.dataset.record import DatasetRecord, RecordError, check_class_name
 from agent.dataset.split import Split, TimedItem, assign_splits, time_groups
 from agent.dataset.store import RECORDS
 from agent.errors import DatasetError
-from agent.evaluation.dataset import image_size
+from agent.tooling.evaluation.dataset import image_size
 
 __all__ = ["FORMATS", "ExportOptions", "ExportSummary", "export_dataset", "read_recording"]
 

@@ -15,7 +15,7 @@ import pathlib
 from typing import Any, Literal
 
 GATE_SCHEMA = "edge-agent/int8-gate/v1"
-"""The ``schema`` of a gate record (written by the gate of :mod:`agent.evaluation.gate`)."""
+"""The ``schema`` of a gate record (written by the gate of :mod:`agent.tooling.evaluation.gate`)."""
 
 GateState = Literal["passed", "failed", "missing", "stale", "unreadable", "not_int8"]
 

@@ -19,7 +19,7 @@ import typer
 from agent.errors import EdgeAgentError, ModelError
 from agent.prefilter.gate_record import check_gate, gate_record_path, graph_precision, read_gate_record
 from agent.prefilter.model_info import file_digest, parse_metadata, read_sidecar
-from agent.prefilter.quantize import read_quantization_metadata
+from agent.tooling.quantize.int8 import read_quantization_metadata
 
 if TYPE_CHECKING:
     from agent.prefilter.classifier import ImageClassifier
@@ -189,10 +189,10 @@ def show_info(model: pathlib.Path, as_json: bool) -> None:
 def run_eval(model: pathlib.Path, data: pathlib.Path, split: str, out: pathlib.Path | None, conf: float,
              iou: float) -> None:
     from agent.config.models import ModelConfig
-    from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
-    from agent.evaluation.report import EvalContext, write_detection_report
     from agent.prefilter.classifier import ImageClassifier
     from agent.prefilter.factory import open_prefilter
+    from agent.tooling.evaluation.dataset import evaluate_detector, read_yolo_dataset
+    from agent.tooling.evaluation.report import EvalContext, write_detection_report
 
     if not 0.0 <= conf <= 1.0:
         raise EdgeAgentError(f"--conf {conf}: expected a confidence in 0..1 (ultralytics val uses 0.001)")
@@ -261,13 +261,13 @@ def run_classifier_eval(classifier: ImageClassifier, model: pathlib.Path, data: 
 
     from agent.config.models import TriageConfig
     from agent.core.detections import PrefilterResult
-    from agent.evaluation.classify_dataset import (
+    from agent.tooling.evaluation.classify_dataset import (
         ClassifiedImage,
         evaluate_classifier,
         read_classify_dataset,
         triage_summary,
     )
-    from agent.evaluation.classify_report import ClassifyEvalContext, write_classification_report
+    from agent.tooling.evaluation.classify_report import ClassifyEvalContext, write_classification_report
 
     info = classifier.info
     dataset = read_classify_dataset(data, split, names=info.names)

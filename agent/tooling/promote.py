@@ -11,7 +11,7 @@ promote CANDIDATE --config CONFIG --val DIR:
 3. find the running agent (``--pid``, ``--unit``, else its pid file) before anything slow;
 4. evaluate both models on the held-out set (the ``models eval`` report for each, and a before/after
    ``promotion.html``/``promotion.json``, in ``<candidate folder>/promotion-<time>/``) and judge
-   (:mod:`agent.evaluation.promotion`): refused -> exit 1, nothing changed. With new classes only the
+   (:mod:`agent.tooling.evaluation.promotion`): refused -> exit 1, nothing changed. With new classes only the
    candidate is evaluated (on a held-out set of its classes): the running model's class ids mean other things;
 5. keep the current model and its sidecars in the store (:mod:`agent.prefilter.store`), replace the
    files at ``model.path`` atomically, and ask the agent to reload (SIGHUP; the agent loads and warms up
@@ -41,11 +41,11 @@ import typer
 from agent.errors import EdgeAgentError, ModelError
 
 if TYPE_CHECKING:
-    from agent.cli.models import ModelSummary
     from agent.config.models import AgentConfig, TriageConfig
-    from agent.evaluation.promotion import ModelScore
     from agent.ops.control import HealthSnapshot, ReloadOutcome, ReloadRequest
     from agent.prefilter.store import ModelStore, StoredModel
+    from agent.tooling.evaluation.promotion import ModelScore
+    from agent.tooling.models import ModelSummary
 
 EXIT_REFUSED = 1
 EXIT_RELOAD_FAILED = 3
@@ -119,7 +119,7 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
     or it was not made): running FP32 where INT8 ran is a choice to make by naming the FP32 file. When the
     running model is FP32 (or FP16), the FP32 file is taken.
     """
-    from agent.prefilter.quantize import FLAVOURS
+    from agent.tooling.quantize.int8 import FLAVOURS
 
     if candidate.is_file():
         return candidate, ""
@@ -201,8 +201,8 @@ def check_candidate(current: ModelSummary, candidate: ModelSummary, require_gate
 
 
 def _read_dataset(val: pathlib.Path, split: str, task: str, names: tuple[str, ...]) -> Any:
-    from agent.evaluation.classify_dataset import read_classify_dataset
-    from agent.evaluation.dataset import read_yolo_dataset
+    from agent.tooling.evaluation.classify_dataset import read_classify_dataset
+    from agent.tooling.evaluation.dataset import read_yolo_dataset
 
     if task == "classify":
         return read_classify_dataset(val, split, names=names)
@@ -215,16 +215,16 @@ def _read_dataset(val: pathlib.Path, split: str, task: str, names: tuple[str, ..
 def evaluate_model(role: str, summary: ModelSummary, dataset: Any, band: TriageConfig, threads: int,
                    out_dir: pathlib.Path) -> ModelScore:
     """Run one model over the held-out set; its ``models eval`` report goes to ``out_dir``."""
-    from agent.cli.quantize import progress_printer
     from agent.config.models import ModelConfig
     from agent.core.detections import PrefilterResult
-    from agent.evaluation.classify_dataset import evaluate_classifier, triage_summary
-    from agent.evaluation.classify_report import ClassifyEvalContext, write_classification_report
-    from agent.evaluation.dataset import evaluate_detector
-    from agent.evaluation.promotion import ModelScore
-    from agent.evaluation.report import EvalContext, write_detection_report
     from agent.prefilter.classifier import ImageClassifier
     from agent.prefilter.factory import open_prefilter
+    from agent.tooling.evaluation.classify_dataset import evaluate_classifier, triage_summary
+    from agent.tooling.evaluation.classify_report import ClassifyEvalContext, write_classification_report
+    from agent.tooling.evaluation.dataset import evaluate_detector
+    from agent.tooling.evaluation.promotion import ModelScore
+    from agent.tooling.evaluation.report import EvalContext, write_detection_report
+    from agent.tooling.quantize.workflow import progress_printer
     from agent.triage.policy import decide
 
     path = summary.path
@@ -386,15 +386,15 @@ def _report_dir(opts: PromoteOptions, started: datetime.datetime) -> pathlib.Pat
 
 
 def run_promote(opts: PromoteOptions) -> int:
-    from agent.cli.models import inspect_model
-    from agent.evaluation.promotion import (
+    from agent.prefilter.store import InstalledFiles
+    from agent.tooling.evaluation.promotion import (
         judge_class_change,
         judge_promotion,
         metric_key,
         promotion_document,
         write_promotion_report,
     )
-    from agent.prefilter.store import InstalledFiles
+    from agent.tooling.models import inspect_model
 
     cfg = _load(opts.config)
     target = cfg.model.path

@@ -15,7 +15,7 @@ from agent.errors import ModelError
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.model_info import ModelInfo
 from agent.prefilter.onnx_session import open_session
-from agent.prefilter.quantize import FLAVOURS, METADATA_KEY
+from agent.tooling.quantize.int8 import FLAVOURS, METADATA_KEY
 
 EXPECTED = ("an ONNX prefilter model the agent runs: a YOLOv8-layout detector exported by ultralytics (e.g. "
             "models/conveyor-yolov8n.onnx) or the frame classifier of scripts/train_classifier.py (e.g. "

@@ -16,7 +16,7 @@ Order (every check before anything slow):
 
    where ``<name>`` is the base model's (``conveyor-yolov8n`` for ``conveyor-yolov8n.int8.onnx``), or
    with new classes the dataset folder's before it (``surface-conveyor-yolov8n``; ``newclasses``);
-4. the INT8 quantization and gate (``agent.cli.quantize.run_quantize``) with the shipped models'
+4. the INT8 quantization and gate (``agent.tooling.quantize.workflow.run_quantize``) with the shipped models'
    settings: flavour cpu, ``--float-stem 2`` for the detector, calibration on the training images,
    the gate's validation set = the dataset's val split.
 
@@ -142,8 +142,8 @@ def check_architecture(base: BaseModel) -> str:
 def score_on_val(model_path: pathlib.Path, data: TrainingData, threads: int) -> Score:
     """``model_path`` on the dataset's val split, through the agent's runtime (evaluation settings of
     ultralytics val for a detector: every box down to 0.001 counts for mAP)."""
-    from agent.evaluation.classify_dataset import evaluate_classifier, read_classify_dataset
-    from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
+    from agent.tooling.evaluation.classify_dataset import evaluate_classifier, read_classify_dataset
+    from agent.tooling.evaluation.dataset import evaluate_detector, read_yolo_dataset
 
     model = open_prefilter(model_path, ModelConfig(path=model_path, min_score=0.001, iou_threshold=0.7,
                                                    max_detections=300, intra_op_threads=threads))
@@ -169,7 +169,7 @@ def score_on_val(model_path: pathlib.Path, data: TrainingData, threads: int) -> 
 def _calibration_folder(data: TrainingData, linked: pathlib.Path) -> pathlib.Path:
     """The folder of the training images when it holds nothing else (a clear record), else the work
     folder's links to them."""
-    from agent.prefilter.calibration import IMAGE_SUFFIXES
+    from agent.tooling.quantize.calibration import IMAGE_SUFFIXES
 
     common = pathlib.Path(os.path.commonpath([str(p.parent) for p in data.train]))
     train = {p.resolve() for p in data.train}
@@ -319,8 +319,8 @@ def _write_candidate(opts: TrainOptions, plan: Plan, trained: TrainedModel, cali
 
 def _quantize(opts: TrainOptions, base: BaseModel, data: TrainingData, fp32: pathlib.Path,
               calib: pathlib.Path) -> int:
-    from agent.cli.quantize import QuantizeOptions, run_quantize
-    from agent.evaluation.gate import GateLimits
+    from agent.tooling.evaluation.gate import GateLimits
+    from agent.tooling.quantize.workflow import QuantizeOptions, run_quantize
 
     val = data.source  # read as check_training_data read it
     float_stem = DETECTOR_FLOAT_STEM if base.task == "detect" else 0

@@ -10,7 +10,7 @@ Two layouts are trained on:
   (``dataset.json`` may give the class order); what ``dataset synth --task classify`` and
   ``dataset export --format imagefolder`` write.
 
-Reading goes through ``agent.evaluation``'s readers, which check every label line (field
+Reading goes through ``agent.tooling.evaluation``'s readers, which check every label line (field
 count, class id range, coordinates inside 0..1) and name the file and line of the first bad
 one. Pure Python on the core dependencies: no torch.
 """
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from agent.errors import DatasetError
-from agent.evaluation.classify_dataset import _dataset_json_names, read_classify_dataset
-from agent.evaluation.dataset import _load_yaml, _names_from_yaml, read_yolo_dataset
+from agent.tooling.evaluation.classify_dataset import _dataset_json_names, read_classify_dataset
+from agent.tooling.evaluation.dataset import _load_yaml, _names_from_yaml, read_yolo_dataset
 
 Task = Literal["detect", "classify"]
 LAYOUTS = ("a YOLO detection dataset (data.yaml with names/train/val, images/, labels/) or a classification "

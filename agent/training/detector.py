@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 
 from agent.errors import DatasetError, ModelError
-from agent.evaluation.dataset import label_path
 from agent.prefilter.factory import open_prefilter
+from agent.tooling.evaluation.dataset import label_path
 from agent.training.base import YAML_NAME, BaseModel
 from agent.training.data import NEW_CLASSES_HINT, TrainingData
 from agent.training.extras import configure_ultralytics

@@ -15,9 +15,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agent.cli.models import inspect_model
 from agent.config.models import DEFAULT_MODEL
 from agent.dataset.synth import write_synthetic_dataset
+from agent.tooling.models import inspect_model
 from tests.prefilter.onnx_builders import constant_output_model
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]

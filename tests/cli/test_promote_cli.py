@@ -276,9 +276,9 @@ def test_a_classifier_is_judged_on_accuracy(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("named", ["../outside.onnx", "/etc/outside.onnx", "sub/conveyor.onnx", ".."])
 def test_candidate_json_names_files_in_its_folder_only(tmp_path: pathlib.Path, named: str) -> None:
-    from agent.cli.models import inspect_model
-    from agent.cli.promote import resolve_candidate
     from agent.errors import ModelError
+    from agent.tooling.models import inspect_model
+    from agent.tooling.promote import resolve_candidate
 
     shutil.copyfile(DEFAULT_MODEL, tmp_path / "outside.onnx")  # what ../outside.onnx would reach
     folder = candidate_folder(tmp_path, {"conveyor.onnx": DEFAULT_MODEL})
@@ -323,7 +323,7 @@ def test_new_classes_are_promoted_only_when_asked_and_judged_on_their_own_held_o
 
 
 def test_a_class_change_that_finds_none_of_its_classes_is_refused() -> None:
-    from agent.evaluation.promotion import judge_class_change
+    from agent.tooling.evaluation.promotion import judge_class_change
 
     refused = judge_class_change("mAP50", 0.0, ("scratch",), ("pit",))
     assert not refused.accepted and "finds none of its classes" in refused.reason

@@ -154,7 +154,7 @@ def test_grey_frames_calibrate_and_gate_as_a_mono_camera_sends_them(
 
 def test_calibration_reads_a_grey_file_as_capture_converts_a_grey_frame(tmp_path: pathlib.Path) -> None:
     from agent.capture.sources import as_bgr
-    from agent.prefilter.calibration import from_folder
+    from agent.tooling.quantize.calibration import from_folder
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (40, 56), dtype=np.uint8) for _ in range(2)]

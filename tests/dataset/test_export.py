@@ -22,8 +22,8 @@ from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import ModelRef
 from agent.dataset.split import TimedItem, assign_splits, time_groups
 from agent.errors import DatasetError
-from agent.evaluation.classify_dataset import read_classify_dataset
-from agent.evaluation.dataset import read_yolo_dataset
+from agent.tooling.evaluation.classify_dataset import read_classify_dataset
+from agent.tooling.evaluation.dataset import read_yolo_dataset
 from tests.dataset.recording import MODEL, NAMES, answered, det, inspection, write_recording
 
 A, B = (10, 10, 50, 40), (60, 20, 90, 60)

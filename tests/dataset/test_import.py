@@ -17,7 +17,7 @@ from agent.capture.surface import SURFACE_CLASSES
 from agent.dataset.imports.run import ImportOptions, import_dataset
 from agent.dataset.synth import write_classify_dataset, write_synthetic_dataset
 from agent.errors import ConfigError, DatasetError
-from agent.evaluation.dataset import read_yolo_dataset
+from agent.tooling.evaluation.dataset import read_yolo_dataset
 from agent.training.data import check_training_data
 from tests.cli.test_models_cli import edge_agent
 

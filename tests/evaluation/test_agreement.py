@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.evaluation.agreement import box_agreement
+from agent.tooling.evaluation.agreement import box_agreement
 
 
 def test_boxes_match_one_to_one_by_class_and_iou() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.errors import DatasetError
-from agent.evaluation.cascade import (
+from agent.tooling.evaluation.cascade import (
     Prediction,
     Truth,
     cascade_prediction,
@@ -16,7 +16,7 @@ from agent.evaluation.cascade import (
     prefilter_prediction,
     vlm_prediction,
 )
-from agent.evaluation.truth import read_ground_truth
+from agent.tooling.evaluation.truth import read_ground_truth
 
 CLASSES = ("scratch", "hole", "stain", "missing")
 ALL = frozenset(CLASSES)

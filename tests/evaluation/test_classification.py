@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.evaluation.classification import confusion_matrix, evaluate_classification
+from agent.tooling.evaluation.classification import confusion_matrix, evaluate_classification
 
 NAMES = ["ok", "scratch", "hole"]
 

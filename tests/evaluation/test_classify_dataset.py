@@ -15,12 +15,12 @@ import pytest
 from agent.config.models import TriageConfig
 from agent.core.detections import PrefilterResult
 from agent.errors import DatasetError
-from agent.evaluation.classify_dataset import (
+from agent.tooling.evaluation.classify_dataset import (
     evaluate_classifier,
     read_classify_dataset,
     triage_summary,
 )
-from agent.evaluation.classify_report import ClassifyEvalContext, render_class_bars, write_classification_report
+from agent.tooling.evaluation.classify_report import ClassifyEvalContext, render_class_bars, write_classification_report
 
 NAMES = ("pass", "scratch", "hole")
 

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from agent.evaluation.detection import (
+from agent.tooling.evaluation.detection import (
     IOU_THRESHOLDS,
     DetectionEvaluator,
     box_iou,

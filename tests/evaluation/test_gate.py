@@ -11,10 +11,10 @@ import pytest
 
 from agent.config.models import DEFAULT_MODEL
 from agent.errors import ModelError
-from agent.evaluation.gate import GATE_SCHEMA, GateLimits, judge
 from agent.prefilter.gate_record import check_gate, gate_record_path
 from agent.prefilter.model_info import file_digest
 from agent.runtime.building import check_model_gate
+from agent.tooling.evaluation.gate import GATE_SCHEMA, GateLimits, judge
 
 
 def test_within_limits_passes() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import EdgeAgentError
-from agent.evaluation.promotion import judge_promotion, metric_key
+from agent.tooling.evaluation.promotion import judge_promotion, metric_key
 
 CASES = [
     # (current, candidate, margin, accepted, words in the reason)

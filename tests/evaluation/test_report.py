@@ -13,8 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.evaluation.detection import DetectionEvaluator, DetectionMetrics
-from agent.evaluation.report import EvalContext, render_confusion_matrix, render_pr_curves, write_detection_report
+from agent.tooling.evaluation.detection import DetectionEvaluator, DetectionMetrics
+from agent.tooling.evaluation.report import (
+    EvalContext,
+    render_confusion_matrix,
+    render_pr_curves,
+    write_detection_report,
+)
 
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 

@@ -38,10 +38,10 @@ import yaml
 from agent.config.models import DEFAULT_MODEL, AgentConfig, ModelConfig
 from agent.core.frame import DEFECT_CLASSES
 from agent.dataset.synth import write_synthetic_dataset
-from agent.evaluation.dataset import evaluate_detector, read_yolo_dataset
 from agent.prefilter.detector import YoloDetector
 from agent.publish.local_broker import LocalMosquitto
 from agent.runtime.service import AgentService
+from agent.tooling.evaluation.dataset import evaluate_detector, read_yolo_dataset
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import FakeOllama

@@ -15,7 +15,7 @@ from agent.config.models import DEFAULT_MODEL, ModelConfig
 from agent.errors import ModelError
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.gate_record import file_precision
-from agent.prefilter.quantize import FLAVOURS, METADATA_KEY, decode_nodes, flavours_from_option, quantize_model
+from agent.tooling.quantize.int8 import FLAVOURS, METADATA_KEY, decode_nodes, flavours_from_option, quantize_model
 
 
 def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], out_shape: list[int]) -> onnx.ModelProto:

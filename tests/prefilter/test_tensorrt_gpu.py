@@ -145,8 +145,8 @@ def test_a_plan_tensorrt_refuses_is_rebuilt(tmp_path: pathlib.Path) -> None:
 
 @needs_native
 def test_native_int8_engine_from_the_tensorrt_flavour(tmp_path: pathlib.Path) -> None:
-    from agent.prefilter import calibration
-    from agent.prefilter.quantize import FLAVOURS, quantize_model
+    from agent.tooling.quantize import calibration
+    from agent.tooling.quantize.int8 import FLAVOURS, quantize_model
 
     fp32 = open_prefilter(DEFAULT_MODEL, ModelConfig(path=DEFAULT_MODEL, max_batch=1))
 

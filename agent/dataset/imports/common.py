@@ -14,7 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from agent.evaluation.dataset import IMAGE_SUFFIXES
+from agent.tooling.evaluation.dataset import IMAGE_SUFFIXES
 
 __all__ = ["BOX_SLACK_PX", "IMAGE_SUFFIXES", "SPLITS", "Box", "Item", "Parsed", "Split", "Task", "check_item"]
 

@@ -4,7 +4,7 @@ SOURCE is a ``data.yaml`` or a folder with one (``names`` and the ``train``/``va
 putting ``labels/`` in place of ``images/``), or a flat folder of images with their ``.txt`` label files
 beside them and the class names in ``classes.txt`` or ``obj.names`` (split by ``--val-fraction``).
 A missing label file means an image without defects, as in YOLO. Each label line is checked by
-:func:`agent.evaluation.dataset.read_labels` (fields, class id range, coordinates in 0..1).
+:func:`agent.tooling.evaluation.dataset.read_labels` (fields, class id range, coordinates in 0..1).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pathlib
 
 from agent.dataset.imports.common import IMAGE_SUFFIXES, SPLITS, Box, Item, Parsed, Split
 from agent.errors import DatasetError
-from agent.evaluation.dataset import _from_yaml, _load_yaml, _names_from_yaml, label_path, read_labels
+from agent.tooling.evaluation.dataset import _from_yaml, _load_yaml, _names_from_yaml, label_path, read_labels
 
 __all__ = ["parse_yolo"]
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from agent.errors import EdgeAgentError
-from agent.evaluation.cascade import STRATEGIES, STRATEGY_TITLES, StrategyResult
-from agent.evaluation.report import _CSS, _INK, _MUTED, _PALETTE, _SS, _encode_png, _finish, _img_tag, _put
+from agent.tooling.evaluation.cascade import STRATEGIES, STRATEGY_TITLES, StrategyResult
+from agent.tooling.evaluation.report import _CSS, _INK, _MUTED, _PALETTE, _SS, _encode_png, _finish, _img_tag, _put
 
 SCHEMA = "edge-agent/eval-cascade/1"
 PREFILTER_RULE = ("prefilter alone: an uncertain image is decided at the reject threshold: every tag the triage "

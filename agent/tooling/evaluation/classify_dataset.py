@@ -25,8 +25,8 @@ import numpy as np
 from agent.config.models import TriageConfig
 from agent.core.detections import PrefilterResult
 from agent.errors import DatasetError
-from agent.evaluation.classification import ClassificationMetrics, evaluate_classification
-from agent.evaluation.dataset import IMAGE_SUFFIXES
+from agent.tooling.evaluation.classification import ClassificationMetrics, evaluate_classification
+from agent.tooling.evaluation.dataset import IMAGE_SUFFIXES
 from agent.triage.policy import decide
 
 SPLITS = ("train", "val", "test")

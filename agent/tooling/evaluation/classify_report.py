@@ -1,7 +1,7 @@
 """The classifier evaluation report: ``eval.json`` (every number), ``report.html``
 (one self-contained page, charts embedded as base64 PNG) and the charts as files
 (``confusion_matrix.png``, ``per_class.png``). The detector's report is
-``agent.evaluation.report``; this one shares its drawing helpers and style.
+``agent.tooling.evaluation.report``; this one shares its drawing helpers and style.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from agent.errors import EdgeAgentError
-from agent.evaluation.classification import ClassificationMetrics
-from agent.evaluation.classify_dataset import TriageSummary
-from agent.evaluation.report import (
+from agent.tooling.evaluation.classification import ClassificationMetrics
+from agent.tooling.evaluation.classify_dataset import TriageSummary
+from agent.tooling.evaluation.report import (
     _CSS,
     _GRID,
     _INK,

@@ -31,7 +31,7 @@ import yaml
 
 from agent.core.detections import PrefilterResult
 from agent.errors import DatasetError
-from agent.evaluation.detection import DetectionEvaluator, DetectionMetrics
+from agent.tooling.evaluation.detection import DetectionEvaluator, DetectionMetrics
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _COORD_SLACK = 1e-3  # normalised coordinates a hair outside 0..1 (rounding in other tools) are clipped

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agent.errors import EdgeAgentError
-from agent.evaluation.detection import DetectionMetrics
+from agent.tooling.evaluation.detection import DetectionMetrics
 
 SCHEMA = "edge-agent/eval-detection/1"
 

@@ -24,8 +24,8 @@ import pathlib
 from collections.abc import Mapping, Sequence
 
 from agent.errors import DatasetError
-from agent.evaluation.cascade import PASS_LABEL, Truth
-from agent.evaluation.dataset import _load_yaml, _names_from_yaml, read_labels
+from agent.tooling.evaluation.cascade import PASS_LABEL, Truth
+from agent.tooling.evaluation.dataset import _load_yaml, _names_from_yaml, read_labels
 
 
 def defect_classes(model_classes: Sequence[str]) -> tuple[str, ...]:

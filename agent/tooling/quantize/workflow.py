@@ -3,7 +3,7 @@
 1. check the calibration frames (all of them, before anything slow starts);
 2. evaluate the FP32 model on the labelled validation set (metric + per-image verdicts);
 3. for each flavour (cpu, tensorrt): calibrate and quantize into a temporary
-   file, evaluate it on the same images, judge it (``agent.evaluation.gate``);
+   file, evaluate it on the same images, judge it (``agent.tooling.evaluation.gate``);
    only a model that passes is moved into place, with its gate record
    ``<model>.gate.json``; a refused one is deleted and the command exits 1;
 4. write the numbers into the FP32 model's card (``models/<name>.md``).
@@ -27,13 +27,19 @@ import typer
 from agent.config.models import ModelConfig, TriageConfig
 from agent.core.detections import PrefilterResult
 from agent.errors import EdgeAgentError
-from agent.evaluation.gate import GATE_SCHEMA, GateLimits, GateResult, judge
-from agent.prefilter import calibration
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import gate_record_path
 from agent.prefilter.model_info import file_digest
-from agent.prefilter.quantize import Flavour, QuantizationReport, check_fp32_onnx, flavours_from_option, quantize_model
+from agent.tooling.evaluation.gate import GATE_SCHEMA, GateLimits, GateResult, judge
+from agent.tooling.quantize import calibration
+from agent.tooling.quantize.int8 import (
+    Flavour,
+    QuantizationReport,
+    check_fp32_onnx,
+    flavours_from_option,
+    quantize_model,
+)
 from agent.triage.policy import decide
 
 CARD_BEGIN = "<!-- int8-gate:begin (written by `edge-agent models quantize`) -->"
@@ -67,9 +73,9 @@ class Evaluation:
 
 def _evaluate(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int, label: str) -> Evaluation:
     """Run one model over the validation set: its task metric, per-class numbers, per-image verdicts."""
-    from agent.evaluation.classify_dataset import evaluate_classifier
-    from agent.evaluation.dataset import evaluate_detector
     from agent.runtime.loop import latency_percentiles
+    from agent.tooling.evaluation.classify_dataset import evaluate_classifier
+    from agent.tooling.evaluation.dataset import evaluate_detector
 
     model = open_prefilter(path, ModelConfig(path=path, min_score=_EVAL_MIN_SCORE, iou_threshold=0.7,
                                              max_detections=_EVAL_MAX_DET, intra_op_threads=threads))
@@ -96,8 +102,8 @@ def _evaluate(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int
 
 def _validation_set(opts: QuantizeOptions, task: str, names: Sequence[str], workdir: pathlib.Path) -> tuple[Any, str]:
     from agent.dataset.synth import write_classify_dataset, write_synthetic_dataset
-    from agent.evaluation.classify_dataset import read_classify_dataset
-    from agent.evaluation.dataset import read_yolo_dataset
+    from agent.tooling.evaluation.classify_dataset import read_classify_dataset
+    from agent.tooling.evaluation.dataset import read_yolo_dataset
 
     if opts.val == calibration.SYNTHETIC:
         root = workdir / "val"
