@@ -257,7 +257,7 @@ def gateway_modelfile(
 ) -> None:
     """Print an Ollama Modelfile that asks the VLM about the taxonomy's line: its part, what good looks like,
     each defect label with its description; then `ollama create NAME -f FILE` on the gateway host."""
-    from agent.gateway.main import modelfile
+    from agent.gateway.modelfile import modelfile
 
     text = modelfile(taxonomy, base, name, out)
     if out is None:

@@ -66,26 +66,3 @@ async def _serve_until_signal(config: GatewayConfig) -> None:
         task.cancel()
     typer.echo(f"edge-agent gateway: stopped after {server.stats.total_calls} call(s)", err=True)
 
-
-def modelfile(taxonomy: pathlib.Path | None, base: str, name: str, out: pathlib.Path | None) -> str:
-    """The Modelfile for ``taxonomy``'s line (None: the conveyor and the default defect classes), written to
-    ``out`` when given (whole or not at all); returns its text. Raises ConfigError naming a bad input."""
-    from agent.gateway.config import is_model_name
-    from agent.gateway.question import load_inspection, modelfile_text
-
-    problems = [f"--{flag} {value!r} is not an Ollama model name; expected NAME[:TAG], e.g. llava:7b"
-                for flag, value in (("from", base), ("name", name)) if not is_model_name(value)]
-    if problems:
-        raise ConfigError(problems, "command line")
-    config = GatewayConfig(taxonomy=taxonomy.resolve() if taxonomy is not None else None)
-    inspection = load_inspection(config, source="--taxonomy")
-    text = modelfile_text(inspection, base=base, name=name, source=str(taxonomy) if taxonomy is not None else "")
-    if out is not None:
-        partial = out.with_name(f".{out.name}.partial")
-        try:
-            partial.write_text(text, encoding="utf-8")
-            partial.replace(out)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise ConfigError([f"--out {out}: cannot be written ({exc.strerror or exc})"], "command line") from exc
-    return text

@@ -107,3 +107,12 @@ def test_without_the_ollama_extra_the_gateway_names_the_install_command() -> Non
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'edge-agent[ollama]'" in proc.stderr and "ollama is not installed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_modelfile_is_written_without_the_ollama_extra() -> None:
+    # any box can write it; `ollama create` runs on the gateway host
+    hide = "import sys; sys.modules['ollama'] = None; sys.argv = ['edge-agent', 'gateway-modelfile']; "
+    proc = subprocess.run([sys.executable, "-c", hide + "from agent.cli.main import main; main()"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("#") and "FROM llava:7b" in proc.stdout
