@@ -342,6 +342,9 @@ def dataset_synth(
     scene: Annotated[str, typer.Option(
         help="conveyor: colour parts on a belt, 640x480, 4 defect classes; surface: grey textured surface "
              "close-ups, 640x640, single-channel images, 6 smaller defect classes")] = "conveyor",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="detect: how the boxes are written: yolo (what models train reads), coco (COCO JSON) or "
+                         "voc (Pascal VOC XML), the latter two for `dataset import`")] = "yolo",
 ) -> None:
     """Render a labelled dataset (detection or classification) from a synthetic scene."""
     from agent.capture.scenes import SCENES
@@ -354,7 +357,10 @@ def dataset_synth(
     if scene not in SCENES:
         raise EdgeAgentError(f"--scene {scene!r}: expected one of {', '.join(SCENES)}")
     if task == "detect":
-        written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress, scene=scene)
+        written = write_synthetic_dataset(out, train, val, seed=seed, progress=progress, scene=scene, fmt=fmt)
+    elif fmt != "yolo":
+        raise EdgeAgentError(f"--format {fmt}: boxes are written for --task detect; a classify dataset is "
+                             "image folders (leave --format out)")
     elif task == "classify":
         if label_rule not in LABEL_RULES:
             raise EdgeAgentError(f"--label-rule {label_rule!r}: expected one of {', '.join(LABEL_RULES)}")

@@ -9,6 +9,9 @@ Detection (``write_synthetic_dataset``), the YOLO layout that ultralytics and
     OUT/labels/{train,val}/000000.txt   # "class cx cy w h", normalised 0..1
     OUT/truth/{train,val}/000000.json   # full ground truth incl. faintness
 
+or the same boxes as COCO JSON or Pascal VOC XML (``fmt``; :mod:`agent.dataset.labelformats`), for
+``dataset import`` (``truth/`` is written in every format).
+
 Classification (``write_classify_dataset``), ultralytics' classify folder layout
 (one folder per class; every class gets a folder, empty or not)::
 
@@ -37,6 +40,7 @@ import numpy as np
 from agent.capture.scenes import SCENES, Scene
 from agent.capture.synthetic import DEFAULT_SETTINGS, SceneSettings, render_still
 from agent.core.frame import DEFECT_CLASSES, FrameTruth
+from agent.dataset.labelformats import LABEL_FORMATS, label_writer
 from agent.errors import DatasetError
 
 ProgressFn = Callable[[str, int, int], None]
@@ -84,27 +88,27 @@ def write_synthetic_dataset(
     settings: SceneSettings = DEFAULT_SETTINGS,
     progress: ProgressFn | None = None,
     scene: str = "conveyor",
+    fmt: str = "yolo",
 ) -> pathlib.Path:
-    """Render ``n_train`` + ``n_val`` stills of ``scene`` into ``out``; returns the data.yaml path."""
+    """Render ``n_train`` + ``n_val`` stills of ``scene`` into ``out`` with their boxes in ``fmt`` (yolo, coco
+    or voc: :mod:`agent.dataset.labelformats`); returns the data.yaml path (yolo) or ``out``."""
     if n_train < 1 or n_val < 1:
         raise DatasetError(f"dataset sizes must be at least 1, got train={n_train} val={n_val}")
+    if fmt not in LABEL_FORMATS:
+        raise DatasetError(f"format {fmt!r}: expected one of {', '.join(LABEL_FORMATS)}")
     info, render, width, height = _scene_renderer(scene, settings)
     out = pathlib.Path(out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"output folder {out} is not empty; choose a new folder or remove it")
+    writer = label_writer(fmt, out, info.classes, (width, height),
+                          f"synthetic {scene} dataset, seed {seed}, train {n_train}, val {n_val}")
     for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1)):
         rng = np.random.default_rng(split_seed)
-        for sub in ("images", "labels", "truth"):
-            (out / sub / split).mkdir(parents=True, exist_ok=True)
+        (out / "truth" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             frame, truth = render(rng)
-            stem = f"{i:06d}"
-            if not cv2.imwrite(str(out / "images" / split / f"{stem}.jpg"), frame,
-                               [cv2.IMWRITE_JPEG_QUALITY, 92]):
-                raise DatasetError(f"could not write image to {out / 'images' / split}")
-            lines = yolo_label_lines(truth, width, height, info.classes)
-            (out / "labels" / split / f"{stem}.txt").write_text("".join(x + "\n" for x in lines))
-            (out / "truth" / split / f"{stem}.json").write_text(json.dumps({
+            writer.add(split, i, frame, truth)
+            (out / "truth" / split / f"{i:06d}.json").write_text(json.dumps({
                 "verdict": truth.verdict,
                 "parts": [list(p) for p in truth.parts],
                 "defects": [{"label": d.label, "box": list(d.box), "faint": d.faint,
@@ -112,13 +116,7 @@ def write_synthetic_dataset(
             }))
             if progress is not None:
                 progress(split, i + 1, count)
-    data_yaml = out / "data.yaml"
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(info.classes))
-    data_yaml.write_text(
-        f"# synthetic {scene} dataset, seed {seed}, train {n_train}, val {n_val}\n"
-        f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
-    )
-    return data_yaml
+    return writer.finish()
 
 
 def frame_label(truth: FrameTruth, rule: LabelRule = "severity", severity: tuple[str, ...] = SEVERITY) -> str:

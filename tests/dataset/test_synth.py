@@ -186,3 +186,71 @@ def test_cli_dataset_synth_surface_classify(tmp_path: pathlib.Path) -> None:
                           "--scene", "belt"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--scene 'belt': expected one of conveyor, surface" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
+
+
+# -- the same ground truth as COCO JSON and Pascal VOC XML, through `dataset import` ----------------------------
+
+
+def _yolo_rows(root: pathlib.Path, split: str) -> list[list[tuple[int, float, float, float, float]]]:
+    """Every label file of ``split`` in image order: (class id, cx, cy, w, h) per box."""
+    return [[(int(r.split()[0]), *map(float, r.split()[1:])) for r in p.read_text().splitlines()]  # type: ignore[misc]
+            for p in sorted((root / "labels" / split).glob("*.txt"))]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc"])
+def test_surface_export_imports_to_the_ground_truth(tmp_path: pathlib.Path, fmt: str) -> None:
+    """synth --format coco|voc, then `dataset import`: the same images, class names in the scene's order and
+    the boxes of the YOLO labels rendered directly from the same seed."""
+    from agent.capture.surface import SURFACE_CLASSES
+    from agent.dataset.imports.run import ImportOptions, import_dataset
+
+    yolo = write_synthetic_dataset(tmp_path / "yolo", 6, 3, seed=5, scene="surface").parent
+    source = write_synthetic_dataset(tmp_path / fmt, 6, 3, seed=5, scene="surface", fmt=fmt)
+    assert source == tmp_path / fmt and not (source / "labels").exists()
+    summary = import_dataset(ImportOptions(source=source, out=tmp_path / "imported", fmt=fmt))
+    assert summary.names == SURFACE_CLASSES and summary.problems == () and summary.images == {"train": 6, "val": 3}
+    want_boxes = 0
+    for split in ("train", "val"):
+        got, want = _yolo_rows(tmp_path / "imported", split), _yolo_rows(yolo, split)
+        assert len(got) == len(want)
+        for got_rows, want_rows in zip(got, want, strict=True):
+            assert [r[0] for r in got_rows] == [r[0] for r in want_rows]  # class ids, in the scene's order
+            for g, w in zip(got_rows, want_rows, strict=True):
+                assert g[1:] == pytest.approx(w[1:], abs=3e-6)  # boxes written to 0.001 px
+            want_boxes += len(want_rows)
+        images = sorted((tmp_path / "imported/images" / split).glob("*.jpg"))
+        direct = sorted((yolo / "images" / split).glob("*.jpg"))
+        assert [p.read_bytes() for p in images] == [p.read_bytes() for p in direct]  # the same grey JPEGs
+    assert summary.boxes == want_boxes > 0
+
+
+def test_voc_labelmap_gives_the_class_order_and_names_a_stranger(tmp_path: pathlib.Path) -> None:
+    from agent.dataset.imports.run import ImportOptions, import_dataset
+
+    voc = write_synthetic_dataset(tmp_path / "voc", 4, 2, seed=5, scene="surface", fmt="voc")
+    assert (voc / "labelmap.txt").read_text().splitlines()[1] == "scratch:::"
+    xml = next(p for p in sorted((voc / "Annotations").glob("*.xml")) if "<object>" in p.read_text())
+    xml.write_text(xml.read_text().replace("<name>", "<name>x", 1))
+    with pytest.raises(DatasetError) as info:
+        import_dataset(ImportOptions(source=voc, out=tmp_path / "out", fmt="voc"))
+    assert f"VOC file {xml}" in str(info.value) and "is not in" in str(info.value) and "labelmap.txt" in str(info.value)
+    (voc / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n:::\n")
+    with pytest.raises(DatasetError, match="VOC labelmap .*: expected one 'name:color:parts:actions' line per class"):
+        import_dataset(ImportOptions(source=voc, out=tmp_path / "out", fmt="voc"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_dataset_synth_format(tmp_path: pathlib.Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "c"),
+                           "--train", "2", "--val", "1", "--scene", "surface", "--format", "coco"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "c/annotations/instances_val.json").read_text())
+    assert [c["name"] for c in doc["categories"]][:2] == ["scratch", "pit"] and len(doc["images"]) == 1
+    for args, message in ((["--format", "pdf"], "format 'pdf': expected one of yolo, coco, voc"),
+                          (["--format", "voc", "--task", "classify"], "--format voc: boxes are written for --task "
+                                                                      "detect")):
+        bad = subprocess.run([sys.executable, "-m", "agent.cli.main", "dataset", "synth", str(tmp_path / "x"), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert not (tmp_path / "x").exists()

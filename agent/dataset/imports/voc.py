@@ -3,7 +3,9 @@
 SOURCE is a folder: ``Annotations/*.xml`` with images in ``JPEGImages/`` (the VOC layout), or a folder of
 ``.xml`` files beside their images. ``--images`` overrides where images are looked up (by the XML's
 ``<filename>``, else the XML's name). When ``ImageSets/Main/train.txt`` and ``val.txt`` exist they give the
-split; otherwise ``--val-fraction`` does.
+split; otherwise ``--val-fraction`` does. The class order is ``labelmap.txt``'s when the folder has one (CVAT's
+and Datumaro's VOC exports write it: one ``name:color:parts:actions`` line per class, ``#`` comments), and a
+box of a class it does not list is a problem; without it, the classes found, sorted.
 
 XML is parsed with ``defusedxml`` (an annotation file is untrusted input: entity expansion and external
 entities are refused). Coordinates are VOC's 1-based pixel indices, ``xmax``/``ymax`` inclusive, read as
@@ -101,6 +103,22 @@ def _splits(source: pathlib.Path) -> dict[str, Split] | None:
     return out
 
 
+def _labelmap(source: pathlib.Path) -> tuple[str, ...]:
+    """The class names of ``source/labelmap.txt`` in its order; () without one."""
+    path = source / "labelmap.txt"
+    if not path.is_file():
+        return ()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"VOC labelmap {path}: cannot read it ({exc})") from exc
+    names = [line.split(":", 1)[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names or "" in names or len(set(names)) != len(names):
+        raise DatasetError(f"VOC labelmap {path}: expected one 'name:color:parts:actions' line per class, each "
+                           f"name once and not empty; found {names}")
+    return tuple(names)
+
+
 def parse_voc(source: pathlib.Path, images: pathlib.Path | None) -> Parsed:
     """Read a VOC folder (see the module doc)."""
     if not source.is_dir():
@@ -121,4 +139,8 @@ def parse_voc(source: pathlib.Path, images: pathlib.Path | None) -> Parsed:
             parsed.notes.append(f"{xml.name} is in neither ImageSets/Main/train.txt nor val.txt: not imported")
             continue
         parsed.items.append(_read_xml(xml, image_root, split))
-    return parsed  # names: the classes of the images imported, sorted (VOC has no class list)
+    parsed.names = _labelmap(source)  # () without one: the classes of the images imported, sorted
+    for item in parsed.items if parsed.names else ():
+        item.problems += [f"{item.where}, {b.where}: class {b.label!r} is not in {source / 'labelmap.txt'} "
+                          f"({', '.join(parsed.names)})" for b in item.boxes if b.label not in parsed.names]
+    return parsed
