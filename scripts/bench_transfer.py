@@ -18,9 +18,11 @@ each finished within the budget, its training time, and mAP50 on a held-out set 
 The load average before and after each side is printed: the box's other work slows both alike only
 when it is steady.
 
-Data: the synthetic grey surface (``dataset synth --scene surface``: 640x640, six small defect types), train
-and val rendered with ``--seed``, the held-out set with another seed; or ``--data DIR`` (a YOLO dataset,
-e.g. from ``edge-agent dataset import``) with ``--test-data DIR`` (its val split is the held-out set).
+Data: the synthetic grey surface (``dataset synth --scene surface``: 640x640, six small defect types) as
+labelled data arrives from a plant: train and val rendered with ``--seed`` as a COCO export, the held-out
+set with another seed as a Pascal VOC export, each turned by ``dataset import`` into the YOLO layout the
+trainer reads; or ``--data DIR`` (a YOLO dataset, e.g. from ``edge-agent dataset import``) with
+``--test-data DIR`` (its val split is the held-out set).
 """
 
 from __future__ import annotations
@@ -53,22 +55,35 @@ def _load() -> str:
     return f"load {one:.1f} (1 min) {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
+def _render_and_import(work: pathlib.Path, name: str, fmt: str, n_train: int, n_val: int, seed: int) -> pathlib.Path:
+    """The surface scene rendered as a ``fmt`` export (COCO or VOC), then ``dataset import``-ed into the YOLO
+    layout the trainer reads, as a plant's own labelled data would be."""
+    from agent.dataset.imports.run import ImportOptions, import_dataset
+    from agent.dataset.synth import write_synthetic_dataset
+
+    export, imported = work / f"{name}-{fmt}", work / name
+    write_synthetic_dataset(export, n_train, n_val, seed=seed, scene="surface", fmt=fmt)
+    summary = import_dataset(ImportOptions(source=export, out=imported, fmt=fmt))
+    print(f"  {fmt} export {export.name} imported: train {summary.images['train']}, val {summary.images['val']} "
+          f"images, {summary.boxes} boxes, classes {', '.join(summary.names)}", flush=True)
+    shutil.rmtree(export)  # the imported copy is what training reads
+    return imported
+
+
 def _datasets(args: argparse.Namespace, work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     if args.data is not None:
         if args.test_data is None:
             raise EdgeAgentError("--data needs --test-data: a held-out YOLO dataset (its val split) neither side sees")
         return args.data, args.test_data
-    from agent.dataset.synth import write_synthetic_dataset
-
     data, test = work / "surface", work / "surface-heldout"
     if (data / "data.yaml").is_file() and (test / "data.yaml").is_file():
         print(f"reusing the surface datasets in {work}", flush=True)  # --work of an earlier run: the same images
         return data, test
     t0 = time.monotonic()
-    write_synthetic_dataset(data, args.train, args.val, seed=args.seed, scene="surface")
-    write_synthetic_dataset(test, 1, args.test, seed=args.seed + 1000, scene="surface")
-    print(f"rendered the surface scene: {args.train} train / {args.val} val (seed {args.seed}), {args.test} held-out "
-          f"(seed {args.seed + 1000}) in {time.monotonic() - t0:.0f} s", flush=True)
+    _render_and_import(work, data.name, "coco", args.train, args.val, args.seed)
+    _render_and_import(work, test.name, "voc", 1, args.test, args.seed + 1000)
+    print(f"rendered the surface scene: {args.train} train / {args.val} val (seed {args.seed}, via COCO), "
+          f"{args.test} held-out (seed {args.seed + 1001}, via VOC) in {time.monotonic() - t0:.0f} s", flush=True)
     return data, test
 
 
