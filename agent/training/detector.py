@@ -51,6 +51,34 @@ class DetectorSettings:
     export_epoch: str = "best"  # best (ultralytics' val fitness) or last
     time_h: float | None = None  # budget in hours (ultralytics' time=, which then sets the epochs)
     new_head: bool = False  # the dataset's classes, a new head: ultralytics' augmentation schedule (mosaic)
+    freeze: int | None = None  # first layers kept as they are; default: the backbone for a new head on a trained one
+
+
+BACKBONE_LAYERS = 10  # YOLOv8's backbone: model.0 .. model.9 (the neck and head follow)
+
+
+def schedule(settings: DetectorSettings, base: BaseModel) -> dict[str, Any]:
+    """Ultralytics' optimisation settings for the run (see the README's "new classes" section).
+
+    * fine-tune (the base's own classes): no mosaic (``close_mosaic`` = all epochs), ultralytics' warm-up;
+    * from scratch (a model yaml): ultralytics' own schedule (mosaic off for the last 10 epochs, 3 warm-up
+      epochs, one optimiser step per 64 images);
+    * a new head on a trained backbone (``--new-classes``): the backbone frozen (its features are what is
+      kept; the iterations get cheaper), no warm-up (the new class outputs start quiet, ``quiet_new_head``)
+      and one optimiser step per batch (``nbs`` = batch): in a budget of minutes on a CPU a run sees a few
+      hundred batches, and ultralytics' step per 64 images with 3 warm-up epochs spends most of them at a
+      low learning rate, taking a few dozen steps in all.
+    """
+    transfer = settings.new_head and base.kind != "yaml"
+    fresh = settings.new_head or base.kind != "onnx"
+    out: dict[str, Any] = {
+        "close_mosaic": settings.close_mosaic if settings.close_mosaic is not None else (10 if fresh
+                                                                                         else settings.epochs),
+        "freeze": settings.freeze if settings.freeze is not None else (BACKBONE_LAYERS if transfer else None),
+    }
+    if transfer:
+        out.update(warmup_epochs=0.0, nbs=settings.batch)
+    return out
 
 
 def link_dataset(data: TrainingData, target: pathlib.Path) -> pathlib.Path:
@@ -196,15 +224,13 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
 
     model.add_callback("on_train_start", threads)
     model.add_callback("on_fit_epoch_end", epoch_end)
-    fresh = settings.new_head or base.kind != "onnx"
-    # a fine-tune: no mosaic; a new head: ultralytics' schedule (mosaic, the last 10 epochs without)
-    close_mosaic = settings.close_mosaic if settings.close_mosaic is not None else (10 if fresh else settings.epochs)
+    plan = schedule(settings, base)
     extra: dict[str, Any] = {} if settings.time_h is None else {"time": settings.time_h}
     model.train(data=str(data_yaml), epochs=settings.epochs, imgsz=imgsz, batch=settings.batch, seed=settings.seed,
                 deterministic=True, device="cpu", workers=0, amp=False, plots=False, pretrained=base.kind != "yaml",
                 project=str(work), name="run", exist_ok=True, verbose=settings.verbose, patience=1000,
-                close_mosaic=close_mosaic, optimizer="AdamW", lr0=settings.lr0, val=True,
-                warmup_bias_lr=settings.lr0, **extra)  # ultralytics' default 0.1 for biases would undo a fine-tune
+                optimizer="AdamW", lr0=settings.lr0, val=True, **plan, **extra,
+                warmup_bias_lr=settings.lr0)  # ultralytics' default 0.1 for biases would undo a fine-tune
     train_s = time.monotonic() - started
     chosen = work / "run" / "weights" / f"{settings.export_epoch}.pt"
     if not chosen.exists():
@@ -213,7 +239,7 @@ def finetune_detector(base: BaseModel, data: TrainingData, settings: DetectorSet
     exported = pathlib.Path(YOLO(str(chosen)).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu"))
     return TrainedModel(onnx=exported, history=tuple(history), train_seconds=train_s, settings={
         "epochs": settings.epochs, "imgsz": imgsz, "batch": settings.batch, "optimizer": "AdamW",
-        "lr0": settings.lr0, "close_mosaic": close_mosaic, "seed": settings.seed, "threads": settings.threads,
+        "lr0": settings.lr0, **plan, "seed": settings.seed, "threads": settings.threads,
         "export_epoch": settings.export_epoch, "time_h": settings.time_h,
     }, details={
         "architecture": architecture,

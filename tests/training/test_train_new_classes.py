@@ -45,6 +45,8 @@ def test_the_shipped_detector_learns_the_surface_classes_with_a_new_head(tmp_pat
     assert isinstance(model, YoloDetector) and model.info.names == SURFACE_NAMES
     candidate = json.loads((out / "candidate.json").read_text())
     assert candidate["names"] == list(SURFACE_NAMES) and candidate["metrics"]["base"] is None
+    settings = candidate["settings"]  # the new-head schedule: backbone frozen, no warm-up, a step per batch
+    assert (settings["freeze"], settings["warmup_epochs"], settings["nbs"]) == (10, 0.0, 4), settings
     assert candidate["new_classes"] == {"base_names": ["scratch", "hole", "stain", "missing"],
                                         "names": list(SURFACE_NAMES)}
     card = (out / f"{name}.md").read_text()
