@@ -123,6 +123,26 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
 
     if candidate.is_file():
         return candidate, ""
+    base, record = _folder_fp32(candidate)
+    if running.precision != "int8":
+        return base, f"{base.name} from the candidate folder (the running model is {running.precision.upper()})"
+    flavour = str((running.quantization or {}).get("flavour") or "cpu")
+    if flavour not in FLAVOURS:
+        flavour = "cpu"
+    int8 = FLAVOURS[flavour].output_path(base)
+    if not int8.is_file():
+        why = f"candidate.json says: INT8 {record['int8']}" if isinstance(record.get("int8"), str) else \
+            "did its INT8 gate refuse it?"
+        raise ModelError(f"the running model is INT8 ({flavour} flavour) but the candidate folder {candidate} has "
+                         f"no {int8.name} ({why}); promote {base} to run the FP32 model instead")
+    return int8, f"{int8.name} from the candidate folder (the running model is INT8, {flavour} flavour)"
+
+
+def _folder_fp32(candidate: pathlib.Path) -> tuple[pathlib.Path, dict[str, Any]]:
+    """A candidate folder's FP32 model (the one its ``candidate.json`` names, else its one ``<name>.onnx``) and
+    its ``candidate.json`` ({} without one)."""
+    from agent.prefilter.quantize import FLAVOURS
+
     if not candidate.exists():
         raise ModelError(f"candidate {candidate} does not exist; expected an ONNX file or a candidate folder "
                          "written by `edge-agent models train`")
@@ -144,18 +164,65 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
             raise ModelError(f"candidate folder {candidate}: expected one FP32 model <name>.onnx (with its INT8 "
                              f"<name>.int8.onnx beside it), found {found}; give the model file instead")
         base = fp32[0]
-    if running.precision != "int8":
-        return base, f"{base.name} from the candidate folder (the running model is {running.precision.upper()})"
-    flavour = str((running.quantization or {}).get("flavour") or "cpu")
-    if flavour not in FLAVOURS:
-        flavour = "cpu"
-    int8 = FLAVOURS[flavour].output_path(base)
-    if not int8.is_file():
-        why = f"candidate.json says: INT8 {record['int8']}" if isinstance(record.get("int8"), str) else \
-            "did its INT8 gate refuse it?"
-        raise ModelError(f"the running model is INT8 ({flavour} flavour) but the candidate folder {candidate} has "
-                         f"no {int8.name} ({why}); promote {base} to run the FP32 model instead")
-    return int8, f"{int8.name} from the candidate folder (the running model is INT8, {flavour} flavour)"
+    return base, record
+
+
+def resolve_first_candidate(candidate: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """The candidate file for a line that runs no model yet: a file as it is; from a candidate folder its
+    INT8 file (CPU flavour) when its gate made one, else its FP32 file, with a note saying which."""
+    from agent.prefilter.quantize import FLAVOURS
+
+    if candidate.is_file():
+        return candidate, ""
+    fp32, _ = _folder_fp32(candidate)
+    int8 = FLAVOURS["cpu"].output_path(fp32)
+    if int8.is_file():
+        return int8, f"{int8.name} from the candidate folder (the line's first model: INT8 where the gate made one)"
+    return fp32, f"{fp32.name} from the candidate folder (the line's first model; the folder has no {int8.name})"
+
+
+def check_first_candidate(candidate: ModelSummary, require_gate: bool) -> list[str]:
+    """The checks of :func:`check_candidate` that do not need a running model (a learning line's first one)."""
+    notes = [f"first model: every camera learns and model.path does not exist yet; the candidate's classes "
+             f"[{', '.join(candidate.names)}] are the line's, only the candidate is evaluated"]
+    if candidate.precision == "int8" and candidate.gate_state != "passed":
+        if require_gate:
+            raise ModelError(f"{candidate.gate_detail} (model.require_gate is on: the agent would refuse it)")
+        notes.append(f"warning: {candidate.gate_detail}; promoting it anyway (model.require_gate is off)")
+    return notes
+
+
+def _model_path(cfg: AgentConfig, config: pathlib.Path | None) -> pathlib.Path:
+    """Where the promoted model goes: ``model.path``. A config with no model (``model: null``) names no place;
+    a missing file is the line's first model only when no camera inspects (else there is a model to compare)."""
+    target = cfg.model.path
+    if not cfg.needs_model and "model" not in cfg.model_fields_set:
+        raise EdgeAgentError(f"config {config} has no model (model: null: every camera learns), so there is no "
+                             "model.path to install the candidate at; give the line's model a place, e.g. "
+                             "`model: {path: /var/lib/edge-agent/models/line3.onnx}` with `mode: learn` (the "
+                             "cameras keep learning until you set mode: inspect), and promote again")
+    if cfg.needs_model and not target.is_file():
+        raise ModelError(f"model.path {target} (config {config}) does not exist: there is no running model to "
+                         "compare the candidate with; copy a model there first (a line with no model yet: "
+                         "mode: learn on its cameras)")
+    return target
+
+
+def _save_current(store: ModelStore, current: ModelSummary | None, candidate: ModelSummary,
+                  target: pathlib.Path) -> StoredModel | None:
+    """Keep the installed model in the store before it is replaced (None: there is none, a first model);
+    ModelError when it changed while the candidate was evaluated."""
+    if current is None:
+        if target.exists():
+            raise ModelError(f"{target} appeared while the candidate was evaluated; nothing was replaced, run the "
+                             "promotion again")
+        return None
+    saved = store.save_installed("replaced", f"replaced by {candidate.model_id} ({candidate.path})")
+    if saved.sha256 != current.sha256:
+        store.drop(saved)
+        raise ModelError(f"{target} changed while the candidate was evaluated (sha256 {current.sha256[:12]} -> "
+                         f"{saved.sha256[:12]}); nothing was replaced, run the promotion again")
+    return saved
 
 
 def _candidate_record(folder: pathlib.Path) -> dict[str, Any]:
@@ -344,14 +411,14 @@ def _store(model_path: pathlib.Path, keep: int) -> Iterator[ModelStore]:
 
 
 def _swap_and_reload(store: ModelStore, saved: StoredModel | None, new_files: Any, expected: str,
-                     agent: _Agent | None, wait_s: float) -> tuple[int, str]:
+                     agent: _Agent | None, wait_s: float, no_reload: str = "--no-reload") -> tuple[int, str]:
     """Install ``new_files`` over the model (``saved`` holds what ran; None: there was no file), reload,
     verify. (exit code, reload state for the log). A refused reload puts ``saved`` back."""
     store.install(new_files)
     kept = f"previous kept in {saved.folder}" if saved is not None else "there was no file before"
     typer.echo(f"installed: {store.model_path} is now {expected} ({kept})")
     if agent is None:
-        typer.echo("not reloaded (--no-reload): the agent loads the new model at its next SIGHUP or start")
+        typer.echo(f"not reloaded ({no_reload}): the agent loads the new model at its next SIGHUP or start")
         return 0, "not requested"
     try:
         outcome, line = _reload(agent, expected, wait_s)
@@ -397,38 +464,44 @@ def run_promote(opts: PromoteOptions) -> int:
     from agent.tooling.models import inspect_model
 
     cfg = _load(opts.config)
-    target = cfg.model.path
-    if not target.is_file():
-        raise ModelError(f"model.path {target} (config {opts.config}) does not exist: there is no running model to "
-                         "compare the candidate with; copy a model there first")
-    current = inspect_model(target)
-    candidate_path, how = resolve_candidate(opts.candidate, current)
+    target = _model_path(cfg, opts.config)
+    current = inspect_model(target) if target.is_file() else None
+    if current is None:  # a learning line's first model (_model_path checked that no camera inspects)
+        candidate_path, how = resolve_first_candidate(opts.candidate)
+    else:
+        candidate_path, how = resolve_candidate(opts.candidate, current)
     if how:
         typer.echo(f"candidate: {how}", err=True)
     candidate = inspect_model(candidate_path)
-    notes = check_candidate(current, candidate, cfg.model.require_gate, opts.allow_new_classes)
-    class_change = candidate.names != current.names
-    key = metric_key(opts.metric, current.task)
+    notes = check_candidate(current, candidate, cfg.model.require_gate, opts.allow_new_classes) if current else \
+        check_first_candidate(candidate, cfg.model.require_gate)
+    class_change = current is None or candidate.names != current.names
+    task = candidate.task if current is None else current.task
+    key = metric_key(opts.metric, task)
     if not -1.0 <= opts.margin <= 1.0:
         raise EdgeAgentError(f"--margin {opts.margin:g}: expected a difference of the metric in -1..1 (0.01 = one "
                              "point; negative asks the candidate to be better by that much)")
-    agent = _find_agent(opts.target, cfg)  # before the slow part: an agent that cannot be reached fails now
-    notes += _agent_notes(agent, current.model_id)
-    dataset = _read_dataset(opts.val, opts.split, current.task, candidate.names if class_change else current.names)
+    # before the slow part: an agent that cannot be reached fails now; an agent whose cameras all learn runs
+    # no model, so there is nothing to reload into it (the cameras start inspecting when their mode changes)
+    agent = _find_agent(opts.target, cfg) if cfg.needs_model else None
+    if current is not None:
+        notes += _agent_notes(agent, current.model_id)
+    dataset = _read_dataset(opts.val, opts.split, task, candidate.names)  # the same names unless they change
     if not dataset.images:
         raise EdgeAgentError(f"--val {opts.val} has no images in split '{opts.split}'; the gate needs labelled images")
     for note in notes:
         typer.echo(note, err=True)
     started = _now()
     out_dir = _report_dir(opts, started)
-    roles = (("candidate", candidate),) if class_change else (("current", current), ("candidate", candidate))
+    roles = (("candidate", candidate),) if current is None or class_change else \
+        (("current", current), ("candidate", candidate))
     scores = [evaluate_model(role, summary, dataset, cfg.triage, opts.threads, out_dir / role)
               for role, summary in roles]
     before, after = (None, scores[0]) if class_change else (scores[0], scores[1])
-    decision = (judge_class_change(key, after.metrics[key], current.names, candidate.names) if before is None
-                else judge_promotion(key, before.metrics[key], after.metrics[key], opts.margin))
+    decision = (judge_class_change(key, after.metrics[key], current.names if current else (), candidate.names)
+                if before is None else judge_promotion(key, before.metrics[key], after.metrics[key], opts.margin))
     data_desc = f"{opts.val} (split {opts.split})"
-    doc = promotion_document(decision, before, after, task=current.task, dataset=data_desc,
+    doc = promotion_document(decision, before, after, task=task, dataset=data_desc,
                              images=len(dataset.images), model_path=target, created=started,
                              notes=(how, *notes) if how else tuple(notes))
     files = write_promotion_report(out_dir, doc, before, after)
@@ -440,26 +513,28 @@ def run_promote(opts: PromoteOptions) -> int:
         typer.echo(f"frame verdicts (triage) differ on {doc['verdicts_changed']} of {len(dataset.images)} images")
     typer.echo(f"report: {files.html}")
     if not decision.accepted:
-        typer.echo(f"REFUSED: {decision.reason}. The agent keeps running {current.model_id}; nothing was changed.",
-                   err=True)
+        running = current.model_id if current else "no model (its cameras learn)"
+        typer.echo(f"REFUSED: {decision.reason}. The agent keeps running {running}; nothing was changed.", err=True)
         typer.echo(f"refused on {decision.numbers()}", err=True)
         return EXIT_REFUSED
     typer.echo(f"accepted: {decision.reason}")
     expected = f"{target.stem}@{candidate.sha256[:12]}"
     with _store(target, opts.keep) as store:
-        saved = store.save_installed("replaced", f"replaced by {candidate.model_id} ({candidate.path})")
-        if saved.sha256 != current.sha256:
-            store.drop(saved)
-            raise ModelError(f"{target} changed while the candidate was evaluated (sha256 {current.sha256[:12]} -> "
-                             f"{saved.sha256[:12]}); nothing was replaced, run the promotion again")
+        saved = _save_current(store, current, candidate, target)
         code, reload_state = _swap_and_reload(store, saved, InstalledFiles.of(candidate.path), expected, agent,
-                                              opts.target.wait_s)
-        if reload_state == "refused":
+                                              opts.target.wait_s, "--no-reload" if cfg.needs_model else
+                                              "no camera inspects")
+        if not cfg.needs_model:
+            typer.echo(f"every camera of {opts.config} is in learn mode, so no agent runs this model yet: set "
+                       "mode: inspect (or remove mode: learn) in the config and reload the agent (SIGHUP, or "
+                       "systemctl reload) to inspect with it")
+        if reload_state == "refused" and saved is not None:
             store.drop(saved)  # it is the installed model again
         store.prune()
         store.append_log({
             "at": _now().isoformat(timespec="seconds"), "action": "promote", "model_path": str(target),
-            "from": {"model_id": current.model_id, "sha256": current.sha256, "stored": str(saved.folder)},
+            "from": None if current is None or saved is None else {
+                "model_id": current.model_id, "sha256": current.sha256, "stored": str(saved.folder)},
             "to": {"model_id": expected, "sha256": candidate.sha256, "source": str(candidate.path)},
             "decision": decision.as_json(), "metrics": {"current": dict(before.metrics) if before else None,
                                                         "candidate": dict(after.metrics)},

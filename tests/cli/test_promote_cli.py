@@ -330,3 +330,53 @@ def test_a_class_change_that_finds_none_of_its_classes_is_refused() -> None:
     assert refused.as_json()["current"] is None and refused.as_json()["difference"] is None
     accepted = judge_class_change("mAP50", 0.42, ("scratch",), ("pit",))
     assert accepted.accepted and accepted.numbers().startswith("mAP50: candidate 0.4200 (new classes")
+
+
+def test_a_learning_lines_first_model_is_installed_at_model_path_and_the_cameras_keep_learning(
+        tmp_path: pathlib.Path, val_set: pathlib.Path) -> None:
+    """Day zero: every camera learns (``mode: learn``) and ``model.path`` names where the line's model goes, with
+    no file there yet. Only the candidate is evaluated; it is installed; no agent is asked to reload (none runs
+    a model), and the output says to switch the cameras to inspect."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("model: {path: models/line.onnx}\nmode: learn\n"
+                      "escalation: {gateway: '127.0.0.1:1'}\n"
+                      "cameras: [{id: line3, source: 'synthetic://surface'}]\n")
+    renamed = renamed_classes(tmp_path / "renamed.onnx", {0: "scratch", 1: "hole", 2: "stain", 3: "dent"})
+    val = tmp_path / "heldout-dent"  # the candidate's held-out set: its class names
+    shutil.copytree(val_set, val)
+    yaml_text = (val / "data.yaml").read_text().replace(str(val_set.resolve()), str(val.resolve()))
+    (val / "data.yaml").write_text(yaml_text.replace("missing", "dent"))
+    # (no --no-reload: there is no agent to find, and promote does not look for one when no camera inspects)
+    proc = promote(renamed, config, val, "--allow-new-classes", "--report", str(tmp_path / "report"))
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "first model: every camera learns and model.path does not exist yet" in proc.stderr
+    assert "evaluate current" not in proc.stderr and "evaluate candidate" in proc.stderr
+    assert "the line's first model, classes [scratch, hole, stain, dent]" in proc.stdout, proc.stdout
+    assert "not reloaded (no camera inspects)" in proc.stdout
+    assert "set mode: inspect (or remove mode: learn) in the config and reload the agent" in proc.stdout
+    assert (tmp_path / "models" / "line.onnx").read_bytes() == renamed.read_bytes()
+    log = [json.loads(line) for line in (tmp_path / "models" / ".history" / "promotions.jsonl").read_text()
+           .splitlines()]
+    assert log[-1]["from"] is None and log[-1]["to"]["sha256"] == file_digest(renamed)
+    doc = json.loads((tmp_path / "report" / "promotion.json").read_text())
+    assert doc["current"] is None and doc["decision"]["accepted"]
+    # nothing to roll back to: the first model has no predecessor
+    assert_fails_cleanly(edge_agent("models", "rollback", "--config", str(config), "--no-reload"),
+                         "nothing to roll back")
+
+
+def test_a_config_with_no_model_names_no_place_to_install_and_the_shipped_model_is_untouched(
+        tmp_path: pathlib.Path, val_set: pathlib.Path) -> None:
+    """``model: null`` (every camera learns): its model.path would be the shipped detector's default; promote
+    refuses and says how to name the line's model file, and the shipped models are not touched."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("model: null\nescalation: {gateway: '127.0.0.1:1'}\n"
+                      "cameras: [{id: line3, source: 'synthetic://surface'}]\n")
+    shipped = {p.name: file_digest(p) for p in REPO_MODELS.glob("*.onnx")}
+    proc = promote(DEFAULT_MODEL, config, val_set, "--allow-new-classes", "--no-reload")
+    assert_fails_cleanly(proc, "has no model (model: null: every camera learns), so there is no model.path to "
+                               "install the candidate at")
+    assert "model: {path: /var/lib/edge-agent/models/line3.onnx}" in proc.stderr
+    assert {p.name: file_digest(p) for p in REPO_MODELS.glob("*.onnx")} == shipped
+    assert not (REPO_MODELS / ".history").exists()

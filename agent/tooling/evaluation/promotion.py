@@ -125,13 +125,16 @@ def judge_class_change(metric: str, candidate: float, current_names: tuple[str, 
     """A candidate with other classes, promoted on request: accepted unless it finds none of its classes on the
     held-out set (``metric`` 0); the running model is not compared (its class ids mean other things)."""
     change = (f"classes change from [{', '.join(current_names)}] to [{', '.join(candidate_names)}] "
-              "(--allow-new-classes)")
+              "(--allow-new-classes)") if current_names else \
+        f"the line's first model, classes [{', '.join(candidate_names)}] (no model ran before)"
     if candidate <= _EPS:
         return PromotionDecision(metric, None, candidate, 0.0, False,
                                  f"candidate {metric} {candidate:.4f}: it finds none of its classes on the held-out "
                                  f"set; {change}")
+    compared = "the running model has other classes and is not compared" if current_names else \
+        "there is no running model to compare"
     return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f}; {change}; "
-                             "the running model has other classes and is not compared")
+                             f"{compared}")
 
 
 def verdicts_changed(current: ModelScore, candidate: ModelScore) -> int:
