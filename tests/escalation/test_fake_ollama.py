@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -164,3 +166,51 @@ def test_answer_fn_and_the_record(fake_ollama: FakeOllama, client: ollama.Client
     reply = client.chat(model="llava:7b", messages=USER, options={"num_ctx": 4096})
     assert json.loads(reply.message.content or "") == {"echo": 4096}
     assert [r.path for r in fake_ollama.requests] == ["/api/chat"]
+
+
+def _serve_truth(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.ollama", "--stop-on-eof", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), (line, proc.stderr.read() if proc.stderr else "")
+    return proc, line.split()[-1]
+
+
+@pytest.mark.parametrize("error_rate", [0.0, 1.0])
+def test_as_a_process_it_answers_about_a_synthetic_cameras_frames_from_their_truth(error_rate: float) -> None:
+    """``python -m tests.fakes.ollama --truth-scene surface --truth-seed 4``: the simulated VLM for trying the
+    gateway and learn mode by hand. It knows the frames of ``synthetic://surface?seed=4``; error rate 0: every
+    verdict is the truth's; 1: every verdict is wrong."""
+    import cv2
+
+    from agent.capture.scenes import get_scene
+
+    proc, url = _serve_truth("--truth-scene", "surface", "--truth-seed", "4", "--truth-frames", "6",
+                             "--error-rate", f"{error_rate:g}", "--error-seed", "1")
+    try:
+        stream = get_scene("surface").stream(4)
+        with ollama.Client(host=url, timeout=10) as client:
+            for _ in range(6):
+                image, truth = stream.next_frame()
+                ok, jpeg = cv2.imencode(".jpg", image)
+                assert ok
+                reply = client.chat(model="llava:7b", messages=[
+                    {"role": "user", "content": "Is this part good?", "images": [jpeg.tobytes()]}])
+                answer = json.loads(reply.message.content or "")
+                right = "defect" if truth.defects else "pass"
+                assert (answer["verdict"] == right) == (error_rate == 0.0), (answer, truth)
+                if error_rate == 0.0 and truth.defects:
+                    assert {d["type"] for d in answer["defects"]} == {d.label for d in truth.defects}
+    finally:
+        proc.communicate(input="", timeout=10)  # stdin closed: it stops; its pipes are read and closed
+    assert proc.returncode == 0
+
+
+def test_truth_options_without_a_scene_are_refused_by_name() -> None:
+    done = subprocess.run([sys.executable, "-m", "tests.fakes.ollama", "--error-rate", "0.05"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "--truth-seed and --error-rate need --truth-scene" in done.stderr, done.stderr
+    done = subprocess.run([sys.executable, "-m", "tests.fakes.ollama", "--truth-scene", "surface"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "--truth-scene needs --truth-seed" in done.stderr, done.stderr

@@ -10,6 +10,10 @@ chosen by the same hash.
 
     oracle = TruthOracle.from_yolo(data / "images" / "val", data / "labels" / "val", classes, error_rate=0.05)
     with FakeOllama(answer_fn=oracle) as fake: ...
+
+As a process (``python -m tests.fakes.ollama --truth-scene surface --truth-seed 5 --error-rate 0.05``) it
+answers about the frames of a synthetic camera (``synthetic://surface?seed=5``), for trying the gateway and
+learn mode by hand.
 """
 
 from __future__ import annotations
@@ -68,6 +72,23 @@ class TruthOracle:
             images.append(image)
             truths.append(frozenset(classes[i] for i in ids))
         return cls(images, truths, classes, error_rate, seed)
+
+    @classmethod
+    def from_scene(cls, scene: str, seeds: Sequence[int], frames: int, error_rate: float = 0.0,
+                   seed: int = 0) -> TruthOracle:
+        """The first ``frames`` frames of ``synthetic://<scene>?seed=S`` for each seed S, as the agent's camera
+        draws them, and their truth (the scene's defect words)."""
+        from agent.capture.scenes import get_scene
+
+        known = get_scene(scene)
+        images, truths = [], []
+        for s in seeds:
+            stream = known.stream(s)
+            for _ in range(frames):
+                image, truth = stream.next_frame()
+                images.append(image)
+                truths.append(frozenset(d.label for d in truth.defects))
+        return cls(images, truths, known.classes, error_rate, seed)
 
     def _draw(self, index: int, what: str) -> float:
         digest = hashlib.sha256(f"{self.seed}:{index}:{what}".encode()).digest()
