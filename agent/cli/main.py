@@ -127,7 +127,10 @@ def run(
     if service.loop is not None and service.loop.error is not None:
         typer.echo(f"edge-agent: error: inference stopped: {service.loop.error}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"inspected {sum(summary.inspected.values())} frames: {summary.verdicts}", err=True)
+    # the verdicts are every event's, the VLM's for learning cameras: "inspected 0 frames: {'pass': 153}" read as
+    # if no frame had been inspected yet 153 had passed
+    typer.echo(f"inspected {sum(summary.inspected.values())} frames with the prefilter; verdicts published: "
+               f"{summary.verdicts}", err=True)
     for cam, counts in service.learn_tally.snapshot().items():  # learn mode: what became of the frames
         typer.echo(f"learn mode, camera {cam}: " + ", ".join(f"{k} {n}" for k, n in counts.items()), err=True)
     failed = {cam: st.last_error for cam, st in summary.cameras.items() if st.state == "failed"}
