@@ -124,6 +124,25 @@ def broken_links(page: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
     return problems
 
 
+_REPO_PATH = re.compile(r"(?<![\w/.-])((?:agent|scripts|tests|systemd|proto|models|docs)/[\w./-]*[\w/])")
+
+
+def missing_paths(page: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
+    """Repository paths (``agent/...``, ``scripts/...``, ``tests/...``, ...) that the page names in code (spans,
+    indented and fenced blocks) and that do not exist: files moved without their docs."""
+    problems = []
+    in_fence = False
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        code = line if in_fence or line.startswith("    ") else " ".join(_CODE_SPAN.findall(line))
+        for path in _REPO_PATH.findall(code):
+            if not (root / path.split("::")[0]).exists():
+                problems.append(f"{page.relative_to(root)}:{number}: {path} does not exist")
+    return problems
+
+
 def _entry_point() -> Callable[[], None]:
     """The `edge-agent` console script's function, as pyproject.toml names it (so a move of the CLI is followed)."""
     scripts = (ROOT / "pyproject.toml").read_text(encoding="utf-8").partition("[project.scripts]")[2]
@@ -155,6 +174,11 @@ def test_the_pages_exist() -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_and_anchors_resolve(page: pathlib.Path) -> None:
     assert broken_links(page) == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_repository_paths_a_page_names_exist(page: pathlib.Path) -> None:
+    assert missing_paths(page) == []
 
 
 def test_every_yaml_example_says_what_it_is() -> None:
@@ -197,6 +221,12 @@ def test_the_checks_catch_what_they_are_for(tmp_path: pathlib.Path, monkeypatch:
     problems = broken_links(page, root=tmp_path)
     assert len(problems) == 2, problems
     assert "no such file missing.md" in problems[0] and "no heading with anchor #nope" in problems[1]
+    # a path named in code that is not in the repository
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "here.py").write_text("", encoding="utf-8")
+    page.write_text("`agent/here.py` and `python agent/gone.py --x`\n\n    bash scripts/nothing\n", encoding="utf-8")
+    assert missing_paths(page, root=tmp_path) == ["page.md:1: agent/gone.py does not exist",
+                                                  "page.md:3: scripts/nothing does not exist"]
     # the config check refuses what `edge-agent config check` refuses
     bad = tmp_path / "agent.yaml"
     bad.write_text("mqtt:\n  urll: mqtt://x\n", encoding="utf-8")
