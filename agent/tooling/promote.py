@@ -141,7 +141,7 @@ def resolve_candidate(candidate: pathlib.Path, running: ModelSummary) -> tuple[p
 def _folder_fp32(candidate: pathlib.Path) -> tuple[pathlib.Path, dict[str, Any]]:
     """A candidate folder's FP32 model (the one its ``candidate.json`` names, else its one ``<name>.onnx``) and
     its ``candidate.json`` ({} without one)."""
-    from agent.prefilter.quantize import FLAVOURS
+    from agent.tooling.quantize.int8 import FLAVOURS
 
     if not candidate.exists():
         raise ModelError(f"candidate {candidate} does not exist; expected an ONNX file or a candidate folder "
@@ -170,7 +170,7 @@ def _folder_fp32(candidate: pathlib.Path) -> tuple[pathlib.Path, dict[str, Any]]
 def resolve_first_candidate(candidate: pathlib.Path) -> tuple[pathlib.Path, str]:
     """The candidate file for a line that runs no model yet: a file as it is; from a candidate folder its
     INT8 file (CPU flavour) when its gate made one, else its FP32 file, with a note saying which."""
-    from agent.prefilter.quantize import FLAVOURS
+    from agent.tooling.quantize.int8 import FLAVOURS
 
     if candidate.is_file():
         return candidate, ""
