@@ -1,7 +1,7 @@
 """The seams between the stages and the runtime, as Protocols: what the runtime needs of a prefilter, a frame
 queue, an escalation, an event sink and the publisher. A capability only some implementations have is a small
-port of its own (:class:`BatchPrefilter`, :class:`StagedPrefilter`, :class:`ConcurrentRuns`), checked with
-``isinstance``, never probed by attribute name.
+port of its own (:class:`DescribedPrefilter`, :class:`BatchPrefilter`, :class:`StagedPrefilter`,
+:class:`ConcurrentRuns`), checked with ``isinstance``, never probed by attribute name.
 
 Implementations: the prefilters in :mod:`agent.prefilter`, the grabber in :mod:`agent.capture.grabber`, the
 escalator in :mod:`agent.escalation.escalator`, the publisher in :mod:`agent.publish.reliable`. What a tag event
@@ -27,6 +27,33 @@ class Prefilter(Protocol):
     """A prefilter model (``YoloDetector``, ``ImageClassifier``: see ``agent.prefilter.factory``)."""
 
     def infer(self, image: np.ndarray) -> PrefilterResult: ...
+
+
+class ModelDescription(Protocol):
+    """What a prefilter says about its model (``agent.prefilter.model_info.ModelInfo``)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def input_w(self) -> int: ...
+
+    @property
+    def input_h(self) -> int: ...
+
+
+@runtime_checkable
+class DescribedPrefilter(Prefilter, Protocol):
+    """A prefilter that says which model it runs (the shipped ones do; one handed in by a test may not)."""
+
+    @property
+    def info(self) -> ModelDescription: ...
 
 
 @runtime_checkable

@@ -164,10 +164,10 @@ def model_problems(config: AgentConfig) -> list[str]:
 
 
 def _check_model(config: AgentConfig) -> list[Check]:
-    from agent.ops.health import warm_up
     from agent.prefilter.factory import open_prefilter
     from agent.prefilter.gate_record import check_gate, file_precision
     from agent.prefilter.model_info import file_digest
+    from agent.prefilter.warmup import warm_up
 
     path = config.model.path
     try:

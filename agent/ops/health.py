@@ -1,5 +1,6 @@
 """The agent's health: its stages' progress, readiness, STATUS line, ``/healthz`` document, and the
-:class:`AgentHealth` that runs the supervisor thread and the metrics endpoint for an AgentService.
+:class:`AgentHealth` that runs the supervisor thread and the metrics endpoint. It reads the snapshots the
+runtime produces (:mod:`agent.ops.snapshot`), never the service.
 
 Stages checked (see :mod:`agent.ops.stages` for the rule):
 
@@ -19,78 +20,34 @@ camera is missing). MQTT need not be connected: events wait in the outbox.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
-
-from agent.config.models import HealthConfig
-from agent.errors import MetricsError, ModelError
+from agent.config.models import HealthConfig, MetricsConfig
+from agent.errors import MetricsError
 from agent.escalation.sampler import FATES
 from agent.ops.endpoint import MetricsServer
 from agent.ops.metrics import render_agent_metrics
 from agent.ops.notify import Notifier
+from agent.ops.snapshot import AgentSnapshot, Progress
 from agent.ops.stages import HealthReport, StageProgress, StageState, evaluate
 from agent.ops.supervisor import Supervisor
-from agent.prefilter.gate_record import GateStatus
 
-if TYPE_CHECKING:
-    from agent.core.ports import Prefilter
-    from agent.runtime.service import AgentService
-
-__all__ = ["AgentHealth", "ModelFacts", "agent_stages", "warm_up"]
+__all__ = ["AgentHealth", "agent_stages"]
 
 log = logging.getLogger(__name__)
 
 _OPENING = ("new", "connecting")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelFacts:
-    """What ``/metrics`` (``edge_agent_model_info``) and the STATUS line say about the model."""
-
-    model_id: str
-    task: str
-    precision: str  # fp32 | fp16 | int8 | unknown
-    gate: str  # passed | failed | missing | stale | unreadable | not_int8 | unknown
-    providers: tuple[str, ...]  # the execution providers the session really uses
-    warm_up_ms: float
-
-
-def warm_up(prefilter: Prefilter, gate: GateStatus | None, precision: str | None) -> ModelFacts:
-    """One inference on a blank frame of the model's input size (the first call allocates, and on a GPU
-    builds kernels); ModelError when it fails. Returns what is known about the model."""
-    info = getattr(prefilter, "info", None)
-    width, height = (int(info.input_w), int(info.input_h)) if info is not None else (640, 480)
-    blank = np.zeros((height, width, 3), np.uint8)
-    t0 = time.perf_counter()
-    try:
-        prefilter.infer(blank)
-    except ModelError:
-        raise
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"the model's warm-up inference on a blank {width}x{height} frame failed: {exc}; the "
-                         "model loads but cannot run here (check model.providers and `edge-agent doctor`)") from exc
-    ms = (time.perf_counter() - t0) * 1000.0
-    session = getattr(prefilter, "session", None)
-    providers = tuple(session.get_providers()) if session is not None and hasattr(session, "get_providers") else ()
-    facts = ModelFacts(
-        model_id=str(getattr(info, "model_id", type(prefilter).__name__)), task=str(getattr(info, "task", "detect")),
-        precision=precision or "unknown", gate=gate.state if gate is not None else "unknown", providers=providers,
-        warm_up_ms=ms)
-    log.info("model %s warmed up in %.1f ms (providers: %s)", facts.model_id, ms, ", ".join(providers) or "?")
-    return facts
-
-
-def agent_stages(service: AgentService, cfg: HealthConfig) -> list[StageProgress]:
+def agent_stages(progress: Progress, cfg: HealthConfig) -> list[StageProgress]:
     stages: list[StageProgress] = []
-    loop = service.loop
-    events = service.events
+    loop, publish = progress.loop, progress.publish
     if loop is not None:
         if not loop.finished:
-            publishing = events is not None and events.busy_since is not None
+            publishing = publish is not None and publish.commit_busy_since is not None
             stages.append(StageProgress("inference", "running", loop.last_progress, cfg.inference_window_s,
                                         doing="committing an event to the outbox" if publishing
                                         else "inspecting a frame"))
@@ -99,21 +56,19 @@ def agent_stages(service: AgentService, cfg: HealthConfig) -> list[StageProgress
                                         reason=f"the inference thread ended: {loop.error!r}"))
         else:
             stages.append(StageProgress("inference", "idle", None, cfg.inference_window_s, reason="all sources ended"))
-    for g in service.grabbers:
-        name = f"camera {g.camera.id}"
-        if g.alive:
-            stages.append(StageProgress(name, "running", g.busy_since, cfg.capture_window_s, doing=g.busy_doing))
+    for cam in progress.cameras:
+        name = f"camera {cam.stats.camera_id}"
+        if cam.alive:
+            stages.append(StageProgress(name, "running", cam.busy_since, cfg.capture_window_s, doing=cam.busy_doing))
         else:
-            st = g.stats()
-            state: StageState = "failed" if st.state == "failed" else "idle"
+            state: StageState = "failed" if cam.stats.state == "failed" else "idle"
             stages.append(StageProgress(name, state, None, cfg.capture_window_s,
-                                        reason=(st.last_error or "") if state == "failed" else ""))
-    if events is not None:
-        stages.append(StageProgress("outbox commit", "running", events.busy_since, cfg.publish_window_s,
+                                        reason=(cam.stats.last_error or "") if state == "failed" else ""))
+    if publish is not None:
+        stages.append(StageProgress("outbox commit", "running", publish.commit_busy_since, cfg.publish_window_s,
                                     doing="committing an event"))
-        publisher = service.publisher
-        if publisher.forwarder_alive:
-            stages.append(StageProgress("outbox forwarder", "running", publisher.last_progress,
+        if publish.forwarder_alive:
+            stages.append(StageProgress("outbox forwarder", "running", publish.forwarder_progress,
                                         cfg.publish_window_s, doing="sending outbox rows"))
         else:
             stages.append(StageProgress("outbox forwarder", "dead", None, cfg.publish_window_s,
@@ -123,12 +78,16 @@ def agent_stages(service: AgentService, cfg: HealthConfig) -> list[StageProgress
 
 
 class AgentHealth:
-    """Supervisor (sd_notify) and metrics endpoint of one AgentService."""
+    """Supervisor (sd_notify) and metrics endpoint of one agent. ``progress`` and ``snapshot`` are the
+    runtime's (``AgentService.progress``/``snapshot``): the stages' progress alone, and everything."""
 
-    def __init__(self, service: AgentService, notifier: Notifier) -> None:
-        self.service = service
+    def __init__(self, progress: Callable[[], Progress], snapshot: Callable[[], AgentSnapshot],
+                 cfg: HealthConfig, metrics: MetricsConfig, notifier: Notifier) -> None:
+        self._progress = progress
+        self._snapshot = snapshot
         self.notifier = notifier
-        self.cfg = service.config.health
+        self.cfg = cfg
+        self._metrics_cfg = metrics
         self.supervisor = Supervisor(notifier, readiness=self.readiness, report=self.report, status=self.status_line,
                                      status_interval_s=self.cfg.status_interval_s)
         self.server: MetricsServer | None = None
@@ -142,7 +101,7 @@ class AgentHealth:
     def start_endpoint(self) -> None:
         """Serve /metrics and /healthz if ``metrics.enabled``. An address in use is logged as an error and
         the agent goes on without them: inspection matters more than its metrics."""
-        mcfg = self.service.config.metrics
+        mcfg = self._metrics_cfg
         if not mcfg.enabled:
             return
         server = MetricsServer(mcfg.listen, metrics=self.metrics_text, health=self.health_document)
@@ -161,15 +120,13 @@ class AgentHealth:
 
     def reloading(self) -> None:
         """``RELOADING=1``, once systemd had ``READY=1`` (a reload during start-up is none of its business)."""
-        if self.ready:
-            self.notifier.reloading()
+        self.supervisor.if_ready(lambda: self.notifier.reloading())
 
     def reloaded(self, note: str) -> None:
         """``READY=1`` after ``RELOADING=1``, whether the reload was applied or refused; ``note`` (what it did)
         stays in the STATUS= line until the next reload."""
         self.reload_note = note
-        if self.ready:
-            self.notifier.ready(self.status_line())
+        self.supervisor.if_ready(lambda: self.notifier.ready(self.status_line()))
 
     def close(self) -> None:
         if self.server is not None:
@@ -179,100 +136,100 @@ class AgentHealth:
 
     # -- what the supervisor and the endpoint ask ----------------------------------------------
 
-    def report(self) -> HealthReport:
-        return evaluate(agent_stages(self.service, self.cfg), time.monotonic())
+    def report(self, progress: Progress | None = None) -> HealthReport:
+        return evaluate(agent_stages(progress or self._progress(), self.cfg), time.monotonic())
 
     def readiness(self) -> tuple[bool, str]:
-        waiting = [g.camera.id for g in self.service.grabbers if g.state in _OPENING]
+        progress = self._progress()
+        waiting = [c.stats.camera_id for c in progress.cameras if c.stats.state in _OPENING]
         if waiting:
             return False, f"starting: opening camera{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}"
-        counters = self.service.loop.counters if self.service.loop is not None else None
-        self._fps_mark = (time.monotonic(), sum(counters.inspected.values()) if counters is not None else 0)
-        return True, "ready: " + self._startup_line()
+        self._fps_mark = (time.monotonic(), _inspected(progress))
+        return True, "ready: " + self._startup_line(self._snapshot())
 
-    def _startup_line(self) -> str:
-        s = self.service
-        grabbers = s.grabbers
-        online = [g.camera.id for g in grabbers if g.state == "online"]
-        other = [f"{g.camera.id} {g.state}" for g in grabbers if g.state != "online"]
-        cams = f"{len(online)}/{len(grabbers)} cameras online"
+    @staticmethod
+    def _startup_line(s: AgentSnapshot) -> str:
+        cameras = [c.stats for c in s.progress.cameras]
+        online = [c.camera_id for c in cameras if c.state == "online"]
+        other = [f"{c.camera_id} {c.state}" for c in cameras if c.state != "online"]
+        cams = f"{len(online)}/{len(cameras)} cameras online"
         if other:
             cams += f" ({', '.join(other)})"
-        facts = s.model_facts
+        facts = s.model
         model = (f"model {facts.model_id} warmed up in {facts.warm_up_ms:.0f} ms" if facts
-                 else "no model (learn mode)" if not s.config.needs_model else "model loaded")
-        return f"{cams}; {model}; {self._mqtt_words()}"
-
-    def _mqtt_words(self) -> str:
-        stats = self.service.publisher.stats() if self.service.events is not None else None
-        if stats is None:
-            return "no publisher"
-        if getattr(stats, "connected", False):
-            return "MQTT connected"
-        return "MQTT not connected (events wait in the outbox)"
+                 else "no model (learn mode)" if not s.needs_model else "model loaded")
+        return f"{cams}; {model}; {_mqtt_words(s)}"
 
     def status_line(self) -> str:
         """``2/2 cameras online, 14.9 fps; pass 1200 defect 31 uncertain 80; outbox 0; MQTT connected``."""
-        s = self.service
-        counters = s.loop.counters if s.loop is not None else None
-        total = sum(counters.inspected.values()) if counters is not None else 0
+        s = self._snapshot()
+        total = _inspected(s.progress)
         now = time.monotonic()
         fps = 0.0
         if self._fps_mark is not None and now > self._fps_mark[0]:
             fps = (total - self._fps_mark[1]) / (now - self._fps_mark[0])
         self._fps_mark = (now, total)
-        online = sum(1 for g in s.grabbers if g.state == "online")
-        verdicts: dict[str, int] = {}
-        for (_cam, verdict, _by), n in s.metrics.counts()[0].items():  # every published event, whichever
-            verdicts[verdict] = verdicts.get(verdict, 0) + n                  # thread published it
-        stats = s.publisher.stats() if s.events is not None else None
-        pending = getattr(stats, "pending", None)
-        outbox = f"outbox {pending}" if isinstance(pending, int) else "outbox ?"
-        evicted = getattr(stats, "evicted", 0)
-        if isinstance(evicted, int) and evicted:
-            outbox += f" ({evicted} evicted)"
-        return (f"{online}/{len(s.grabbers)} cameras online, {fps:.1f} fps; "
+        online = sum(1 for c in s.progress.cameras if c.stats.state == "online")
+        verdicts = s.events.verdicts()  # every published event, whichever thread published it
+        outbox = f"outbox {s.publisher.pending}" if s.publisher is not None else "outbox ?"
+        if s.publisher is not None and s.publisher.evicted:
+            outbox += f" ({s.publisher.evicted} evicted)"
+        return (f"{online}/{len(s.progress.cameras)} cameras online, {fps:.1f} fps; "
                 + " ".join(f"{v} {verdicts.get(v, 0)}" for v in ("pass", "defect", "uncertain"))
-                + self._learn_words()
-                + f"; {outbox}; {self._mqtt_words()}" + (f"; {self.reload_note}" if self.reload_note else ""))
-
-    def _learn_words(self) -> str:
-        """``; learn: 12 of 340 frames sent to the VLM`` while a camera is in learn mode, else nothing."""
-        counts = self.service.learn_tally.snapshot()
-        if not counts:
-            return ""
-        taken = sum(n for c in counts.values() for k, n in c.items() if k in FATES)
-        sent = sum(c["sampled_schedule"] + c["sampled_scene_change"] for c in counts.values())
-        return f"; learn: {sent} of {taken} frames sent to the VLM"
+                + _learn_words(s.learn)
+                + f"; {outbox}; {_mqtt_words(s)}" + (f"; {self.reload_note}" if self.reload_note else ""))
 
     def metrics_text(self) -> str:
-        return render_agent_metrics(self.service, self.report(), self.ready)
+        s = self._snapshot()
+        return render_agent_metrics(s, self.report(s.progress), self.ready)
 
     def health_document(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, the JSON document of ``/healthz``)."""
-        s = self.service
-        report = self.report()
+        s = self._snapshot()
+        report = self.report(s.progress)
         ready = self.ready
         status = "starting" if not ready else "ok" if report.healthy else "unhealthy"
-        stats = s.publisher.stats() if s.events is not None else None
+        pub = s.publisher
         doc: dict[str, Any] = {
             "status": status,
             "ready": ready,
             "problems": list(report.problems) if ready else [self.readiness()[1], *report.problems],
-            "device": s.config.device_id,
+            "device": s.device_id,
             "uptime_s": round(s.uptime_s, 1),
             "stages": report.as_dict(),
             "cameras": {st.camera_id: {"state": st.state, "frames_read": st.frames_read, "dropped": st.dropped,
                                        "reconnects": st.reconnects, "last_error": st.last_error}
-                        for st in (g.stats() for g in s.grabbers)},
-            "inspected": sum(s.loop.counters.inspected.values()) if s.loop is not None else 0,
-            "learn": s.learn_tally.snapshot(),  # learn mode: every frame's fate per learning camera
-            "mqtt": {"connected": bool(getattr(stats, "connected", False)),
-                     "last_error": getattr(stats, "last_error", None)},
-            "outbox": {"pending": getattr(stats, "pending", None), "evicted": getattr(stats, "evicted", None)},
+                        for st in (c.stats for c in s.progress.cameras)},
+            "inspected": _inspected(s.progress),
+            "learn": s.learn,  # learn mode: every frame's fate per learning camera
+            "mqtt": {"connected": pub.connected if pub is not None else False,
+                     "last_error": pub.last_error if pub is not None else None},
+            "outbox": {"pending": pub.pending if pub is not None else None,
+                       "evicted": pub.evicted if pub is not None else None},
             "last_reload": self.reload_note,
         }
-        if s.model_facts is not None:
-            f = s.model_facts
+        if s.model is not None:
+            f = s.model
             doc["model"] = {"id": f.model_id, "precision": f.precision, "gate": f.gate, "providers": list(f.providers)}
         return ready and report.healthy, doc
+
+
+def _inspected(progress: Progress) -> int:
+    return sum(progress.loop.inspected.values()) if progress.loop is not None else 0
+
+
+def _mqtt_words(s: AgentSnapshot) -> str:
+    if s.publisher is None:
+        return "no publisher"
+    if s.publisher.connected:
+        return "MQTT connected"
+    return "MQTT not connected (events wait in the outbox)"
+
+
+def _learn_words(counts: dict[str, dict[str, int]]) -> str:
+    """``; learn: 12 of 340 frames sent to the VLM`` while a camera is in learn mode, else nothing."""
+    if not counts:
+        return ""
+    taken = sum(n for c in counts.values() for k, n in c.items() if k in FATES)
+    sent = sum(c["sampled_schedule"] + c["sampled_scene_change"] for c in counts.values())
+    return f"; learn: {sent} of {taken} frames sent to the VLM"

@@ -1,9 +1,9 @@
-"""The agent's metrics: what ``/metrics`` exposes, read from the running service at scrape time.
+"""The agent's metrics: what ``/metrics`` exposes, read at scrape time from the snapshot the runtime produces
+(:class:`agent.ops.snapshot.AgentSnapshot`), never from the service.
 
-Counters come from where they are kept anyway: each grabber's :class:`GrabberStats`,
-the inference loop's :class:`RunCounters`, the outbox/MQTT publisher's stats, and the
-:class:`MeteredPublisher` the service wraps around its publisher, which sees every
-tag event on its way into the outbox (so verdicts, escalation statuses and the stage
+Counters come from where they are kept anyway: each grabber's :class:`GrabberStats`, the inference loop's
+counters, the outbox/MQTT publisher's stats, and :class:`EventMetrics`, a listener of the runtime's event
+fan-out that hears of every tag event the publisher took (so verdicts, escalation statuses and the stage
 latencies are counted once per published event, whichever thread publishes it).
 
 Metric names (all prefixed ``edge_agent_``) are listed in :data:`METRICS` and in docs/metrics.md.
@@ -12,9 +12,9 @@ Metric names (all prefixed ``edge_agent_``) are listed in :data:`METRICS` and in
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from agent.capture.grabber import STATES
 from agent.core.event import TagEvent
@@ -22,11 +22,9 @@ from agent.core.ports import Published
 from agent.escalation.sampler import FATES
 from agent.ops.exposition import Family, MetricType, render
 from agent.ops.histogram import LATENCY_BUCKETS_S, LabelledHistograms
+from agent.ops.snapshot import AgentSnapshot, EventCounts
 from agent.ops.stages import HealthReport
 from agent.taxonomy.model import normalise
-
-if TYPE_CHECKING:
-    from agent.runtime.service import AgentService
 
 log = logging.getLogger(__name__)
 
@@ -151,24 +149,29 @@ class EventMetrics:
         with self._lock:
             return dict(self.events), dict(self.updates), dict(self.escalations)
 
+    def snapshot(self) -> EventCounts:
+        """The counts and the stage latencies now."""
+        events, updates, escalations = self.counts()
+        return EventCounts(events, updates, escalations, self.latency.snapshots())
+
 
 def _family(name: str, kind: MetricType) -> Family:
     return Family(name, kind, METRICS[name])
 
 
-def agent_families(service: AgentService, report: HealthReport | None, ready: bool) -> list[Family]:
-    """Every metric family of ``service`` now. ``report`` is the current stage health (None before start)."""
+def agent_families(s: AgentSnapshot, report: HealthReport | None, ready: bool) -> list[Family]:
+    """Every metric family of the agent in snapshot ``s``. ``report`` is the current stage health (None before
+    start)."""
     from agent.publish.mqtt_publisher import agent_version
 
-    cfg = service.config
     fams: list[Family] = []
-    fams.append(_family("edge_agent_info", "gauge").add(1, device=cfg.device_id, version=agent_version()))
-    facts = service.model_facts
+    fams.append(_family("edge_agent_info", "gauge").add(1, device=s.device_id, version=agent_version()))
+    facts = s.model
     if facts is not None:
         fams.append(_family("edge_agent_model_info", "gauge").add(
             1, model=facts.model_id, task=facts.task, precision=facts.precision, gate=facts.gate,
             providers=",".join(facts.providers)))
-    fams.append(_family("edge_agent_uptime_seconds", "gauge").add(round(service.uptime_s, 3)))
+    fams.append(_family("edge_agent_uptime_seconds", "gauge").add(round(s.uptime_s, 3)))
     fams.append(_family("edge_agent_ready", "gauge").add(1 if ready else 0))
     fams.append(_family("edge_agent_healthy", "gauge").add(1 if ready and report is not None and report.healthy
                                                            else 0))
@@ -177,54 +180,61 @@ def agent_families(service: AgentService, report: HealthReport | None, ready: bo
         for progress in report.stages:
             busy.add(round(progress.busy_for(report.now), 3), stage=progress.name)
     fams.append(busy)
+    fams += _camera_families(s)
+    if s.publisher is not None:  # started: the events are counted
+        fams += _event_families(s.events)
+    else:
+        fams += [_family(name, kind) for name, kind in _EVENT_FAMILIES]
+    fams += _publisher_families(s)
+    fams += _dataset_families(s)
+    fams += _learn_families(s)
+    return fams
 
+
+def _camera_families(s: AgentSnapshot) -> list[Family]:
     state = _family("edge_agent_camera_state", "gauge")
     read = _family("edge_agent_frames_read_total", "counter")
     dropped = _family("edge_agent_frames_dropped_total", "counter")
     corrupt = _family("edge_agent_frames_corrupt_total", "counter")
     inspected = _family("edge_agent_frames_inspected_total", "counter")
     reconnects = _family("edge_agent_camera_reconnects_total", "counter")
-    counted = dict(service.loop.counters.inspected) if service.loop is not None else {}
-    for g in service.grabbers:
-        st = g.stats()
+    counted = s.progress.loop.inspected if s.progress.loop is not None else {}
+    for st in (c.stats for c in s.progress.cameras):
         cam = st.camera_id
-        for s in STATES:
-            state.add(1 if st.state == s else 0, camera=cam, state=s)
+        for name in STATES:
+            state.add(1 if st.state == name else 0, camera=cam, state=name)
         read.add(st.frames_read, camera=cam)
         dropped.add(st.dropped - st.skipped_fps, camera=cam, reason="stale")
         dropped.add(st.skipped_fps, camera=cam, reason="fps_limit")
         corrupt.add(st.corrupt, camera=cam)
         inspected.add(counted.get(cam, 0), camera=cam)
         reconnects.add(st.reconnects, camera=cam)
-    fams += [state, read, dropped, corrupt, inspected, reconnects]
-
-    events = _family("edge_agent_events_total", "counter")
-    updates = _family("edge_agent_event_updates_total", "counter")
-    escalations = _family("edge_agent_escalations_total", "counter")
-    durations = _family("edge_agent_stage_duration_seconds", "histogram")
-    metered = service.metrics
-    if service.events is not None:
-        by_event, by_update, by_status = metered.counts()
-        for (cam, verdict, decided_by), n in sorted(by_event.items()):
-            events.add(n, camera=cam, verdict=verdict, decided_by=decided_by)
-        for (cam, verdict), n in sorted(by_update.items()):
-            updates.add(n, camera=cam, verdict=verdict)
-        for status, n in sorted(by_status.items()):
-            escalations.add(n, status=status)
-        for stage, snap in metered.latency.snapshots().items():
-            durations.add_histogram(snap, stage=stage)
-    fams += [events, updates, escalations, durations]
-    fams += _publisher_families(service)
-    fams += _dataset_families(service)
-    fams += _learn_families(service)
-    return fams
+    return [state, read, dropped, corrupt, inspected, reconnects]
 
 
-def _learn_families(service: AgentService) -> list[Family]:
+_EVENT_FAMILIES: tuple[tuple[str, MetricType], ...] = (
+    ("edge_agent_events_total", "counter"), ("edge_agent_event_updates_total", "counter"),
+    ("edge_agent_escalations_total", "counter"), ("edge_agent_stage_duration_seconds", "histogram"))
+
+
+def _event_families(counts: EventCounts) -> list[Family]:
+    events, updates, escalations, durations = (_family(name, kind) for name, kind in _EVENT_FAMILIES)
+    for (cam, verdict, decided_by), n in sorted(counts.events.items()):
+        events.add(n, camera=cam, verdict=verdict, decided_by=decided_by)
+    for (cam, verdict), n in sorted(counts.updates.items()):
+        updates.add(n, camera=cam, verdict=verdict)
+    for status, n in sorted(counts.escalations.items()):
+        escalations.add(n, status=status)
+    for stage, snap in counts.latency.items():
+        durations.add_histogram(snap, stage=stage)
+    return [events, updates, escalations, durations]
+
+
+def _learn_families(s: AgentSnapshot) -> list[Family]:
     """Learn mode's counts per learning camera (families without samples while no camera learns)."""
     fates = _family("edge_agent_learn_frames_total", "counter")
     outcomes = _family("edge_agent_learn_outcomes_total", "counter")
-    for camera, counts in sorted(service.learn_tally.snapshot().items()):
+    for camera, counts in sorted(s.learn.items()):
         for key, n in sorted(counts.items()):
             if key in FATES:
                 fates.add(n, camera=camera, fate=key)
@@ -233,16 +243,15 @@ def _learn_families(service: AgentService) -> list[Family]:
     return [fates, outcomes]
 
 
-def _dataset_families(service: AgentService) -> list[Family]:
+def _dataset_families(s: AgentSnapshot) -> list[Family]:
     """The dataset recorder's counters (families without samples while nothing records)."""
     recorded = _family("edge_agent_dataset_recorded_total", "counter")
     dropped = _family("edge_agent_dataset_dropped_total", "counter")
     evicted = _family("edge_agent_dataset_evicted_total", "counter")
     frames = _family("edge_agent_dataset_frames", "gauge")
     size = _family("edge_agent_dataset_bytes", "gauge")
-    recorder = service.recorder
-    if recorder is not None:
-        st = recorder.stats()
+    st = s.dataset
+    if st is not None:
         for kind, n in sorted(st.recorded.items()):
             recorded.add(n, kind=kind)
         for reason, n in sorted(st.dropped.items()):
@@ -253,38 +262,33 @@ def _dataset_families(service: AgentService) -> list[Family]:
     return [recorded, dropped, evicted, frames, size]
 
 
-def _publisher_families(service: AgentService) -> list[Family]:
-    if service.events is None:
+_PUBLISHER_SERIES: tuple[tuple[str, str, MetricType], ...] = (
+    ("edge_agent_outbox_pending_events", "pending", "gauge"),
+    ("edge_agent_outbox_pending_bytes", "pending_bytes", "gauge"),
+    ("edge_agent_outbox_committed_total", "committed", "counter"),
+    ("edge_agent_outbox_acked_total", "acked", "counter"),
+    ("edge_agent_outbox_evicted_total", "evicted", "counter"),
+    ("edge_agent_outbox_redelivered_total", "redelivered", "counter"),
+    ("edge_agent_outbox_resent_total", "resent", "counter"),
+    ("edge_agent_outbox_refused_total", "refused", "counter"),
+    ("edge_agent_outbox_dead_letters", "dead_letters", "gauge"),
+    ("edge_agent_outbox_dead_lettered_total", "dead_lettered", "counter"),
+    ("edge_agent_snapshots_shrunk_total", "snapshots_shrunk", "counter"),
+    ("edge_agent_snapshots_too_large_total", "snapshots_dropped", "counter"),
+    ("edge_agent_mqtt_inflight", "inflight", "gauge"),
+    ("edge_agent_mqtt_connected", "connected", "gauge"))
+"""(metric, field of :class:`agent.core.ports.ReliableStats`, type)."""
+
+
+def _publisher_families(s: AgentSnapshot) -> list[Family]:
+    pub = s.publisher
+    if pub is None:
         return []
-    pub = service.publisher.stats()
-    out: list[Family] = []
-
-    def number(attr: str) -> float | None:
-        value = getattr(pub, attr, None)
-        return float(value) if isinstance(value, int | float) else None
-
-    series: tuple[tuple[str, str, MetricType], ...] = (
-            ("edge_agent_outbox_pending_events", "pending", "gauge"),
-            ("edge_agent_outbox_pending_bytes", "pending_bytes", "gauge"),
-            ("edge_agent_outbox_committed_total", "committed", "counter"),
-            ("edge_agent_outbox_acked_total", "acked", "counter"),
-            ("edge_agent_outbox_evicted_total", "evicted", "counter"),
-            ("edge_agent_outbox_redelivered_total", "redelivered", "counter"),
-            ("edge_agent_outbox_resent_total", "resent", "counter"),
-            ("edge_agent_outbox_refused_total", "refused", "counter"),
-            ("edge_agent_outbox_dead_letters", "dead_letters", "gauge"),
-            ("edge_agent_outbox_dead_lettered_total", "dead_lettered", "counter"),
-            ("edge_agent_snapshots_shrunk_total", "snapshots_shrunk", "counter"),
-            ("edge_agent_snapshots_too_large_total", "snapshots_dropped", "counter"),
-            ("edge_agent_mqtt_inflight", "inflight", "gauge"),
-            ("edge_agent_mqtt_connected", "connected", "gauge"))
-    for name, attr, kind in series:
-        value = number(attr)
-        if value is not None:
-            out.append(_family(name, kind).add(value))
-    out.append(_family("edge_agent_mqtt_connects_total", "counter").add(service.publisher.connects))
+    values = dataclasses.asdict(pub)
+    out = [_family(name, kind).add(float(values[field])) for name, field, kind in _PUBLISHER_SERIES]
+    out.append(_family("edge_agent_mqtt_connects_total", "counter").add(s.mqtt_connects))
     return out
 
 
-def render_agent_metrics(service: AgentService, report: HealthReport | None, ready: bool) -> str:
-    return render(agent_families(service, report, ready))
+def render_agent_metrics(s: AgentSnapshot, report: HealthReport | None, ready: bool) -> str:
+    return render(agent_families(s, report, ready))

@@ -52,6 +52,7 @@ class Supervisor:
         self._status = status
         self._status_interval_s = status_interval_s
         self.ready = threading.Event()
+        self._ready_lock = threading.Lock()  # READY=1 going out and ``ready`` being set are one step
         self.last_report: HealthReport | None = None
         self.pings = 0
         self._stuck: tuple[str, ...] = ()
@@ -62,6 +63,15 @@ class Supervisor:
     def stuck(self) -> tuple[str, ...]:
         """The stages that stopped the watchdog at the last look (empty when all is well)."""
         return self._stuck
+
+    def if_ready(self, action: Callable[[], object]) -> bool:
+        """Run ``action`` if READY=1 was sent, and say whether it ran. Once systemd could have READY=1, this
+        sees it too: never between READY=1 going out and ``ready`` being set."""
+        with self._ready_lock:
+            if not self.ready.is_set():
+                return False
+            action()
+            return True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
@@ -88,8 +98,9 @@ class Supervisor:
         while not self._stop.is_set():
             ok, text = self._readiness()
             if ok:
-                self.notifier.ready(text)
-                self.ready.set()
+                with self._ready_lock:
+                    self.notifier.ready(text)
+                    self.ready.set()
                 log.info("%s", text)
                 return
             now = time.monotonic()

@@ -1,6 +1,6 @@
 """Building the agent's parts from the config, each failing with an error that says what is wrong before
-anything runs: the prefilter (checked against the triage config and its INT8 gate record, warmed up) and the
-store-and-forward publisher."""
+anything runs: the prefilter (checked against the triage config and its INT8 gate record, warmed up), the
+store-and-forward publisher, and the relay of a grabber's state changes to the status board."""
 
 from __future__ import annotations
 
@@ -11,20 +11,22 @@ from collections.abc import Callable
 from agent.capture.grabber import Grabber
 from agent.config.loader import resolve_runtime_paths
 from agent.config.models import AgentConfig, CameraConfig
-from agent.core.ports import Prefilter
+from agent.core.ports import ConcurrentRuns, Prefilter
 from agent.errors import ConfigError, ModelError, SourceError
-from agent.ops.health import ModelFacts, warm_up
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import GateStatus, check_gate, file_precision
 from agent.prefilter.model_info import file_digest
+from agent.prefilter.warmup import ModelFacts, warm_up
+from agent.publish.camera_status import CameraStatusBoard
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox
 from agent.publish.reliable import ReliablePublisher
 from agent.publish.topics import stats_topic
 
 __all__ = [
-    "build_publisher", "check_model_gate", "check_pass_label", "digest_or_none", "grabber_for_reload", "load_model",
+    "CameraStateListener", "StateRelay", "build_publisher", "check_model_gate", "check_pass_label", "digest_or_none",
+    "grabber_for_reload", "load_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ def load_model(config: AgentConfig) -> tuple[Prefilter, ModelFacts, str]:
     if isinstance(model, ImageClassifier):
         check_pass_label(config, model.info.names, str(model.info.path))
     log.info("model loaded: %s (%s); %d run(s) at once, %d intra-op thread(s) each", model.info.model_id,
-             model.info.task, getattr(model, "concurrent_runs", 1), config.model.intra_op_threads)
+             model.info.task, model.concurrent_runs if isinstance(model, ConcurrentRuns) else 1,
+             config.model.intra_op_threads)
     gate = check_model_gate(model.info.path, config.model.require_gate)
     facts = warm_up(model, gate, file_precision(model.info.path))  # one inference on a blank frame
     return model, facts, file_digest(model.info.path)
@@ -99,3 +102,21 @@ def digest_or_none(path: pathlib.Path) -> str | None:
         return file_digest(path)
     except OSError:
         return None  # gone: loading it says so
+
+
+CameraStateListener = Callable[[str, str, "str | None"], None]
+
+
+class StateRelay:
+    """One grabber's ``on_state``: the change goes to the status board, reported under the grabber's own key
+    (so a replaced or removed grabber cannot overwrite its camera's entry), then to the service's listener."""
+
+    def __init__(self, board: CameraStatusBoard, listener: CameraStateListener | None) -> None:
+        self.board = board
+        self.listener = listener
+        self.grabber: Grabber | None = None  # set once the grabber exists; it reports only after start()
+
+    def __call__(self, camera_id: str, state: str, reason: str | None) -> None:
+        self.board.report(self.grabber, camera_id, state, reason)
+        if self.listener is not None:
+            self.listener(camera_id, state, reason)

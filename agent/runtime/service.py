@@ -35,23 +35,35 @@ from agent.config.loader import load_config
 from agent.config.models import AgentConfig, CameraConfig
 from agent.config.reload import ReloadPlan, plan_reload
 from agent.core.inspection import Inspection
-from agent.core.ports import Prefilter, Publisher, ReliableStats
+from agent.core.ports import DescribedPrefilter, Prefilter, Publisher, ReliableStats
 from agent.dataset.recorder import DatasetRecorder, ModelRef, learn_model_ref, open_recorder
 from agent.errors import ConfigError, EdgeAgentError
 from agent.escalation.client import channel_credentials
 from agent.escalation.escalator import EscalationStats, Escalator
 from agent.escalation.sampler import LearnSampler, LearnTally
-from agent.ops.health import AgentHealth, ModelFacts, warm_up
+from agent.ops.health import AgentHealth
 from agent.ops.metrics import EventMetrics
 from agent.ops.notify import Notifier
+from agent.ops.snapshot import AgentSnapshot, Progress
 from agent.prefilter.classifier import ImageClassifier
+from agent.prefilter.warmup import ModelFacts, warm_up
 from agent.publish.camera_status import CameraStatusBoard, StatusRepublisher
 from agent.publish.snapshot import SnapshotSender
-from agent.runtime.building import build_publisher, check_pass_label, digest_or_none, grabber_for_reload, load_model
+from agent.runtime.building import (
+    CameraStateListener,
+    StateRelay,
+    build_publisher,
+    check_pass_label,
+    digest_or_none,
+    grabber_for_reload,
+    load_model,
+)
 from agent.runtime.fanout import EventFanout
 from agent.runtime.inspector import FrameInspector
 from agent.runtime.listeners import RecorderListener, TallyListener
 from agent.runtime.loop import InferenceLoop, latency_percentiles
+from agent.runtime.reloading import PreparedReload, ReloadResult
+from agent.runtime.snapshots import progress_of
 
 log = logging.getLogger(__name__)
 
@@ -70,50 +82,8 @@ class RunSummary:
     escalation: EscalationStats | None = None  # None when no gateway is configured
 
 
-@dataclasses.dataclass(frozen=True)
-class ReloadResult:
-    """What :meth:`AgentService.reload_file` did: ``applied`` with its ``plan``, or refused with the
-    ``problems`` (one line each, as ``edge-agent config check`` prints them)."""
-
-    applied: bool
-    plan: ReloadPlan | None = None
-    problems: tuple[str, ...] = ()
-    model_reloaded: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class _PreparedReload:
-    """What step 1 of a reload prepared beside the running stages."""
-
-    plan: ReloadPlan
-    prefilter: Prefilter | None
-    facts: ModelFacts | None
-    digest: str | None
-    model_reloaded: bool
-    recording: set[str]  # the cameras that record
-    recorder: DatasetRecorder | None
-    fresh: dict[str, Grabber]  # new grabbers of the cameras added or changed
-
-
 _RELOAD_SWAP_S = 5.0  # how long a reload waits for the inference thread to finish its frame
 _RELOAD_STOP_S = 2.0  # how long it waits for each removed camera's grabber thread
-
-CameraStateListener = Callable[[str, str, "str | None"], None]
-
-
-class _StateRelay:
-    """One grabber's ``on_state``: the change goes to the status board, reported under the grabber's own key
-    (so a replaced or removed grabber cannot overwrite its camera's entry), then to the service's listener."""
-
-    def __init__(self, board: CameraStatusBoard, listener: CameraStateListener | None) -> None:
-        self.board = board
-        self.listener = listener
-        self.grabber: Grabber | None = None  # set once the grabber exists; it reports only after start()
-
-    def __call__(self, camera_id: str, state: str, reason: str | None) -> None:
-        self.board.report(self.grabber, camera_id, state, reason)
-        if self.listener is not None:
-            self.listener(camera_id, state, reason)
 
 
 class AgentService:
@@ -208,7 +178,8 @@ class AgentService:
         self._started_at = time.monotonic()
         self.loop.start()
         # /metrics + /healthz, then READY=1 once every camera was opened, WATCHDOG=1 while stages progress
-        self.health = AgentHealth(self, self.notifier)
+        self.health = AgentHealth(self.progress, self.snapshot, self.config.health, self.config.metrics,
+                                  self.notifier)
         self.health.start_endpoint()
         self.health.start_supervisor()
         if self.config.mqtt.stats_interval_s > 0:
@@ -225,9 +196,9 @@ class AgentService:
 
     def _model_ref(self) -> ModelRef:
         """The running prefilter, as dataset records name it (called by the recorder on a new model id)."""
-        info = getattr(self._prefilter, "info", None)
-        if info is None:  # no prefilter (learn mode), or one handed in without model info: not recorded
-            return ModelRef("", None, "detect", ())
+        if not isinstance(self._prefilter, DescribedPrefilter):  # none (learn mode), or handed in without model
+            return ModelRef("", None, "detect", ())                 # info: not recorded
+        info = self._prefilter.info
         digest = self._model_digest  # set just after the prefilter in a reload: check they go together
         if digest is not None and not info.model_id.endswith("@" + digest[:12]):
             digest = None
@@ -274,7 +245,7 @@ class AgentService:
             result = ReloadResult(False, problems=(f"internal error while reloading: {exc!r}",))
         stamp = time.strftime("%H:%M:%S")
         if result.applied:
-            what = _reload_summary(result)
+            what = result.describe()
             needs_restart = result.plan.needs_restart if result.plan is not None else ()
             if needs_restart:
                 what += "; restart the agent to apply them"
@@ -303,7 +274,7 @@ class AgentService:
             self._switch_outputs(ready)
             return ReloadResult(True, ready.plan, model_reloaded=ready.model_reloaded)
 
-    def _prepare_reload(self, plan: ReloadPlan) -> _PreparedReload:
+    def _prepare_reload(self, plan: ReloadPlan) -> PreparedReload:
         """Step 1 of a reload: everything that can fail, prepared beside the running stages (the model, a
         classifier's labels, the recorder's folder when recording is turned on, new cameras' grabbers)."""
         cfg = plan.config
@@ -322,9 +293,9 @@ class AgentService:
             recorder = open_recorder(cfg, self._model_ref)  # recording turned on: its folder opens now
         fresh = {cam.id: grabber_for_reload(index, cam, self._make_grabber) for index, cam in enumerate(cfg.cameras)
                  if cam.id in plan.added or cam.id in plan.restarted}
-        return _PreparedReload(plan, prefilter, facts, digest, reload_model, recording, recorder, fresh)
+        return PreparedReload(plan, prefilter, facts, digest, reload_model, recording, recorder, fresh)
 
-    def _switch_cameras(self, loop: InferenceLoop, ready: _PreparedReload) -> None:
+    def _switch_cameras(self, loop: InferenceLoop, ready: PreparedReload) -> None:
         """Steps 2 and 3 of a reload: the inference thread switches between two frames (unchanged cameras keep
         their grabber); the status shows the new set of cameras (the old grabbers' last reports are ignored);
         the cameras gone or changed stop (their frames taken so far are inspected and published), then the
@@ -354,7 +325,7 @@ class AgentService:
             grabber.start()
         self.grabbers = grabbers
 
-    def _switch_outputs(self, ready: _PreparedReload) -> None:
+    def _switch_outputs(self, ready: PreparedReload) -> None:
         """The last step of a reload: the recorder's cameras, the escalation rates, the running model and
         config."""
         cfg, recorder = ready.plan.config, ready.recorder
@@ -376,15 +347,15 @@ class AgentService:
     def _model_status(self) -> dict[str, Any]:
         """The retained status's ``model`` (status.v1): the running prefilter's id, task and classes; nothing
         for a prefilter handed in without model info."""
-        info = getattr(self._prefilter, "info", None)
-        if info is None:
+        if not isinstance(self._prefilter, DescribedPrefilter):
             return {}
+        info = self._prefilter.info
         return {"model": {"id": info.model_id, "task": info.task, "classes": list(info.names)}}
 
     def _make_grabber(self, camera: CameraConfig) -> Grabber:
         """A grabber whose state changes go to the status board and ``on_camera_state`` (SourceError for a
         source spec nobody understands). It reports to the board once attached there."""
-        relay = _StateRelay(self.camera_status, self._on_camera_state)
+        relay = StateRelay(self.camera_status, self._on_camera_state)
         grabber = Grabber(camera, on_state=relay)
         relay.grabber = grabber
         return grabber
@@ -422,6 +393,20 @@ class AgentService:
     def publish_stats(self) -> None:
         if self._publisher is not None:
             self._publisher.publish_stats(self.stats_document())
+
+    def progress(self) -> Progress:
+        """The stages' progress now: what the watchdog's report reads (see :mod:`agent.ops.snapshot`)."""
+        return progress_of(self.grabbers, self.loop, self.events, self._publisher)
+
+    def snapshot(self) -> AgentSnapshot:
+        """Everything health, ``/healthz`` and ``/metrics`` say about the agent now."""
+        publisher = self._publisher if self.events is not None else None
+        return AgentSnapshot(
+            device_id=self.config.device_id, needs_model=self.config.needs_model, uptime_s=self.uptime_s,
+            model=self.model_facts, progress=self.progress(), events=self.metrics.snapshot(),
+            publisher=publisher.stats() if publisher is not None else None,
+            mqtt_connects=publisher.connects if publisher is not None else 0,
+            dataset=self.recorder.stats() if self.recorder is not None else None, learn=self.learn_tally.snapshot())
 
     @property
     def uptime_s(self) -> float:
@@ -483,10 +468,3 @@ class AgentService:
             flushed=flushed,
             escalation=escalation,
         )
-
-
-def _reload_summary(result: ReloadResult) -> str:
-    what = result.plan.describe() if result.plan is not None else "no change"
-    if result.model_reloaded and (result.plan is None or not result.plan.model_changed):
-        what = "model file changed on disk, reloaded" if what == "no change" else f"{what}; model file reloaded"
-    return what

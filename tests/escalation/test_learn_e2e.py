@@ -82,7 +82,7 @@ def test_a_camera_with_no_prefilter_learns_from_the_vlm_and_its_records_export_a
         elapsed = time.monotonic() - started
         assert service.model_facts is None  # no model was loaded
         summary = service.shutdown(timeout=15.0)
-    metrics = render_agent_metrics(service, None, True)
+    metrics = render_agent_metrics(service.snapshot(), None, True)
     learn = service.stats_document()["learn"]["surf"]
 
     # every frame accounted: the four fates add up to the frames read, the statuses to the frames sampled
