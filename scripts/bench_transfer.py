@@ -10,12 +10,12 @@ a. transfer: ``edge-agent models train --new-classes --base models/conveyor-yolo
    detector's backbone, a new head for the dataset's classes);
 b. scratch:  ``edge-agent models train --base yolov8n.yaml`` (ultralytics' YOLOv8n, random weights).
 
-Both go through ``agent.training.candidate.run_training`` (what ``models train`` runs), one after the other
+Both go through ``agent.tooling.training.candidate.run_training`` (what ``models train`` runs), one after the other
 (two trainings at once would share the cores and each measure the other's load), with the same data, image
 size (the dataset's unless ``--imgsz``), batch, seed, optimizer (AdamW, lr0 1e-3: what ultralytics'
 ``optimizer=auto`` picks for 6 classes and under 10,000 iterations; biases start at lr0, not ultralytics'
 0.1) and augmentation (ultralytics' defaults, mosaic off for the last 10 epochs). They differ in the
-schedule (``agent.training.detector.schedule``): b. is ultralytics' own for a model yaml (every layer
+schedule (``agent.tooling.training.detector.schedule``): b. is ultralytics' own for a model yaml (every layer
 trained, 3 warm-up epochs, one optimiser step per 64 images); a. is ours for a new head on a trained
 backbone (the backbone frozen, no warm-up, one step per batch). Printed: each side's settings, the epochs
 it finished within the budget, its training time, and mAP50 on a held-out set that neither saw (the
@@ -46,9 +46,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.errors import EdgeAgentError  # noqa: E402
-from agent.training.candidate import TrainOptions, run_training, score_on_val  # noqa: E402
-from agent.training.data import check_training_data  # noqa: E402
-from agent.training.progress import EpochRow  # noqa: E402
+from agent.tooling.training.candidate import TrainOptions, run_training, score_on_val  # noqa: E402
+from agent.tooling.training.data import check_training_data  # noqa: E402
+from agent.tooling.training.progress import EpochRow  # noqa: E402
 
 DETECTOR = REPO / "models" / "conveyor-yolov8n.onnx"
 SIDES = (("a. transfer (new head on conveyor-yolov8n)", DETECTOR, True),
@@ -63,8 +63,8 @@ def _load() -> str:
 def _render_and_import(work: pathlib.Path, name: str, fmt: str, n_train: int, n_val: int, seed: int) -> pathlib.Path:
     """The surface scene rendered as a ``fmt`` export (COCO or VOC), then ``dataset import``-ed into the YOLO
     layout the trainer reads, as a plant's own labelled data would be."""
-    from agent.dataset.imports.run import ImportOptions, import_dataset
-    from agent.dataset.synth import write_synthetic_dataset
+    from agent.tooling.dataset.imports.run import ImportOptions, import_dataset
+    from agent.tooling.dataset.synth import write_synthetic_dataset
 
     export, imported = work / f"{name}-{fmt}", work / name
     write_synthetic_dataset(export, n_train, n_val, seed=seed, scene="surface", fmt=fmt)

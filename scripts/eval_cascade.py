@@ -29,16 +29,16 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.batch.escalate import GatewayEscalation  # noqa: E402
-from agent.batch.evaluate import Joined, join, strategies  # noqa: E402
-from agent.batch.items import BATCH_NO_GATEWAY, ItemId, build_record  # noqa: E402
-from agent.batch.runner import BATCH_CAMERA, batch_inspector  # noqa: E402
 from agent.config.loader import load_config  # noqa: E402
 from agent.core.detections import PrefilterResult  # noqa: E402
 from agent.core.frame import Frame  # noqa: E402
-from agent.dataset.synth import write_synthetic_dataset  # noqa: E402
 from agent.escalation.merge import merge  # noqa: E402
 from agent.runtime.building import load_model  # noqa: E402
+from agent.tooling.batch.escalate import GatewayEscalation  # noqa: E402
+from agent.tooling.batch.evaluate import Joined, join, strategies  # noqa: E402
+from agent.tooling.batch.items import BATCH_NO_GATEWAY, ItemId, build_record  # noqa: E402
+from agent.tooling.batch.runner import BATCH_CAMERA, batch_inspector  # noqa: E402
+from agent.tooling.dataset.synth import write_synthetic_dataset  # noqa: E402
 from agent.tooling.evaluation.cascade import Prediction, vlm_prediction  # noqa: E402
 from agent.tooling.evaluation.truth import defect_classes, read_ground_truth  # noqa: E402
 from tests.fakes.gateway import GatewayThread, gateway_config  # noqa: E402

@@ -49,7 +49,7 @@ from classifier_card import write_card  # noqa: E402  (beside this script)
 
 from agent.errors import EdgeAgentError  # noqa: E402
 from agent.prefilter.classify_input import Normalisation  # noqa: E402
-from agent.training.resnet import (  # noqa: E402  (the network, data preparation and export shared with models train)
+from agent.tooling.training.resnet import (  # noqa: E402  (the network, data preparation and export shared with models train)
     INTERPOLATION,
     MEAN,
     RESIZE,
@@ -150,7 +150,7 @@ def train(args: argparse.Namespace, names: tuple[str, ...], data: pathlib.Path, 
     # phase 1: the same network on patches around defects and of empty belt/parts (many clean, cheap samples)
     _patch_phase(args, net, loss_fn, x_train, boxes, names, rng, norm, history)
 
-    # phase 2: whole frames (agent/training/resnet.py, the loop `edge-agent models train` fine-tunes with)
+    # phase 2: whole frames (agent/tooling/training/resnet.py, the loop `edge-agent models train` fine-tunes with)
     opt = make_optimizer(net, args.optimizer, args.lr, args.weight_decay)
     steps_per_epoch = len(y_train) // args.batch
     step = 0
@@ -237,7 +237,7 @@ def _patch_phase(args: argparse.Namespace, net: Any, loss_fn: Any, x_train: np.n
 def export_onnx(work: pathlib.Path, target: pathlib.Path, args: argparse.Namespace, names: tuple[str, ...],
                 data_info: dict[str, Any]) -> None:
     """ONNX with softmax probabilities, opset 17, fixed batch 1, and the metadata the runtime reads; checked
-    against torch on real frames (agent/training/resnet.py export_classifier)."""
+    against torch on real frames (agent/tooling/training/resnet.py export_classifier)."""
     import torch
 
     import agent
@@ -329,7 +329,7 @@ def main() -> int:
     ap = _parser()
     args = ap.parse_args()
 
-    from agent.dataset.synth import CLASSIFY_NAMES
+    from agent.tooling.dataset.synth import CLASSIFY_NAMES
 
     names = CLASSIFY_NAMES
     work: pathlib.Path = args.workdir
@@ -393,7 +393,7 @@ def _ensure_dataset(args: argparse.Namespace, data: pathlib.Path) -> None:
     """Render the dataset into ``data`` unless --data names one or the one there has the wanted seed and sizes."""
     if args.data is not None:
         return
-    from agent.dataset.synth import write_classify_dataset
+    from agent.tooling.dataset.synth import write_classify_dataset
 
     wanted = {"seed": args.seed, "label_rule": args.label_rule}
     info_path = data / "dataset.json"

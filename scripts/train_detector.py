@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / "runs" / "yolo-config"))
 
-from agent.training.card import detector_class_table, read_earlier_training  # noqa: E402
-from agent.training.yolo_arch import model_yaml  # noqa: E402  (the YOLOv8 yaml, shared with models train)
+from agent.tooling.training.card import detector_class_table, read_earlier_training  # noqa: E402
+from agent.tooling.training.yolo_arch import model_yaml  # noqa: E402  (the YOLOv8 yaml, shared with models train)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ def main() -> int:
     args = _parser().parse_args()
 
     from agent.core.frame import DEFECT_CLASSES
-    from agent.dataset.synth import write_synthetic_dataset
+    from agent.tooling.dataset.synth import write_synthetic_dataset
 
     # absolute: ultralytics puts a relative `project` under runs/detect/
     work = args.workdir.resolve()
@@ -111,7 +111,7 @@ def main() -> int:
 
 
 def init_from_onnx(args: argparse.Namespace, work: pathlib.Path, data_dir: pathlib.Path) -> pathlib.Path:
-    """A trainable checkpoint rebuilt from ``--init-onnx`` (agent/training/onnx_to_yolo.py)."""
+    """A trainable checkpoint rebuilt from ``--init-onnx`` (agent/tooling/training/onnx_to_yolo.py)."""
     import subprocess
 
     import cv2
@@ -119,7 +119,7 @@ def init_from_onnx(args: argparse.Namespace, work: pathlib.Path, data_dir: pathl
     from agent.core.frame import DEFECT_CLASSES
     from agent.errors import ModelError
     from agent.prefilter.factory import open_prefilter
-    from agent.training.onnx_to_yolo import yolo_from_onnx
+    from agent.tooling.training.onnx_to_yolo import yolo_from_onnx
 
     source = args.init_onnx.resolve()
     runtime = open_prefilter(source)

@@ -24,10 +24,10 @@ from collections.abc import Callable
 import pytest
 
 from agent.config.models import DEFAULT_MODEL, DEFAULT_PREFILTER
-from agent.dataset.synth import write_synthetic_dataset
 from agent.ops.control import PID_FILE_NAME, HealthProbe
 from agent.prefilter.model_info import file_digest
 from agent.publish.local_broker import LocalMosquitto, free_port
+from agent.tooling.dataset.synth import write_synthetic_dataset
 from tests.cli.test_models_cli import edge_agent
 from tests.conftest import MqttCollector
 

@@ -1,9 +1,9 @@
 """``edge-agent dataset export``: a recording of the agent (``dataset:`` in its config) to a training dataset;
 ``edge-agent dataset import``: a labelled dataset from COCO, Pascal VOC, YOLO or a CSV into the same layouts.
 
-The work is :mod:`agent.dataset.export`'s and :mod:`agent.dataset.imports.run`'s; this module is the command
-line: options, a progress bar on stderr (the one ``edge-agent tag`` draws), the summary, exit code 2 with a
-message for bad input.
+The work is :mod:`agent.tooling.dataset.export`'s and :mod:`agent.tooling.dataset.imports.run`'s; this
+module is the command line: options, a progress bar on stderr (the one ``edge-agent tag`` draws), the
+summary; bad input reaches the error boundary (:mod:`agent.cli.boundary`: a message, exit code 2).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class _ProgressBar:
         self._step = 0
 
     def __call__(self, done: int, total: int) -> None:
-        from agent.cli.tag import progress_text
+        from agent.tooling.batch.tag import progress_text
 
         now = time.monotonic()
         final = done >= total
@@ -53,7 +53,7 @@ class _ProgressBar:
 
 def summary_lines(summary: object) -> list[str]:
     """What the export did, for the terminal."""
-    from agent.dataset.export import ExportSummary
+    from agent.tooling.dataset.export import ExportSummary
 
     if not isinstance(summary, ExportSummary):
         raise TypeError(f"expected an ExportSummary, got {type(summary).__name__}")
@@ -92,7 +92,7 @@ def export_command(
 ) -> None:
     """Export the frames the agent recorded (VLM-labelled escalations and confident samples) as a training
     dataset, split by time into train/val, with review.csv listing where the VLM and the prefilter disagreed."""
-    from agent.dataset.export import ExportOptions, export_dataset
+    from agent.tooling.dataset.export import ExportOptions, export_dataset
 
     summary = export_dataset(ExportOptions(
         source=source, out=out, fmt=fmt, val_fraction=val_fraction, split_gap_s=split_gap, seed=seed,
@@ -126,7 +126,7 @@ def import_command(
 ) -> None:
     """Import a labelled dataset (COCO JSON, Pascal VOC XML, YOLO folders, a CSV of image-level labels) into
     the layout `models train`, `models eval` and `models quantize --val` read; every bad item is named."""
-    from agent.dataset.imports.run import ImportOptions, import_dataset
+    from agent.tooling.dataset.imports.run import ImportOptions, import_dataset
 
     summary = import_dataset(ImportOptions(
         source=source, out=out, fmt=fmt, images=images, taxonomy=taxonomy, val_fraction=val_fraction,

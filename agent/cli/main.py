@@ -223,7 +223,7 @@ def tag(
     The daemon's cascade (prefilter, triage, and escalation when the config names a gateway) writes one record
     per item; a rerun skips the items already in the output. Exit 3 when inputs were skipped (unreadable or not
     images; the rest is tagged); Ctrl-C stops after the current item (exit 130)."""
-    from agent.cli.tag import TagOptions, run_tag
+    from agent.tooling.batch.tag import TagOptions, run_tag
 
     code = run_tag(TagOptions(paths=tuple(paths), out=out, fmt=output_format, config=config, model=model,
                               video_step=video_step, redo=redo, throttle_s=throttle, labels=labels,
@@ -351,7 +351,7 @@ def dataset_synth(
 ) -> None:
     """Render a labelled dataset (detection or classification) from a synthetic scene."""
     from agent.capture.scenes import SCENES
-    from agent.dataset.synth import LABEL_RULES, LabelRule, write_classify_dataset, write_synthetic_dataset
+    from agent.tooling.dataset.synth import LABEL_RULES, LabelRule, write_classify_dataset, write_synthetic_dataset
 
     def progress(split: str, done: int, total: int) -> None:
         if done == total or done % 25 == 0:
@@ -587,7 +587,7 @@ def models_train(
 
     Offline (needs the train extra); the folder holds the FP32 ONNX, the INT8 ONNX with its gate record, and a
     model card. Exit 1 when the INT8 gate refused."""
-    from agent.cli.train import run_train_command
+    from agent.tooling.training.command import run_train_command
 
     code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
                              verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch,

@@ -1,5 +1,7 @@
 """Offline work, never imported by the running agent: evaluation (:mod:`.evaluation`), INT8
 quantization behind its gate (:mod:`.quantize`), model inspection and evaluation commands
 (:mod:`.models`), promotion and rollback into a running agent (:mod:`.promote`), TensorRT plans
-(:mod:`.engine`). The command line (:mod:`agent.cli`) parses the arguments and calls these.
+(:mod:`.engine`), fine-tuning (:mod:`.training`, the ``train`` extra), datasets: export, import,
+synthetic (:mod:`.dataset`), and batch tagging of files (:mod:`.batch`). The command line
+(:mod:`agent.cli`) parses the arguments and calls these.
 """

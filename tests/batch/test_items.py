@@ -8,7 +8,11 @@ import pathlib
 
 import pytest
 
-from agent.batch.items import (
+from agent.core.decision import TriageDecision, TriagedTag
+from agent.core.detections import Detection
+from agent.core.event import TagEvent, build_event
+from agent.escalation.merge import merge
+from agent.tooling.batch.items import (
     BATCH_NO_GATEWAY,
     CSV_COLUMNS,
     BadInput,
@@ -22,11 +26,7 @@ from agent.batch.items import (
     sniff_format,
     sorted_records,
 )
-from agent.batch.sources import sniff_kind
-from agent.core.decision import TriageDecision, TriagedTag
-from agent.core.detections import Detection
-from agent.core.event import TagEvent, build_event
-from agent.escalation.merge import merge
+from agent.tooling.batch.sources import sniff_kind
 
 
 @pytest.mark.parametrize(("text", "path", "frame"), [

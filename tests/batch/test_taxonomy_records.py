@@ -6,12 +6,12 @@ import datetime
 
 import numpy as np
 
-from agent.batch.items import ItemId, build_record
-from agent.batch.runner import batch_inspector
 from agent.config.models import AgentConfig
 from agent.core.detections import Detection, PrefilterResult
 from agent.core.frame import Frame
 from agent.taxonomy import Taxonomy, TaxonomyFile
+from agent.tooling.batch.items import ItemId, build_record
+from agent.tooling.batch.runner import batch_inspector
 
 TAXONOMY = Taxonomy.from_file(TaxonomyFile.model_validate({"labels": [
     {"label": "SURFACE_SCRATCH", "code": "D-101", "severity": "low", "synonyms": ["scratch"]}]}))

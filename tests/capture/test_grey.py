@@ -66,7 +66,7 @@ def test_a_snapshot_of_a_grey_camera_frame() -> None:
 
 
 def test_eval_of_a_classifier_on_grey_files(tmp_path: pathlib.Path) -> None:
-    from agent.dataset.synth import write_classify_dataset
+    from agent.tooling.dataset.synth import write_classify_dataset
 
     data = write_classify_dataset(tmp_path / "cls", 1, 6, seed=21)
     for image in sorted(data.glob("*/*/*.jpg")):

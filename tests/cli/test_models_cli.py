@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from agent.config.models import DEFAULT_MODEL
-from agent.dataset.synth import write_synthetic_dataset
+from agent.tooling.dataset.synth import write_synthetic_dataset
 from agent.tooling.models import inspect_model
 from tests.prefilter.onnx_builders import constant_output_model
 
@@ -168,7 +168,7 @@ SHIPPED_CLASSIFIER = DEFAULT_MODEL.parent / "conveyor-resnet-cls.int8.onnx"
 
 
 def test_eval_of_the_shipped_classifier(tmp_path: pathlib.Path) -> None:
-    from agent.dataset.synth import write_classify_dataset
+    from agent.tooling.dataset.synth import write_classify_dataset
 
     data = write_classify_dataset(tmp_path / "cls", 2, 12, seed=21)
     out = tmp_path / "report"

@@ -20,8 +20,8 @@ import onnx
 import pytest
 
 from agent.config.models import DEFAULT_MODEL, DEFAULT_PREFILTER, REPO_MODELS
-from agent.dataset.synth import write_synthetic_dataset
 from agent.prefilter.model_info import file_digest
+from agent.tooling.dataset.synth import write_synthetic_dataset
 from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
 from tests.prefilter.model_surgery import blind_detector, renamed_classes
 
@@ -242,7 +242,7 @@ def test_bad_input_is_named(tmp_path: pathlib.Path, val_set: pathlib.Path, blind
 
 
 def test_a_classifier_is_judged_on_accuracy(tmp_path: pathlib.Path) -> None:
-    from agent.dataset.synth import write_classify_dataset
+    from agent.tooling.dataset.synth import write_classify_dataset
 
     shipped = REPO_MODELS / "conveyor-resnet-cls.int8.onnx"
     val = tmp_path / "frames"

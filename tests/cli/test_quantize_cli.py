@@ -13,8 +13,8 @@ import onnx
 import pytest
 
 from agent.config.models import DEFAULT_MODEL
-from agent.dataset.synth import write_synthetic_dataset
 from agent.prefilter.model_info import file_digest
+from agent.tooling.dataset.synth import write_synthetic_dataset
 from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
 from tests.prefilter.onnx_builders import constant_output_model
 

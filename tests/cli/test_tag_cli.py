@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.batch.items import CSV_COLUMNS, item_sort_key, record_to_row
 from agent.capture.synthetic import ConveyorScene, SceneSettings, render_still
-from agent.cli.tag import EXIT_SKIPPED
+from agent.tooling.batch.items import CSV_COLUMNS, item_sort_key, record_to_row
+from agent.tooling.batch.tag import EXIT_SKIPPED
 from tests.cli.test_cli import EDGE_AGENT, assert_no_traceback, edge_agent
 from tests.fakes.gateway import GatewayThread, gateway_config
 from tests.fakes.ollama import VALID_ANSWER, FakeOllama
@@ -352,7 +352,7 @@ def test_rerun_after_sigint_with_calls_in_flight_gives_the_same_records(
 
 
 def test_progress_text_has_done_total_percent_rate_and_eta() -> None:
-    from agent.cli.tag import progress_text
+    from agent.tooling.batch.tag import progress_text
     assert progress_text(12, 40, 12, 1.5, bar=10) == "tag: 12/40 items [###-------], 30%, 8.0 items/s, ETA 0:04"
     assert progress_text(12, 40, 0, 1.5) == "tag: 12/40 items, 30%, 0.0 items/s, ETA -"
     assert progress_text(40, 40, 30, 3725.0) == "tag: 40/40 items, 100%, 0.0 items/s, in 1:02:05"

@@ -16,12 +16,12 @@ from agent.cli.main import app
 from agent.core.detections import Detection
 from agent.core.event import TagEvent
 from agent.core.inspection import Inspection
-from agent.dataset.export import ExportOptions, export_dataset
-from agent.dataset.labels import label_frame
 from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import ModelRef
-from agent.dataset.split import TimedItem, assign_splits, time_groups
 from agent.errors import DatasetError
+from agent.tooling.dataset.export import ExportOptions, export_dataset
+from agent.tooling.dataset.labels import label_frame
+from agent.tooling.dataset.split import TimedItem, assign_splits, time_groups
 from agent.tooling.evaluation.classify_dataset import read_classify_dataset
 from agent.tooling.evaluation.dataset import read_yolo_dataset
 from tests.dataset.recording import MODEL, NAMES, answered, det, inspection, write_recording

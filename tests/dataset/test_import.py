@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from agent.capture.surface import SURFACE_CLASSES
-from agent.dataset.imports.run import ImportOptions, import_dataset
-from agent.dataset.synth import write_classify_dataset, write_synthetic_dataset
 from agent.errors import ConfigError, DatasetError
+from agent.tooling.dataset.imports.run import ImportOptions, import_dataset
+from agent.tooling.dataset.synth import write_classify_dataset, write_synthetic_dataset
 from agent.tooling.evaluation.dataset import read_yolo_dataset
-from agent.training.data import check_training_data
+from agent.tooling.training.data import check_training_data
 from tests.cli.test_models_cli import edge_agent
 
 Truth = dict[str, list[tuple[str, tuple[float, float, float, float]]]]  # image name -> (label, pixel box)

@@ -1,4 +1,4 @@
-"""The label rule (agent.dataset.labels), one row per case."""
+"""The label rule (agent.tooling.dataset.labels), one row per case."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pytest
 
 from agent.core.detections import Detection
-from agent.dataset.labels import label_frame
 from agent.dataset.record import DatasetRecord
 from agent.dataset.recorder import build_record
+from agent.tooling.dataset.labels import label_frame
 from tests.dataset.recording import MODEL, answered, det, inspection
 
 A, B, C = (10, 10, 50, 40), (60, 20, 90, 60), (100, 70, 140, 110)

@@ -15,10 +15,10 @@ import pytest
 
 from agent.config.models import AgentConfig
 from agent.core.frame import DEFECT_CLASSES, FrameTruth
-from agent.dataset.export import ExportOptions, export_dataset
 from agent.dataset.record import DatasetRecord
 from agent.publish.local_broker import LocalMosquitto
 from agent.runtime.service import AgentService
+from agent.tooling.dataset.export import ExportOptions, export_dataset
 from agent.tooling.evaluation.dataset import read_yolo_dataset
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from agent.core.frame import DEFECT_CLASSES, DefectTruth, FrameTruth
-from agent.dataset.synth import CLASSIFY_NAMES, frame_label, write_classify_dataset, write_synthetic_dataset
 from agent.errors import DatasetError
+from agent.tooling.dataset.synth import CLASSIFY_NAMES, frame_label, write_classify_dataset, write_synthetic_dataset
 
 
 def test_layout_labels_and_data_yaml(tmp_path: pathlib.Path) -> None:

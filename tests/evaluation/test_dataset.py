@@ -11,8 +11,8 @@ import pytest
 
 from agent.core.detections import Detection, PrefilterResult
 from agent.core.frame import DEFECT_CLASSES
-from agent.dataset.synth import write_synthetic_dataset
 from agent.errors import DatasetError
+from agent.tooling.dataset.synth import write_synthetic_dataset
 from agent.tooling.evaluation.dataset import evaluate_detector, image_size, read_yolo_dataset
 
 NAMES = ("scratch", "hole")

@@ -9,7 +9,7 @@ epoch on 160 images whose *stain* labels were deleted (stains taught as backgrou
 default warm-up, whose bias learning rate of 0.1 wrecks a fine-tune (the reason `edge-agent models train`
 sets it to lr0). Held-out mAP50 drops from the shipped 0.93 to about 0.77; it still finds stains, but with
 low confidence (its stain recall at its best-F1 threshold is 0), and it is unsure about many frames (about
-40% escalated with the default band). The label rule (agent/dataset/labels.py) turns the boxes the VLM
+40% escalated with the default band). The label rule (agent/tooling/dataset/labels.py) turns the boxes the VLM
 confirms into training labels.
 
 The camera is a real MJPG video of independent synthetic stills (one part each), so consecutive frames are
@@ -37,10 +37,10 @@ import yaml
 
 from agent.config.models import DEFAULT_MODEL, AgentConfig, ModelConfig
 from agent.core.frame import DEFECT_CLASSES
-from agent.dataset.synth import write_synthetic_dataset
 from agent.prefilter.detector import YoloDetector
 from agent.publish.local_broker import LocalMosquitto
 from agent.runtime.service import AgentService
+from agent.tooling.dataset.synth import write_synthetic_dataset
 from agent.tooling.evaluation.dataset import evaluate_detector, read_yolo_dataset
 from tests.conftest import MqttCollector
 from tests.fakes.gateway import GatewayThread, gateway_config
@@ -115,7 +115,7 @@ def weakened_detector(shipped: pathlib.Path, work: pathlib.Path) -> pathlib.Path
     """The shipped detector after one careless epoch that taught stains as background (see the module doc)."""
     from ultralytics import YOLO
 
-    from agent.training.onnx_to_yolo import yolo_from_onnx
+    from agent.tooling.training.onnx_to_yolo import yolo_from_onnx
 
     data = work / "data"
     write_synthetic_dataset(data, 160, 40, seed=11)

@@ -9,11 +9,11 @@ import pytest
 
 from agent.capture.synthetic import render_still
 from agent.config.models import ModelConfig
-from agent.dataset.synth import CLASSIFY_NAMES, frame_label
 from agent.errors import ModelError, ModelLayoutError
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
+from agent.tooling.dataset.synth import CLASSIFY_NAMES, frame_label
 from tests.prefilter.onnx_builders import constant_output_model, yolo_output
 
 SHIPPED = pathlib.Path(__file__).resolve().parents[2] / "models" / "conveyor-resnet-cls.int8.onnx"

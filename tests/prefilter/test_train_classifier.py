@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from agent.dataset.synth import CLASSIFY_NAMES
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
+from agent.tooling.dataset.synth import CLASSIFY_NAMES
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "train_classifier.py"
 

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from agent.dataset.synth import CLASSIFY_NAMES, write_classify_dataset, write_synthetic_dataset
 from agent.errors import DatasetError, EdgeAgentError, ModelError
-from agent.training.base import inspect_base, model_name
-from agent.training.candidate import check_architecture, check_out_folder
-from agent.training.data import check_class_names, check_training_data, task_matches
+from agent.tooling.dataset.synth import CLASSIFY_NAMES, write_classify_dataset, write_synthetic_dataset
+from agent.tooling.training.base import inspect_base, model_name
+from agent.tooling.training.candidate import check_architecture, check_out_folder
+from agent.tooling.training.data import check_class_names, check_training_data, task_matches
 from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
 from tests.prefilter.onnx_builders import constant_output_model
 
@@ -215,8 +215,9 @@ def test_without_the_train_extra_the_command_says_what_to_install(yolo_set: path
 
 def test_the_runtime_never_imports_the_train_extra() -> None:
     code = ("import sys\n"
-            "import agent.cli.main, agent.cli.train, agent.training.candidate, agent.training.data\n"
-            "import agent.training.detector, agent.training.classifier, agent.training.resnet\n"
+            "import agent.cli.main, agent.tooling.training.command, agent.tooling.training.candidate\n"
+            "import agent.tooling.training.data\n"
+            "import agent.tooling.training.detector, agent.tooling.training.classifier, agent.tooling.training.resnet\n"
             "heavy = [m for m in ('torch', 'ultralytics', 'torchvision') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

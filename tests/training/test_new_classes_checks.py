@@ -7,12 +7,12 @@ import pathlib
 
 import pytest
 
-from agent.dataset.synth import write_classify_dataset, write_synthetic_dataset
 from agent.errors import DatasetError, EdgeAgentError
-from agent.training.base import inspect_base
-from agent.training.candidate import TrainOptions, check_inputs
-from agent.training.data import check_training_data
-from agent.training.newclasses import check_classes, check_time
+from agent.tooling.dataset.synth import write_classify_dataset, write_synthetic_dataset
+from agent.tooling.training.base import inspect_base
+from agent.tooling.training.candidate import TrainOptions, check_inputs
+from agent.tooling.training.data import check_training_data
+from agent.tooling.training.newclasses import check_classes, check_time
 from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
 
 MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"

@@ -10,13 +10,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from agent.cli.train import parse_imgsz
 from agent.errors import EdgeAgentError, ModelError
-from agent.training.card import detector_class_table, read_earlier_training
-from agent.training.onnx_to_resnet import module_path
-from agent.training.onnx_weights import float_weights
-from agent.training.progress import EpochRow, duration
-from agent.training.yolo_arch import detect_architecture, model_yaml
+from agent.tooling.training.card import detector_class_table, read_earlier_training
+from agent.tooling.training.command import parse_imgsz
+from agent.tooling.training.onnx_to_resnet import module_path
+from agent.tooling.training.onnx_weights import float_weights
+from agent.tooling.training.progress import EpochRow, duration
+from agent.tooling.training.yolo_arch import detect_architecture, model_yaml
 
 MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
 

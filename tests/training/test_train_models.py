@@ -11,12 +11,12 @@ import numpy as np
 import onnx
 import pytest
 
-from agent.dataset.synth import CLASSIFY_NAMES, write_classify_dataset, write_synthetic_dataset
 from agent.errors import ModelError
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import read_gate_record
+from agent.tooling.dataset.synth import CLASSIFY_NAMES, write_classify_dataset, write_synthetic_dataset
 from tests.cli.test_models_cli import edge_agent
 
 MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
@@ -98,8 +98,8 @@ def test_the_classifier_rebuilt_from_its_export_gives_the_same_probabilities(tmp
     _need("torch", "torchvision")
     import torch
 
-    from agent.training.onnx_to_resnet import resnet_from_onnx
-    from agent.training.resnet import build_net, export_classifier
+    from agent.tooling.training.onnx_to_resnet import resnet_from_onnx
+    from agent.tooling.training.resnet import build_net, export_classifier
 
     torch.manual_seed(0)
     net = build_net(4, 3, "avgmax")
@@ -127,8 +127,8 @@ def test_a_classifier_of_another_layout_is_refused(tmp_path: pathlib.Path) -> No
     _need("torch", "torchvision")
     import torch
 
-    from agent.training.onnx_to_resnet import resnet_from_onnx
-    from agent.training.resnet import export_classifier
+    from agent.tooling.training.onnx_to_resnet import resnet_from_onnx
+    from agent.tooling.training.resnet import export_classifier
 
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 2))
@@ -144,8 +144,8 @@ def test_a_classifier_of_another_layout_is_refused(tmp_path: pathlib.Path) -> No
 def test_the_int8_detector_rebuilt_is_within_its_rounding_of_the_onnx_output(tmp_path: pathlib.Path) -> None:
     _need("torch", "ultralytics")
     from agent.capture.synthetic import render_still
-    from agent.training.extras import configure_ultralytics
-    from agent.training.onnx_to_yolo import yolo_from_onnx
+    from agent.tooling.training.extras import configure_ultralytics
+    from agent.tooling.training.onnx_to_yolo import yolo_from_onnx
 
     configure_ultralytics(tmp_path / "config", verbose=False)
     int8 = MODELS / "conveyor-yolov8n.int8.onnx"

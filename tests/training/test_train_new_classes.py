@@ -9,10 +9,10 @@ import pathlib
 
 import pytest
 
-from agent.dataset.synth import write_classify_dataset, write_synthetic_dataset
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
+from agent.tooling.dataset.synth import write_classify_dataset, write_synthetic_dataset
 from tests.cli.test_models_cli import edge_agent
 
 MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"

@@ -15,12 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.batch.escalate import GatewayEscalation
-from agent.batch.items import BadInput, ItemId
-from agent.batch.runner import BATCH_CAMERA
-from agent.batch.sources import Plan, decode
 from agent.core.frame import Frame
 from agent.runtime.inspector import FrameInspector
+from agent.tooling.batch.escalate import GatewayEscalation
+from agent.tooling.batch.items import BadInput, ItemId
+from agent.tooling.batch.runner import BATCH_CAMERA
+from agent.tooling.batch.sources import Plan, decode
 from agent.tooling.evaluation.cascade import (
     Prediction,
     StrategyResult,

@@ -21,7 +21,9 @@ import pathlib
 from collections.abc import Mapping
 from typing import IO, Any
 
-from agent.batch.items import (
+from agent.csvsafe import read_cell, safe_row
+from agent.errors import BatchError
+from agent.tooling.batch.items import (
     CSV_COLUMNS,
     DoneItem,
     OutputFormat,
@@ -32,8 +34,6 @@ from agent.batch.items import (
     sniff_format,
     sorted_records,
 )
-from agent.csvsafe import read_cell, safe_row
-from agent.errors import BatchError
 
 
 def work_path(out: pathlib.Path) -> pathlib.Path:

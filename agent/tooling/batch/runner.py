@@ -6,7 +6,7 @@ of uncertain items goes through ``escalate`` (the gateway, when the config names
 and returns a future: up to ``max_in_flight`` calls run at once while the loop goes on with the next items.
 Records are written in item order all the same: a finished record waits in a buffer until every earlier
 item's record is written. Without ``escalate``, the escalation is recorded as ``unavailable``
-(:data:`agent.batch.items.BATCH_NO_GATEWAY`), merged into the event by :func:`agent.escalation.merge.merge`
+(:data:`agent.tooling.batch.items.BATCH_NO_GATEWAY`), merged into the event by :func:`agent.escalation.merge.merge`
 as the daemon does when there is no answer.
 
 ``stop`` (set by SIGINT) is checked between items. When it is set, no new item is read and the calls still
@@ -27,9 +27,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.batch.items import BATCH_NO_GATEWAY, BadInput, ItemId, Summary, build_record
-from agent.batch.output import OutputFile
-from agent.batch.sources import Plan, decode
 from agent.config.models import AgentConfig, CameraConfig
 from agent.core.decision import TriageDecision
 from agent.core.event import TagEvent
@@ -37,6 +34,9 @@ from agent.core.frame import Frame
 from agent.core.ports import Prefilter
 from agent.escalation.merge import merge
 from agent.runtime.inspector import FrameInspector
+from agent.tooling.batch.items import BATCH_NO_GATEWAY, BadInput, ItemId, Summary, build_record
+from agent.tooling.batch.output import OutputFile
+from agent.tooling.batch.sources import Plan, decode
 
 BATCH_CAMERA = "batch"
 
@@ -49,7 +49,7 @@ def batch_inspector(config: AgentConfig, prefilter: Prefilter) -> FrameInspector
 
 Escalate = Callable[[np.ndarray, TriageDecision, TagEvent], "concurrent.futures.Future[TagEvent]"]
 """An uncertain item's image, triage and event -> a started call whose result is the event with the
-escalation merged in (:meth:`agent.batch.escalate.GatewayEscalation.submit`); cancelling it cancels the call."""
+escalation merged in (:meth:`agent.tooling.batch.escalate.GatewayEscalation.submit`); cancelling it cancels the call."""
 
 
 @dataclasses.dataclass

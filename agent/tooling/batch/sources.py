@@ -2,7 +2,7 @@
 
 Images are JPEG, PNG, BMP and TIFF, recognised by their first bytes whatever their suffix; videos by their
 container's first bytes (AVI, MP4/MOV, Matroska/WebM) or their suffix. Anything else in a folder is a
-:class:`~agent.batch.items.BadInput` (``not an image``), as is a file that cannot be read or decoded
+:class:`~agent.tooling.batch.items.BadInput` (``not an image``), as is a file that cannot be read or decoded
 (``unreadable``); the run goes on without it.
 """
 
@@ -17,8 +17,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from agent.batch.items import BadInput, ItemId
 from agent.errors import BatchError
+from agent.tooling.batch.items import BadInput, ItemId
 
 _VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv"})
 

@@ -7,7 +7,7 @@ rerun goes on from there. Files that cannot be read or decoded are skipped, list
 (every other item is in the output), so a script can tell a complete run (0) from one with holes. With
 ``escalation.gateway`` in the config, uncertain items are sent to the gateway, up to
 ``escalation.max_in_flight`` calls at once, while the prefilter goes on with the next items; the records
-are still written in item order (:mod:`agent.batch.runner`, :mod:`agent.batch.escalate`).
+are still written in item order (:mod:`agent.tooling.batch.runner`, :mod:`agent.tooling.batch.escalate`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import threading
 import time
 from typing import TextIO
 
-from agent.batch.escalate import GatewayEscalation
-from agent.batch.evaluate import ask_every_image, join, strategies
-from agent.batch.items import BadInput, OutputFormat, Summary, format_for
-from agent.batch.output import OutputFile, read_records, work_path
-from agent.batch.runner import batch_inspector, run_batch
-from agent.batch.sources import Plan, check_paths, walk
 from agent.config.models import AgentConfig
 from agent.errors import BatchError, DatasetError
 from agent.runtime.inspector import FrameInspector
+from agent.tooling.batch.escalate import GatewayEscalation
+from agent.tooling.batch.evaluate import ask_every_image, join, strategies
+from agent.tooling.batch.items import BadInput, OutputFormat, Summary, format_for
+from agent.tooling.batch.output import OutputFile, read_records, work_path
+from agent.tooling.batch.runner import batch_inspector, run_batch
+from agent.tooling.batch.sources import Plan, check_paths, walk
 from agent.tooling.evaluation.cascade_report import CascadeEvalContext, table_lines, write_cascade_report
 from agent.tooling.evaluation.truth import GroundTruth, defect_classes, read_ground_truth
 

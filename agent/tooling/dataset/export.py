@@ -10,7 +10,7 @@ leaves no half dataset under ``OUT``)::
     imagefolder  OUT/{train,val}/<class>/<id>.jpg (every class gets a folder), OUT/dataset.json
     all          OUT/review.csv (see below), OUT/export.json (what was exported, counts, skipped files)
 
-Labels follow :mod:`agent.dataset.labels`; the split :mod:`agent.dataset.split`. Class names are the
+Labels follow :mod:`agent.tooling.dataset.labels`; the split :mod:`agent.tooling.dataset.split`. Class names are the
 recording model's; a recording made by models with different class lists is refused (the message lists
 them) unless ``--model ID`` picks one list: the records of every model with that list are exported.
 
@@ -37,11 +37,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from agent.csvsafe import safe_row
-from agent.dataset.labels import FrameLabel, label_frame
 from agent.dataset.record import DatasetRecord, RecordError, check_class_name
-from agent.dataset.split import Split, TimedItem, assign_splits, time_groups
 from agent.dataset.store import RECORDS
 from agent.errors import DatasetError
+from agent.tooling.dataset.labels import FrameLabel, label_frame
+from agent.tooling.dataset.split import Split, TimedItem, assign_splits, time_groups
 from agent.tooling.evaluation.dataset import image_size
 
 __all__ = ["FORMATS", "ExportOptions", "ExportSummary", "export_dataset", "read_recording"]

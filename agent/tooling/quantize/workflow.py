@@ -101,7 +101,7 @@ def _evaluate(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int
 
 
 def _validation_set(opts: QuantizeOptions, task: str, names: Sequence[str], workdir: pathlib.Path) -> tuple[Any, str]:
-    from agent.dataset.synth import write_classify_dataset, write_synthetic_dataset
+    from agent.tooling.dataset.synth import write_classify_dataset, write_synthetic_dataset
     from agent.tooling.evaluation.classify_dataset import read_classify_dataset
     from agent.tooling.evaluation.dataset import read_yolo_dataset
 

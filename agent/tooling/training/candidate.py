@@ -41,13 +41,13 @@ from agent.errors import EdgeAgentError
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.model_info import file_digest
-from agent.training.base import BaseModel, inspect_base
-from agent.training.card import Score, candidate_card, read_earlier_training
-from agent.training.data import TrainingData, check_training_data, task_matches
-from agent.training.extras import require_train_extra
-from agent.training.newclasses import candidate_name, check_classes, check_taxonomy, check_time, dataset_imgsz
-from agent.training.progress import EpochRow
-from agent.training.trained import TrainedModel
+from agent.tooling.training.base import BaseModel, inspect_base
+from agent.tooling.training.card import Score, candidate_card, read_earlier_training
+from agent.tooling.training.data import TrainingData, check_training_data, task_matches
+from agent.tooling.training.extras import require_train_extra
+from agent.tooling.training.newclasses import candidate_name, check_classes, check_taxonomy, check_time, dataset_imgsz
+from agent.tooling.training.progress import EpochRow
+from agent.tooling.training.trained import TrainedModel
 from agent.triage.policy import decide
 
 CANDIDATE_SCHEMA = "edge-agent/candidate/v1"
@@ -129,11 +129,11 @@ def check_architecture(base: BaseModel) -> str:
     if base.kind == "checkpoint":
         return f"{base.path.name} (ultralytics checkpoint)"
     if base.task == "detect":
-        from agent.training.yolo_arch import read_yolo_architecture
+        from agent.tooling.training.yolo_arch import read_yolo_architecture
 
         scale, activation = read_yolo_architecture(base.path)
         return f"YOLOv8{scale} ({activation})"
-    from agent.training.onnx_to_resnet import read_resnet_graph
+    from agent.tooling.training.onnx_to_resnet import read_resnet_graph
 
     graph = read_resnet_graph(base.path)
     return f"ResNet-18 layout, width {graph.width}"
@@ -194,7 +194,7 @@ def _train(opts: TrainOptions, plan: Plan, work: pathlib.Path, say: Callable[[st
     """Train in ``work``; the trained model and the folder of calibration frames for the INT8 step."""
     data, base, imgsz = plan.data, plan.base, plan.imgsz
     if base.task == "detect":
-        from agent.training.detector import DetectorSettings, finetune_detector
+        from agent.tooling.training.detector import DetectorSettings, finetune_detector
 
         lr0 = DetectorSettings.lr0 if not plan.new_head else DetectorSettings.new_head_lr0
         settings = DetectorSettings(epochs=opts.epochs, imgsz=imgsz[0] if imgsz else None, batch=opts.batch,
@@ -203,7 +203,7 @@ def _train(opts: TrainOptions, plan: Plan, work: pathlib.Path, say: Callable[[st
                                     new_head=plan.new_head, export_epoch=opts.export_epoch)
         trained = finetune_detector(base, data, settings, work, on_epoch, say)
         return trained, _calibration_folder(data, work / "data" / "images" / "train")
-    from agent.training.classifier import ClassifierSettings, finetune_classifier
+    from agent.tooling.training.classifier import ClassifierSettings, finetune_classifier
 
     lr = ClassifierSettings.lr if not plan.new_head else ClassifierSettings.new_head_lr
     csettings = ClassifierSettings(epochs=opts.epochs, batch=opts.batch, seed=opts.seed, threads=opts.threads,

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.training.progress import EpochRow, duration
+from agent.tooling.training.progress import EpochRow, duration
 
 
 @dataclasses.dataclass(frozen=True)

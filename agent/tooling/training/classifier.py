@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ModelError
-from agent.training.base import BaseModel
-from agent.training.data import TrainingData
-from agent.training.progress import EpochRow
-from agent.training.trained import TrainedModel
+from agent.tooling.training.base import BaseModel
+from agent.tooling.training.data import TrainingData
+from agent.tooling.training.progress import EpochRow
+from agent.tooling.training.trained import TrainedModel
 
 BN_IMAGES = 64
 FP32_TOLERANCE = 1e-3  # mean absolute probability difference, rebuilt network vs an FP32 base
@@ -54,7 +54,7 @@ class ClassifierSettings:
 
 
 def _prep(base: BaseModel, imgsz: tuple[int, int]) -> Any:
-    from agent.training.resnet import InputPrep
+    from agent.tooling.training.resnet import InputPrep
 
     ci = base.info.classifier_input if base.info else None
     if ci is None:
@@ -70,9 +70,16 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     import torchvision
     from torch import nn
 
-    from agent.training.onnx_to_resnet import resnet_from_onnx
-    from agent.training.resnet import evaluate_torch, export_classifier, load_images, lr_at, make_optimizer, to_tensor
-    from agent.training.resnet import train_frame_epoch as run_epoch
+    from agent.tooling.training.onnx_to_resnet import resnet_from_onnx
+    from agent.tooling.training.resnet import (
+        evaluate_torch,
+        export_classifier,
+        load_images,
+        lr_at,
+        make_optimizer,
+        to_tensor,
+    )
+    from agent.tooling.training.resnet import train_frame_epoch as run_epoch
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)

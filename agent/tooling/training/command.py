@@ -1,4 +1,4 @@
-"""``edge-agent models train``: argument parsing and output; the work is ``agent.training.candidate``."""
+"""``edge-agent models train``: argument parsing and output; the work is ``agent.tooling.training.candidate``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import re
 import typer
 
 from agent.errors import EdgeAgentError
-from agent.training.base import model_name
-from agent.training.progress import EpochRow
+from agent.tooling.training.base import model_name
+from agent.tooling.training.progress import EpochRow
 
 
 def parse_imgsz(text: str | None) -> tuple[int, ...] | None:
@@ -44,7 +44,7 @@ def run_train_command(data: pathlib.Path, base: pathlib.Path, out: pathlib.Path 
                       overwrite: bool, verbose: bool, command: str, export_epoch: str = "best", *,
                       new_classes: bool = False, time_h: float | None = None,
                       taxonomy: pathlib.Path | None = None) -> int:
-    from agent.training.candidate import TrainOptions, run_training
+    from agent.tooling.training.candidate import TrainOptions, run_training
 
     opts = TrainOptions(data=data, base=base, out=out or default_out(base), epochs=epochs, imgsz=parse_imgsz(imgsz),
                         lr0=lr0, batch=batch, threads=threads, seed=seed, quantize=quantize, overwrite=overwrite,

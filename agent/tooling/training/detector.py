@@ -25,12 +25,12 @@ import cv2
 from agent.errors import DatasetError, ModelError
 from agent.prefilter.factory import open_prefilter
 from agent.tooling.evaluation.dataset import label_path
-from agent.training.base import YAML_NAME, BaseModel
-from agent.training.data import NEW_CLASSES_HINT, TrainingData
-from agent.training.extras import configure_ultralytics
-from agent.training.progress import EpochRow
-from agent.training.trained import TrainedModel
-from agent.training.yolo_arch import model_yaml
+from agent.tooling.training.base import YAML_NAME, BaseModel
+from agent.tooling.training.data import NEW_CLASSES_HINT, TrainingData
+from agent.tooling.training.extras import configure_ultralytics
+from agent.tooling.training.progress import EpochRow
+from agent.tooling.training.trained import TrainedModel
+from agent.tooling.training.yolo_arch import model_yaml
 
 BN_IMAGES = 64  # training images whose statistics re-create the BatchNorms
 FP32_TOLERANCE = 1e-3  # rebuilt model vs an FP32 ONNX base: relative output difference
@@ -139,7 +139,7 @@ def _start_model(base: BaseModel, data: TrainingData, settings: DetectorSettings
         return model, f"{base.path.name} (ultralytics model yaml)", "from scratch (random weights)"
     if base.kind == "checkpoint":
         return _checkpoint_model(base, data, settings)
-    from agent.training.onnx_to_yolo import yolo_from_onnx
+    from agent.tooling.training.onnx_to_yolo import yolo_from_onnx
 
     t0 = time.monotonic()
     checkpoint, rebuilt = yolo_from_onnx(base.path, len(base.names), work, _bn_images(base, data),

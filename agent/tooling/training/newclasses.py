@@ -17,8 +17,8 @@ import re
 import cv2
 
 from agent.errors import DatasetError, EdgeAgentError
-from agent.training.base import BaseModel
-from agent.training.data import TrainingData, check_class_names
+from agent.tooling.training.base import BaseModel
+from agent.tooling.training.data import TrainingData, check_class_names
 
 MAX_DEFAULT_IMGSZ = 1280  # a detector's default input: the dataset's image size, rounded up to 32, at most this
 
@@ -35,8 +35,8 @@ def check_taxonomy(data: TrainingData, taxonomy: pathlib.Path | None) -> None:
     them the same label; the classifier's ``pass`` class is not a defect and is not looked up."""
     if taxonomy is None:
         return
-    from agent.dataset.imports.run import _through_taxonomy
     from agent.taxonomy.loading import load_taxonomy
+    from agent.tooling.dataset.imports.run import _through_taxonomy
 
     _through_taxonomy(data.names, load_taxonomy(taxonomy), "pass" if data.task == "classify" else None)
 

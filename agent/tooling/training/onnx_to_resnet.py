@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ModelError
-from agent.training.batchnorm import load_fused, recreate_batchnorms
-from agent.training.onnx_weights import float_weights
+from agent.tooling.training.batchnorm import load_fused, recreate_batchnorms
+from agent.tooling.training.onnx_weights import float_weights
 
 EXPECTED = ("the frame classifier of scripts/train_classifier.py (ResNet-18 layout: a 7x7 stem, 4 stages of 2 "
             "BasicBlocks, global pooling, one linear layer)")
@@ -104,7 +104,7 @@ def resnet_from_onnx(onnx_path: pathlib.Path, images: Sequence[np.ndarray],
     convs, conv_names, fc_w, fc_b = list(graph.convs), list(graph.conv_modules), graph.fc_weight, graph.fc_bias
     width, pool = graph.width, graph.pool
 
-    from agent.training.resnet import build_net, conv_bn_pairs
+    from agent.tooling.training.resnet import build_net, conv_bn_pairs
 
     net = build_net(width, int(fc_w.shape[0]), pool)
     pairs = conv_bn_pairs(net)

@@ -3,7 +3,7 @@
 Ultralytics' export fuses every Conv+BatchNorm pair into one convolution with a bias, so the ONNX
 file keeps the function but not the split. To fine-tune a shipped model whose ``.pt`` is gone, the
 fused weights go back into the same architecture (``model.N...conv.weight`` are the state-dict names)
-and each BatchNorm is re-created from real images (``agent.training.batchnorm``). An INT8 QDQ file
+and each BatchNorm is re-created from real images (``agent.tooling.training.batchnorm``). An INT8 QDQ file
 gives its dequantized weights. Needs the train extra.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ModelError
-from agent.training.batchnorm import load_fused, recreate_batchnorms
-from agent.training.onnx_weights import float_weights
-from agent.training.yolo_arch import model_yaml, read_yolo_architecture
+from agent.tooling.training.batchnorm import load_fused, recreate_batchnorms
+from agent.tooling.training.onnx_weights import float_weights
+from agent.tooling.training.yolo_arch import model_yaml, read_yolo_architecture
 
 _WEIGHT_NAME = re.compile(r"^model\.\d+\..*\.(weight|bias)$")
 _DFL = "model.22.dfl"  # the head's fixed distribution-to-box convolution: not trained

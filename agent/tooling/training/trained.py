@@ -6,7 +6,7 @@ import dataclasses
 import pathlib
 from typing import Any
 
-from agent.training.progress import EpochRow
+from agent.tooling.training.progress import EpochRow
 
 
 @dataclasses.dataclass(frozen=True)

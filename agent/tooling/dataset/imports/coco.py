@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.dataset.imports.common import Box, Item, Parsed, Split
 from agent.errors import DatasetError
+from agent.tooling.dataset.imports.common import Box, Item, Parsed, Split
 
 __all__ = ["parse_coco"]
 

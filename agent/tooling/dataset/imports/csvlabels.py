@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import pathlib
 
-from agent.dataset.imports.common import Item, Parsed, Split
 from agent.errors import DatasetError
+from agent.tooling.dataset.imports.common import Item, Parsed, Split
 
 __all__ = ["parse_csv"]
 

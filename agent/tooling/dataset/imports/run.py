@@ -32,14 +32,14 @@ from collections.abc import Callable
 
 import yaml
 
-from agent.dataset.imports.coco import parse_coco
-from agent.dataset.imports.common import SPLITS, Item, Parsed, Split, check_item
-from agent.dataset.imports.csvlabels import parse_csv
-from agent.dataset.imports.voc import parse_voc
-from agent.dataset.imports.yolo import parse_yolo
 from agent.errors import DatasetError
 from agent.taxonomy.loading import load_taxonomy
 from agent.taxonomy.model import Taxonomy
+from agent.tooling.dataset.imports.coco import parse_coco
+from agent.tooling.dataset.imports.common import SPLITS, Item, Parsed, Split, check_item
+from agent.tooling.dataset.imports.csvlabels import parse_csv
+from agent.tooling.dataset.imports.voc import parse_voc
+from agent.tooling.dataset.imports.yolo import parse_yolo
 
 __all__ = ["FORMATS", "ImportOptions", "ImportSummary", "import_dataset"]
 

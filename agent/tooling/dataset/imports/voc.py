@@ -21,8 +21,8 @@ import xml.etree.ElementTree as ET
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
-from agent.dataset.imports.common import IMAGE_SUFFIXES, Box, Item, Parsed, Split
 from agent.errors import DatasetError
+from agent.tooling.dataset.imports.common import IMAGE_SUFFIXES, Box, Item, Parsed, Split
 
 __all__ = ["parse_voc"]
 

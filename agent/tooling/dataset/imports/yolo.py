@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pathlib
 
-from agent.dataset.imports.common import IMAGE_SUFFIXES, SPLITS, Box, Item, Parsed, Split
 from agent.errors import DatasetError
+from agent.tooling.dataset.imports.common import IMAGE_SUFFIXES, SPLITS, Box, Item, Parsed, Split
 from agent.tooling.evaluation.dataset import _from_yaml, _load_yaml, _names_from_yaml, label_path, read_labels
 
 __all__ = ["parse_yolo"]
