@@ -202,7 +202,7 @@ def test_surface_export_imports_to_the_ground_truth(tmp_path: pathlib.Path, fmt:
     """synth --format coco|voc, then `dataset import`: the same images, class names in the scene's order and
     the boxes of the YOLO labels rendered directly from the same seed."""
     from agent.capture.surface import SURFACE_CLASSES
-    from agent.dataset.imports.run import ImportOptions, import_dataset
+    from agent.tooling.dataset.imports.run import ImportOptions, import_dataset
 
     yolo = write_synthetic_dataset(tmp_path / "yolo", 6, 3, seed=5, scene="surface").parent
     source = write_synthetic_dataset(tmp_path / fmt, 6, 3, seed=5, scene="surface", fmt=fmt)
@@ -225,7 +225,7 @@ def test_surface_export_imports_to_the_ground_truth(tmp_path: pathlib.Path, fmt:
 
 
 def test_voc_labelmap_gives_the_class_order_and_names_a_stranger(tmp_path: pathlib.Path) -> None:
-    from agent.dataset.imports.run import ImportOptions, import_dataset
+    from agent.tooling.dataset.imports.run import ImportOptions, import_dataset
 
     voc = write_synthetic_dataset(tmp_path / "voc", 4, 2, seed=5, scene="surface", fmt="voc")
     assert (voc / "labelmap.txt").read_text().splitlines()[1] == "scratch:::"

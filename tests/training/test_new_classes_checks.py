@@ -130,7 +130,7 @@ def test_dataset_classes_that_clash_with_the_taxonomy_are_named(surface_set: pat
 def test_the_schedule_of_each_kind_of_run() -> None:
     """A new head on a trained backbone: backbone frozen, no warm-up, a step per batch; a fine-tune keeps its
     no-mosaic schedule; a model yaml from scratch gets ultralytics' own (no key overridden but mosaic's end)."""
-    from agent.training.detector import BACKBONE_LAYERS, DetectorSettings, schedule
+    from agent.tooling.training.detector import BACKBONE_LAYERS, DetectorSettings, schedule
 
     onnx, yaml_base = inspect_base(DETECTOR), inspect_base(pathlib.Path("yolov8n.yaml"))
     transfer = schedule(DetectorSettings(epochs=30, batch=8, new_head=True), onnx)

@@ -69,7 +69,7 @@ class YoloWriter(LabelWriter):
                 (out / sub / split).mkdir(parents=True, exist_ok=True)
 
     def add(self, split: str, index: int, frame: np.ndarray, truth: FrameTruth) -> None:
-        from agent.dataset.synth import yolo_label_lines
+        from agent.tooling.dataset.synth import yolo_label_lines
 
         _write_jpeg(self.out / "images" / split / f"{index:06d}.jpg", frame)
         lines = yolo_label_lines(truth, self.size[0], self.size[1], self.names)

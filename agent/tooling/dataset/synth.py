@@ -9,7 +9,7 @@ Detection (``write_synthetic_dataset``), the YOLO layout that ultralytics and
     OUT/labels/{train,val}/000000.txt   # "class cx cy w h", normalised 0..1
     OUT/truth/{train,val}/000000.json   # full ground truth incl. faintness
 
-or the same boxes as COCO JSON or Pascal VOC XML (``fmt``; :mod:`agent.dataset.labelformats`), for
+or the same boxes as COCO JSON or Pascal VOC XML (``fmt``; :mod:`agent.tooling.dataset.labelformats`), for
 ``dataset import`` (``truth/`` is written in every format).
 
 Classification (``write_classify_dataset``), ultralytics' classify folder layout
@@ -40,8 +40,8 @@ import numpy as np
 from agent.capture.scenes import SCENES, Scene
 from agent.capture.synthetic import DEFAULT_SETTINGS, SceneSettings, render_still
 from agent.core.frame import DEFECT_CLASSES, FrameTruth
-from agent.dataset.labelformats import LABEL_FORMATS, label_writer
 from agent.errors import DatasetError
+from agent.tooling.dataset.labelformats import LABEL_FORMATS, label_writer
 
 ProgressFn = Callable[[str, int, int], None]
 Renderer = Callable[[np.random.Generator], tuple[np.ndarray, FrameTruth]]
@@ -91,7 +91,7 @@ def write_synthetic_dataset(
     fmt: str = "yolo",
 ) -> pathlib.Path:
     """Render ``n_train`` + ``n_val`` stills of ``scene`` into ``out`` with their boxes in ``fmt`` (yolo, coco
-    or voc: :mod:`agent.dataset.labelformats`); returns the data.yaml path (yolo) or ``out``."""
+    or voc: :mod:`agent.tooling.dataset.labelformats`); returns the data.yaml path (yolo) or ``out``."""
     if n_train < 1 or n_val < 1:
         raise DatasetError(f"dataset sizes must be at least 1, got train={n_train} val={n_val}")
     if fmt not in LABEL_FORMATS:
