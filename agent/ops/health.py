@@ -96,7 +96,7 @@ class AgentHealth:
 
     @property
     def ready(self) -> bool:
-        return self.supervisor.ready.is_set()
+        return self.supervisor.is_ready()
 
     def start_endpoint(self) -> None:
         """Serve /metrics and /healthz if ``metrics.enabled``. An address in use is logged as an error and

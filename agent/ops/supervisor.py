@@ -52,7 +52,7 @@ class Supervisor:
         self._status = status
         self._status_interval_s = status_interval_s
         self.ready = threading.Event()
-        self._ready_lock = threading.Lock()  # READY=1 going out and ``ready`` being set are one step
+        self._ready_lock = threading.RLock()  # READY=1 going out and ``ready`` being set are one step
         self.last_report: HealthReport | None = None
         self.pings = 0
         self._stuck: tuple[str, ...] = ()
@@ -63,6 +63,11 @@ class Supervisor:
     def stuck(self) -> tuple[str, ...]:
         """The stages that stopped the watchdog at the last look (empty when all is well)."""
         return self._stuck
+
+    def is_ready(self) -> bool:
+        """Whether READY=1 was sent; True as soon as systemd (or a test listening) could have it."""
+        with self._ready_lock:
+            return self.ready.is_set()
 
     def if_ready(self, action: Callable[[], object]) -> bool:
         """Run ``action`` if READY=1 was sent, and say whether it ran. Once systemd could have READY=1, this
