@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = _parser().parse_args()
 
-    from agent.core.frame import DEFECT_CLASSES
+    from agent.capture.synthetic import DEFECT_CLASSES
     from agent.tooling.dataset.synth import write_synthetic_dataset
 
     # absolute: ultralytics puts a relative `project` under runs/detect/
@@ -116,7 +116,7 @@ def init_from_onnx(args: argparse.Namespace, work: pathlib.Path, data_dir: pathl
 
     import cv2
 
-    from agent.core.frame import DEFECT_CLASSES
+    from agent.capture.synthetic import DEFECT_CLASSES
     from agent.errors import ModelError
     from agent.prefilter.factory import open_prefilter
     from agent.tooling.training.onnx_to_yolo import yolo_from_onnx
@@ -153,7 +153,7 @@ def finish(args: argparse.Namespace, work: pathlib.Path, data_yaml: pathlib.Path
     """Validate the best weights on the held-out split, export ONNX, write the record and the card."""
     from ultralytics import YOLO
 
-    from agent.core.frame import DEFECT_CLASSES
+    from agent.capture.synthetic import DEFECT_CLASSES
 
     if train_s is None:  # --finish-only: ultralytics' results.csv has the cumulative training time
         import csv

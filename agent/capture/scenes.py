@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from agent.capture.surface import SURFACE_CLASSES, SURFACE_SEVERITY, SurfaceScene, SurfaceSettings, render_surface
-from agent.capture.synthetic import ConveyorScene, SceneSettings, render_still
-from agent.core.frame import DEFECT_CLASSES, FrameTruth
+from agent.capture.synthetic import DEFECT_CLASSES, ConveyorScene, SceneSettings, render_still
+from agent.core.frame import FrameTruth
 from agent.errors import SourceError
 
 __all__ = ["SCENES", "Scene", "SceneStream", "get_scene"]

@@ -24,7 +24,10 @@ import math
 import cv2
 import numpy as np
 
-from agent.core.frame import DEFECT_CLASSES, DefectTruth, FrameTruth
+from agent.core.frame import DefectTruth, FrameTruth
+
+DEFECT_CLASSES: tuple[str, ...] = ("scratch", "hole", "stain", "missing")
+"""Class names, index = YOLO class id. The shipped detector uses this order."""
 
 BELT_GRAY = 58
 

@@ -7,22 +7,16 @@ import datetime
 
 import numpy as np
 
-DEFECT_CLASSES: tuple[str, ...] = ("scratch", "hole", "stain", "missing")
-"""The synthetic scene's class names, index = YOLO class id. The shipped detector uses this order."""
-
 
 @dataclasses.dataclass(frozen=True)
 class DefectTruth:
-    """One defect as drawn: class, box in frame pixels (x1, y1, x2, y2), faintness."""
+    """One defect as drawn by a synthetic scene: its class name (the scene's own list, e.g.
+    ``agent.capture.synthetic.DEFECT_CLASSES``), box in frame pixels (x1, y1, x2, y2), faintness."""
 
     label: str
     box: tuple[float, float, float, float]
     faint: bool
     strength: float  # drawing contrast, 0..1; faint defects are below 0.4
-
-    @property
-    def class_id(self) -> int:
-        return DEFECT_CLASSES.index(self.label)
 
 
 @dataclasses.dataclass(frozen=True)

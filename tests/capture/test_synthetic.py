@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.capture.synthetic import ConveyorScene, SceneSettings, render_still
-from agent.core.frame import DEFECT_CLASSES
+from agent.capture.synthetic import DEFECT_CLASSES, ConveyorScene, SceneSettings, render_still
 
 
 def test_same_seed_same_frames_and_truth() -> None:

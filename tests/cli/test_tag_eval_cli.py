@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from agent.core.frame import DEFECT_CLASSES
+from agent.capture.synthetic import DEFECT_CLASSES
 from agent.tooling.dataset.synth import write_synthetic_dataset
 from tests.cli.test_cli import assert_no_traceback, edge_agent
 from tests.fakes.gateway import GatewayThread, gateway_config

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
+from agent.capture.synthetic import DEFECT_CLASSES
 from agent.config.models import AgentConfig
-from agent.core.frame import DEFECT_CLASSES, FrameTruth
+from agent.core.frame import FrameTruth
 from agent.dataset.record import DatasetRecord
 from agent.publish.local_broker import LocalMosquitto
 from agent.runtime.service import AgentService

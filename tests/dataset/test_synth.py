@@ -12,7 +12,8 @@ import cv2
 import pytest
 import yaml
 
-from agent.core.frame import DEFECT_CLASSES, DefectTruth, FrameTruth
+from agent.capture.synthetic import DEFECT_CLASSES
+from agent.core.frame import DefectTruth, FrameTruth
 from agent.errors import DatasetError
 from agent.tooling.dataset.synth import CLASSIFY_NAMES, frame_label, write_classify_dataset, write_synthetic_dataset
 

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from agent.core.frame import DEFECT_CLASSES
+from agent.capture.synthetic import DEFECT_CLASSES
 from agent.errors import ConfigError
 from agent.gateway.config import GatewayConfig, load_gateway_config
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.capture.synthetic import DEFECT_CLASSES
 from agent.core.detections import Detection, PrefilterResult
-from agent.core.frame import DEFECT_CLASSES
 from agent.errors import DatasetError
 from agent.tooling.dataset.synth import write_synthetic_dataset
 from agent.tooling.evaluation.dataset import evaluate_detector, image_size, read_yolo_dataset

@@ -35,8 +35,8 @@ import cv2
 import pytest
 import yaml
 
+from agent.capture.synthetic import DEFECT_CLASSES
 from agent.config.models import DEFAULT_MODEL, AgentConfig, ModelConfig
-from agent.core.frame import DEFECT_CLASSES
 from agent.prefilter.detector import YoloDetector
 from agent.publish.local_broker import LocalMosquitto
 from agent.runtime.service import AgentService

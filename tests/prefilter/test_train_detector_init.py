@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from agent.capture.synthetic import render_still
+from agent.capture.synthetic import DEFECT_CLASSES, render_still
 from agent.config.models import DEFAULT_MODEL
-from agent.core.frame import DEFECT_CLASSES
 from agent.prefilter.detector import YoloDetector
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[2] / "scripts"

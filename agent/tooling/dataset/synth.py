@@ -38,8 +38,8 @@ import cv2
 import numpy as np
 
 from agent.capture.scenes import SCENES, Scene
-from agent.capture.synthetic import DEFAULT_SETTINGS, SceneSettings, render_still
-from agent.core.frame import DEFECT_CLASSES, FrameTruth
+from agent.capture.synthetic import DEFAULT_SETTINGS, DEFECT_CLASSES, SceneSettings, render_still
+from agent.core.frame import FrameTruth
 from agent.errors import DatasetError
 from agent.tooling.dataset.labelformats import LABEL_FORMATS, label_writer
 
