@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,11 @@ def test_a_pid_file_of_an_agent_process_is_taken(tmp_path: pathlib.Path) -> None
     # the agent's command line as `python -m agent.cli.main run --config ...` shows it in /proc
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent.cli.main", "run"])
     try:
+        # until the child has exec'd, /proc shows the forked pytest's command line (seen under load)
+        cmdline = pathlib.Path(f"/proc/{proc.pid}/cmdline")
+        deadline = time.monotonic() + 10.0
+        while cmdline.exists() and b"agent.cli.main" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         given = tmp_path / "agent.pid"
         given.write_text(f"{proc.pid}\n")
         assert find_agent_pid(given, {}) == (proc.pid, f"pid file {given}")
