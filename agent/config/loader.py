@@ -41,15 +41,15 @@ import copy
 import dataclasses
 import os
 import pathlib
-import types
-import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from agent.config.models import AgentConfig, ModelConfig
+from agent.config.taxonomy import load_taxonomy
+from agent.config.yamlfile import FieldPath, Key, describe, dotted, kind, read_file
 from agent.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "ConfigReport", "check_config", "config_report", "load_config", "load_model"]
@@ -57,49 +57,7 @@ __all__ = ["ENV_PREFIX", "ConfigReport", "check_config", "config_report", "load_
 ENV_PREFIX = "EDGE_AGENT_"
 _ENV_EXAMPLE = {ENV_PREFIX: "MQTT__URL"}  # the example in the "empty key" message, per prefix
 
-Key = str | int
-FieldPath = tuple[Key, ...]
 M = TypeVar("M", bound=BaseModel)
-
-# Error types whose message already shows the value, or where the input is not the user's value.
-_NO_GOT = {"missing", "extra_forbidden", "value_error", "assertion_error", "invalid_key"}
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records the line of every key and list item, and rejects duplicate keys.
-
-    ``lines`` maps a field path (``("cameras", 1, "source")``) to its 1-based line;
-    the data handed to pydantic stays plain dicts, lists and scalars.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.lines: dict[FieldPath, int] = {}
-        self.duplicates: list[str] = []
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        self._record(node, ())
-        return super().construct_document(node)
-
-    def _record(self, node: yaml.Node, path: FieldPath) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
-                    continue  # complex keys are left to pydantic; merge keys carry no own line
-                key, line = str(key_node.value), key_node.start_mark.line + 1
-                if key in first:
-                    self.duplicates.append(
-                        f"{_dotted((*path, key))} (line {line}): duplicate key, first at line {first[key]}")
-                first.setdefault(key, line)  # the data keeps the last value, so the lines follow it
-                self.lines[(*path, key)] = line
-                self._record(value_node, (*path, key))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self.lines[(*path, index)] = item.start_mark.line + 1
-                self._record(item, (*path, index))
-
 
 def load_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Build the agent's config from ``path`` (None: defaults only) and ``env`` (default ``os.environ``).
@@ -110,8 +68,6 @@ def load_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None =
     config = resolve_runtime_paths(config, os.environ if env is None else env)
     if config.taxonomy is None:
         return config
-    from agent.taxonomy.loading import load_taxonomy  # it uses this module's reader
-
     try:
         taxonomy = load_taxonomy(config.taxonomy)
     except ConfigError as exc:
@@ -138,7 +94,7 @@ def load_model(
     lines: dict[FieldPath, int] = {}
     problems: list[str] = []
     if path is not None:
-        data, lines, problems = _read_file(pathlib.Path(path), root, _FILE_FIELDS if file_fields is None
+        data, lines, problems = read_file(pathlib.Path(path), root, _FILE_FIELDS if file_fields is None
                                            else file_fields)
 
     overrides, env_problems = _apply_env(data, os.environ if env is None else env, env_prefix, root)
@@ -146,7 +102,7 @@ def load_model(
     try:
         config = root.model_validate(data)
     except ValidationError as exc:
-        problems += [_describe(error, lines, overrides, root) for error in exc.errors(include_url=False)]
+        problems += [describe(error, lines, overrides, root) for error in exc.errors(include_url=False)]
     if problems:
         raise ConfigError(problems, source)
     return config
@@ -184,7 +140,7 @@ def config_report(path: pathlib.Path | str | None, env: Mapping[str, str] | None
     if path is not None:
         # an unreadable file or bad YAML: that is the one problem, already in the list
         with contextlib.suppress(ConfigError):
-            data = _read_file(pathlib.Path(path), AgentConfig, _FILE_FIELDS)[0]
+            data = read_file(pathlib.Path(path), AgentConfig, _FILE_FIELDS)[0]
     mqtt = data.get("mqtt")
     name = mqtt.get("password_credential") if isinstance(mqtt, dict) else None
     credential = _credential_problem(name, env) if isinstance(name, str) else None
@@ -197,54 +153,12 @@ def config_report(path: pathlib.Path | str | None, env: Mapping[str, str] | None
     return ConfigReport(problems, None, model)
 
 
-def _read_file(path: pathlib.Path, root: type[BaseModel],
-               file_fields: tuple[tuple[str, ...], ...]) -> tuple[dict[str, Any], dict[FieldPath, int], list[str]]:
-    """Parse the file: (data with model.path made absolute, line per field path, problems)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such config file"], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read the config file: {exc}"], str(path)) from exc
-
-    loader = _LineLoader(text)
-    try:
-        document = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_yaml_problem(exc)], str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from exc
-    finally:
-        loader.dispose()
-
-    if document is None:  # empty file, or only comments
-        return {}, {}, loader.duplicates
-    if not isinstance(document, dict):
-        allowed = ", ".join(_field_names(root))
-        raise ConfigError([f"top level (line {loader.lines.get((), 1)}): expected a mapping of settings "
-                           f"({allowed}), got {_kind(document)}"], str(path))
-
-    for keys in file_fields:
-        _make_absolute(document, keys, path.resolve().parent)
-    return document, loader.lines, loader.duplicates
-
-
 # file paths in the config that are relative to the config file's folder
 _FILE_FIELDS = (("model", "path"), ("model", "engine_cache_dir"), ("taxonomy",), ("outbox", "path"),
                 ("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
                 ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"), ("escalation", "tls", "ca_file"),
                 ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"), ("escalation", "token_file"),
                 ("dataset", "dir"))
-
-
-def _make_absolute(document: dict[str, Any], keys: tuple[str, ...], base: pathlib.Path) -> None:
-    node: Any = document
-    for key in keys[:-1]:
-        node = node.get(key) if isinstance(node, dict) else None
-    if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-        value = pathlib.Path(node[keys[-1]]).expanduser()
-        if not value.is_absolute():
-            node[keys[-1]] = str(base / value)
 
 
 def default_state_dir(env: Mapping[str, str]) -> pathlib.Path:
@@ -281,17 +195,6 @@ def _credential_problem(name: str, env: Mapping[str, str]) -> str | None:
             f"set; add LoadCredential={name}:/path/to/secret to the unit, or use password_file")
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
-    """``line L, column C: PROBLEM (CONTEXT at line N)`` from PyYAML's marks (0-based there)."""
-    mark = exc.problem_mark or exc.context_mark
-    text = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    text += exc.problem or exc.context or "not valid YAML"
-    if exc.problem and exc.context:
-        context_mark = exc.context_mark
-        text += f" ({exc.context}" + (f" at line {context_mark.line + 1})" if context_mark else ")")
-    return text
-
-
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], prefix: str,
                root: type[BaseModel]) -> tuple[dict[FieldPath, str], list[str]]:
     """Apply ``<prefix>*`` overrides to ``data`` in place: (variable per path set, problems)."""
@@ -308,12 +211,12 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], prefix: str,
         try:
             value = yaml.safe_load(env[name]) if env[name].strip() else ""
         except yaml.YAMLError as exc:
-            problems.append(f"{_dotted(tuple(keys))} (environment {name}): value is not valid YAML: "
+            problems.append(f"{dotted(tuple(keys))} (environment {name}): value is not valid YAML: "
                             f"{getattr(exc, 'problem', None) or exc}")
             continue
         path, problem = _set(data, keys, value, root)
         if problem:
-            problems.append(f"{_dotted(path)} (environment {name}): {problem}")
+            problems.append(f"{dotted(path)} (environment {name}): {problem}")
         else:
             applied[path] = name
     return applied, problems
@@ -327,13 +230,13 @@ def _set(data: dict[str, Any], keys: list[str], value: Any, root: type[BaseModel
         key: Key = raw
         if isinstance(node, list):
             if not raw.isdigit():
-                return (*path, raw), f"{_dotted(path)} is a list; expected a number as the index"
+                return (*path, raw), f"{dotted(path)} is a list; expected a number as the index"
             key = int(raw)
             if key >= len(node):
                 return (*path, key), (f"index {key} is past the end of the list ({len(node)} item(s)); "
                                       "add the item to the config file first")
         elif not isinstance(node, dict):
-            return (*path, raw), f"{_dotted(path)} is {_kind(node)}, not a mapping or a list"
+            return (*path, raw), f"{dotted(path)} is {kind(node)}, not a mapping or a list"
         path = (*path, key)
         if depth == len(keys) - 1:
             node[key] = value
@@ -354,83 +257,3 @@ def _default_list(path: FieldPath, root: type[BaseModel]) -> Any:
     return copy.deepcopy(value) if isinstance(value, list) else []
 
 
-def _describe(
-    error: Mapping[str, Any], lines: Mapping[FieldPath, int], overrides: Mapping[FieldPath, str],
-    root: type[BaseModel],
-) -> str:
-    """One problem line for a pydantic error: ``FIELD (WHERE): MESSAGE``."""
-    loc: FieldPath = tuple(error["loc"])
-    kind, message, value = error["type"], str(error["msg"]), error["input"]
-    if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1], root)
-        allowed = ", ".join(_field_names(parent)) if parent else "(none)"
-        message = f"unknown key; expected one of: {allowed}"
-    elif kind == "value_error":
-        message = message.removeprefix("Value error, ")
-    if kind not in _NO_GOT and not isinstance(value, (dict, list)):
-        message += f" (got {value!r})"
-    where = _where(loc, lines, overrides)
-    return f"{_dotted(loc)}{f' ({where})' if where else ''}: {message}"
-
-
-def _where(loc: FieldPath, lines: Mapping[FieldPath, int], overrides: Mapping[FieldPath, str]) -> str:
-    """``environment VAR`` if an override set this value, else its line (and overrides inside it)."""
-    for end in range(len(loc), 0, -1):
-        if loc[:end] in overrides:
-            return f"environment {overrides[loc[:end]]}"
-    parts: list[str] = []
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            parts.append(f"line {lines[loc[:end]]}")
-            break
-    inside = [name for path, name in overrides.items() if path[:len(loc)] == loc]
-    if inside:
-        parts.append(f"environment {', '.join(inside)}")
-    return ", ".join(parts)
-
-
-def _model_at(path: FieldPath, root: type[BaseModel]) -> type[BaseModel] | None:
-    """The pydantic model that validates the mapping at ``path`` (list indices skipped)."""
-    model: type[BaseModel] = root
-    for key in path:
-        if isinstance(key, int):
-            continue
-        fields = {field.alias or name: field for name, field in model.model_fields.items()}
-        if key not in fields:
-            return None
-        found = _inner_model(fields[key].annotation)
-        if found is None:
-            return None
-        model = found
-    return model
-
-
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    """The model class in ``X``, ``X | None`` or ``list[X]``, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (Union, types.UnionType, list):
-        for arg in typing.get_args(annotation):
-            found = _inner_model(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return [field.alias or name for name, field in model.model_fields.items()]
-
-
-def _dotted(path: FieldPath) -> str:
-    """``("cameras", 1, "source")`` -> ``cameras[1].source``; ``()`` -> ``top level``."""
-    text = ""
-    for key in path:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
-    return text or "top level"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "empty (null)"
-    return {list: "a list", dict: "a mapping", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}")

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from agent.config.providers import normalise_providers
 from agent.taxonomy.model import Taxonomy
 
 REPO_MODELS = pathlib.Path(__file__).resolve().parent.parent.parent / "models"
@@ -187,8 +188,6 @@ class ModelConfig(_Strict):
     @field_validator("providers")
     @classmethod
     def _providers(cls, v: list[str]) -> list[str]:
-        from agent.prefilter.providers import normalise_providers
-
         return normalise_providers(v)
 
 

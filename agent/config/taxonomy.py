@@ -11,7 +11,7 @@ import pathlib
 
 from pydantic import ValidationError
 
-from agent.config import loader
+from agent.config.yamlfile import describe, dotted, read_file, where
 from agent.errors import ConfigError
 from agent.taxonomy.model import Taxonomy, TaxonomyFile, conflicts
 
@@ -24,15 +24,15 @@ def load_taxonomy(path: pathlib.Path | str) -> Taxonomy:
     if not path.is_file():
         raise ConfigError([f"{path}: no such taxonomy file" if not path.exists() else f"{path}: not a file"],
                           str(path))
-    data, lines, problems = loader._read_file(path, TaxonomyFile, ())
+    data, lines, problems = read_file(path, TaxonomyFile, ())
     try:
         file = TaxonomyFile.model_validate(data)
     except ValidationError as exc:
-        problems += [loader._describe(error, lines, {}, TaxonomyFile) for error in exc.errors(include_url=False)]
+        problems += [describe(error, lines, {}, TaxonomyFile) for error in exc.errors(include_url=False)]
         raise ConfigError(problems, str(path)) from exc
     for conflict in conflicts(file):
-        where = loader._where(conflict.path, lines, {})
-        problems.append(f"{loader._dotted(conflict.path)}{f' ({where})' if where else ''}: {conflict.message}")
+        place = where(conflict.path, lines, {})
+        problems.append(f"{dotted(conflict.path)}{f' ({place})' if place else ''}: {conflict.message}")
     if problems:
         raise ConfigError(problems, str(path))
     if file.line is not None and file.line.reference_image is not None:

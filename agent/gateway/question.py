@@ -71,7 +71,7 @@ def load_inspection(config: GatewayConfig, source: str = "gateway config") -> In
     every problem."""
     if config.taxonomy is None:
         return conveyor_inspection(config.defect_classes)
-    from agent.taxonomy.loading import load_taxonomy
+    from agent.config.taxonomy import load_taxonomy
 
     file = str(config.taxonomy)
     try:

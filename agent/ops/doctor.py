@@ -214,7 +214,8 @@ def _model_threads_row(config: AgentConfig, runs: int) -> Check:
 def _check_providers(config: AgentConfig) -> list[Check]:
     import onnxruntime as ort
 
-    from agent.prefilter.providers import AUTO, AUTO_ORDER
+    from agent.config.providers import AUTO
+    from agent.prefilter.providers import AUTO_ORDER
 
     if config.model.runtime == "tensorrt":
         return [Check("onnxruntime", "SKIP", f"onnxruntime {ort.__version__}: not used for the model "

@@ -19,11 +19,11 @@ import pathlib
 from typing import Any, TypeAlias
 
 from agent.config.models import ModelConfig
+from agent.config.providers import CPU
 from agent.prefilter.classifier import ImageClassifier, describe_classifier
 from agent.prefilter.detector import YoloDetector, describe_model
 from agent.prefilter.model_info import load_metadata
 from agent.prefilter.onnx_session import GpuSettings, open_session
-from agent.prefilter.providers import CPU
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agent.config.providers import TENSORRT
 from agent.errors import ModelError
 from agent.prefilter.providers import (
-    TENSORRT,
     BatchShapes,
     Precision,
     choose_providers,

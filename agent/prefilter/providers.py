@@ -25,45 +25,19 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agent.config.providers import (
+    AUTO,
+    CPU,
+    CUDA,
+    TENSORRT,
+)
 from agent.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-TENSORRT = "TensorrtExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-AUTO = "auto"
-PROVIDER_NAMES = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 AUTO_ORDER = (TENSORRT, CUDA, CPU)
 PRECISIONS = ("auto", "int8", "fp16", "fp32")
 GPU_PROVIDERS = (TENSORRT, CUDA)
-
-
-def allowed_provider_names() -> str:
-    return ", ".join([*PROVIDER_NAMES, *PROVIDER_NAMES.values(), AUTO])
-
-
-def normalise_providers(names: Sequence[str]) -> list[str]:
-    """The config's provider list as ONNX Runtime names (``["auto"]`` stays as it is); ValueError
-    naming the allowed values for an unknown name, a repeated one, or ``auto`` beside others."""
-    if not names:
-        raise ValueError(f"empty; expected a list of: {allowed_provider_names()}")
-    by_lower = dict(PROVIDER_NAMES) | {v.lower(): v for v in PROVIDER_NAMES.values()}
-    out: list[str] = []
-    for name in names:
-        key = str(name).strip().lower()
-        if key == AUTO:
-            if len(names) != 1:
-                raise ValueError("'auto' stands alone (every provider this onnxruntime build has, "
-                                 f"tensorrt, cuda, cpu in that order); got {list(names)}")
-            return [AUTO]
-        if key not in by_lower:
-            raise ValueError(f"unknown provider {name!r}; allowed: {allowed_provider_names()}")
-        full = by_lower[key]
-        if full in out:
-            raise ValueError(f"{name!r} is listed twice")
-        out.append(full)
-    return out
 
 
 def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:

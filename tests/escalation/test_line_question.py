@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from agent.capture.surface import SURFACE_CLASSES, SurfaceSettings, render_surface
 from agent.cli.main import app
+from agent.config.taxonomy import load_taxonomy
 from agent.errors import ConfigError
 from agent.gateway.config import GatewayConfig, load_gateway_config
 from agent.gateway.question import load_inspection
 from agent.gateway.templates import answer_schema
-from agent.taxonomy.loading import load_taxonomy
 from agent.wire import escalation_pb2 as pb
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples

@@ -14,17 +14,14 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config.models import DEFAULT_MODEL, DEFAULT_PREFILTER, AgentConfig, ModelConfig
+from agent.config.providers import CPU, CUDA, TENSORRT, normalise_providers
 from agent.errors import ModelError
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.onnx_session import GpuSettings, _ProviderPlan, open_session
 from agent.prefilter.providers import (
-    CPU,
-    CUDA,
-    TENSORRT,
     BatchShapes,
     Precision,
     choose_providers,
-    normalise_providers,
     provider_entries,
     resolve_precision,
     tensorrt_ep_options,

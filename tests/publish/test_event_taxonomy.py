@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.config.taxonomy import load_taxonomy
 from agent.core.event import EscalationOutcome, TagEvent, VlmDefect
 from agent.escalation.merge import VlmAnswer, merge
 from agent.ops.metrics import EventMetrics
 from agent.publish.schema import validate_payload
 from agent.runtime.fanout import EventFanout
 from agent.taxonomy import Taxonomy, TaxonomyFile
-from agent.taxonomy.loading import load_taxonomy
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "systemd" / "taxonomy.example.yaml"
 ANSWERED = EscalationOutcome("answered", model="llava:7b", latency_ms=845.2, description="A scratch.")

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
+from agent.config.taxonomy import load_taxonomy
 from agent.errors import ConfigError
 from agent.taxonomy import Mapped, Taxonomy, TaxonomyFile, normalise
-from agent.taxonomy.loading import load_taxonomy
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "systemd" / "taxonomy.example.yaml"
 

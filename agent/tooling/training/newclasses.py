@@ -35,7 +35,7 @@ def check_taxonomy(data: TrainingData, taxonomy: pathlib.Path | None) -> None:
     them the same label; the classifier's ``pass`` class is not a defect and is not looked up."""
     if taxonomy is None:
         return
-    from agent.taxonomy.loading import load_taxonomy
+    from agent.config.taxonomy import load_taxonomy
     from agent.tooling.dataset.imports.run import _through_taxonomy
 
     _through_taxonomy(data.names, load_taxonomy(taxonomy), "pass" if data.task == "classify" else None)

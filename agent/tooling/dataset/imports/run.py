@@ -32,8 +32,8 @@ from collections.abc import Callable
 
 import yaml
 
+from agent.config.taxonomy import load_taxonomy
 from agent.errors import DatasetError
-from agent.taxonomy.loading import load_taxonomy
 from agent.taxonomy.model import Taxonomy
 from agent.tooling.dataset.imports.coco import parse_coco
 from agent.tooling.dataset.imports.common import SPLITS, Item, Parsed, Split, check_item
