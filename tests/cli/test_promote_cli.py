@@ -277,8 +277,8 @@ def test_a_classifier_is_judged_on_accuracy(tmp_path: pathlib.Path) -> None:
 @pytest.mark.parametrize("named", ["../outside.onnx", "/etc/outside.onnx", "sub/conveyor.onnx", ".."])
 def test_candidate_json_names_files_in_its_folder_only(tmp_path: pathlib.Path, named: str) -> None:
     from agent.errors import ModelError
+    from agent.tooling.candidates import resolve_candidate
     from agent.tooling.models import inspect_model
-    from agent.tooling.promote import resolve_candidate
 
     shutil.copyfile(DEFAULT_MODEL, tmp_path / "outside.onnx")  # what ../outside.onnx would reach
     folder = candidate_folder(tmp_path, {"conveyor.onnx": DEFAULT_MODEL})
