@@ -156,12 +156,7 @@ def select_model(records: Sequence[tuple[DatasetRecord, pathlib.Path]], model: s
 
 def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -> ExportSummary:
     """Run the export (see the module doc). DatasetError for bad input, before anything is written."""
-    if options.fmt not in FORMATS:
-        raise DatasetError(f"--format {options.fmt!r}: expected one of {', '.join(FORMATS)}")
-    if not 0.0 <= options.val_fraction < 1.0:
-        raise DatasetError(f"--val-fraction {options.val_fraction}: expected 0 <= fraction < 1")
-    if options.split_gap_s < 0:
-        raise DatasetError(f"--split-gap {options.split_gap_s}: expected 0 or more seconds")
+    _check_options(options)
     out = options.out.resolve()
     _check_out(out, options.overwrite)
     recording = read_recording(options.source)
@@ -169,16 +164,7 @@ def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -
         raise DatasetError(f"no readable recorded frames in {options.source}: all {len(recording.skipped)} record "
                            f"file(s) are broken (first: {recording.skipped[0][0]}: {recording.skipped[0][1]})")
     records, (task, model_names) = select_model(recording.records, options.model, options.source)
-    if task != "detect" and options.fmt != "imagefolder":
-        raise DatasetError(f"the recording's model is a {task} model: its frames have no boxes; "
-                           "export them with --format imagefolder")
-    names = _image_classes(task, model_names, options.pass_class) if options.fmt == "imagefolder" else model_names
-    if options.fmt == "imagefolder":  # each class becomes a folder under OUT/<split>/
-        try:
-            for name in names:
-                check_class_name(name, "--pass-class" if name == options.pass_class else "the model's class")
-        except RecordError as exc:
-            raise DatasetError(f"--format imagefolder: {exc}; export as yolo or coco, or rename the class") from exc
+    names = _export_classes(options, task, model_names)
 
     labels = [label_frame(r, pass_class=options.pass_class, min_score=options.min_score) for r, _ in records]
     groups = time_groups([TimedItem(r.camera, r.captured_at.timestamp()) for r, _ in records],
@@ -228,6 +214,32 @@ def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
+
+
+def _check_options(options: ExportOptions) -> None:
+    if options.fmt not in FORMATS:
+        raise DatasetError(f"--format {options.fmt!r}: expected one of {', '.join(FORMATS)}")
+    if not 0.0 <= options.val_fraction < 1.0:
+        raise DatasetError(f"--val-fraction {options.val_fraction}: expected 0 <= fraction < 1")
+    if options.split_gap_s < 0:
+        raise DatasetError(f"--split-gap {options.split_gap_s}: expected 0 or more seconds")
+
+
+def _export_classes(options: ExportOptions, task: str, model_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The exported class names: the model's (boxes), or for imagefolder the pass class and the defect classes,
+    each of which must be a folder name. DatasetError for a classifier's frames outside imagefolder."""
+    if task != "detect" and options.fmt != "imagefolder":
+        raise DatasetError(f"the recording's model is a {task} model: its frames have no boxes; "
+                           "export them with --format imagefolder")
+    if options.fmt != "imagefolder":
+        return model_names
+    names = _image_classes(task, model_names, options.pass_class)
+    try:  # each class becomes a folder under OUT/<split>/
+        for name in names:
+            check_class_name(name, "--pass-class" if name == options.pass_class else "the model's class")
+    except RecordError as exc:
+        raise DatasetError(f"--format imagefolder: {exc}; export as yolo or coco, or rename the class") from exc
+    return names
 
 
 def _check_out(out: pathlib.Path, overwrite: bool) -> None:
