@@ -31,6 +31,7 @@ from agent.config.models import AgentConfig, CameraConfig
 from agent.core.decision import TriageDecision
 from agent.core.event import TagEvent
 from agent.core.frame import Frame
+from agent.core.inspection import Inspection
 from agent.core.ports import Prefilter
 from agent.escalation.merge import merge
 from agent.runtime.inspector import FrameInspector
@@ -80,35 +81,13 @@ def run_batch(plan: Plan, inspector: FrameInspector, output: OutputFile, summary
             on_bad(bad)
     done = output.done
     summary.resumed.update(done)
+    run = _Run(output, summary, stop, progress, escalate, max(1, max_in_flight))
     sequence = 0
-    started = time.monotonic()
-    queue: collections.deque[_Pending] = collections.deque()  # in item order, not yet written
-    limit = max(1, max_in_flight)
-
-    def wanted(item: ItemId) -> bool:
-        return item.text not in done
-
-    def write_ready() -> None:
-        """Write the records at the head of the queue whose item is finished, in item order."""
-        while queue and queue[0].ready():
-            pending = queue.popleft()
-            event = pending.event if pending.call is None else pending.call.result()
-            assert event is not None
-            record = build_record(pending.item, event)
-            output.write(record)
-            summary.add(record)
-            summary.seconds = time.monotonic() - started
-            if progress is not None:
-                progress(summary, False)
-
-    def in_flight() -> list[concurrent.futures.Future[TagEvent]]:
-        return [p.call for p in queue if p.call is not None and not p.call.done()]
-
     try:
         for file in plan.files:
             if stop.is_set():
                 break
-            for got in decode(file, video_step, wanted, stop.is_set):
+            for got in decode(file, video_step, lambda item: item.text not in done, stop.is_set):
                 if isinstance(got, BadInput):
                     summary.planned -= file.frames if file.kind == "image" else 0
                     summary.bad.append(got)
@@ -119,40 +98,82 @@ def run_batch(plan: Plan, inspector: FrameInspector, output: OutputFile, summary
                 frame = Frame(camera_id=BATCH_CAMERA, sequence=sequence,
                               captured_at=datetime.datetime.now(datetime.timezone.utc),
                               monotonic=time.monotonic(), image=got.image)
-                inspection = inspector.inspect(frame)
-                event = inspection.event
-                if not inspection.decision.needs_escalation:
-                    queue.append(_Pending(got.item, event=event))
-                elif escalate is None:
-                    queue.append(_Pending(got.item, event=merge(event, BATCH_NO_GATEWAY, None)))
-                else:
-                    calls = in_flight()
-                    while len(calls) >= limit and not stop.is_set():  # wait for a free slot
-                        concurrent.futures.wait(calls, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED)
-                        write_ready()
-                        calls = in_flight()
-                    if stop.is_set():
-                        break  # this item is not written; the rerun tags it
-                    queue.append(_Pending(got.item, call=escalate(got.image, inspection.decision, event)))
-                write_ready()
+                if not run.take(got.item, got.image, inspector.inspect(frame)):
+                    break  # stopped while waiting for a call slot: this item is not written; the rerun tags it
                 if throttle_s > 0:
                     stop.wait(throttle_s)
                 if stop.is_set():
                     break
-        while queue and not stop.is_set():  # the last calls
-            concurrent.futures.wait(in_flight(), timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED)
-            write_ready()
+        run.drain()
     finally:
-        for pending in queue:  # interrupted (or failed): cancel the calls still running
-            if pending.call is not None:
-                pending.call.cancel()
-        if stop.is_set():
-            write_ready()  # what finished before the first unfinished item; nothing after it
-        queue.clear()
-        summary.seconds = time.monotonic() - started
-        summary.interrupted = stop.is_set()
-        if not summary.interrupted:  # a video's frame count was the container's estimate
-            summary.planned = len(summary.resumed) + len(summary.tagged)
+        run.finish()
     if progress is not None:
         progress(summary, True)
     return summary
+
+
+class _Run:
+    """One run's queue of items in item order, not yet written, and the escalation calls among them."""
+
+    def __init__(self, output: OutputFile, summary: Summary, stop: threading.Event, progress: Progress | None,
+                 escalate: Escalate | None, limit: int) -> None:
+        self.output, self.summary, self.stop, self.progress = output, summary, stop, progress
+        self.escalate, self.limit = escalate, limit
+        self.queue: collections.deque[_Pending] = collections.deque()
+        self.started = time.monotonic()
+
+    def take(self, item: ItemId, image: np.ndarray, inspection: Inspection) -> bool:
+        """Queue an inspected item (starting its escalation call if it needs one) and write what is ready.
+        False when stopped while waiting for a free call slot (the item is not queued)."""
+        event = inspection.event
+        if not inspection.decision.needs_escalation:
+            self.queue.append(_Pending(item, event=event))
+        elif self.escalate is None:
+            self.queue.append(_Pending(item, event=merge(event, BATCH_NO_GATEWAY, None)))
+        else:
+            calls = self.in_flight()
+            while len(calls) >= self.limit and not self.stop.is_set():  # wait for a free slot
+                concurrent.futures.wait(calls, timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED)
+                self.write_ready()
+                calls = self.in_flight()
+            if self.stop.is_set():
+                return False
+            self.queue.append(_Pending(item, call=self.escalate(image, inspection.decision, event)))
+        self.write_ready()
+        return True
+
+    def in_flight(self) -> list[concurrent.futures.Future[TagEvent]]:
+        return [p.call for p in self.queue if p.call is not None and not p.call.done()]
+
+    def write_ready(self) -> None:
+        """Write the records at the head of the queue whose item is finished, in item order."""
+        while self.queue and self.queue[0].ready():
+            pending = self.queue.popleft()
+            event = pending.event if pending.call is None else pending.call.result()
+            assert event is not None
+            record = build_record(pending.item, event)
+            self.output.write(record)
+            self.summary.add(record)
+            self.summary.seconds = time.monotonic() - self.started
+            if self.progress is not None:
+                self.progress(self.summary, False)
+
+    def drain(self) -> None:
+        """Wait for the last calls, writing as they finish (until stopped)."""
+        while self.queue and not self.stop.is_set():
+            concurrent.futures.wait(self.in_flight(), timeout=0.1, return_when=concurrent.futures.FIRST_COMPLETED)
+            self.write_ready()
+
+    def finish(self) -> None:
+        """Cancel the calls still running (interrupted or failed), write what finished before the first unfinished
+        item when stopped, and close the summary."""
+        for pending in self.queue:
+            if pending.call is not None:
+                pending.call.cancel()
+        if self.stop.is_set():
+            self.write_ready()  # what finished before the first unfinished item; nothing after it
+        self.queue.clear()
+        self.summary.seconds = time.monotonic() - self.started
+        self.summary.interrupted = self.stop.is_set()
+        if not self.summary.interrupted:  # a video's frame count was the container's estimate
+            self.summary.planned = len(self.summary.resumed) + len(self.summary.tagged)
