@@ -102,23 +102,9 @@ class _ProgressLine:
 def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
     """Run the command; the exit code (0; 3 when inputs were skipped; 130 when interrupted). BatchError and
     other EdgeAgentErrors for bad input, raised before anything is written."""
-    from agent import logs
-    from agent.config.loader import load_config
     from agent.runtime.building import load_model
 
-    try:
-        fmt = format_for(options.out, options.fmt)
-    except ValueError as exc:
-        raise BatchError(str(exc)) from None
-    if options.video_step < 1:
-        raise BatchError(f"--video-step {options.video_step}: expected 1 or more")
-    check_paths(options.paths)
-    config_path = options.config or (pathlib.Path(os.environ["EDGE_AGENT_CONFIG"])
-                                     if os.environ.get("EDGE_AGENT_CONFIG") else None)
-    config = load_config(config_path)
-    if options.model is not None:
-        config = config.model_copy(update={"model": config.model.model_copy(update={"path": options.model})})
-    logs.configure(config.logging.level, config.logging.json_format)
+    fmt, config = _checked(options)
     output = OutputFile.open(options.out, fmt, options.redo)
     plan = walk(options.paths, options.video_step, exclude=(options.out, work_path(options.out)))
 
@@ -172,9 +158,36 @@ def run_tag(options: TagOptions, stream: TextIO = sys.stderr) -> int:
     if not summary_printed:
         for line in summary.lines():
             stream.write(line + "\n")
+    return _exit_code(options, summary, ground_truth is not None, stream)
+
+
+def _checked(options: TagOptions) -> tuple[OutputFormat, AgentConfig]:
+    """The output format and the config (``--model`` applied, logging configured); BatchError or ConfigError for
+    bad options, before anything is opened."""
+    from agent import logs
+    from agent.config.loader import load_config
+
+    try:
+        fmt = format_for(options.out, options.fmt)
+    except ValueError as exc:
+        raise BatchError(str(exc)) from None
+    if options.video_step < 1:
+        raise BatchError(f"--video-step {options.video_step}: expected 1 or more")
+    check_paths(options.paths)
+    config_path = options.config or (pathlib.Path(os.environ["EDGE_AGENT_CONFIG"])
+                                     if os.environ.get("EDGE_AGENT_CONFIG") else None)
+    config = load_config(config_path)
+    if options.model is not None:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"path": options.model})})
+    logs.configure(config.logging.level, config.logging.json_format)
+    return fmt, config
+
+
+def _exit_code(options: TagOptions, summary: Summary, evaluating: bool, stream: TextIO) -> int:
+    """0; 3 when inputs were skipped; 130 when interrupted (each said on ``stream``)."""
     if summary.interrupted:
         stream.write(f"edge-agent: interrupted; run the same command again to tag the rest into {options.out}\n")
-        if ground_truth is not None:
+        if evaluating:
             stream.write("edge-agent: the evaluation against --labels runs when every item is tagged\n")
         return EXIT_INTERRUPTED
     if summary.bad:
