@@ -16,6 +16,8 @@ The rules (DESIGN.md, "Repository layout"):
 * ``stage-imports-stage``: a stage (capture, prefilter, triage, escalation, publish, outputs) imports
   no other stage; what they share lives in core.
 * ``core-imports``: core imports only the standard library, numpy and ``agent.errors``.
+* ``ops-imports-runtime``: ops (health, metrics, doctor, sd_notify) reads the snapshots the runtime hands it and
+  imports nothing of ``agent.runtime``, not even for a type.
 
 ``tests/test_import_rules.py`` runs the same checks, with an allow-list of the violations still known.
 """
@@ -177,6 +179,8 @@ def violations(g: dict[str, list[Import]]) -> list[Violation]:
             other = package_of(imp.target)
             if pkg in STAGES and other in STAGES and other != pkg and imp.target.startswith("agent."):
                 found.append(Violation("stage-imports-stage", module, imp.target))
+            if pkg == "ops" and other == "runtime" and imp.target.startswith("agent."):
+                found.append(Violation("ops-imports-runtime", module, imp.target))
             if pkg == "core" and not (_under(imp.target, CORE_ALLOWED)
                                       or imp.target.split(".")[0] in sys.stdlib_module_names):
                 found.append(Violation("core-imports", module, imp.target))

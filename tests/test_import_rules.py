@@ -3,7 +3,8 @@
 * runtime-loads: nothing the camera-side daemon runs (core, the stages, runtime, ops) loads the offline tooling,
   the CLI, the gateway program, torch, ultralytics or ollama, directly or through other modules;
 * stage-imports-stage: a stage (capture, prefilter, triage, escalation, publish, outputs) imports no other stage;
-* core-imports: core imports only the standard library, numpy and agent.errors.
+* core-imports: core imports only the standard library, numpy and agent.errors;
+* ops-imports-runtime: ops reads the runtime's snapshots and imports nothing of agent.runtime, not even a type.
 
 ``python scripts/import_graph.py`` prints the graph, each layer's dependencies and the violations. The ones still
 known are in ALLOWED, each with its reason; an entry that no longer occurs fails too, so the list only shrinks.
@@ -90,6 +91,11 @@ def _tree(tmp_path: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
       "agent/config/__init__.py": "", "agent/config/loader.py": "def f():\n    from agent.tooling.report import r\n",
       "agent/tooling/__init__.py": "", "agent/tooling/report.py": "import torch\n"},
      ["runtime-loads: agent.config.loader -> agent.tooling.report (loaded by agent.runtime.service)"]),
+    # ops reads snapshots: not even a type of the runtime
+    ({"agent/ops/__init__.py": "", "agent/runtime/__init__.py": "", "agent/runtime/service.py": "",
+      "agent/ops/metrics.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from agent.runtime.service import AgentService\n"},
+     ["ops-imports-runtime: agent.ops.metrics -> agent.runtime.service"]),
     # ... but not under TYPE_CHECKING, which loads nothing; and ollama is offline too
     ({"agent/ops/__init__.py": "", "agent/gateway/__init__.py": "", "agent/gateway/server.py": "",
       "agent/ops/health.py": "import typing\nif typing.TYPE_CHECKING:\n    from agent.gateway.server import S\n"
