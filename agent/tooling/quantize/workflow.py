@@ -212,18 +212,32 @@ def _gate_record(opts: QuantizeOptions, flavour: Flavour, output: pathlib.Path, 
     }
 
 
-def run_quantize(opts: QuantizeOptions) -> int:
-    """Returns the exit code: 0 when every flavour passed its gate, 1 when one was refused."""
-    model = opts.model
-    check_fp32_onnx(model)
-    fp32_model = open_prefilter(model, ModelConfig(path=model, intra_op_threads=opts.threads))
-    info = fp32_model.info
+def _calibration(opts: QuantizeOptions) -> calibration.CalibrationSet:
+    """The calibration frames ``--calib`` names (a note when they are few)."""
     if opts.calib == calibration.SYNTHETIC:
         calib = calibration.synthetic(opts.calib_count, opts.calib_seed)
     else:
         calib = calibration.from_folder(pathlib.Path(opts.calib), opts.calib_count)
     if calib.count < 100:
         typer.echo(f"note: {calib.count} calibration frames; 300 or more give steadier ranges", err=True)
+    return calib
+
+
+def _say_refused(opts: QuantizeOptions, flavour: Flavour, target: pathlib.Path, result: GateResult) -> None:
+    if opts.float_stem == 0 and not opts.break_decode:
+        typer.echo("hint: --float-stem 2 keeps the first two convolutions in FP32; they see the raw "
+                   "image, and quantizing them is what costs a YOLOv8 its faint defects", err=True)
+    typer.echo(f"REFUSED {flavour.name} ({flavour.runtime}): " + "; ".join(result.reasons)
+               + f". Nothing written to {target}. ({result.summary()})", err=True)
+
+
+def run_quantize(opts: QuantizeOptions) -> int:
+    """Returns the exit code: 0 when every flavour passed its gate, 1 when one was refused."""
+    model = opts.model
+    check_fp32_onnx(model)
+    fp32_model = open_prefilter(model, ModelConfig(path=model, intra_op_threads=opts.threads))
+    info = fp32_model.info
+    calib = _calibration(opts)
     flavours = flavours_from_option(opts.flavour)
     out_dir = opts.out_dir or model.parent
     refused = 0
@@ -257,11 +271,7 @@ def run_quantize(opts: QuantizeOptions) -> int:
             if not result.passed:
                 refused += 1
                 refusals.append(f"{flavour.runtime}: **refused by the gate** ({result.summary()}); no file")
-                if opts.float_stem == 0 and not opts.break_decode:
-                    typer.echo("hint: --float-stem 2 keeps the first two convolutions in FP32; they see the raw "
-                               "image, and quantizing them is what costs a YOLOv8 its faint defects", err=True)
-                typer.echo(f"REFUSED {flavour.name} ({flavour.runtime}): " + "; ".join(result.reasons)
-                           + f". Nothing written to {target}. ({result.summary()})", err=True)
+                _say_refused(opts, flavour, target, result)
                 continue
             out_dir.mkdir(parents=True, exist_ok=True)
             shutil.move(str(staged), target)
