@@ -46,7 +46,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from agent.config.models import EscalationConfig  # noqa: E402
+from agent.config.escalation import EscalationConfig  # noqa: E402
 from agent.escalation.client import EscalationClient, channel_options  # noqa: E402
 from agent.wire import escalation_pb2 as pb  # noqa: E402
 from agent.wire import escalation_pb2_grpc as pb_grpc  # noqa: E402

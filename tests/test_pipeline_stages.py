@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 
 from agent.capture.grabber import Grabber
-from agent.config.models import (
-    DEFAULT_PREFILTER,
-    AgentConfig,
-    CameraConfig,
-    EscalationConfig,
-    LearnConfig,
-    ModelConfig,
-)
+from agent.config.escalation import EscalationConfig
+from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, LearnConfig, ModelConfig
 from agent.core.event import TagEvent
 from agent.core.inspection import Inspection
 from agent.prefilter.detector import YoloDetector

@@ -14,8 +14,10 @@ import socket
 import urllib.parse
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from agent.config.base import Strict
+from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.config.providers import normalise_providers
 from agent.taxonomy.model import Taxonomy
 
@@ -28,10 +30,6 @@ DEFAULT_PREFILTER = REPO_MODELS / "conveyor-yolov8n.int8.onnx"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
-
-
 def _check_id(value: str, what: str) -> str:
     if not _ID.match(value):
         raise ValueError(
@@ -41,7 +39,7 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
-class TriageConfig(_Strict):
+class TriageConfig(Strict):
     """Confidence band. Detector: a detection >= accept is trusted, < reject is dropped,
     anything in between makes the frame uncertain. Classifier: the frame is decided when
     the top class has probability >= accept and leads the runner-up by >= margin
@@ -61,17 +59,7 @@ class TriageConfig(_Strict):
         return self
 
 
-class RateLimitConfig(_Strict):
-    """Escalations allowed per camera: a token bucket refilled at ``per_minute``, holding at most
-    ``burst``. A frame that finds the bucket empty is published at once with status ``rate_limited``."""
-
-    per_minute: Annotated[float, Field(ge=0.0, le=60_000.0)] = Field(
-        default=30.0, description="average escalations per minute; 0 never escalates this camera")
-    burst: Annotated[int, Field(ge=1, le=1000)] = Field(
-        default=5, description="escalations allowed back to back after a quiet spell")
-
-
-class LearnConfig(_Strict):
+class LearnConfig(Strict):
     """Learn mode (a camera with no prefilter for its line yet): which frames go to the VLM. A frame is sent
     when the camera's schedule is due (``sample_per_minute``), or when the scene changed (its perceptual hash
     is more than ``scene_change_bits`` of 63 bits away from the last frame sent) while the scene-change budget
@@ -91,7 +79,7 @@ class LearnConfig(_Strict):
 CameraMode = Literal["inspect", "learn"]
 
 
-class CameraConfig(_Strict):
+class CameraConfig(Strict):
     id: str
     source: str = Field(description="synthetic://conveyor[?seed=N&fps=F&frames=N], a video file, "
                         "rtsp:// or http(s):// URL, a V4L2 device (/dev/videoN or its index)")
@@ -136,7 +124,7 @@ def default_inference_threads(concurrent_runs: int | None = None) -> int:
     return max(1, (os.cpu_count() or 1) // runs)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     path: pathlib.Path = DEFAULT_PREFILTER
     runtime: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description=(
         "onnxruntime: ONNX Runtime with model.providers; tensorrt: a native TensorRT engine built from the ONNX "
@@ -191,7 +179,7 @@ class ModelConfig(_Strict):
         return normalise_providers(v)
 
 
-class TlsConfig(_Strict):
+class TlsConfig(Strict):
     """TLS for ``mqtts://``. Without ``ca_file`` the system's CAs are trusted."""
 
     ca_file: pathlib.Path | None = None
@@ -206,7 +194,7 @@ class TlsConfig(_Strict):
         return self
 
 
-class MqttConfig(_Strict):
+class MqttConfig(Strict):
     url: str = "mqtt://127.0.0.1:1883"
     topic_prefix: str = "edge"
     client_id: str | None = None
@@ -267,7 +255,7 @@ class MqttConfig(_Strict):
         return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
 
 
-class OutboxConfig(_Strict):
+class OutboxConfig(Strict):
     """The SQLite store-and-forward queue between inspection and MQTT."""
 
     path: pathlib.Path | None = Field(
@@ -285,7 +273,7 @@ class OutboxConfig(_Strict):
         default=1.0, description="pause before the first retry of a refused message; doubles per try, at most 30 s")
 
 
-class SnapshotConfig(_Strict):
+class SnapshotConfig(Strict):
     """Annotated JPEGs on ``<prefix>/<device>/<camera>/snapshot`` for chosen verdicts."""
 
     enabled: bool = False
@@ -297,151 +285,6 @@ class SnapshotConfig(_Strict):
         default=False, description="keep snapshots through outages like events (they count against the "
         "outbox bounds); by default a snapshot is sent only while connected")
 
-
-class BreakerConfig(_Strict):
-    """The escalation client's circuit breaker: after ``failure_threshold`` failed calls in a row
-    (gateway unreachable, deadline passed, VLM down or busy) it opens and uncertain frames are published
-    at once with status ``unavailable``; after ``open_s`` one probe call is let through, and its success
-    closes the breaker again."""
-
-    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
-    open_s: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
-        default=10.0, description="seconds the breaker stays open before it lets one probe call through")
-
-
-class DedupeConfig(_Strict):
-    """The near-duplicate cache: a frame whose perceptual hash (64-bit pHash of the grey frame) is within
-    ``max_distance`` bits of an earlier escalated frame of the same camera, with the same uncertain labels
-    at overlapping places, reuses that frame's answer (status ``cached``) instead of asking again."""
-
-    enabled: bool = True
-    max_distance: Annotated[int, Field(ge=0, le=32)] = Field(
-        default=6, description="most differing hash bits (of 63) for a near-duplicate; camera noise flips 0-2")
-    min_iou: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        default=0.5, description="least overlap (IoU) of each uncertain detection's box with its counterpart")
-    ttl_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = Field(
-        default=60.0, description="seconds an answer is reused; after that the scene is asked about again")
-    max_entries: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=256, description="answers kept over all cameras; the oldest is dropped first")
-
-
-class EscalationTlsConfig(_Strict):
-    """TLS to the gateway; with ``cert_file`` and ``key_file``, mutual TLS."""
-
-    ca_file: pathlib.Path | None = Field(default=None, description="CA that signed the gateway's "
-                                         "certificate; default: the system's CAs")
-    cert_file: pathlib.Path | None = Field(default=None, description="client certificate (mutual TLS)")
-    key_file: pathlib.Path | None = Field(default=None, description="client key (mutual TLS)")
-    server_name: str | None = Field(default=None, description="name to expect in the gateway's certificate "
-                                    "when it differs from the host dialled (e.g. dialling an IP address)")
-
-    @model_validator(mode="after")
-    def _pair(self) -> EscalationTlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
-        return self
-
-
-class EscalationConfig(_Strict):
-    """Escalation of uncertain frames to the gateway (``edge-agent gateway``) over gRPC."""
-
-    gateway: str | None = Field(
-        default=None, description="HOST:PORT, a comma list of IP:PORT (client-side round_robin), "
-        "dns:///NAME:PORT (every address of the name, round_robin) or unix:/PATH; None: escalation off, "
-        "uncertain frames are published with status unavailable")
-    template_id: str = Field(default="inspect-v1", min_length=1, max_length=64,
-                             description="question template the gateway asks the VLM")
-    publish_deadline_s: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
-        default=2.0, description="longest an uncertain frame's event waits for the VLM; then it is published "
-        "with status timeout and the prefilter's verdict (a later answer is published as revision 2)")
-    call_deadline_s: Annotated[float, Field(gt=0.0, le=600.0)] = Field(
-        default=15.0, description="gRPC deadline of one escalation, counted from the frame's inspection "
-        "(queueing included); at least publish_deadline_s")
-    max_in_flight: Annotated[int, Field(ge=1, le=256)] = Field(default=4, description="calls at a time")
-    queue_size: Annotated[int, Field(ge=1, le=1024)] = Field(
-        default=16, description="frames waiting for a call slot; when full, a new uncertain frame is published "
-        "at once with status rate_limited")
-    rate_per_camera: RateLimitConfig = Field(default_factory=RateLimitConfig)
-    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
-    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
-    image_max_side: Annotated[int, Field(ge=64, le=4096)] = Field(
-        default=672, description="the frame is sent as a JPEG downscaled to this longest side (LLaVA sees 336)")
-    jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 85
-    crop_margin: Annotated[float, Field(ge=0.0, le=4.0)] = Field(
-        default=0.5, description="context around each uncertain detection's crop, as a share of the box's size")
-    max_crops: Annotated[int, Field(ge=0, le=16)] = Field(
-        default=4, description="close-ups of the most confident uncertain detections sent with the frame "
-        "(the gateway's limits.max_crops must allow as many)")
-    health_check: bool = Field(
-        default=True, description="client-side health checking: calls go only to gateways whose health "
-        "service says SERVING (a gateway whose Ollama is down is skipped, or fails fast)")
-    keepalive_s: Annotated[float, Field(ge=10.0, le=3600.0)] = Field(
-        default=30.0, description="HTTP/2 ping interval on the channel, also while idle (the gateway allows "
-        "one every 10 s)")
-    tls: EscalationTlsConfig | None = None
-    token_file: pathlib.Path | None = Field(
-        default=None, description="file holding this agent's bearer token for a gateway with auth.tokens_file "
-        "(the TOKEN of its NAME:TOKEN line; chmod 600, or systemd's LoadCredential=)")
-
-    @field_validator("gateway")
-    @classmethod
-    def _gateway(cls, v: str | None) -> str | None:
-        if v is not None:
-            grpc_target(v)  # raises ValueError with the reason
-        return v
-
-    @model_validator(mode="after")
-    def _deadlines(self) -> EscalationConfig:
-        if self.call_deadline_s < self.publish_deadline_s:
-            raise ValueError(f"call_deadline_s ({self.call_deadline_s}) must not be below publish_deadline_s "
-                             f"({self.publish_deadline_s}): an answer could never arrive in time")
-        return self
-
-    @property
-    def target(self) -> str | None:
-        """The gRPC target the channel dials (see :func:`grpc_target`); None when escalation is off."""
-        return None if self.gateway is None else grpc_target(self.gateway)
-
-
-def grpc_target(value: str) -> str:
-    """The gRPC channel target for an ``escalation.gateway`` value; ValueError saying what is wrong.
-
-    ``HOST:PORT`` and the resolver forms ``dns:``, ``ipv4:``, ``ipv6:``, ``unix:``,
-    ``unix-abstract:`` pass unchanged; a comma list of ``IP:PORT`` becomes ``ipv4:A,B``
-    (or ``ipv6:[A]:P,[B]:P``), the form gRPC balances over with round_robin.
-    """
-    value = value.strip()
-    if not value:
-        raise ValueError("the gateway address is empty; expected HOST:PORT or unix:/PATH")
-    scheme = value.split(":", 1)[0]
-    if scheme in ("unix", "unix-abstract", "dns", "ipv4", "ipv6"):
-        if not value.split(":", 1)[1].strip("/"):
-            raise ValueError(f"{value!r} names no address after {scheme}:")
-        return value
-    if "," in value:
-        families: set[int] = set()
-        for item in value.split(","):
-            host, port = _host_port(item.strip(), value)
-            try:
-                families.add(ipaddress.ip_address(host.strip("[]")).version)
-            except ValueError:
-                raise ValueError(f"{item.strip()!r} in {value!r}: a comma list takes IP:PORT items only; for "
-                                 "host names use dns:///NAME:PORT (a name with several addresses)") from None
-        if len(families) > 1:
-            raise ValueError(f"{value!r} mixes IPv4 and IPv6 addresses; gRPC takes one family per list")
-        return f"ipv{families.pop()}:" + ",".join(item.strip() for item in value.split(","))
-    _host_port(value, value)
-    return value
-
-
-def _host_port(item: str, whole: str) -> tuple[str, int]:
-    host, sep, port = item.rpartition(":")
-    where = repr(item) if item == whole else f"{item!r} in {whole!r}"
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{where} is not HOST:PORT (a port from 1 to 65535 is required)")
-    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
-        raise ValueError(f"{item!r}: write an IPv6 address in brackets, e.g. [::1]:50061")
-    return host, int(port)
 
 def check_listen(value: str) -> str:
     """A ``HOST:PORT`` listen address (``[::1]:PORT`` for IPv6, port 0 picks a free one); ValueError if not."""
@@ -457,7 +300,7 @@ def check_listen(value: str) -> str:
     return value
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(Strict):
     """The dataset recorder (:mod:`agent.dataset.recorder`): escalated frames with the VLM's answer, and a
     sample of confident ones, kept as training data. Off unless a camera records (``record``)."""
 
@@ -481,7 +324,7 @@ class DatasetConfig(_Strict):
         "dropped (counted)")
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(Strict):
     """The local HTTP endpoint with Prometheus ``/metrics`` and ``/healthz``."""
 
     enabled: bool = True
@@ -494,7 +337,7 @@ class MetricsConfig(_Strict):
         return check_listen(v)
 
 
-class HealthConfig(_Strict):
+class HealthConfig(Strict):
     """How long each stage may go without progress before it counts as stuck: the systemd watchdog
     pings stop and ``/healthz`` answers 503. Keep the windows below the unit's ``WatchdogSec``."""
 
@@ -509,7 +352,7 @@ class HealthConfig(_Strict):
         default=10.0, description="seconds between the one-line STATUS= updates that `systemctl status` shows")
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "warning"
     json_format: bool = Field(default=False, alias="json")
 
@@ -518,7 +361,7 @@ def _default_cameras() -> list[CameraConfig]:
     return [CameraConfig(id="conveyor1", source="synthetic://conveyor?seed=1&fps=15")]
 
 
-class AgentConfig(_Strict):
+class AgentConfig(Strict):
     device_id: str = Field(default_factory=lambda: _sanitise_host(socket.gethostname()))
     cameras: list[CameraConfig] = Field(default_factory=_default_cameras, min_length=1)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -5,7 +5,7 @@ called by :class:`agent.escalation.escalator.Escalator` on its own loop thread).
 
 Channel (:func:`channel_options`):
 
-* Target: ``escalation.gateway`` through :func:`agent.config.models.grpc_target`
+* Target: ``escalation.gateway`` through :func:`agent.config.escalation.grpc_target`
   (``HOST:PORT``, a comma list of IPs, ``dns:///NAME:PORT``, ``unix:/PATH``);
   load balancing ``round_robin`` over every address the target resolves to.
 * Client-side health checking (``escalation.health_check``, on by default):
@@ -70,7 +70,7 @@ import grpc
 from grpc_health.v1.health_pb2 import HealthCheckRequest
 from grpc_health.v1.health_pb2_grpc import HealthStub
 
-from agent.config.models import EscalationConfig, EscalationTlsConfig
+from agent.config.escalation import EscalationConfig, EscalationTlsConfig
 from agent.core.decision import Verdict
 from agent.core.event import EscalationStatus
 from agent.errors import ConfigError

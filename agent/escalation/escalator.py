@@ -64,7 +64,7 @@ from collections.abc import Callable, Mapping
 import cv2
 import grpc
 
-from agent.config.models import EscalationConfig, RateLimitConfig
+from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.core.decision import TriageDecision
 from agent.core.event import EscalationOutcome, EscalationStatus, TagEvent
 from agent.core.frame import Frame

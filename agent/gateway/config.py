@@ -23,8 +23,9 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.config.base import Strict
 from agent.config.loader import load_model
-from agent.config.models import LoggingConfig, MetricsConfig, _Strict
+from agent.config.models import LoggingConfig, MetricsConfig
 
 __all__ = [
     "DEFAULT_DEFECT_CLASSES",
@@ -55,7 +56,7 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$")
 MiB = 1024 * 1024
 
 
-class OllamaConfig(_Strict):
+class OllamaConfig(Strict):
     """The Ollama server the gateway asks, and how it asks."""
 
     host: str = Field(default="http://127.0.0.1:11434",
@@ -117,7 +118,7 @@ class OllamaConfig(_Strict):
         return v.strip() if isinstance(v, str) else v
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     """What one gateway accepts: concurrency, queue, image sizes."""
 
     parallel: Annotated[int, Field(ge=1, le=64)] = Field(
@@ -173,7 +174,7 @@ class LimitsConfig(_Strict):
         return self
 
 
-class GatewayTlsConfig(_Strict):
+class GatewayTlsConfig(Strict):
     """TLS for the gRPC port; with ``client_ca_file``, mutual TLS."""
 
     cert_file: pathlib.Path = Field(description="the gateway's certificate chain (PEM)")
@@ -183,7 +184,7 @@ class GatewayTlsConfig(_Strict):
         "every client (mutual TLS)")
 
 
-class GatewayAuthConfig(_Strict):
+class GatewayAuthConfig(Strict):
     """Who may call ``Describe``: bearer tokens from a file (mutual TLS is ``tls.client_ca_file``)."""
 
     tokens_file: pathlib.Path | None = Field(
@@ -200,7 +201,7 @@ class GatewayMetricsConfig(MetricsConfig):
                         "picks a free one)")
 
 
-class UnixSocketConfig(_Strict):
+class UnixSocketConfig(Strict):
     """Who may connect to a ``unix:`` listen address. Set explicitly because the shipped units run the agent and
     the gateway as different transient users with ``UMask=0077``, which leaves a socket ``srwx------``."""
 
@@ -223,7 +224,7 @@ class UnixSocketConfig(_Strict):
         return int(self.mode, 8) if self.mode is not None else (0o660 if self.group is not None else 0o666)
 
 
-class GatewayConfig(_Strict):
+class GatewayConfig(Strict):
     listen: str = Field(default="127.0.0.1:50061",
                         description="HOST:PORT ([::1]:PORT for IPv6; port 0 picks a free one) or unix:/path/to.sock")
     ollama: OllamaConfig = Field(default_factory=OllamaConfig)

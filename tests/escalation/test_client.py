@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from agent.config.models import EscalationConfig
+from agent.config.escalation import EscalationConfig
 from agent.errors import ConfigError
 from agent.escalation.client import CallResult, EscalationClient, channel_credentials, channel_options, classify
 from agent.wire import escalation_pb2 as pb

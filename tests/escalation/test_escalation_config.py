@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from agent.config import load_config
-from agent.config.models import AgentConfig, EscalationConfig, grpc_target
+from agent.config.escalation import EscalationConfig, grpc_target
+from agent.config.models import AgentConfig
 from agent.errors import ConfigError
 
 

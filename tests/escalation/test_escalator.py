@@ -16,7 +16,8 @@ import grpc
 import numpy as np
 import pytest
 
-from agent.config.models import EscalationConfig, TriageConfig
+from agent.config.escalation import EscalationConfig
+from agent.config.models import TriageConfig
 from agent.core.decision import TriageDecision
 from agent.core.detections import Detection
 from agent.core.event import TagEvent, build_event

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.config.models import EscalationConfig
+from agent.config.escalation import EscalationConfig
 from agent.errors import ConfigError, GatewayError
 from agent.escalation.client import EscalationClient, read_token
 from agent.gateway.auth import TokenTable

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from agent.config.models import EscalationConfig
+from agent.config.escalation import EscalationConfig
 from agent.escalation.client import HEALTH_REASON_KEY, CallResult, EscalationClient
 from agent.gateway import keeper
 from agent.gateway.health import REASON_KEY

@@ -21,7 +21,7 @@ import cv2
 import grpc
 import numpy as np
 
-from agent.config.models import EscalationConfig
+from agent.config.escalation import EscalationConfig
 from agent.core.decision import TriageDecision
 from agent.core.event import EscalationOutcome, TagEvent
 from agent.escalation.client import EscalationClient, channel_credentials, read_token
