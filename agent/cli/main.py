@@ -152,7 +152,7 @@ def demo(
     quiet: Annotated[bool, typer.Option(help="no per-event lines, only the summary")] = False,
 ) -> None:
     """Run the agent on a synthetic conveyor camera with the shipped model and a real Mosquitto."""
-    from agent.cli.demo import run_demo
+    from agent.tooling.demo import run_demo
 
     if duration is not None and duration < 0:
         raise EdgeAgentError(f"--duration {duration:g}: expected 0 (until Ctrl-C) or a positive number of seconds")
