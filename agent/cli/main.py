@@ -39,7 +39,7 @@ app.add_typer(outbox_app, name="outbox")
 
 def _show_version(value: bool) -> None:
     if value:
-        from agent.publish.mqtt_publisher import agent_version
+        from agent.core.version import agent_version
 
         typer.echo(f"edge-agent {agent_version()}")
         raise typer.Exit(0)

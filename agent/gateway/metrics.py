@@ -41,7 +41,7 @@ def _family(name: str, kind: MetricType) -> Family:
 
 
 def gateway_families(server: GatewayServer, model: str, ollama: str) -> list[Family]:
-    from agent.publish.mqtt_publisher import agent_version
+    from agent.core.version import agent_version
 
     admission = server.service.admission
     fams = [

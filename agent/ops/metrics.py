@@ -162,7 +162,7 @@ def _family(name: str, kind: MetricType) -> Family:
 def agent_families(s: AgentSnapshot, report: HealthReport | None, ready: bool) -> list[Family]:
     """Every metric family of the agent in snapshot ``s``. ``report`` is the current stage health (None before
     start)."""
-    from agent.publish.mqtt_publisher import agent_version
+    from agent.core.version import agent_version
 
     fams: list[Family] = []
     fams.append(_family("edge_agent_info", "gauge").add(1, device=s.device_id, version=agent_version()))

@@ -39,7 +39,6 @@ inversion); the acknowledgements are kept in :mod:`agent.publish.acks`.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import ssl
@@ -56,6 +55,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import MqttConfig
 from agent.core.event import TagEvent
+from agent.core.version import agent_version
 from agent.errors import PublishError
 from agent.publish.acks import AckLedger, Kind
 from agent.publish.acks import PublisherStats as PublisherStats  # re-exported
@@ -70,13 +70,6 @@ from agent.publish.topics import status_topic, tags_topic
 _log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
-
-
-def agent_version() -> str:
-    try:
-        return importlib.metadata.version("edge-agent")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 AckListener = Callable[[str, ReasonCode], None]  # (tag, PUBACK reason code) for publish_raw messages

@@ -27,9 +27,10 @@ import pytest
 import agent.publish.local_broker as local_broker
 from agent.config.models import MqttConfig
 from agent.core.event import TagEvent
+from agent.core.version import agent_version
 from agent.errors import BrokerError, PublishError
 from agent.publish.local_broker import LocalMosquitto, free_port
-from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats, agent_version
+from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats
 from agent.publish.schema import validate_payload, validate_status
 from agent.publish.tail import TailCounts, tail
 from agent.publish.topics import parse_tags_topic
