@@ -18,7 +18,7 @@ import pathlib
 import platform
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from agent.tooling.training.base import BaseModel
 from agent.tooling.training.data import TrainingData
 from agent.tooling.training.progress import EpochRow
 from agent.tooling.training.trained import TrainedModel
+
+if TYPE_CHECKING:
+    from agent.tooling.training.resnet import InputPrep
 
 BN_IMAGES = 64
 FP32_TOLERANCE = 1e-3  # mean absolute probability difference, rebuilt network vs an FP32 base
@@ -70,7 +73,6 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     import torchvision
     from torch import nn
 
-    from agent.tooling.training.onnx_to_resnet import resnet_from_onnx
     from agent.tooling.training.resnet import (
         evaluate_torch,
         export_classifier,
@@ -81,9 +83,7 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     )
     from agent.tooling.training.resnet import train_frame_epoch as run_epoch
 
-    torch.manual_seed(settings.seed)
-    torch.set_num_threads(settings.threads)
-    torch.use_deterministic_algorithms(True)
+    _deterministic(torch, settings)
     base_prep = _prep(base, base.imgsz)
     prep = _prep(base, settings.imgsz or base.imgsz)
     names = data.names if settings.new_head else base.names
@@ -93,12 +93,7 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
     x_train, x_val = load_images(data.train, prep), load_images(data.val, prep)
     say(f"loaded {len(x_train)} train / {len(x_val)} val images at {prep.width}x{prep.height} "
         f"({time.monotonic() - t0:.0f} s)")
-    bn_frames = load_images(data.train[:BN_IMAGES], base_prep)
-    bn_inputs = [t[None] for t in to_tensor(bn_frames, base_prep.normalisation)]
-    net, rebuilt = resnet_from_onnx(base.path, bn_inputs, INT8_TOLERANCE if base.quantized else FP32_TOLERANCE)
-    say(f"rebuilt the width-{rebuilt['width']} ResNet-18 layout from {base.path.name}: probabilities within "
-        f"{rebuilt['mean_probability_difference']:.1e} of the ONNX model, top-1 agrees on "
-        f"{100 * rebuilt['top1_agreement']:.0f}% of {min(16, len(bn_inputs))} frames")
+    net, rebuilt, bn_count = _rebuild(base, data, base_prep, say)
     if settings.new_head:
         net.fc = nn.Linear(net.fc.in_features, len(names))  # the base's classes dropped, its backbone kept
         say(f"new head: {len(names)} classes ({', '.join(names)}) instead of the base's {len(base.names)}")
@@ -124,6 +119,41 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
         history.append(row)
         on_epoch(row)
     train_s = time.monotonic() - started
+    target = work / f"{base.name}.onnx"
+    export_classifier(net, target, (prep.height, prep.width), _export_metadata(base, settings, rebuilt, prep, names),
+                      to_tensor(x_val[:4], norm))
+    return TrainedModel(onnx=target, history=tuple(history), train_seconds=train_s,
+                        settings=_settings_record(settings, prep),
+                        details=_details(base, rebuilt, prep, bn_count, torch.__version__,
+                                         torchvision.__version__))
+
+
+def _deterministic(torch: Any, settings: ClassifierSettings) -> None:
+    """Seeded, with the given threads, deterministic kernels: the same data and seed give the same model."""
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(settings.threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def _rebuild(base: BaseModel, data: TrainingData, base_prep: InputPrep,
+             say: Callable[[str], None]) -> tuple[Any, dict[str, Any], int]:
+    """The base's network rebuilt in torch, its BatchNorms re-estimated on the first training images:
+    (network, what was rebuilt, images used)."""
+    from agent.tooling.training.onnx_to_resnet import resnet_from_onnx
+    from agent.tooling.training.resnet import load_images, to_tensor
+
+    bn_frames = load_images(data.train[:BN_IMAGES], base_prep)
+    bn_inputs = [t[None] for t in to_tensor(bn_frames, base_prep.normalisation)]
+    net, rebuilt = resnet_from_onnx(base.path, bn_inputs, INT8_TOLERANCE if base.quantized else FP32_TOLERANCE)
+    say(f"rebuilt the width-{rebuilt['width']} ResNet-18 layout from {base.path.name}: probabilities within "
+        f"{rebuilt['mean_probability_difference']:.1e} of the ONNX model, top-1 agrees on "
+        f"{100 * rebuilt['top1_agreement']:.0f}% of {min(16, len(bn_inputs))} frames")
+    return net, rebuilt, len(bn_inputs)
+
+
+def _export_metadata(base: BaseModel, settings: ClassifierSettings, rebuilt: dict[str, Any], prep: InputPrep,
+                     names: tuple[str, ...]) -> dict[str, str]:
+    """The exported ONNX's metadata: the base's carried keys, then what describes the new model."""
     meta = {k: v for k, v in base.metadata.items() if k in CARRIED_KEYS}
     meta.update({
         "description": f"edge-agent frame classifier, ResNet-18 layout at width {rebuilt['width']}, "
@@ -134,19 +164,26 @@ def finetune_classifier(base: BaseModel, data: TrainingData, settings: Classifie
         "imgsz": repr([prep.height, prep.width]),
         "names": repr(dict(enumerate(names))),
     })
-    target = work / f"{base.name}.onnx"
-    export_classifier(net, target, (prep.height, prep.width), meta, to_tensor(x_val[:4], norm))
-    return TrainedModel(onnx=target, history=tuple(history), train_seconds=train_s, settings={
+    return meta
+
+
+def _settings_record(settings: ClassifierSettings, prep: InputPrep) -> dict[str, Any]:
+    return {
         "epochs": settings.epochs, "imgsz": f"{prep.height}x{prep.width}", "batch": settings.batch,
         "optimizer": "AdamW", "lr": settings.lr, "weight_decay": settings.weight_decay,
         "label_smoothing": settings.label_smoothing, "shift": settings.shift, "seed": settings.seed,
         "threads": settings.threads, "time_h": settings.time_h, "new_head": settings.new_head,
-    }, details={
+    }
+
+
+def _details(base: BaseModel, rebuilt: dict[str, Any], prep: InputPrep, bn_images: int, torch_version: str,
+             torchvision_version: str) -> dict[str, Any]:
+    return {
         "architecture": f"ResNet-18 layout at width {rebuilt['width']} ({rebuilt['params'] / 1e6:.2f} M parameters, "
                         f"{'average and max' if rebuilt['pool'] == 'avgmax' else 'average'} pooled head)",
-        "init": f"rebuilt from {base.path.name} (BatchNorms re-estimated on {len(bn_inputs)} training images; "
+        "init": f"rebuilt from {base.path.name} (BatchNorms re-estimated on {bn_images} training images; "
                 f"probabilities within {rebuilt['mean_probability_difference']:.1e} of the ONNX model)",
         "input": [prep.height, prep.width],
-        "tools": f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+        "tools": f"torch {torch_version}, torchvision {torchvision_version}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-    })
+    }
