@@ -28,8 +28,8 @@ from agent.wire import escalation_pb2_grpc as pb_grpc
 from agent.wire.health import REASON_KEY
 from tests.conftest import MqttCollector
 from tests.escalation import samples
-from tests.escalation.test_gateway_cli import StderrLines
 from tests.fakes.ollama import FakeOllama, Reply
+from tests.gateway.test_gateway_cli import StderrLines
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]
 # each secret is a token of its own, so a hit names the shape that leaked

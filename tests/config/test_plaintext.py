@@ -15,7 +15,7 @@ import pytest
 from agent.config.models import AgentConfig
 from agent.config.plaintext import agent_plaintext_channels, is_loopback_host
 from agent.gateway.config import GatewayConfig, gateway_plaintext_channels
-from tests.escalation.test_gateway_cli import StderrLines
+from tests.gateway.test_gateway_cli import StderrLines
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]
 PASSWORD: dict[str, Any] = {"username": "box1", "password_file": "/etc/edge-agent/credentials/mqtt-password"}

@@ -25,7 +25,7 @@ from agent.publish.local_broker import LocalMosquitto
 from agent.publish.schema import validate_payload
 from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
-from tests.escalation.conftest import StartGateway
+from tests.fakes.gateway_fixtures import StartGateway
 from tests.fakes.ollama import BUSY_MESSAGE, VALID_ANSWER, FakeOllama, Reply
 
 FAST_RATE = {"per_minute": 60_000, "burst": 1000}

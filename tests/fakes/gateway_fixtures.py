@@ -1,4 +1,5 @@
-"""Fixtures for the escalation tests: a fake Ollama, real gateways on loopback, gRPC stubs.
+"""Fixtures for the gateway's and the escalation client's tests: a fake Ollama, real gateways on loopback,
+gRPC stubs. tests/gateway/conftest.py and tests/escalation/conftest.py make them fixtures of their folders.
 
     def test_x(fake_ollama, start_gateway):
         gw = start_gateway(limits={"queue": 0})          # a GatewayThread in front of fake_ollama

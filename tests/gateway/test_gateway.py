@@ -22,8 +22,8 @@ from agent.gateway.templates import answer_schema
 from agent.wire import escalation_pb2 as pb
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
-from tests.escalation.conftest import StartGateway, health_status, wait_for_health
 from tests.fakes.gateway import GatewayThread, gateway_config
+from tests.fakes.gateway_fixtures import StartGateway, health_status, wait_for_health
 from tests.fakes.ollama import VALID_ANSWER, FakeOllama, Reply
 
 Channels = Callable[..., grpc.Channel]

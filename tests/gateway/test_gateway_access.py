@@ -22,7 +22,7 @@ from agent.gateway.config import load_gateway_config
 from agent.gateway.metrics import render_gateway_metrics
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
-from tests.escalation.conftest import StartGateway
+from tests.fakes.gateway_fixtures import StartGateway
 from tests.fakes.ollama import FakeOllama
 
 Channels = Callable[..., grpc.Channel]

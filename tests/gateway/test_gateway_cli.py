@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from agent.cli.main import app
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
-from tests.escalation.conftest import health_status
+from tests.fakes.gateway_fixtures import health_status
 from tests.fakes.ollama import FakeOllama
 
 EDGE_AGENT = [sys.executable, "-m", "agent.cli.main"]

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.gateway.health import PUBLIC_REASONS, REASON_KEY, public_reason
 from agent.gateway.server import SERVICE_NAME
-from tests.escalation.conftest import StartGateway, wait_for_health
+from tests.fakes.gateway_fixtures import StartGateway, wait_for_health
 from tests.fakes.ollama import FakeOllama
 
 

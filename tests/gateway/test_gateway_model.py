@@ -22,8 +22,8 @@ from agent.gateway.server import SERVICE_NAME
 from agent.wire import escalation_pb2 as pb
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
-from tests.escalation.conftest import StartGateway, health_status, wait_for_health
 from tests.fakes.gateway import GatewayThread
+from tests.fakes.gateway_fixtures import StartGateway, health_status, wait_for_health
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.ollama_runner import out_of_memory
 

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from agent.errors import GatewayError
-from tests.escalation.conftest import StartGateway, health_status
+from tests.fakes.gateway_fixtures import StartGateway, health_status
 
 NOBODY = 65534  # nobody / nogroup on Debian
 

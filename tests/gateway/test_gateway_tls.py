@@ -12,8 +12,8 @@ from agent.errors import GatewayError
 from agent.wire import escalation_pb2 as pb
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
-from tests.escalation.conftest import StartGateway
 from tests.fakes.gateway import GatewayThread, gateway_config
+from tests.fakes.gateway_fixtures import StartGateway
 from tests.fakes.ollama import FakeOllama
 from tests.publish.test_faults import make_ca, make_signed
 

@@ -23,9 +23,9 @@ from agent.gateway.templates import answer_schema
 from agent.wire import escalation_pb2 as pb
 from agent.wire import escalation_pb2_grpc as pb_grpc
 from tests.escalation import samples
-from tests.escalation.conftest import StartGateway
-from tests.escalation.test_modelfile import DIRECTIVES, PARAMETERS, parse
+from tests.fakes.gateway_fixtures import StartGateway
 from tests.fakes.ollama import FakeOllama
+from tests.gateway.test_modelfile import DIRECTIVES, PARAMETERS, parse
 
 LABELS = ("SURFACE_SCRATCH", "PIT", "STAIN", "CRACK", "INCLUSION", "DENT")
 DESCRIPTIONS = {
