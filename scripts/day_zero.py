@@ -341,6 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             temp.cleanup()
 
 
+@dataclasses.dataclass
+class Outcome:
+    """What the day-zero run gathered: learn mode's events and counts, the export, the training's lines, and the
+    fresh run's events."""
+
+    counts: dict[str, int]  # learn mode's frame fates
+    docs: list[dict[str, Any]]  # learn mode's published events
+    answered: list[dict[str, Any]]  # ... those the VLM answered
+    taken: int  # frames the learning camera gave
+    split_counts: dict[str, dict[str, int]]
+    epoch_lines: list[str]
+    gate_lines: list[str]
+    fresh_docs: list[dict[str, Any]]
+    fresh_out: str
+
+
 def day_zero(work: pathlib.Path, args: argparse.Namespace) -> int:
     steps = Steps()
     started = time.monotonic()
@@ -354,8 +370,6 @@ def day_zero(work: pathlib.Path, args: argparse.Namespace) -> int:
     write_taxonomy(work / "taxonomy.yaml")
     print(f"SIMULATION: the VLM is the fake Ollama answering from the scene's ground truth, wrong on "
           f"{100 * args.error_rate:g}% of the frames (seed {args.vlm_seed})", flush=True)
-    numbers: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, pathlib.Path) else v)
-                                            for k, v in vars(args).items()}}
     with services(work, oracle) as svc:
         with steps.run("learn mode: edge-agent run (no prefilter)"):
             learn_cfg = agent_config(work, "learn", broker=svc.broker, gateway=svc.gateway, seed=args.learn_seed,
@@ -363,56 +377,101 @@ def day_zero(work: pathlib.Path, args: argparse.Namespace) -> int:
             docs, out = run_agent(work, learn_cfg, svc.broker)
         counts = learn_counts(out)
         asked, wrong = oracle.asked, oracle.wrong
-        answered = [d for d in docs if d["escalation"]["status"] == "answered"]
-        before = score(answered, learn_truths)
         taken = sum(counts.get(f, 0) for f in ("sampled_schedule", "sampled_scene_change", "skipped_rate",
                                                "skipped_unchanged"))
         print(f"   learn counts {counts}; published {len(docs)}; the VLM was asked {asked}, wrong {wrong}", flush=True)
-        with steps.run("edge-agent dataset export --format imagefolder"):
-            edge_agent(work, "dataset", "export", "--from", "recording", "--out", "data", "--format", "imagefolder",
-                       "--split-gap", "0", "--val-fraction", f"{args.val_fraction:g}")
-        manifest = json.loads((work / "data" / "dataset.json").read_text())
-        split_counts = {split: {c: len(list((work / "data" / split / c).glob("*"))) for c in manifest["names"]
-                                if (work / "data" / split / c).is_dir()} for split in ("train", "val")}
-        print(f"   exported {split_counts}", flush=True)
-        with steps.run("edge-agent models train --new-classes (and its INT8 gate)"):
-            train_out = edge_agent(work, "models", "train", "--data", "data", "--base", str(BASE), "--new-classes",
-                                   "--imgsz", args.imgsz, "--epochs", str(args.epochs), "--time", f"{args.time:g}",
-                                   "--batch", str(args.batch), *(("--lr0", f"{args.lr0:g}") if args.lr0 else ()),
-                                   "--taxonomy", "taxonomy.yaml", "--out", "candidate")
-        epoch_lines = [ln for ln in train_out.splitlines() if re.match(r"^\s*epoch\s", ln, re.I)]
-        gate_lines = [ln for ln in train_out.splitlines() if "gate" in ln.lower()]
-        for line in epoch_lines + gate_lines[-3:]:
-            print("   " + line, flush=True)
-        with steps.run("edge-agent models promote --allow-new-classes"):
-            promote_out = edge_agent(work, "models", "promote", "candidate", "--config", str(learn_cfg), "--val",
-                                     "data", "--allow-new-classes")
-        for line in promote_out.splitlines():
-            if line.startswith(("candidate:", "accepted", "installed", "accuracy")):
-                print("   " + line, flush=True)
+        split_counts, epoch_lines, gate_lines = _export_train_promote(work, args, learn_cfg, steps)
         with steps.run("fresh run: edge-agent run with the promoted prefilter (another seed)"):
             fresh_cfg = agent_config(work, "fresh", broker=svc.broker, gateway=svc.gateway, seed=args.fresh_seed,
                                      frames=args.fresh_frames, fps=args.fps, learn=False, args=args)
             fresh_docs, fresh_out = run_agent(work, fresh_cfg, svc.broker)
-    model_ids = {d["prefilter"]["model"] for d in fresh_docs}
-    after = score(fresh_docs, fresh_truths)
-    by_prefilter = [d for d in fresh_docs if d["decided_by"] == "prefilter" and d["verdict"] != "uncertain"]
-    escalated = [d for d in fresh_docs if d["escalation"]["status"] != "not_needed"]
+    outcome = Outcome(counts, docs, [d for d in docs if d["escalation"]["status"] == "answered"], taken, split_counts,
+                      epoch_lines, gate_lines, fresh_docs, fresh_out)
+    return _report(work, args, steps, time.monotonic() - started, oracle, outcome, learn_truths, fresh_truths)
+
+
+def _export_train_promote(work: pathlib.Path, args: argparse.Namespace, learn_cfg: pathlib.Path, steps: Steps
+                          ) -> tuple[dict[str, dict[str, int]], list[str], list[str]]:
+    """dataset export, models train --new-classes, models promote --allow-new-classes: the export's counts per
+    split and class, and the training's epoch and gate lines."""
+    with steps.run("edge-agent dataset export --format imagefolder"):
+        edge_agent(work, "dataset", "export", "--from", "recording", "--out", "data", "--format", "imagefolder",
+                   "--split-gap", "0", "--val-fraction", f"{args.val_fraction:g}")
+    manifest = json.loads((work / "data" / "dataset.json").read_text())
+    split_counts = {split: {c: len(list((work / "data" / split / c).glob("*"))) for c in manifest["names"]
+                            if (work / "data" / split / c).is_dir()} for split in ("train", "val")}
+    print(f"   exported {split_counts}", flush=True)
+    with steps.run("edge-agent models train --new-classes (and its INT8 gate)"):
+        train_out = edge_agent(work, "models", "train", "--data", "data", "--base", str(BASE), "--new-classes",
+                               "--imgsz", args.imgsz, "--epochs", str(args.epochs), "--time", f"{args.time:g}",
+                               "--batch", str(args.batch), *(("--lr0", f"{args.lr0:g}") if args.lr0 else ()),
+                               "--taxonomy", "taxonomy.yaml", "--out", "candidate")
+    epoch_lines = [ln for ln in train_out.splitlines() if re.match(r"^\s*epoch\s", ln, re.I)]
+    gate_lines = [ln for ln in train_out.splitlines() if "gate" in ln.lower()]
+    for line in epoch_lines + gate_lines[-3:]:
+        print("   " + line, flush=True)
+    with steps.run("edge-agent models promote --allow-new-classes"):
+        promote_out = edge_agent(work, "models", "promote", "candidate", "--config", str(learn_cfg), "--val",
+                                 "data", "--allow-new-classes")
+    for line in promote_out.splitlines():
+        if line.startswith(("candidate:", "accepted", "installed", "accuracy")):
+            print("   " + line, flush=True)
+    return split_counts, epoch_lines, gate_lines
+
+
+def _report(work: pathlib.Path, args: argparse.Namespace, steps: Steps, total_s: float, oracle: TruthOracle,
+            o: Outcome, learn_truths: list[frozenset[str]], fresh_truths: list[frozenset[str]]) -> int:
+    """Print the before/after table, the settings and the steps; write the numbers (--json, and day_zero.json in
+    --work)."""
+    before = score(o.answered, learn_truths)
+    after = score(o.fresh_docs, fresh_truths)
+    by_prefilter = [d for d in o.fresh_docs if d["decided_by"] == "prefilter" and d["verdict"] != "uncertain"]
+    escalated = [d for d in o.fresh_docs if d["escalation"]["status"] != "not_needed"]
     prefilter_only = score(by_prefilter, fresh_truths)
     statuses: dict[str, int] = {}
-    for d in fresh_docs:
+    for d in o.fresh_docs:
         statuses[d["escalation"]["status"]] = statuses.get(d["escalation"]["status"], 0) + 1
-    fresh_taken = inspected(fresh_out)
-    total_s = time.monotonic() - started
+    fresh_taken = inspected(o.fresh_out)
+    _print_table(args, oracle, o, before, after, prefilter_only, len(by_prefilter), len(escalated), fresh_taken)
+    model_ids = {d["prefilter"]["model"] for d in o.fresh_docs}
+    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
+    print(f"escalation statuses after: {statuses}; prefilter model(s): {', '.join(sorted(model_ids))}")
+    print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("json", "work")))
+    print("steps: " + "; ".join(f"{s.name}: {s.seconds:.0f} s (load {s.load_before:.1f} -> {s.load_after:.1f})"
+                                for s in steps.rows) + f"; total {total_s / 60:.1f} min")
+    numbers: dict[str, Any] = {
+        "settings": settings,
+        "simulation": {"error_rate": args.error_rate, "asked": oracle.asked, "wrong": oracle.wrong},
+        "learn": {"counts": o.counts, "published": len(o.docs), "answered": len(o.answered), "taken": o.taken,
+                  "f1": before.f1, "pass_f1": before.pass_f1, "precision": before.precision, "recall": before.recall},
+        "export": o.split_counts,
+        "train": {"epochs": o.epoch_lines, "gate": o.gate_lines},
+        "fresh": {"frames": args.fresh_frames, "inspected": fresh_taken, "events": len(o.fresh_docs),
+                  "escalated": len(escalated), "escalation_rate": len(escalated) / max(1, len(o.fresh_docs)),
+                  "decided_by_prefilter": len(by_prefilter),
+                  "prefilter_share": len(by_prefilter) / max(1, len(o.fresh_docs)), "f1": after.f1,
+                  "pass_f1": after.pass_f1, "precision": after.precision, "recall": after.recall,
+                  "prefilter_f1": prefilter_only.f1, "prefilter_pass_f1": prefilter_only.pass_f1,
+                  "statuses": statuses, "models": sorted(model_ids)},
+        "steps": [dataclasses.asdict(s) for s in steps.rows], "total_s": total_s,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(numbers, indent=2))
+    if args.work is not None:
+        (work / "day_zero.json").write_text(json.dumps(numbers, indent=2))
+    return 0
 
+
+def _print_table(args: argparse.Namespace, oracle: TruthOracle, o: Outcome, before: Score, after: Score,
+                 prefilter_only: Score, by_prefilter: int, escalated: int, fresh_taken: int) -> None:
+    fresh = len(o.fresh_docs)
     rows = [
-        ("frames the camera gave", f"{taken}", f"{fresh_taken} inspected of {args.fresh_frames}"),
-        ("frames inspected (given a verdict)", f"{len(answered)} (the VLM's answers; {taken - len(docs)} not sent, "
-         "no verdict)", f"{len(fresh_docs)}"),
-        ("sent to the VLM (escalation rate)", f"{len(docs)} of {taken} taken; 100% of the inspected",
-         f"{len(escalated)} of {len(fresh_docs)} = {100 * len(escalated) / max(1, len(fresh_docs)):.1f}%"),
-        ("decided by the prefilter", "0 (no prefilter)", f"{len(by_prefilter)} = "
-         f"{100 * len(by_prefilter) / max(1, len(fresh_docs)):.1f}%"),
+        ("frames the camera gave", f"{o.taken}", f"{fresh_taken} inspected of {args.fresh_frames}"),
+        ("frames inspected (given a verdict)", f"{len(o.answered)} (the VLM's answers; {o.taken - len(o.docs)} not "
+         "sent, no verdict)", f"{fresh}"),
+        ("sent to the VLM (escalation rate)", f"{len(o.docs)} of {o.taken} taken; 100% of the inspected",
+         f"{escalated} of {fresh} = {100 * escalated / max(1, fresh):.1f}%"),
+        ("decided by the prefilter", "0 (no prefilter)", f"{by_prefilter} = {100 * by_prefilter / max(1, fresh):.1f}%"),
         ("pass/defect F1 (defect positive)", f"{before.f1:.3f} on the {before.frames} answered",
          f"{after.f1:.3f} on all {after.frames}"),
         ("  precision / recall", f"{before.precision:.3f} / {before.recall:.3f}",
@@ -429,30 +488,6 @@ def day_zero(work: pathlib.Path, args: argparse.Namespace) -> int:
     print(f"{'':<{width}} | before (learn mode) | after (prefilter + VLM)")
     for name, b, a in rows:
         print(f"{name:<{width}} | {b} | {a}")
-    print(f"escalation statuses after: {statuses}; prefilter model(s): {', '.join(sorted(model_ids))}")
-    print("settings: " + ", ".join(f"{k} {v}" for k, v in numbers["settings"].items() if k not in ("json", "work")))
-    print("steps: " + "; ".join(f"{s.name}: {s.seconds:.0f} s (load {s.load_before:.1f} -> {s.load_after:.1f})"
-                                for s in steps.rows) + f"; total {total_s / 60:.1f} min")
-    numbers.update({
-        "simulation": {"error_rate": args.error_rate, "asked": oracle.asked, "wrong": oracle.wrong},
-        "learn": {"counts": counts, "published": len(docs), "answered": len(answered), "taken": taken,
-                  "f1": before.f1, "pass_f1": before.pass_f1, "precision": before.precision, "recall": before.recall},
-        "export": split_counts,
-        "train": {"epochs": epoch_lines, "gate": gate_lines},
-        "fresh": {"frames": args.fresh_frames, "inspected": fresh_taken, "events": len(fresh_docs),
-                  "escalated": len(escalated), "escalation_rate": len(escalated) / max(1, len(fresh_docs)),
-                  "decided_by_prefilter": len(by_prefilter),
-                  "prefilter_share": len(by_prefilter) / max(1, len(fresh_docs)), "f1": after.f1,
-                  "pass_f1": after.pass_f1, "precision": after.precision, "recall": after.recall,
-                  "prefilter_f1": prefilter_only.f1, "prefilter_pass_f1": prefilter_only.pass_f1,
-                  "statuses": statuses, "models": sorted(model_ids)},
-        "steps": [dataclasses.asdict(s) for s in steps.rows], "total_s": total_s,
-    })
-    if args.json:
-        args.json.write_text(json.dumps(numbers, indent=2))
-    if args.work is not None:
-        (work / "day_zero.json").write_text(json.dumps(numbers, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
