@@ -353,6 +353,8 @@ def test_a_learning_lines_first_model_is_installed_at_model_path_and_the_cameras
     assert "first model: every camera learns and model.path does not exist yet" in proc.stderr
     assert "evaluate current" not in proc.stderr and "evaluate candidate" in proc.stderr
     assert "the line's first model, classes [scratch, hole, stain, dent]" in proc.stdout, proc.stdout
+    assert re.search(r"^mAP50: candidate [\d.]+ \(the line's first model: there is no running model, not compared; "
+                     r"refused at 0\)$", proc.stdout, re.M), proc.stdout
     assert "not reloaded (no camera inspects)" in proc.stdout
     assert "set mode: inspect (or remove mode: learn) in the config and reload the agent" in proc.stdout
     assert (tmp_path / "models" / "line.onnx").read_bytes() == renamed.read_bytes()

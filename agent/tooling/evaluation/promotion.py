@@ -78,6 +78,7 @@ class PromotionDecision:
     margin: float
     accepted: bool
     reason: str
+    first: bool = False  # the line's first model: there was no running model at all
 
     @property
     def difference(self) -> float | None:
@@ -85,8 +86,9 @@ class PromotionDecision:
 
     def numbers(self) -> str:
         if self.current is None:
-            return (f"{self.metric}: candidate {self.candidate:.4f} (new classes: the running model has other "
-                    "classes, not compared; refused at 0)")
+            why = "the line's first model: there is no running model" if self.first else \
+                "new classes: the running model has other classes"
+            return f"{self.metric}: candidate {self.candidate:.4f} ({why}, not compared; refused at 0)"
         return (f"{self.metric}: current {self.current:.4f}, candidate {self.candidate:.4f}, difference "
                 f"{self.candidate - self.current:+.4f}, margin {self.margin:.4f} (refused below "
                 f"{self.current - self.margin:.4f})")
@@ -130,11 +132,11 @@ def judge_class_change(metric: str, candidate: float, current_names: tuple[str, 
     if candidate <= _EPS:
         return PromotionDecision(metric, None, candidate, 0.0, False,
                                  f"candidate {metric} {candidate:.4f}: it finds none of its classes on the held-out "
-                                 f"set; {change}")
+                                 f"set; {change}", first=not current_names)
     compared = "the running model has other classes and is not compared" if current_names else \
         "there is no running model to compare"
     return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f}; {change}; "
-                             f"{compared}")
+                             f"{compared}", first=not current_names)
 
 
 def verdicts_changed(current: ModelScore, candidate: ModelScore) -> int:
