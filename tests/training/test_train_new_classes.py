@@ -111,3 +111,35 @@ def test_an_ultralytics_checkpoint_with_other_classes_needs_the_flag(tmp_path: p
     assert model.info.names == SURFACE_NAMES
     candidate = json.loads((out / "candidate.json").read_text())
     assert candidate["base"]["kind"] == "checkpoint" and "new head for 6 classes" in candidate["details"]["init"]
+
+
+def test_a_terminated_training_leaves_nothing_behind(tmp_path: pathlib.Path) -> None:
+    """SIGTERM (kill, systemd stop) during the epochs ends the run as Ctrl-C does: exit 130, no --out, and no
+    hidden work folder beside it (the default SIGTERM action left ``.<out>-work-*`` behind)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _need("torch", "torchvision")
+    data = tmp_path / "frames"
+    write_classify_dataset(data, 24, 6, seed=3, scene="surface")
+    out = tmp_path / "cand"
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "models", "train", "--data", str(data), "--base",
+                             str(CLASSIFIER), "--new-classes", "--imgsz", "64x64", "--epochs", "50", "--out",
+                             str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    assert proc.stderr is not None
+    lines = []
+    deadline = time.monotonic() + 600
+    for line in proc.stderr:  # until the first epoch is done: the work folder exists then
+        lines.append(line)
+        if line.startswith("epoch 1/") or time.monotonic() > deadline:
+            break
+    assert any(line.startswith("epoch 1/") for line in lines), "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + stderr
+    assert f"interrupted; nothing written to {out}" in stderr and "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]

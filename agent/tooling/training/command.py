@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import pathlib
 import re
+import signal
+from types import FrameType
 
 import typer
 
@@ -50,10 +52,19 @@ def run_train_command(data: pathlib.Path, base: pathlib.Path, out: pathlib.Path 
                         lr0=lr0, batch=batch, threads=threads, seed=seed, quantize=quantize, overwrite=overwrite,
                         verbose=verbose, command=command, export_epoch=export_epoch, new_classes=new_classes,
                         time_h=time_h, taxonomy=taxonomy)
+    # SIGTERM (kill, systemd stop, a timeout) ends the run as Ctrl-C does: the work folder beside --out is
+    # removed on the way out (the default action killed the process with it left behind, hidden)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = run_training(opts, _say, _epoch)
     except KeyboardInterrupt:
         typer.echo(f"edge-agent: interrupted; nothing written to {opts.out}", err=True)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(str(opts.out))
     return code
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
