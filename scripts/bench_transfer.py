@@ -75,6 +75,10 @@ def _render_and_import(work: pathlib.Path, name: str, fmt: str, n_train: int, n_
     return imported
 
 
+def _ap(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
 def _datasets(args: argparse.Namespace, work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     if args.data is not None:
         if args.test_data is None:
@@ -113,6 +117,9 @@ def _side(label: str, base: pathlib.Path, new_classes: bool, data: pathlib.Path,
     score = score_on_val(out / record["files"]["fp32"], check_training_data(test), args.threads)
     print(f"  {label[:2]} done in {wall / 60:.1f} min: {_load()}; settings {json.dumps(record['settings'])}",
           flush=True)
+    per_class = ", ".join(f"{name} {_ap(row.get('score'))} ({row.get('support')})"
+                          for name, row in score.per_class.items())
+    print(f"  {label[:2]} held-out AP50 per class (boxes): {per_class}", flush=True)
     return {"label": label, "epochs": len(record["history"]), "train_s": float(record["train_seconds"]),
             "map50": score.value, "imgsz": record["settings"]["imgsz"]}
 
