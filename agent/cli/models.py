@@ -18,7 +18,8 @@ from agent.errors import EdgeAgentError
 __all__ = ["models_app"]
 
 models_app = typer.Typer(no_args_is_help=True, help=(
-    "Prefilter models: inspect, evaluate, quantize to INT8, fine-tune, promote and roll back; TensorRT engines."))
+    "Prefilter models: inspect, evaluate, quantize to INT8, train (fine-tune or new classes), promote and roll back; "
+    "TensorRT engines."))
 
 
 @models_app.command("info")
@@ -226,7 +227,7 @@ def models_train(
     taxonomy: Annotated[pathlib.Path | None, typer.Option(
         help="the plant's taxonomy file: every class of the dataset must be one of its labels or synonyms")] = None,
 ) -> None:
-    """Fine-tune the detector or classifier into a candidate folder.
+    """Fine-tune a detector or classifier, or train it for new classes, into a candidate folder.
 
     Offline (needs the train extra); the folder holds the FP32 ONNX, the INT8 ONNX with its gate record, and a
     model card. Exit 1 when the INT8 gate refused."""
