@@ -357,6 +357,7 @@ class Outcome:
     gate_lines: list[str]
     fresh_docs: list[dict[str, Any]]
     fresh_out: str
+    refusal: str | None  # why `models promote` refused the first model (None: promoted)
 
 
 def day_zero(work: pathlib.Path, args: argparse.Namespace) -> int:
@@ -382,20 +383,26 @@ def day_zero(work: pathlib.Path, args: argparse.Namespace) -> int:
         taken = sum(counts.get(f, 0) for f in ("sampled_schedule", "sampled_scene_change", "skipped_rate",
                                                "skipped_unchanged"))
         print(f"   learn counts {counts}; published {len(docs)}; the VLM was asked {asked}, wrong {wrong}", flush=True)
-        split_counts, epoch_lines, gate_lines = _export_train_promote(work, args, learn_cfg, steps)
-        with steps.run("fresh run: edge-agent run with the promoted prefilter (another seed)"):
-            fresh_cfg = agent_config(work, "fresh", broker=svc.broker, gateway=svc.gateway, seed=args.fresh_seed,
-                                     frames=args.fresh_frames, fps=args.fps, learn=False, args=args)
-            fresh_docs, fresh_out = run_agent(work, fresh_cfg, svc.broker)
+        split_counts, epoch_lines, gate_lines, refusal = _export_train_promote(work, args, learn_cfg, steps)
+        fresh_docs: list[dict[str, Any]] = []
+        fresh_out = ""
+        if refusal is None:
+            with steps.run("fresh run: edge-agent run with the promoted prefilter (another seed)"):
+                fresh_cfg = agent_config(work, "fresh", broker=svc.broker, gateway=svc.gateway,
+                                         seed=args.fresh_seed, frames=args.fresh_frames, fps=args.fps, learn=False,
+                                         args=args)
+                fresh_docs, fresh_out = run_agent(work, fresh_cfg, svc.broker)
+        else:  # the cameras keep learning: there is no prefilter to run on fresh frames
+            print(f"   no fresh run: the promotion was refused ({refusal})", flush=True)
     outcome = Outcome(counts, docs, [d for d in docs if d["escalation"]["status"] == "answered"], taken, split_counts,
-                      epoch_lines, gate_lines, fresh_docs, fresh_out)
+                      epoch_lines, gate_lines, fresh_docs, fresh_out, refusal)
     return _report(work, args, steps, time.monotonic() - started, oracle, outcome, learn_truths, fresh_truths)
 
 
 def _export_train_promote(work: pathlib.Path, args: argparse.Namespace, learn_cfg: pathlib.Path, steps: Steps
-                          ) -> tuple[dict[str, dict[str, int]], list[str], list[str]]:
+                          ) -> tuple[dict[str, dict[str, int]], list[str], list[str], str | None]:
     """dataset export, models train --new-classes, models promote --allow-new-classes: the export's counts per
-    split and class, and the training's epoch and gate lines."""
+    split and class, the training's epoch and gate lines, and why the promotion was refused (None: promoted)."""
     with steps.run("edge-agent dataset export --format imagefolder"):
         edge_agent(work, "dataset", "export", "--from", "recording", "--out", "data", "--format", "imagefolder",
                    "--split-gap", "0", "--val-fraction", f"{args.val_fraction:g}")
@@ -416,11 +423,12 @@ def _export_train_promote(work: pathlib.Path, args: argparse.Namespace, learn_cf
         print("   " + line, flush=True)
     with steps.run("edge-agent models promote --allow-new-classes"):
         promote_out = edge_agent(work, "models", "promote", "candidate", "--config", str(learn_cfg), "--val",
-                                 "data", "--allow-new-classes")
+                                 "data", "--allow-new-classes", ok=(0, 1))  # 1: refused (the cameras keep learning)
     for line in promote_out.splitlines():
-        if line.startswith(("candidate:", "accepted", "installed", "accuracy")):
+        if line.startswith(("candidate:", "accepted", "installed", "accuracy", "REFUSED", "refused")):
             print("   " + line, flush=True)
-    return split_counts, epoch_lines, gate_lines
+    refused = re.search(r"^REFUSED: (.+)$", promote_out, re.M)
+    return split_counts, epoch_lines, gate_lines, refused[1] if refused else None
 
 
 def _report(work: pathlib.Path, args: argparse.Namespace, steps: Steps, total_s: float, oracle: TruthOracle,
@@ -451,6 +459,7 @@ def _report(work: pathlib.Path, args: argparse.Namespace, steps: Steps, total_s:
                   "f1": before.f1, "pass_f1": before.pass_f1, "precision": before.precision, "recall": before.recall},
         "export": o.split_counts,
         "train": {"epochs": o.epoch_lines, "gate": o.gate_lines},
+        "promote": {"accepted": o.refusal is None, "reason": o.refusal or ""},
         "fresh": {"frames": args.fresh_frames, "inspected": fresh_taken, "events": len(o.fresh_docs),
                   "escalated": len(escalated), "escalation_rate": len(escalated) / max(1, len(o.fresh_docs)),
                   "decided_by_prefilter": len(by_prefilter),

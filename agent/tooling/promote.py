@@ -278,6 +278,7 @@ def _pick(opts: PromoteOptions, cfg: AgentConfig) -> _Candidate:
 def _judge(opts: PromoteOptions, cfg: AgentConfig, picked: _Candidate, dataset: Any) -> _Judged:
     """Step 4: evaluate (the candidate alone when the classes change), judge, write the report, say it."""
     from agent.tooling.evaluation.promotion import (
+        class_prior,
         judge_class_change,
         judge_promotion,
         promotion_document,
@@ -292,7 +293,9 @@ def _judge(opts: PromoteOptions, cfg: AgentConfig, picked: _Candidate, dataset: 
     scores = [evaluate_model(role, summary, dataset, cfg.triage, opts.threads, out_dir / role)
               for role, summary in roles]
     before, after = (None, scores[0]) if picked.class_change else (scores[0], scores[1])
-    decision = (judge_class_change(key, after.metrics[key], current.names if current else (), candidate.names)
+    prior = class_prior(key, [im.class_id for im in dataset.images], candidate.names) \
+        if before is None and picked.task == "classify" else None
+    decision = (judge_class_change(key, after.metrics[key], current.names if current else (), candidate.names, prior)
                 if before is None else judge_promotion(key, before.metrics[key], after.metrics[key], opts.margin))
     data_desc = f"{opts.val} (split {opts.split})"
     doc = promotion_document(decision, before, after, task=picked.task, dataset=data_desc,

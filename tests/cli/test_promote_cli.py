@@ -354,7 +354,7 @@ def test_a_learning_lines_first_model_is_installed_at_model_path_and_the_cameras
     assert "evaluate current" not in proc.stderr and "evaluate candidate" in proc.stderr
     assert "the line's first model, classes [scratch, hole, stain, dent]" in proc.stdout, proc.stdout
     assert re.search(r"^mAP50: candidate [\d.]+ \(the line's first model: there is no running model, not compared; "
-                     r"refused at 0\)$", proc.stdout, re.M), proc.stdout
+                     r"refused at or below 0\)$", proc.stdout, re.M), proc.stdout
     assert "not reloaded (no camera inspects)" in proc.stdout
     assert "set mode: inspect (or remove mode: learn) in the config and reload the agent" in proc.stdout
     assert (tmp_path / "models" / "line.onnx").read_bytes() == renamed.read_bytes()
@@ -366,6 +366,36 @@ def test_a_learning_lines_first_model_is_installed_at_model_path_and_the_cameras
     # nothing to roll back to: the first model has no predecessor
     assert_fails_cleanly(edge_agent("models", "rollback", "--config", str(config), "--no-reload"),
                          "nothing to roll back")
+
+
+def test_a_first_classifier_no_better_than_the_class_prior_is_refused_and_the_cameras_keep_learning(
+        tmp_path: pathlib.Path) -> None:
+    """A learning line's first classifier must beat always answering the held-out set's most common class. Here
+    every held-out image is filed under one class (the prior's accuracy is 1.0): no classifier can beat that, the
+    promotion is refused with the numbers, and nothing is installed."""
+    from agent.tooling.dataset.synth import write_classify_dataset
+
+    val = tmp_path / "frames"
+    write_classify_dataset(val, 1, 6, seed=22)
+    names = sorted(p.name for p in (val / "val").iterdir())
+    for other in names[1:]:
+        for image in (val / "val" / other).iterdir():
+            image.rename(val / "val" / names[0] / f"{other}-{image.name}")
+    config = tmp_path / "agent.yaml"
+    config.write_text("model: {path: models/line.onnx}\nmode: learn\nescalation: {gateway: '127.0.0.1:1'}\n"
+                      "cameras: [{id: line3, source: 'synthetic://conveyor'}]\n")
+    proc = promote(REPO_MODELS / "conveyor-resnet-cls.int8.onnx", config, val, "--allow-new-classes", "--metric",
+                   "accuracy", "--report", str(tmp_path / "report"))
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^REFUSED: candidate accuracy [\d.]+ is no better than always answering the held-out set's "
+                     r"most common class \(accuracy 1\.0000\): it has learnt nothing yet; the line's first model",
+                     proc.stderr, re.M), proc.stderr
+    assert "refused at or below 1.0000, the class prior" in proc.stderr
+    assert "keeps running no model (its cameras learn)" in proc.stderr
+    assert not (tmp_path / "models" / "line.onnx").exists()
+    doc = json.loads((tmp_path / "report" / "promotion.json").read_text())
+    assert not doc["decision"]["accepted"] and doc["decision"]["threshold"] == 1.0
 
 
 def test_a_config_with_no_model_names_no_place_to_install_and_the_shipped_model_is_untouched(

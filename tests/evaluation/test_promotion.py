@@ -51,3 +51,34 @@ def test_a_metric_of_the_other_task_or_unknown_is_refused() -> None:
         metric_key("f2", "detect")
     with pytest.raises(EdgeAgentError, match="--margin 1.5"):
         judge_promotion("mAP50", 0.5, 0.5, 1.5)
+
+
+def test_the_class_prior_is_what_always_answering_the_most_common_class_scores() -> None:
+    from agent.tooling.evaluation.promotion import class_prior
+
+    truth = [0] * 6 + [1] * 3 + [2]  # pass 60%, scratch 30%, pit 10%
+    names = ("pass", "scratch", "pit")
+    assert class_prior("accuracy", truth, names) == pytest.approx(0.6)
+    # macro F1: pass F1 = 2 * 0.6 * 1 / 1.6 = 0.75; the other two 0; the mean over the three classes present
+    assert class_prior("macro F1", truth, names) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="at least one held-out image"):
+        class_prior("accuracy", [], names)
+
+
+def test_a_first_classifier_must_beat_the_class_prior() -> None:
+    """Day zero: a learning line's first classifier at 0.46 accuracy on a held-out set that is 60% pass has learnt
+    less than a constant 'pass' would say; it is refused, and the numbers say why. One above the prior passes."""
+    from agent.tooling.evaluation.promotion import judge_class_change
+
+    refused = judge_class_change("accuracy", 0.46, (), ("pass", "scratch"), prior=0.6)
+    assert not refused.accepted and refused.first
+    assert "no better than always answering the held-out set's most common class (accuracy 0.6000)" in refused.reason
+    assert refused.numbers() == ("accuracy: candidate 0.4600 (the line's first model: there is no running model, "
+                                 "not compared; refused at or below 0.6000, the class prior)")
+    assert refused.as_json()["threshold"] == 0.6 and refused.as_json()["accepted"] is False
+    at_prior = judge_class_change("accuracy", 0.6, (), ("pass", "scratch"), prior=0.6)
+    assert not at_prior.accepted
+    accepted = judge_class_change("accuracy", 0.71, (), ("pass", "scratch"), prior=0.6)
+    assert accepted.accepted and "(the class prior gives 0.6000)" in accepted.reason
+    # a detector keeps the bar of 0: it must find some of its classes
+    assert judge_class_change("mAP50", 0.01, (), ("pit",)).accepted

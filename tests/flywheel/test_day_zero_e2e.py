@@ -66,6 +66,12 @@ def test_the_loop_runs_end_to_end_with_our_commands(numbers: dict[str, Any]) -> 
     exported = numbers["export"]
     assert sum(exported["train"].values()) + sum(exported["val"].values()) == learn["answered"], exported
     assert set(exported["train"]) == {"pass", "scratch", "pit", "stain", "crack", "inclusion", "dent"}
+    if not numbers["promote"]["accepted"]:
+        # a first model no better than always answering the most common class is refused; the cameras keep
+        # learning and there is no fresh run (the goal below then stays unmet: its strict xfail holds)
+        assert "most common class" in numbers["promote"]["reason"], numbers["promote"]
+        assert fresh["events"] == fresh["inspected"] == 0, fresh
+        return
     # after: every frame taken was inspected and published once, by the promoted model; every escalation answered
     assert fresh["events"] == fresh["inspected"] >= 0.9 * fresh["frames"], fresh
     assert len(fresh["models"]) == 1 and fresh["models"][0].startswith("line3@"), fresh["models"]

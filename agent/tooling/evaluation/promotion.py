@@ -21,8 +21,10 @@ import datetime
 import html
 import json
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from agent.errors import EdgeAgentError
 
@@ -79,6 +81,8 @@ class PromotionDecision:
     accepted: bool
     reason: str
     first: bool = False  # the line's first model: there was no running model at all
+    floor: float = 0.0  # a class change: the bar the candidate must pass (0, or a classifier's class prior)
+    floor_desc: str = "0"
 
     @property
     def difference(self) -> float | None:
@@ -88,7 +92,8 @@ class PromotionDecision:
         if self.current is None:
             why = "the line's first model: there is no running model" if self.first else \
                 "new classes: the running model has other classes"
-            return f"{self.metric}: candidate {self.candidate:.4f} ({why}, not compared; refused at 0)"
+            return (f"{self.metric}: candidate {self.candidate:.4f} ({why}, not compared; refused at or below "
+                    f"{self.floor_desc})")
         return (f"{self.metric}: current {self.current:.4f}, candidate {self.candidate:.4f}, difference "
                 f"{self.candidate - self.current:+.4f}, margin {self.margin:.4f} (refused below "
                 f"{self.current - self.margin:.4f})")
@@ -99,7 +104,8 @@ class PromotionDecision:
                 "candidate": round(self.candidate, 6),
                 "difference": None if current is None else round(self.candidate - current, 6),
                 "margin": None if current is None else self.margin,
-                "threshold": 0.0 if current is None else round(current - self.margin, 6), "accepted": self.accepted,
+                "threshold": round(self.floor, 6) if current is None else round(current - self.margin, 6),
+                "accepted": self.accepted,
                 "reason": self.reason}
 
 
@@ -123,20 +129,43 @@ def judge_promotion(metric: str, current: float, candidate: float, margin: float
 
 
 def judge_class_change(metric: str, candidate: float, current_names: tuple[str, ...],
-                       candidate_names: tuple[str, ...]) -> PromotionDecision:
-    """A candidate with other classes, promoted on request: accepted unless it finds none of its classes on the
-    held-out set (``metric`` 0); the running model is not compared (its class ids mean other things)."""
+                       candidate_names: tuple[str, ...], prior: float | None = None) -> PromotionDecision:
+    """A candidate with other classes, promoted on request: the running model is not compared (its class ids mean
+    other things). A detector is accepted unless it finds none of its classes on the held-out set (``metric`` 0);
+    a classifier (``prior``: the metric of always answering the held-out set's most common class) must beat that
+    prior, or it has learnt nothing a constant would not say."""
     change = (f"classes change from [{', '.join(current_names)}] to [{', '.join(candidate_names)}] "
               "(--allow-new-classes)") if current_names else \
         f"the line's first model, classes [{', '.join(candidate_names)}] (no model ran before)"
-    if candidate <= _EPS:
-        return PromotionDecision(metric, None, candidate, 0.0, False,
-                                 f"candidate {metric} {candidate:.4f}: it finds none of its classes on the held-out "
-                                 f"set; {change}", first=not current_names)
+    first = not current_names
+    if prior is None:
+        floor, floor_desc = 0.0, "0"
+        refused = (f"candidate {metric} {candidate:.4f}: it finds none of its classes on the held-out set; "
+                   f"{change}")
+    else:
+        floor, floor_desc = prior, f"{prior:.4f}, the class prior"
+        refused = (f"candidate {metric} {candidate:.4f} is no better than always answering the held-out set's most "
+                   f"common class ({metric} {prior:.4f}): it has learnt nothing yet; {change}")
+    if candidate <= floor + _EPS:
+        return PromotionDecision(metric, None, candidate, 0.0, False, refused, first=first, floor=floor,
+                                 floor_desc=floor_desc)
     compared = "the running model has other classes and is not compared" if current_names else \
         "there is no running model to compare"
-    return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f}; {change}; "
-                             f"{compared}", first=not current_names)
+    beats = "" if prior is None else f" (the class prior gives {prior:.4f})"
+    return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f}{beats}; "
+                             f"{change}; {compared}", first=first, floor=floor, floor_desc=floor_desc)
+
+
+def class_prior(metric: str, truth: Sequence[int], names: Sequence[str]) -> float:
+    """``metric`` ("accuracy" or "macro F1") of a classifier that always answers the most common class of ``truth``
+    (ties: the lower class id): the bar a classifier with new classes must pass."""
+    from agent.tooling.evaluation.classification import evaluate_classification
+
+    if not truth:
+        raise ValueError("class_prior: expected at least one held-out image")
+    counts = np.bincount(np.asarray(truth, dtype=np.int64), minlength=len(names))
+    scores = evaluate_classification(truth, np.full(len(truth), int(counts.argmax())), names)
+    return {"accuracy": scores.accuracy, "macro F1": scores.macro_f1}[metric]
 
 
 def verdicts_changed(current: ModelScore, candidate: ModelScore) -> int:
