@@ -10,17 +10,13 @@ The line: the grey surface scene (``synthetic://surface``, 640x640, six small de
 frames clean) and a plant taxonomy of its defect names. There is no model and no label. Every step is the
 ``edge-agent`` command a user runs (a subprocess each):
 
-1. ``edge-agent gateway`` with ``taxonomy:`` (real gRPC) in front of the VLM;
-2. ``edge-agent run`` in learn mode (``mode: learn``, no prefilter): a sample of the frames goes to the VLM,
-   the answers are published and recorded;
-3. ``edge-agent dataset export --format imagefolder``;
-4. ``edge-agent models train --new-classes`` a frame classifier on the shipped classifier's backbone (which
-   also quantizes it to INT8 behind its gate, calibrated on the training frames, judged on the val split; when
-   the gate refuses the INT8 file, exit 1, the FP32 candidate goes on);
-5. ``edge-agent models promote --allow-new-classes`` (the line's first model; judged on the export's val split,
-   labelled by the VLM: day zero has no other labels);
-6. ``edge-agent run`` again, now inspecting with the INT8 prefilter and escalating what it is unsure about,
-   on frames never seen (another seed).
+1. ``edge-agent gateway`` with ``taxonomy:`` (real gRPC) in front of the VLM; 2. ``edge-agent run`` in learn
+mode (no prefilter): a sample of the frames goes to the VLM, the answers are published and recorded;
+3. ``edge-agent dataset export --format imagefolder``; 4. ``edge-agent models train --new-classes``: a frame
+classifier on the shipped classifier's backbone, quantized to INT8 behind its gate (gate refused: exit 1, the
+FP32 candidate goes on); 5. ``edge-agent models promote --allow-new-classes`` (the line's first model, judged on
+the export's val split, labelled by the VLM; refused when no better than the class prior: then no step 6);
+6. ``edge-agent run`` inspecting with the promoted prefilter on frames never seen (another seed).
 
 **The VLM is simulated** (a stated simulation, not a claim about LLaVA): the fake Ollama of ``tests/fakes``
 (faithful to Ollama's HTTP API) answers from the scene's ground truth (``TruthOracle``), **wrong on
@@ -28,15 +24,11 @@ frames clean) and a plant taxonomy of its defect names. There is no model and no
 frame by a seeded hash. It runs in this process; everything else is a real process or server (Mosquitto,
 the gateway, the agent).
 
-What is printed, against the scene's ground truth of every frame (positive class: defect):
-
-* **before** (learn mode): only the frames sent to the VLM were inspected; their verdicts are the VLM's.
-  F1 is over those frames; the frames not sent have no verdict (they are counted, not published, and not
-  scored). The escalation rate is the share of inspected frames the VLM decided: 100%.
-* **after** (the promoted prefilter, fresh frames): every frame the agent took was inspected; the prefilter
-  decides the frames it is sure about (triage: top-1 >= accept and margin), the rest go to the VLM. F1 over
-  all of them, of the final verdict; the escalation rate is the share sent to the VLM. The prefilter's own F1
-  on the frames it decided is printed beside it.
+What is printed, against the scene's ground truth of every frame (positive class: defect): **before** (learn
+mode) only the frames sent to the VLM were inspected, with the VLM's verdicts (F1 over those; the others are
+counted, not scored; escalation 100%); **after** (the promoted prefilter, fresh frames) every frame taken was
+inspected: the prefilter decides those it is sure about (triage: top-1 >= accept and margin), the rest go to the
+VLM; F1 of the final verdicts over all, the escalation rate, and the prefilter's own F1 on what it decided.
 
 Each step's wall time and the load average (1 min) before and after it are printed: the box is shared.
 """
