@@ -3,7 +3,6 @@
 
     python scripts/day_zero.py [--work DIR] [--learn-frames 800] [--fresh-frames 400] [--imgsz 320x320]
                                [--epochs 4] [--time 0.4] [--batch 16] [--lr0 LR] [--json OUT]
-
 (needs the train extra for ``models train``: ``pip install -e '.[train]'``; Mosquitto on the PATH)
 
 The line: the grey surface scene (``synthetic://surface``, 640x640, six small defect kinds, about half the
