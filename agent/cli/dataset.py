@@ -80,7 +80,10 @@ def export_command(
     val_fraction: Annotated[float, typer.Option(help="share of the frames for val (whole time groups)")] = 0.2,
     split_gap: Annotated[float, typer.Option(
         "--split-gap", help="seconds between two frames of a camera that start a new time group; frames closer "
-        "than this are always in the same split")] = 2.0,
+        "than this are in the same split (but for block boundaries)")] = 2.0,
+    split_block: Annotated[float, typer.Option(
+        "--split-block", help="seconds after which a time group ends even without a gap, so an unbroken recording "
+        "is cut into blocks that can go to val (0: never)")] = 30.0,
     seed: Annotated[int, typer.Option(help="seed of the order in which time groups are drawn for val")] = 0,
     model: Annotated[str | None, typer.Option(
         help="a model id of the recording: export the frames of the models with its class list (needed when "
@@ -95,8 +98,9 @@ def export_command(
     from agent.tooling.dataset.export import ExportOptions, export_dataset
 
     summary = export_dataset(ExportOptions(
-        source=source, out=out, fmt=fmt, val_fraction=val_fraction, split_gap_s=split_gap, seed=seed,
-        overwrite=overwrite, model=model, min_score=min_score, pass_class=pass_class),
+        source=source, out=out, fmt=fmt, val_fraction=val_fraction, split_gap_s=split_gap,
+        split_block_s=split_block, seed=seed, overwrite=overwrite, model=model, min_score=min_score,
+        pass_class=pass_class),
         progress=_ProgressBar(sys.stderr))
     for line in summary_lines(summary):
         typer.echo(line)

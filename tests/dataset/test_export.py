@@ -170,11 +170,32 @@ def test_the_val_share_comes_close_to_the_fraction_with_whole_groups() -> None:
     assert assign_splits(time_groups(items, 2.0), 0.2, seed=3) == splits  # same seed, same split
 
 
-def test_one_unbroken_run_leaves_val_empty_with_a_warning(tmp_path: pathlib.Path) -> None:
+def test_one_unbroken_run_without_blocks_leaves_val_empty_with_a_warning(tmp_path: pathlib.Path) -> None:
     recording(tmp_path / "rec")
-    summary = export(tmp_path / "rec", tmp_path / "out", split_gap_s=60.0)
+    summary = export(tmp_path / "rec", tmp_path / "out", split_gap_s=60.0, split_block_s=0.0)
     assert summary.images["val"] == 0  # type: ignore[attr-defined]
     assert "val is empty" in summary.warnings[0]  # type: ignore[attr-defined]
+    assert "lower --split-gap or --split-block" in summary.warnings[0]  # type: ignore[attr-defined]
+
+
+def test_an_unbroken_run_is_cut_into_blocks_that_val_can_take() -> None:
+    """A learn-mode camera sampling one frame a second for 10 minutes, with no gap: with blocks of 30 s it forms
+    20 groups and val gets about its fifth; frames of one block stay together."""
+    items = [TimedItem("cam", float(t)) for t in range(600)]
+    assert len(time_groups(items, 2.0)) == 1  # no blocks: one group, val impossible
+    groups = time_groups(items, 2.0, block_s=30.0)
+    assert [len(g) for g in groups] == [30] * 20
+    splits = assign_splits(groups, 0.2, seed=1)
+    assert list(splits.values()).count("val") == 120
+    for g in groups:
+        assert len({splits[i] for i in g}) == 1
+    # a gap still starts a group, and the block counts from the group's first frame
+    gapped = [TimedItem("cam", t) for t in (0.0, 1.0, 10.0, 11.0, 38.0, 41.0)]
+    assert time_groups(gapped, 5.0, block_s=30.0) == [[0, 1], [2, 3], [4, 5]]
+    steady = [TimedItem("cam", 4.0 * k) for k in range(6)]  # 0, 4, ... 20 s: no gap of 5 s
+    assert time_groups(steady, 5.0, block_s=10.0) == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(ValueError, match="block_s: expected 0"):
+        time_groups(items, 2.0, block_s=-1.0)
 
 
 # -- bad input --------------------------------------------------------------------------------------------
@@ -258,6 +279,7 @@ def test_a_classifier_recording_exports_to_imagefolder_only(tmp_path: pathlib.Pa
     (["--format", "voc"], "--format 'voc': expected one of yolo, coco, imagefolder"),
     (["--val-fraction", "1.5"], "--val-fraction 1.5: expected 0 <= fraction < 1"),
     (["--split-gap", "-1"], "--split-gap -1.0: expected 0 or more seconds"),
+    (["--split-block", "-5"], "--split-block -5.0: expected 0 (no blocks) or more seconds"),
 ])
 def test_bad_options_are_named(tmp_path: pathlib.Path, args: list[str], message: str) -> None:
     recording(tmp_path / "rec")

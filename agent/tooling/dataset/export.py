@@ -65,6 +65,7 @@ class ExportOptions:
     fmt: str
     val_fraction: float = 0.2
     split_gap_s: float = 2.0
+    split_block_s: float = 30.0  # a time group lasting this long ends (an unbroken recording still gets a val set)
     seed: int = 0
     overwrite: bool = False
     model: str | None = None  # a model id: export the records of the models with its class list
@@ -168,13 +169,14 @@ def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -
 
     labels = [label_frame(r, pass_class=options.pass_class, min_score=options.min_score) for r, _ in records]
     groups = time_groups([TimedItem(r.camera, r.captured_at.timestamp()) for r, _ in records],
-                         options.split_gap_s)
+                         options.split_gap_s, options.split_block_s)
     splits = assign_splits(groups, options.val_fraction, options.seed)
     warnings: list[str] = []
     if options.val_fraction > 0 and "val" not in splits.values():
         warnings.append(f"val is empty: the {len(records)} frames form {len(groups)} run(s) with no gap of "
-                        f"--split-gap {options.split_gap_s:g} s or more between them that could go to val; "
-                        "lower --split-gap (or record longer)")
+                        f"--split-gap {options.split_gap_s:g} s or more between them, nor --split-block "
+                        f"{options.split_block_s:g} s long, that could go to val; lower --split-gap or "
+                        "--split-block (or record longer)")
 
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -223,6 +225,8 @@ def _check_options(options: ExportOptions) -> None:
         raise DatasetError(f"--val-fraction {options.val_fraction}: expected 0 <= fraction < 1")
     if options.split_gap_s < 0:
         raise DatasetError(f"--split-gap {options.split_gap_s}: expected 0 or more seconds")
+    if options.split_block_s < 0:
+        raise DatasetError(f"--split-block {options.split_block_s}: expected 0 (no blocks) or more seconds")
 
 
 def _export_classes(options: ExportOptions, task: str, model_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -407,8 +411,8 @@ def _write_manifest(path: pathlib.Path, options: ExportOptions, summary: ExportS
         "tool": "edge-agent dataset export", "source": str(options.source.resolve()), "format": options.fmt,
         "names": list(summary.names), "models": models, "images": summary.images, "boxes": summary.boxes,
         "background": summary.background, "excluded": summary.excluded, "review_rows": summary.review_rows,
-        "split": {"val_fraction": options.val_fraction, "gap_s": options.split_gap_s, "seed": options.seed,
-                  "groups": summary.groups},
+        "split": {"val_fraction": options.val_fraction, "gap_s": options.split_gap_s,
+                  "block_s": options.split_block_s, "seed": options.seed, "groups": summary.groups},
         "min_score": options.min_score, "pass_class": options.pass_class,
         "skipped": [{"file": f, "why": why} for f, why in summary.skipped],
         "other_models": summary.other_models, "warnings": list(summary.warnings)}, indent=1))

@@ -3,10 +3,13 @@
 Frames of one camera taken close together look alike (the same part, a few pixels on). Splitting them
 frame by frame would put near-copies of the val images into train and flatter the val score. So frames are
 first grouped: per camera, in capture order, a new group starts wherever the gap to the previous frame is
-at least ``gap_s`` seconds. Whole groups are then assigned: in an order shuffled with ``seed`` (the same
-recording and seed always give the same split), a group goes to val when that brings the val share closer
-to ``val_fraction``. Hence frames of one camera less than ``gap_s`` apart are always in the same split; a
-recording that is one unbroken run has one group, and val stays empty (lower the gap).
+at least ``gap_s`` seconds, and (``block_s`` > 0) wherever a group has lasted ``block_s`` seconds: a recording
+that is one unbroken run (a learn-mode camera sampling all day) is cut into consecutive blocks instead of
+forming one group that val can never take. Whole groups are then assigned: in an order shuffled with ``seed``
+(the same recording and seed always give the same split), a group goes to val when that brings the val share
+closer to ``val_fraction``. Hence frames of one camera less than ``gap_s`` apart are in the same split, except
+on either side of a block boundary (a run longer than ``block_s``): a few near-copies per block, against a val
+set that would otherwise be empty.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ class TimedItem:
     seconds: float  # capture time, any epoch
 
 
-def time_groups(items: Sequence[TimedItem], gap_s: float) -> list[list[int]]:
-    """Indices of ``items`` in groups (see the module doc), each in capture order; groups ordered by their
-    first frame's time."""
+def time_groups(items: Sequence[TimedItem], gap_s: float, block_s: float = 0.0) -> list[list[int]]:
+    """Indices of ``items`` in groups (see the module doc; ``block_s`` 0: no blocks), each in capture order;
+    groups ordered by their first frame's time."""
     if gap_s < 0:
         raise ValueError(f"gap_s: expected 0 or more seconds, got {gap_s}")
+    if block_s < 0:
+        raise ValueError(f"block_s: expected 0 (no blocks) or more seconds, got {block_s}")
     by_key: dict[Hashable, list[int]] = {}
     for i, item in enumerate(items):
         by_key.setdefault(item.key, []).append(i)
@@ -40,7 +45,8 @@ def time_groups(items: Sequence[TimedItem], gap_s: float) -> list[list[int]]:
         indices.sort(key=lambda i: (items[i].seconds, i))
         current = [indices[0]]
         for prev, i in zip(indices, indices[1:], strict=False):
-            if items[i].seconds - items[prev].seconds >= gap_s:
+            t = items[i].seconds
+            if t - items[prev].seconds >= gap_s or (block_s > 0 and t - items[current[0]].seconds >= block_s):
                 groups.append(current)
                 current = []
             current.append(i)
