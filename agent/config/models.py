@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from agent.config.anomaly import AnomalyBandConfig
 from agent.config.base import Strict
 from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.config.providers import normalise_providers
@@ -51,6 +52,7 @@ class TriageConfig(Strict):
         "classifiers: least lead of the top class's probability over the runner-up's for a decided frame"))] = 0.2
     pass_label: str = Field(default="pass", min_length=1, description=(
         "classifiers: the class that means a good frame; every other class is a defect"))
+    anomaly: AnomalyBandConfig = AnomalyBandConfig()
 
     @model_validator(mode="after")
     def _band(self) -> TriageConfig:

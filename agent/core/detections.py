@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-Task = Literal["detect", "classify"]
+Task = Literal["detect", "classify", "anomaly"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,9 @@ class PrefilterResult:
     A detector fills ``detections``; ``probabilities`` stays empty. A classifier
     fills ``probabilities``: (class name, probability) for every class, in class-id
     order (index = class id), summing to 1; ``detections`` stays empty, and
-    ``ranked`` gives the classes best first.
+    ``ranked`` gives the classes best first. An anomaly model fills ``anomaly``:
+    the frame's anomaly confidence in 0..1 (0.5 at the model's threshold), and
+    ``detections`` with the regions over the threshold (label ``anomaly``, boxes).
     """
 
     model_id: str
@@ -34,6 +36,7 @@ class PrefilterResult:
     latency_ms: float  # pre-process + inference + post-process for this frame
     task: Task = "detect"
     probabilities: tuple[tuple[str, float], ...] = ()
+    anomaly: float | None = None  # anomaly models only
 
     @property
     def ranked(self) -> tuple[tuple[str, float], ...]:

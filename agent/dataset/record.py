@@ -93,7 +93,7 @@ class DatasetRecord:
     height: int
     model_id: str
     model_digest: str | None
-    task: str  # detect | classify
+    task: str  # detect | classify | anomaly
     names: tuple[str, ...]
     detections: tuple[RecordedDetection, ...]
     verdict: str  # the triage's

@@ -327,6 +327,8 @@ def build_record(inspection: Inspection, kind: RecordKind, event: TagEvent, mode
     frame, result, decision = inspection.frame, inspection.result, inspection.decision
     if result.task == "classify":
         raw = tuple(Detection(name, i, p, None) for i, (name, p) in enumerate(result.probabilities))
+    elif result.task == "anomaly":  # the frame's anomaly confidence first (no box), then its regions
+        raw = (Detection("anomaly", 0, result.anomaly or 0.0, None), *result.detections)
     else:
         raw = result.detections
     vlm = None

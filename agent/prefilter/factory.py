@@ -1,8 +1,8 @@
 """Open any prefilter model: the task in its metadata (or sidecar) picks the runtime.
 
-``task`` "detect" gives a ``YoloDetector``, "classify" an ``ImageClassifier``.
-Both have the same surface: ``info`` (a ``ModelInfo``), ``preprocess(image) ->
-(tensor, plan)`` into a reused input tensor, ``forward(tensor)``, and
+``task`` "detect" gives a ``YoloDetector``, "classify" an ``ImageClassifier``, "anomaly" an
+``AnomalyModel`` (agent.prefilter.anomaly). All have the same surface: ``info`` (a ``ModelInfo``),
+``preprocess(image) -> (tensor, plan)`` into a reused input tensor, ``forward(tensor)``, and
 ``infer(image) -> PrefilterResult``. The session is opened once and handed to
 the runtime the task names.
 
@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 
 from agent.config.models import ModelConfig
 from agent.config.providers import CPU
+from agent.prefilter.anomaly import AnomalyModel, describe_anomaly
 from agent.prefilter.classifier import ImageClassifier, describe_classifier
 from agent.prefilter.detector import YoloDetector, describe_model
 from agent.prefilter.model_info import load_metadata
@@ -27,7 +28,7 @@ from agent.prefilter.onnx_session import GpuSettings, open_session
 
 log = logging.getLogger(__name__)
 
-PrefilterModel: TypeAlias = YoloDetector | ImageClassifier
+PrefilterModel: TypeAlias = YoloDetector | ImageClassifier | AnomalyModel
 
 
 def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> PrefilterModel:
@@ -45,8 +46,9 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
     # The first session only tells the task and layout: on the CPU, so a GPU provider builds its engine once.
     session, meta = open_session(path, config.providers if cpu_only else [CPU], config.intra_op_threads)
     parsed, _source = load_metadata(path, meta)
-    if parsed["task"] == "classify":
-        describe_classifier(path, session, meta)  # a bad layout is refused before a GPU session is built
+    if parsed["task"] in ("classify", "anomaly"):
+        describe = describe_classifier if parsed["task"] == "classify" else describe_anomaly
+        describe(path, session, meta)  # a bad layout is refused before a GPU session is built
         if not cpu_only:
             session, meta = open_session(path, config.providers, config.intra_op_threads, gpu=gpu)
         return _wrap(path, session, meta, config)
@@ -58,6 +60,8 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
 
 def _wrap(path: pathlib.Path, session: Any, meta: dict[str, str], config: ModelConfig) -> PrefilterModel:
     parsed, _source = load_metadata(path, meta)
+    if parsed["task"] == "anomaly":
+        return AnomalyModel(session, describe_anomaly(path, session, meta))
     if parsed["task"] == "classify":
         classifier = ImageClassifier(session, describe_classifier(path, session, meta))
         classifier.self_check()

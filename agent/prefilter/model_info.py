@@ -12,7 +12,12 @@ Keys the prefilter reads (every other key, e.g. ultralytics' ``stride`` or
     names          class names: {0: 'pass', 1: 'scratch'} or ['pass', 'scratch']; required
     imgsz          input [height, width] (or one int for a square); needed when the graph's input is dynamic
 
-Classifiers only (``task`` "classify"); the defaults are what an ultralytics
+Anomaly models (``task`` "anomaly", agent.prefilter.anomaly) need no ``names`` and read the classifier keys
+below, and:
+
+    threshold      the score above which a frame is anomalous, 0 < t < 1; required
+
+Classifiers (``task`` "classify") and anomaly models; the defaults are what an ultralytics
 ``yolov8n-cls`` export does, so such a model runs without extra keys:
 
     resize         how the frame is fitted into the input: "stretch", "letterbox" (grey bars, aspect kept)
@@ -51,7 +56,8 @@ from agent.prefilter.yolo_decode import expected_anchor_count
 
 SIDECAR_HELP = ('a sidecar file MODEL.json such as {"task": "detect", "names": ["scratch", "hole"], '
                 '"imgsz": [320, 320]}')
-TASKS = ("detect", "classify")
+TASKS = ("detect", "classify", "anomaly")
+ANOMALY_OUTPUTS = ("anomaly_map", "score")
 OutputKind = Literal["probabilities", "logits"]
 OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
 
@@ -77,7 +83,9 @@ class ModelInfo:
     input_name: str
     output_name: str
     metadata_source: str  # "onnx metadata" | "sidecar <file>"
-    classifier_input: ClassifierInput | None = None  # classifiers only
+    classifier_input: ClassifierInput | None = None  # classifiers and anomaly models
+    anomaly_threshold: float | None = None  # anomaly models: the score threshold (metadata ``threshold``)
+    score_output: str = ""  # anomaly models: the name of the score output (output_name is the map's)
 
 
 def file_digest(path: pathlib.Path) -> str:
@@ -125,6 +133,12 @@ def parse_metadata(meta: Mapping[str, str], where: str) -> dict[str, Any]:
             if value not in allowed:
                 raise ModelError(f"{where}: metadata key {key!r} is {value!r}; expected one of {', '.join(allowed)}")
             out[key] = value
+    if "threshold" in meta:
+        value = _literal(meta["threshold"], "threshold", where)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 < value < 1.0:
+            raise ModelError(f"{where}: metadata key 'threshold' must be a number between 0 and 1 (exclusive), "
+                             f"got {meta['threshold'][:80]!r}")
+        out["threshold"] = float(value)
     for key in ("mean", "std"):
         if key in meta:
             values = _literal(meta[key], key, where)
@@ -155,6 +169,8 @@ def load_metadata(path: pathlib.Path, meta: Mapping[str, str]) -> tuple[dict[str
     where = f"model {path}"
     parsed = parse_metadata(meta, where)
     source = "onnx metadata"
+    if "names" not in parsed and parsed.get("task") == "anomaly":
+        parsed["names"] = ("anomaly",)  # one kind of finding; no class names needed
     if "names" not in parsed:
         side = read_sidecar(path)
         if side is None:
@@ -164,8 +180,8 @@ def load_metadata(path: pathlib.Path, meta: Mapping[str, str]) -> tuple[dict[str
         where = f"{where} ({source})"
     task = parsed.setdefault("task", "detect")
     if task not in TASKS:
-        raise ModelError(f"{where}: task is {task!r}; the prefilter runs {' and '.join(repr(t) for t in TASKS)} "
-                         "models (a YOLOv8 detector or an image classifier)")
+        raise ModelError(f"{where}: task is {task!r}; the prefilter runs {', '.join(repr(t) for t in TASKS)} "
+                         "models (a YOLOv8 detector, an image classifier or an anomaly model)")
     if not parsed["names"]:
         raise ModelError(f"{where}: 'names' is empty; expected at least one class name")
     return parsed, source
@@ -251,3 +267,23 @@ def check_classifier_layout(
         raise ModelLayoutError(f"{where}: the output has {output_shape[1]} class scores, but the metadata names "
                                f"{nc} classes ({', '.join(names)}); expected one name per output")
     return w, h
+
+
+def check_anomaly_layout(where: str, inputs: Any, outputs: Any, imgsz: list[int] | None) -> tuple[int, int, str, str]:
+    """Validate an anomaly model: one image input (batch 1 or dynamic, 3, H, W), outputs ``anomaly_map``
+    (batch, 1, h, w) and ``score`` (batch,). Returns (input width, height, map output name, score output name)."""
+    if len(inputs) != 1:
+        raise ModelLayoutError(f"{where}: expected 1 image input, got {len(inputs)}")
+    shape = list(inputs[0].shape)
+    w, h = _input_size(where, shape, imgsz)
+    if isinstance(shape[0], int) and shape[0] != 1:
+        raise ModelLayoutError(f"{where}: the input has a fixed batch of {shape[0]}; expected batch 1 or dynamic")
+    by_name = {o.name: list(o.shape) for o in outputs}
+    if sorted(by_name) != sorted(ANOMALY_OUTPUTS):
+        raise ModelLayoutError(f"{where}: expected two outputs named anomaly_map (batch, 1, h, w) and score "
+                               f"(batch,), got {', '.join(f'{k} {v}' for k, v in by_name.items()) or 'none'}")
+    amap, score = by_name["anomaly_map"], by_name["score"]
+    if len(amap) != 4 or amap[1] not in (1, "1") or len(score) != 1:
+        raise ModelLayoutError(f"{where}: expected anomaly_map (batch, 1, h, w) and score (batch,), got "
+                               f"anomaly_map {amap} and score {score}")
+    return w, h, "anomaly_map", "score"

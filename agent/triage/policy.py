@@ -19,6 +19,13 @@ and the runner-up's ``p2``: the frame is decided when ``p1 >= accept`` and
 >= ``reject`` becomes an uncertain tag, best first (none when the model spreads
 its belief thinly; the frame is uncertain all the same). A one-class model has
 ``p2 = 0``.
+
+For an anomaly model (:func:`triage_anomaly`), with the frame's anomaly
+confidence ``a`` (0.5 at the model's threshold) and the band ``triage.anomaly``:
+``a < pass_below`` passes (no tags); ``a >= defect_at`` is a defect, its
+regions (``anomaly`` tags with boxes) accepted, or one frame-level ``anomaly``
+tag when no cell of the map is over the threshold; in between the frame is
+uncertain and its regions are uncertain tags.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from agent.config.models import TriageConfig
 from agent.core.decision import TriageDecision, TriagedTag, Verdict
 from agent.core.detections import Detection, PrefilterResult
+
+ANOMALY_LABEL = "anomaly"  # as agent.prefilter.anomaly labels its regions (a stage does not import another)
 
 
 def triage(detections: Iterable[Detection], band: TriageConfig) -> TriageDecision:
@@ -67,8 +76,22 @@ def triage_classification(probabilities: Sequence[tuple[str, float]], band: Tria
     return TriageDecision(verdict="uncertain", tags=tags)
 
 
+def triage_anomaly(confidence: float, regions: Sequence[Detection], band: TriageConfig) -> TriageDecision:
+    """Verdict from an anomaly model's frame confidence and its regions (best first)."""
+    if confidence < band.anomaly.pass_below:
+        return TriageDecision(verdict="pass", tags=())
+    if confidence >= band.anomaly.defect_at:
+        found = tuple(regions) or (Detection(ANOMALY_LABEL, 0, confidence, None),)
+        return TriageDecision(verdict="defect", tags=tuple(TriagedTag(d, "accepted") for d in found))
+    return TriageDecision(verdict="uncertain", tags=tuple(TriagedTag(d, "uncertain") for d in regions))
+
+
 def decide(result: PrefilterResult, band: TriageConfig) -> TriageDecision:
     """The verdict for one frame's prefilter result, by the rule of its task."""
+    if result.task == "anomaly":
+        if result.anomaly is None:
+            raise ValueError(f"an anomaly result needs its anomaly confidence; model {result.model_id} gave none")
+        return triage_anomaly(result.anomaly, result.detections, band)
     if result.task == "classify":
         return triage_classification(result.probabilities, band)
     return triage(result.detections, band)

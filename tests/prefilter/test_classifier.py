@@ -114,7 +114,7 @@ def test_bad_classifiers_are_refused_with_what_was_expected(tmp_path, output, me
     ("meta", "message"),
     [
         ({}, "no class names in the ONNX metadata and no sidecar cls.json"),
-        ({**META, "task": "segment"}, "task is 'segment'; the prefilter runs 'detect' and 'classify' models"),
+        ({**META, "task": "segment"}, "task is 'segment'; the prefilter runs 'detect', 'classify', 'anomaly' models"),
         ({**META, "resize": "squash"}, "metadata key 'resize' is 'squash'; expected one of stretch, letterbox"),
         ({**META, "output": "scores"}, "metadata key 'output' is 'scores'; expected one of probabilities, logits"),
         ({**META, "mean": "[0.5, 0.5]"}, r"metadata key 'mean' must be 3 numbers \(R, G, B"),
