@@ -11,6 +11,7 @@
     ├── DatasetError                a dataset cannot be written or read
     ├── BatchError                  `edge-agent tag`: a PATH is missing, the output is of another format
     ├── MetricsError                the /metrics + /healthz endpoint cannot listen on its address
+    ├── OpcUaServerError            the agent's OPC UA server cannot start (port in use, certificate, users file)
     └── GatewayError                the escalation gateway cannot start (listen address, TLS files);
         │                           its subclasses are one Describe call's failures:
         ├── RequestRejected         a Describe request is bad: image, crop or template (INVALID_ARGUMENT)
@@ -75,6 +76,10 @@ class BatchError(EdgeAgentError):
 
 class MetricsError(EdgeAgentError):
     """The metrics endpoint (``metrics.listen``) cannot listen: the address is in use or not on this host."""
+
+
+class OpcUaServerError(EdgeAgentError):
+    """The agent's OPC UA server cannot start: its port is in use, a certificate or the users file is wrong."""
 
 
 class OutboxError(PublishError):

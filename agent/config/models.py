@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from agent.config.anomaly import AnomalyBandConfig
 from agent.config.base import Strict
 from agent.config.escalation import EscalationConfig, RateLimitConfig
+from agent.config.opcua_server import OpcUaServerConfig
 from agent.config.providers import normalise_providers
 from agent.taxonomy.model import Taxonomy
 
@@ -379,6 +380,7 @@ class AgentConfig(Strict):
     mode: CameraMode = Field(default="inspect", description=(
         "every camera's mode unless it sets its own; `model: null` means learn (there is no prefilter)"))
     learn: LearnConfig = Field(default_factory=LearnConfig)
+    opcua_server: OpcUaServerConfig = Field(default_factory=OpcUaServerConfig)
     taxonomy: pathlib.Path | None = None
     """The plant's defect taxonomy file (relative to the config file); None: tags keep only their raw labels."""
     _taxonomy: Taxonomy | None = PrivateAttr(default=None)

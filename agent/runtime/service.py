@@ -28,7 +28,7 @@ import pathlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.capture.grabber import Grabber, GrabberStats
 from agent.config.loader import load_config
@@ -62,8 +62,12 @@ from agent.runtime.fanout import EventFanout
 from agent.runtime.inspector import FrameInspector
 from agent.runtime.listeners import RecorderListener, TallyListener
 from agent.runtime.loop import InferenceLoop, latency_percentiles
+from agent.runtime.opcua import open_opcua_server
 from agent.runtime.reloading import PreparedReload, ReloadResult
 from agent.runtime.snapshots import progress_of
+
+if TYPE_CHECKING:  # asyncua (the plant extra) is loaded only when the OPC UA server is enabled
+    from agent.outputs.opcua_server.server import OpcUaServer
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,7 @@ class AgentService:
         self.loop: InferenceLoop | None = None
         self.escalator: Escalator | None = None
         self.recorder: DatasetRecorder | None = None  # the dataset recorder, while a camera records
+        self.opcua_server: OpcUaServer | None = None  # the agent's OPC UA server (opcua_server.enabled)
         self._recorder_listener = RecorderListener(None)  # tells the recorder the escalated events' outcomes
         self._started_at = 0.0
         self._stats_stop = threading.Event()
@@ -152,6 +157,7 @@ class AgentService:
             self._publisher = build_publisher(self.config)
         self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
                                                     TallyListener(self.learn_tally)])
+        self.opcua_server = open_opcua_server(self.config, self.snapshot, self.events)  # listening, or an error
         self._publisher.add_status_extra(self.camera_status.status_fields)
         self._publisher.add_status_extra(self.learn_tally.status_fields)
         self._publisher.add_status_extra(self._model_status)
@@ -443,6 +449,8 @@ class AgentService:
                 log.warning("shutdown: %s; unacknowledged events stay in the outbox and are sent after the next "
                             "start", "timed out waiting for the broker" if connected else "the broker is away")
             self._publisher.stop(max(0.5, deadline - time.monotonic()))
+        if self.opcua_server is not None:
+            self.opcua_server.stop()
         if self.health is not None:
             self.health.close()  # /metrics and /healthz answer until here
         return self.summary(flushed)
