@@ -21,6 +21,7 @@ from agent.config.base import Strict
 from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.config.opcua_server import OpcUaServerConfig
 from agent.config.providers import normalise_providers
+from agent.config.zones import ZonesConfig
 from agent.taxonomy.model import Taxonomy
 
 REPO_MODELS = pathlib.Path(__file__).resolve().parent.parent.parent / "models"
@@ -104,6 +105,7 @@ class CameraConfig(Strict):
         default=None, description="inspect: the prefilter inspects every frame; learn: no prefilter for this "
         "line yet, a sample of the frames goes to the VLM (see `learn`); None: the top-level mode")
     learn: LearnConfig | None = Field(default=None, description="overrides the top-level learn for this camera")
+    zones: ZonesConfig | None = Field(default=None, description="polygons to inspect and to ignore (docs/zones.md)")
 
     @field_validator("id")
     @classmethod

@@ -6,9 +6,10 @@ returns a :class:`ReloadPlan`; the service (``AgentService.reload``) carries it 
 Applied live:
 
 * ``cameras``: a camera that is new is started; one that is gone is stopped; one whose capture
-  settings changed (anything but ``triage``, ``escalation_rate``, ``record``, ``mode`` and ``learn``) gets a
-  new grabber (its frame sequence starts again at 1); one whose ``triage``, ``escalation_rate``, ``record``,
-  ``mode`` or ``learn`` changed keeps its grabber (*retuned*). ``record`` turns the dataset recorder on or
+  settings changed (anything but ``triage``, ``escalation_rate``, ``record``, ``mode``, ``learn`` and ``zones``)
+  gets a new grabber (its frame sequence starts again at 1); one whose ``triage``, ``escalation_rate``,
+  ``record``, ``mode``, ``learn`` or ``zones`` changed keeps its grabber (*retuned*; new zones apply from the
+  next frame). ``record`` turns the dataset recorder on or
   off for that camera. Cameras that did not change keep running untouched.
 * ``triage`` (the default band), ``snapshots``, ``logging``, and the escalation rate limits
   (``escalation.rate_per_camera``, ``cameras[].escalation_rate``).
@@ -40,7 +41,7 @@ __all__ = ["CAMERA_LIVE_FIELDS", "LIVE_SECTIONS", "ReloadPlan", "plan_reload"]
 LIVE_SECTIONS = ("cameras", "triage", "model", "snapshots", "logging", "taxonomy", "mode", "learn")
 """Top-level sections a reload applies; every other one (and ``escalation`` but its rates) needs a restart."""
 
-CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate", "record", "mode", "learn")
+CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate", "record", "mode", "learn", "zones")
 """Camera fields that change without a new grabber; a change to any other field restarts the camera."""
 
 _LIVE_ESCALATION = ("rate_per_camera",)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
 from agent.core.decision import TriageDecision, TriagedTag, Verdict
+from agent.core.zones import ZoneReport
 
 SCHEMA_ID = "edge-agent/tag-event/v1"
 
@@ -100,6 +101,8 @@ class TagEvent:
     revision: int = 1
     """1 for an event's first publication; 2 for its update when the VLM answered after the publish
     deadline (same ``event_id``). Consumers keep the highest revision of each event_id."""
+    zones: ZoneReport | None = None
+    """The camera's inspection zones and what they did to this frame; None: the camera has none."""
     taxonomy: LabelMap | None = dataclasses.field(default=None, compare=False, repr=False)
     """Maps the raw labels to the plant's canonical ones in the payload; None: raw labels only."""
 
@@ -127,6 +130,7 @@ class TagEvent:
                 **({"defects": [self._defect_payload(d) for d in self.vlm_defects]}
                    if self.escalation.status in ("answered", "cached") else {}),
             },
+            **({"zones": self.zones.to_payload()} if self.zones is not None else {}),
         }
 
     def unmapped_labels(self, *, vlm_only: bool = False) -> list[str]:
@@ -192,6 +196,7 @@ def build_event(
     escalation: EscalationOutcome | None = None,
     now: datetime.datetime | None = None,
     taxonomy: LabelMap | None = None,
+    zones: ZoneReport | None = None,
 ) -> TagEvent:
     """A new event with a fresh id. Uncertain frames with no escalation outcome
     get ``unavailable``; decided frames get ``not_needed``."""
@@ -214,4 +219,5 @@ def build_event(
         prefilter_latency_ms=prefilter_latency_ms,
         escalation=escalation,
         taxonomy=taxonomy,
+        zones=zones,
     )

@@ -8,6 +8,7 @@ from agent.core.decision import TriageDecision
 from agent.core.detections import PrefilterResult
 from agent.core.event import TagEvent
 from agent.core.frame import Frame
+from agent.core.zones import FrameZones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,3 +19,4 @@ class Inspection:
     result: PrefilterResult
     decision: TriageDecision
     event: TagEvent
+    zones: FrameZones | None = None  # the camera's zones as applied to this frame (drawn on its snapshot)

@@ -3,7 +3,9 @@
 ``render_snapshot`` is pure (image in, bytes out): boxes coloured by state
 (red = accepted, amber = uncertain), labels with confidence (a classifier's
 frame-level tags, which have no box, as labels at the top left), scaled down to
-``max_width`` and re-encoded at lower quality until it fits ``max_bytes``.
+``max_width`` and re-encoded at lower quality until it fits ``max_bytes``. A camera's inspection zones are
+drawn under the tags: include polygons outlined in green, exclude polygons shaded grey with a magenta outline,
+each with its name.
 ``shrink_jpeg`` makes an encoded snapshot smaller (for a broker whose packet limit
 it exceeds). ``SnapshotSender`` decides which inspections get one and hands the bytes to the
 publisher, counting what it skipped.
@@ -20,6 +22,7 @@ import numpy as np
 
 from agent.config.models import SnapshotConfig
 from agent.core.decision import TriageDecision
+from agent.core.zones import FrameZones, Polygon
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,29 @@ _COLOURS = {"accepted": (40, 40, 230), "uncertain": (0, 190, 255)}  # BGR
 _QUALITY_STEPS = (0, 15, 30, 45)  # subtracted from the configured quality until the JPEG fits
 
 
+_INCLUDE_COLOUR = (60, 200, 60)  # BGR green
+_EXCLUDE_COLOUR = (200, 60, 200)  # BGR magenta
+
+
+def draw_zones(canvas: np.ndarray, zones: FrameZones, scale: float) -> None:
+    """Outline the include polygons and shade the exclude ones on ``canvas`` (a frame scaled by ``scale``)."""
+    def points(polygon: Polygon) -> np.ndarray:
+        return np.round(np.asarray(polygon.points, dtype=np.float64) * scale).astype(np.int32)
+    if zones.exclude:
+        shade = canvas.copy()
+        cv2.fillPoly(shade, [points(p) for p in zones.exclude], (128, 128, 128))
+        cv2.addWeighted(shade, 0.45, canvas, 0.55, 0, dst=canvas)
+    for polygon, colour in [(p, _INCLUDE_COLOUR) for p in zones.include] + [(p, _EXCLUDE_COLOUR)
+                                                                             for p in zones.exclude]:
+        pts = points(polygon)
+        cv2.polylines(canvas, [pts], True, colour, 1, cv2.LINE_AA)
+        x, y = int(pts[:, 0].min()), int(pts[:, 1].min())
+        cv2.putText(canvas, polygon.name, (x + 3, max(y + 12, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
+                    cv2.LINE_AA)
+
+
 def render_snapshot(image: np.ndarray, decision: TriageDecision, *, max_width: int, quality: int,
-                    max_bytes: int) -> bytes | None:
+                    max_bytes: int, zones: FrameZones | None = None) -> bytes | None:
     """Annotated JPEG of ``image`` (BGR), at most ``max_width`` wide and ``max_bytes`` long;
     None if even the lowest quality step is too large."""
     if image.ndim != 3 or image.shape[2] != 3:
@@ -37,6 +61,8 @@ def render_snapshot(image: np.ndarray, decision: TriageDecision, *, max_width: i
     canvas = image.copy() if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale,
                                                           interpolation=cv2.INTER_AREA)
     thickness = max(1, round(2 * scale))
+    if zones is not None:
+        draw_zones(canvas, zones, scale)
     banner_y = 0  # frame-level tags (a classifier's, no box) are stacked at the top left
     for tag in decision.tags:
         d = tag.detection
@@ -108,11 +134,13 @@ class SnapshotSender:
     def wants(self, verdict: str) -> bool:
         return self.config.enabled and verdict in self.config.verdicts
 
-    def send(self, camera: str, event_id: str, image: np.ndarray, decision: TriageDecision) -> None:
+    def send(self, camera: str, event_id: str, image: np.ndarray, decision: TriageDecision,
+             zones: FrameZones | None = None) -> None:
         if not self.wants(decision.verdict):
             return
         c = self.config
-        jpeg = render_snapshot(image, decision, max_width=c.max_width, quality=c.quality, max_bytes=c.max_bytes)
+        jpeg = render_snapshot(image, decision, max_width=c.max_width, quality=c.quality, max_bytes=c.max_bytes,
+                               zones=zones)
         if jpeg is None:
             self.counters.too_large += 1
             log.warning("snapshot of event %s skipped: larger than snapshots.max_bytes=%d even at low quality "

@@ -3,7 +3,10 @@ tests share. No threads, no network (the threads are :mod:`agent.runtime.loop`'s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+
+import numpy as np
 
 from agent.config.models import AgentConfig, CameraConfig
 from agent.core.decision import TriageDecision
@@ -11,9 +14,11 @@ from agent.core.detections import PrefilterResult
 from agent.core.event import build_event
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
-from agent.core.ports import BatchPrefilter, Prefilter, StagedPrefilter
+from agent.core.ports import BatchPrefilter, DescribedPrefilter, Prefilter, StagedPrefilter
+from agent.core.zones import FrameZones, ZoneReport
 from agent.escalation.sampler import LEARN_MODEL_ID, LearnSampler, LearnTally
 from agent.triage.policy import decide
+from agent.triage.zones import CameraZones, ZoneMask
 
 __all__ = ["FrameInspector"]
 
@@ -37,6 +42,9 @@ class FrameInspector:
             raise ValueError("a FrameInspector without a prefilter needs every camera in learn mode")
         self._sampler = sampler if sampler is not None else LearnSampler()
         self._tally = tally if tally is not None else LearnTally(self._learning)
+        self._zones = {c.id: CameraZones(c.id, c.zones) for c in config.cameras if c.zones is not None}
+        # a whole-frame model (classifier; an anomaly model) sees the crop of a camera's zones, a detector the frame
+        self._crops = isinstance(prefilter, DescribedPrefilter) and prefilter.info.task != "detect"
 
     @property
     def tally(self) -> LearnTally:
@@ -66,7 +74,15 @@ class FrameInspector:
         return Inspection(frame, result, _LEARN_DECISION, event)
 
     def inspect(self, frame: Frame) -> Inspection:
-        return self._inspection(frame, self._model().infer(frame.image))
+        return self._inspection(frame, self._model().infer(self.model_input(frame)))
+
+    def model_input(self, frame: Frame) -> np.ndarray:
+        """The image the prefilter is given: the frame; for a whole-frame model (a classifier, an anomaly
+        model) on a camera with zones, the crop of its inspected area (:meth:`agent.triage.zones.ZoneMask.crop`;
+        the whole frame when its zones cannot apply to it)."""
+        zones = self._zones.get(frame.camera_id) if self._crops else None
+        mask = zones.for_frame(frame.width, frame.height) if zones is not None else None
+        return mask.crop(frame.image) if isinstance(mask, ZoneMask) else frame.image
 
     def _model(self) -> Prefilter:
         if self._prefilter is None:
@@ -81,7 +97,7 @@ class FrameInspector:
         model = self._prefilter
         if len(frames) < 2 or not isinstance(model, BatchPrefilter) or model.max_batch < 2:
             return [self.inspect(frame) for frame in frames]
-        results = model.infer_batch([frame.image for frame in frames])
+        results = model.infer_batch([self.model_input(frame) for frame in frames])
         return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
 
     @property
@@ -100,11 +116,29 @@ class FrameInspector:
         camera = self._cameras.get(frame.camera_id)
         if camera is None:
             raise KeyError(f"frame from unknown camera {frame.camera_id!r}")
-        decision = decide(result, self._config.triage_for(camera))
+        band = self._config.triage_for(camera)
+        result, report, applied = self._apply_zones(frame, result, band.reject)
+        decision = decide(result, band)
         event = build_event(
             device=self._config.device_id, camera=frame.camera_id, sequence=frame.sequence,
             captured_at=frame.captured_at, frame_width=frame.width, frame_height=frame.height,
             decision=decision, model_id=result.model_id, prefilter_latency_ms=result.latency_ms,
-            taxonomy=self._config.loaded_taxonomy,
+            taxonomy=self._config.loaded_taxonomy, zones=report,
         )
-        return Inspection(frame, result, decision, event)
+        return Inspection(frame, result, decision, event, applied)
+
+    def _apply_zones(self, frame: Frame, result: PrefilterResult,
+                     reject: float) -> tuple[PrefilterResult, ZoneReport | None, FrameZones | None]:
+        """The result with the detections outside the camera's zones dropped, what the event says of the zones,
+        and the zones as applied (None when the camera has none or they cannot apply to this frame)."""
+        zones = self._zones.get(frame.camera_id)
+        if zones is None:
+            return result, None, None
+        mask = zones.for_frame(frame.width, frame.height)
+        if not isinstance(mask, ZoneMask):
+            return result, zones.report(mask), None
+        kept, dropped = mask.split(result.detections)
+        if dropped:
+            result = dataclasses.replace(result, detections=kept)
+        report = zones.report(mask, sum(d.confidence >= reject for d in dropped), crop=self._crops)
+        return result, report, mask.zones

@@ -292,7 +292,7 @@ class InferenceLoop:
             pool.put(buffer)  # only learn-mode frames: the model has nothing to do
         elif staged is not None:
             t0 = time.perf_counter()
-            batch.tensor, batch.plans = staged.prepare([f.image for f in frames], buffer)
+            batch.tensor, batch.plans = staged.prepare([inspector.model_input(f) for f in frames], buffer)
             batch.buffer, batch.pool = buffer, pool
             batch.spent_ms = (time.perf_counter() - t0) * 1000.0
         return batch
@@ -384,7 +384,8 @@ class InferenceLoop:
             c.escalations[inspection.event.escalation.status] += 1
             self._sink.publish_event(inspection.event)
         if snapshots is not None:
-            snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision)
+            snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision,
+                           inspection.zones)
         self.last_progress = time.monotonic()
         if self._on_inspection is not None:
             self._on_inspection(inspection)

@@ -1,0 +1,112 @@
+"""Zones in the FrameInspector with the shipped models: a detector's detections outside the inspected area are
+dropped and counted, a classifier sees the crop of the inspected area, and the event says so (schema-valid)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+from agent.capture.synthetic import ConveyorScene
+from agent.config.models import AgentConfig, CameraConfig, ModelConfig
+from agent.config.zones import ZonesConfig
+from agent.core.frame import Frame
+from agent.prefilter.factory import open_prefilter
+from agent.publish.schema import validate_payload
+from agent.publish.snapshot import render_snapshot
+from agent.runtime.inspector import FrameInspector
+from agent.triage.zones import ZoneMask
+
+MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
+TOP_HALF = {"exclude": [{"name": "top", "points": [[0, 0], [1, 0], [1, 0.5], [0, 0.5]]}]}
+LEFT_HALF = {"exclude": [{"name": "left", "points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}]}
+
+
+def config(model: str, zones: dict | None) -> AgentConfig:
+    cam = CameraConfig(id="belt", source="synthetic://conveyor",
+                       zones=None if zones is None else ZonesConfig.model_validate(zones))
+    return AgentConfig(device_id="box1", cameras=[cam], model=ModelConfig(path=MODELS / model, intra_op_threads=1))
+
+
+def frames(seed: int, n: int) -> list[Frame]:
+    scene = ConveyorScene(seed=seed)
+    out = []
+    for sequence in range(1, n + 1):
+        image, truth = scene.next_frame()
+        out.append(Frame("belt", sequence, datetime.datetime.now(datetime.timezone.utc), time.monotonic(), image,
+                         truth))
+    return out
+
+
+def test_a_detector_keeps_only_the_detections_in_the_inspected_area():
+    plain_cfg, zoned_cfg = config("conveyor-yolov8n.int8.onnx", None), config("conveyor-yolov8n.int8.onnx", LEFT_HALF)
+    model = open_prefilter(plain_cfg.model.path, plain_cfg.model)
+    plain, zoned = FrameInspector(plain_cfg, model), FrameInspector(zoned_cfg, model)
+    reject = plain_cfg.triage.reject
+    dropped_total = 0
+    for frame in frames(seed=13, n=40):
+        result = model.infer(frame.image)  # the same result through both inspectors
+        a, b = plain.inspections([frame], [result])[0], zoned.inspections([frame], [result])[0]
+        left = [t for t in a.decision.tags if (t.detection.box[0] + t.detection.box[2]) / 2 < 320]
+        assert all((t.detection.box[0] + t.detection.box[2]) / 2 >= 320 for t in b.decision.tags)
+        assert len(b.decision.tags) == len(a.decision.tags) - len(left)
+        payload = json.loads(b.event.to_json())
+        assert validate_payload(payload) == [], payload
+        assert payload["zones"] == {"applied": True, "include": [], "exclude": ["left"], "rule": "centre",
+                                    "dropped": len(left)}
+        assert len(left) == sum(1 for d in result.detections if d.confidence >= reject
+                               and (d.box[0] + d.box[2]) / 2 < 320)
+        assert "zones" not in a.event.to_payload()  # no zones, no field
+        dropped_total += len(left)
+        assert b.zones is not None and b.zones.exclude[0].points[2] == (320.0, 480.0)
+    assert dropped_total >= 5  # parts ride left to right: their defects are seen in both halves
+
+
+def test_a_classifier_sees_the_crop_of_the_inspected_area():
+    zones = {"include": [{"name": "lane", "points": [[0.25, 0.0], [0.75, 0.0], [0.75, 1.0], [0.25, 1.0]]}],
+             "exclude": [{"name": "lamp", "points": [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]]}],
+             "allow_overlap": True}  # a hole in the lane
+    cfg = config("conveyor-resnet-cls.int8.onnx", zones)
+    model = open_prefilter(cfg.model.path, cfg.model)
+    inspector = FrameInspector(cfg, model)
+    differs = 0
+    for frame in frames(seed=5, n=12):
+        seen = inspector.model_input(frame)
+        mask = ZoneMask(cfg.cameras[0].zones.resolve(640, 480))  # type: ignore[union-attr]
+        assert seen.shape == (480, 320, 3) and np.array_equal(seen, mask.crop(frame.image))
+        ins = inspector.inspect(frame)
+        assert ins.result.probabilities == model.infer(seen).probabilities
+        differs += ins.result.probabilities != model.infer(frame.image).probabilities
+        payload = json.loads(ins.event.to_json())
+        assert validate_payload(payload) == [], payload
+        assert payload["zones"]["crop"] == [160, 0, 480, 480] and payload["zones"]["include"] == ["lane"]
+    assert differs == 12  # it really saw something else than the whole frame
+
+
+def test_zones_are_drawn_on_the_snapshot():
+    frame = frames(seed=3, n=1)[0]
+    cfg = config("conveyor-yolov8n.int8.onnx", TOP_HALF)
+    model = open_prefilter(cfg.model.path, cfg.model)
+    ins = FrameInspector(cfg, model).inspect(frame)
+    plain = render_snapshot(frame.image, ins.decision, max_width=640, quality=95, max_bytes=10**6)
+    drawn = render_snapshot(frame.image, ins.decision, max_width=640, quality=95, max_bytes=10**6, zones=ins.zones)
+    assert plain is not None and drawn is not None
+    import cv2
+    a = cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_COLOR).astype(np.float64)
+    b = cv2.imdecode(np.frombuffer(drawn, np.uint8), cv2.IMREAD_COLOR).astype(np.float64)
+    grey = np.full(3, 128.0)
+    # the excluded top half is pulled towards grey, the bottom half (no tag boxes drawn there) is untouched
+    assert np.abs(b[20:220] - grey).mean() < 0.75 * np.abs(a[20:220] - grey).mean()
+    assert np.abs(b[300:460] - a[300:460]).mean() < np.abs(b[20:220] - a[20:220]).mean()
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1920, 1080)])
+def test_masks_are_built_quickly_enough_for_a_first_frame(size):
+    cfg = ZonesConfig.model_validate({"include": [{"name": "all", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]}],
+                                      "exclude": TOP_HALF["exclude"], "allow_overlap": True})
+    mask = ZoneMask(cfg.resolve(*size))
+    assert mask.area == size[0] * size[1] // 2
