@@ -39,31 +39,35 @@ class Scene:
     size: tuple[int, int]  # default (width, height)
     grey: bool  # frames are single-channel (HxW) rather than BGR (HxWx3)
     _still: Callable[[np.random.Generator, int, int], tuple[np.ndarray, FrameTruth]]
-    _stream: Callable[[int, int, int], SceneStream]
+    _stream: Callable[[int, int, int, bool], SceneStream]
 
     def render_still(self, rng: np.random.Generator, width: int | None = None,
                      height: int | None = None) -> tuple[np.ndarray, FrameTruth]:
         """One independent frame (grey HxW or BGR HxWx3 ``uint8``) and its truth."""
         return self._still(rng, width or self.size[0], height or self.size[1])
 
-    def stream(self, seed: int, width: int | None = None, height: int | None = None) -> SceneStream:
-        """The scene as a deterministic stream for ``seed``."""
-        return self._stream(seed, width or self.size[0], height or self.size[1])
+    def stream(self, seed: int, width: int | None = None, height: int | None = None, *,
+               edge_marks: bool = False) -> SceneStream:
+        """The scene as a deterministic stream for ``seed``; ``edge_marks``: with defect-like marks that are not
+        defects on the belt's edges (the conveyor only, :mod:`agent.capture.edge_marks`)."""
+        return self._stream(seed, width or self.size[0], height or self.size[1], edge_marks)
 
 
 def _conveyor_still(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, FrameTruth]:
     return render_still(rng, SceneSettings(width=width, height=height))
 
 
-def _conveyor_stream(seed: int, width: int, height: int) -> SceneStream:
-    return ConveyorScene(seed=seed, settings=SceneSettings(width=width, height=height))
+def _conveyor_stream(seed: int, width: int, height: int, edge_marks: bool) -> SceneStream:
+    return ConveyorScene(seed=seed, settings=SceneSettings(width=width, height=height, edge_marks=edge_marks))
 
 
 def _surface_still(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, FrameTruth]:
     return render_surface(rng, SurfaceSettings(width=width, height=height))
 
 
-def _surface_stream(seed: int, width: int, height: int) -> SceneStream:
+def _surface_stream(seed: int, width: int, height: int, edge_marks: bool) -> SceneStream:
+    if edge_marks:
+        raise SourceError("edge_marks is an option of the conveyor scene (the surface has no belt edges)")
     return SurfaceScene(seed=seed, settings=SurfaceSettings(width=width, height=height))
 
 

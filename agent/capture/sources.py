@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMS = (
-    "synthetic://conveyor or synthetic://surface[?seed=N&fps=F&frames=N&width=W&height=H]",
+    "synthetic://conveyor or synthetic://surface[?seed=N&fps=F&frames=N&width=W&height=H&edge_marks=1]",
     "rtsp://[user:pass@]HOST[:PORT]/PATH (also rtsps://)",
     "http(s)://HOST/PATH (MJPEG or any stream FFmpeg reads)",
     "/dev/videoN or a device index N (V4L2)",
@@ -367,13 +367,14 @@ class SyntheticSource:
     Query keys (all optional): ``seed`` (int >= 0, default 0), ``fps`` (the rate the
     grabber plays it at, default 15; 0 = as fast as frames are taken), ``frames``
     (how many frames before the end, default unlimited), ``width``/``height``
-    (pixels, default the scene's: 640x480 conveyor, 640x640 surface; at least 320x240).
+    (pixels, default the scene's: 640x480 conveyor, 640x640 surface; at least 320x240), ``edge_marks``
+    (the conveyor: 1 draws defect-like marks that are not defects on the belt's edges, default 0).
     Re-opening restarts the same deterministic stream. The surface scene's grey frames
     are handed out as BGR (:func:`as_bgr`), as a mono camera's are.
     """
 
     SCENES = tuple(SCENES)
-    ACCEPTED_KEYS = ("seed", "fps", "frames", "width", "height")
+    ACCEPTED_KEYS = ("seed", "fps", "frames", "width", "height", "edge_marks")
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -404,6 +405,9 @@ class SyntheticSource:
         self.seed: int = 0 if seed is None else seed
         self.fps = self._float(values, "fps", 15.0, 0.0, 240.0)
         self.frames: int | None = self._int(values, "frames", 1, 2**63 - 1)
+        self.edge_marks = bool(self._int(values, "edge_marks", 0, 1))
+        if self.edge_marks and scene != "conveyor":
+            raise SourceError(f"camera source {spec!r}: edge_marks is an option of synthetic://conveyor only")
         self.scene = SCENES[scene]
         self.width = self.scene.size[0] if width is None else width
         self.height = self.scene.size[1] if height is None else height
@@ -450,7 +454,7 @@ class SyntheticSource:
         return f"SyntheticSource({self.spec!r})"
 
     def open(self) -> None:
-        self._scene = self.scene.stream(self.seed, self.width, self.height)
+        self._scene = self.scene.stream(self.seed, self.width, self.height, edge_marks=self.edge_marks)
         self._emitted = 0
 
     def read(self) -> SourceFrame | None:

@@ -24,6 +24,7 @@ import math
 import cv2
 import numpy as np
 
+from agent.capture.edge_marks import EdgeMarks
 from agent.core.frame import DefectTruth, FrameTruth
 
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "hole", "stain", "missing")
@@ -90,6 +91,7 @@ class SceneSettings:
     defect_rate: float = 0.45  # share of parts with at least one defect
     faint_rate: float = 0.2  # share of defects drawn faint
     noise_sigma: float = 3.0
+    edge_marks: bool = False  # defect-like marks on the belt's edges that are not defects (agent.capture.edge_marks)
 
 
 DEFAULT_SETTINGS = SceneSettings()
@@ -355,6 +357,9 @@ class ConveyorScene:
         self._offset = 0.0
         self._next_gap = 0.0
         self.frame_index = 0
+        # its own generator, so the parts and defects of a seed are the same with or without the marks
+        self._edge = EdgeMarks(np.random.default_rng([seed, 1]), settings.width, settings.height) \
+            if settings.edge_marks else None
 
     def next_frame(self) -> tuple[np.ndarray, FrameTruth]:
         s = self.settings
@@ -370,10 +375,11 @@ class ConveyorScene:
             self._parts.append(p)
             self._next_gap = 2 * p.half_w + float(self._rng.uniform(40, 200))
         frame = _belt(s.width, s.height, self._offset)
+        decoys = self._edge.draw(frame, self._offset) if self._edge is not None else ()
         defects: list[DefectTruth] = []
         for p in self._parts:
             defects.extend(_composite(frame, p))
         self.frame_index += 1
         visible = tuple(_part_box(p, s.width, s.height) for p in self._parts
                         if p.x + p.half_w > 0 and p.x - p.half_w < s.width)
-        return _finish(frame, self._rng, s), FrameTruth(parts=visible, defects=tuple(defects))
+        return _finish(frame, self._rng, s), FrameTruth(parts=visible, defects=tuple(defects), decoys=decoys)

@@ -21,10 +21,13 @@ class DefectTruth:
 
 @dataclasses.dataclass(frozen=True)
 class FrameTruth:
-    """What is in one frame: part boxes and the defects visible on them."""
+    """What is in one frame: part boxes and the defects visible on them; ``decoys``: marks that look like defects
+    but are not (e.g. scuffs on the belt's edge, ``synthetic://conveyor?edge_marks=1``): a detection on one is a
+    false positive."""
 
     parts: tuple[tuple[float, float, float, float], ...]
     defects: tuple[DefectTruth, ...]
+    decoys: tuple[DefectTruth, ...] = ()
 
     @property
     def verdict(self) -> str:

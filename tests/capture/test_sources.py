@@ -62,7 +62,7 @@ def test_synthetic_defaults() -> None:
     ("spec", "fragments"),
     [
         # an unknown key is named, with the accepted keys
-        ("synthetic://conveyor?speed=3", ["'speed'", "seed, fps, frames, width, height"]),
+        ("synthetic://conveyor?speed=3", ["'speed'", "seed, fps, frames, width, height, edge_marks"]),
         # not an integer
         ("synthetic://conveyor?seed=abc", ["'seed'", "integer", "'abc'"]),
         # negative rate
