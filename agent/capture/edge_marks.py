@@ -112,8 +112,7 @@ def _paint(frame: np.ndarray, mark: _Mark, cx: float, cy: float) -> tuple[float,
     else:  # stain
         cv2.ellipse(layer, (round(ox), round(oy)), (max(3, round(r)), max(3, round(r * 0.7))),
                     math.degrees(mark.angle), 0, 360, 1.0, -1, cv2.LINE_AA)
-        layer = cv2.GaussianBlur(layer, (5, 5), 0)
-        a = (layer * s * 0.8)[:, :, None]
+        a = (cv2.GaussianBlur(layer, (5, 5), 0) * s * 0.8)[:, :, None]
         region[:] = region * (1 - a) + np.array([35.0, 75.0, 120.0], np.float32)[None, None, :] * a
         bx, by = r + 3, r * 0.7 + 3
     return cx - bx, max(cy - by, 0.0), cx + bx, min(cy + by, float(h))
