@@ -10,7 +10,7 @@ import numpy as np
 
 from agent.config.models import AgentConfig, CameraConfig
 from agent.core.decision import TriageDecision
-from agent.core.detections import PrefilterResult
+from agent.core.detections import Detection, PrefilterResult
 from agent.core.event import build_event
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
@@ -79,7 +79,8 @@ class FrameInspector:
     def model_input(self, frame: Frame) -> np.ndarray:
         """The image the prefilter is given: the frame; for a whole-frame model (a classifier, an anomaly
         model) on a camera with zones, the crop of its inspected area (:meth:`agent.triage.zones.ZoneMask.crop`;
-        the whole frame when its zones cannot apply to it)."""
+        the whole frame when its zones cannot apply to it). Boxes found in a crop (an anomaly model's regions)
+        are moved back into frame pixels before the zones and triage see them."""
         zones = self._zones.get(frame.camera_id) if self._crops else None
         mask = zones.for_frame(frame.width, frame.height) if zones is not None else None
         return mask.crop(frame.image) if isinstance(mask, ZoneMask) else frame.image
@@ -137,8 +138,18 @@ class FrameInspector:
         mask = zones.for_frame(frame.width, frame.height)
         if not isinstance(mask, ZoneMask):
             return result, zones.report(mask), None
+        if self._crops and result.detections:  # an anomaly model's regions are in the crop's pixels
+            result = dataclasses.replace(result, detections=_shifted(result.detections, *mask.crop_box[:2]))
         kept, dropped = mask.split(result.detections)
         if dropped:
             result = dataclasses.replace(result, detections=kept)
         report = zones.report(mask, sum(d.confidence >= reject for d in dropped), crop=self._crops)
         return result, report, mask.zones
+
+
+def _shifted(detections: Sequence[Detection], dx: int, dy: int) -> tuple[Detection, ...]:
+    """Boxes found in a crop whose top-left corner is (dx, dy) of the frame, in frame pixels."""
+    if dx == 0 and dy == 0:
+        return tuple(detections)
+    return tuple(d if d.box is None else dataclasses.replace(
+        d, box=(d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy)) for d in detections)

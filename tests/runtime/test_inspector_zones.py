@@ -110,3 +110,23 @@ def test_masks_are_built_quickly_enough_for_a_first_frame(size):
                                       "exclude": TOP_HALF["exclude"], "allow_overlap": True})
     mask = ZoneMask(cfg.resolve(*size))
     assert mask.area == size[0] * size[1] // 2
+
+
+def test_an_anomaly_model_sees_the_crop_and_its_regions_come_back_in_frame_pixels(tmp_path):
+    from tests.prefilter.onnx_builders import brightness_anomaly_model
+    model_path = brightness_anomaly_model(tmp_path / "bright.onnx", 96, 64, metadata={"threshold": "0.45"})
+    zones = ZonesConfig.model_validate({"include": [{"name": "right", "points": [[0.5, 0], [1, 0], [1, 1], [0.5, 1]]}]})
+    cam = CameraConfig(id="belt", source="synthetic://conveyor", zones=zones)
+    cfg = AgentConfig(device_id="box1", cameras=[cam], model=ModelConfig(path=model_path, intra_op_threads=1))
+    model = open_prefilter(cfg.model.path, cfg.model)
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[300:340, 400:440] = 255  # a bright square in the inspected right half ...
+    image[100:140, 60:100] = 255  # ... and one in the left half, outside the crop
+    frame = Frame("belt", 1, datetime.datetime.now(datetime.timezone.utc), time.monotonic(), image)
+    ins = FrameInspector(cfg, model).inspect(frame)
+    boxes = [t.detection.box for t in ins.decision.tags if t.detection.box is not None]
+    assert ins.decision.verdict == "defect" and len(boxes) == 1, ins.decision
+    x1, y1, x2, y2 = boxes[0]
+    # the crop is x 320..640; the map's cells are 10 x 20 frame pixels there, so the box is found to a cell
+    assert 390 <= x1 <= 400 and 430 <= x2 <= 450 and 280 <= y1 <= 300 and 340 <= y2 <= 360, boxes[0]
+    assert json.loads(ins.event.to_json())["zones"]["crop"] == [320, 0, 640, 480]
