@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Generate the committed gRPC stubs of the escalation service from its .proto.
+"""Generate the committed protobuf modules from their .proto files: the gRPC stubs of the escalation service
+and the Sparkplug B payload (``proto/sparkplug_b/sparkplug_b.proto``, no service).
 
-    python scripts/gen_proto.py            # rewrite agent/wire/escalation_pb2{.py,.pyi,_grpc.py}
-    python scripts/gen_proto.py --out DIR  # write them into DIR instead (the stubs test compares the two)
+    python scripts/gen_proto.py            # rewrite agent/wire/escalation_pb2*, agent/wire/sparkplug_b_pb2*
+    python scripts/gen_proto.py --out DIR  # write them into DIR instead (the stubs tests compare the two)
 
 Runs protoc from ``grpcio-tools`` (the ``dev`` extra; its version must equal the
 installed ``grpcio``, see pyproject). protoc writes the sibling import in
@@ -22,9 +23,11 @@ import tempfile
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO / "proto"
 PROTO_FILE = "edge_agent/v1/escalation.proto"
+SPARKPLUG_FILE = "sparkplug_b/sparkplug_b.proto"
 PACKAGE = "agent.wire"
 OUT_DIR = REPO / "agent" / "wire"
 GENERATED = ("escalation_pb2.py", "escalation_pb2.pyi", "escalation_pb2_grpc.py")
+SPARKPLUG_GENERATED = ("sparkplug_b_pb2.py", "sparkplug_b_pb2.pyi")
 
 _PROTOC_IMPORT = "from edge_agent.v1 import escalation_pb2 as"
 _PACKAGE_IMPORT = f"from {PACKAGE} import escalation_pb2 as"
@@ -56,6 +59,22 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
             target = out_dir / name
             target.write_text(text, encoding="utf-8")
             written.append(target)
+        written += _generate_sparkplug(protoc, well_known, pathlib.Path(tmp), out_dir)
+    return written
+
+
+def _generate_sparkplug(protoc: object, well_known: object, tmp: pathlib.Path,
+                        out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The Sparkplug B payload module (messages only: nothing imports a sibling, so no rewrite)."""
+    args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", f"--python_out={tmp}", f"--pyi_out={tmp}",
+            str(PROTO_ROOT / SPARKPLUG_FILE)]
+    if protoc.main(args) != 0:  # type: ignore[attr-defined]
+        raise SystemExit(f"gen_proto: protoc failed on {PROTO_ROOT / SPARKPLUG_FILE} (its message is above)")
+    written = []
+    for name in SPARKPLUG_GENERATED:
+        target = out_dir / name
+        target.write_text((tmp / "sparkplug_b" / name).read_text(encoding="utf-8"), encoding="utf-8")
+        written.append(target)
     return written
 
 

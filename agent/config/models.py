@@ -21,6 +21,7 @@ from agent.config.base import Strict
 from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.config.opcua_server import OpcUaServerConfig
 from agent.config.providers import normalise_providers
+from agent.config.sparkplug import SparkplugConfig
 from agent.config.zones import ZonesConfig
 from agent.taxonomy.model import Taxonomy
 
@@ -383,6 +384,7 @@ class AgentConfig(Strict):
         "every camera's mode unless it sets its own; `model: null` means learn (there is no prefilter)"))
     learn: LearnConfig = Field(default_factory=LearnConfig)
     opcua_server: OpcUaServerConfig = Field(default_factory=OpcUaServerConfig)
+    sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig)
     taxonomy: pathlib.Path | None = None
     """The plant's defect taxonomy file (relative to the config file); None: tags keep only their raw labels."""
     _taxonomy: Taxonomy | None = PrivateAttr(default=None)

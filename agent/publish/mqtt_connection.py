@@ -52,6 +52,18 @@ def diagnose_connection(host: str, port: int, tls: ssl.SSLContext | None, timeou
         ssock.close()
 
 
+def read_password(config: MqttConfig) -> str | None:
+    """The first line of ``mqtt.password_file`` (None without one); PublishError naming the field otherwise."""
+    if config.password_file is None:
+        return None
+    try:
+        return config.password_file.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError) as exc:
+        what = "is empty" if isinstance(exc, IndexError) else f"cannot be read ({exc})"
+        raise PublishError(f"mqtt.password_file {config.password_file} {what}; expected a file whose "
+                           "first line is the broker password") from exc
+
+
 def tls_context_for(config: MqttConfig) -> ssl.SSLContext | None:
     """The SSLContext for an ``mqtts://`` URL (None for plain ``mqtt://``)."""
     if urllib.parse.urlsplit(config.url).scheme != "mqtts":

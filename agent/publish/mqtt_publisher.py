@@ -62,7 +62,7 @@ from agent.publish.acks import PublisherStats as PublisherStats  # re-exported
 from agent.publish.device_status import DeviceStatus, now_rfc3339
 from agent.publish.limits import UNANNOUNCED, BrokerLimits, LogThrottle, publish_packet_size
 from agent.publish.mqtt_connection import diagnose_connection as diagnose_connection  # re-exported (doctor)
-from agent.publish.mqtt_connection import make_client
+from agent.publish.mqtt_connection import make_client, read_password
 from agent.publish.mqtt_connection import paho_log_to as paho_log_to  # re-exported (tail)
 from agent.publish.mqtt_connection import tls_context_for as tls_context_for  # re-exported (doctor)
 from agent.publish.topics import status_topic, tags_topic
@@ -126,15 +126,7 @@ class MqttPublisher:
     def from_config(cls, config: MqttConfig, device_id: str) -> MqttPublisher:
         """Read the password file and build the TLS context the config names, with errors that
         name the field; then make the publisher."""
-        password = None
-        if config.password_file is not None:
-            try:
-                password = config.password_file.read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError, UnicodeDecodeError) as exc:
-                what = "is empty" if isinstance(exc, IndexError) else f"cannot be read ({exc})"
-                raise PublishError(f"mqtt.password_file {config.password_file} {what}; expected a file whose "
-                                   "first line is the broker password") from exc
-        return cls(config, device_id, username=config.username, password=password,
+        return cls(config, device_id, username=config.username, password=read_password(config),
                    tls_context=tls_context_for(config))
 
     # -- public API -------------------------------------------------------------------------

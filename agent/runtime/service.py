@@ -45,6 +45,7 @@ from agent.ops.health import AgentHealth
 from agent.ops.metrics import EventMetrics
 from agent.ops.notify import Notifier
 from agent.ops.snapshot import AgentSnapshot, Progress
+from agent.outputs.sparkplug.node import SparkplugNode
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.warmup import ModelFacts, warm_up
 from agent.publish.camera_status import CameraStatusBoard, StatusRepublisher
@@ -65,6 +66,7 @@ from agent.runtime.loop import InferenceLoop, latency_percentiles
 from agent.runtime.opcua import open_opcua_server
 from agent.runtime.reloading import PreparedReload, ReloadResult
 from agent.runtime.snapshots import progress_of
+from agent.runtime.sparkplug import build_sparkplug, stop_sparkplug
 
 if TYPE_CHECKING:  # asyncua (the plant extra) is loaded only when the OPC UA server is enabled
     from agent.outputs.opcua_server.server import OpcUaServer
@@ -121,6 +123,7 @@ class AgentService:
         self.grabbers: list[Grabber] = []
         self.loop: InferenceLoop | None = None
         self.escalator: Escalator | None = None
+        self.sparkplug: SparkplugNode | None = None  # the Sparkplug B edge node (sparkplug.enabled)
         self.recorder: DatasetRecorder | None = None  # the dataset recorder, while a camera records
         self.opcua_server: OpcUaServer | None = None  # the agent's OPC UA server (opcua_server.enabled)
         self._recorder_listener = RecorderListener(None)  # tells the recorder the escalated events' outcomes
@@ -153,11 +156,15 @@ class AgentService:
         escalation = self.config.escalation
         # the gateway's TLS files are read now, before anything connects
         credentials = channel_credentials(escalation.tls) if escalation.gateway and escalation.tls else None
+        self.sparkplug = build_sparkplug(self.config)
         if self._publisher is None:
             self._publisher = build_publisher(self.config)
         self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
                                                     TallyListener(self.learn_tally)])
         self.opcua_server = open_opcua_server(self.config, self.snapshot, self.events)  # listening, or an error
+        if self.sparkplug is not None:  # hears of every event after the outbox took it
+            self.events.add(self.sparkplug)
+            self._publisher.add_status_extra(self.sparkplug.status_fields)
         self._publisher.add_status_extra(self.camera_status.status_fields)
         self._publisher.add_status_extra(self.learn_tally.status_fields)
         self._publisher.add_status_extra(self._model_status)
@@ -171,6 +178,8 @@ class AgentService:
                                        credentials=credentials, rates={
                 cam.id: cam.escalation_rate for cam in self.config.cameras if cam.escalation_rate is not None})
         self._publisher.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         if self.escalator is not None:
             self.escalator.start()
         if self.recorder is not None:
@@ -451,6 +460,7 @@ class AgentService:
             self._publisher.stop(max(0.5, deadline - time.monotonic()))
         if self.opcua_server is not None:
             self.opcua_server.stop()
+        stop_sparkplug(self.sparkplug, deadline)
         if self.health is not None:
             self.health.close()  # /metrics and /healthz answer until here
         return self.summary(flushed)

@@ -8,7 +8,8 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WIRE = REPO / "agent" / "wire"
-GENERATED = ("escalation_pb2.py", "escalation_pb2.pyi", "escalation_pb2_grpc.py")
+GENERATED = ("escalation_pb2.py", "escalation_pb2.pyi", "escalation_pb2_grpc.py", "sparkplug_b_pb2.py",
+             "sparkplug_b_pb2.pyi")
 
 
 def test_committed_stubs_match_the_proto(tmp_path: pathlib.Path) -> None:
@@ -17,7 +18,7 @@ def test_committed_stubs_match_the_proto(tmp_path: pathlib.Path) -> None:
     assert proc.returncode == 0, proc.stderr
     stale = [name for name in GENERATED
              if (tmp_path / name).read_text(encoding="utf-8") != (WIRE / name).read_text(encoding="utf-8")]
-    assert not stale, (f"{', '.join(stale)} differ from what proto/edge_agent/v1/escalation.proto generates; "
+    assert not stale, (f"{', '.join(stale)} differ from what proto/ (escalation.proto, sparkplug_b.proto) generates; "
                        "run `python scripts/gen_proto.py` and commit the result")
 
 
