@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttConfig
 from agent.config.sparkplug import SparkplugConfig
 from agent.publish.local_broker import LocalMosquitto
+from agent.publish.schema import validate_status
 from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.outputs.spb_rules import EdgeNodeChecker
@@ -109,10 +110,16 @@ def test_a_rebirth_request_gets_nbirth_and_dbirth_again(
     agent: Callable[[AgentConfig], AgentService],
 ) -> None:
     sub = collector(mosquitto.url, "spBv1.0/#")
+    status = collector(mosquitto.url, "edge/box1/status")
     service = agent(config(mosquitto, "synthetic://conveyor?seed=5&fps=10&frames=40"))
     node = service.sparkplug
     assert node is not None and node.wait_born(10.0)
     assert wait_until(lambda: node.sent >= 5, 20.0)
+    service.publisher.republish_status()
+    assert status.wait_until(lambda m: json.loads(m.payload).get("sparkplug", {}).get("state") == "born", 5.0)
+    docs = [json.loads(m.payload) for m in status.messages]
+    assert all(validate_status(d) == [] for d in docs), [validate_status(d) for d in docs]
+    assert docs[-1]["sparkplug"]["node"] == f"{GROUP}/{NODE}" and docs[-1]["sparkplug"]["bdseq"] >= 0
     host = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     host.connect("127.0.0.1", mosquitto.port)
     host.loop_start()
