@@ -90,6 +90,14 @@ class FrameInspector:
             raise RuntimeError("no prefilter: every camera is in learn mode (a frame reached inspect())")
         return self._prefilter
 
+    def escalation_frame(self, frame: Frame) -> Frame:
+        """The frame as the VLM gets it: on a camera with zones, its pixels outside the inspected area filled
+        (:meth:`agent.triage.zones.ZoneMask.blank`), so the VLM is not asked about what the camera ignores; the
+        frame itself otherwise (and when its zones cannot apply to it)."""
+        zones = self._zones.get(frame.camera_id)
+        mask = zones.for_frame(frame.width, frame.height) if zones is not None else None
+        return dataclasses.replace(frame, image=mask.blank(frame.image)) if isinstance(mask, ZoneMask) else frame
+
     def inspect_many(self, frames: Sequence[Frame]) -> list[Inspection]:
         """Frames from several cameras, in one prefilter call where the model takes a batch
         (``infer_batch``, ``max_batch`` > 1); else one call each. Same inspections either way."""

@@ -361,16 +361,16 @@ class InferenceLoop:
                     results = staged.finish(batch.output, batch.plans, batch.spent_ms)
                     inspections = batch.inspector.inspections(batch.frames, results)
                 for inspection in inspections:
-                    self._handle(inspection, batch.snapshots)
+                    self._handle(inspection, batch.snapshots, batch.inspector)
                 for frame in batch.learn:
                     learned = batch.inspector.learn(frame, time.monotonic())
                     if learned is not None:
-                        self._handle(learned, batch.snapshots)
+                        self._handle(learned, batch.snapshots, batch.inspector)
                     self.last_progress = time.monotonic()
             finally:
                 self._leave()
 
-    def _handle(self, inspection: Inspection, snapshots: SnapshotSender | None) -> None:
+    def _handle(self, inspection: Inspection, snapshots: SnapshotSender | None, inspector: FrameInspector) -> None:
         frame = inspection.frame
         c = self.counters
         if inspection.result.model_id != LEARN_MODEL_ID:  # learn-mode frames are counted by the inspector's tally
@@ -378,7 +378,8 @@ class InferenceLoop:
             c.latencies_ms.append(inspection.result.latency_ms)
         if self._escalation is not None and inspection.decision.needs_escalation:
             # never waits for the VLM: the escalation thread publishes this event (and counts it)
-            self._escalation.submit(frame, inspection.decision, inspection.event)
+            # the VLM sees what the prefilter inspected: a camera's ignored zones are blanked out
+            self._escalation.submit(inspector.escalation_frame(frame), inspection.decision, inspection.event)
         else:
             c.verdicts[inspection.event.verdict] += 1
             c.escalations[inspection.event.escalation.status] += 1

@@ -113,15 +113,23 @@ class ZoneMask:
         """The crop a whole-frame model (classifier, anomaly) sees: the inspected area's bounding box, its
         pixels outside the inspected area filled with the mean colour of those inside (a flat patch the
         model reads as plain surface, where black would read as a hole)."""
+        return self._filled(image, self.crop_box)
+
+    def blank(self, image: np.ndarray) -> np.ndarray:
+        """The whole frame with its pixels outside the inspected area filled as :meth:`crop` fills them (what
+        the VLM is asked about: the same frame size, the ignored parts gone)."""
+        return self._filled(image, (0, 0, self.zones.width, self.zones.height))
+
+    def _filled(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         if image.ndim != 3 or image.shape[:2] != (self.zones.height, self.zones.width):
             raise ValueError(f"expected a BGR frame of shape ({self.zones.height}, {self.zones.width}, 3) for these "
                              f"zones, got {image.shape}")
-        x1, y1, x2, y2 = self.crop_box
+        x1, y1, x2, y2 = box
         out = image[y1:y2, x1:x2].copy()
         hidden = self.mask[y1:y2, x1:x2] == 0
         if hidden.any():
-            mean = cv2.mean(out, mask=(~hidden).astype(np.uint8))[:out.shape[2]]
-            out[hidden] = np.round(np.asarray(mean)).astype(out.dtype)
+            inside = self.mask.astype(bool)
+            out[hidden] = np.round(image[inside].mean(axis=0)).astype(out.dtype)
         return out
 
 

@@ -15,6 +15,7 @@ from agent.capture.synthetic import ConveyorScene
 from agent.config.models import AgentConfig, CameraConfig, ModelConfig
 from agent.config.zones import ZonesConfig
 from agent.core.frame import Frame
+from agent.core.inspection import Inspection
 from agent.prefilter.factory import open_prefilter
 from agent.publish.schema import validate_payload
 from agent.publish.snapshot import render_snapshot
@@ -130,3 +131,43 @@ def test_an_anomaly_model_sees_the_crop_and_its_regions_come_back_in_frame_pixel
     # the crop is x 320..640; the map's cells are 10 x 20 frame pixels there, so the box is found to a cell
     assert 390 <= x1 <= 400 and 430 <= x2 <= 450 and 280 <= y1 <= 300 and 340 <= y2 <= 360, boxes[0]
     assert json.loads(ins.event.to_json())["zones"]["crop"] == [320, 0, 640, 480]
+
+
+class RecordingEscalation:
+    """Stands where the Escalator does (agent.core.ports.Escalation): keeps what the VLM would be sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def submit(self, frame: Frame, decision, event) -> None:  # type: ignore[no-untyped-def]
+        self.frames.append(frame)
+
+
+class ListSink:
+    def publish_event(self, event) -> int:  # type: ignore[no-untyped-def]
+        return 1
+
+
+def test_the_vlm_is_sent_the_frame_with_the_ignored_zones_blanked():
+    from agent.capture.grabber import Grabber
+    from agent.config.models import TriageConfig
+    from agent.runtime.loop import InferenceLoop
+    edges = {"exclude": [{"name": "top-edge", "points": [[0, 0], [1, 0], [1, 0.055], [0, 0.055]]},
+                         {"name": "bottom-edge", "points": [[0, 0.945], [1, 0.945], [1, 1], [0, 1]]}]}
+    cam = CameraConfig(id="belt", source="synthetic://conveyor?seed=2&fps=0&frames=20&edge_marks=1",
+                       zones=ZonesConfig.model_validate(edges), triage=TriageConfig(accept=1.0, reject=0.05))
+    cfg = AgentConfig(device_id="box1", cameras=[cam], model=ModelConfig(intra_op_threads=1))
+    inspector = FrameInspector(cfg, open_prefilter(cfg.model.path, cfg.model))
+    grabber, escalation, seen = Grabber(cam), RecordingEscalation(), list[Inspection]()
+    loop = InferenceLoop(inspector, [("belt", grabber)], ListSink(), on_inspection=seen.append, escalation=escalation)
+    grabber.start()
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    assert len(escalation.frames) >= 5  # every detection is uncertain: frames with one go to the VLM
+    by_sequence = {i.frame.sequence: i.frame for i in seen}
+    for sent in escalation.frames:
+        original = by_sequence[sent.sequence]
+        assert original.truth is not None and original.truth.decoys  # the marks were in the camera's frame ...
+        for band in (sent.image[:26], sent.image[-26:]):  # ... but the VLM gets flat edges
+            assert (band == band[0, 0]).all()
+        assert np.array_equal(sent.image[27:453], original.image[27:453])  # the inspected area untouched
