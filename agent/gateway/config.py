@@ -17,15 +17,15 @@ from __future__ import annotations
 import ipaddress
 import pathlib
 import re
-import urllib.parse
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Strict
 from agent.config.loader import load_model
 from agent.config.models import LoggingConfig, MetricsConfig
+from agent.gateway.poolconfig import OllamaServerConfig, PoolConfig, as_server, check_ollama_url, unique_servers
 
 __all__ = [
     "DEFAULT_DEFECT_CLASSES",
@@ -62,6 +62,9 @@ class OllamaConfig(Strict):
     host: str = Field(default="http://127.0.0.1:11434",
                       description="Ollama's base URL, http(s)://HOST:PORT (give the port: without one the "
                       "ollama client uses 80 or 443, not 11434)")
+    servers: list[OllamaServerConfig] = Field(
+        default_factory=list, description="several Ollama servers instead of host: each a URL or {url, name, "
+        "weight}; the gateway spreads its calls over them (agent.gateway.pool); see docs/fleet.md")
     model: str = Field(default="llava:7b", description="a vision model pulled in Ollama (`ollama pull llava:7b`), "
                        "or the inspection variant built from models/Modelfile (`edge-inspector`)")
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
@@ -89,18 +92,28 @@ class OllamaConfig(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        parsed = urllib.parse.urlsplit(v)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"{v!r} is not an Ollama URL; expected http://HOST:PORT, e.g. http://127.0.0.1:11434")
-        try:
-            port = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"{v!r} has an invalid port: {exc}") from None
-        if port is None:
-            raise ValueError(f"{v!r} has no port; the ollama client would use "
-                             f"{443 if parsed.scheme == 'https' else 80}, write {parsed.scheme}://{parsed.hostname}"
-                             ":11434 for Ollama's default")
-        return v.rstrip("/")
+        return check_ollama_url(v)
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _server_strings(cls, v: Any) -> Any:
+        return [as_server(item) for item in v] if isinstance(v, list) else v
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, v: list[OllamaServerConfig]) -> list[OllamaServerConfig]:
+        return unique_servers(v)
+
+    @model_validator(mode="after")
+    def _host_or_servers(self) -> OllamaConfig:
+        if self.servers and "host" in self.model_fields_set:
+            raise ValueError("both host and servers are set; give one Ollama server as host, or several as "
+                             "servers (then leave host out)")
+        return self
+
+    def server_list(self) -> list[OllamaServerConfig]:
+        """``servers``, else ``host`` as the one server."""
+        return list(self.servers) or [OllamaServerConfig(url=self.host)]
 
     @field_validator("model")
     @classmethod
@@ -253,6 +266,8 @@ class GatewayConfig(Strict):
         default=60.0, description="seconds between the info-level summary log lines; 0 turns them off")
     shutdown_grace_s: Annotated[float, Field(ge=0, le=300)] = Field(
         default=5.0, description="on SIGTERM, how long calls in progress may finish")
+    pool: PoolConfig = Field(default_factory=PoolConfig, description="per-server circuit breaker when "
+                             "ollama.servers names several servers")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: GatewayMetricsConfig = Field(default_factory=lambda: GatewayMetricsConfig())
 

@@ -19,10 +19,9 @@ import typer
 from agent import logs
 from agent.errors import ConfigError
 from agent.gateway.config import ENV_PREFIX, GatewayConfig, gateway_plaintext_channels, load_gateway_config
-from agent.gateway.server import serve
+from agent.gateway.server import ollama_words, serve
 from agent.gateway.supervision import GatewayHealth
 from agent.ops.notify import Notifier
-from agent.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ async def _serve_until_signal(config: GatewayConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     health = "SERVING" if server.health.serving else f"NOT_SERVING: {server.health.reason}"
-    typer.echo(f"edge-agent gateway: listening on {server.address}; Ollama {redact(config.ollama.host)}, model "
+    typer.echo(f"edge-agent gateway: listening on {server.address}; Ollama {ollama_words(config)}, model "
                f"{config.ollama.model}; {health}"
                + (f"; metrics on {observed.metrics.url}/metrics" if observed.metrics is not None else ""), err=True)
     terminated = asyncio.ensure_future(server.wait_for_termination())

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from agent.ops.exposition import Family, MetricType, render
 
 if TYPE_CHECKING:
+    from agent.gateway.pool import VlmPool
     from agent.gateway.server import GatewayServer
 
 __all__ = ["GATEWAY_METRICS", "gateway_families", "render_gateway_metrics"]
@@ -33,6 +34,14 @@ GATEWAY_METRICS: dict[str, str] = {
     "edge_gateway_queue_limit": "limits.queue: calls that may wait",
     "edge_gateway_call_duration_seconds": "Time the gateway spent on a Describe call, queueing included",
     "edge_gateway_ollama_duration_seconds": "Ollama's own time for the answer (total_duration, both attempts)",
+    "edge_gateway_ollama_server_outstanding_calls": "Calls outstanding at each Ollama server of the pool now",
+    "edge_gateway_ollama_server_calls_total": "Calls to each Ollama server of the pool by outcome (ok, unavailable, "
+                                              "timeout, ...; a call retried elsewhere counts at both servers)",
+    "edge_gateway_ollama_server_up": "1 while the Ollama server's last health check passed",
+    "edge_gateway_ollama_server_weight": "The Ollama server's weight (ollama.servers[].weight)",
+    "edge_gateway_ollama_server_breaker": "The Ollama server's circuit breaker: 1 for its state (closed, open, "
+                                          "half_open), 0 for the others",
+    "edge_gateway_pool_retries_total": "Calls asked once more of another Ollama server after a server fault",
 }
 
 
@@ -71,7 +80,28 @@ def gateway_families(server: GatewayServer, model: str, ollama: str) -> list[Fam
     snaps = server.stats.latency.snapshots()
     fams.append(_family("edge_gateway_call_duration_seconds", "histogram").add_histogram(snaps["gateway"]))
     fams.append(_family("edge_gateway_ollama_duration_seconds", "histogram").add_histogram(snaps["ollama"]))
+    if server.pool is not None:
+        fams += _pool_families(server.pool)
     return fams
+
+
+def _pool_families(pool: VlmPool) -> list[Family]:
+    views = pool.servers()
+    outstanding = _family("edge_gateway_ollama_server_outstanding_calls", "gauge")
+    calls = _family("edge_gateway_ollama_server_calls_total", "counter")
+    up = _family("edge_gateway_ollama_server_up", "gauge")
+    weight = _family("edge_gateway_ollama_server_weight", "gauge")
+    breaker = _family("edge_gateway_ollama_server_breaker", "gauge")
+    for v in views:
+        outstanding.add(v.outstanding, server=v.name)
+        for outcome, n in sorted(v.outcomes.items()):
+            calls.add(n, server=v.name, outcome=outcome)
+        up.add(1 if v.healthy else 0, server=v.name)
+        weight.add(v.weight, server=v.name)
+        for state in ("closed", "open", "half_open"):
+            breaker.add(1 if v.breaker == state else 0, server=v.name, state=state)
+    retries = _family("edge_gateway_pool_retries_total", "counter").add(pool.retried)
+    return [outstanding, calls, up, weight, breaker, retries]
 
 
 def render_gateway_metrics(server: GatewayServer, model: str, ollama: str) -> str:

@@ -46,6 +46,7 @@ from agent.gateway.auth import TokenTable
 from agent.gateway.config import GatewayConfig, GatewayTlsConfig
 from agent.gateway.health import DetailedHealthServicer, HealthMonitor
 from agent.gateway.looplag import LoopLag
+from agent.gateway.pool import VlmPool
 from agent.gateway.question import load_inspection
 from agent.gateway.service import EscalationService
 from agent.gateway.stats import CallStats
@@ -55,7 +56,7 @@ from agent.redact import redact
 from agent.wire import escalation_pb2 as pb
 from agent.wire import escalation_pb2_grpc as pb_grpc
 
-__all__ = ["SERVICE_NAME", "GatewayServer", "serve"]
+__all__ = ["SERVICE_NAME", "GatewayServer", "make_vlm", "ollama_words", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class GatewayServer:
         self.stats = stats
         self._server = server
         self._vlm = vlm
+        self.pool = vlm if isinstance(vlm, VlmPool) else None
+        """The Ollama servers' pool when ``ollama.servers`` names several (per-server /metrics and /healthz)."""
         self._summary_task: asyncio.Task[None] | None = None
         if summary_interval_s > 0:
             self._summary_task = asyncio.create_task(self._summaries(summary_interval_s), name="gateway-summary")
@@ -129,12 +132,12 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     inspection = load_inspection(config)  # the question's static parts: read, checked and built once
     credentials = _server_credentials(config.tls) if config.tls is not None else None
     tokens = TokenTable.from_file(config.auth.tokens_file) if config.auth.tokens_file is not None else None
-    vlm = vlm if vlm is not None else OllamaVlm.from_config(config.ollama)
+    vlm = vlm if vlm is not None else make_vlm(config)
     stats = CallStats()
     health_servicer = DetailedHealthServicer()  # Check answers carry a short public reason
     monitor = HealthMonitor(health_servicer, vlm, [SERVICE_NAME], config.health_interval_s)
     health_servicer.monitor = monitor
-    if isinstance(vlm, OllamaVlm):
+    if isinstance(vlm, (OllamaVlm, VlmPool)):
         vlm.on_load_end = monitor.poke  # a finished model load shows in health at once
     service = EscalationService(vlm, config, stats, on_vlm_trouble=monitor.poke, inspection=inspection)
     gate = CallGate(DESCRIBE_METHOD, service.admission, tokens, service.describe, on_refused=stats.refused,
@@ -164,9 +167,22 @@ async def serve(config: GatewayConfig, *, vlm: Vlm | None = None) -> GatewayServ
     log.info("gateway listening", extra={
         "address": address, "tls": "mutual" if config.tls and config.tls.client_ca_file else bool(config.tls),
         "auth": _auth_words(config, tokens), "reflection": config.reflection,
-        "ollama": redact(config.ollama.host), "model": config.ollama.model, "parallel": limits.parallel,
+        "ollama": ollama_words(config), "model": config.ollama.model, "parallel": limits.parallel,
         "queue": limits.queue, "health": "SERVING" if monitor.serving else f"NOT_SERVING ({monitor.reason})"})
     return GatewayServer(server, address, port, service, monitor, vlm, stats, config.summary_interval_s)
+
+
+def make_vlm(config: GatewayConfig) -> Vlm:
+    """An OllamaVlm for one Ollama server, a VlmPool for several (``ollama.servers``)."""
+    servers = config.ollama.server_list()
+    if len(servers) > 1:
+        return VlmPool.from_config(config.ollama, config.pool)
+    return OllamaVlm.from_config(config.ollama.model_copy(update={"host": servers[0].url, "servers": []}))
+
+
+def ollama_words(config: GatewayConfig) -> str:
+    """The Ollama server(s) for logs and metrics: a URL, or a comma list of the pool's (redacted)."""
+    return ",".join(redact(s.url) for s in config.ollama.server_list())
 
 
 def _server_options(config: GatewayConfig) -> list[tuple[str, int]]:

@@ -18,10 +18,9 @@ from typing import Any
 from agent.errors import MetricsError
 from agent.gateway.config import GatewayConfig
 from agent.gateway.metrics import render_gateway_metrics
-from agent.gateway.server import GatewayServer
+from agent.gateway.server import GatewayServer, ollama_words
 from agent.ops.endpoint import MetricsServer
 from agent.ops.notify import Notifier
-from agent.redact import redact
 
 __all__ = ["GatewayHealth"]
 
@@ -92,14 +91,14 @@ class GatewayHealth:
         if codes:
             calls += " (" + ", ".join(f"{k} {v}" for k, v in sorted(codes.items())) + ")"
         admission = s.service.admission
-        line = (f"listening on {s.address}; Ollama {redact(self.config.ollama.host)} model {self.config.ollama.model}: "
+        line = (f"listening on {s.address}; Ollama {ollama_words(self.config)} model {self.config.ollama.model}: "
                 f"{health}; {calls}; {admission.running} running, {admission.waiting} waiting")
         if self.metrics is not None:
             line += f"; metrics {self.metrics.url}/metrics"
         return line
 
     def metrics_text(self) -> str:
-        return render_gateway_metrics(self.server, self.config.ollama.model, redact(self.config.ollama.host))
+        return render_gateway_metrics(self.server, self.config.ollama.model, ollama_words(self.config))
 
     def health_document(self) -> tuple[bool, dict[str, Any]]:
         s = self.server
@@ -114,11 +113,16 @@ class GatewayHealth:
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
             "address": s.address,
-            "ollama": {"host": redact(self.config.ollama.host), "model": self.config.ollama.model,
+            "ollama": {"host": ollama_words(self.config), "model": self.config.ollama.model,
                        "serving": bool(s.health.serving), "reason": s.health.reason},
             "calls": s.stats.totals_by_code(),
             "running": admission.running,
             "waiting": admission.waiting,
             "loop_heartbeat_age_s": round(loop_age, 3),
         }
+        if s.pool is not None:
+            doc["ollama"]["servers"] = [
+                {"name": v.name, "url": v.url, "weight": v.weight, "healthy": v.healthy, "problem": v.problem,
+                 "breaker": v.breaker, "outstanding": v.outstanding, "calls": v.outcomes} for v in s.pool.servers()]
+            doc["ollama"]["retried_elsewhere"] = s.pool.retried
         return not problems, doc
