@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import pathlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Strict
+
+_SCHEMES = ("unix", "unix-abstract", "dns", "ipv4", "ipv6")
+"""gRPC resolver prefixes an escalation.gateway value may start with."""
 
 __all__ = ["BreakerConfig", "DedupeConfig", "EscalationConfig", "EscalationTlsConfig", "RateLimitConfig",
            "grpc_target"]
@@ -73,9 +76,9 @@ class EscalationConfig(Strict):
     """Escalation of uncertain frames to the gateway (``edge-agent gateway``) over gRPC."""
 
     gateway: str | None = Field(
-        default=None, description="HOST:PORT, a comma list of IP:PORT (client-side round_robin), "
-        "dns:///NAME:PORT (every address of the name, round_robin) or unix:/PATH; None: escalation off, "
-        "uncertain frames are published with status unavailable")
+        default=None, description="HOST:PORT, a list (YAML, or a comma list) of IP:PORT (client-side "
+        "round_robin with health checking), dns:///NAME:PORT (every address of the name, round_robin) or "
+        "unix:/PATH; None: escalation off, uncertain frames are published with status unavailable")
     template_id: str = Field(default="inspect-v1", min_length=1, max_length=64,
                              description="question template the gateway asks the VLM")
     publish_deadline_s: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
@@ -110,6 +113,20 @@ class EscalationConfig(Strict):
         default=None, description="file holding this agent's bearer token for a gateway with auth.tokens_file "
         "(the TOKEN of its NAME:TOKEN line; chmod 600, or systemd's LoadCredential=)")
 
+    @field_validator("gateway", mode="before")
+    @classmethod
+    def _gateway_list(cls, v: Any) -> Any:
+        """A YAML list of gateways as the comma list gRPC balances over, each entry checked on its own."""
+        if not isinstance(v, list):
+            return v
+        if not v:
+            raise ValueError("the gateway list is empty; expected at least one IP:PORT")
+        for i, item in enumerate(v):
+            if not isinstance(item, str) or "," in item:
+                raise ValueError(f"gateway[{i}] is {item!r}; expected one IP:PORT per item")
+            _ip_port(item.strip(), f"gateway[{i}] {item.strip()!r}", "a gateway list")
+        return ",".join(item.strip() for item in v)
+
     @field_validator("gateway")
     @classmethod
     def _gateway(cls, v: str | None) -> str | None:
@@ -141,19 +158,12 @@ def grpc_target(value: str) -> str:
     if not value:
         raise ValueError("the gateway address is empty; expected HOST:PORT or unix:/PATH")
     scheme = value.split(":", 1)[0]
-    if scheme in ("unix", "unix-abstract", "dns", "ipv4", "ipv6"):
+    if scheme in _SCHEMES:
         if not value.split(":", 1)[1].strip("/"):
             raise ValueError(f"{value!r} names no address after {scheme}:")
         return value
     if "," in value:
-        families: set[int] = set()
-        for item in value.split(","):
-            host, port = _host_port(item.strip(), value)
-            try:
-                families.add(ipaddress.ip_address(host.strip("[]")).version)
-            except ValueError:
-                raise ValueError(f"{item.strip()!r} in {value!r}: a comma list takes IP:PORT items only; for "
-                                 "host names use dns:///NAME:PORT (a name with several addresses)") from None
+        families = {_ip_port(item.strip(), f"{item.strip()!r} in {value!r}") for item in value.split(",")}
         if len(families) > 1:
             raise ValueError(f"{value!r} mixes IPv4 and IPv6 addresses; gRPC takes one family per list")
         return f"ipv{families.pop()}:" + ",".join(item.strip() for item in value.split(","))
@@ -161,9 +171,22 @@ def grpc_target(value: str) -> str:
     return value
 
 
-def _host_port(item: str, whole: str) -> tuple[str, int]:
+def _ip_port(item: str, where: str, kind: str = "a comma list") -> int:
+    """The IP version of a list item IP:PORT; ValueError starting with ``where`` when it is not one."""
+    scheme = item.split(":", 1)[0]
+    if scheme in _SCHEMES:
+        raise ValueError(f"{where}: {kind} takes IP:PORT items only; give a {scheme}: target alone, not in a list")
+    host, _ = _host_port(item, item, where)
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version
+    except ValueError:
+        raise ValueError(f"{where}: {kind} takes IP:PORT items only; for host names use dns:///NAME:PORT (a "
+                         "name with several addresses)") from None
+
+
+def _host_port(item: str, whole: str, where: str | None = None) -> tuple[str, int]:
     host, sep, port = item.rpartition(":")
-    where = repr(item) if item == whole else f"{item!r} in {whole!r}"
+    where = where or (repr(item) if item == whole else f"{item!r} in {whole!r}")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{where} is not HOST:PORT (a port from 1 to 65535 is required)")
     if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):

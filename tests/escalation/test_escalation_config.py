@@ -87,6 +87,34 @@ def test_problems_name_the_field_and_line(tmp_path: pathlib.Path) -> None:
                for p in found)
 
 
+def test_a_yaml_list_of_gateways_is_the_round_robin_comma_list(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, "escalation:\n  gateway: ['10.0.0.5:50061', ' 10.0.0.6:50061']\n")
+    esc = load_config(path, env={}).escalation
+    assert (esc.gateway, esc.target) == ("10.0.0.5:50061,10.0.0.6:50061", "ipv4:10.0.0.5:50061,10.0.0.6:50061")
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        # a host name: gRPC's list form takes addresses; a name with several addresses is dns:///NAME:PORT
+        ("['10.0.0.5:1', 'gw-b:1']", "gateway[1] 'gw-b:1': a gateway list takes IP:PORT items only; for host "
+                                     "names use dns:///NAME:PORT"),
+        # no port
+        ("['10.0.0.5:1', '10.0.0.6']", "gateway[1] '10.0.0.6' is not HOST:PORT (a port from 1 to 65535 is required)"),
+        # a resolver target inside a list
+        ("['dns:///gw:1', '10.0.0.6:1']", "gateway[0] 'dns:///gw:1': a gateway list takes IP:PORT items only; give "
+                                          "a dns: target alone"),
+        # not text
+        ("['10.0.0.5:1', 7]", "gateway[1] is 7; expected one IP:PORT per item"),
+        ("[]", "the gateway list is empty"),
+        ("['10.0.0.5:1', '[::1]:1']", "mixes IPv4 and IPv6"),
+    ],
+)
+def test_a_bad_gateway_list_names_the_entry(tmp_path: pathlib.Path, items: str, message: str) -> None:
+    (problem,) = problems(write(tmp_path, f"escalation:\n  gateway: {items}\n"))
+    assert problem.startswith("escalation.gateway (line 2): ") and message in problem, problem
+
+
 def test_the_call_deadline_may_not_be_shorter_than_the_publish_deadline(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, "escalation:\n  gateway: gw:1\n  publish_deadline_s: 5\n  call_deadline_s: 2\n")
     (problem,) = problems(path)
