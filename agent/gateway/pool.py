@@ -7,9 +7,12 @@ admission do not know the difference.
 
 Choosing a server for a call: among the servers whose last health check passed and
 whose circuit breaker lets a call through, the one with the fewest outstanding
-calls per ``weight``, counting the new one (weighted least outstanding requests); ties go round in turn. So a
+calls per ``weight``, counting the new one (weighted least outstanding requests); among
+equals, the one that answered fastest lately (an exponentially weighted mean of its
+answers' times, a server not yet timed first), and among equals still, in turn. So a
 fast server, which gives its calls back sooner, is given more of them: at full
-load each server's share follows its speed. When no server is both healthy and
+load each server's share follows its speed, and at light load the fastest free
+server answers. When no server is both healthy and
 allowed by its breaker, the ones the breaker allows are tried anyway (the health
 check may be stale); when the breakers allow none, the call fails at once with
 UNAVAILABLE, naming each server's state.
@@ -54,6 +57,8 @@ from agent.gateway.templates import Prompt
 from agent.gateway.vlm import OllamaVlm, VlmResult
 from agent.redact import redact
 
+_EWMA = 0.3  # the weight of the newest answer's time in a server's mean
+
 __all__ = ["OUTCOMES", "SERVER_FAULTS", "Member", "ServerView", "VlmPool"]
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,8 @@ class Member:
     outcomes: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(["ok", *(label for _, label in OUTCOMES), "failed"], 0))
     """Calls by outcome; every key is there from the start (readers on other threads copy it)."""
+    answer_s: float = 0.0
+    """Exponentially weighted mean of its answers' times (0 until it answered)."""
     state: BreakerState = "closed"
     """The breaker's state when the pool last looked (on the event loop), for readers on other threads."""
 
@@ -185,6 +192,7 @@ class VlmPool:
     async def _ask(self, member: Member, prompt: Prompt, deadline: float) -> VlmResult:
         permit: Permit | None = member.breaker.acquire(time.monotonic())
         member.outstanding += 1
+        started = time.monotonic()
         try:
             result = await member.vlm.ask(prompt, timeout=max(deadline - time.monotonic(), 0.001))
         except (VlmError, RequestRejected) as exc:
@@ -197,6 +205,8 @@ class VlmPool:
         finally:
             member.outstanding -= 1
         member.outcomes["ok"] += 1
+        took = time.monotonic() - started
+        member.answer_s = took if member.answer_s == 0 else (1 - _EWMA) * member.answer_s + _EWMA * took
         self._settle(member, permit, None)
         return result
 
@@ -225,7 +235,7 @@ class VlmPool:
         self._turn += 1
         start = self._turn % len(candidates)
         ordered = candidates[start:] + candidates[:start]
-        return min(ordered, key=lambda m: (m.outstanding + 1) / m.weight)  # its load with this call, per weight
+        return min(ordered, key=lambda m: ((m.outstanding + 1) / m.weight, m.answer_s))  # load with this call
 
     @staticmethod
     def _state_words(member: Member, now: float) -> str:
