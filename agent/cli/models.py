@@ -263,3 +263,21 @@ def models_build_engine(
 
     main_build_engine(BuildEngineOptions(model=model, precision=precision, batch=batch, cache_dir=cache_dir,
                                          config=config, device=device, force=force))
+
+
+@models_app.command("probe-runtime")
+def models_probe_runtime(
+    model: Annotated[pathlib.Path, typer.Argument(help="ONNX model (FP32 or INT8 Q/DQ) or OpenVINO IR (.xml)")],
+    cache_dir: Annotated[pathlib.Path | None, typer.Option(
+        help="where the result is cached; default: model.engine_cache_dir, else $STATE_DIRECTORY/engines")] = None,
+    config: Annotated[pathlib.Path | None, typer.Option(
+        "--config", "-c", help="agent config whose model settings (threads, runs, batch) the probe uses "
+                               "(default: $EDGE_AGENT_CONFIG)")] = None,
+) -> None:
+    """Measure ONNX Runtime and OpenVINO on this model and box for model.runtime auto.
+
+    A second or two; the result is cached (keyed by the model, the CPU, the runtime versions and the thread
+    settings), so the agent starts without probing. Prints each runtime's frames per second and the choice."""
+    from agent.tooling.runtime_probe import run_probe_runtime
+
+    run_probe_runtime(model, config, cache_dir)

@@ -132,9 +132,10 @@ def default_inference_threads(concurrent_runs: int | None = None) -> int:
 
 class ModelConfig(Strict):
     path: pathlib.Path = DEFAULT_PREFILTER
-    runtime: Literal["onnxruntime", "tensorrt"] = Field(default="onnxruntime", description=(
-        "onnxruntime: ONNX Runtime with model.providers; tensorrt: a native TensorRT engine built from the ONNX "
-        "file and cached (boxes without onnxruntime-gpu, e.g. Jetson); needs the `tensorrt` extra or JetPack"))
+    runtime: Literal["onnxruntime", "openvino", "tensorrt", "auto"] = Field(default="onnxruntime", description=(
+        "onnxruntime: ONNX Runtime with model.providers; openvino: OpenVINO on the CPU (the `openvino` extra; ONNX or "
+        "IR); tensorrt: a native TensorRT engine built from the ONNX file and cached (e.g. Jetson; the `tensorrt` "
+        "extra or JetPack); auto: the fastest installed CPU runtime by a short cached probe (docs/openvino.md)"))
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1, description=(
         "ONNX Runtime execution providers in order of preference: tensorrt, cuda, cpu (or their ONNX Runtime "
         "names); [auto] = every one of them this onnxruntime build has. Unavailable ones are skipped with a warning"))

@@ -182,6 +182,8 @@ def _check_model(config: AgentConfig) -> list[Check]:
                     f"{info.input_w}x{info.input_h}, {precision}; one inference {facts.warm_up_ms:.0f} ms on "
                     f"{', '.join(facts.providers) or '?'}")]
     checks.append(_model_threads_row(config, getattr(model, "concurrent_runs", 1)))
+    if config.model.runtime == "auto":
+        checks.append(_runtime_choice_row(config))
     gate = check_gate(path, file_digest(path), precision)
     if gate.ok:
         checks.append(Check("model gate", "OK", gate.detail))
@@ -195,10 +197,26 @@ def _check_model(config: AgentConfig) -> list[Check]:
     return checks
 
 
+def _runtime_choice_row(config: AgentConfig) -> Check:
+    """model.runtime auto: which runtime the probe chose, on which numbers (opening the model ran or read it)."""
+    from agent.prefilter.runtime_choice import installed_runtimes, read_choice
+
+    installed = installed_runtimes()
+    if len(installed) == 1:
+        return Check("model runtime", "OK", f"auto: {installed[0]}, the only runtime installed (no probe)",
+                     "pip install 'edge-agent[openvino]' adds OpenVINO; auto then measures both")
+    choice = read_choice(config.model.path, config.model)
+    if choice is None:
+        return Check("model runtime", "WARN", "auto: no probe result is cached for this model and these settings",
+                     "edge-agent models probe-runtime MODEL runs it")
+    return Check("model runtime", "OK", f"auto chose {choice.describe()}")
+
+
 def _model_threads_row(config: AgentConfig, runs: int) -> Check:
     """How many CPU threads the model asks for (runs at once x intra-op threads each) against the cores."""
     cores = os.cpu_count() or 1
-    if config.model.runtime != "onnxruntime" or list(config.model.providers) != ["CPUExecutionProvider"]:
+    if config.model.runtime not in ("onnxruntime", "openvino", "auto") \
+            or list(config.model.providers) != ["CPUExecutionProvider"]:
         return Check("model threads", "SKIP", f"{runs} run(s) at once; the model runs on a GPU (model.providers, "
                      "model.runtime), so CPU threads matter little")
     threads = config.model.intra_op_threads or cores  # 0: ONNX Runtime's choice, one per core
@@ -220,6 +238,9 @@ def _check_providers(config: AgentConfig) -> list[Check]:
     if config.model.runtime == "tensorrt":
         return [Check("onnxruntime", "SKIP", f"onnxruntime {ort.__version__}: not used for the model "
                       "(model.runtime: tensorrt)"), _check_tensorrt(config)]
+    if config.model.runtime == "openvino":
+        return [Check("onnxruntime", "SKIP", f"onnxruntime {ort.__version__}: not used for the model "
+                      "(model.runtime: openvino)"), _check_openvino()]
     available = list(ort.get_available_providers())
     configured = list(config.model.providers)
     auto = configured == [AUTO]
@@ -258,6 +279,23 @@ def _check_providers(config: AgentConfig) -> list[Check]:
                                 f"run: {problem}", "check the NVIDIA driver (nvidia-smi), the CUDA/cuDNN/TensorRT "
                                 "libraries onnxruntime-gpu needs, and the unit's DeviceAllow=char-nvidia*"))
     return checks
+
+
+def _check_openvino() -> Check:
+    """model.runtime openvino: the module loads and sees a CPU."""
+    from agent.prefilter.openvino_session import INSTALL_HINT, load_openvino
+
+    try:
+        ov = load_openvino()
+        core = ov.Core()
+        cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
+    except EdgeAgentError as exc:
+        return Check("openvino", "FAIL", str(exc), f"{INSTALL_HINT}, or set model.runtime: onnxruntime")
+    except RuntimeError as exc:  # OpenVINO's own errors (no CPU plugin)
+        return Check("openvino", "FAIL", f"OpenVINO {ov.__version__} cannot use the CPU: {exc}",
+                     f"reinstall it ({INSTALL_HINT}), or set model.runtime: onnxruntime")
+    return Check("openvino", "OK", f"OpenVINO {ov.__version__}; devices {', '.join(core.available_devices)}; "
+                 f"CPU {cpu}")
 
 
 def _check_tensorrt(config: AgentConfig) -> Check:

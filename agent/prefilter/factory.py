@@ -7,9 +7,11 @@
 the runtime the task names.
 
 ``model.runtime`` picks what runs the graph: ``onnxruntime`` (``model.providers``,
-TensorRT/CUDA/CPU execution providers) or ``tensorrt`` (a native TensorRT engine,
-built from the ONNX file and cached; see agent.prefilter.tensorrt). Either way the
-detector and classifier only see the small session interface.
+TensorRT/CUDA/CPU execution providers), ``openvino`` (OpenVINO on the CPU, ONNX or IR;
+see agent.prefilter.openvino_session), ``tensorrt`` (a native TensorRT engine, built
+from the ONNX file and cached; see agent.prefilter.tensorrt) or ``auto`` (the fastest
+installed CPU runtime by a cached probe; agent.prefilter.runtime_choice). Every way the
+detector and classifier (and any task below them) only see the small session interface.
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
     (naming the file and what was expected) when it is neither or is malformed."""
     path = pathlib.Path(path)
     config = config or ModelConfig(path=path)
+    if config.runtime == "auto":
+        from agent.prefilter.runtime_choice import choose_runtime
+
+        model, _choice = choose_runtime(path, config, open_prefilter)
+        return model  # type: ignore[no-any-return]
     if config.runtime == "tensorrt":
         from agent.prefilter.tensorrt.engine import open_tensorrt_session
 
         session, meta = open_tensorrt_session(path, config)
         return _wrap(path, session, meta, config)
+    if config.runtime == "openvino":
+        return _open_openvino(path, config)
     gpu = GpuSettings(precision=config.precision, cache_dir=config.engine_cache_dir, device_id=config.gpu_device)
     cpu_only = list(config.providers) == [CPU]
     # The first session only tells the task and layout: on the CPU, so a GPU provider builds its engine once.
@@ -55,6 +64,15 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
     describe_model(path, session, meta)  # a bad layout is refused before anything else is tried
     if config.max_batch > 1 or not cpu_only:  # opened again: a free batch dimension where the graph allows it
         session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch, gpu=gpu)
+    return _wrap(path, session, meta, config)
+
+
+def _open_openvino(path: pathlib.Path, config: ModelConfig) -> PrefilterModel:
+    from agent.prefilter.openvino_session import open_openvino_session, read_openvino_model
+
+    _ov, _model, meta = read_openvino_model(path)
+    parsed, _source = load_metadata(path, meta)  # the task decides whether a free batch dimension is tried
+    session, meta = open_openvino_session(path, config, parsed["task"])
     return _wrap(path, session, meta, config)
 
 

@@ -101,7 +101,7 @@ def open_session(
             except Exception:  # noqa: BLE001 - the rewrite did not give a valid graph: run as exported
                 log.info("model %s: batching rewrite not loadable; one frame per call", path.name)
             else:
-                if _batch_agrees(session):
+                if batch_agrees(session):
                     return session, dict(session.get_modelmeta().custom_metadata_map)
                 log.info("model %s: a batch does not give per-frame outputs; one frame per call", path.name)
     try:
@@ -197,7 +197,7 @@ def _rewritten(path: pathlib.Path, batched: bool) -> bytes | None:
     return bytes(proto.SerializeToString())
 
 
-def _batch_agrees(session: Any) -> bool:
+def batch_agrees(session: Any) -> bool:
     """Two different inputs in one batch give what each gives alone (same shapes, same numbers)."""
     inp = session.get_inputs()[0]
     shape = list(inp.shape)
