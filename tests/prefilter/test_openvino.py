@@ -200,3 +200,14 @@ def test_runtime_names_in_the_config():
     assert ModelConfig(runtime="auto").runtime == "auto"
     with pytest.raises(ValueError, match="openvino"):
         ModelConfig(runtime="openvin0")
+
+
+def test_an_anomaly_model_runs_on_openvino_like_on_onnxruntime(tmp_path, cache_dir):
+    from tests.prefilter.onnx_builders import brightness_anomaly_model
+
+    path = brightness_anomaly_model(tmp_path / "bright.onnx")
+    frame = np.zeros((128, 128, 3), np.uint8)
+    frame[32:64, 64:96] = 255
+    a, b = (opened(path, rt, cache_dir).infer(frame) for rt in ("onnxruntime", "openvino"))
+    assert b.task == a.task == "anomaly" and b.detections
+    assert pair_up(a, b) and all(iou >= 0.999 and dc < 1e-4 for iou, dc in pair_up(a, b))
