@@ -77,10 +77,10 @@ class ZoneMask:
 
     def _crop_box(self) -> tuple[int, int, int, int]:
         """(x1, y1, x2, y2), x2/y2 exclusive: the bounding box of the inspected pixels."""
-        ys, xs = np.nonzero(self.mask)
-        if len(xs) == 0:
+        rows, cols = np.flatnonzero(self.mask.any(axis=1)), np.flatnonzero(self.mask.any(axis=0))
+        if len(rows) == 0:
             return 0, 0, self.zones.width, self.zones.height
-        return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
     def inside_share(self, box: tuple[float, float, float, float]) -> float:
         """The share of the box's pixels (clipped to the frame) that are inspected; 0 for an empty box."""
@@ -128,8 +128,8 @@ class ZoneMask:
         out = image[y1:y2, x1:x2].copy()
         hidden = self.mask[y1:y2, x1:x2] == 0
         if hidden.any():
-            inside = self.mask.astype(bool)
-            out[hidden] = np.round(image[inside].mean(axis=0)).astype(out.dtype)
+            mean = cv2.mean(image, mask=self.mask)[:image.shape[2]]  # over the inspected pixels
+            out[hidden] = np.round(np.asarray(mean)).astype(out.dtype)
         return out
 
 
