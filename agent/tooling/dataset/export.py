@@ -155,6 +155,19 @@ def select_model(records: Sequence[tuple[DatasetRecord, pathlib.Path]], model: s
     return [r for r in records if (r[0].task, r[0].names) == key], key
 
 
+def _split(options: ExportOptions, items: list[TimedItem]) -> tuple[list[list[int]], dict[int, Split], list[str]]:
+    """The time groups, every frame's split, and a warning when val came out empty."""
+    groups = time_groups(items, options.split_gap_s, options.split_block_s)
+    splits = assign_splits(groups, options.val_fraction, options.seed)
+    warnings: list[str] = []
+    if options.val_fraction > 0 and "val" not in splits.values():
+        warnings.append(f"val is empty: the {len(items)} frames form {len(groups)} run(s) with no gap of "
+                        f"--split-gap {options.split_gap_s:g} s or more between them, nor --split-block "
+                        f"{options.split_block_s:g} s long, that could go to val; lower --split-gap or "
+                        "--split-block (or record longer)")
+    return groups, splits, warnings
+
+
 def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -> ExportSummary:
     """Run the export (see the module doc). DatasetError for bad input, before anything is written."""
     _check_options(options)
@@ -168,15 +181,7 @@ def export_dataset(options: ExportOptions, progress: ProgressFn | None = None) -
     names = _export_classes(options, task, model_names)
 
     labels = [label_frame(r, pass_class=options.pass_class, min_score=options.min_score) for r, _ in records]
-    groups = time_groups([TimedItem(r.camera, r.captured_at.timestamp()) for r, _ in records],
-                         options.split_gap_s, options.split_block_s)
-    splits = assign_splits(groups, options.val_fraction, options.seed)
-    warnings: list[str] = []
-    if options.val_fraction > 0 and "val" not in splits.values():
-        warnings.append(f"val is empty: the {len(records)} frames form {len(groups)} run(s) with no gap of "
-                        f"--split-gap {options.split_gap_s:g} s or more between them, nor --split-block "
-                        f"{options.split_block_s:g} s long, that could go to val; lower --split-gap or "
-                        "--split-block (or record longer)")
+    groups, splits, warnings = _split(options, [TimedItem(r.camera, r.captured_at.timestamp()) for r, _ in records])
 
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
