@@ -20,6 +20,7 @@ from agent.config.anomaly import AnomalyBandConfig
 from agent.config.base import Strict
 from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.config.opcua_server import OpcUaServerConfig
+from agent.config.plc import CameraPlcConfig, PlcConfig, check_camera_plcs
 from agent.config.providers import normalise_providers
 from agent.config.sparkplug import SparkplugConfig
 from agent.config.zones import ZonesConfig
@@ -107,6 +108,7 @@ class CameraConfig(Strict):
         "line yet, a sample of the frames goes to the VLM (see `learn`); None: the top-level mode")
     learn: LearnConfig | None = Field(default=None, description="overrides the top-level learn for this camera")
     zones: ZonesConfig | None = Field(default=None, description="polygons to inspect and to ignore (docs/zones.md)")
+    plc: CameraPlcConfig | None = Field(default=None, description="results to a PLC (see plc and docs/plc.md)")
 
     @field_validator("id")
     @classmethod
@@ -386,6 +388,7 @@ class AgentConfig(Strict):
     learn: LearnConfig = Field(default_factory=LearnConfig)
     opcua_server: OpcUaServerConfig = Field(default_factory=OpcUaServerConfig)
     sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig)
+    plc: PlcConfig = Field(default_factory=PlcConfig)
     taxonomy: pathlib.Path | None = None
     """The plant's defect taxonomy file (relative to the config file); None: tags keep only their raw labels."""
     _taxonomy: Taxonomy | None = PrivateAttr(default=None)
@@ -432,6 +435,13 @@ class AgentConfig(Strict):
             if cam.id in seen:
                 raise ValueError(f"camera id {cam.id!r} appears more than once; ids must be unique")
             seen.add(cam.id)
+        return self
+
+    @model_validator(mode="after")
+    def _plc_maps(self) -> AgentConfig:
+        problems = check_camera_plcs(self.plc, self.cameras)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")

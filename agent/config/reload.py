@@ -25,7 +25,8 @@ Needs a restart (reported by field path and left as it runs): ``device_id`` (top
 will), ``mqtt`` (the broker connection), ``outbox`` (the open SQLite queue), ``escalation`` but its
 rates (the gRPC channel, breaker, dedupe cache), ``metrics`` (the listening socket), ``health``
 (the supervisor's windows and timers) and ``dataset`` (the recorder's folder, bounds and queue; the
-cameras it records follow ``cameras[].record`` live). A top-level section added later needs a restart
+cameras it records follow ``cameras[].record`` live), ``plc`` and ``cameras[].plc`` (the PLC links and trigger
+gates are built at start). A top-level section added later needs a restart
 until this module says otherwise: the safe default.
 """
 
@@ -45,6 +46,7 @@ CAMERA_LIVE_FIELDS = ("id", "triage", "escalation_rate", "record", "mode", "lear
 """Camera fields that change without a new grabber; a change to any other field restarts the camera."""
 
 _LIVE_ESCALATION = ("rate_per_camera",)
+_RESTART_CAMERA_FIELDS = ("plc",)  # built once at start (the PLC links and trigger gates): a restart applies it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,7 @@ def plan_reload(running: AgentConfig, new: AgentConfig) -> ReloadPlan:
     old_cams = {c.id: c for c in running.cameras}
     new_cams = {c.id: c for c in new.cameras}
     added = tuple(c.id for c in new.cameras if c.id not in old_cams)
+    needs_restart += [f"cameras[{c.id}].plc" for c in new.cameras if c.id in added and c.plc is not None]
     removed = tuple(c.id for c in running.cameras if c.id not in new_cams)
     restarted: list[str] = []
     retuned: list[str] = []
@@ -113,6 +116,9 @@ def plan_reload(running: AgentConfig, new: AgentConfig) -> ReloadPlan:
         if before is None:
             continue
         paths = _changed(_dump(before), _dump(cam), f"cameras[{cam.id}]")
+        fixed = [p for p in paths if p.startswith(tuple(f"cameras[{cam.id}].{f}" for f in _RESTART_CAMERA_FIELDS))]
+        needs_restart.extend(fixed)
+        paths = [p for p in paths if p not in fixed]
         if not paths:
             continue
         live.extend(paths)
@@ -135,7 +141,7 @@ def plan_reload(running: AgentConfig, new: AgentConfig) -> ReloadPlan:
 
 def _capture_changed(before: CameraConfig, after: CameraConfig) -> bool:
     return any(getattr(before, name) != getattr(after, name)
-               for name in CameraConfig.model_fields if name not in CAMERA_LIVE_FIELDS)
+               for name in CameraConfig.model_fields if name not in (*CAMERA_LIVE_FIELDS, *_RESTART_CAMERA_FIELDS))
 
 
 def _dump(model: Any) -> Any:

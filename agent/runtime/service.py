@@ -45,6 +45,7 @@ from agent.ops.health import AgentHealth
 from agent.ops.metrics import EventMetrics
 from agent.ops.notify import Notifier
 from agent.ops.snapshot import AgentSnapshot, Progress
+from agent.outputs.plc.output import PlcOutputs
 from agent.outputs.sparkplug.node import SparkplugNode
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.warmup import ModelFacts, warm_up
@@ -136,6 +137,8 @@ class AgentService:
         # fate of every one of their frames
         self.learn_tally = LearnTally(c.id for c in config.cameras if config.learns(c))
         self._sampler = LearnSampler()
+        # results to the line's PLCs (docs/plc.md); no I/O until start()
+        self.plc = PlcOutputs(config.plc, [(c.id, c.plc) for c in config.cameras])
 
     @property
     def publisher(self) -> Publisher:
@@ -160,7 +163,7 @@ class AgentService:
         if self._publisher is None:
             self._publisher = build_publisher(self.config)
         self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
-                                                    TallyListener(self.learn_tally)])
+                                                    TallyListener(self.learn_tally), self.plc])
         self.opcua_server = open_opcua_server(self.config, self.snapshot, self.events)  # listening, or an error
         if self.sparkplug is not None:  # hears of every event after the outbox took it
             self.events.add(self.sparkplug)
@@ -168,6 +171,7 @@ class AgentService:
         self._publisher.add_status_extra(self.camera_status.status_fields)
         self._publisher.add_status_extra(self.learn_tally.status_fields)
         self._publisher.add_status_extra(self._model_status)
+        self._publisher.add_status_extra(self.plc.status_fields)
         self._status_republisher = StatusRepublisher(self._publisher.republish_status,
                                                      interval_s=self._camera_status_interval_s)
         self.camera_status.on_change = self._status_republisher.poke
@@ -184,12 +188,14 @@ class AgentService:
             self.escalator.start()
         if self.recorder is not None:
             self.recorder.start()
+        self.plc.start()  # its links connect in the background; a PLC away is reported, not fatal
         for g in self.grabbers:
             self.camera_status.attach(g.camera.id, g)
             g.start()
         inspector = FrameInspector(self.config, self._prefilter, sampler=self._sampler, tally=self.learn_tally)
-        self.loop = InferenceLoop(inspector, [(g.camera.id, g) for g in self.grabbers], self.events,
-                                  self._inspected, self._snapshot_sender(self.config), self.escalator)
+        queues = [(g.camera.id, self.plc.gate(g.camera.id, g)) for g in self.grabbers]  # handshake: on trigger
+        self.loop = InferenceLoop(inspector, queues, self.events, self._inspected,
+                                  self._snapshot_sender(self.config), self.escalator)
         self._started_at = time.monotonic()
         self.loop.start()
         # /metrics + /healthz, then READY=1 once every camera was opened, WATCHDOG=1 while stages progress
@@ -324,7 +330,7 @@ class AgentService:
             grabbers.append(grabber)
         self.learn_tally.set_cameras(c.id for c in cfg.cameras if cfg.learns(c))
         inspector = FrameInspector(cfg, ready.prefilter, sampler=self._sampler, tally=self.learn_tally)
-        if not loop.reconfigure(inspector, [(g.camera.id, g) for g in grabbers],
+        if not loop.reconfigure(inspector, [(g.camera.id, self.plc.gate(g.camera.id, g)) for g in grabbers],
                                 self._snapshot_sender(cfg), timeout=_RELOAD_SWAP_S):
             log.warning("reload: the inference thread is busy with one frame for over %.0f s; it switches to "
                         "the new config after it", _RELOAD_SWAP_S)
@@ -403,6 +409,7 @@ class AgentService:
             "dataset": dataclasses.asdict(self.recorder.stats()) if self.recorder is not None else None,
             # learn mode: per learning camera, every frame's fate and the sampled frames' escalation statuses
             "learn": self.learn_tally.snapshot(),
+            "plc": self.plc.stats_document(),  # per PLC camera: results written, errors, trigger-to-result
         }
 
     def publish_stats(self) -> None:
@@ -446,6 +453,7 @@ class AgentService:
         if self.escalator is not None:
             # publishes every frame still waiting for the VLM (at most publish_deadline_s), before the flush
             self.escalator.stop(timeout=max(1.0, deadline - time.monotonic() - 1.0))
+        self.plc.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic() - 1.0)))  # the last results written
         if self.recorder is not None:  # after the escalator: its last answers are recorded
             self.recorder.stop(timeout=max(0.5, min(5.0, deadline - time.monotonic() - 1.0)))
         flushed = True

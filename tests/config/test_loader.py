@@ -102,7 +102,7 @@ def test_no_file_means_defaults() -> None:
             "device_id: a\ncolour: red\n",
             "colour (line 2): unknown key; expected one of: "
             "device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health, "
-            "dataset, mode, learn, opcua_server, sparkplug, taxonomy",
+            "dataset, mode, learn, opcua_server, sparkplug, plc, taxonomy",
         ),
         # unknown nested key: names ModelConfig's fields
         (
@@ -115,7 +115,7 @@ def test_no_file_means_defaults() -> None:
         (
             "cameras:\n  - id: a\n    source: s\n    url: x\n",
             "cameras[0].url (line 4): unknown key; expected one of: id, source, fps, realtime, triage, "
-            "escalation_rate, reconnect_initial_s, reconnect_max_s, record, mode, learn, zones",
+            "escalation_rate, reconnect_initial_s, reconnect_max_s, record, mode, learn, zones, plc",
         ),
         # an aliased field is listed under its YAML name
         (
@@ -243,7 +243,7 @@ def test_top_level_must_be_a_mapping(tmp_path: pathlib.Path, text: str, got: str
     assert problems_of(write(tmp_path, text)) == [
         "top level (line 1): expected a mapping of settings "
         "(device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health, "
-        "dataset, mode, learn, opcua_server, sparkplug, taxonomy), "
+        "dataset, mode, learn, opcua_server, sparkplug, plc, taxonomy), "
         f"got {got}"
     ]
 
