@@ -188,7 +188,7 @@ class AgentService:
             self.escalator.start()
         if self.recorder is not None:
             self.recorder.start()
-        self.plc.start()  # its links connect in the background; a PLC away is reported, not fatal
+        self.plc.start(self._status_republisher.poke)  # connects in the background; a PLC away is reported
         for g in self.grabbers:
             self.camera_status.attach(g.camera.id, g)
             g.start()

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.config.plc import CameraPlcConfig, PlcConnectionConfig
 from agent.core.event import TagEvent
@@ -117,6 +117,7 @@ class PlcLink:
         self.channels = list(channels)
         self.connected = False
         self.connects = 0
+        self.on_change: Callable[[], None] | None = None  # told when the connection comes or goes
         self.report = _Reporter(f"{name} ({transport.target})")
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -152,6 +153,21 @@ class PlcLink:
                 continue
             self._wake.wait(self.cfg.poll_interval_s)
             self._wake.clear()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Stopping: the results still queued (write mode) are written while the PLC is there; the ones that
+        cannot be are counted as dropped."""
+        for channel in self.channels:
+            if channel.handshake is not None:
+                continue
+            try:
+                if self.connected:
+                    self._service(channel)
+            except PlcUnreachable as exc:
+                self.report("unreachable", f"connection lost while stopping ({exc})")
+            while channel.take() is not None:
+                channel.stats.results_dropped += 1
 
     def _connect(self) -> bool:
         try:
@@ -166,7 +182,12 @@ class PlcLink:
             return False
         self.connects += 1
         log.info("PLC %s connected (%s)", self.name, self.transport.target, extra={"plc": self.name})
+        self._changed()
         return True
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _greet(self, channel: Channel) -> None:
         """A fresh connection: the handshake starts over; an error owed from the time away is written."""
@@ -180,6 +201,7 @@ class PlcLink:
         self.connected = False
         self.transport.close()
         self.report("unreachable", f"connection lost ({exc}); reconnecting, the other cameras go on")
+        self._changed()
         for channel in self.channels:
             machine = channel.handshake
             if machine is not None and machine.phase != Phase.READY:

@@ -88,8 +88,10 @@ class PlcOutputs:
         if channel is not None and channel.offer(published.event):
             self._link_of[channel.camera].wake()
 
-    def start(self) -> None:
+    def start(self, on_change: Callable[[], None] | None = None) -> None:
+        """Connect in the background; ``on_change`` is told when a connection comes or goes (the status)."""
         for link in self.links:
+            link.on_change = on_change
             link.start()
 
     def stop(self, timeout: float = 2.0) -> None:
