@@ -78,7 +78,7 @@ def test_birth_data_death_seq_wrap_and_the_will_on_a_killed_connection(
 ) -> None:
     frames = 300  # + NBIRTH + DBIRTH: past seq 255
     sub = collector(mosquitto.url, "spBv1.0/#")
-    service = agent(config(mosquitto, f"synthetic://conveyor?seed=4&fps=40&frames={frames}"))
+    service = agent(config(mosquitto, f"synthetic://conveyor?seed=4&fps=0&frames={frames}&width=320&height=240"))
     node = service.sparkplug
     assert node is not None and node.wait_born(10.0)
     assert wait_until(lambda: node.sent >= 260, 30.0)  # seq has wrapped in this session
@@ -129,6 +129,7 @@ def test_a_rebirth_request_gets_nbirth_and_dbirth_again(
     host.loop_stop()
     service.wait(threading.Event(), duration=30.0)
     service.shutdown(timeout=10.0)
+    assert wait_until(lambda: kinds(sub)[-1:] == ["NDEATH"], 5.0)
     checker = checked(sub)
     assert checker.violations == [], checker.summary()
     assert len(checker.sessions) == 1 and checker.sessions[0].births == 2  # same connection, same bdSeq
@@ -164,8 +165,10 @@ def test_no_births_while_the_primary_host_is_offline_then_everything_as_historic
     host.publish(state_topic, _state(True, t0 + 1), qos=1, retain=True).wait_for_publish(5)
     assert node.wait_born(10.0)
     assert wait_until(lambda: node.store.stats().rows == 0, 10.0)
-    historical = [p for p in checked(sub).ddata() if all(m.is_historical for m in p.metrics)]
-    assert len(historical) == frames
+    def historical() -> int:
+        return len([p for p in checked(sub).ddata() if all(m.is_historical for m in p.metrics)])
+
+    assert wait_until(lambda: historical() == frames, 5.0), historical()  # the subscriber gets them a moment later
     # the host goes offline: the node ends its session (NDEATH) and waits; online again: a new session
     host.publish(state_topic, _state(False, t0 + 2), qos=1, retain=True).wait_for_publish(5)
     assert wait_until(lambda: kinds(sub)[-1:] == ["NDEATH"], 10.0), kinds(sub)[-3:]
@@ -214,3 +217,7 @@ def test_a_broker_outage_mid_run_loses_no_event_and_the_backlog_comes_historical
     assert all(m.is_historical for p in backlog for m in p.metrics)
     live = [p for p in second.ddata if p not in backlog]
     assert live and not any(m.is_historical for p in live for m in p.metrics)
+    # the node says how much waited (NBIRTH's Health/Backlog) and when it caught up (NDATA Health/Backlog 0)
+    births = [r.payload.values()["Health/Backlog"] for r in checker.messages if r.kind == "NBIRTH"]
+    assert births[-1] >= len(backlog) // 2
+    assert [r.payload.values() for r in checker.messages if r.kind == "NDATA"][-1] == {"Health/Backlog": 0}

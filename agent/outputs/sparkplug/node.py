@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "spBv1.0"
 _DEATH_WAIT_S = 2.0
+_BACKLOG_EVERY_S = 5.0  # the most often a changing backlog is sent as NDATA
 
 
 class StoredRow(Protocol):
@@ -117,6 +118,7 @@ class SparkplugNode:
         self._session_ms = 0  # when this connection's first NBIRTH was sent
         self._born_devices: set[str] = set()
         self.births = self.sent = self.resent = self.bad_rows = 0
+        self._backlog = (0, 0.0)  # (the Health/Backlog value last sent, when)
         self._thread: threading.Thread | None = None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -303,6 +305,7 @@ class SparkplugNode:
                         not self._born or self._want_birth)
                 if done:
                     self.store.delete(done)
+                    self._report_backlog()
                 if self._stopping.is_set():
                     break
                 if terminate:
@@ -325,6 +328,7 @@ class SparkplugNode:
             last = dict(self._last)
             seq0 = self._seq.birth()
         values = {**self._node_values, "Health/Backlog": self.store.stats().rows}
+        self._backlog = (int(values["Health/Backlog"] or 0), time.monotonic())
         if not self._publish(self._topic("NBIRTH"), payloads.node_birth(self.bdseq.value, now, values), seq0):
             return
         self._born_devices = set()
@@ -398,6 +402,19 @@ class SparkplugNode:
         self.sent += 1
         self.resent += historical
         return True
+
+    def _report_backlog(self) -> None:
+        """NDATA ``Health/Backlog`` when the store's row count changed since the value last sent: at once when it
+        reaches 0 (caught up), else at most every ``_BACKLOG_EVERY_S``."""
+        rows, (sent, at) = self.store.stats().rows, self._backlog
+        with self._cv:
+            born = self._born
+        if not born or rows == sent or (rows and time.monotonic() - at < _BACKLOG_EVERY_S):
+            return
+        seq = self._seq.next()
+        if self._publish(self._topic("NDATA"), payloads.node_data(seq, self._now_ms(), {"Health/Backlog": rows}),
+                         seq):
+            self._backlog = (rows, time.monotonic())
 
     def _end_session(self) -> None:
         """The primary host went offline: NDEATH, disconnect, connect again (and wait for it to be online)."""
