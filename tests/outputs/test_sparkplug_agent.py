@@ -107,7 +107,7 @@ def test_birth_data_death_seq_wrap_and_the_will_on_a_killed_connection(
 
 def test_a_rebirth_request_gets_nbirth_and_dbirth_again(
     mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector],
-    agent: Callable[[AgentConfig], AgentService],
+    agent: Callable[[AgentConfig], AgentService], caplog: pytest.LogCaptureFixture,
 ) -> None:
     sub = collector(mosquitto.url, "spBv1.0/#")
     status = collector(mosquitto.url, "edge/box1/status")
@@ -123,6 +123,8 @@ def test_a_rebirth_request_gets_nbirth_and_dbirth_again(
     host = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     host.connect("127.0.0.1", mosquitto.port)
     host.loop_start()
+    for _ in range(3):  # garbage first: ignored, said once
+        host.publish(f"spBv1.0/{GROUP}/NCMD/{NODE}", b"\xff\xff not protobuf", qos=1).wait_for_publish(5)
     host.publish(f"spBv1.0/{GROUP}/NCMD/{NODE}", rebirth_command(int(time.time() * 1000)), qos=0).wait_for_publish(5)
     assert wait_until(lambda: kinds(sub).count("NBIRTH") == 2, 10.0), kinds(sub)
     host.disconnect()
@@ -136,6 +138,8 @@ def test_a_rebirth_request_gets_nbirth_and_dbirth_again(
     after = kinds(sub)[kinds(sub).index("NBIRTH", 1):]
     assert after[:2] == ["NBIRTH", "DBIRTH"]
     assert len(set(event_ids(checker))) == 40
+    ignored = [r for r in caplog.records if "ignoring an NCMD" in r.getMessage()]
+    assert len(ignored) == 1 and "not a Sparkplug B payload" in ignored[0].getMessage()
 
 
 def _state(online: bool, ts: int) -> bytes:
@@ -221,3 +225,39 @@ def test_a_broker_outage_mid_run_loses_no_event_and_the_backlog_comes_historical
     births = [r.payload.values()["Health/Backlog"] for r in checker.messages if r.kind == "NBIRTH"]
     assert births[-1] >= len(backlog) // 2
     assert [r.payload.values() for r in checker.messages if r.kind == "NDATA"][-1] == {"Health/Backlog": 0}
+
+
+def test_a_restart_takes_the_next_bdseq_and_sends_what_the_store_kept_as_historical(
+    mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector],
+) -> None:
+    host = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    host.connect("127.0.0.1", mosquitto.port)
+    host.loop_start()
+    state_topic, t0 = "spBv1.0/STATE/scada2", int(time.time() * 1000)
+    host.publish(state_topic, _state(False, t0), qos=1, retain=True).wait_for_publish(5)
+    sub = collector(mosquitto.url, "spBv1.0/#")
+    first = AgentService(config(mosquitto, "synthetic://conveyor?seed=8&fps=0&frames=10", primary_host_id="scada2"))
+    first.start()
+    first.wait(threading.Event(), duration=20.0)
+    first.shutdown(timeout=5.0)  # the host never came online: 10 events stay in the store
+    host.publish(state_topic, _state(True, t0 + 1), qos=1, retain=True).wait_for_publish(5)
+    second = AgentService(config(mosquitto, "synthetic://conveyor?seed=9&fps=0&frames=5", primary_host_id="scada2"))
+    second.start()
+    try:
+        node = second.sparkplug
+        assert node is not None and node.wait_born(10.0)
+        second.wait(threading.Event(), duration=20.0)
+        assert wait_until(lambda: node.store.stats().rows == 0, 10.0)
+    finally:
+        second.shutdown(timeout=5.0)
+        host.publish(state_topic, b"", qos=1, retain=True).wait_for_publish(5)
+        host.disconnect()
+        host.loop_stop()
+    assert wait_until(lambda: kinds(sub)[-1:] == ["NDEATH"], 5.0)
+    checker = checked(sub)
+    assert checker.violations == [], checker.summary()
+    assert [s.bdseq for s in checker.sessions] == [1]  # the first run's connection had bdSeq 0 (never born)
+    assert checker.messages[0].payload.values()["Health/Backlog"] == 10
+    data = checker.ddata()
+    assert len({p.values()["Inspection/Event Id"] for p in data}) == 15
+    assert [all(m.is_historical for m in p.metrics) for p in data[:10]] == [True] * 10

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "spBv1.0"
 _DEATH_WAIT_S = 2.0
-_BACKLOG_EVERY_S = 5.0  # the most often a changing backlog is sent as NDATA
+_BACKLOG_EVERY_S = 5.0
+_WARN_EVERY_S = 60.0  # the same warning at most this often  # the most often a changing backlog is sent as NDATA
 
 
 class StoredRow(Protocol):
@@ -119,6 +120,7 @@ class SparkplugNode:
         self._born_devices: set[str] = set()
         self.births = self.sent = self.resent = self.bad_rows = 0
         self._backlog = (0, 0.0)  # (the Health/Backlog value last sent, when)
+        self._warned: dict[str, float] = {}  # warning key -> when last logged
         self._thread: threading.Thread | None = None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -203,7 +205,8 @@ class SparkplugNode:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
         if reason_code.is_failure:
-            log.warning("Sparkplug: the broker refused the connection: %s; retrying", reason_code)
+            self._warn_once(f"refused {reason_code}", "Sparkplug: the broker refused the connection: %s; retrying "
+                            "(events wait in the store)", reason_code)
             return
         topics = [(self.ncmd_topic, 1)] + ([(self.state_topic, 1)] if self.state_topic else [])
         with self._cv:
@@ -260,7 +263,7 @@ class SparkplugNode:
         try:
             rebirth = payloads.rebirth_requested(data)
         except ValueError as exc:
-            log.warning("Sparkplug: ignoring an NCMD on %s: %s", self.ncmd_topic, exc)
+            self._warn_once("ncmd", "Sparkplug: ignoring an NCMD on %s: %s", self.ncmd_topic, exc)
             return
         if rebirth:
             log.info("Sparkplug: the host asked for a rebirth (NCMD Node Control/Rebirth)")
@@ -274,7 +277,7 @@ class SparkplugNode:
         try:
             state = payloads.parse_state(data)
         except ValueError as exc:
-            log.warning("Sparkplug: ignoring a message on %s: %s", self.state_topic, exc)
+            self._warn_once("state", "Sparkplug: ignoring a message on %s: %s", self.state_topic, exc)
             return
         with self._cv:
             if not self._host.update(state):
@@ -389,7 +392,8 @@ class SparkplugNode:
             record = DeviceRecord.from_json(row.payload)
         except ValueError as exc:
             self.bad_rows += 1
-            log.error("Sparkplug: store row %d is damaged (%s); skipped", row.id, exc)
+            self._warn_once("row", "Sparkplug: store row %d is damaged (%s); skipped (%d so far)", row.id, exc,
+                            self.bad_rows, level=logging.ERROR)
             return True
         device = self.config.device_for(record.camera)
         if device not in self._born_devices and not self._device_birth(record.camera, self._now_ms(), None):
@@ -448,6 +452,13 @@ class SparkplugNode:
             info.wait_for_publish(wait_s)
         except (RuntimeError, ValueError) as exc:
             log.warning("Sparkplug: the NDEATH was not acknowledged (%s)", exc)
+
+    def _warn_once(self, key: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """Log ``message`` at most once a minute per ``key`` (a host sending garbage must not flood the log)."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= _WARN_EVERY_S:
+            self._warned[key] = now
+            log.log(level, message, *args)
 
     def _set_will(self, bdseq: int) -> None:
         self.client.will_set(self._topic("NDEATH"), payloads.node_death(bdseq, self._now_ms()), qos=1, retain=False)
