@@ -145,3 +145,19 @@ def test_state_messages_are_parsed_and_older_ones_ignored() -> None:
         with pytest.raises(ValueError, match="STATE payload"):
             payloads.parse_state(bad)
     assert HostTracker(None).online  # no primary host configured: never wait
+
+
+def test_the_independent_decoder_reads_hand_worked_bytes() -> None:
+    # Payload{timestamp: 1, metrics: [{name: "bdSeq", datatype: 4, long_value: 5}], seq: 3}, worked by hand:
+    # 08 01 (field 1 varint 1) | 12 0b (field 2, 11 bytes: 0a 05 "bdSeq" | 20 04 (field 4 = 4) | 58 05 (field 11 = 5))
+    # | 18 03 (field 3 varint 3)
+    raw = bytes.fromhex("0801" "120b" "0a05" + b"bdSeq".hex() + "2004" "5805" "1803")
+    p = decode(raw)
+    assert (p.timestamp, p.seq) == (1, 3)
+    assert [(m.name, m.datatype, m.value_field, m.value) for m in p.metrics] == [("bdSeq", 4, 11, 5)]
+    # a Double metric (field 13, wire type 1: 8 bytes little endian) and is_historical (field 5 = 1)
+    metric = bytes.fromhex("0a01" + b"x".hex() + "200a" "2801" "69" + "000000000000f83f")  # 1.5
+    p = decode(bytes.fromhex("12") + bytes([len(metric)]) + metric)
+    assert (p.metrics[0].value, p.metrics[0].is_historical) == (1.5, True)
+    # and what our generated module writes, read back the same way
+    assert decode(payloads.node_death(5, 1)).metric("bdSeq").value == 5

@@ -211,6 +211,7 @@ class SparkplugNode:
         topics = [(self.ncmd_topic, 1)] + ([(self.state_topic, 1)] if self.state_topic else [])
         with self._cv:
             self._connected, self._ready, self._born, self._fresh = True, False, False, True
+            self._early_subacks.clear()  # mids of an earlier connection mean nothing now
             self._host.reset()
         rc, mid = client.subscribe(topics)
         with self._cv:
@@ -377,6 +378,7 @@ class SparkplugNode:
         with self._cv:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._connected:
                 self._barrier_ids = []  # the disconnect resets the session: sent again after the next birth
+                self._early_subacks.discard(mid)
             elif mid in self._early_subacks:
                 self._early_subacks.discard(mid)
                 self._to_delete += sent
