@@ -193,12 +193,15 @@ def models_rollback(
 
 @models_app.command("train")
 def models_train(
-    data: Annotated[pathlib.Path, typer.Option(
-        help="training data: a YOLO dataset (data.yaml with names, train, val) for a detector, or image "
-             "folders (train/<class>/, val/<class>/) for a classifier")],
-    base: Annotated[pathlib.Path, typer.Option(
+    data: Annotated[list[pathlib.Path], typer.Option(
+        metavar="PATH", help="training data: a YOLO dataset (data.yaml with names, train, val) for a detector, or image "
+             "folders (train/<class>/, val/<class>/) for a classifier; --task anomaly: a folder of good images "
+             "or a recorder's folder (its frames the VLM called pass), repeatable")],
+    base: Annotated[pathlib.Path | None, typer.Option(
         help="model to start from: the ONNX detector or classifier the agent runs (FP32 or INT8); for a detector "
-             "also an ultralytics checkpoint (yolov8n.pt) or model yaml (yolov8s.yaml: from scratch)")],
+             "also an ultralytics checkpoint (yolov8n.pt) or model yaml (yolov8s.yaml: from scratch); "
+             "not for --task anomaly")] = None,
+    task: Annotated[str | None, typer.Option(help="anomaly: a good-parts-only model (docs/anomaly.md)")] = None,
     out: Annotated[pathlib.Path | None, typer.Option(
         help="new folder for the candidate (default: candidates/<model>-<UTC time>)")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 10,
@@ -226,15 +229,23 @@ def models_train(
                        "stops the classifier's epochs), e.g. 0.5")] = None,
     taxonomy: Annotated[pathlib.Path | None, typer.Option(
         help="the plant's taxonomy file: every class of the dataset must be one of its labels or synonyms")] = None,
+    defects: Annotated[pathlib.Path | None, typer.Option(help="anomaly: labelled defects (YOLO, val)")] = None,
+    frr: Annotated[float, typer.Option(min=0.0, max=0.5, help="anomaly: false-reject rate at the threshold")] = 0.01,
+    steps: Annotated[int, typer.Option(min=1, help="anomaly: training steps (--time stops them earlier)")] = 1500,
 ) -> None:
-    """Fine-tune a detector or classifier, or train it for new classes, into a candidate folder.
+    """Fine-tune a detector or classifier (or train new classes, or an anomaly model) into a candidate folder.
 
     Offline (needs the train extra); the folder holds the FP32 ONNX, the INT8 ONNX with its gate record, and a
     model card. Exit 1 when the INT8 gate refused."""
-    from agent.tooling.training.command import run_train_command
+    from agent.tooling.training.command import check_task, run_anomaly_command, run_train_command
 
-    code = run_train_command(data, base, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
-                             verbose, "edge-agent models train " + " ".join(sys.argv[3:]), export_epoch,
+    command = "edge-agent models train " + " ".join(sys.argv[3:])
+    base_model = check_task(task, data, base)
+    if base_model is None:
+        raise typer.Exit(run_anomaly_command(data, out, imgsz, steps, time, batch, threads, seed, frr, defects,
+                                             quantize, overwrite, command, base))
+    code = run_train_command(data[0], base_model, out, epochs, imgsz, lr0, batch, threads, seed, quantize, overwrite,
+                             verbose, command, export_epoch,
                              new_classes=new_classes, time_h=time, taxonomy=taxonomy)
     raise typer.Exit(code)
 

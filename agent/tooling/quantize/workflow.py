@@ -27,6 +27,7 @@ import typer
 from agent.config.models import ModelConfig, TriageConfig
 from agent.core.detections import PrefilterResult
 from agent.errors import EdgeAgentError
+from agent.prefilter.anomaly import AnomalyModel
 from agent.prefilter.classifier import ImageClassifier
 from agent.prefilter.factory import open_prefilter
 from agent.prefilter.gate_record import gate_record_path
@@ -89,6 +90,13 @@ def _evaluate(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int
     def p50() -> float:
         return latency_percentiles(latencies)[0]
 
+    if isinstance(model, AnomalyModel):
+        from agent.tooling.evaluation.anomaly_dataset import evaluate_anomaly
+
+        ev = evaluate_anomaly(model, dataset, band, progress_printer(label))
+        return Evaluation(model_id=model.info.model_id, metric="image AUROC", value=ev.image_auroc or 0.0,
+                          per_class={}, per_class_metric="-", verdicts=ev.verdicts,
+                          latency_p50_ms=latency_percentiles(list(ev.latencies_ms))[0])
     if isinstance(model, ImageClassifier):
         cm = evaluate_classifier(model, dataset, progress_printer(label), record)
         return Evaluation(model_id=model.info.model_id, metric="accuracy", value=cm.accuracy,
@@ -105,6 +113,9 @@ def _validation_set(opts: QuantizeOptions, task: str, names: Sequence[str], work
     from agent.tooling.evaluation.classify_dataset import read_classify_dataset
     from agent.tooling.evaluation.dataset import read_yolo_dataset
 
+    if opts.val == calibration.SYNTHETIC and task == "anomaly":
+        raise EdgeAgentError("--val synthetic: an anomaly model's gate needs a labelled YOLO-layout set (an image "
+                             "without boxes is good; `edge-agent dataset synth --scene NAME` writes one)")
     if opts.val == calibration.SYNTHETIC:
         root = workdir / "val"
         seed, count = opts.synthetic_seed, opts.val_count
@@ -116,6 +127,8 @@ def _validation_set(opts: QuantizeOptions, task: str, names: Sequence[str], work
         write_synthetic_dataset(root, 1, count, seed=seed)
         return read_yolo_dataset(root, "val", names=names), desc
     path = pathlib.Path(opts.val)
+    if task == "anomaly":  # a YOLO layout: an image without boxes is good, one with any box defective
+        return read_yolo_dataset(path, opts.val_split), f"{path} ({opts.val_split})"
     if task == "classify":
         return read_classify_dataset(path, opts.val_split, names=names), f"{path} ({opts.val_split})"
     return read_yolo_dataset(path, opts.val_split, names=names), f"{path} ({opts.val_split})"

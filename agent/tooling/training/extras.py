@@ -17,6 +17,7 @@ INSTALL = "pip install -e '.[train]'"
 NEEDED = {
     "detect": {"torch": "torch", "ultralytics": "ultralytics", "onnx": "onnx", "onnxslim": "onnxslim"},
     "classify": {"torch": "torch", "torchvision": "torchvision", "onnx": "onnx"},
+    "anomaly": {"torch": "torch", "onnx": "onnx"},
 }
 
 
@@ -28,7 +29,8 @@ def missing_packages(task: str) -> list[str]:
 def require_train_extra(task: str) -> None:
     missing = missing_packages(task)
     if missing:
-        what = "the detector (ultralytics)" if task == "detect" else "the classifier (torch)"
+        what = {"detect": "the detector (ultralytics)", "classify": "the classifier (torch)"}.get(
+            task, f"the {task} model (torch)")
         raise EdgeAgentError(f"training {what} needs the train extra, and {', '.join(missing)} "
                              f"{'is' if len(missing) == 1 else 'are'} not installed; run `{INSTALL}` in the "
                              "edge-agent source folder (the runtime agent does not need it)")
