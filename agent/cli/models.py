@@ -194,9 +194,9 @@ def models_rollback(
 @models_app.command("train")
 def models_train(
     data: Annotated[list[pathlib.Path], typer.Option(
-        metavar="PATH", help="training data: a YOLO dataset (data.yaml with names, train, val) for a detector, or image "
-             "folders (train/<class>/, val/<class>/) for a classifier; --task anomaly: a folder of good images "
-             "or a recorder's folder (its frames the VLM called pass), repeatable")],
+        metavar="PATH", help="training data: a YOLO dataset (data.yaml with names, train, val) for a detector, or "
+             "image folders (train/<class>/, val/<class>/) for a classifier; --task anomaly: a folder of good "
+             "images or a recorder's folder (its frames the VLM called pass), repeatable")],
     base: Annotated[pathlib.Path | None, typer.Option(
         help="model to start from: the ONNX detector or classifier the agent runs (FP32 or INT8); for a detector "
              "also an ultralytics checkpoint (yolov8n.pt) or model yaml (yolov8s.yaml: from scratch); "
