@@ -82,6 +82,15 @@ METRICS: dict[str, str] = {
                                      "skipped frames are not published)",
     "edge_agent_learn_outcomes_total": "Learn mode: the sampled frames by the escalation status they were "
                                        "published with (answered, cached, unavailable, timeout, ...)",
+    "edge_agent_plc_connected": "1 while the agent is connected to the PLC (plc.connections)",
+    "edge_agent_plc_connects_total": "Connections made to the PLC (more than 1 means reconnects)",
+    "edge_agent_plc_triggers_total": "Handshake triggers the agent took from the PLC",
+    "edge_agent_plc_results_total": "Results to the PLC by outcome: written, unwritten (refused, or the PLC went "
+                                    "away mid-handshake), dropped (the queue was full), late (after its trigger "
+                                    "timed out)",
+    "edge_agent_plc_errors_total": "Error codes written to the PLC (or owed while it was away), by name",
+    "edge_agent_plc_trigger_to_result_seconds": "Trigger seen -> result_ready written, p50 and p99 of the last "
+                                                "2000 parts",
 }
 
 
@@ -188,6 +197,7 @@ def agent_families(s: AgentSnapshot, report: HealthReport | None, ready: bool) -
     fams += _publisher_families(s)
     fams += _dataset_families(s)
     fams += _learn_families(s)
+    fams += _plc_families(s)
     return fams
 
 
@@ -260,6 +270,32 @@ def _dataset_families(s: AgentSnapshot) -> list[Family]:
         frames.add(st.frames)
         size.add(st.bytes)
     return [recorded, dropped, evicted, frames, size]
+
+
+def _plc_families(s: AgentSnapshot) -> list[Family]:
+    """The PLC outputs' counters (families without samples when no camera writes to a PLC)."""
+    connected = _family("edge_agent_plc_connected", "gauge")
+    connects = _family("edge_agent_plc_connects_total", "counter")
+    triggers = _family("edge_agent_plc_triggers_total", "counter")
+    results = _family("edge_agent_plc_results_total", "counter")
+    errors = _family("edge_agent_plc_errors_total", "counter")
+    latency = _family("edge_agent_plc_trigger_to_result_seconds", "gauge")
+    plc = s.plc
+    for name, conn in sorted((plc.connections if plc is not None else {}).items()):
+        connected.add(1 if conn["connected"] else 0, connection=name)
+        connects.add(conn["connects"], connection=name)
+    for cam in plc.cameras if plc is not None else ():
+        if cam.mode == "handshake":
+            triggers.add(cam.triggers, camera=cam.camera)
+        for outcome, n in (("written", cam.results_written), ("unwritten", cam.results_unwritten),
+                           ("dropped", cam.results_dropped), ("late", cam.late_results)):
+            results.add(n, camera=cam.camera, outcome=outcome)
+        for error, n in sorted(cam.errors.items()):
+            errors.add(n, camera=cam.camera, error=error.lower())
+        for quantile, ms in (("0.5", cam.latency_p50_ms), ("0.99", cam.latency_p99_ms)):
+            if ms is not None:
+                latency.add(ms / 1000.0, camera=cam.camera, quantile=quantile)
+    return [connected, connects, triggers, results, errors, latency]
 
 
 _PUBLISHER_SERIES: tuple[tuple[str, str, MetricType], ...] = (

@@ -15,6 +15,7 @@ from agent.capture.grabber import GrabberStats
 from agent.core.ports import ReliableStats
 from agent.dataset.recorder import DatasetStats
 from agent.ops.histogram import HistogramSnapshot
+from agent.outputs.plc.output import PlcStats
 from agent.prefilter.warmup import ModelFacts
 
 __all__ = ["AgentSnapshot", "CameraProgress", "EventCounts", "LoopProgress", "Progress", "PublishProgress"]
@@ -89,3 +90,4 @@ class AgentSnapshot:
     mqtt_connects: int  # successful connections to the broker so far
     dataset: DatasetStats | None  # None while nothing records
     learn: dict[str, dict[str, int]]  # learn mode: per learning camera, every frame's fate and outcome
+    plc: PlcStats | None = None  # None: no camera writes to a PLC

@@ -428,7 +428,8 @@ class AgentService:
             model=self.model_facts, progress=self.progress(), events=self.metrics.snapshot(),
             publisher=publisher.stats() if publisher is not None else None,
             mqtt_connects=publisher.connects if publisher is not None else 0,
-            dataset=self.recorder.stats() if self.recorder is not None else None, learn=self.learn_tally.snapshot())
+            dataset=self.recorder.stats() if self.recorder is not None else None, learn=self.learn_tally.snapshot(),
+            plc=self.plc.stats() if self.plc.active else None)
 
     @property
     def uptime_s(self) -> float:

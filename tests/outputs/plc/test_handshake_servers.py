@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -91,6 +92,12 @@ def test_twenty_parts_each_get_one_result_with_their_sequence(
         parts = run_parts(PlcProgram(plc), 20)
         check_parts(parts, events, service)
         assert service.stats_document()["plc"]["cam1"]["latency_p50_ms"] > 0
+        assert service.health is not None and service.health.server is not None
+        with urllib.request.urlopen(service.health.server.url + "/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        assert 'edge_agent_plc_results_total{camera="cam1",outcome="written"} 20' in text
+        assert 'edge_agent_plc_triggers_total{camera="cam1"} 20' in text
+        assert 'edge_agent_plc_connected{connection="line"} 1' in text
     finally:
         plc.stop()
 
