@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -16,6 +17,7 @@ import ollama
 import pytest
 
 from tests.fakes.ollama import BUSY_MESSAGE, GARBAGE, VALID_ANSWER, FakeOllama, Reply
+from tests.fakes.service_time import ServiceTime
 
 USER = [{"role": "user", "content": "Is this part good?", "images": [b"\xff\xd8\xff\xe0fake-jpeg"]}]
 
@@ -214,3 +216,22 @@ def test_truth_options_without_a_scene_are_refused_by_name() -> None:
     done = subprocess.run([sys.executable, "-m", "tests.fakes.ollama", "--truth-scene", "surface"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--truth-scene needs --truth-seed" in done.stderr, done.stderr
+
+
+def test_a_service_time_draws_each_answers_seconds_within_its_band_repeatably() -> None:
+    # a 4 s server at 1/20: 0.1 to 0.3 s per answer (4 s * 0.5..1.5 * 0.05)
+    draws = [ServiceTime(mean_s=4.0, scale=0.05, seed=3)() for _ in range(2)]
+    assert draws[0] == draws[1]  # the same seed, the same times
+    many = ServiceTime(mean_s=4.0, scale=0.05, seed=3)
+    times = [many() for _ in range(400)]
+    assert 0.1 <= min(times) < 0.12 and 0.28 < max(times) <= 0.3
+    assert abs(sum(times) / len(times) - 0.2) < 0.01 and many.mean_scaled_s == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="mean_s > 0, scale > 0 and 0 <= spread < 1"):
+        ServiceTime(mean_s=0.0)
+
+
+def test_the_fake_answers_after_its_service_time(client: ollama.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.service_time = lambda: 0.3
+    started = time.monotonic()
+    client.chat(model="llava:7b", messages=USER)
+    assert time.monotonic() - started >= 0.3

@@ -14,7 +14,9 @@ cancels such a request. The model side (load, ``keep_alive``, context accounting
 runner errors, the ``format`` grammar) is :mod:`tests.fakes.ollama_runner`, whose
 docstring says what each part copies from Ollama's source.
 
-Test controls: ``delay_s``; ``load_s`` (a cold load), ``load_failure``,
+Test controls: ``delay_s``, or ``service_time`` (a callable drawing each answer's seconds, e.g.
+:class:`tests.fakes.service_time.ServiceTime`, a 7B vision model's 1-10 s scaled down); ``load_s`` (a cold
+load), ``load_failure``,
 :meth:`FakeOllama.crash_runner`, :meth:`FakeOllama.restart`; ``default_num_ctx``
 and ``image_tokens``; a script of replies (:meth:`FakeOllama.script`, a
 :class:`Reply` or a plain string of message content each, consumed in order) or
@@ -118,6 +120,8 @@ class RecordedRequest:
     """The client closed the connection before the answer was sent."""
     fitted: Fitted | None = None
     """For a chat that reached the model: what of it fit the context (messages kept, images seen)."""
+    client: tuple[str, int] | None = None
+    """The client's address and port (which process sent it, for the fleet tests)."""
 
 
 class FakeOllama:
@@ -137,8 +141,11 @@ class FakeOllama:
         load_s: float = 0.0,
         default_num_ctx: int = DEFAULT_NUM_CTX,
         image_tokens: int = IMAGE_TOKENS,
+        service_time: Callable[[], float] | None = None,
     ) -> None:
         self.delay_s = delay_s
+        self.service_time = service_time
+        """Seconds before each chat answer, drawn per answer (None: ``delay_s``); a Reply's delay_s wins."""
         self.load_s = load_s
         """Seconds a cold load takes (the first request after start, restart or keep_alive expiry)."""
         self.load_failure: str | None = None
@@ -277,7 +284,8 @@ class FakeOllama:
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 body_error = f"invalid character at offset {getattr(exc, 'pos', 0)}: {exc}"
         record = RecordedRequest(method=method, path=handler.path.split("?")[0],
-                                 headers={k.lower(): v for k, v in handler.headers.items()}, raw=raw, body=body)
+                                 headers={k.lower(): v for k, v in handler.headers.items()}, raw=raw, body=body,
+                                 client=handler.client_address[:2])
         with self._lock:
             self.requests.append(record)
         routes: dict[str, tuple[str, Callable[[Handler, RecordedRequest], None]]] = {
@@ -378,7 +386,9 @@ class FakeOllama:
             model.unload()
             return self._send_error(handler, record, 500, RUNNER_TERMINATED)
         reply = self._next_reply(body)
-        if sleep_unless_gone(handler.connection, self.delay_s if reply.delay_s is None else reply.delay_s):
+        delay = reply.delay_s if reply.delay_s is not None else (
+            self.service_time() if self.service_time is not None else self.delay_s)
+        if sleep_unless_gone(handler.connection, delay):
             return self._mark_disconnected(record)
         if reply.status != 200:
             if "runner process has terminated" in reply.error:

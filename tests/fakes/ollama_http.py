@@ -10,6 +10,7 @@ import http.server
 import json
 import select
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -57,6 +58,12 @@ class Server(http.server.ThreadingHTTPServer):
         with self.sockets_lock:
             self.open_sockets.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about a client that reset its connection (a killed gateway), as Ollama is; anything else as usual."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
 
     def drop_connections(self) -> None:
         with self.sockets_lock:
