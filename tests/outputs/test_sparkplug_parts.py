@@ -3,6 +3,7 @@ payloads, seq and bdSeq bookkeeping, the host's STATE, and the config's errors f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -12,7 +13,10 @@ import pytest
 from agent.config.loader import load_config
 from agent.config.models import AgentConfig, CameraConfig
 from agent.config.sparkplug import DEVICE_METRICS, SparkplugConfig
+from agent.config.taxonomy import load_taxonomy
+from agent.core.event import EscalationOutcome, VlmDefect
 from agent.errors import ConfigError
+from agent.escalation.merge import VlmAnswer, merge
 from agent.outputs.sparkplug import payloads
 from agent.outputs.sparkplug.metrics import DEVICE_TYPES, CameraTally, defect_codes, record_of
 from agent.outputs.sparkplug.session import BdSeqFile, HostTracker, SeqCounter
@@ -161,3 +165,15 @@ def test_the_independent_decoder_reads_hand_worked_bytes() -> None:
     assert (p.metrics[0].value, p.metrics[0].is_historical) == (1.5, True)
     # and what our generated module writes, read back the same way
     assert decode(payloads.node_death(5, 1)).metric("bdSeq").value == 5
+
+
+def test_codes_are_the_taxonomy_codes_of_a_defect_the_vlm_answered() -> None:
+    example = pathlib.Path(__file__).resolve().parents[2] / "systemd" / "taxonomy.example.yaml"
+    event = dataclasses.replace(make_event(verdict="uncertain"), taxonomy=load_taxonomy(example))
+    answer = VlmAnswer(verdict="defect", tags=(("Scratch", 0.83),),
+                       defects=(VlmDefect("Missing_Piece", "upper left", "high"), VlmDefect("blob", "centre", "low")),
+                       description="A scratch.", model="llava:7b", vlm_ms=812.0, gateway_ms=830.5)
+    merged = merge(event, EscalationOutcome("answered", model="llava:7b", latency_ms=845.2), answer)
+    assert merged.verdict == "defect"
+    # the VLM's accepted tag Scratch -> D-101, its defects Missing_Piece -> D-301 and blob (unmapped: the word)
+    assert defect_codes(merged) == ["D-101", "D-301", "blob"]

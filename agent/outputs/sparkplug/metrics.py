@@ -91,15 +91,17 @@ class DeviceRecord:
 def defect_codes(event: TagEvent) -> list[str]:
     """The codes behind the verdict, each once, in order: for a defect the accepted tags and the VLM's defects,
     for an uncertain frame its uncertain tags, for a pass none. A tag's taxonomy code when it has one, else its
-    raw label."""
+    raw label (prefilter tags first, then the VLM's)."""
     if event.verdict == "pass":
         return []
-    payload = event.to_payload()
     wanted = "accepted" if event.verdict == "defect" else "uncertain"
-    codes = [tag.get("code") or tag["label"] for tag in payload["tags"] if tag["state"] == wanted]
-    if event.verdict == "defect":
-        codes += [d.get("code") or d["type"] for d in payload["escalation"].get("defects", [])]
-    return list(dict.fromkeys(str(c) for c in codes))
+    words = [t.detection.label for t in event.decision.tags if t.state == wanted]
+    words += [t.label for t in event.vlm_tags if t.state == wanted]
+    if event.verdict == "defect" and event.escalation.status in ("answered", "cached"):
+        words += [d.type for d in event.vlm_defects]
+    taxonomy = event.taxonomy
+    codes = [(taxonomy.fields(w)["code"] if taxonomy is not None else None) or w for w in words]
+    return list(dict.fromkeys(codes))
 
 
 def event_values(event: TagEvent, tally: CameraTally, metrics: Iterable[DeviceMetric]) -> dict[str, MetricValue]:
