@@ -22,6 +22,7 @@ from agent.prefilter.model_info import file_digest, parse_metadata, read_sidecar
 from agent.tooling.quantize.int8 import read_quantization_metadata
 
 if TYPE_CHECKING:
+    from agent.prefilter.anomaly import AnomalyModel
     from agent.prefilter.classifier import ImageClassifier
 
 
@@ -189,6 +190,7 @@ def show_info(model: pathlib.Path, as_json: bool) -> None:
 def run_eval(model: pathlib.Path, data: pathlib.Path, split: str, out: pathlib.Path | None, conf: float,
              iou: float) -> None:
     from agent.config.models import ModelConfig
+    from agent.prefilter.anomaly import AnomalyModel
     from agent.prefilter.classifier import ImageClassifier
     from agent.prefilter.factory import open_prefilter
     from agent.tooling.evaluation.dataset import evaluate_detector, read_yolo_dataset
@@ -203,6 +205,9 @@ def run_eval(model: pathlib.Path, data: pathlib.Path, split: str, out: pathlib.P
                                                  max_detections=max_det))
     if isinstance(detector, ImageClassifier):  # --conf and --iou do not apply
         run_classifier_eval(detector, model, data, split, out)
+        return
+    if isinstance(detector, AnomalyModel):
+        run_anomaly_eval(detector, model, data, split, out)
         return
     info = detector.info
     dataset = read_yolo_dataset(data, split, names=info.names)
@@ -251,6 +256,27 @@ def _progress(total: int) -> Callable[[int, int], None]:
             typer.echo(f"\reval: {done}/{total} images", nl=done == total or not tty, err=True)
 
     return progress
+
+
+def run_anomaly_eval(model: AnomalyModel, path: pathlib.Path, data: pathlib.Path, split: str,
+                     out: pathlib.Path | None) -> None:
+    """``models eval`` for an anomaly model: image and pixel AUROC, the numbers at the model's threshold and at 1 %
+    false rejects, the score histogram; eval.json + report.txt (the report also on stdout)."""
+    from agent.tooling.evaluation.anomaly_dataset import evaluate_anomaly
+    from agent.tooling.evaluation.anomaly_report import (
+        anomaly_eval_document,
+        anomaly_report_lines,
+        write_anomaly_report,
+    )
+    from agent.tooling.evaluation.dataset import read_yolo_dataset
+
+    dataset = read_yolo_dataset(data, split)
+    ev = evaluate_anomaly(model, dataset, progress=_progress(len(dataset.images)))
+    doc = anomaly_eval_document(ev, model.info.model_id, str(data), split)
+    files = write_anomaly_report(out if out is not None else pathlib.Path(f"eval-{path.stem}"), doc)
+    for line in anomaly_report_lines(doc):
+        typer.echo(line)
+    typer.echo("report: " + ", ".join(map(str, files)))
 
 
 def run_classifier_eval(classifier: ImageClassifier, model: pathlib.Path, data: pathlib.Path, split: str,

@@ -3,6 +3,9 @@ a threshold, box masks on the map, the text histogram."""
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -44,3 +47,20 @@ def test_histogram_counts_good_and_defective_per_bin() -> None:
     lines = histogram([0.05, 0.05, 0.15], [0.95], bins=10, width=4)
     assert lines[1].split()[:3] == ["0.0-0.1", "2", "0"] and lines[1].endswith("gggg|")
     assert lines[10].split()[:3] == ["0.9-1.0", "0", "1"] and lines[10].endswith("|DD")
+
+
+def test_models_eval_reports_an_anomaly_model(tmp_path: pathlib.Path) -> None:
+    """``models eval`` on the brightness model and a small labelled split: the numbers, the histogram, files."""
+    from agent.tooling.dataset.synth import write_synthetic_dataset
+    from tests.cli.test_models_cli import edge_agent
+    from tests.prefilter.onnx_builders import brightness_anomaly_model
+
+    write_synthetic_dataset(tmp_path / "ds", 1, 12, seed=3, scene="surface")
+    model = brightness_anomaly_model(tmp_path / "bright.onnx", 64, 64)
+    proc = edge_agent("models", "eval", str(model), "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "ev"))
+    assert proc.returncode == 0, proc.stderr
+    assert "12 images" in proc.stdout and "image AUROC" in proc.stdout and "score      good  defective" in proc.stdout
+    doc = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert doc["images"] == 12 and 0.0 <= doc["image_auroc"] <= 1.0
+    assert set(doc["at_model_threshold"]) == {"threshold", "false_reject_rate", "recall", "precision"}
+    assert sum(doc["verdicts"].values()) == 12 and (tmp_path / "ev" / "report.txt").exists()
