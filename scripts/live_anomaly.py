@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def report(args: argparse.Namespace, docs: list[dict[str, Any]], truths: list[frozenset[str]], oracle: TruthOracle) -> None:
+def report(args: argparse.Namespace, docs: list[dict[str, Any]], truths: list[frozenset[str]],
+           oracle: TruthOracle) -> None:
     escalated = [d for d in docs if d["escalation"]["status"] != "not_needed"]
     decided = [d for d in docs if d["escalation"]["status"] == "not_needed"]
     whole, alone = day_zero.score(docs, truths), day_zero.score(decided, truths)
