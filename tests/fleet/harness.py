@@ -42,7 +42,7 @@ from tests.fakes.service_time import ServiceTime
 _DECIDED = ("not_needed", "answered", "cached")
 _STOPPED = "the agent stopped before"
 
-__all__ = ["SERVERS", "FleetPlan", "FleetResult", "run_fleet"]
+__all__ = ["SERVERS", "FleetPlan", "FleetResult", "GatewayProcess", "run_fleet", "wait_for_a_call_through"]
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SERVERS = (("ollama-fast", 2.0), ("ollama-mid", 4.0), ("ollama-slow", 8.0))
@@ -243,7 +243,7 @@ def _local_ports(pid: int) -> set[int]:
     return ports
 
 
-def _wait_for_a_call_through(gateway: GatewayProcess, fakes: dict[str, FakeOllama], timeout: float) -> int:
+def wait_for_a_call_through(gateway: GatewayProcess, fakes: dict[str, FakeOllama], timeout: float) -> int:
     """Wait (at most ``timeout``) until ``gateway`` has a chat in progress at some Ollama; how many it has."""
     end = time.monotonic() + timeout
     while True:
@@ -311,7 +311,7 @@ def _run(plan: FleetPlan, work: pathlib.Path, broker: LocalMosquitto, fakes: dic
                 killed_at = time.monotonic()
                 marks.append((f"{plan.kill_ollama} stopped", _utc_now()))
             else:
-                in_flight = _wait_for_a_call_through(gateways[1], fakes, timeout=3.0)
+                in_flight = wait_for_a_call_through(gateways[1], fakes, timeout=3.0)
                 gateways[1].kill()
                 killed = True
                 marks.append(("gateway 2 killed", _utc_now()))
