@@ -6,8 +6,11 @@ called by :class:`agent.escalation.escalator.Escalator` on its own loop thread).
 Channel (:func:`channel_options`):
 
 * Target: ``escalation.gateway`` through :func:`agent.config.escalation.grpc_target`
-  (``HOST:PORT``, a comma list of IPs, ``dns:///NAME:PORT``, ``unix:/PATH``);
-  load balancing ``round_robin`` over every address the target resolves to.
+  (``HOST:PORT``, a list or comma list of IPs, ``dns:///NAME:PORT``, ``unix:/PATH``);
+  load balancing ``round_robin`` over every address the target resolves to. A gateway
+  killed with calls in progress resets its connection: those calls fail UNAVAILABLE
+  before any response and the retry below sends them to another gateway, within the
+  same deadline (tests/escalation/test_client_failover.py; docs/fleet.md).
 * Client-side health checking (``escalation.health_check``, on by default):
   calls go only to gateways whose ``grpc.health.v1`` status for
   ``edge_agent.v1.Escalation`` is SERVING, so a gateway whose Ollama is down is
