@@ -21,6 +21,8 @@ Checks, in order (a failed config stops the rest, since they all read it):
 * ``gateway``: the escalation gateway's gRPC health (when ``escalation.gateway`` is set),
   with the short reason it gives when NOT_SERVING ("VLM unreachable", "model not available"; the
   gateway tells callers no more than that: the details are in its log).
+* ``plc <name>``: each PLC connection a camera writes to accepts a connection and every mapped address reads
+  (:mod:`agent.ops.doctor_plc`; reads only).
 * ``metrics``: ``metrics.listen`` is free, or a running agent answers ``/healthz`` there.
 
 Statuses: OK, WARN (works, but look at it), FAIL (the agent will not work), SKIP (not
@@ -47,6 +49,7 @@ from agent.errors import ConfigError, EdgeAgentError
 from agent.ops.check import Check
 from agent.ops.doctor_network import ask_gateway_health as ask_gateway_health  # re-exported
 from agent.ops.doctor_network import check_broker_limits, check_gateway, check_mqtt
+from agent.ops.doctor_plc import check_plcs
 from agent.redact import redact
 
 __all__ = ["Check", "DoctorOptions", "exit_code", "render_json", "render_table", "run_checks"]
@@ -83,6 +86,7 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     if "reason" in connack and not connack["reason"].is_failure:
         checks.append(check_broker_limits(config, connack.get("props")))
     checks += check_gateway(config, options.timeout_s)
+    checks += check_plcs(config, options.timeout_s)
     checks += [Check("plain text", "WARN", warning) for warning in agent_plaintext_channels(config)]
     checks.append(_check_metrics(config))
     return checks
