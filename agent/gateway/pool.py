@@ -27,7 +27,8 @@ fault (a slow or queued server is not a dead one; least outstanding already send
 it less), nor is an invalid answer or a refused request: those are not retried.
 
 Health (:meth:`VlmPool.check`): every server is checked at once (``OllamaVlm.check``:
-``/api/show`` and ``/api/ps``, and a model load when it is not loaded); the pool is
+``/api/show`` and ``/api/ps``, and a model load when it is not loaded), each within
+``ollama.connect_timeout_s`` + 1 s so that a server that hangs holds no other back; the pool is
 SERVING while at least one server is, and a server going down or coming back is
 logged once. :meth:`VlmPool.servers` is what ``/metrics`` and ``/healthz`` show.
 """
@@ -125,12 +126,14 @@ def _outcome(exc: Exception) -> str:
 class VlmPool:
     """Several Ollama servers behind one :class:`~agent.gateway.vlm.Vlm` (see the module doc)."""
 
-    def __init__(self, members: Sequence[Member], model: str, timeout_s: float) -> None:
+    def __init__(self, members: Sequence[Member], model: str, timeout_s: float, check_timeout_s: float = 5.0) -> None:
         if not members:
             raise ValueError("a pool needs at least one server")
         self.members = list(members)
         self.model = model
         self._timeout_s = timeout_s
+        self._check_timeout_s = check_timeout_s
+        """Longest one server's health check may take: a server that hangs cannot hold the others' back."""
         self._turn = 0
         self.retried = 0
         """Calls asked once more of another server after a server fault."""
@@ -139,7 +142,7 @@ class VlmPool:
     def from_config(cls, config: OllamaConfig, pool: PoolConfig) -> VlmPool:
         """A pool of ``config.server_list()``, each server an OllamaVlm of ``config`` with its URL."""
         return cls([cls._member(config, server, pool) for server in config.server_list()], config.model,
-                   config.timeout_s)
+                   config.timeout_s, check_timeout_s=config.connect_timeout_s + 1.0)
 
     @staticmethod
     def _member(config: OllamaConfig, server: OllamaServerConfig, pool: PoolConfig) -> Member:
@@ -248,7 +251,7 @@ class VlmPool:
 
     async def check(self) -> str | None:
         """Check every server at once; None while at least one is healthy, else every server's reason."""
-        results = await asyncio.gather(*(m.vlm.check() for m in self.members), return_exceptions=True)
+        results = await asyncio.gather(*(self._check_one(m) for m in self.members), return_exceptions=True)
         for member, result in zip(self.members, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
@@ -263,6 +266,12 @@ class VlmPool:
         loading = all((m.problem or "").startswith("loading:") for m in self.members)
         return f"loading: no Ollama server is ready ({reasons})" if loading else \
             f"no Ollama server of the pool is available ({reasons})"
+
+    async def _check_one(self, member: Member) -> str | None:
+        try:
+            return await asyncio.wait_for(member.vlm.check(), self._check_timeout_s)
+        except asyncio.TimeoutError:
+            return f"Ollama at {member.url} did not answer the health check within {self._check_timeout_s:g} s"
 
     @staticmethod
     def _set_problem(member: Member, problem: str | None) -> None:

@@ -10,6 +10,8 @@ Service times: a 7B vision model's 2, 4 and 8 s per image (each answer within +-
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -40,3 +42,15 @@ def test_four_agents_two_gateways_three_ollamas_lose_nothing_when_one_ollama_and
 @pytest.mark.slow
 def test_the_fleet_for_longer(tmp_path: pathlib.Path) -> None:
     check(run_fleet(FleetPlan(run_s=30.0, kill_ollama_at_s=10.0, kill_gateway_at_s=20.0), tmp_path))
+
+
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_fleet.py"
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--agents", "0"], "expected --agents 1..16, --fps > 0, --seconds >= 5 and --scale in (0, 1]"),
+    (["--kill-ollama-at", "30", "--kill-gateway-at", "20"], "expected 0 < --kill-ollama-at < --kill-gateway-at"),
+])
+def test_the_bench_refuses_bad_arguments_saying_what_it_expects(args: list[str], words: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import pathlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,6 +147,23 @@ def test_health_follows_the_servers_serving_while_one_is_up(fakes: list[FakeOlla
         assert wait_for_health(channel, "SERVING") == "SERVING"
     finally:
         gw.stop(grace=0)
+
+
+def test_a_server_that_hangs_does_not_hold_the_pools_health_back(fakes: list[FakeOllama]) -> None:
+    good = fakes[0]
+    with socket.socket() as hung:  # accepts connections (the kernel's backlog) and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        started = time.monotonic()
+        gw = pool_gateway([f"http://127.0.0.1:{hung.getsockname()[1]}", good.url], health_interval_s=30)
+        try:
+            assert gw.server is not None and gw.server.pool is not None
+            # the first check (bounded by connect_timeout_s + 2 = 3 s) saw the good server: SERVING at once
+            assert gw.server.health.serving and time.monotonic() - started < 3.0
+            hung_view, good_view = gw.server.pool.servers()
+            assert "did not answer the health check within 2 s" in (hung_view.problem or "") and good_view.healthy
+        finally:
+            gw.stop(grace=0)
 
 
 def test_with_every_breaker_open_a_call_fails_at_once_naming_each_server(
