@@ -67,7 +67,7 @@ from agent.runtime.loop import InferenceLoop, latency_percentiles
 from agent.runtime.opcua import open_opcua_server
 from agent.runtime.reloading import PreparedReload, ReloadResult
 from agent.runtime.snapshots import progress_of
-from agent.runtime.sparkplug import build_sparkplug, stop_sparkplug
+from agent.runtime.sparkplug import attach_sparkplug, build_sparkplug, stop_sparkplug
 
 if TYPE_CHECKING:  # asyncua (the plant extra) is loaded only when the OPC UA server is enabled
     from agent.outputs.opcua_server.server import OpcUaServer
@@ -165,9 +165,7 @@ class AgentService:
         self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
                                                     TallyListener(self.learn_tally), self.plc])
         self.opcua_server = open_opcua_server(self.config, self.snapshot, self.events)  # listening, or an error
-        if self.sparkplug is not None:  # hears of every event after the outbox took it
-            self.events.add(self.sparkplug)
-            self._publisher.add_status_extra(self.sparkplug.status_fields)
+        attach_sparkplug(self.sparkplug, self.events, self._publisher)  # hears of every event after the outbox
         self._publisher.add_status_extra(self.camera_status.status_fields)
         self._publisher.add_status_extra(self.learn_tally.status_fields)
         self._publisher.add_status_extra(self._model_status)
@@ -350,6 +348,8 @@ class AgentService:
         """The last step of a reload: the recorder's cameras, the escalation rates, the running model and
         config."""
         cfg, recorder = ready.plan.config, ready.recorder
+        if self.sparkplug is not None:
+            self.sparkplug.set_cameras(c.id for c in cfg.cameras)
         if recorder is not None:
             recorder.set_cameras(ready.recording)
             recorder.set_learn_model(learn_model_ref(cfg))

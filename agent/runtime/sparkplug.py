@@ -12,14 +12,16 @@ import paho.mqtt.client as mqtt
 
 from agent.config.loader import resolve_runtime_paths
 from agent.config.models import AgentConfig, MqttConfig
+from agent.core.ports import Publisher
 from agent.core.version import agent_version
 from agent.errors import ConfigError
 from agent.outputs.sparkplug.node import SparkplugNode
 from agent.outputs.sparkplug.session import BdSeqFile
 from agent.publish.mqtt_connection import make_client, read_password, tls_context_for
 from agent.publish.outbox import Outbox
+from agent.runtime.fanout import EventFanout
 
-__all__ = ["build_sparkplug", "stop_sparkplug"]
+__all__ = ["attach_sparkplug", "build_sparkplug", "stop_sparkplug"]
 
 log = logging.getLogger("agent.outputs.sparkplug")
 
@@ -64,6 +66,13 @@ class _Connector:
             client.connect_async(c.host, c.port, keepalive=c.keepalive_s, clean_start=True)
         else:
             client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+
+
+def attach_sparkplug(node: SparkplugNode | None, events: EventFanout, publisher: Publisher) -> None:
+    """The node hears of every event the publisher took; its state goes into the retained status."""
+    if node is not None:
+        events.add(node)
+        publisher.add_status_extra(node.status_fields)
 
 
 def stop_sparkplug(node: SparkplugNode | None, deadline: float) -> None:

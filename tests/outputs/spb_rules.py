@@ -65,7 +65,7 @@ class EdgeNodeChecker:
         self.messages.append(Received(kind, device, payload, qos, retain))
         i = len(self.messages) - 1
         handler = {"NBIRTH": self._nbirth, "NDEATH": self._ndeath, "DBIRTH": self._dbirth, "DDATA": self._ddata,
-                   "NDATA": self._ndata}.get(kind)
+                   "NDATA": self._ndata, "DDEATH": self._ddeath}.get(kind)
         if handler is None:
             self._bad(i, f"unknown message type {kind}")
             return
@@ -170,6 +170,13 @@ class EdgeNodeChecker:
             if m.timestamp is None:
                 self._bad(i, f"metric {m.name!r} has no timestamp")
         self.sessions[-1].ddata.append(p)
+
+    def _ddeath(self, i: int, p: Payload) -> None:
+        if not self._next_seq(i, p):
+            return
+        device = self.messages[i].device or ""
+        if self._devices.pop(device, None) is None:
+            self._bad(i, f"DDEATH for device {device!r}, which is not born")
 
     def _ndata(self, i: int, p: Payload) -> None:
         self._next_seq(i, p)

@@ -261,3 +261,29 @@ def test_a_restart_takes_the_next_bdseq_and_sends_what_the_store_kept_as_histori
     data = checker.ddata()
     assert len({p.values()["Inspection/Event Id"] for p in data}) == 15
     assert [all(m.is_historical for m in p.metrics) for p in data[:10]] == [True] * 10
+
+
+def test_a_reload_kills_a_removed_camera_s_device_and_births_an_added_one(
+    mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector],
+    agent: Callable[[AgentConfig], AgentService],
+) -> None:
+    sub = collector(mosquitto.url, "spBv1.0/#")
+    cfg = config(mosquitto, "synthetic://conveyor?seed=10&fps=10&frames=30&width=320&height=240")
+    belt2 = CameraConfig(id="belt2", source="synthetic://conveyor?seed=11&fps=10&frames=30&width=320&height=240")
+    cfg = cfg.model_copy(update={"cameras": [*cfg.cameras, belt2]})
+    service = agent(cfg)
+    node = service.sparkplug
+    assert node is not None and node.wait_born(10.0)
+    assert wait_until(lambda: node.sent >= 6, 20.0)
+    belt3 = CameraConfig(id="belt3", source="synthetic://conveyor?seed=12&fps=10&frames=10&width=320&height=240")
+    assert service.reload(cfg.model_copy(update={"cameras": [cfg.cameras[0], belt3]})).applied
+    service.wait(threading.Event(), duration=30.0)
+    service.shutdown(timeout=10.0)
+    assert wait_until(lambda: kinds(sub)[-1:] == ["NDEATH"], 5.0)
+    checker = checked(sub)
+    assert checker.violations == [], checker.summary()
+    deaths = [r.device for r in checker.messages if r.kind == "DDEATH"]
+    births = [r.device for r in checker.messages if r.kind == "DBIRTH"]
+    assert deaths == ["belt2"] and births[:2] == ["belt", "belt2"] and "belt3" in births
+    ddata = [r.device for r in checker.messages if r.kind == "DDATA"]
+    assert ddata.count("belt3") == 10

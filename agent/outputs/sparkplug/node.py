@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -33,9 +33,10 @@ from agent.config.sparkplug import SparkplugConfig
 from agent.core.ports import Published
 from agent.outputs.sparkplug import payloads
 from agent.outputs.sparkplug.metrics import CameraTally, DeviceRecord, MetricValue, record_of
+from agent.outputs.sparkplug.ports import Connection, RowStore, StoredRow
 from agent.outputs.sparkplug.session import BdSeqFile, HostTracker, SeqCounter
 
-__all__ = ["NAMESPACE", "RowStore", "SparkplugNode", "StoredRow"]
+__all__ = ["NAMESPACE", "SparkplugNode"]
 
 log = logging.getLogger(__name__)
 
@@ -43,41 +44,6 @@ NAMESPACE = "spBv1.0"
 _DEATH_WAIT_S = 2.0
 _BACKLOG_EVERY_S = 5.0
 _WARN_EVERY_S = 60.0  # the same warning at most this often  # the most often a changing backlog is sent as NDATA
-
-
-class StoredRow(Protocol):
-    """A row of the store (``agent.publish.outbox.OutboxRow``)."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def payload(self) -> bytes: ...
-
-
-class StoreStats(Protocol):
-    @property
-    def rows(self) -> int: ...
-
-
-class RowStore(Protocol):
-    """Where records wait until the broker read their DDATA (``agent.publish.outbox.Outbox``)."""
-
-    def append(self, event_id: str, camera: str, topic: str, payload: bytes) -> int: ...
-
-    def next_rows(self, after_id: int, limit: int) -> Sequence[StoredRow]: ...
-
-    def delete(self, ids: list[int]) -> int: ...
-
-    def stats(self) -> StoreStats: ...
-
-    def close(self) -> None: ...
-
-
-class Connection(Protocol):
-    """How to (re)connect: ``connect_async`` with the config's host, port and keepalive."""
-
-    def __call__(self, client: mqtt.Client) -> None: ...
 
 
 class SparkplugNode:
@@ -115,6 +81,7 @@ class SparkplugNode:
         self._early_subacks: set[int] = set()
         self._to_delete: list[int] = []
         self._new_rows = True  # rows from an earlier run may wait
+        self._devices_changed = False  # set_cameras() was called: DDEATH/DBIRTH to send
         self._cursor = 0  # the highest row id sent in this session
         self._session_ms = 0  # when this connection's first NBIRTH was sent
         self._born_devices: set[str] = set()
@@ -155,6 +122,14 @@ class SparkplugNode:
                           record.to_json())
         with self._cv:
             self._new_rows = True
+            self._cv.notify_all()
+
+    def set_cameras(self, cameras: Iterable[str]) -> None:
+        """A reload's cameras: a removed camera's device gets a DDEATH (its events already in the store are still
+        sent), an added one its DBIRTH, both from the sender thread."""
+        with self._cv:
+            self._cameras = list(dict.fromkeys(cameras))
+            self._devices_changed = True
             self._cv.notify_all()
 
     def wait_born(self, timeout: float) -> bool:
@@ -296,6 +271,7 @@ class SparkplugNode:
         """Caller holds the lock: whether the sender has something to do."""
         can_birth = self._connected and self._ready and self._host.online
         return (bool(self._to_delete) or self._terminate or (can_birth and (not self._born or self._want_birth))
+                or (self._born and self._devices_changed)
                 or (self._born and self._barrier_mid is None and not self._barrier_ids and self._new_rows))
 
     def _run(self) -> None:
@@ -317,6 +293,7 @@ class SparkplugNode:
                 elif birth:
                     self._birth()
                 else:
+                    self._update_devices()
                     self._send_batch()
         except Exception:  # noqa: BLE001  a bug here must not silently stop the output
             log.exception("Sparkplug sender stopped by an error; events stay in its store")
@@ -355,6 +332,24 @@ class SparkplugNode:
         if ok:
             self._born_devices.add(device)
         return ok
+
+    def _update_devices(self) -> None:
+        """After set_cameras(): DDEATH for each born device no camera has now, DBIRTH for each camera not born.
+        A removed camera's rows still in the store get a DBIRTH again before their DDATA (they are its history)."""
+        with self._cv:
+            if not self._born or not self._devices_changed:
+                return
+            self._devices_changed = False
+            cameras, last = list(self._cameras), dict(self._last)
+        wanted = {self.config.device_for(c) for c in cameras}
+        now = self._now_ms()
+        for device in sorted(self._born_devices - wanted):
+            seq = self._seq.next()
+            if self._publish(self._topic("DDEATH", device), payloads.device_death(seq, now), seq):
+                self._born_devices.discard(device)
+        for camera in cameras:
+            if self.config.device_for(camera) not in self._born_devices:
+                self._device_birth(camera, now, last.get(camera))
 
     def _send_batch(self) -> None:
         with self._cv:

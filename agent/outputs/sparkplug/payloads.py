@@ -16,8 +16,8 @@ from google.protobuf.message import DecodeError
 from agent.outputs.sparkplug.metrics import DEVICE_TYPES, NODE_TYPES, DeviceRecord, MetricValue
 from agent.wire import sparkplug_b_pb2 as pb
 
-__all__ = ["HostState", "device_birth", "device_data", "node_birth", "node_data", "node_death", "parse_state",
-           "rebirth_requested"]
+__all__ = ["HostState", "device_birth", "device_data", "device_death", "node_birth", "node_data", "node_death",
+           "parse_state", "rebirth_requested"]
 
 _INT32 = {1, 2, 3, 5, 6, 7}  # Int8..Int32, UInt8..UInt32: int_value
 _INT64 = {4, 8, 13}  # Int64, UInt64, DateTime (ms): long_value
@@ -91,6 +91,11 @@ def device_data(seq: int, now_ms: int, record: DeviceRecord, *, historical: bool
         if datatype is not None:  # a metric an older version stored and this one no longer knows: skipped
             _add(payload, name, datatype, value, timestamp=record.captured_ms, historical=historical)
     return bytes(payload.SerializeToString())
+
+
+def device_death(seq: int, now_ms: int) -> bytes:
+    """DDEATH: a device gone (a camera a reload removed); seq, no metrics."""
+    return bytes(pb.Payload(timestamp=now_ms, seq=seq).SerializeToString())
 
 
 def rebirth_requested(data: bytes) -> bool:
