@@ -9,6 +9,7 @@
     │   └── OutboxError             the SQLite outbox cannot be opened or written
     ├── BrokerError                 a local Mosquitto for the demo/tests could not be started
     ├── DatasetError                a dataset cannot be written or read
+    ├── ImagesError                 the audit images' folder cannot be opened; a bad `images` filter or target
     ├── BatchError                  `edge-agent tag`: a PATH is missing, the output is of another format
     ├── MetricsError                the /metrics + /healthz endpoint cannot listen on its address
     ├── OpcUaServerError            the agent's OPC UA server cannot start (port in use, certificate, users file)
@@ -63,6 +64,10 @@ class PublishError(EdgeAgentError):
 
 class BrokerError(EdgeAgentError):
     """A local Mosquitto broker could not be started."""
+
+
+class ImagesError(EdgeAgentError):
+    """The audit images' folder cannot be opened or read, or an ``edge-agent images`` filter or target is bad."""
 
 
 class DatasetError(EdgeAgentError):

@@ -159,7 +159,8 @@ _FILE_FIELDS = (("model", "path"), ("model", "engine_cache_dir"), ("taxonomy",),
                 ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"), ("escalation", "tls", "ca_file"),
                 ("escalation", "tls", "cert_file"), ("escalation", "tls", "key_file"), ("escalation", "token_file"),
                 ("dataset", "dir"), ("opcua_server", "security", "cert_file"),
-                ("opcua_server", "security", "key_file"), ("opcua_server", "users_file"), ("sparkplug", "store_path"))
+                ("opcua_server", "security", "key_file"), ("opcua_server", "users_file"), ("sparkplug", "store_path"),
+                ("images", "dir"))
 
 
 def default_state_dir(env: Mapping[str, str]) -> pathlib.Path:

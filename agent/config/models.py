@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from agent.config.anomaly import AnomalyBandConfig
 from agent.config.base import Strict
 from agent.config.escalation import EscalationConfig, RateLimitConfig
+from agent.config.images import ImagesConfig
 from agent.config.opcua_server import OpcUaServerConfig
 from agent.config.plc import CameraPlcConfig, PlcConfig, check_camera_plcs
 from agent.config.providers import normalise_providers
@@ -383,6 +384,7 @@ class AgentConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     mode: CameraMode = Field(default="inspect", description=(
         "every camera's mode unless it sets its own; `model: null` means learn (there is no prefilter)"))
     learn: LearnConfig = Field(default_factory=LearnConfig)

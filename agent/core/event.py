@@ -75,6 +75,15 @@ class VlmDefect:
     severity: Literal["low", "medium", "high", "unspecified"]
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """Where the frame's JPEG is kept for audits (``images:``, :mod:`agent.outputs.images`): its id (the event's
+    id) and its path relative to the images folder (``<camera>/<YYYY-MM-DD>/<HHMMSS.ffffff>_<event_id>.jpg``)."""
+
+    id: str
+    path: str
+
+
 NOT_NEEDED = EscalationOutcome(status="not_needed")
 # With no ``escalation.gateway`` configured, uncertain frames are published with this.
 NO_GATEWAY = EscalationOutcome(status="unavailable", reason="no escalation gateway configured")
@@ -105,6 +114,8 @@ class TagEvent:
     """The camera's inspection zones and what they did to this frame; None: the camera has none."""
     taxonomy: LabelMap | None = dataclasses.field(default=None, compare=False, repr=False)
     """Maps the raw labels to the plant's canonical ones in the payload; None: raw labels only."""
+    image: ImageRef | None = None
+    """Where the frame's image is kept for audits; None: not kept (the payload then has no ``image``)."""
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -131,6 +142,7 @@ class TagEvent:
                    if self.escalation.status in ("answered", "cached") else {}),
             },
             **({"zones": self.zones.to_payload()} if self.zones is not None else {}),
+            **({"image": {"id": self.image.id, "path": self.image.path}} if self.image is not None else {}),
         }
 
     def unmapped_labels(self, *, vlm_only: bool = False) -> list[str]:

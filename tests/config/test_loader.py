@@ -102,7 +102,7 @@ def test_no_file_means_defaults() -> None:
             "device_id: a\ncolour: red\n",
             "colour (line 2): unknown key; expected one of: "
             "device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health, "
-            "dataset, mode, learn, opcua_server, sparkplug, plc, taxonomy",
+            "dataset, images, mode, learn, opcua_server, sparkplug, plc, taxonomy",
         ),
         # unknown nested key: names ModelConfig's fields
         (
@@ -243,7 +243,7 @@ def test_top_level_must_be_a_mapping(tmp_path: pathlib.Path, text: str, got: str
     assert problems_of(write(tmp_path, text)) == [
         "top level (line 1): expected a mapping of settings "
         "(device_id, cameras, model, triage, mqtt, outbox, snapshots, escalation, logging, metrics, health, "
-        "dataset, mode, learn, opcua_server, sparkplug, plc, taxonomy), "
+        "dataset, images, mode, learn, opcua_server, sparkplug, plc, taxonomy), "
         f"got {got}"
     ]
 
