@@ -23,6 +23,8 @@ Checks, in order (a failed config stops the rest, since they all read it):
   gateway tells callers no more than that: the details are in its log).
 * ``plc <name>``: each PLC connection a camera writes to accepts a connection and every mapped address reads
   (:mod:`agent.ops.doctor_plc`; reads only).
+* ``images``: the audit images' folder is writable, with room above ``images.min_free_bytes`` and for the
+  cameras' limits (:mod:`agent.ops.doctor_images`).
 * ``metrics``: ``metrics.listen`` is free, or a running agent answers ``/healthz`` there.
 
 Statuses: OK, WARN (works, but look at it), FAIL (the agent will not work), SKIP (not
@@ -47,6 +49,7 @@ from agent.config.models import AgentConfig, CameraConfig
 from agent.config.plaintext import agent_plaintext_channels
 from agent.errors import ConfigError, EdgeAgentError
 from agent.ops.check import Check
+from agent.ops.doctor_images import check_images
 from agent.ops.doctor_network import ask_gateway_health as ask_gateway_health  # re-exported
 from agent.ops.doctor_network import check_broker_limits, check_gateway, check_mqtt
 from agent.ops.doctor_plc import check_plcs
@@ -88,6 +91,7 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     checks += check_gateway(config, options.timeout_s)
     checks += check_plcs(config, options.timeout_s)
     checks += [Check("plain text", "WARN", warning) for warning in agent_plaintext_channels(config)]
+    checks.append(check_images(config, env))
     checks.append(_check_metrics(config))
     return checks
 

@@ -176,7 +176,7 @@ class AgentHealth:
             outbox += f" ({s.publisher.evicted} evicted)"
         return (f"{online}/{len(s.progress.cameras)} cameras online, {fps:.1f} fps; "
                 + " ".join(f"{v} {verdicts.get(v, 0)}" for v in ("pass", "defect", "uncertain"))
-                + _learn_words(s.learn)
+                + _learn_words(s.learn) + _image_words(s)
                 + f"; {outbox}; {_mqtt_words(s)}" + (f"; {self.reload_note}" if self.reload_note else ""))
 
     def metrics_text(self) -> str:
@@ -208,6 +208,10 @@ class AgentHealth:
                        "evicted": pub.evicted if pub is not None else None},
             "last_reload": self.reload_note,
         }
+        if s.images is not None:  # a full disk is reported here, not fatal: inspection and publishing go on
+            doc["images"] = {"disk_full": s.images.space_problem is not None, "problem": s.images.space_problem,
+                             "stored": sum(s.images.images.values()), "bytes": sum(s.images.bytes.values()),
+                             "queued": s.images.queued, "dropped": s.images.dropped, "failed": s.images.failed}
         if s.model is not None:
             f = s.model
             doc["model"] = {"id": f.model_id, "precision": f.precision, "gate": f.gate, "providers": list(f.providers)}
@@ -224,6 +228,13 @@ def _mqtt_words(s: AgentSnapshot) -> str:
     if s.publisher.connected:
         return "MQTT connected"
     return "MQTT not connected (events wait in the outbox)"
+
+
+def _image_words(s: AgentSnapshot) -> str:
+    """``; images: disk full (...)`` while audit images cannot be written for lack of space, else nothing."""
+    if s.images is None or s.images.space_problem is None:
+        return ""
+    return f"; images: not kept, disk full ({s.images.space_problem})"
 
 
 def _learn_words(counts: dict[str, dict[str, int]]) -> str:

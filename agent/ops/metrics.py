@@ -77,6 +77,16 @@ METRICS: dict[str, str] = {
     "edge_agent_dataset_evicted_total": "Recorded frames deleted to stay within dataset.max_frames/max_bytes",
     "edge_agent_dataset_frames": "Recorded frames on disk",
     "edge_agent_dataset_bytes": "Bytes of the recorded frames on disk",
+    "edge_agent_images_kept_total": "Audit images written (images:), by the verdict they were kept for",
+    "edge_agent_images_dropped_total": "Audit images not queued, by reason (queue_full: the event went without "
+                                       "image; update_queue_full: the index kept the first revision)",
+    "edge_agent_images_failed_total": "Audit images queued but not written, by reason (no_space, low_space: under "
+                                      "images.min_free_bytes, error)",
+    "edge_agent_images_evicted_total": "Audit images deleted to stay within a camera's limits, by reason (size, age)",
+    "edge_agent_images_stored": "Audit images on disk, per camera",
+    "edge_agent_images_bytes": "Bytes of the audit images on disk, per camera",
+    "edge_agent_images_queued": "Frames waiting for the images writer",
+    "edge_agent_images_disk_full": "1 while the last image could not be written for lack of space (see /healthz)",
     "edge_agent_learn_frames_total": "Learn mode (no prefilter): each frame of a learning camera by its fate "
                                      "(sampled_schedule, sampled_scene_change, skipped_rate, skipped_unchanged; "
                                      "skipped frames are not published)",
@@ -196,6 +206,7 @@ def agent_families(s: AgentSnapshot, report: HealthReport | None, ready: bool) -
         fams += [_family(name, kind) for name, kind in _EVENT_FAMILIES]
     fams += _publisher_families(s)
     fams += _dataset_families(s)
+    fams += _image_families(s)
     fams += _learn_families(s)
     fams += _plc_families(s)
     return fams
@@ -296,6 +307,26 @@ def _plc_families(s: AgentSnapshot) -> list[Family]:
             if ms is not None:
                 latency.add(ms / 1000.0, camera=cam.camera, quantile=quantile)
     return [connected, connects, triggers, results, errors, latency]
+
+
+def _image_families(s: AgentSnapshot) -> list[Family]:
+    """The audit images' counters (families without samples while no camera keeps images)."""
+    by_label = (("edge_agent_images_kept_total", "verdict", "kept"), ("edge_agent_images_dropped_total", "reason",
+                "dropped"), ("edge_agent_images_failed_total", "reason", "failed"),
+                ("edge_agent_images_evicted_total", "reason", "evicted"), ("edge_agent_images_stored", "camera",
+                "images"), ("edge_agent_images_bytes", "camera", "bytes"))
+    out: list[Family] = []
+    st = s.images
+    for name, label, field in by_label:
+        fam = _family(name, "counter" if name.endswith("_total") else "gauge")
+        for key, n in sorted((getattr(st, field) if st is not None else {}).items()):
+            fam.add(n, **{label: key})
+        out.append(fam)
+    queued, full = _family("edge_agent_images_queued", "gauge"), _family("edge_agent_images_disk_full", "gauge")
+    if st is not None:
+        queued.add(st.queued)
+        full.add(1 if st.space_problem is not None else 0)
+    return [*out, queued, full]
 
 
 _PUBLISHER_SERIES: tuple[tuple[str, str, MetricType], ...] = (

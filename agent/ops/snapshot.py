@@ -15,6 +15,7 @@ from agent.capture.grabber import GrabberStats
 from agent.core.ports import ReliableStats
 from agent.dataset.recorder import DatasetStats
 from agent.ops.histogram import HistogramSnapshot
+from agent.outputs.images.keeper import ImageStats
 from agent.outputs.plc.output import PlcStats
 from agent.prefilter.warmup import ModelFacts
 
@@ -91,3 +92,4 @@ class AgentSnapshot:
     dataset: DatasetStats | None  # None while nothing records
     learn: dict[str, dict[str, int]]  # learn mode: per learning camera, every frame's fate and outcome
     plc: PlcStats | None = None  # None: no camera writes to a PLC
+    images: ImageStats | None = None  # audit images; None while no camera keeps them

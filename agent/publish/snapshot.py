@@ -138,6 +138,14 @@ class SnapshotSender:
              zones: FrameZones | None = None) -> None:
         if not self.wants(decision.verdict):
             return
+        jpeg = self.render(event_id, image, decision, zones)
+        if jpeg is not None:
+            self.deliver(camera, event_id, jpeg)
+
+    def render(self, event_id: str, image: np.ndarray, decision: TriageDecision,
+               zones: FrameZones | None = None) -> bytes | None:
+        """The snapshot's JPEG (``zones`` drawn under the tags); None (counted, logged) when it cannot fit
+        ``max_bytes``."""
         c = self.config
         jpeg = render_snapshot(image, decision, max_width=c.max_width, quality=c.quality, max_bytes=c.max_bytes,
                                zones=zones)
@@ -145,8 +153,11 @@ class SnapshotSender:
             self.counters.too_large += 1
             log.warning("snapshot of event %s skipped: larger than snapshots.max_bytes=%d even at low quality "
                         "(%d skipped so far)", event_id, c.max_bytes, self.counters.too_large)
-            return
-        if self._sink.publish_snapshot(camera, event_id, jpeg, c.store_in_outbox):
+        return jpeg
+
+    def deliver(self, camera: str, event_id: str, jpeg: bytes) -> None:
+        """Hand a rendered snapshot to the publisher."""
+        if self._sink.publish_snapshot(camera, event_id, jpeg, self.config.store_in_outbox):
             self.counters.sent += 1
         else:
             self.counters.not_queued += 1

@@ -40,7 +40,9 @@ from agent.core.frame import Frame
 from agent.core.inspection import Inspection
 from agent.core.ports import ConcurrentRuns, Escalation, EventSink, FrameQueue
 from agent.escalation.sampler import LEARN_MODEL_ID
+from agent.outputs.images.keeper import ImageKeeper
 from agent.publish.snapshot import SnapshotSender
+from agent.runtime.imaging import keep_image, send_snapshot
 from agent.runtime.inspector import FrameInspector
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,10 @@ class InferenceLoop:
         on_inspection: Callable[[Inspection], None] | None = None,
         snapshots: SnapshotSender | None = None,
         escalation: Escalation | None = None,
+        images: ImageKeeper | None = None,
     ) -> None:
         self._inspector = inspector
+        self._images = images  # audit images: queued before the event is published, which then names it
         self._escalation = escalation
         self._queues = list(queues)
         self._sink = sink
@@ -376,17 +380,16 @@ class InferenceLoop:
         if inspection.result.model_id != LEARN_MODEL_ID:  # learn-mode frames are counted by the inspector's tally
             c.inspected[frame.camera_id] += 1
             c.latencies_ms.append(inspection.result.latency_ms)
+        event, rendered = keep_image(self._images, snapshots, inspection)
         if self._escalation is not None and inspection.decision.needs_escalation:
             # never waits for the VLM: the escalation thread publishes this event (and counts it)
             # the VLM sees what the prefilter inspected: a camera's ignored zones are blanked out
-            self._escalation.submit(inspector.escalation_frame(frame), inspection.decision, inspection.event)
+            self._escalation.submit(inspector.escalation_frame(frame), inspection.decision, event)
         else:
-            c.verdicts[inspection.event.verdict] += 1
-            c.escalations[inspection.event.escalation.status] += 1
-            self._sink.publish_event(inspection.event)
-        if snapshots is not None:
-            snapshots.send(frame.camera_id, inspection.event.event_id, frame.image, inspection.decision,
-                           inspection.zones)
+            c.verdicts[event.verdict] += 1
+            c.escalations[event.escalation.status] += 1
+            self._sink.publish_event(event)
+        send_snapshot(snapshots, inspection, rendered)
         self.last_progress = time.monotonic()
         if self._on_inspection is not None:
             self._on_inspection(inspection)

@@ -45,6 +45,7 @@ from agent.ops.health import AgentHealth
 from agent.ops.metrics import EventMetrics
 from agent.ops.notify import Notifier
 from agent.ops.snapshot import AgentSnapshot, Progress
+from agent.outputs.images.keeper import ImageKeeper, images_stats, open_keeper
 from agent.outputs.plc.output import PlcOutputs
 from agent.outputs.sparkplug.node import SparkplugNode
 from agent.prefilter.classifier import ImageClassifier
@@ -127,6 +128,7 @@ class AgentService:
         self.sparkplug: SparkplugNode | None = None  # the Sparkplug B edge node (sparkplug.enabled)
         self.recorder: DatasetRecorder | None = None  # the dataset recorder, while a camera records
         self.opcua_server: OpcUaServer | None = None  # the agent's OPC UA server (opcua_server.enabled)
+        self.images: ImageKeeper | None = None  # audit images (images:), while a camera keeps them
         self._recorder_listener = RecorderListener(None)  # tells the recorder the escalated events' outcomes
         self._started_at = 0.0
         self._stats_stop = threading.Event()
@@ -156,6 +158,7 @@ class AgentService:
             self.model_facts = warm_up(self._prefilter, None, None)  # one inference on a blank frame
         # constructing a grabber checks its source spec (no I/O yet): fail before connecting anywhere
         self.grabbers = [self._make_grabber(cam) for cam in self.config.cameras]
+        self.images = open_keeper(self.config)  # its folder opens now (ImagesError when it cannot)
         escalation = self.config.escalation
         # the gateway's TLS files are read now, before anything connects
         credentials = channel_credentials(escalation.tls) if escalation.gateway and escalation.tls else None
@@ -164,6 +167,8 @@ class AgentService:
             self._publisher = build_publisher(self.config)
         self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
                                                     TallyListener(self.learn_tally), self.plc])
+        if self.images is not None:  # an escalated event's answer goes into the images' index
+            self.events.add(self.images)
         self.opcua_server = open_opcua_server(self.config, self.snapshot, self.events)  # listening, or an error
         attach_sparkplug(self.sparkplug, self.events, self._publisher)  # hears of every event after the outbox
         self._publisher.add_status_extra(self.camera_status.status_fields)
@@ -180,12 +185,9 @@ class AgentService:
                                        credentials=credentials, rates={
                 cam.id: cam.escalation_rate for cam in self.config.cameras if cam.escalation_rate is not None})
         self._publisher.start()
-        if self.sparkplug is not None:
-            self.sparkplug.start()
-        if self.escalator is not None:
-            self.escalator.start()
-        if self.recorder is not None:
-            self.recorder.start()
+        for part in (self.sparkplug, self.images, self.escalator, self.recorder):  # each one optional
+            if part is not None:
+                part.start()
         self.plc.start(self._status_republisher.poke)  # connects in the background; a PLC away is reported
         for g in self.grabbers:
             self.camera_status.attach(g.camera.id, g)
@@ -193,7 +195,7 @@ class AgentService:
         inspector = FrameInspector(self.config, self._prefilter, sampler=self._sampler, tally=self.learn_tally)
         queues = [(g.camera.id, self.plc.gate(g.camera.id, g)) for g in self.grabbers]  # handshake: on trigger
         self.loop = InferenceLoop(inspector, queues, self.events, self._inspected,
-                                  self._snapshot_sender(self.config), self.escalator)
+                                  self._snapshot_sender(self.config), self.escalator, self.images)
         self._started_at = time.monotonic()
         self.loop.start()
         # /metrics + /healthz, then READY=1 once every camera was opened, WATCHDOG=1 while stages progress
@@ -429,7 +431,7 @@ class AgentService:
             publisher=publisher.stats() if publisher is not None else None,
             mqtt_connects=publisher.connects if publisher is not None else 0,
             dataset=self.recorder.stats() if self.recorder is not None else None, learn=self.learn_tally.snapshot(),
-            plc=self.plc.stats() if self.plc.active else None)
+            plc=self.plc.stats() if self.plc.active else None, images=images_stats(self.images))
 
     @property
     def uptime_s(self) -> float:
@@ -455,8 +457,9 @@ class AgentService:
             # publishes every frame still waiting for the VLM (at most publish_deadline_s), before the flush
             self.escalator.stop(timeout=max(1.0, deadline - time.monotonic() - 1.0))
         self.plc.stop(timeout=max(0.5, min(2.0, deadline - time.monotonic() - 1.0)))  # the last results written
-        if self.recorder is not None:  # after the escalator: its last answers are recorded
-            self.recorder.stop(timeout=max(0.5, min(5.0, deadline - time.monotonic() - 1.0)))
+        for writer in (self.images, self.recorder):  # after the escalator: its last answers are kept too
+            if writer is not None:
+                writer.stop(timeout=max(0.5, min(5.0, deadline - time.monotonic() - 1.0)))
         flushed = True
         if self._publisher is not None:
             # while connected, give in-flight events time to be acknowledged; when the broker is away

@@ -93,7 +93,7 @@ def test_the_table_names_each_check_and_what_to_do(tmp_path: pathlib.Path) -> No
     assert lines[0].split() == ["CHECK", "STATUS", "DETAIL"]
     mqtt = next(i for i, line in enumerate(lines) if line.startswith("mqtt "))
     assert "FAIL" in lines[mqtt] and lines[mqtt + 1].strip().startswith("-> is the broker running")
-    assert lines[-1].startswith("10 checks: 1 failed")
+    assert lines[-1].startswith("11 checks: 1 failed")
 
 
 def test_a_bad_config_fails_first_and_alone(tmp_path: pathlib.Path) -> None:
