@@ -28,7 +28,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-KINDS = ("agent-config", "gateway-config", "taxonomy", "fragment")
+KINDS = ("agent-config", "gateway-config", "taxonomy", "fragment", "fleet-manifest")  # the last: tests/fleet
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _MARKER = re.compile(r"^\s*<!--\s*yaml:\s*([\w-]+)\s*-->\s*$")

@@ -20,6 +20,7 @@ import typer
 from agent.cli.boundary import RootGroup
 from agent.cli.dataset import export_command as dataset_export
 from agent.cli.dataset import import_command as dataset_import
+from agent.cli.fleet import fleet_app
 from agent.cli.images import images_app
 from agent.cli.models import models_app
 from agent.cli.outbox import outbox_app
@@ -35,6 +36,7 @@ dataset_app = typer.Typer(no_args_is_help=True, help="Make, import and export da
 app.add_typer(config_app, name="config")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(images_app, name="images")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(models_app, name="models")
 app.add_typer(outbox_app, name="outbox")
 
