@@ -287,3 +287,19 @@ def test_a_reload_kills_a_removed_camera_s_device_and_births_an_added_one(
     assert deaths == ["belt2"] and births[:2] == ["belt", "belt2"] and "belt3" in births
     ddata = [r.device for r in checker.messages if r.kind == "DDATA"]
     assert ddata.count("belt3") == 10
+
+
+def test_over_mqtt_3_1_1_too(mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector],
+                             agent: Callable[[AgentConfig], AgentService]) -> None:
+    sub = collector(mosquitto.url, "spBv1.0/#")
+    cfg = config(mosquitto, "synthetic://conveyor?seed=13&fps=0&frames=10&width=320&height=240")
+    cfg = cfg.model_copy(update={"mqtt": MqttConfig(url=mosquitto.url, protocol="3.1.1")})
+    service = agent(cfg)
+    node = service.sparkplug
+    assert node is not None and node.wait_born(10.0)
+    service.wait(threading.Event(), duration=20.0)
+    service.shutdown(timeout=10.0)
+    assert wait_until(lambda: kinds(sub)[-1:] == ["NDEATH"], 5.0)
+    checker = checked(sub)
+    assert checker.violations == [], checker.summary()
+    assert len(set(event_ids(checker))) == 10 and len(checker.sessions) == 1

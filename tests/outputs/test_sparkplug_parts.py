@@ -8,18 +8,23 @@ import json
 import logging
 import pathlib
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config.loader import load_config
 from agent.config.models import AgentConfig, CameraConfig
 from agent.config.sparkplug import DEVICE_METRICS, SparkplugConfig
 from agent.config.taxonomy import load_taxonomy
 from agent.core.event import EscalationOutcome, VlmDefect
+from agent.core.ports import Published
 from agent.errors import ConfigError
 from agent.escalation.merge import VlmAnswer, merge
 from agent.outputs.sparkplug import payloads
 from agent.outputs.sparkplug.metrics import DEVICE_TYPES, CameraTally, defect_codes, record_of
+from agent.outputs.sparkplug.node import SparkplugNode
 from agent.outputs.sparkplug.session import BdSeqFile, HostTracker, SeqCounter
+from agent.publish.outbox import Outbox
 from agent.runtime.sparkplug import build_sparkplug
 from tests.conftest import make_event
 from tests.outputs.spb_wire import BOOLEAN, DATETIME, INT64, STRING, UINT64, decode, rebirth_command
@@ -177,3 +182,22 @@ def test_codes_are_the_taxonomy_codes_of_a_defect_the_vlm_answered() -> None:
     assert merged.verdict == "defect"
     # the VLM's accepted tag Scratch -> D-101, its defects Missing_Piece -> D-301 and blob (unmapped: the word)
     assert defect_codes(merged) == ["D-101", "D-301", "blob"]
+
+
+def test_a_store_that_cannot_take_an_event_does_not_stop_inspection(tmp_path: pathlib.Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    # a real outbox too small for any record (as a full disk would refuse it): the listener says so, once
+    store = Outbox(tmp_path / "sparkplug.sqlite", max_rows=10, max_bytes=100)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="t-spb", protocol=mqtt.MQTTv5)
+    node = SparkplugNode(SparkplugConfig(enabled=True, group_id="p", edge_node_id="n"), client, store,
+                         BdSeqFile(tmp_path / "sparkplug.bdseq"), lambda c: None, cameras=["cam1"], node_values={})
+    try:
+        with caplog.at_level(logging.ERROR):
+            for i in range(3):
+                node.on_published(Published(make_event(sequence=i + 1), 0.001, False))
+        assert node.store_failures == 3 and store.stats().rows == 0
+        said = [r for r in caplog.records if "not stored" in r.getMessage()]
+        assert len(said) == 1 and "larger than outbox.max_bytes" in said[0].getMessage()
+    finally:
+        store.close()
+        client._reset_sockets()  # noqa: SLF001  (never started: close paho's socket pair)

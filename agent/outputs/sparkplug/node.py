@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.sparkplug import SparkplugConfig
 from agent.core.ports import Published
+from agent.errors import EdgeAgentError
 from agent.outputs.sparkplug import payloads
 from agent.outputs.sparkplug.metrics import CameraTally, DeviceRecord, MetricValue, record_of
 from agent.outputs.sparkplug.ports import Connection, RowStore, StoredRow
@@ -85,7 +86,7 @@ class SparkplugNode:
         self._cursor = 0  # the highest row id sent in this session
         self._session_ms = 0  # when this connection's first NBIRTH was sent
         self._born_devices: set[str] = set()
-        self.births = self.sent = self.resent = self.bad_rows = 0
+        self.births = self.sent = self.resent = self.bad_rows = self.store_failures = 0
         self._backlog = (0, 0.0)  # (the Health/Backlog value last sent, when)
         self._warned: dict[str, float] = {}  # warning key -> when last logged
         self._thread: threading.Thread | None = None
@@ -118,8 +119,15 @@ class SparkplugNode:
             self._last[event.camera] = record
             if event.camera not in self._cameras:
                 self._cameras.append(event.camera)
-        self.store.append(event.event_id, event.camera, self._topic("DDATA", self.config.device_for(event.camera)),
-                          record.to_json())
+        try:
+            self.store.append(event.event_id, event.camera,
+                              self._topic("DDATA", self.config.device_for(event.camera)), record.to_json())
+        except EdgeAgentError as exc:  # the store's disk is full or broken: inspection and the JSON events go on
+            self.store_failures += 1
+            self._warn_once("store", "Sparkplug: event %s not stored, it will not be sent as DDATA (%s); %d event(s) "
+                            "missed so far; the JSON tag events are not affected", event.event_id, exc,
+                            self.store_failures, level=logging.ERROR)
+            return
         with self._cv:
             self._new_rows = True
             self._cv.notify_all()
