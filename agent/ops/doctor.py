@@ -26,6 +26,8 @@ Checks, in order (a failed config stops the rest, since they all read it):
 * ``images``: the audit images' folder is writable, with room above ``images.min_free_bytes`` and for the
   cameras' limits (:mod:`agent.ops.doctor_images`).
 * ``metrics``: ``metrics.listen`` is free, or a running agent answers ``/healthz`` there.
+* ``opcua server`` (when enabled): the endpoint of the agent's OPC UA server, its users file and certificate, and its state:
+  the port free, or a running agent's server answering there (:mod:`agent.ops.doctor_opcua`).
 
 Statuses: OK, WARN (works, but look at it), FAIL (the agent will not work), SKIP (not
 configured). :func:`exit_code` is 1 when any check failed.
@@ -52,6 +54,7 @@ from agent.ops.check import Check
 from agent.ops.doctor_images import check_images
 from agent.ops.doctor_network import ask_gateway_health as ask_gateway_health  # re-exported
 from agent.ops.doctor_network import check_broker_limits, check_gateway, check_mqtt
+from agent.ops.doctor_opcua import check_opcua_server
 from agent.ops.doctor_plc import check_plcs
 from agent.redact import redact
 
@@ -93,6 +96,8 @@ def run_checks(options: DoctorOptions) -> list[Check]:
     checks += [Check("plain text", "WARN", warning) for warning in agent_plaintext_channels(config)]
     checks.append(check_images(config, env))
     checks.append(_check_metrics(config))
+    if config.opcua_server.enabled:  # a row only where it is configured
+        checks.append(check_opcua_server(config, options.timeout_s))
     return checks
 
 
