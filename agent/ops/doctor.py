@@ -26,8 +26,8 @@ Checks, in order (a failed config stops the rest, since they all read it):
 * ``images``: the audit images' folder is writable, with room above ``images.min_free_bytes`` and for the
   cameras' limits (:mod:`agent.ops.doctor_images`).
 * ``metrics``: ``metrics.listen`` is free, or a running agent answers ``/healthz`` there.
-* ``opcua server`` (when enabled): the endpoint of the agent's OPC UA server, its users file and certificate, and its state:
-  the port free, or a running agent's server answering there (:mod:`agent.ops.doctor_opcua`).
+* ``opcua server`` (when enabled): the endpoint of the agent's OPC UA server, its users file and certificate,
+  and its state: the port free, or a running agent's server answering there (:mod:`agent.ops.doctor_opcua`).
 
 Statuses: OK, WARN (works, but look at it), FAIL (the agent will not work), SKIP (not
 configured). :func:`exit_code` is 1 when any check failed.

@@ -89,12 +89,18 @@ class OpcUaServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._space: _AddressSpace | None = None
         self.state = "new"  # new, serving, stopped, failed: <why>
         self.writes = 0  # address-space write passes (one per wake-up, however many events it carried)
 
     @property
     def endpoint(self) -> str:
         return self.config.endpoint
+
+    def written(self, camera: str, path: str) -> Any:
+        """The value of a camera's variable in the address space now (None: no such camera or variable)."""
+        space = self._space
+        return None if space is None else space.written.get(camera, {}).get(path)
 
     # -- the live path's side ----------------------------------------------------------------------------
 
@@ -150,7 +156,7 @@ class OpcUaServer:
         self._loop = asyncio.get_running_loop()
         wake = self._wake = asyncio.Event()
         stop = self._stop = asyncio.Event()
-        space = _AddressSpace(self.config, self._users)
+        space = self._space = _AddressSpace(self.config, self._users)
         await space.open(self._cameras)
         try:
             self.state = "serving"
