@@ -11,7 +11,8 @@
    thread included: what the box pays).
 2. The whole agent: the shipped model on --cameras synthetic cameras of --frames frames each (played as fast as they
    are taken), a real Mosquitto, without and with the OPC UA server (and its subscribed client), alternating for
-   --rounds rounds; frames/s of each run and the medians' ratio.
+   --rounds rounds: frames/s of each run, and the agent process's CPU ms per frame (steadier than frames/s on a
+   box shared with other work); the medians and their ratios.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def bench_listeners(n: int, rate: float) -> None:
         print(f"{regime:28} {name:30} {caller:16.1f} {cpu:13.1f}  {note}")
 
 
-def run_agent(broker: LocalMosquitto, cameras: int, frames: int, opcua: bool) -> float:
+def run_agent(broker: LocalMosquitto, cameras: int, frames: int, opcua: bool) -> tuple[float, float]:
+    """(frames/s, the agent process's CPU ms per frame) of one run."""
     cams = [CameraConfig(id=f"cam{i}", source=f"synthetic://conveyor?seed={i}&fps=0&frames={frames}")
             for i in range(cameras)]
     port = free_port()
@@ -176,30 +178,38 @@ def run_agent(broker: LocalMosquitto, cameras: int, frames: int, opcua: bool) ->
         sub = Subscriber(f"opc.tcp://127.0.0.1:{port}/edge-agent/", [c.id for c in cams]) if opcua else None
         if sub is not None:
             sub.__enter__()
-        t0 = time.perf_counter()
         loop = service.loop
-        while loop is not None and not loop.finished:
+        if loop is None:
+            raise RuntimeError("the agent did not start its inference loop")
+        t0, cpu0, done0 = time.perf_counter(), time.process_time(), sum(loop.counters.inspected.values())
+        while not loop.finished:
             time.sleep(0.01)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         if sub is not None:
             sub.__exit__()
     finally:
         summary = service.shutdown(timeout=15.0)
-    return sum(summary.inspected.values()) / seconds
+    inspected = sum(summary.inspected.values()) - done0  # the frames inspected while measured (from t0 on)
+    return inspected / seconds, cpu / inspected * 1000.0
 
 
 def bench_agent(cameras: int, frames: int, rounds: int) -> None:
-    fps: dict[str, list[float]] = {"without the OPC UA server": [], "with it (and a subscribed client)": []}
+    runs: dict[str, list[tuple[float, float]]] = {"without the OPC UA server": [],
+                                                   "with it (and a subscribed client)": []}
     with LocalMosquitto() as broker:
         for _ in range(rounds):
-            for name in fps:
-                fps[name].append(run_agent(broker, cameras, frames, opcua=name.startswith("with ")))
-    base = statistics.median(fps["without the OPC UA server"])
+            for name in runs:
+                runs[name].append(run_agent(broker, cameras, frames, opcua=name.startswith("with ")))
+    base_fps = statistics.median(fps for fps, _ in runs["without the OPC UA server"])
+    base_cpu = statistics.median(cpu for _, cpu in runs["without the OPC UA server"])
     print(f"\nthe whole agent, {cameras} camera(s) x {frames} frames, {rounds} round(s) per side, alternating")
-    print(f"{'side':36} {'frames/s per run':>24} {'median':>8} {'vs without':>11}")
-    for name, runs in fps.items():
-        med = statistics.median(runs)
-        print(f"{name:36} {' '.join(f'{r:.1f}' for r in runs):>24} {med:8.1f} {med / base:10.3f}x")
+    print(f"{'side':36} {'frames/s per run':>20} {'median':>7} {'vs without':>10} {'CPU ms/frame':>13} "
+          f"{'vs without':>10}")
+    for name, side in runs.items():
+        fps = statistics.median(f for f, _ in side)
+        cpu = statistics.median(c for _, c in side)
+        print(f"{name:36} {' '.join(f'{f:.1f}' for f, _ in side):>20} {fps:7.1f} {fps / base_fps:9.3f}x "
+              f"{cpu:13.2f} {cpu / base_cpu:9.3f}x")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import pathlib
 import socket
@@ -14,6 +15,11 @@ from asyncua.crypto import cert_gen
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import DNSName, UniformResourceIdentifier
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from agent.capture.grabber import GrabberStats
+from agent.config.models import AgentConfig
+from agent.ops.snapshot import AgentSnapshot, CameraProgress, Progress
+from agent.runtime.service import AgentService
 
 T = TypeVar("T")
 NS = "urn:edge-agent"
@@ -81,3 +87,11 @@ async def variable_facts(url: str, path: str) -> tuple[ua.VariantType, int, ua.S
 
 def utc(ts: datetime.datetime) -> datetime.datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=datetime.timezone.utc)
+
+
+def running(config: AgentConfig, *cameras: str) -> Callable[[], AgentSnapshot]:
+    """The ops snapshot of an agent (not started) whose ``cameras`` run: the server serves the cameras that run."""
+    snapshot = AgentService(config).snapshot
+    progress = Progress(tuple(CameraProgress(GrabberStats(cam, 0, 0, 0, 0, 0, 0, "online", None), True, None, "")
+                              for cam in cameras), None, None)
+    return lambda: dataclasses.replace(snapshot(), progress=progress)

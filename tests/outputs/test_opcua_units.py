@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import socket
+import threading
+import time
 
 import pytest
 
@@ -22,6 +24,7 @@ from agent.outputs.opcua_server.users import UserTable
 from agent.publish.local_broker import free_port
 from agent.runtime.service import AgentService
 from tests.conftest import make_event
+from tests.outputs.conftest import running
 
 BAD_CONFIGS = {
     # a port out of range
@@ -94,7 +97,7 @@ def test_the_users_table_checks_name_and_password() -> None:
     assert not table.check("nobody", "correct-horse-battery") and not table.check(None, None)
 
 
-def test_a_port_in_use_at_start_is_a_clear_error() -> None:
+def test_a_port_in_use_at_start_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -106,6 +109,7 @@ def test_a_port_in_use_at_start_is_a_clear_error() -> None:
         assert str(exc.value) == (f"opcua_server: 127.0.0.1:{port} is already in use (another OPC UA server, or an "
                                   "agent already running); stop that program or set opcua_server.port to a free port")
         assert server.state == "stopped"
+        assert [r for r in caplog.records if r.exc_info] == []  # no traceback in the log, only the message
 
 
 def test_a_certificate_that_does_not_load_is_a_clear_error(tmp_path: pathlib.Path) -> None:
@@ -117,6 +121,31 @@ def test_a_certificate_that_does_not_load_is_a_clear_error(tmp_path: pathlib.Pat
         AgentService(config).snapshot, ["belt"])
     with pytest.raises(OpcUaServerError, match="cannot start the OPC UA server: .*check opcua_server.security"):
         server.start()
+
+
+def test_a_stuck_server_never_blocks_the_live_path_and_the_latest_value_wins() -> None:
+    config = AgentConfig(cameras=[CameraConfig(id="belt", source="synthetic://conveyor")])
+    server = OpcUaServer(OpcUaServerConfig(enabled=True, port=free_port()), running(config, "belt"), ["belt"])
+    server.start()
+    release = threading.Event()
+    try:
+        loop = server._loop  # the server's asyncio loop: block it, as a stuck client or a slow write would
+        assert loop is not None
+        loop.call_soon_threadsafe(release.wait)
+        for sequence in range(1, 1001):  # every call returns while the server's loop is blocked
+            server.on_published(Published(make_event(camera="belt", sequence=sequence, verdict="defect"), 0.0, False))
+        assert not release.is_set()
+        assert list(server._mailbox) == ["belt"]  # one entry per camera, however many events: bounded
+        assert server._mailbox["belt"]["Sequence"] == 1000 and server._mailbox["belt"]["Counters/Defect"] == 1000
+        release.set()
+        deadline = time.monotonic() + 10
+        while server.written("belt", "Sequence") != 1000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.written("belt", "Sequence") == 1000 and server.written("belt", "Counters/Inspected") == 1000
+    finally:
+        release.set()
+        server.stop()
+    assert server.state == "stopped"
 
 
 def test_event_values_and_the_tally() -> None:
@@ -157,3 +186,12 @@ def test_node_ids_are_the_browse_paths() -> None:
     assert set(nodemap.camera_defaults()) == {s.path for s in nodemap.CAMERA_NODES}
     assert {s.type for s in (*nodemap.CAMERA_NODES, *nodemap.DEVICE_NODES)} == {"String", "UInt64", "DateTime",
                                                                                  "Boolean"}
+
+
+def test_docs_opcua_lists_every_node_with_its_type() -> None:
+    page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "opcua.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[2].strip() for line in page.splitlines()
+            if line.startswith(("| `Device/", "| `Cameras/<camera>/"))}
+    expected = {nodemap.device_node_id(s.path): s.type for s in nodemap.DEVICE_NODES}
+    expected |= {nodemap.camera_node_id("<camera>", s.path): s.type for s in nodemap.CAMERA_NODES}
+    assert rows == expected

@@ -9,9 +9,10 @@ The live path is threads, asyncua is asyncio, so they meet in one place, written
   are replaced, never queued), and wakes the server's loop only when it is not already awake. It never waits for
   the server, for a client or for the network: a slow or stuck OPC UA client cannot slow the inference loop, it
   only sees fewer intermediate values (the counters are cumulative, so none is lost from them).
-* The server's loop writes the mailbox into the address space, and every ``refresh_s`` reads an ops snapshot (the
-  callable the runtime hands in; on a worker thread, it may wait on the outbox's lock) for the device and health
-  nodes, and for the set of cameras: a camera added by a reload appears, a removed one disappears.
+* The server's loop writes the mailbox into the address space (at most one pass per 50 ms), and every
+  ``refresh_s`` reads an ops snapshot (the callable the runtime hands in; on a worker thread, it may wait on the
+  outbox's lock) for the device and health nodes, and for the set of cameras: a camera added by a reload
+  appears, a removed one disappears.
 
 Start-up is synchronous: :meth:`OpcUaServer.start` returns once the server listens, or raises
 :class:`~agent.errors.OpcUaServerError` saying why (port in use, a certificate or key that does not load).
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,6 +52,9 @@ _TYPES = {"String": ua.VariantType.String, "UInt64": ua.VariantType.UInt64, "Dat
 _POLICIES = {"None": ua.SecurityPolicyType.NoSecurity,
              "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
              "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt}
+_PASS_GAP_S = 0.05
+"""The least time between two write passes: a burst of events costs one pass per 50 ms (the latest values), not one
+per event; a client's usual publishing interval (100 ms and more) sees no difference."""
 _CAMERA = nodemap.specs_by_path(nodemap.CAMERA_NODES)
 _DEVICE = nodemap.specs_by_path(nodemap.DEVICE_NODES)
 
@@ -183,6 +188,7 @@ class OpcUaServer:
                 self._awake = False
             await space.write_cameras(mailbox)
             self.writes += 1
+            await asyncio.sleep(_PASS_GAP_S)  # events meanwhile wait in the mailbox: one pass carries them all
 
     async def _refresher(self, space: _AddressSpace) -> None:
         version = agent_version()
@@ -230,6 +236,7 @@ class _AddressSpace:
         await self._folder(self.root, "Cameras", "Cameras")
         for camera in cameras:
             await self.add_camera(camera, {})
+        _check_bindable(config.host, config.port)  # a clear error, before asyncua logs its traceback for it
         await server.start()
 
     def node_id(self, text: str) -> ua.NodeId:
@@ -289,6 +296,15 @@ class _AddressSpace:
     async def _write(self, node_id: str, spec: nodemap.NodeSpec, value: Any) -> None:
         await self.server.write_attribute_value(self.node_id(node_id),
                                                 ua.DataValue(ua.Variant(value, _TYPES[spec.type])))
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """OSError when ``host:port`` cannot be bound now (in use, not an address of this host), as asyncio's server
+    would find (SO_REUSEADDR, as it sets)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host.strip("[]"), port))
 
 
 def _translate(exc: BaseException, config: OpcUaServerConfig) -> OpcUaServerError:
