@@ -60,8 +60,9 @@ class WriteCounter:
         self.passed = 0
         self.rejected = 0
 
-    def result(self, result: PlcResult) -> Step:
-        self.sequence += 1
+    def result(self, result: PlcResult, number: int | None = None) -> Step:
+        """``number``: the result's own (results dropped before it leave a gap); None: the next one."""
+        self.sequence = number if number is not None else self.sequence + 1
         self.passed += result.ok
         self.rejected += result.ng
         return Step(list(values_of(result, self.sequence, self.passed, self.rejected).items()), delivered=True)

@@ -58,7 +58,8 @@ class Channel:
         self.handshake = Handshake(cfg.ack_timeout_s, cfg.result_timeout_s) if cfg.mode == "handshake" else None
         self.counter = self.handshake.counts if self.handshake is not None else WriteCounter()
         self._lock = threading.Lock()
-        self._pending: collections.deque[PlcResult] = collections.deque()
+        self._pending: collections.deque[tuple[int, PlcResult]] = collections.deque()  # (its number, result)
+        self._offered = 0  # write mode: results numbered as they come, so a dropped one leaves a gap
         self._queue = queue
         self.stats = ChannelStats()
         self.owed: ErrorCode = ErrorCode.NONE  # an error to write once the PLC takes writes again
@@ -79,12 +80,19 @@ class Channel:
                 self._pending.popleft()
                 self.stats.results_dropped += 1
                 self.owed = ErrorCode.QUEUE_FULL
-            self._pending.append(result)
+                self.stats.errors[ErrorCode.QUEUE_FULL.name] += 1
+            self._offered += 1
+            self._pending.append((self._offered, result))
         return True
 
-    def take(self) -> PlcResult | None:
+    def take(self) -> tuple[int, PlcResult] | None:
         with self._lock:
             return self._pending.popleft() if self._pending else None
+
+    def take_owed(self) -> ErrorCode:
+        with self._lock:
+            code, self.owed = self.owed, ErrorCode.NONE
+            return code
 
 
 class _Reporter:
@@ -190,11 +198,20 @@ class PlcLink:
             self.on_change()
 
     def _greet(self, channel: Channel) -> None:
-        """A fresh connection: the handshake starts over; an error owed from the time away is written."""
+        """A fresh connection: the handshake starts over and an error owed from the time away is written (write
+        mode: after the results left in its queue, see :meth:`_service`)."""
         if channel.handshake is not None:
             self._apply(channel, channel.handshake.reset())
-        if channel.owed != ErrorCode.NONE:
-            code, channel.owed = channel.owed, ErrorCode.NONE
+            self._write_owed(channel)
+
+    def _write_owed(self, channel: Channel) -> None:
+        """The error owed since the PLC last took writes (PLC lost mid-handshake, results dropped), logged and
+        written."""
+        code = channel.take_owed()
+        if code != ErrorCode.NONE:
+            self.report(code.name, f"camera {channel.camera}: error {int(code)} ({code.name.lower().replace('_', ' ')}"
+                        f"; {channel.stats.results_dropped} result(s) dropped, {channel.stats.results_unwritten} "
+                        "unwritten so far)")
             self._write(channel, error_writes(code))
 
     def _lost(self, exc: PlcError) -> None:
@@ -215,8 +232,10 @@ class PlcLink:
     def _service(self, channel: Channel) -> None:
         machine = channel.handshake
         if machine is None:
-            while (result := channel.take()) is not None:
-                self._deliver(channel, channel.counter.result(result))
+            while (taken := channel.take()) is not None:
+                number, result = taken
+                self._deliver(channel, channel.counter.result(result, number))
+            self._write_owed(channel)  # results were dropped: said after the ones that were left
             return
         if machine.waits_for_ack and self.transport.read_bool(channel.addresses["result_ack"]):
             self._apply(channel, machine.acknowledged())
@@ -225,9 +244,9 @@ class PlcLink:
             if step.arm is not None:
                 channel.stats.triggers += 1
             self._apply(channel, step)
-        result = channel.take()
-        if result is not None:
-            step_or_none = machine.finished(result, time.monotonic())
+        taken = channel.take()
+        if taken is not None:
+            step_or_none = machine.finished(taken[1], time.monotonic())
             if step_or_none is not None:
                 self._deliver(channel, step_or_none)
                 channel.stats.latencies_ms.append((time.monotonic() - machine.trigger_at) * 1000.0)

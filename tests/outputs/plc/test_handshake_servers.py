@@ -141,6 +141,27 @@ def test_a_plc_that_stops_acknowledging_gets_error_2_and_inspection_goes_on(
         plc.stop()
 
 
+def test_a_trigger_while_busy_is_refused_with_error_1(
+        mosquitto: LocalMosquitto, running: Callable[[AgentService], Events]) -> None:
+    plc = start_plc("modbus")
+    try:
+        service = AgentService(agent_config(mosquitto.url, "modbus", plc.port, ack_timeout_s=5.0))
+        running(service)
+        program = PlcProgram(plc)
+        first = program.part(ack=False)  # the result waits for its acknowledgement
+        assert first is not None and first.sequence == 1
+        plc.write("trigger", True)  # a second part arrives too early
+        assert program.wait("error_code", 1, 3.0) and program.wait("trigger", False, 3.0)
+        assert plc.read("result_ready") is True  # the part in progress goes on
+        plc.write("result_ack", True)
+        second = program.part()
+        assert second is not None and second.sequence == 2 and second.error_code == 0
+        stats = service.plc.stats().cameras[0]
+        assert stats.errors == {"TRIGGER_WHILE_BUSY": 1} and stats.triggers == 2
+    finally:
+        plc.stop()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_plc_away_at_start_and_mid_run_is_reported_not_fatal(
         protocol: str, mosquitto: LocalMosquitto, running: Callable[[AgentService], Events]) -> None:

@@ -16,7 +16,7 @@ from agent.publish.schema import validate_stats, validate_status
 from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 from tests.outputs.plc.agent_setup import connection
-from tests.outputs.plc.plcs import ModbusPlc, OpcUaPlc
+from tests.outputs.plc.plcs import ModbusPlc, OpcUaPlc, free_port
 
 WRITE_MAP = {"modbus": {"result_ok": "coil:4", "result_ng": "coil:5", "error": "coil:6", "verdict": "hr:0",
                         "defect_code": "hr:1", "sequence": "hr:2", "pass_count": "hr:4", "ng_count": "hr:6",
@@ -87,3 +87,33 @@ def test_a_refused_write_is_counted_and_error_4_written(
         assert "defect_code at hr:5000" in refusals[0].getMessage()
     finally:
         plc.stop()
+
+
+def test_results_while_the_plc_is_away_wait_in_a_bounded_queue_then_error_6(mosquitto: LocalMosquitto) -> None:
+    """25 results while the PLC is away, a queue of 5: the 20 oldest dropped and counted; once the PLC is there
+    the 5 kept are written with their own numbers (21..25: the gap shows the drop), then error 6."""
+    mapping = WRITE_MAP["modbus"]
+    port = free_port()
+    cfg = config(mosquitto, "modbus", port, mapping)
+    cfg = cfg.model_copy(update={"plc": cfg.plc.model_copy(update={"queue": 5})})
+    service = AgentService(cfg)
+    service.start()
+    plc = None
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (service.loop is not None and service.loop.finished):
+            time.sleep(0.05)
+        cam = service.plc.stats().cameras[0]
+        assert (cam.results_dropped, cam.results_written, cam.connected) == (FRAMES - 5, 0, False)
+        assert service.publisher.flush(10.0), "the MQTT side is not held up by the PLC"
+        plc = ModbusPlc(mapping, port).start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and plc.read("error_code") != 6:
+            time.sleep(0.05)
+        assert plc.read("sequence") == FRAMES and plc.read("error") is True and plc.read("error_code") == 6
+        cam = service.plc.stats().cameras[0]
+        assert cam.results_written == 5 and cam.errors == {"QUEUE_FULL": FRAMES - 5}
+    finally:
+        service.shutdown(timeout=5.0)
+        if plc is not None:
+            plc.stop()
