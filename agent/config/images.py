@@ -3,7 +3,8 @@
 Off by default. When on, every frame whose verdict is in ``verdicts`` (default: defect and uncertain) is kept as
 a JPEG with its event id, and a sample of the passes (``pass_every_n`` or ``pass_per_minute``). Each camera's
 images are kept for at most ``max_days`` and ``max_bytes``, whichever is reached first, the oldest evicted
-first. ``cameras`` overrides the limits and the pass sample per camera id. A change needs a restart.
+first. ``cameras`` overrides the limits, the pass sample and the JPEG's quality and width per camera id. A
+change needs a restart.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ _GB = 1024 ** 3
 
 
 class CameraImagesConfig(Strict):
-    """One camera's overrides of the ``images:`` limits and pass sample (unset: the section's value)."""
+    """One camera's overrides of the ``images:`` limits, pass sample and JPEG (unset: the section's value)."""
 
     enabled: bool | None = Field(default=None, description="keep this camera's images (default: images.enabled)")
     max_days: Annotated[float, Field(gt=0.0, le=3650.0)] | None = None
     max_bytes: Annotated[int, Field(ge=1024 * 1024)] | None = None
     pass_every_n: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     pass_per_minute: Annotated[float, Field(ge=0.0, le=6000.0)] | None = None
+    quality: Annotated[int, Field(ge=30, le=100)] | None = None
+    max_width: Annotated[int, Field(ge=0, le=16384)] | None = Field(
+        default=None, description="scale this camera's images down to this width; 0: full resolution")
 
 
 class Retention(Strict):
@@ -40,6 +44,8 @@ class Retention(Strict):
     max_bytes: int
     pass_every_n: int
     pass_per_minute: float
+    quality: int
+    max_width: int | None  # None: full resolution
 
 
 class ImagesConfig(Strict):
@@ -72,7 +78,8 @@ class ImagesConfig(Strict):
         default=16, description="frames waiting for the writer thread; past it a frame's image is not kept "
         "(counted) and its event carries no image")
     cameras: dict[str, CameraImagesConfig] = Field(default_factory=dict, description=(
-        "per camera id: overrides of enabled, max_days, max_bytes, pass_every_n, pass_per_minute"))
+        "per camera id: overrides of enabled, max_days, max_bytes, pass_every_n, pass_per_minute, quality, "
+        "max_width (0: full resolution)"))
 
     @model_validator(mode="after")
     def _one_pass_rule(self) -> ImagesConfig:
@@ -92,7 +99,8 @@ class ImagesConfig(Strict):
             every, per_minute = o.pass_every_n or 0, o.pass_per_minute or 0.0
         return Retention(enabled=self.enabled if o.enabled is None else o.enabled,
                          max_days=o.max_days or self.max_days, max_bytes=o.max_bytes or self.max_bytes,
-                         pass_every_n=every, pass_per_minute=per_minute)
+                         pass_every_n=every, pass_per_minute=per_minute, quality=o.quality or self.quality,
+                         max_width=self.max_width if o.max_width is None else (o.max_width or None))
 
     def unknown_cameras(self, known: set[str]) -> list[str]:
         """Problems for ``cameras`` keys that name no configured camera."""

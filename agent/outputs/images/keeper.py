@@ -197,11 +197,11 @@ class ImageKeeper:
     def write(self, job: _Write) -> bool:
         """Encode (unless given a JPEG) and store one image; False when it was not written (counted)."""
         event = job.event
-        jpeg = job.jpeg if job.jpeg is not None else self._encode(job.image)
+        rule = self.config.for_camera(event.camera)
+        jpeg = job.jpeg if job.jpeg is not None else self._encode(job.image, rule)
         if jpeg is None or event.image is None:
             self._failure("error", f"frame {event.sequence} of camera {event.camera} could not be encoded")
             return False
-        rule = self.config.for_camera(event.camera)
         free = self._free_bytes() if self.config.min_free_bytes > 0 else None  # 0: no floor, the OS says
         if free is not None and free - len(jpeg) < self.config.min_free_bytes:
             self._failure("low_space", f"{free} bytes free on the images' filesystem, under images.min_free_bytes="
@@ -227,14 +227,15 @@ class ImageKeeper:
         except OSError:
             return None  # cannot tell: the write says
 
-    def _encode(self, image: np.ndarray | None) -> bytes | None:
+    @staticmethod
+    def _encode(image: np.ndarray | None, rule: Retention) -> bytes | None:
         if image is None:
             return None
-        width = self.config.max_width
+        width = rule.max_width
         if width is not None and image.shape[1] > width:
             scale = width / image.shape[1]
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.quality])
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, rule.quality])
         return buf.tobytes() if ok else None
 
     def _write_failed(self, exc: OSError | sqlite3.Error, path: str) -> None:

@@ -106,6 +106,29 @@ def test_max_width_scales_down_and_a_given_jpeg_is_kept_as_is(tmp_path: pathlib.
     assert (tmp_path / given.image.path).read_bytes() == b"\xff\xd8snapshot\xff\xd9"
 
 
+def test_a_camera_overrides_width_and_quality(tmp_path: pathlib.Path) -> None:
+    keeper = _keeper(tmp_path, max_width=160, cameras={"cam2": CameraImagesConfig(max_width=0, quality=40)})
+    scaled = keeper.keep(inspection("cam1", size=(320, 240), sequence=1))
+    full = keeper.keep(inspection("cam2", size=(320, 240), sequence=1))
+    assert _write_all(keeper) == 2 and scaled.image is not None and full.image is not None
+    assert cv2.imread(str(tmp_path / scaled.image.path)).shape == (120, 160, 3)
+    assert cv2.imread(str(tmp_path / full.image.path)).shape == (240, 320, 3)  # 0: full resolution
+    noise = inspection("cam2", size=(320, 240), sequence=1).frame.image  # the same noise, at quality 90
+    at_90 = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].size
+    assert (tmp_path / full.image.path).stat().st_size < 0.7 * at_90  # quality 40 is much smaller
+
+
+@pytest.mark.parametrize(("image", "problem"), [
+    ({"id": "e1", "path": "/etc/passwd"}, "does not match"),  # absolute: the path is relative to images.dir
+    ({"path": "cam1/2026-12-05/x.jpg"}, "'id' is a required property"),
+    ({"id": "e1", "path": "cam1/x.jpg", "size": 3}, "Additional properties are not allowed"),
+])
+def test_the_schema_refuses_a_bad_image_field(image: dict[str, object], problem: str) -> None:
+    payload = inspection().event.to_payload() | {"image": image}
+    problems = validate_payload(payload)
+    assert problems and problem in problems[0], problems
+
+
 def test_full_queue_publishes_the_event_without_image_and_counts_it(tmp_path: pathlib.Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     keeper = _keeper(tmp_path, queue_size=2)
