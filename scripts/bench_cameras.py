@@ -2,6 +2,7 @@
 """Four cameras on one box: per-camera rate, drops and latency, and what batching buys.
 
     python scripts/bench_cameras.py [--cameras 4] [--seconds 10] [--rounds 2] [--model M]
+    python scripts/bench_cameras.py --ladder 4 8 12 16 [--size 1280x960] [--codec h264] [--runtimes ...]
 
 The whole agent runs (grabber threads, the inference thread, triage, the SQLite outbox, a
 real Mosquitto started for the run), in two settings, each with ``model.max_batch`` 1 (the
@@ -16,6 +17,14 @@ cameras in one call), alternating in rounds so that load from other processes hi
    agent takes frames (``realtime: false``: every frame, none dropped), so the inference
    thread never waits: frames inspected per second over all cameras, and the ratio of
    batched to one call per frame.
+
+``--ladder N1 N2 ...``: how many cameras one box inspects. Each camera plays a recorded video of the
+conveyor at ``--size`` in ``--codec`` (default 1280x960 H.264, as an IP camera's main stream; see
+scripts/bench_pipeline_video.py) in real time at ``--fps``, newest frame only, as a live camera does; for
+each count and each of ``--runtimes`` (alternating which goes first) the whole agent runs ``--seconds``:
+a count passes when no camera dropped a frame and the p99 from capture to the frame's event is under
+``--p99-ms`` (150). Printed: every step, then the most cameras that passed per runtime, with the load
+average beside each step (the box is shared: a step that fails under load may pass on an idle box).
 """
 
 from __future__ import annotations
@@ -63,7 +72,8 @@ def write_video(path: pathlib.Path, frames: int) -> pathlib.Path:
 
 
 def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, max_batch: int,
-             runs: dict[str, int], seconds: float, workdir: pathlib.Path) -> dict[str, object]:
+             runs: dict[str, int], seconds: float, workdir: pathlib.Path, runtime: str = "onnxruntime",
+             ) -> dict[str, object]:
     age_ms: dict[str, list[float]] = collections.defaultdict(list)
     call_ms: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -73,9 +83,9 @@ def run_once(url: str, cameras: list[CameraConfig], model: pathlib.Path | None, 
         call_ms[ins.frame.camera_id].append(ins.result.latency_ms)
 
     outbox = workdir / f"outbox-{time.monotonic_ns()}.sqlite"
-    model_config = ModelConfig(max_batch=max_batch, **runs)  # runs: intra_op_threads, concurrent_runs if given
+    model_config = ModelConfig(max_batch=max_batch, runtime=runtime, **runs)  # runs: threads, concurrent runs
     if model is not None:
-        model_config = ModelConfig(path=model, max_batch=max_batch, **runs)
+        model_config = ModelConfig(path=model, max_batch=max_batch, runtime=runtime, **runs)
     config = AgentConfig(device_id="bench", cameras=cameras, model=model_config,
                          mqtt=MqttConfig(url=url, stats_interval_s=60), outbox=OutboxConfig(path=outbox),
                          metrics=MetricsConfig(enabled=False))
@@ -116,7 +126,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="model.intra_op_threads (default: the agent's)")
     ap.add_argument("--runs", type=int, default=None, help="model.concurrent_runs (default: the agent's)")
     ap.add_argument("--model", type=pathlib.Path, default=None, help="default: the agent's default model")
+    ap.add_argument("--ladder", type=int, nargs="+", default=None,
+                    help="camera counts to try, each camera a recorded --size --codec video played at --fps")
+    ap.add_argument("--size", default="1280x960", help="--ladder: the cameras' frame size WxH")
+    ap.add_argument("--codec", default="h264", choices=("h264", "mjpg", "mp4v"), help="--ladder: the video codec")
+    ap.add_argument("--runtimes", nargs="+", default=None, choices=("onnxruntime", "openvino"),
+                    help="--ladder: model.runtime to try (default: both where openvino is installed)")
+    ap.add_argument("--p99-ms", type=float, default=150.0, help="--ladder: capture-to-event p99 limit")
     args = ap.parse_args()
+    if args.ladder:
+        from bench_cameras_ladder import run_ladder
+
+        return run_ladder(args, run_once)
 
     modes = {"one call per frame": 1, f"batched (max_batch {args.batch})": args.batch}
     model_runs = {name: value for name, value in (("intra_op_threads", args.threads), ("concurrent_runs", args.runs))

@@ -2,7 +2,10 @@
 """The whole agent against the bare model loop and against ultralytics' predictor, in one run.
 
     python scripts/bench_pipeline.py [--quick] [--rounds 4] [--frames 400] [--size 1280x960] [--setups 1x2 2x1]
-    python scripts/bench_pipeline.py --breakdown        # where one frame's time goes, stage by stage
+                                     [--runtimes onnxruntime openvino] [--ultralytics-ov DIR]
+    python scripts/bench_pipeline.py --breakdown --size 1280x960 1920x1080 --codec h264 mjpg
+                                                        # where one frame's time goes, stage by stage
+    (the ultralytics sides need the train extra: PYTHONPATH=$PWD /work/venv-train/bin/python scripts/...)
 
 One video (the synthetic conveyor scene, rendered at 640x480 and scaled to ``--size``, the frame a
 camera gives; MPEG-4 in .mp4) and, for each model (``--models``: FP32, then INT8), these sides, each in
@@ -15,7 +18,14 @@ its own process so that none inherits another's threads, imports or memory:
   grabber thread decoding, prefilter, triage, the SQLite outbox, a real Mosquitto, escalation off),
   frames inspected per second; every event must be acknowledged by the broker by shutdown;
 * **ultralytics**: ``YOLO(model.onnx).predict(video, stream=True)`` (the ``train`` extra), the same
-  ONNX file, same score threshold, IoU and image size, frames per second as the results come.
+  ONNX file, same score threshold, IoU and image size, frames per second as the results come;
+* **ultralytics ov**: the same predictor on ultralytics' own OpenVINO export of the same weights
+  (``YOLO(weights).export(format="openvino")``, the path ultralytics recommends on CPUs; the weights are
+  rebuilt from the FP32 ONNX file, agent/tooling/training/onnx_to_yolo.py): FP32 on the FP32 row, its
+  NNCF INT8 export (``int8=True``, calibrated on a local ``dataset synth`` folder, offline) on the INT8 row.
+
+``--runtimes`` runs the bare and agent sides on ONNX Runtime and on OpenVINO (``model.runtime``;
+labels ``ov bare TxR``, ``ov agent TxR``); default: both where the openvino extra is installed.
 
 ``--setups`` takes one or more agent settings ``TxR``: ``model.intra_op_threads`` T and
 ``model.concurrent_runs`` R (default: the agent's default, and 2x1, one run on two threads, what ONNX
@@ -29,16 +39,19 @@ agent / ultralytics on the same file, agent on INT8 / ultralytics on FP32, INT8 
 agreement of agent and ultralytics (boxes matched by class and IoU >= 0.5, confidence differences);
 the resident memory (peak RSS) of the agent process with one camera and with four cameras on the same
 video.
+
+``--breakdown`` times each stage of one frame (grab = FFmpeg reading and decoding the packet, retrieve =
+the picture converted to BGR, then letterbox, the model, decode, triage and event, outbox and MQTT) for
+every ``--size`` x ``--codec`` (``mp4v``, ``mjpg``, ``h264``: H.264 is encoded with GStreamer's x264enc
+through Debian's python3-gi, as a camera sends it: no B-frames, a key frame a second) and runtime.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,11 +60,13 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_pipeline_workers import WORKERS  # noqa: E402  (beside this script)
+from bench_pipeline_report import Rounds, Side, fmt_rounds, med, print_details, print_ratios, setup_name  # noqa: E402
+from bench_pipeline_video import CODECS, write_video  # noqa: E402  (beside this script)
+from bench_pipeline_workers import WORKERS  # noqa: E402
 
 FP32 = REPO / "models" / "conveyor-yolov8n.onnx"
 INT8 = REPO / "models" / "conveyor-yolov8n.int8.onnx"
-MATCH_IOU = 0.5
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -68,10 +83,6 @@ def parse_setup(text: str) -> tuple[int, int]:
     return parts[0], parts[1] if len(parts) == 2 else 1
 
 
-def setup_name(setup: tuple[int, int]) -> str:
-    return f"{setup[0]}x{setup[1]}"
-
-
 def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -80,23 +91,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (64 <= w <= 7680 and 64 <= h <= 4320):
         raise argparse.ArgumentTypeError(f"--size {text}: each side must be 64..7680 x 64..4320")
     return w, h
-
-
-def write_video(path: pathlib.Path, frames: int, size: tuple[int, int]) -> pathlib.Path:
-    """The moving conveyor (as the model was trained on it, 640x480), scaled to a camera's frame size."""
-    import cv2
-
-    from agent.capture.synthetic import ConveyorScene
-
-    scene = ConveyorScene(seed=11)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 15.0, size)
-    if not writer.isOpened():
-        raise SystemExit(f"OpenCV cannot write an MPEG-4 video to {path}")
-    for _ in range(frames):
-        image = scene.next_frame()[0]
-        writer.write(image if image.shape[1::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
-    writer.release()
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -118,26 +112,27 @@ def load_text() -> str:
     return f"load {one:.2f} (5 min {five:.2f})"
 
 
-def med(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def fmt_rounds(values: list[float], spec: str = ".1f") -> str:
-    return " ".join(format(v, spec) for v in values)
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run: 2 rounds of 300 frames, no 4-camera RSS round")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--frames", type=int, default=400, help="frames in the video")
     ap.add_argument("--warmup", type=int, default=20, help="frames at the start of every side that are not timed")
-    ap.add_argument("--size", type=parse_size, default=(1280, 960), help="the camera's frame size, WxH")
+    ap.add_argument("--size", type=parse_size, nargs="+", default=[(1280, 960)],
+                    help="the camera's frame size, WxH (--breakdown: each one given; else the first)")
+    ap.add_argument("--codec", choices=CODECS, nargs="+", default=["mp4v"],
+                    help="the video's codec (--breakdown: each one given; else the first)")
     ap.add_argument("--setups", type=parse_setup, nargs="+", default=None,
                     help="agent settings THREADSxRUNS (model.intra_op_threads x model.concurrent_runs) compared side "
                     "by side (default: the agent's default and 2x1); --breakdown uses the first one's threads")
     ap.add_argument("--models", nargs="+", type=pathlib.Path, default=[FP32, INT8])
-    ap.add_argument("--no-ultralytics", action="store_true", help="skip the ultralytics side (no train extra)")
+    ap.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=None,
+                    help="model.runtime of the bare and agent sides (default: both where openvino is installed)")
+    ap.add_argument("--no-ultralytics", action="store_true", help="skip the ultralytics sides (no train extra)")
+    ap.add_argument("--no-ultralytics-ov", action="store_true", help="skip ultralytics on its OpenVINO exports")
+    ap.add_argument("--ultralytics-ov", type=pathlib.Path, default=None,
+                    help="folder for ultralytics' OpenVINO exports, reused when there (default: made in the run's "
+                    "temp folder, about a minute)")
     ap.add_argument("--breakdown", action="store_true", help="only time each stage of one frame, per model")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--model", type=pathlib.Path, help=argparse.SUPPRESS)
@@ -146,8 +141,39 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--cameras", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--runtime", default="onnxruntime", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--imgsz", type=int, default=320, help=argparse.SUPPRESS)
     return ap
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments or this environment, or None; fills in the defaults."""
+    from agent.prefilter.openvino_session import openvino_version
+
+    for model in args.models:
+        if not model.is_file():
+            return f"model file {model} does not exist; expected an ONNX detector (e.g. {FP32})"
+    if args.setups is None:
+        from agent.config.models import ModelConfig
+
+        default = ModelConfig()
+        args.setups = list(dict.fromkeys([(default.intra_op_threads, default.concurrent_runs), (2, 1)]))
+    if args.runtimes is None:
+        args.runtimes = list(RUNTIMES) if openvino_version() else ["onnxruntime"]
+    if "openvino" in args.runtimes and not openvino_version():
+        return "--runtimes openvino: the openvino extra is not installed (pip install 'edge-agent[openvino]')"
+    if args.quick:
+        args.rounds, args.frames = min(args.rounds, 2), min(args.frames, 300)
+    if args.rounds < 1 or args.frames < args.warmup + 20:
+        return f"--rounds must be >= 1 and --frames >= --warmup + 20 ({args.warmup + 20})"
+    if not args.no_ultralytics and not args.breakdown:
+        try:
+            import ultralytics  # noqa: F401
+        except ImportError:
+            return ("ultralytics is not installed (the train extra; here: PYTHONPATH=$PWD /work/venv-train/bin/python "
+                    "scripts/bench_pipeline.py ...); or pass --no-ultralytics")
+    return None
 
 
 def main() -> int:
@@ -155,88 +181,94 @@ def main() -> int:
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
-    for model in args.models:
-        if not model.is_file():
-            print(f"model file {model} does not exist; expected an ONNX detector (e.g. {FP32})", file=sys.stderr)
-            return 2
-    if args.setups is None:
-        from agent.config.models import ModelConfig
-
-        default = ModelConfig()
-        args.setups = list(dict.fromkeys([(default.intra_op_threads, default.concurrent_runs), (2, 1)]))
-    if args.quick:
-        args.rounds, args.frames = min(args.rounds, 2), min(args.frames, 300)
-    if args.rounds < 1 or args.frames < args.warmup + 20:
-        print(f"--rounds must be >= 1 and --frames >= --warmup + 20 ({args.warmup + 20})", file=sys.stderr)
+    problem = _check_args(args)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 2
-    if not args.no_ultralytics:
-        try:
-            import ultralytics  # noqa: F401
-        except ImportError:
-            print("ultralytics is not installed (pip install -e '.[train]'); or pass --no-ultralytics",
-                  file=sys.stderr)
-            return 2
 
     from agent.publish.local_broker import LocalMosquitto
 
     with LocalMosquitto() as mosquitto, tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        video = write_video(pathlib.Path(tmp) / "conveyor.mp4", args.frames, args.size)
+        if args.breakdown:
+            return breakdown(args, mosquitto.url, pathlib.Path(tmp))
+        size = args.size[0]
+        video = write_video(pathlib.Path(tmp) / "conveyor", args.frames, size, args.codec[0])
         common = ["--video", str(video), "--broker", mosquitto.url, "--warmup", str(args.warmup),
                   "--frames", str(args.frames)]
-        size = f"{args.size[0]}x{args.size[1]}"
         setups = " and ".join(setup_name(t) for t in args.setups)
-        print(f"{os.cpu_count()} cores, {args.frames} frames of {size} MPEG-4, agent setups (intra-op threads x "
-              f"concurrent runs) {setups}, "
+        print(f"{os.cpu_count()} cores, {args.frames} frames of {size[0]}x{size[1]} {args.codec[0]}, agent setups "
+              f"(intra-op threads x concurrent runs) {setups}, runtimes {', '.join(args.runtimes)}, "
               f"{args.rounds} rounds, first {args.warmup} frames of every side untimed; {load_text()}", flush=True)
-        if args.breakdown:
-            return breakdown(args, common)
-        return compare(args, common)
+        exports: dict[str, str] = {}
+        if not args.no_ultralytics and not args.no_ultralytics_ov:
+            exports = ultralytics_exports(args, common, pathlib.Path(tmp))
+        return compare(args, common, exports)
 
 
-def breakdown(args: argparse.Namespace, common: list[str]) -> int:
-    print("median ms per frame, one thread running every stage in turn (the agent overlaps decode with the rest):")
-    for model in args.models:
-        result = run_worker("breakdown", model, [*common, "--threads", str(args.setups[0][0])])
-        total = sum(result["ms"].values())
-        cells = "  ".join(f"{s} {v:.2f}" for s, v in result["ms"].items())
-        print(f"  {model.name:<28} {cells}  | sum {total:.2f} ms; session.run is "
-              f"{result['ms']['session.run'] / total:.0%}")
+def ultralytics_exports(args: argparse.Namespace, common: list[str], tmp: pathlib.Path) -> dict[str, str]:
+    """ultralytics' OpenVINO exports of the FP32 weights, by precision (fp32, int8 where its export worked)."""
+    folder = args.ultralytics_ov or tmp / "ultralytics-ov"
+    done = run_worker("export_ov", FP32, [*common, "--out", str(folder)])
+    out = {k: str(v) for k, v in done.items() if k in ("fp32", "int8") and v}
+    print(f"ultralytics' OpenVINO exports of {FP32.name}'s weights: "
+          + ", ".join(f"{k} {v}" for k, v in out.items())
+          + (f"; int8 not made: {done['int8_error']}" if "int8_error" in done else ""), flush=True)
+    return out
+
+
+def breakdown(args: argparse.Namespace, broker: str, tmp: pathlib.Path) -> int:
+    threads = str(args.setups[0][0])
+    frames = min(args.frames, 150)
+    print(f"{os.cpu_count()} cores; median ms per frame of {frames} ({args.warmup} untimed), one thread running every "
+          f"stage in turn (the agent overlaps decoding with the rest), {threads} intra-op thread(s); {load_text()}")
+    for w, h in args.size:
+        for codec in args.codec:
+            video = write_video(tmp / f"conveyor-{w}x{h}-{codec}", frames, (w, h), codec)
+            mb = video.stat().st_size / 1e6
+            print(f"{w}x{h} {codec} ({mb * 8 / (frames / 15):.1f} Mbit/s at 15 fps):", flush=True)
+            for model in args.models:
+                for runtime in args.runtimes:
+                    common = ["--video", str(video), "--broker", broker, "--warmup", str(args.warmup), "--frames",
+                              str(frames), "--threads", threads, "--runtime", runtime]
+                    result = run_worker("breakdown", model, common)
+                    ms = result["ms"]
+                    total, run = sum(ms.values()), ms["session.run"]
+                    cells = "  ".join(f"{s} {v:.2f}" for s, v in ms.items())
+                    print(f"  {model.name:<27} {runtime:<11} {cells}  | sum {total:.2f} ms; model {run / total:.0%}, "
+                          f"around it {total - run:.2f} ms", flush=True)
+    print(f"{load_text()} at the end")
     return 0
 
 
-@dataclasses.dataclass
-class Rounds:
-    """What the rounds measured, by (model file name, side label)."""
-
-    fps: dict[tuple[str, str], list[float]] = dataclasses.field(default_factory=dict)
-    boxes: dict[tuple[str, str], dict[str, list[list[float]]]] = dataclasses.field(default_factory=dict)
-    cpu: dict[tuple[str, str], dict[str, float]] = dataclasses.field(default_factory=dict)  # by thread, last round
-    rss: dict[int, list[float]] = dataclasses.field(default_factory=lambda: {1: [], 4: []})  # peak, by cameras
-    rss_running: dict[int, list[float]] = dataclasses.field(default_factory=lambda: {1: [], 4: []})  # frames flowing
-    loads: list[str] = dataclasses.field(default_factory=list)
-
-
-Side = tuple[str, str, int, int]  # (label, worker, intra-op threads, concurrent runs)
-
-
-def compare(args: argparse.Namespace, common: list[str]) -> int:
-    # ultralytics runs with its own session options
+def build_sides(args: argparse.Namespace, exports: dict[str, str]) -> tuple[list[Side], list[int]]:
     bare_threads = sorted({1, os.cpu_count() or 1, *(t for t, _r in args.setups)})
-    sides: list[Side] = [(f"bare t{t}", "bare", t, 1) for t in bare_threads]
-    sides += [(f"bare {setup_name(s)}", "bare", s[0], s[1]) for s in args.setups if s[1] > 1]
-    sides += [(f"agent {setup_name(s)}", "agent", s[0], s[1]) for s in args.setups]
+    sides: list[Side] = []
+    if "onnxruntime" in args.runtimes:
+        sides += [(f"bare t{t}", "bare", t, 1, "onnxruntime") for t in bare_threads]
+        sides += [(f"bare {setup_name(s)}", "bare", s[0], s[1], "onnxruntime") for s in args.setups if s[1] > 1]
+        sides += [(f"agent {setup_name(s)}", "agent", s[0], s[1], "onnxruntime") for s in args.setups]
+    if "openvino" in args.runtimes:
+        sides += [(f"ov bare {setup_name(s)}", "bare", s[0], s[1], "openvino") for s in args.setups]
+        sides += [(f"ov agent {setup_name(s)}", "agent", s[0], s[1], "openvino") for s in args.setups]
     if not args.no_ultralytics:
-        sides.append(("ultralytics", "ultralytics", 0, 1))
-    measured = run_rounds(args, common, sides)
+        sides.append(("ultralytics", "ultralytics", 0, 1, "onnx"))
+        if exports:
+            sides.append(("ultralytics ov", "ultralytics", 0, 1, "openvino"))
+    return sides, bare_threads
+
+
+def compare(args: argparse.Namespace, common: list[str], exports: dict[str, str]) -> int:
+    sides, bare_threads = build_sides(args, exports)
+    measured = run_rounds(args, common, sides, exports)
     print("\nframes per second, per round:")
     for (name, label), values in measured.fps.items():
-        print(f"  {name:<28} {label:<12} median {med(values):7.1f}   rounds: {fmt_rounds(values)}")
+        print(f"  {name:<28} {label:<16} median {med(values):7.1f}   rounds: {fmt_rounds(values)}")
     checks = print_ratios(args, measured.fps, sides, bare_threads)
     print_details(args, measured, checks)
     return 0
 
 
-def run_rounds(args: argparse.Namespace, common: list[str], sides: list[Side]) -> Rounds:
+def run_rounds(args: argparse.Namespace, common: list[str], sides: list[Side], exports: dict[str, str]) -> Rounds:
     """Every side on every model, --rounds times, one worker process each."""
     from agent.prefilter.gate_record import file_precision
 
@@ -250,98 +282,34 @@ def run_rounds(args: argparse.Namespace, common: list[str], sides: list[Side]) -
         turn = sides[r % len(sides):] + sides[:r % len(sides)]
         line = []
         for model in models:
-            for label, kind, threads, runs in turn:
-                result = run_worker(kind, model, [*common, "--threads", str(threads), "--runs", str(runs)])
+            for label, kind, threads, runs, runtime in turn:
+                target = model
+                if kind == "ultralytics" and runtime == "openvino":
+                    if precision[model] not in exports:
+                        continue  # its INT8 export did not work here: said above
+                    target = pathlib.Path(exports[precision[model]])
+                result = run_worker(kind, target, [*common, "--threads", str(threads), "--runs", str(runs),
+                                                   "--runtime", runtime])
                 out.fps.setdefault((model.name, label), []).append(result["fps"])
                 line.append(f"{precision[model]} {label} {result['fps']:.1f}")
                 if "cpu_ms_per_frame" in result:
                     out.cpu[(model.name, label)] = result["cpu_ms_per_frame"]
                 if "boxes" in result and (kind != "agent" or (threads, runs) == first):
-                    out.boxes[(model.name, kind)] = result["boxes"]
-                if kind == "agent" and model == args.models[-1] and (threads, runs) == first:
+                    out.boxes[(model.name, label if kind == "ultralytics" else f"{runtime} agent")] = result["boxes"]
+                if kind == "agent" and model == args.models[-1] and (threads, runs) == first \
+                        and runtime == args.runtimes[0]:
                     out.rss[1].append(result["rss_peak_mb"])
                     out.rss_running[1].append(result["rss_running_mb"])
         if not args.quick and r == 0:
             four = run_worker("agent", args.models[-1], [*common, "--threads", str(first[0]), "--runs",
-                                                         str(first[1]), "--cameras", "4"])
+                                                         str(first[1]), "--cameras", "4", "--runtime",
+                                                         args.runtimes[0]])
             out.rss[4].append(four["rss_peak_mb"])
             out.rss_running[4].append(four["rss_running_mb"])
             out.fps.setdefault(("4 cameras", "agent"), []).append(four["fps"])
         out.loads.append(load_text())
         print(f"  round {r + 1}/{args.rounds}: {', '.join(line)} frames/s; {out.loads[-1]}", flush=True)
     return out
-
-
-def print_ratios(args: argparse.Namespace, fps: dict[tuple[str, str], list[float]], sides: list[Side],
-                 bare_threads: list[int]) -> list[tuple[str, str, float, float]]:
-    """The ratios of sides measured next to each other; returns the ones with a bar: (setup, what, value, bar)."""
-    names = [m.name for m in args.models]
-    print("\nratios (median of the per-round ratios; per round):")
-    checks: list[tuple[str, str, float, float]] = []
-
-    def show(text: str, a: tuple[str, str], b: tuple[str, str], bar: float | None = None, setup: str = "") -> None:
-        per_round = [x / y for x, y in zip(fps[a], fps[b], strict=True)]
-        value = med(per_round)
-        verdict = "" if bar is None else f"  must be >= {bar:g}: {'yes' if value >= bar else 'NO'}"
-        print(f"  {text:<62} {value:5.2f}x   rounds: {fmt_rounds(per_round, '.2f')}{verdict}")
-        if bar is not None:
-            checks.append((setup, text, value, bar))
-
-    fastest = {name: max((f"bare t{t}" for t in bare_threads), key=lambda lb, name=name: med(fps[(name, lb)]))
-               for name in names}
-    for setup in args.setups:
-        sn, agent = setup_name(setup), f"agent {setup_name(setup)}"
-        for name in names:
-            show(f"{agent} / the fastest bare loop ({fastest[name]}), {name}", (name, agent),
-                 (name, fastest[name]), 0.9, sn)
-            if setup[1] > 1:
-                show(f"{agent} / bare {sn} ({setup[1]} loops at once), {name}", (name, agent), (name, f"bare {sn}"))
-        if not args.no_ultralytics:
-            for name in names:
-                show(f"{agent} / ultralytics, both {name}", (name, agent), (name, "ultralytics"), 1.1, sn)
-            if len(names) > 1:
-                show(f"{agent} {names[-1]} / ultralytics {names[0]}", (names[-1], agent), (names[0], "ultralytics"),
-                     2.0, sn)
-    if not args.no_ultralytics:
-        for name in names:
-            show(f"{fastest[name]} / ultralytics, both {name}", (name, fastest[name]), (name, "ultralytics"))
-    if len(names) > 1:
-        for label, _kind, _t, _r in sides:
-            show(f"{label}: {names[-1]} / {names[0]}", (names[-1], label), (names[0], label))
-    return checks
-
-
-def print_details(args: argparse.Namespace, m: Rounds, checks: list[tuple[str, str, float, float]]) -> None:
-    """Box agreement with ultralytics, CPU per thread, resident memory, load, and which ratios hold."""
-    from agent.tooling.evaluation.agreement import box_agreement
-
-    names, first = [model.name for model in args.models], args.setups[0]
-    if not args.no_ultralytics:
-        print(f"\nbox agreement, agent {setup_name(first)} vs ultralytics (same class, IoU >= {MATCH_IOU}, last round, "
-              "every frame):")
-        for name in names:
-            agree = box_agreement(m.boxes[(name, "agent")], m.boxes[(name, "ultralytics")], MATCH_IOU)
-            print(f"  {name:<28} matched {agree['matched']}, only agent {agree['only_a']}, only ultralytics "
-                  f"{agree['only_b']}; IoU mean {agree['mean_iou']:.4f} min {agree['min_iou']:.4f}; "
-                  f"|confidence difference| mean {agree['mean_conf_diff']:.4f} max {agree['max_conf_diff']:.4f}")
-    print("\nthe agent's CPU time per frame by thread, ms (last round; 'native': threads Python did not start, e.g. "
-          "FFmpeg's decoding threads; resolution 10 ms over the run):")
-    for (name, label), by_thread in m.cpu.items():
-        cells = ", ".join(f"{t} {v:.2f}" for t, v in by_thread.items())
-        print(f"  {name:<28} {label:<12} total {sum(by_thread.values()):5.2f}: {cells}")
-    print(f"\nresident memory of the agent process, {names[-1]}, setup {setup_name(first)} (peak RSS over its life, "
-          "model loading included; RSS while frames flow):")
-    print(f"  one camera:   peak median {med(m.rss[1]):6.1f} MB (rounds: {fmt_rounds(m.rss[1])}), running "
-          f"{med(m.rss_running[1]):6.1f} MB; must be <= 300 MB: {'yes' if med(m.rss[1]) <= 300 else 'NO'}")
-    if m.rss[4]:
-        print(f"  four cameras: peak {m.rss[4][0]:6.1f} MB, running {m.rss_running[4][0]:6.1f} MB "
-              f"({m.fps[('4 cameras', 'agent')][0]:.1f} frames/s over all four)")
-    print(f"\nload per round: {'; '.join(m.loads)}")
-    for setup in args.setups:
-        mine = [c for c in checks if c[0] == setup_name(setup)]
-        failed = [c for c in mine if c[2] < c[3]]
-        print(f"must-shows, agent {setup_name(setup)}: {len(mine) - len(failed)} of {len(mine)} ratios hold"
-              + ("" if not failed else "; not: " + ", ".join(c[1] for c in failed)))
 
 
 if __name__ == "__main__":
