@@ -3,35 +3,34 @@ folder whose VLM-passed frames join it: the flywheel), the generic synthetic ano
 
 from __future__ import annotations
 
-import json
+import datetime
 import pathlib
 
 import cv2
 import numpy as np
 import pytest
 
+from agent.config.models import TriageConfig
+from agent.core.detections import Detection, PrefilterResult
+from agent.core.event import build_event
+from agent.core.frame import Frame
+from agent.core.inspection import Inspection
+from agent.dataset.recorder import ModelRef
 from agent.errors import DatasetError
 from agent.tooling.training.anomaly.data import MIN_GOOD, collect_good, warnings_for
 from agent.tooling.training.anomaly.run import default_imgsz, split_good
 from agent.tooling.training.anomaly.synth import make_anomalous
+from agent.triage.policy import decide
 from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
+from tests.dataset.recording import T0, answered, write_recording
+
+ANOMALY_MODEL = ModelRef("surface-anomaly@0123456789ab", "0123456789ab" + "0" * 52, "anomaly", ("anomaly",))
 
 
 def _images(folder: pathlib.Path, count: int, size: tuple[int, int] = (64, 48), start: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + count):
         cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((size[1], size[0], 3), 100 + i % 50, np.uint8))
-
-
-def _record(folder: pathlib.Path, rid: str, vlm_verdict: str | None, confidence: float) -> None:
-    records = folder / "records"
-    records.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(records / f"{rid}.jpg"), np.full((48, 64, 3), 90, np.uint8))
-    doc = {"schema": "edge-agent/dataset-record/v1", "id": rid, "kind": "escalated",
-           "model": {"id": "m@1", "task": "anomaly", "names": ["anomaly"]},
-           "detections": [{"label": "anomaly", "class_id": 0, "confidence": confidence, "box": None}],
-           "vlm": None if vlm_verdict is None else {"verdict": vlm_verdict, "tags": []}}
-    (records / f"{rid}.json").write_text(json.dumps(doc))
 
 
 def test_too_few_good_images_is_an_error_with_the_numbers(tmp_path: pathlib.Path) -> None:
@@ -57,16 +56,39 @@ def test_an_undecodable_image_is_named(tmp_path: pathlib.Path) -> None:
         collect_good([tmp_path / "good"])
 
 
+def _anomaly_inspection(sequence: int, confidence: float) -> Inspection:
+    """A frame the anomaly prefilter scored ``confidence``, triaged with the default band, as the agent does."""
+    frame = Frame("belt", sequence, T0 + datetime.timedelta(seconds=sequence), 0.0,
+                  np.full((48, 64, 3), 90 + sequence, np.uint8))
+    region = Detection("anomaly", 0, confidence, (10.0, 10.0, 30.0, 30.0)) if confidence >= 0.5 else None
+    result = PrefilterResult(ANOMALY_MODEL.model_id, (region,) if region else (), 2.0, task="anomaly",
+                             anomaly=confidence)
+    decision = decide(result, TriageConfig())
+    event = build_event(device="box1", camera="belt", sequence=sequence, captured_at=frame.captured_at,
+                        frame_width=64, frame_height=48, decision=decision, model_id=ANOMALY_MODEL.model_id,
+                        prefilter_latency_ms=2.0)
+    return Inspection(frame, result, decision, event)
+
+
 def test_the_flywheel_frames_the_vlm_passed_join_the_good_set(tmp_path: pathlib.Path) -> None:
+    """Recorded through the agent's own recorder and store: escalated frames the VLM called pass although the
+    anomaly score was high join the good set at the next training; the VLM's defects and unanswered frames do
+    not."""
     _images(tmp_path / "good", 30)
-    _record(tmp_path / "rec", "a1", "pass", 0.62)  # the model scored it high, the VLM said good: joins
-    _record(tmp_path / "rec", "a2", "pass", 0.1)  # a confident pass the VLM confirmed: joins
-    _record(tmp_path / "rec", "a3", "defect", 0.9)  # a real defect: left out
-    _record(tmp_path / "rec", "a4", None, 0.2)  # a confident sample the VLM never saw: left out
+    high_pass, low_pass, defect, sample = (_anomaly_inspection(1, 0.62), _anomaly_inspection(2, 0.45),
+                                           _anomaly_inspection(3, 0.9), _anomaly_inspection(4, 0.1))
+    assert [i.decision.verdict for i in (high_pass, low_pass, defect, sample)] == [
+        "uncertain", "uncertain", "defect", "pass"]
+    records = write_recording(tmp_path / "rec", [
+        (high_pass, answered(high_pass.event, "pass", ())),  # scored high, the VLM said good: joins, counted
+        (low_pass, answered(low_pass.event, "pass", ())),  # under the threshold, escalated, good: joins
+        (defect, answered(defect.event, "defect", ("scratch",))),  # a real defect: left out
+        (sample, None),  # a confident sample the VLM never saw: left out
+    ], ANOMALY_MODEL)
     good = collect_good([tmp_path / "good", tmp_path / "rec"])
     assert len(good.paths) == 32 and good.vlm_passed_high == 1
-    assert {p.name for p in good.paths if p.parent.name == "records"} == {"a1.jpg", "a2.jpg"}
-    assert good.sources[1].endswith("2 frames the VLM called pass (1 of them scored high by the anomaly model), "
+    assert {p.stem for p in good.paths if p.parent.name == "records"} == {records[0].id, records[1].id}
+    assert good.sources[1].endswith("2 frames the VLM called pass (1 of them over the anomaly model's threshold), "
                                     "2 other records left out")
 
 

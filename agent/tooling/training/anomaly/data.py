@@ -28,7 +28,7 @@ from agent.errors import DatasetError
 MIN_GOOD = 30  # fewer good images than this cannot give a threshold (20 % held out) or a model
 FEW_GOOD = 200  # fewer: the threshold at 1 % false rejects rests on fewer than 40 held-out frames
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-HIGH_CONFIDENCE = 0.4  # a recorded frame at or above this anomaly confidence was "high" (the default pass_below)
+HIGH_CONFIDENCE = 0.5  # a recorded frame at or above this anomaly confidence was over the model's threshold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +81,8 @@ def collect_good(data: Sequence[pathlib.Path]) -> GoodSet:
         if (folder / "records").is_dir():
             taken, high, left = _recorded_passes(folder)
             high_total += high
-            sources.append(f"{folder}: {len(taken)} frames the VLM called pass ({high} of them scored high by the "
-                           f"anomaly model), {left} other records left out")
+            sources.append(f"{folder}: {len(taken)} frames the VLM called pass ({high} of them over the "
+                           f"anomaly model's threshold), {left} other records left out")
         else:
             taken = _folder_images(folder)
             sources.append(f"{folder}: {len(taken)} images")
