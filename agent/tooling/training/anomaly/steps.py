@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from agent.config.models import ModelConfig, TriageConfig
@@ -21,7 +20,7 @@ from agent.tooling.training.anomaly.data import GoodSet, load_frames
 from agent.tooling.training.anomaly.export import MEAN, STD, export_onnx, model_scores, set_metadata
 from agent.tooling.training.anomaly.fit import FitSettings, StepRow, fit
 from agent.tooling.training.anomaly.run import AnomalyTrainOptions, elapsed, split_good
-from agent.tooling.training.anomaly.valset import write_validation_set
+from agent.tooling.training.anomaly.valset import write_calibration_frames, write_validation_set
 
 CALIBRATION_FRAMES = 200
 SUSPECTS_SHOWN = 10
@@ -66,14 +65,12 @@ def _evaluate(fp32: pathlib.Path, val: pathlib.Path, threads: int) -> AnomalyEva
 
 
 def _quantize(opts: AnomalyTrainOptions, fp32: pathlib.Path, train: Sequence[np.ndarray], val: pathlib.Path,
-              work: pathlib.Path) -> int:
+              work: pathlib.Path, grey: bool) -> int:
     from agent.tooling.evaluation.gate import GateLimits
     from agent.tooling.quantize.workflow import QuantizeOptions, run_quantize
 
     calib = work / "calib"
-    calib.mkdir()
-    for i in np.linspace(0, len(train) - 1, min(CALIBRATION_FRAMES, len(train))).astype(int):
-        cv2.imwrite(str(calib / f"{i:05d}.png"), train[i])
+    write_calibration_frames(calib, train, CALIBRATION_FRAMES, opts.seed + 2, grey)
     return run_quantize(QuantizeOptions(
         model=fp32, calib=str(calib), calib_count=CALIBRATION_FRAMES, calib_seed=0, val=str(val), val_split="val",
         synthetic_seed=opts.seed, val_count=0, flavour="cpu", out_dir=fp32.parent, limits=GateLimits(),
@@ -113,7 +110,7 @@ def train_and_judge(opts: AnomalyTrainOptions, good: GoodSet, defects: Sequence[
         "threshold": threshold, "validation": _summary(evaluation, len(defects)), "command": opts.command}
     (out / f"{opts.name}.md").write_text(anomaly_card(record, evaluation.histogram()))
     if opts.quantize:
-        refused = _quantize(opts, fp32, train, val, work)
+        refused = _quantize(opts, fp32, train, val, work, grey)
         int8 = out / f"{opts.name}.int8.onnx"
         record["int8"] = {"refused": bool(refused), "file": int8.name if int8.exists() else None}
     return record

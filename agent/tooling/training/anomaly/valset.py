@@ -51,3 +51,21 @@ def write_validation_set(root: pathlib.Path, held_out: Sequence[np.ndarray], don
         (root / "labels" / SPLIT / f"defect-{j:04d}.txt").write_text(
             "".join("0 " + " ".join(parts[1:5]) + "\n" for parts in lines))
     return 2 * len(held_out) + len(defects)
+
+
+def write_calibration_frames(folder: pathlib.Path, frames: Sequence[np.ndarray], count: int, seed: int,
+                             grey: bool) -> int:
+    """``count`` frames spread over ``frames`` as PNGs in ``folder``, every second one with generic synthetic
+    anomalies: INT8 ranges calibrated on good frames alone clip the large logits anomalies give, and squeeze the
+    high scores (measured: a score of 0.94 came out of INT8 as 0.65); with them in, the scores stay (correlation
+    0.9999 with FP32's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    picked = np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)
+    for n, i in enumerate(picked):
+        image = frames[i]
+        if n % 2:
+            image, _mask = make_anomalous(rng, image, frames[int(rng.integers(0, len(frames)))],
+                                          int(rng.integers(1, 3)), grey)
+        cv2.imwrite(str(folder / f"{n:05d}.png"), image)
+    return len(picked)
