@@ -1,6 +1,6 @@
 """What keeping audit images costs per frame, side by side in one run, on synthetic conveyor frames.
 
-    python scripts/bench_images.py [--sizes 640x480,1280x720] [--frames 60] [--rounds 5]
+    python scripts/bench_images.py [--sizes 640x480,1280x720] [--frames 60] [--rounds 5] [--store 20000]
 
 Per frame size, the medians per frame of:
 
@@ -13,6 +13,7 @@ Per frame size, the medians per frame of:
   (the snapshot only: the frame is encoded once), and the image's encode against the snapshot's.
 
 The frames are rendered once before timing; each round times every side over the same frames, alternating.
+``--store N`` also times a folder of N images: reopening it (the repair walk) and an age sweep of N/4.
 """
 
 from __future__ import annotations
@@ -87,15 +88,44 @@ def bench_size(width: int, height: int, n: int, rounds: int) -> None:
           f"{1000.0 / (img + put):.0f} images/s on one core")
 
 
+def bench_store(n: int) -> None:
+    """A folder of ``n`` images (two cameras, one every 30 s, 100-byte files): reopening it (the repair walk at
+    start) and the age sweep of a quarter of them (one camera's older half), what a restart and a lowered
+    max_days cost the writer thread."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        store = ImageStore.open(root)
+        t0 = time.perf_counter()
+        for k in range(n):
+            cam = f"cam{k % 2}"
+            at = datetime.datetime.fromtimestamp(1.7e9 + k * 30, datetime.timezone.utc)
+            store.add(ImageRow(f"e{k}", cam, at.timestamp(), "defect", image_path(cam, f"e{k}", at), 0, 1, None),
+                      b"x" * 100, 10**12)
+        added = (time.perf_counter() - t0) * 1000.0 / n
+        store.close()
+        t0 = time.perf_counter()
+        store = ImageStore.open(root)
+        reopened = (time.perf_counter() - t0) * 1000.0
+        t0 = time.perf_counter()
+        swept = store.evict_older(1.7e9 + n // 2 * 30, "cam0")
+        sweep = (time.perf_counter() - t0) * 1000.0
+        store.close()
+    print(f"store of {n} images: add {added:.2f} ms each; reopen (repair walk) {reopened:.0f} ms; age sweep of "
+          f"{swept} images {sweep:.0f} ms ({sweep / max(1, swept) * 1000:.0f} us each)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--store", type=int, default=0, help="also time a folder of this many images (0: not)")
     args = ap.parse_args()
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.lower().split("x"))
         bench_size(w, h, args.frames, args.rounds)
+    if args.store:
+        bench_store(args.store)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ class Query:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+_DELETE_CHUNK = 500  # rows deleted in one transaction
 _COLUMNS = "event_id, camera, captured, verdict, path, bytes, revision, payload"
 
 
@@ -212,12 +213,16 @@ class ImageStore:
                                           "LIMIT 32", (camera,)).fetchall()
             if not oldest:
                 return evicted  # an image larger than the bound alone: kept, the bound is exceeded by it only
+            going = []
             for r in oldest:
-                self._delete(_row(r))
-                evicted += 1
+                going.append(_row(r))
                 used -= r[5]
                 if used + size <= max_bytes:
-                    return evicted
+                    break
+            self._delete(going)
+            evicted += len(going)
+            if used + size <= max_bytes:
+                return evicted
 
     def update(self, event_id: str, verdict: str, revision: int, payload: dict[str, Any]) -> bool:
         """The published event of an image (a later revision replaces an earlier one); False if no such image."""
@@ -249,17 +254,24 @@ class ImageStore:
         return sorted(self.totals())
 
     def delete(self, query: Query) -> int:
-        """Delete the images ``query`` picks (row first, then the file); how many."""
-        n = 0
-        for row in self.rows(query):
-            self._delete(row)
-            n += 1
-        return n
+        """Delete the images ``query`` picks (rows first, then the files); how many."""
+        rows = list(self.rows(query))
+        for start in range(0, len(rows), _DELETE_CHUNK):
+            self._delete(rows[start:start + _DELETE_CHUNK])
+        return len(rows)
 
-    def _delete(self, row: ImageRow) -> None:
+    def _delete(self, rows: Sequence[ImageRow]) -> None:
+        """The rows in one transaction, then their files."""
         with self._lock:
-            self._db.execute("DELETE FROM images WHERE event_id = ?", (row.event_id,))
-        try:
-            self.disk.remove(self.root / row.path)
-        except OSError as exc:  # the row is gone: the file is an orphan the next repair deletes
-            log.warning("images: cannot delete %s (%s); deleted at the next start", row.path, exc.strerror)
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("DELETE FROM images WHERE event_id = ?", [(r.event_id,) for r in rows])
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        for row in rows:
+            try:
+                self.disk.remove(self.root / row.path)
+            except OSError as exc:  # the row is gone: the file is an orphan the next repair deletes
+                log.warning("images: cannot delete %s (%s); deleted at the next start", row.path, exc.strerror)
