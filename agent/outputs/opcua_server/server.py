@@ -59,6 +59,27 @@ _CAMERA = nodemap.specs_by_path(nodemap.CAMERA_NODES)
 _DEVICE = nodemap.specs_by_path(nodemap.DEVICE_NODES)
 
 
+class _ToAgentLog(logging.Handler):
+    """asyncua's own records (a refused client, a session that timed out: warnings and up) go on through the agent's
+    logger tree (``agent.outputs.opcua_server.asyncua``), so they come out structured like the agent's, whatever
+    handlers the agent has when they happen."""
+
+    target = logging.getLogger(__name__ + ".asyncua")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.target.disabled:
+            self.target.handle(record)
+
+
+def _route_asyncua_logs() -> None:
+    lib = logging.getLogger("asyncua")
+    if not any(isinstance(h, _ToAgentLog) for h in lib.handlers):
+        lib.addHandler(_ToAgentLog(logging.WARNING))
+        lib.propagate = False
+        if lib.level == logging.NOTSET:
+            lib.setLevel(logging.WARNING)  # its info lines are one per request
+
+
 class _Users(UserManager):
     """asyncua's user manager over the users file: a known user with the right password reads, nobody else
     connects (and no one is an admin, so no client writes)."""
@@ -124,6 +145,7 @@ class OpcUaServer:
 
     def start(self, timeout: float = 20.0) -> None:
         """Listen; OpcUaServerError when it cannot (its port in use, a certificate that does not load)."""
+        _route_asyncua_logs()
         self._thread = threading.Thread(target=self._run, name="opcua-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
