@@ -222,7 +222,8 @@ class PlcLink:
         for channel in self.channels:
             machine = channel.handshake
             if machine is not None and machine.phase != Phase.READY:
-                channel.stats.results_unwritten += 1  # its result can no longer reach the PLC
+                if machine.phase == Phase.INSPECTING:
+                    channel.stats.results_unwritten += 1  # its result can no longer reach the PLC
                 channel.stats.errors[ErrorCode.PLC_LOST.name] += 1
                 channel.owed = ErrorCode.PLC_LOST
                 machine.reset()

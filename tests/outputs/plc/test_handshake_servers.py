@@ -162,6 +162,31 @@ def test_a_trigger_while_busy_is_refused_with_error_1(
         plc.stop()
 
 
+def test_a_plc_lost_mid_handshake_gets_error_5_when_it_is_back(
+        mosquitto: LocalMosquitto, running: Callable[[AgentService], Events]) -> None:
+    plc = start_plc("modbus")
+    port = plc.port
+    try:
+        service = AgentService(agent_config(mosquitto.url, "modbus", port, ack_timeout_s=30.0))
+        running(service)
+        first = PlcProgram(plc).part(ack=False)  # the result waits for its acknowledgement ...
+        assert first is not None
+        plc.stop()  # ... when the PLC goes away
+        deadline = time.monotonic() + 5
+        while service.plc.stats().connections["line"]["connected"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        plc = start_plc("modbus", port)
+        program = PlcProgram(plc)
+        assert program.wait("error_code", 5, 5.0) and plc.read("error") is True
+        assert program.wait("trigger_ready", True, 3.0)  # the handshake starts over
+        part = program.part()
+        assert part is not None and part.sequence == 2 and part.error_code == 0
+        stats = service.plc.stats().cameras[0]
+        assert stats.errors == {"PLC_LOST": 1} and stats.results_unwritten == 0  # written, its ack lost
+    finally:
+        plc.stop()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_plc_away_at_start_and_mid_run_is_reported_not_fatal(
         protocol: str, mosquitto: LocalMosquitto, running: Callable[[AgentService], Events]) -> None:
