@@ -9,7 +9,8 @@ import dataclasses
 import pathlib
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from agent.config.models import DEFAULT_PREFILTER
 from agent.prefilter.model_info import file_digest
@@ -47,9 +48,22 @@ def make_box(root: pathlib.Path, device: str, broker_url: str) -> Box:
     return Box(device, config, folder / "models" / "detector.onnx")
 
 
+class VanishingBox(BoxServer):
+    """A box that answers the first ping, then goes off the broker (its power cut, its network gone)."""
+
+    bus: FleetBus
+
+    def handle(self, payload: bytes, send: Callable[[dict[str, Any]], None]) -> None:
+        super().handle(payload, send)
+        self.bus.close()
+
+
 @contextlib.contextmanager
-def serving(boxes: list[Box], broker_url: str, val: pathlib.Path) -> Iterator[None]:
-    """Each box's ``fleet serve`` running until the block ends."""
+def serving(boxes: list[Box], broker_url: str, val: pathlib.Path, reload: dict[str, bool] | None = None,
+            vanish: tuple[str, ...] = ()) -> Iterator[None]:
+    """Each box's ``fleet serve`` running until the block ends; ``reload``: the boxes with a running agent (found
+    through its pid file, as ``models promote`` finds it), the others only have their files replaced; ``vanish``:
+    boxes that go away after the first command."""
     stop = threading.Event()
     buses: list[FleetBus] = []
     threads = []
@@ -58,8 +72,10 @@ def serving(boxes: list[Box], broker_url: str, val: pathlib.Path) -> Iterator[No
             bus = FleetBus(broker_url, f"fleet-serve-{box.device}")
             bus.open([wire.command_topic("edge", box.device)])
             buses.append(bus)
-            settings = BoxSettings(config=box.config, val=val, key=KEY, target=AgentTarget(reload=False), threads=1)
-            server = BoxServer(settings, box.device, box.model)
+            target = AgentTarget(reload=(reload or {}).get(box.device, False))
+            settings = BoxSettings(config=box.config, val=val, key=KEY, target=target, threads=1)
+            server = (VanishingBox if box.device in vanish else BoxServer)(settings, box.device, box.model)
+            server.bus = bus  # type: ignore[attr-defined]  # used by VanishingBox only
             t = threading.Thread(target=serve, args=(server, bus, "edge", stop), name=f"serve-{box.device}",
                                  daemon=True)
             t.start()

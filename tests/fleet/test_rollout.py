@@ -106,6 +106,28 @@ def test_a_box_out_of_reach_stops_the_rollout_before_any_box_changes(
     assert [box.files() for box in four] == before
 
 
+@pytest.mark.timeout(240)
+def test_a_box_that_goes_away_mid_rollout_is_named_and_the_rollback_restores_the_others(
+        tmp_path: pathlib.Path, mosquitto: LocalMosquitto, val: pathlib.Path) -> None:
+    boxes = [make_box(tmp_path / "boxes", d, mosquitto.url) for d in DEVICES]
+    before = [box.files() for box in boxes]
+    path = manifest(tmp_path, mosquitto.url, DEFAULT_MODEL)
+    path.write_text(path.read_text().replace("reach_s: 5", "reach_s: 3"))
+    with serving(boxes, mosquitto.url, val, vanish=("line3-d",)):  # line3-d answers the ping, then is gone
+        proc = edge_agent("fleet", "rollout", str(path), timeout=180)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "line3-d              no start" in proc.stdout
+        assert ("rollout INCOMPLETE: done on line3-a, line3-b, line3-c; not on line3-d (no start) "
+                "(`edge-agent fleet rollback MANIFEST` puts the done ones back)") in proc.stdout
+        assert [box.sha() for box in boxes[:3]] == [file_digest(DEFAULT_MODEL)] * 3
+        assert boxes[3].files() == before[3]
+
+        back = edge_agent("fleet", "rollback", str(path), timeout=120)
+        assert back.returncode == 3, back.stdout + back.stderr  # line3-d does not answer: said, not hidden
+        assert "rollback INCOMPLETE: done on line3-a, line3-b, line3-c; not on line3-d (no start)" in back.stdout
+    assert [box.files() for box in boxes] == before
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
         """Silent: the test's output is the rollout's."""

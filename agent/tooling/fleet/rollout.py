@@ -93,7 +93,7 @@ class Fleet:
                                             f"started but no result within {finish_s:g} s" if late else
                                             f"no answer within {start_s:g} s (is `edge-agent fleet serve` running "
                                             "there, connected to the broker, with the same fleet key?)", None)
-        return {r.device: r for r in results.values()}
+        return {device: results[cmd_id] for cmd_id, device in sent.items()}  # in the manifest's order
 
     def _next(self, timeout: float) -> dict[str, Any] | None:
         import queue
