@@ -5,13 +5,16 @@ frame's event is published, the image keeper queues its image and the event gain
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from agent.core.event import TagEvent
 from agent.core.inspection import Inspection
+from agent.core.ports import Publisher
 from agent.outputs.images.keeper import ImageKeeper
 from agent.publish.snapshot import SnapshotSender
+from agent.runtime.fanout import EventFanout
 
-__all__ = ["Rendered", "keep_image", "send_snapshot"]
+__all__ = ["Rendered", "attach_images", "keep_image", "send_snapshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,3 +46,14 @@ def send_snapshot(snapshots: SnapshotSender | None, inspection: Inspection, rend
                        inspection.zones)
     elif rendered.jpeg is not None:
         snapshots.deliver(frame.camera_id, inspection.event.event_id, rendered.jpeg)
+
+
+def attach_images(images: ImageKeeper | None, events: EventFanout, publisher: Publisher,
+                  republish: Callable[[], None]) -> None:
+    """The keeper hears of every published event (an escalated answer goes into its index), and its state is in
+    the retained status (republished when the disk turns full or has room again)."""
+    if images is None:
+        return
+    events.add(images)
+    publisher.add_status_extra(images.status_fields)
+    images.on_change = republish

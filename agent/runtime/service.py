@@ -62,6 +62,7 @@ from agent.runtime.building import (
     load_model,
 )
 from agent.runtime.fanout import EventFanout
+from agent.runtime.imaging import attach_images
 from agent.runtime.inspector import FrameInspector
 from agent.runtime.listeners import RecorderListener, TallyListener
 from agent.runtime.loop import InferenceLoop, latency_percentiles
@@ -167,8 +168,6 @@ class AgentService:
             self._publisher = build_publisher(self.config)
         self.events = EventFanout(self._publisher, [self.metrics, self._recorder_listener,
                                                     TallyListener(self.learn_tally), self.plc])
-        if self.images is not None:  # an escalated event's answer goes into the images' index
-            self.events.add(self.images)
         self.opcua_server = open_opcua_server(self.config, self.snapshot, self.events)  # listening, or an error
         attach_sparkplug(self.sparkplug, self.events, self._publisher)  # hears of every event after the outbox
         self._publisher.add_status_extra(self.camera_status.status_fields)
@@ -178,6 +177,7 @@ class AgentService:
         self._status_republisher = StatusRepublisher(self._publisher.republish_status,
                                                      interval_s=self._camera_status_interval_s)
         self.camera_status.on_change = self._status_republisher.poke
+        attach_images(self.images, self.events, self._publisher, self._status_republisher.poke)
         self._status_republisher.start()
         if escalation.gateway is not None:
             self.recorder = self._recorder_listener.recorder = open_recorder(self.config, self._model_ref)

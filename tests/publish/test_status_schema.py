@@ -56,8 +56,8 @@ def _objects(node: Any, path: str = "$") -> list[tuple[str, dict[str, Any]]]:
 def test_every_object_is_closed_and_every_property_described() -> None:
     objects = _objects(load_status_schema())
     # root, cameras (a map), dead letters by cause (a map), learn (a map), model, sparkplug, plc (a map),
-    # plc_connection, learn_counts, camera
-    assert len(objects) == 10
+    # plc_connection, learn_counts, camera, images
+    assert len(objects) == 11
     for path, obj in objects:
         if "propertyNames" in obj:  # a map: its keys are checked, its values are closed objects or counts
             assert obj["additionalProperties"] in ({"$ref": "#/$defs/camera"}, {"$ref": "#/$defs/learn_counts"},

@@ -112,6 +112,7 @@ class ImageKeeper:
         self._warned: dict[str, float] = {}
         self._next_age_check = 0.0
         self._thread: threading.Thread | None = None
+        self.on_change: Callable[[], None] | None = None  # called when the disk turns full or has room again
 
     # -- the publishing thread's side ------------------------------------------------------------------------
 
@@ -218,8 +219,16 @@ class ImageKeeper:
             self._kept[event.verdict] += 1
             if evicted:
                 self._evicted["size"] += evicted
-            self._space_problem = None
+            changed, self._space_problem = self._space_problem is not None, None
+        if changed:
+            log.warning("images: written again (room on the disk); %d image(s) not kept while it was full",
+                        self._failed["no_space"] + self._failed["low_space"])
+            self._changed()
         return True
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _free_bytes(self) -> int | None:
         try:
@@ -248,10 +257,13 @@ class ImageKeeper:
         with self._lock:
             self._failed[reason] += 1
             n = self._failed[reason]
+            turned_full = reason in ("no_space", "low_space") and self._space_problem is None
             if reason in ("no_space", "low_space"):
                 self._space_problem = detail
         self._warn(reason, "images: image not kept (%s): %s; inspection and publishing go on (%d so far)",
                    reason, detail, n)
+        if turned_full:
+            self._changed()
 
     def _warn(self, key: str, message: str, *args: object) -> None:
         now = self._monotonic()
@@ -283,6 +295,12 @@ class ImageKeeper:
         return n
 
     # -- what ops reads -----------------------------------------------------------------------------------------
+
+    def status_fields(self) -> dict[str, object]:
+        """The retained device status's ``images`` entry (status.v1)."""
+        st = self.stats()
+        return {"images": {"disk_full": st.space_problem is not None, "problem": st.space_problem,
+                           "stored": sum(st.images.values()), "bytes": sum(st.bytes.values())}}
 
     def stats(self) -> ImageStats:
         try:

@@ -172,6 +172,8 @@ def test_enospc_is_counted_reported_and_cleared_by_the_next_write(tmp_path: path
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     disk = FullDisk()
     keeper = _keeper(tmp_path, disk)
+    changes: list[bool] = []
+    keeper.on_change = lambda: changes.append(keeper.stats().space_problem is not None)  # the status republish
     disk.full = True
     with caplog.at_level(logging.WARNING):
         for i in range(5):
@@ -184,6 +186,9 @@ def test_enospc_is_counted_reported_and_cleared_by_the_next_write(tmp_path: path
     disk.full = False
     keeper.keep(inspection(sequence=9))
     assert _write_all(keeper) == 1 and keeper.stats().space_problem is None
+    assert changes == [True, False]  # once when it turned full, once when it had room again
+    assert keeper.status_fields() == {"images": {"disk_full": False, "problem": None, "stored": 1,
+                                                 "bytes": keeper.stats().bytes["cam1"]}}
 
 
 def test_free_space_floor_skips_the_write(tmp_path: pathlib.Path) -> None:

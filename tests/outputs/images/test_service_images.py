@@ -23,7 +23,7 @@ from agent.config.models import AgentConfig, CameraConfig, MetricsConfig, MqttCo
 from agent.core.detections import Detection, PrefilterResult
 from agent.outputs.images.store import Disk, Query
 from agent.publish.local_broker import LocalMosquitto
-from agent.publish.schema import validate_payload
+from agent.publish.schema import validate_payload, validate_status
 from agent.runtime.service import AgentService
 from tests.conftest import MqttCollector
 
@@ -111,6 +111,7 @@ def test_a_full_disk_is_reported_and_every_event_still_published(
     monkeypatch.setattr(Disk, "write", no_space)
     frames = 10
     sub = collector(mosquitto.url, "edge/box1/+/tags")
+    statuses = collector(mosquitto.url, "edge/box1/status")
     cfg = _config(mosquitto, tmp_path / "images", [
         CameraConfig(id="belt1", source=f"synthetic://conveyor?seed=3&fps=0&frames={frames}&width=320&height=240")])
     cfg = cfg.model_copy(update={"metrics": MetricsConfig(listen="127.0.0.1:0")})
@@ -123,6 +124,7 @@ def test_a_full_disk_is_reported_and_every_event_still_published(
     assert service.health is not None
     status, metrics = service.health.status_line(), service.health.metrics_text()
     _healthy, doc = service.health.health_document()
+    republished = statuses.wait_until(lambda m: json.loads(m.payload).get("images", {}).get("disk_full", False))
     summary = service.shutdown(timeout=10.0)
     assert len(sub.wait_for(frames, timeout=10.0)) == frames and summary.publisher is not None
     assert summary.publisher.acked == frames  # nothing else lost
@@ -131,6 +133,12 @@ def test_a_full_disk_is_reported_and_every_event_still_published(
     assert "images: not kept, disk full" in status
     assert "edge_agent_images_disk_full 1" in metrics
     assert f'edge_agent_images_failed_total{{reason="no_space"}} {frames}' in metrics
+    # the retained status said so too (republished when the disk turned full), valid against status.v1
+    assert republished
+    docs = [json.loads(m.payload) for m in statuses.messages]
+    assert all(validate_status(d) == [] for d in docs)
+    full = [d["images"] for d in docs if d.get("images", {}).get("disk_full")]
+    assert full and "No space left on device" in full[0]["problem"] and full[0]["stored"] == 0
 
 
 def _bytes_on_disk(root: pathlib.Path, camera: str) -> int:
