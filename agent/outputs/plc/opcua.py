@@ -31,8 +31,9 @@ class OpcUaTransport:
         self._loop: ThreadLoop | None = None
         self._client: Client | None = None
         self._types: dict[str, tuple[Node, ua.VariantType]] = {}
-        for name in ("asyncua", "asyncua.client.client", "asyncua.client.ua_client"):
-            logging.getLogger(name).setLevel(logging.ERROR)  # it warns on every session; the link reports
+        # the client warns on every session (a shorter timeout granted, ...); the link reports what matters.
+        # Only the client's loggers: the agent's own OPC UA server routes asyncua's server warnings to its log.
+        logging.getLogger("asyncua.client").setLevel(logging.ERROR)
 
     def connect(self) -> None:
         if self._loop is None:
