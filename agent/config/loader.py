@@ -65,6 +65,9 @@ def load_config(path: pathlib.Path | str | None, env: Mapping[str, str] | None =
     Raises ConfigError listing every problem found in the file and the overrides.
     """
     config = load_model(AgentConfig, path, env)
+    unknown = config.images.unknown_cameras({c.id for c in config.cameras})  # models.py has no room for it
+    if unknown:
+        raise ConfigError(unknown, "defaults" if path is None else str(path))
     config = resolve_runtime_paths(config, os.environ if env is None else env)
     if config.taxonomy is None:
         return config
