@@ -107,6 +107,7 @@ def fleet_serve(
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads while evaluating")] = 2,
 ) -> None:
     """Take fleet commands for this box (device_id of --config) from its broker, one at a time, until stopped."""
+    from agent import logs
     from agent.config.loader import load_config
     from agent.tooling.fleet import wire
     from agent.tooling.fleet.box import BoxServer, BoxSettings, serve
@@ -117,6 +118,7 @@ def fleet_serve(
     if path is None:
         raise EdgeAgentError("give --config: the agent's config names this box (device_id), its broker and model")
     cfg = load_config(path)
+    logs.configure(cfg.logging.level, cfg.logging.json_format)  # the agent's logging settings: the same journal
     target = AgentTarget(reload=reload, unit=unit, pid_file=pid_file, health=health, wait_s=wait)
     settings = BoxSettings(config=path, val=val, key=read_key(secret_file), target=target, keep=keep,
                            threads=threads)

@@ -5,6 +5,7 @@ escalation watch's arithmetic."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from typing import Any
@@ -118,3 +119,14 @@ def test_the_escalation_watch(before: tuple[int, int, int, int], after: tuple[in
     a = (EscalationCount(after[0], after[1]), EscalationCount(after[2], after[3]))
     result = judge_watch(b, a, 0.02)
     assert result.ok is ok and words in result.detail, result.detail
+
+
+def test_only_the_newest_reports_are_kept(tmp_path: pathlib.Path) -> None:
+    from agent.tooling.fleet.box import _prune_reports
+
+    for i in range(4):
+        (tmp_path / f"promotion-{i}").mkdir()
+        os.utime(tmp_path / f"promotion-{i}", (1000 + i, 1000 + i))
+    (tmp_path / "abcdef.onnx").write_bytes(b"x")  # not a report
+    _prune_reports(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abcdef.onnx", "promotion-2", "promotion-3"]

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import pathlib
 import shutil
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +27,7 @@ from agent.prefilter.model_info import file_digest
 from agent.publish.local_broker import LocalMosquitto
 from agent.tooling.dataset.synth import write_synthetic_dataset
 from agent.tooling.fleet.manifest import load_manifest
-from tests.cli.test_models_cli import assert_fails_cleanly, edge_agent
+from tests.cli.test_models_cli import EDGE_AGENT, assert_fails_cleanly, edge_agent
 from tests.fleet.boxes import DEVICES, KEY, Box, make_box, serving
 from tests.prefilter.model_surgery import blind_detector
 from tests.test_docs import EXAMPLES, Example
@@ -126,6 +130,42 @@ def test_a_box_that_goes_away_mid_rollout_is_named_and_the_rollback_restores_the
         assert back.returncode == 3, back.stdout + back.stderr  # line3-d does not answer: said, not hidden
         assert "rollback INCOMPLETE: done on line3-a, line3-b, line3-c; not on line3-d (no start)" in back.stdout
     assert [box.files() for box in boxes] == before
+
+
+@pytest.mark.timeout(120)
+def test_fleet_serve_as_a_process(tmp_path: pathlib.Path, mosquitto: LocalMosquitto, val: pathlib.Path) -> None:
+    """`edge-agent fleet serve` as the box runs it (its config's broker and device id, the key file), a one-box
+    rollout, and a clean stop on SIGTERM."""
+    box = make_box(tmp_path / "boxes", "line3-a", mosquitto.url)
+    path = manifest(tmp_path, mosquitto.url, DEFAULT_MODEL, boxes=("line3-a",))
+    log = tmp_path / "serve.log"
+    with log.open("w") as log_file:
+        serve = subprocess.Popen([*EDGE_AGENT, "fleet", "serve", "--config", str(box.config), "--val", str(val),
+                                  "--secret-file", str(tmp_path / "fleet.key"), "--no-reload", "--threads", "1"],
+                                 stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        while "listens on edge/line3-a/fleet/command" not in log.read_text():
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        proc = edge_agent("fleet", "rollout", str(path), timeout=90)
+        assert proc.returncode == 0, proc.stdout + proc.stderr + log.read_text()
+        assert "rollout complete: 1 box(es) changed" in proc.stdout and box.sha() == file_digest(DEFAULT_MODEL)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(timeout=10)
+    assert "Traceback" not in log.read_text()
+
+
+def test_fleet_serve_refuses_a_short_key(tmp_path: pathlib.Path, mosquitto: LocalMosquitto) -> None:
+    box = make_box(tmp_path / "boxes", "line3-a", mosquitto.url)
+    (tmp_path / "fleet.key").write_text("short\n")
+    assert_fails_cleanly(edge_agent("fleet", "serve", "--config", str(box.config), "--val", str(tmp_path),
+                                    "--secret-file", str(tmp_path / "fleet.key")),
+                         "the key on its first line has 5 bytes; expected at least 32")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -6,17 +6,20 @@ its pid file, confirmed on /healthz); line3-b has no agent (files only).
   lowered by 1.5: the same ranking, so the same mAP50, but confident detections fall into the uncertain band, about
   0 -> 45 % of frames here) is caught by the watch: the canary rolls itself back, the agent runs the old model
   again, the rollout stops and line3-b is never asked.
-* The shipped FP32 detector passes the gate and the watch on the canary, then reaches line3-b.
+* The shipped FP32 detector passes the gate and the watch on the canary, then reaches line3-b; the canary's
+  retained status names it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -26,6 +29,7 @@ from agent.prefilter.model_info import file_digest
 from agent.publish.local_broker import LocalMosquitto, free_port
 from agent.tooling.dataset.synth import write_synthetic_dataset
 from tests.cli.test_models_cli import edge_agent
+from tests.conftest import MqttCollector
 from tests.fleet.boxes import KEY, make_box, serving
 from tests.prefilter.model_surgery import timid_detector
 
@@ -53,7 +57,7 @@ def _manifest(tmp_path: pathlib.Path, url: str, model: pathlib.Path, name: str) 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_canary_watch_rolls_back_a_model_that_makes_the_line_unsure(
-        tmp_path: pathlib.Path, mosquitto: LocalMosquitto) -> None:
+        tmp_path: pathlib.Path, mosquitto: LocalMosquitto, collector: Callable[..., MqttCollector]) -> None:
     val = tmp_path / "val"
     write_synthetic_dataset(val, 1, 6, seed=21)
     timid = timid_detector(tmp_path / "timid.onnx", 1.5)
@@ -91,6 +95,10 @@ def test_the_canary_watch_rolls_back_a_model_that_makes_the_line_unsure(
             new_id = f"detector@{file_digest(DEFAULT_MODEL)[:12]}"
             snapshot = probe.read()
             assert snapshot is not None and snapshot.model_id == new_id
+            # the retained status says which model the box runs (a subscriber that comes now gets it at once)
+            status = collector(mosquitto.url, "edge/line3-a/status")
+            _wait(lambda: any(json.loads(m.payload).get("model", {}).get("id") == new_id for m in status.messages),
+                  10, "the retained status naming the new model", log)
             assert canary.sha() == other.sha() == file_digest(DEFAULT_MODEL)
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=60) == 0, log.read_text()[-3000:]

@@ -20,6 +20,7 @@ import json
 import logging
 import pathlib
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,16 @@ def _decision(report: pathlib.Path) -> dict[str, Any] | None:
         return None
     decision = doc.get("decision") if isinstance(doc, dict) else None
     return decision if isinstance(decision, dict) else None
+
+
+def _prune_reports(staging: pathlib.Path, keep: int) -> None:
+    """Keep the newest ``keep`` promotion reports in the staging folder; a report that cannot be removed is said."""
+    reports = sorted((p for p in staging.glob("promotion-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in reports[:-keep] if keep > 0 else reports:
+        try:
+            shutil.rmtree(old)
+        except OSError as exc:
+            log.warning("cannot remove the old promotion report %s: %s", old, exc)
 
 
 def _gate_words(decision: dict[str, Any] | None, code: int) -> str:
@@ -159,6 +170,7 @@ class BoxServer:
             code = run_promote(opts)
         finally:
             staged.unlink(missing_ok=True)
+            _prune_reports(self.staging, self.settings.keep)
         gate = _gate_words(_decision(opts.report or self.staging), code)
         if code != 0:
             state: wire.State = "refused" if code == 1 else "failed"

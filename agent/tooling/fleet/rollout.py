@@ -161,7 +161,7 @@ def run_rollout(manifest: Manifest, fleet: Fleet) -> int:
         echo(f"STOPPED at the canary {canary} ({first.state}); not asked: {untouched}")
         return EXIT_REFUSED if first.state == "refused" else EXIT_PARTIAL
     if not m.rest:
-        return 0
+        return _table(echo, {canary: first}, "rollout")
     echo(f"the rest ({len(m.rest)}): promote")
     params = _promote_params(m, False)
     results = fleet.collect({fleet.send(d, "promote", **params): d for d in m.rest}, m.timeouts.reach_s,
