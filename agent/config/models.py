@@ -441,7 +441,7 @@ class AgentConfig(Strict):
 
     @model_validator(mode="after")
     def _plc_maps(self) -> AgentConfig:
-        problems = check_camera_plcs(self.plc, self.cameras)
+        problems = check_camera_plcs(self.plc, self.cameras, learns=self.learns)
         if problems:
             raise ValueError("; ".join(problems))
         return self

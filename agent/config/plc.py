@@ -7,8 +7,8 @@ an unknown connection name: each a config error naming the field. See docs/plc.m
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Annotated, Literal, Protocol
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -107,9 +107,13 @@ class _Camera(Protocol):
     def plc(self) -> CameraPlcConfig | None: ...
 
 
-def check_camera_plcs(plc: PlcConfig, cameras: Sequence[_Camera]) -> list[str]:
+_C = TypeVar("_C", bound=_Camera)
+
+
+def check_camera_plcs(plc: PlcConfig, cameras: Sequence[_C], learns: Callable[[_C], bool] | None = None) -> list[str]:
     """Problems with the cameras' ``plc`` against ``plc.connections``: unknown names, addresses the protocol
-    cannot hold, maps that overlap themselves or each other on one PLC. One line each, naming the field."""
+    cannot hold, maps that overlap themselves or each other on one PLC, a handshake camera in learn mode
+    (``learns``: whether a camera is). One line each, naming the field."""
     problems: list[str] = []
     on_plc: dict[str, list[tuple[str, Address]]] = {}
     for index, cam in enumerate(cameras):
@@ -117,6 +121,10 @@ def check_camera_plcs(plc: PlcConfig, cameras: Sequence[_Camera]) -> list[str]:
         if cfg is None:
             continue
         where = f"cameras[{index}].plc"
+        if cfg.mode == "handshake" and learns is not None and learns(cam):
+            problems.append(f"{where}.mode: handshake needs the camera to inspect every triggered frame, and camera "
+                            f"{cam.id} is in learn mode (most of its frames are skipped, so triggers would time "
+                            "out); set its mode: inspect, or use plc mode write")
         conn = plc.connections.get(cfg.connection)
         if conn is None:
             known = ", ".join(plc.connections) or "none are configured"

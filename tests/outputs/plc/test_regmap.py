@@ -91,6 +91,11 @@ cameras:
      "trigger belong(s) to mode handshake"),
     ("- {id: c1, source: synthetic://conveyor, plc: {connection: line1, map: {verdict: 'hr:0', colour: 'hr:1'}}}",
      "unknown signal(s) colour"),
+    # a handshake camera in learn mode would skip most triggered frames
+    ("- {id: c1, source: synthetic://conveyor, mode: learn, plc: {connection: line1, mode: handshake, map: "
+     "{trigger: 'coil:0', trigger_ready: 'coil:1', result_ready: 'coil:2', result_ack: 'coil:3', verdict: 'hr:0'}}}"
+     "\nescalation: {gateway: '127.0.0.1:50051'}",
+     "cameras[0].plc.mode: handshake needs the camera to inspect every triggered frame"),
 ])
 def test_bad_maps_are_config_errors_naming_the_field(tmp_path: pathlib.Path, cameras: str, message: str) -> None:
     assert message in "\n".join(check_config(_config(tmp_path, BASE + cameras)))
@@ -109,3 +114,15 @@ def test_a_good_map_loads(tmp_path: pathlib.Path) -> None:
                    "- {id: c2, source: synthetic://conveyor, plc: {connection: ua, map: {verdict: 'ns=2;i=5'}}}")
     config = load_config(_config(tmp_path, text))
     assert config.cameras[0].plc is not None and config.cameras[0].plc.mode == "handshake"
+
+
+def test_a_reload_that_changes_a_cameras_plc_says_it_needs_a_restart(tmp_path: pathlib.Path) -> None:
+    from agent.config.reload import plan_reload
+
+    camera = "- {id: c1, source: synthetic://conveyor, plc: {connection: line1, map: {verdict: 'hr:%d'}}}"
+    running = load_config(_config(tmp_path, BASE + camera % 0))
+    new = load_config(_config(tmp_path, BASE + camera % 4 + "\n- {id: c2, source: synthetic://conveyor, plc: "
+                              "{connection: line1, map: {verdict: 'hr:9'}}}"))
+    plan = plan_reload(running, new)
+    assert plan.needs_restart == ("cameras[c1].plc.map.verdict", "cameras[c2].plc")
+    assert plan.restarted == () and plan.added == ("c2",)
