@@ -53,8 +53,8 @@ class VanishingBox(BoxServer):
 
     bus: FleetBus
 
-    def handle(self, payload: bytes, send: Callable[[dict[str, Any]], None]) -> None:
-        super().handle(payload, send)
+    def handle(self, payload: bytes, send: Callable[[dict[str, Any]], None], received: float | None = None) -> None:
+        super().handle(payload, send, received)
         self.bus.close()
 
 

@@ -77,6 +77,15 @@ def test_a_command_is_taken_once(box: tuple[BoxServer, list[dict[str, Any]]]) ->
     assert again["state"] == "refused" and "was seen before (a replay)" in again["detail"]
 
 
+def test_a_command_s_age_counts_from_its_arrival(box: tuple[BoxServer, list[dict[str, Any]]]) -> None:
+    """A command that waited in the box's queue behind a long promotion is not stale: it was fresh when it came."""
+    server, _ = box
+    cmd = sign({**wire.command("line3-a", "ping"), "issued_at": time.time() - 1000}, KEY)
+    replies: list[dict[str, Any]] = []
+    server.handle(json.dumps(cmd).encode(), replies.append, received=time.time() - 990)
+    assert [r["state"] for r in replies] == ["done"]
+
+
 def test_rollback_leaves_a_box_that_runs_another_model(box: tuple[BoxServer, list[dict[str, Any]]]) -> None:
     server, _ = box
     replies = handled(server, sign(wire.command("line3-a", "rollback", sha256="c" * 64), KEY))

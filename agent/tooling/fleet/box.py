@@ -107,11 +107,12 @@ class BoxServer:
 
     # -- one command -----------------------------------------------------------------------------------------
 
-    def handle(self, payload: bytes, send: Send) -> None:
-        """Check, run and answer one command; a command that is not for us or not signed is answered refused."""
+    def handle(self, payload: bytes, send: Send, received: float | None = None) -> None:
+        """Check, run and answer one command (``received``: when it arrived; default now); a command that is not
+        for us or not signed is answered refused."""
         try:
             cmd = verify(wire.parse(payload, "fleet command"), self.settings.key)
-            self._admit(cmd)
+            self._admit(cmd, time.time() if received is None else received)
         except EdgeAgentError as exc:
             log.warning("fleet command refused: %s", exc)
             send(self._reply({}, "refused", str(exc)))
@@ -130,8 +131,7 @@ class BoxServer:
         log.info("fleet command %s %s: %s: %s", cmd["action"], cmd["id"], outcome.state, outcome.detail)
         send(self._reply(cmd, outcome.state, outcome.detail, **outcome.extra))
 
-    def _admit(self, cmd: dict[str, Any]) -> None:
-        now = time.time()
+    def _admit(self, cmd: dict[str, Any], now: float) -> None:
         if cmd.get("device") != self.device:
             raise EdgeAgentError(f"the command is for device {cmd.get('device')!r}, this box is {self.device!r}")
         if cmd.get("action") not in wire.ACTIONS:
@@ -226,5 +226,5 @@ def serve(server: BoxServer, bus: Any, prefix: str, stop: threading.Event) -> No
             msg = bus.inbox.get(timeout=0.2)
         except queue.Empty:
             continue
-        server.handle(msg.payload, send)
+        server.handle(msg.payload, send, msg.received)
 

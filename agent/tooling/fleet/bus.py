@@ -9,6 +9,7 @@ import logging
 import queue
 import ssl
 import threading
+import time
 import urllib.parse
 
 import paho.mqtt.client as mqtt
@@ -28,6 +29,7 @@ _log = logging.getLogger(__name__)
 class Message:
     topic: str
     payload: bytes
+    received: float  # time.time() when it arrived (a command's age is judged from then, not when it is taken)
 
 
 class FleetBus:
@@ -102,6 +104,6 @@ class FleetBus:
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.inbox.put_nowait(Message(msg.topic, bytes(msg.payload)))
+            self.inbox.put_nowait(Message(msg.topic, bytes(msg.payload), time.time()))
         except queue.Full:
             _log.warning("fleet inbox full; dropped a message on %s", msg.topic)
