@@ -54,8 +54,10 @@ class RuntimeChoice:
     record: pathlib.Path | None  # the cached probe
 
     def describe(self) -> str:
-        if not self.frames_per_s:
+        if not self.frames_per_s and self.how == "only one installed":
             return f"{self.runtime} ({self.how}: {INSTALL_HINT} adds OpenVINO; nothing to measure)"
+        if not self.frames_per_s:
+            return f"{self.runtime} ({self.how}; nothing to measure)"
         rates = ", ".join(f"{rt} {fps:.1f} frames/s" for rt, fps in sorted(self.frames_per_s.items(),
                                                                           key=lambda kv: -kv[1]))
         load = f", load {self.load_average:.1f}" if self.load_average is not None else ""
@@ -140,7 +142,13 @@ def choose_runtime(path: pathlib.Path, config: ModelConfig, opener: Opener, *, f
     if cached is not None:
         log.info("model.runtime auto: %s", cached.describe())
         return opener(path, _with_runtime(config, cached.runtime)), cached
-    models = {rt: opener(path, _with_runtime(config, rt)) for rt in installed}
+    models, refused = _open_each(path, config, installed, opener)
+    if len(models) == 1:  # the other runtime cannot run this model: nothing to measure, nothing cached
+        only = next(iter(models))
+        log.warning("model.runtime auto: %s cannot run %s (%s); using %s without a probe", refused[0], path.name,
+                    refused[1], only)
+        return models[only], RuntimeChoice(only, f"the only runtime that runs it ({refused[0]}: {refused[1]})",
+                                           {}, None, None)
     rates = measure(models)
     best = max(rates, key=lambda rt: rates[rt])
     key = probe_key(path, config)
@@ -154,6 +162,22 @@ def choose_runtime(path: pathlib.Path, config: ModelConfig, opener: Opener, *, f
     choice = RuntimeChoice(best, "probed now", rates, load, record)
     log.info("model.runtime auto: %s", choice.describe())
     return models[best], choice
+
+
+def _open_each(path: pathlib.Path, config: ModelConfig, installed: list[str], opener: Opener) \
+        -> tuple[dict[str, Any], tuple[str, str]]:
+    """The model opened on every installed runtime; where one refuses it, the others and (runtime, why). The
+    ModelError of the last runtime is raised when none opens it."""
+    models: dict[str, Any] = {}
+    refused = ("", "")
+    for rt in installed:
+        try:
+            models[rt] = opener(path, _with_runtime(config, rt))
+        except ModelError as exc:
+            if rt == installed[-1] and not models:
+                raise
+            refused = (rt, str(exc))
+    return models, refused
 
 
 def measure(models: dict[str, Any], round_s: float = ROUND_S, rounds: int = ROUNDS) -> dict[str, float]:

@@ -211,3 +211,24 @@ def test_an_anomaly_model_runs_on_openvino_like_on_onnxruntime(tmp_path, cache_d
     a, b = (opened(path, rt, cache_dir).infer(frame) for rt in ("onnxruntime", "openvino"))
     assert b.task == a.task == "anomaly" and b.detections
     assert pair_up(a, b) and all(iou >= 0.999 and dc < 1e-4 for iou, dc in pair_up(a, b))
+
+
+def test_auto_uses_the_runtime_that_runs_the_model_when_the_other_refuses_it(monkeypatch, tmp_path, caplog):
+    from agent.prefilter import runtime_choice
+
+    def opener(path: pathlib.Path, config: ModelConfig) -> Any:
+        if config.runtime == "openvino":
+            raise ModelError(f"model file {path} could not be read by OpenVINO: an operator it lacks")
+        return open_prefilter(path, config)
+
+    monkeypatch.setattr(runtime_choice, "measure", lambda models: pytest.fail("probed with one runtime"))
+    config = ModelConfig(path=DEFAULT_PREFILTER, runtime="auto", engine_cache_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="agent.prefilter.runtime_choice"):
+        model, choice = runtime_choice.choose_runtime(DEFAULT_PREFILTER, config, opener)
+    assert choice.runtime == "onnxruntime" and "OpenVINO" not in model.session.get_providers()[0]
+    assert "openvino cannot run conveyor-yolov8n.int8.onnx (model file" in caplog.text
+    assert "an operator it lacks" in choice.describe() and not (tmp_path / "runtime-choice").exists()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"nothing")
+    with pytest.raises(ModelError, match="bad.onnx"):
+        runtime_choice.choose_runtime(bad, config.model_copy(update={"path": bad}), open_prefilter)
