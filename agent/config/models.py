@@ -24,6 +24,7 @@ from agent.config.opcua_server import OpcUaServerConfig
 from agent.config.plc import CameraPlcConfig, PlcConfig, check_camera_plcs
 from agent.config.providers import normalise_providers
 from agent.config.sparkplug import SparkplugConfig
+from agent.config.urls import check_broker_url
 from agent.config.zones import ZonesConfig
 from agent.taxonomy.model import Taxonomy
 
@@ -238,14 +239,7 @@ class MqttConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parsed = urllib.parse.urlsplit(v)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-            raise ValueError(f"{v!r} is not a broker URL; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        try:
-            _ = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"{v!r} has an invalid port: {exc}") from None
-        return v
+        return check_broker_url(v)
 
     @field_validator("topic_prefix")
     @classmethod

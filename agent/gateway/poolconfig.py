@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from agent.config.base import Strict
+from agent.config.urls import split_url
 
 __all__ = ["OllamaServerConfig", "PoolConfig", "as_server", "check_ollama_url", "server_key", "unique_servers"]
 
@@ -30,14 +31,9 @@ __all__ = ["OllamaServerConfig", "PoolConfig", "as_server", "check_ollama_url", 
 def check_ollama_url(v: str) -> str:
     """``v`` without a trailing slash when it is an Ollama base URL http(s)://HOST:PORT; ValueError saying
     what is wrong otherwise."""
-    parsed = urllib.parse.urlsplit(v.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"{v!r} is not an Ollama URL; expected http://HOST:PORT, e.g. http://127.0.0.1:11434")
-    try:
-        port = parsed.port
-    except ValueError as exc:
-        raise ValueError(f"{v!r} has an invalid port: {exc}") from None
-    if port is None:
+    parsed = split_url(v.strip(), ("http", "https"), "an Ollama URL",
+                       "http://HOST:PORT, e.g. http://127.0.0.1:11434")
+    if parsed.port is None:
         raise ValueError(f"{v!r} has no port; the ollama client would use "
                          f"{443 if parsed.scheme == 'https' else 80}, write {parsed.scheme}://{parsed.hostname}"
                          ":11434 for Ollama's default")

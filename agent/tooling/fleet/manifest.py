@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.config.base import Strict
+from agent.config.urls import check_broker_url
 from agent.config.yamlfile import describe, read_file
 from agent.errors import ConfigError
 
@@ -40,14 +41,7 @@ class BrokerSection(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parsed = urllib.parse.urlsplit(v)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-            raise ValueError(f"{v!r} is not a broker URL; expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        try:
-            _ = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"{v!r} has an invalid port: {exc}") from None
-        return v
+        return check_broker_url(v)
 
     @model_validator(mode="after")
     def _login(self) -> BrokerSection:
