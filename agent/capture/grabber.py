@@ -295,6 +295,8 @@ class Grabber:
         got_frame = False
         period = 1.0 / self.fps_limit if self.fps_limit else 0.0
         next_due: float | None = None
+        if self._live and period and hasattr(self.source, "wanted"):  # a frame the limit drops is not converted
+            self.source.wanted = lambda: next_due is None or self._clock.monotonic() >= next_due - 0.1 * period
         while not self._stop.is_set():
             try:
                 item = self._in_source("reading a frame", self.source.read)
@@ -308,6 +310,12 @@ class Grabber:
                 self._sequence += 1
                 sequence = self._sequence
             image = item.image
+            if item.skipped:
+                got_frame = True
+                with self._cond:
+                    self._dropped += 1
+                    self._skipped_fps += 1
+                continue
             if item.corrupt or image is None:
                 self._count_corrupt()
                 continue

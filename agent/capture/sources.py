@@ -28,6 +28,7 @@ import math
 import pathlib
 import re
 import urllib.parse
+from collections.abc import Callable
 from typing import Protocol, TypeGuard
 
 import cv2
@@ -35,6 +36,7 @@ import numpy as np
 
 from agent.capture.diagnose import quiet_video_libraries, stream_open_failure
 from agent.capture.scenes import SCENES, SceneStream
+from agent.capture.selective import SKIPPED, read_selected
 from agent.core.frame import FrameTruth
 from agent.errors import SourceError
 from agent.redact import redact
@@ -70,9 +72,10 @@ class SourceFrame:
     image: np.ndarray | None
     truth: FrameTruth | None = None
     corrupt: bool = False
+    skipped: bool = False  # read but not converted: the grabber's fps limit drops it (OpenCVSource.wanted)
 
     def __post_init__(self) -> None:
-        if self.image is None and not self.corrupt:
+        if self.image is None and not (self.corrupt or self.skipped):
             raise ValueError("SourceFrame without an image must be marked corrupt=True")
 
     @classmethod
@@ -173,6 +176,7 @@ class OpenCVSource:
         self._eof = False
         self._pending: collections.deque[SourceFrame] = collections.deque()
         self._kind, self._target = self._classify(spec)
+        self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
 
     def _classify(self, spec: str) -> tuple[str, str | int]:
         m = _SCHEME.match(spec)
@@ -338,7 +342,7 @@ class OpenCVSource:
         if cap is None:  # closed meanwhile
             return False, None
         try:
-            ok, image = cap.read()
+            ok, image = read_selected(cap, self.wanted if self.is_live else None)
         except cv2.error as exc:
             logger.debug("%s: read raised %s", self._desc, exc)
             return False, None
@@ -349,6 +353,8 @@ class OpenCVSource:
 
     @staticmethod
     def _wrap(image: object) -> SourceFrame:
+        if image is SKIPPED:
+            return SourceFrame(image=None, skipped=True)
         if not _valid_image(image):
             return SourceFrame.broken()
         return SourceFrame(image=np.ascontiguousarray(as_bgr(image)))

@@ -45,3 +45,52 @@ def test_rtsp_camera_outage_and_recovery(rtsp_server: RtspServer, states: StateR
     assert states.states[-1] == "stopped"
     assert stats.reconnects >= 1 and stats.last_error is not None
     assert stats.frames_read >= 2
+
+
+class _CountingCapture:
+    """A real cv2.VideoCapture that counts what the source asks of it."""
+
+    def __init__(self, cap: object) -> None:
+        self.cap = cap
+        self.calls = {"grab": 0, "retrieve": 0, "read": 0}
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.cap, name)
+        if name not in self.calls:
+            return attr
+
+        def counted(*args: object) -> object:
+            self.calls[name] += 1
+            return attr(*args)
+
+        return counted
+
+
+@pytest.mark.timeout(90)
+def test_frames_the_fps_limit_drops_are_not_converted(rtsp_server: RtspServer, states: StateRecorder) -> None:
+    captures: list[_CountingCapture] = []
+
+    class Counting(OpenCVSource):
+        def _open_capture(self):  # type: ignore[no-untyped-def]
+            captures.append(_CountingCapture(super()._open_capture()))
+            return captures[-1]
+
+    cam = CameraConfig(id="rtsp5", source=rtsp_server.url, fps=5)  # the stream sends 15 frames a second
+    grabber = Grabber(cam, source_factory=lambda spec: Counting(spec, open_timeout_s=5.0, read_timeout_s=2.0),
+                      on_state=states)
+    grabber.start()
+    try:
+        states.wait_for("online", timeout=20.0)
+        taken = []
+        while len(taken) < 8:
+            frame = grabber.take(timeout=5.0)
+            assert frame is not None
+            taken.append(frame)
+    finally:
+        assert grabber.stop(timeout=5.0)
+    calls = captures[-1].calls
+    stats = grabber.stats()
+    assert all(f.image.shape == (rtsp_server.height, rtsp_server.width, 3) for f in taken)
+    assert calls["read"] == 0 and calls["grab"] >= 20  # every frame read from the stream ...
+    assert calls["retrieve"] <= calls["grab"] // 2  # ... about one in three converted
+    assert stats.skipped_fps >= calls["grab"] - calls["retrieve"] - 1
