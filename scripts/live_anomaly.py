@@ -2,13 +2,13 @@
 """The anomaly prefilter live: ``edge-agent run`` on a synthetic camera with the gateway and a simulated VLM.
 
     .venv/bin/python scripts/live_anomaly.py --model models/surface-anomaly.int8.onnx --scene surface \\
-        [--frames 200] [--seed 301] [--error-rate 0.05]
+        [--frames 200] [--seed 301] [--error-rate 0.05] [--pass-below 0.4] [--defect-at 0.7]
 
-The camera is ``synthetic://SCENE?seed=SEED&fps=0&frames=FRAMES`` (a seed no model was trained on). The agent
-runs the anomaly model with its default band (``triage.anomaly``: pass below 0.4, defect from 0.7) and escalates
-the uncertain frames through a real ``edge-agent gateway`` to the fake Ollama, which answers from the scene's
-ground truth and is wrong on ``--error-rate`` of the frames it is asked about (``tests.fakes.vlm_oracle``): a
-**stated simulation, not a claim about LLaVA**. Printed, against the ground truth of every frame (positive class:
+The camera is ``synthetic://SCENE?seed=SEED&fps=0&frames=FRAMES`` (a seed no model was trained on). The agent runs
+the anomaly model with the band ``--pass-below`` / ``--defect-at`` (``triage.anomaly``; default 0.4 / 0.7) and
+escalates the uncertain frames through a real ``edge-agent gateway`` to the fake Ollama, which answers from the
+scene's ground truth and is wrong on ``--error-rate`` of the frames it is asked about (``tests.fakes.vlm_oracle``):
+a **stated simulation, not a claim about LLaVA**. Printed, against the ground truth of every frame (positive class:
 defect): the escalation rate, the F1 of defect and of pass over all frames, and the same for the frames the
 prefilter decided alone. Reuses scripts/day_zero.py's services (Mosquitto, the gateway, the subscriber).
 """
@@ -42,6 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--seed", type=int, default=301, help="the camera's seed (the models trained on 7)")
     parser.add_argument("--error-rate", type=float, default=0.05, help="the simulated VLM's error rate")
+    parser.add_argument("--pass-below", type=float, default=0.4, help="triage.anomaly.pass_below")
+    parser.add_argument("--defect-at", type=float, default=0.7, help="triage.anomaly.defect_at")
     return parser.parse_args(argv)
 
 
@@ -51,6 +53,7 @@ def write_config(work: pathlib.Path, args: argparse.Namespace, broker_url: str, 
         "cameras": [{"id": "line3", "source": f"synthetic://{args.scene}?seed={args.seed}&fps=0&frames={args.frames}"}],
         "mqtt": {"url": broker_url, "stats_interval_s": 0}, "metrics": {"enabled": False},
         "outbox": {"path": "state/outbox.db"},
+        "triage": {"anomaly": {"pass_below": args.pass_below, "defect_at": args.defect_at}},
         # every escalation let through, no near-duplicate reuse: what is measured is the prefilter's share
         "escalation": {"gateway": gateway, "rate_per_camera": {"per_minute": 60_000, "burst": 1000},
                        "dedupe": {"enabled": False}},
@@ -91,8 +94,8 @@ def report(args: argparse.Namespace, docs: list[dict[str, Any]], truths: list[fr
     defects = sum(bool(truths[d["sequence"] - 1]) for d in docs)
     print(f"SIMULATION: the VLM is the fake Ollama answering from the ground truth, wrong on "
           f"{100 * args.error_rate:g}% of the frames it is asked about ({oracle.wrong} of {oracle.asked} here)")
-    print(f"model {args.model.name} on synthetic://{args.scene}?seed={args.seed}: {len(docs)} events "
-          f"({defects} frames with defects)")
+    print(f"model {args.model.name} on synthetic://{args.scene}?seed={args.seed}, band pass below "
+          f"{args.pass_below:g}, defect from {args.defect_at:g}: {len(docs)} events ({defects} frames with defects)")
     print(f"escalated {len(escalated)} ({100 * len(escalated) / max(1, len(docs)):.1f}%); statuses: "
           + ", ".join(f"{s} {sum(d['escalation']['status'] == s for d in docs)}"
                       for s in sorted({d['escalation']['status'] for d in docs})))

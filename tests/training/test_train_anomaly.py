@@ -37,6 +37,7 @@ def test_a_short_anomaly_training_gives_a_candidate_the_agent_runs(tmp_path: pat
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: the INT8 gate refused a 30-step model
     assert "only 40 good images; 200 or more" in proc.stderr  # the warning, with its numbers
     assert "threshold" in proc.stderr and "held-out good frames" in proc.stderr
+    assert "the threshold rests on the highest held-out scores: " in proc.stderr
     names = {p.name for p in out.iterdir()}
     assert {"good-anomaly.onnx", "good-anomaly.md", "candidate.json"} <= names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cand-work-")]  # no work files left behind
