@@ -45,7 +45,7 @@ def test_few_and_mixed_sizes_are_warnings_with_the_numbers(tmp_path: pathlib.Pat
     good = collect_good([tmp_path / "good"])
     assert len(good.paths) == 40 and good.sizes == {(64, 48): 30, (80, 80): 10}
     few, mixed = warnings_for(good)
-    assert "only 40 good images; 200 or more" in few and "rests on the 8 held out" in few
+    assert "only 40 good images; 200 or more" in few and "rests on the 10 held out" in few
     assert "2 different sizes (64x48: 30, 80x80: 10)" in mixed
 
 

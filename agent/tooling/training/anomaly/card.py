@@ -29,7 +29,15 @@ def anomaly_card(r: Mapping[str, Any], histogram: Sequence[str]) -> str:
         + (f", and {v['labelled_defects']} labelled defects" if v["labelled_defects"] else "") + ".", "",
         "| image AUROC | pixel AUROC | false-reject rate | recall | precision |", "|---|---|---|---|---|",
         f"| {_f(v['image_auroc'])} | {_f(v['pixel_auroc'])} | {_f(v['false_reject_rate'])} | {_f(v['recall'])} | "
-        f"{_f(v['precision'])} |", "",
+        f"{_f(v['precision'])} |", "", *_labelled_lines(v.get("labelled")),
         "Score histogram:", "", *[f"    {line}" for line in histogram], "",
         "Reproduce:", "", f"    {r['command']}", ""]
     return "\n".join(lines)
+
+
+def _labelled_lines(lab: Mapping[str, Any] | None) -> list[str]:
+    if not lab:
+        return []
+    return [f"On the {lab['defects']} labelled defects (`--defects`) and the {lab['good']} held-out good frames alone: "
+            f"image AUROC {_f(lab['image_auroc'])}; at the threshold recall {_f(lab['recall'])}, precision "
+            f"{_f(lab['precision'])}, false-reject rate {_f(lab['false_reject_rate'])}.", ""]

@@ -105,8 +105,9 @@ def warnings_for(good: GoodSet) -> list[str]:
     """What a user should know about the good set, with the numbers."""
     out = []
     if len(good.paths) < FEW_GOOD:
+        held = max(10, round(len(good.paths) * 0.2))  # as run.split_good holds out
         out.append(f"only {len(good.paths)} good images; {FEW_GOOD} or more give a steadier model and threshold "
-                   f"(the threshold at 1 % false rejects rests on the {max(1, len(good.paths) // 5)} held out)")
+                   f"(the threshold at 1 % false rejects rests on the {held} held out)")
     if good.mixed_sizes:
         listed = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(good.sizes.items(), key=lambda kv: -kv[1]))
         out.append(f"the good images have {len(good.sizes)} different sizes ({listed}); each is resized to the "

@@ -13,7 +13,7 @@ import numpy as np
 from agent.config.models import ModelConfig, TriageConfig
 from agent.prefilter.anomaly import AnomalyModel
 from agent.prefilter.factory import open_prefilter
-from agent.tooling.evaluation.anomaly import threshold_at_frr
+from agent.tooling.evaluation.anomaly import at_threshold, auroc, threshold_at_frr
 from agent.tooling.evaluation.anomaly_dataset import AnomalyEvaluation, evaluate_anomaly
 from agent.tooling.evaluation.dataset import read_yolo_dataset
 from agent.tooling.training.anomaly.data import GoodSet, load_frames
@@ -63,11 +63,25 @@ def _threshold(opts: AnomalyTrainOptions, fp32: pathlib.Path, train: Sequence[np
             "highest_held_out": resting, "training_frames_above": len(suspects), "suspects": suspects[:50]}
 
 
-def _evaluate(fp32: pathlib.Path, val: pathlib.Path, threads: int) -> AnomalyEvaluation:
+def _evaluate(fp32: pathlib.Path, val: pathlib.Path, threads: int) -> tuple[AnomalyEvaluation, list[str]]:
+    """The evaluation and the image names in its order (good-*, synthetic-*, defect-*: valset's names)."""
     model = open_prefilter(fp32, ModelConfig(path=fp32, intra_op_threads=threads))
     if not isinstance(model, AnomalyModel):
         raise TypeError(f"{fp32} did not open as an anomaly model")
-    return evaluate_anomaly(model, read_yolo_dataset(val, "val"), TriageConfig())
+    dataset = read_yolo_dataset(val, "val")
+    return evaluate_anomaly(model, dataset, TriageConfig()), [item.path.name for item in dataset.images]
+
+
+def _labelled(ev: AnomalyEvaluation, names: Sequence[str], threshold: float) -> dict[str, Any] | None:
+    """The held-out good frames against the user's labelled defects only (no synthetic ones): what the
+    threshold gives on real defects."""
+    keep = [i for i, n in enumerate(names) if not n.startswith("synthetic-")]
+    if not any(names[i].startswith("defect-") for i in keep):
+        return None
+    y, s = [ev.labels[i] for i in keep], [ev.scores[i] for i in keep]
+    at = at_threshold(y, s, threshold)
+    return {"good": len(y) - sum(y), "defects": sum(y), "image_auroc": auroc(y, s), "recall": at.recall,
+            "precision": at.precision, "false_reject_rate": at.false_reject_rate}
 
 
 def _quantize(opts: AnomalyTrainOptions, fp32: pathlib.Path, train: Sequence[np.ndarray], val: pathlib.Path,
@@ -104,7 +118,12 @@ def train_and_judge(opts: AnomalyTrainOptions, good: GoodSet, defects: Sequence[
                            [good.paths[i] for i in held_idx], say)
     val = work / "val"
     images = write_validation_set(val, held, train, opts.seed + 1, grey, defects)
-    evaluation = _evaluate(fp32, val, opts.threads)
+    evaluation, names = _evaluate(fp32, val, opts.threads)
+    labelled = _labelled(evaluation, names, threshold["threshold"])
+    if labelled is not None:
+        say(f"on the {labelled['defects']} labelled defects and {labelled['good']} held-out good frames: recall "
+            f"{labelled['recall']:.3f}, precision {labelled['precision'] or 0:.3f}, false-reject rate "
+            f"{labelled['false_reject_rate']:.3f} at the threshold; image AUROC {labelled['image_auroc']:.3f}")
     say(f"FP32 on the validation set ({images} images: held-out good, the same with synthetic anomalies"
         + (f", {len(defects)} labelled defects" if defects else "") + f"): {evaluation.summary()}")
     for line in evaluation.histogram():
@@ -114,7 +133,8 @@ def train_and_judge(opts: AnomalyTrainOptions, good: GoodSet, defects: Sequence[
         "input": [h, w], "grey": grey, "good": {"images": len(good.paths), "sources": list(good.sources),
                                                "vlm_passed_high": good.vlm_passed_high},
         "training": {**training_time, "steps": opts.steps, "time_budget_s": opts.time_s, "seed": opts.seed},
-        "threshold": threshold, "validation": _summary(evaluation, len(defects)), "command": opts.command}
+        "threshold": threshold, "validation": {**_summary(evaluation, len(defects)), "labelled": labelled},
+        "command": opts.command}
     (out / f"{opts.name}.md").write_text(anomaly_card(record, evaluation.histogram()))
     if opts.quantize:
         refused = _quantize(opts, fp32, train, val, work, grey)
