@@ -138,7 +138,8 @@ def models_promote(
         help="refuse a candidate whose metric is below the current model's by more than this (0..1 scale: 0.01 "
              "= one point; negative: the candidate must be better by that much)")] = 0.01,
     metric: Annotated[str | None, typer.Option(
-        help="map50 or map50-95 (detector; default map50), accuracy or macro-f1 (classifier; default accuracy)")
+        help="map50 or map50-95 (detector; default map50), accuracy or macro-f1 (classifier; default accuracy), "
+             "auroc (anomaly: image AUROC; a first anomaly model must beat chance, 0.5, by 0.1)")
     ] = None,
     reload: _ReloadOption = True,
     pid: _PidOption = None,
@@ -153,7 +154,8 @@ def models_promote(
     allow_new_classes: Annotated[bool, typer.Option(
         "--allow-new-classes", help="let a candidate with other classes than the running model's replace it "
                                     "(models train --new-classes); --val holds the candidate's classes, and only "
-                                    "the candidate is evaluated (refused when it finds none of them)")] = False,
+                                    "the candidate is evaluated (refused when it finds none of them); also a task "
+                                    "change (e.g. classifier -> anomaly model)")] = False,
 ) -> None:
     """Put a better model into the running agent, after a comparison.
 

@@ -122,12 +122,16 @@ def check_candidate(current: ModelSummary, candidate: ModelSummary, require_gate
     if candidate.sha256 == current.sha256:
         raise ModelError(f"candidate {candidate.path} is the model the agent already runs ({current.path}, "
                          f"sha256 {current.sha256[:12]}); nothing to promote")
-    if candidate.task != current.task:
-        raise ModelError(f"candidate {candidate.path} is a {candidate.task} model; the running model {current.path} "
-                         f"is a {current.task} model. A promotion keeps the task: the triage and the events' tags "
-                         "depend on it")
     notes = []
-    if candidate.names != current.names:
+    if candidate.task != current.task:
+        if not allow_new_classes:
+            raise ModelError(f"candidate {candidate.path} is a {candidate.task} model; the running model "
+                             f"{current.path} is a {current.task} model. A promotion keeps the task (the triage and "
+                             "the events' tags depend on it) unless you give --allow-new-classes (--val then holds "
+                             "the candidate's classes; for an anomaly model: good and defective images)")
+        notes.append(f"task change (--allow-new-classes): {current.task} -> {candidate.task}; the running model is "
+                     "not compared")
+    elif candidate.names != current.names:
         if not allow_new_classes:
             raise ModelError(f"candidate {candidate.path} has other classes than the running model: candidate "
                              f"[{', '.join(candidate.names)}], running [{', '.join(current.names)}]; class ids must "

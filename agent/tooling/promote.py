@@ -143,11 +143,14 @@ def _save_current(store: ModelStore, current: ModelSummary | None, candidate: Mo
 
 
 def _read_dataset(val: pathlib.Path, split: str, task: str, names: tuple[str, ...]) -> Any:
+    from agent.tooling.evaluation.anomaly_val import read_anomaly_valset
     from agent.tooling.evaluation.classify_dataset import read_classify_dataset
     from agent.tooling.evaluation.dataset import read_yolo_dataset
 
     if task == "classify":
         return read_classify_dataset(val, split, names=names)
+    if task == "anomaly":
+        return read_anomaly_valset(val, split)
     dataset = read_yolo_dataset(val, split, names=names)
     for note in dataset.notes:
         typer.echo(f"note: {note}", err=True)
@@ -170,6 +173,8 @@ def evaluate_model(role: str, summary: ModelSummary, dataset: Any, band: TriageC
     from agent.triage.policy import decide
 
     path = summary.path
+    if summary.task == "anomaly":
+        return _evaluate_anomaly(role, summary, dataset, band, threads, out_dir)
     model = open_prefilter(path, ModelConfig(path=path, min_score=_EVAL_MIN_SCORE, iou_threshold=_EVAL_IOU,
                                              max_detections=_EVAL_MAX_DET, intra_op_threads=threads))
     results: list[PrefilterResult] = []
@@ -212,6 +217,40 @@ def evaluate_model(role: str, summary: ModelSummary, dataset: Any, band: TriageC
                       precision=summary.precision, metrics=metrics, per_class=per_class,
                       per_class_metric=per_class_metric, verdicts=tuple(decide(r, band).verdict for r in results),
                       latency_p50_ms=latency, report=report)
+
+
+def _evaluate_anomaly(role: str, summary: ModelSummary, dataset: Any, band: TriageConfig, threads: int,
+                      out_dir: pathlib.Path) -> ModelScore:
+    """An anomaly model over the held-out set: image AUROC (the gate's metric), the numbers at its threshold."""
+    from agent.config.models import ModelConfig
+    from agent.prefilter.anomaly import AnomalyModel
+    from agent.prefilter.factory import open_prefilter
+    from agent.tooling.evaluation.anomaly_dataset import evaluate_anomaly
+    from agent.tooling.evaluation.anomaly_report import anomaly_eval_document, write_anomaly_report
+    from agent.tooling.evaluation.anomaly_val import has_boxes
+    from agent.tooling.evaluation.promotion import ModelScore
+    from agent.tooling.quantize.workflow import progress_printer
+
+    model = open_prefilter(summary.path, ModelConfig(path=summary.path, intra_op_threads=threads))
+    if not isinstance(model, AnomalyModel):
+        raise ModelError(f"{summary.path}: its metadata says task anomaly but it did not load as an anomaly model")
+    ev = evaluate_anomaly(model, dataset, band, progress_printer(f"evaluate {role} ({summary.model_id})"),
+                          pixels=has_boxes(dataset))
+    if ev.image_auroc is None:
+        raise EdgeAgentError(f"--val {dataset.source}: no image AUROC (it needs good and defective images)")
+    files = write_anomaly_report(out_dir, anomaly_eval_document(ev, summary.model_id, str(dataset.source),
+                                                                dataset.split))
+    at = ev.at_model_threshold
+    metrics = {"image AUROC": ev.image_auroc, "false-reject rate": at.false_reject_rate}
+    if at.recall is not None:
+        metrics["recall"] = at.recall
+    if at.precision is not None:
+        metrics["precision"] = at.precision
+    if ev.pixel_auroc is not None:
+        metrics["pixel AUROC"] = ev.pixel_auroc
+    return ModelScore(role=role, model_id=summary.model_id, path=summary.path, sha256=summary.sha256,
+                      precision=summary.precision, metrics=metrics, per_class={}, per_class_metric="AUROC",
+                      verdicts=ev.verdicts, latency_p50_ms=statistics.median(ev.latencies_ms), report=files[-1])
 
 
 # -- promote --------------------------------------------------------------------------------------------------
@@ -267,7 +306,7 @@ def _pick(opts: PromoteOptions, cfg: AgentConfig) -> _Candidate:
     candidate = inspect_model(candidate_path)
     notes = check_candidate(current, candidate, cfg.model.require_gate, opts.allow_new_classes) if current else \
         check_first_candidate(candidate, cfg.model.require_gate)
-    task = candidate.task if current is None else current.task
+    task = candidate.task  # a task change (--allow-new-classes) is judged on the candidate's metric
     key = metric_key(opts.metric, task)
     if not -1.0 <= opts.margin <= 1.0:
         raise EdgeAgentError(f"--margin {opts.margin:g}: expected a difference of the metric in -1..1 (0.01 = one "
@@ -277,15 +316,9 @@ def _pick(opts: PromoteOptions, cfg: AgentConfig) -> _Candidate:
 
 def _judge(opts: PromoteOptions, cfg: AgentConfig, picked: _Candidate, dataset: Any) -> _Judged:
     """Step 4: evaluate (the candidate alone when the classes change), judge, write the report, say it."""
-    from agent.tooling.evaluation.promotion import (
-        class_prior,
-        judge_class_change,
-        judge_promotion,
-        promotion_document,
-        write_promotion_report,
-    )
+    from agent.tooling.evaluation.promotion import promotion_document, write_promotion_report
 
-    current, candidate, key = picked.current, picked.candidate, picked.key
+    current, candidate = picked.current, picked.candidate
     started = _now()
     out_dir = _report_dir(opts, started)
     roles = (("candidate", candidate),) if current is None or picked.class_change else \
@@ -293,10 +326,7 @@ def _judge(opts: PromoteOptions, cfg: AgentConfig, picked: _Candidate, dataset: 
     scores = [evaluate_model(role, summary, dataset, cfg.triage, opts.threads, out_dir / role)
               for role, summary in roles]
     before, after = (None, scores[0]) if picked.class_change else (scores[0], scores[1])
-    prior = class_prior(key, [im.class_id for im in dataset.images], candidate.names) \
-        if before is None and picked.task == "classify" else None
-    decision = (judge_class_change(key, after.metrics[key], current.names if current else (), candidate.names, prior)
-                if before is None else judge_promotion(key, before.metrics[key], after.metrics[key], opts.margin))
+    decision = _decide(picked, dataset, before, after, opts.margin)
     data_desc = f"{opts.val} (split {opts.split})"
     doc = promotion_document(decision, before, after, task=picked.task, dataset=data_desc,
                              images=len(dataset.images), model_path=picked.target, created=started,
@@ -310,6 +340,27 @@ def _judge(opts: PromoteOptions, cfg: AgentConfig, picked: _Candidate, dataset: 
         typer.echo(f"frame verdicts (triage) differ on {doc['verdicts_changed']} of {len(dataset.images)} images")
     typer.echo(f"report: {files.html}")
     return _Judged(decision, before, after, data_desc, len(dataset.images), files.html)
+
+
+def _decide(picked: _Candidate, dataset: Any, before: ModelScore | None, after: ModelScore, margin: float
+            ) -> PromotionDecision:
+    """Compare with the running model; or, where none of this task ran, judge the candidate against its floor."""
+    from agent.tooling.evaluation.promotion import (
+        class_prior,
+        judge_class_change,
+        judge_new_anomaly,
+        judge_promotion,
+    )
+
+    current, candidate, key = picked.current, picked.candidate, picked.key
+    if before is not None:
+        return judge_promotion(key, before.metrics[key], after.metrics[key], margin)
+    if picked.task == "anomaly" and (current is None or current.task != "anomaly") and key == "image AUROC":
+        return judge_new_anomaly(after.metrics[key], after.metrics["false-reject rate"],
+                                 None if current is None else f"a {current.task} model")
+    prior = class_prior(key, [im.class_id for im in dataset.images], candidate.names) \
+        if picked.task == "classify" else None
+    return judge_class_change(key, after.metrics[key], current.names if current else (), candidate.names, prior)
 
 
 def _install(opts: PromoteOptions, cfg: AgentConfig, picked: _Candidate, judged: _Judged,

@@ -61,15 +61,16 @@ def _read(item: LabelledImage) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_anomaly(model: AnomalyModel, dataset: YoloDataset, band: TriageConfig | None = None,
-                     progress: ProgressFn | None = None, seed: int = 0) -> AnomalyEvaluation:
-    """Run ``model`` over ``dataset``: image and pixel AUROC, the numbers at the model's threshold, verdicts."""
+                     progress: ProgressFn | None = None, seed: int = 0, pixels: bool = True) -> AnomalyEvaluation:
+    """Run ``model`` over ``dataset``: image and pixel AUROC, the numbers at the model's threshold, verdicts.
+    An image with a class is defective; ``pixels`` False: image labels only (no boxes, no pixel AUROC)."""
     band = band or TriageConfig()
     scores: list[float] = []
     labels: list[int] = []
     verdicts: list[str] = []
     cells: list[np.ndarray] = []
     truth: list[np.ndarray] = []
-    stretch = model.input.resize == "stretch"
+    stretch = pixels and model.input.resize == "stretch"
     total = len(dataset.images)
     for i, item in enumerate(dataset.images, start=1):
         image, boxes = _read(item)
@@ -79,7 +80,7 @@ def evaluate_anomaly(model: AnomalyModel, dataset: YoloDataset, band: TriageConf
         result = PrefilterResult(model.info.model_id, regions, 0.0, task="anomaly", anomaly=confidence)
         verdicts.append(decide(result, band).verdict)
         scores.append(float(score.reshape(-1)[0]))
-        labels.append(int(len(boxes) > 0))
+        labels.append(int(item.classes.shape[0] > 0))
         if stretch:
             h, w = amap.shape[2:]
             cells.append(amap[0, 0].ravel())

@@ -36,8 +36,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "map50-95": ("detect", "mAP50-95"),
     "accuracy": ("classify", "accuracy"),
     "macro-f1": ("classify", "macro F1"),
+    "auroc": ("anomaly", "image AUROC"),
 }
-DEFAULT_METRIC = {"detect": "map50", "classify": "accuracy"}
+DEFAULT_METRIC = {"detect": "map50", "classify": "accuracy", "anomaly": "auroc"}
+CHANCE_AUROC = 0.5  # an anomaly score that says nothing about the frame
+AUROC_MARGIN = 0.1  # a new anomaly model must beat chance by this much on the held-out set
 _EPS = 1e-9
 
 
@@ -154,6 +157,26 @@ def judge_class_change(metric: str, candidate: float, current_names: tuple[str, 
     beats = "" if prior is None else f" (the class prior gives {prior:.4f})"
     return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f}{beats}; "
                              f"{change}; {compared}", first=first, floor=floor, floor_desc=floor_desc)
+
+
+def judge_new_anomaly(candidate: float, false_reject_rate: float, current: str | None,
+                      margin: float = AUROC_MARGIN) -> PromotionDecision:
+    """An anomaly model where none ran before (``current``: None for the line's first model, else what the running
+    model was, e.g. "a classify model"): accepted when its image AUROC on the held-out set beats chance (0.5) by
+    ``margin``; the false-reject rate of good frames at its threshold is stated with the decision."""
+    metric, floor = "image AUROC", CHANCE_AUROC + margin
+    change = "the line's first model, an anomaly model (no model ran before)" if current is None else \
+        f"the task changes from {current} to an anomaly model (--allow-new-classes)"
+    frr = f"at its threshold it rejects {100 * false_reject_rate:.1f}% of the held-out good frames"
+    desc = f"{floor:.4f}, chance ({CHANCE_AUROC:g}) + {margin:g}"
+    if candidate <= floor + _EPS:
+        reason = (f"candidate {metric} {candidate:.4f} is not better than chance ({CHANCE_AUROC:g}) by {margin:g}: "
+                  f"its score does not yet tell good frames from defective ones; {frr}; {change}")
+        return PromotionDecision(metric, None, candidate, 0.0, False, reason, first=current is None, floor=floor,
+                                 floor_desc=desc)
+    return PromotionDecision(metric, None, candidate, 0.0, True, f"candidate {metric} {candidate:.4f} (chance "
+                             f"{CHANCE_AUROC:g}); {frr}; {change}", first=current is None, floor=floor,
+                             floor_desc=desc)
 
 
 def class_prior(metric: str, truth: Sequence[int], names: Sequence[str]) -> float:
