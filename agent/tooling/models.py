@@ -47,11 +47,13 @@ class ModelSummary:
     gate_state: str  # passed | failed | missing | stale | unreadable | not_int8 (agent.prefilter.gate_record)
     gate_detail: str
     quantization: dict[str, Any] | None  # what `models quantize` wrote into the metadata
+    threshold: float | None = None  # anomaly models: the score threshold in the metadata
 
     def as_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path), "model_id": self.model_id, "sha256": self.sha256, "file_bytes": self.file_bytes,
             "task": self.task, "classes": list(self.names), "input_shape": list(self.input_shape),
+            "threshold": self.threshold,
             "input_size": list(self.input_size) if self.input_size else None,
             "output_shapes": [list(s) for s in self.output_shapes], "precision": self.precision,
             "opset": self.opset, "metadata_source": self.metadata_source, "producer": self.producer,
@@ -91,6 +93,8 @@ def inspect_model(path: pathlib.Path) -> ModelSummary:
     where = f"model {path}"
     meta = {p.key: p.value for p in model.metadata_props}
     parsed = parse_metadata(meta, where)
+    if parsed.get("task") == "anomaly":  # one kind of finding; its threshold is the model's own
+        parsed.setdefault("names", ("anomaly",))
     source = "onnx metadata" if "names" in parsed else "none"
     if "names" not in parsed:
         side = read_sidecar(path)
@@ -121,6 +125,7 @@ def inspect_model(path: pathlib.Path) -> ModelSummary:
         opset=opset, metadata_source=source, producer=producer or "unknown",
         gate_record=gate_path if gate_path.exists() else None, gate=gate, gate_error=gate_error,
         gate_state=status.state, gate_detail=status.detail, quantization=read_quantization_metadata(meta),
+        threshold=parsed.get("threshold"),
     )
 
 
@@ -155,7 +160,7 @@ def show_info(model: pathlib.Path, as_json: bool) -> None:
     rows = [
         ("model", str(s.path)),
         ("model id", s.model_id),
-        ("task", s.task),
+        ("task", s.task + (f" (threshold {s.threshold:g})" if s.threshold is not None else "")),
         ("classes", f"{len(s.names)}: {', '.join(s.names)}" if s.names else "none known"),
         ("input", (f"{s.input_size[0]}x{s.input_size[1]}" if s.input_size else "dynamic") + f" (tensor {shape})"),
         ("outputs", "; ".join("x".join(str(d) for d in o) for o in s.output_shapes)),

@@ -98,3 +98,27 @@ def test_the_shipped_anomaly_models_run_gated_and_score_defects_higher(scene: st
         assert result.anomaly is not None
         (bad if truth.defects else good).append(result.anomaly)
     assert good and bad and np.mean(bad) > np.mean(good), (np.mean(good), np.mean(bad))
+
+
+def test_anomaly_regions_are_drawn_on_snapshots_and_named_by_models_info(tmp_path: pathlib.Path) -> None:
+    """The bright square found by the brightness model becomes an accepted ``anomaly`` box on the snapshot
+    (red edge), as a detector's box does; ``models info`` shows the task, its one class and its threshold."""
+    import cv2
+
+    from agent.config.models import TriageConfig
+    from agent.publish.snapshot import render_snapshot
+    from agent.tooling.models import inspect_model
+    from agent.triage.policy import decide
+
+    path = brightness_anomaly_model(tmp_path / "bright.onnx")
+    frame = np.zeros((128, 128, 3), np.uint8)
+    frame[40:60, 80:100] = 255
+    decision = decide(open_prefilter(path).infer(frame), TriageConfig())
+    assert decision.verdict == "defect" and [t.detection.box for t in decision.tags] == [(80.0, 40.0, 104.0, 64.0)]
+    jpeg = render_snapshot(frame, decision, max_width=640, quality=95, max_bytes=500_000)
+    assert jpeg is not None
+    drawn = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    b, g, r = (int(v) for v in drawn[62, 80])  # the box's left edge below the square: red
+    assert r > 150 and b < 100 and g < 100
+    summary = inspect_model(path)
+    assert (summary.task, summary.names, summary.threshold) == ("anomaly", ("anomaly",), 0.5)
