@@ -27,10 +27,11 @@ def check(result: FleetResult) -> None:
     # no frame went without an answer for the deaths: the calls were answered elsewhere in time
     assert result.statuses["answered"] > 0 and not result.costly, summary
     assert result.gateway_killed and result.in_flight_at_kill >= 1, summary  # killed with a call in progress
-    # spread by load and speed: with all three up, the fast server answered most; over the run, per second up,
-    # the fast one answered at least 1.5 times as often as the slow one (4 times at full load: bench_fleet.py)
-    before = result.before_kill
-    assert before["ollama-fast"] > max(before["ollama-mid"], before["ollama-slow"]), summary
+    # spread by load and speed: over the run the fast server answered most, and, per second up, at least 1.5 times
+    # as often as the slow one (4 times at full load: bench_fleet.py). (Not "before the kill": on a loaded box only
+    # a handful of calls come before it, e.g. 1 / 2 / 2, and so few say nothing about the spread.)
+    by = result.answered_by
+    assert by["ollama-fast"] > max(by["ollama-mid"], by["ollama-slow"]), summary
     assert result.rate("ollama-fast") >= 1.5 * result.rate("ollama-slow"), summary
 
 
