@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Day zero, no labels: a new line's first INT8 prefilter from the VLM's answers alone, with our commands.
 
-    python scripts/day_zero.py [--work DIR] [--learn-frames 800] [--fresh-frames 400] [--imgsz 320x320]
-                               [--epochs 4] [--time 0.4] [--batch 16] [--lr0 LR] [--json OUT]
+    python scripts/day_zero.py [--prefilter anomaly|classify] [--work DIR] [--learn-frames 800]
+                               [--fresh-frames 400] [--imgsz 320x320] [--time 0.4] [--json OUT]
+                               anomaly: [--steps 1500] [--pass-below 0.2] [--defect-at 0.7]
+                               classify: [--epochs 4] [--batch 16] [--lr0 LR]
 (needs the train extra for ``models train``: ``pip install -e '.[train]'``; Mosquitto on the PATH)
 
 The line: the grey surface scene (``synthetic://surface``, 640x640, six small defect kinds, about half the
@@ -11,11 +13,17 @@ frames clean) and a plant taxonomy of its defect names. There is no model and no
 
 1. ``edge-agent gateway`` with ``taxonomy:`` (real gRPC) in front of the VLM; 2. ``edge-agent run`` in learn
 mode (no prefilter): a sample of the frames goes to the VLM, the answers are published and recorded;
-3. ``edge-agent dataset export --format imagefolder``; 4. ``edge-agent models train --new-classes``: a frame
-classifier on the shipped classifier's backbone, quantized to INT8 behind its gate (gate refused: exit 1, the
-FP32 candidate goes on); 5. ``edge-agent models promote --allow-new-classes`` (the line's first model, judged on
-the export's val split, labelled by the VLM; refused when no better than the class prior: then no step 6);
-6. ``edge-agent run`` inspecting with the promoted prefilter on frames never seen (another seed).
+3. ``edge-agent dataset export --format imagefolder`` (train/val, a folder per class, ``pass`` the good frames);
+4. ``edge-agent models train``, INT8 behind its gate (gate refused: exit 1, the FP32 candidate goes on):
+   ``--prefilter anomaly`` (default): ``--task anomaly`` on ``data/train/pass``, the frames the VLM called
+   pass (the val split's stay unseen for the gate); ``--prefilter classify``: ``--new-classes``, a frame
+   classifier of the VLM's classes on the shipped classifier's backbone;
+5. ``edge-agent models promote`` (the line's first model, judged on the export's val split, labelled by the VLM:
+   an anomaly model on image AUROC, refused unless it beats chance by 0.1; a classifier, with
+   ``--allow-new-classes``, on accuracy against the class prior; refused: no step 6);
+6. ``edge-agent run`` inspecting with the promoted prefilter on frames never seen (another seed); the anomaly
+   model with ``triage.anomaly`` (``--pass-below``, ``--defect-at``): it passes the frames it scores low, calls
+   defect the ones it scores high, and escalates the rest, whose defect the VLM names.
 
 **The VLM is simulated** (a stated simulation, not a claim about LLaVA): the fake Ollama of ``tests/fakes``
 (faithful to Ollama's HTTP API) answers from the scene's ground truth (``TruthOracle``), **wrong on
@@ -26,8 +34,8 @@ the gateway, the agent).
 What is printed, against the scene's ground truth of every frame (positive class: defect): **before** (learn
 mode) only the frames sent to the VLM were inspected, with the VLM's verdicts (F1 over those; the others are
 counted, not scored; escalation 100%); **after** (the promoted prefilter, fresh frames) every frame taken was
-inspected: the prefilter decides those it is sure about (triage: top-1 >= accept and margin), the rest go to the
-VLM; F1 of the final verdicts over all, the escalation rate, and the prefilter's own F1 on what it decided.
+inspected: the prefilter decides those it is sure about, the rest go to the VLM; F1 of the final verdicts over
+all, the escalation rate, and the prefilter's own F1 on what it decided.
 
 Each step's wall time and the load average (1 min) before and after it are printed: the box is shared.
 """
@@ -35,133 +43,39 @@ Each step's wall time and the load average (1 min) before and after it are print
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import paho.mqtt.client as mqtt  # noqa: E402
 import yaml  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from day_zero_parts import (  # noqa: E402
+    REPO,
+    Score,
+    Steps,
+    edge_agent,
+    inspected,
+    learn_counts,
+    run_agent,
+    scene_truths,
+    score,
+    services,
+    write_taxonomy,
+)
 
-from agent.capture.scenes import get_scene  # noqa: E402
 from agent.capture.surface import SURFACE_CLASSES  # noqa: E402
-from agent.publish.local_broker import LocalMosquitto, free_port  # noqa: E402
-from tests.fakes.ollama import FakeOllama  # noqa: E402
+from agent.publish.local_broker import LocalMosquitto  # noqa: E402
 from tests.fakes.vlm_oracle import TruthOracle  # noqa: E402
 
 BASE = REPO / "models" / "conveyor-resnet-cls.int8.onnx"
-DESCRIPTIONS = {
-    "scratch": "a thin, long, slightly curved line, lighter or darker than the surface",
-    "pit": "a small cluster of tiny dark holes",
-    "stain": "a soft, low-contrast blot",
-    "crack": "a jagged dark line that branches",
-    "inclusion": "a broken dark streak along the rolling direction",
-    "dent": "a shallow hollow, lit from one side",
-}
-SEVERITY = {"crack": "high", "inclusion": "high", "pit": "medium", "dent": "medium", "scratch": "low", "stain": "low"}
-
-
-@dataclasses.dataclass
-class Step:
-    name: str
-    seconds: float
-    load_before: float
-    load_after: float
-
-
-class Steps:
-    """Times each step and the load average around it."""
-
-    def __init__(self) -> None:
-        self.rows: list[Step] = []
-
-    def run(self, name: str) -> _Timer:
-        return _Timer(self, name)
-
-
-class _Timer:
-    def __init__(self, steps: Steps, name: str) -> None:
-        self.steps, self.name = steps, name
-
-    def __enter__(self) -> None:
-        self.t0, self.load0 = time.monotonic(), os.getloadavg()[0]
-        print(f"== {self.name}", flush=True)
-
-    def __exit__(self, *exc: object) -> None:
-        row = Step(self.name, time.monotonic() - self.t0, self.load0, os.getloadavg()[0])
-        self.steps.rows.append(row)
-        print(f"   {row.seconds:.0f} s (load {row.load_before:.1f} -> {row.load_after:.1f})", flush=True)
-
-
-def edge_agent(work: pathlib.Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
-    """Run ``edge-agent ARGS`` as a user would (this interpreter, this checkout); its output, or SystemExit when
-    its exit code is not in ``ok``."""
-    print("   $ edge-agent " + " ".join(args), flush=True)
-    done = subprocess.run([sys.executable, "-m", "agent.cli.main", *args], cwd=work, env=_env(work),
-                          capture_output=True, text=True, timeout=3600)
-    out = done.stdout + done.stderr
-    if done.returncode not in ok:
-        raise SystemExit(f"edge-agent {' '.join(args)} -> exit {done.returncode}\n{out[-4000:]}")
-    return out
-
-
-def _env(work: pathlib.Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "STATE_DIRECTORY": str(work / "state"), "YOLO_OFFLINE": "1",
-            "YOLO_CONFIG_DIR": str(work / "yolo-config")}
-
-
-def write_taxonomy(path: pathlib.Path) -> None:
-    """The plant's taxonomy: the defect names of the line, a description each (told to the VLM)."""
-    path.write_text(yaml.safe_dump({"version": 1, "line": {
-        "part": "a grey metal sheet or fabric web, seen from above by a mono camera",
-        "good": "an even texture (streaks, tool marks or weave) with no marks, holes or blots"},
-        "labels": [{"label": name, "code": f"S-{i + 1:02d}", "severity": SEVERITY[name],
-                    "description": DESCRIPTIONS[name]} for i, name in enumerate(SURFACE_CLASSES)]},
-        sort_keys=False))
-
-
-def scene_truths(seed: int, frames: int) -> tuple[list[Any], list[frozenset[str]]]:
-    stream = get_scene("surface").stream(seed)
-    images, truths = [], []
-    for _ in range(frames):
-        image, truth = stream.next_frame()
-        images.append(image)
-        truths.append(frozenset(d.label for d in truth.defects))
-    return images, truths
-
-
-@dataclasses.dataclass
-class Collected:
-    tags: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-
-def subscribe(url: str, topic: str) -> tuple[mqtt.Client, Collected]:
-    got = Collected()
-    ready = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"day-zero-{os.getpid()}", protocol=mqtt.MQTTv5)
-    client.on_subscribe = lambda *_a: ready.set()
-    client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
-    client.on_message = lambda _c, _u, msg: got.tags.append(json.loads(msg.payload))
-    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
-    client.connect(host, int(port))
-    client.loop_start()
-    if not ready.wait(10):
-        raise SystemExit(f"could not subscribe to {topic} on {url}")
-    return client, got
 
 
 def agent_config(work: pathlib.Path, name: str, *, broker: LocalMosquitto, gateway: str, seed: int, frames: int,
@@ -180,6 +94,8 @@ def agent_config(work: pathlib.Path, name: str, *, broker: LocalMosquitto, gatew
                        "dedupe": {"enabled": False}},
         "dataset": {"dir": "recording"},
     }
+    if not learn and args.prefilter == "anomaly":
+        doc["triage"] = {"anomaly": {"pass_below": args.pass_below, "defect_at": args.defect_at}}
     if learn:
         doc["mode"] = "learn"
         doc["learn"] = {"sample_per_minute": args.sample_per_minute, "scene_change_bits": 12,
@@ -189,120 +105,17 @@ def agent_config(work: pathlib.Path, name: str, *, broker: LocalMosquitto, gatew
     return path
 
 
-def run_agent(work: pathlib.Path, config: pathlib.Path, broker: LocalMosquitto) -> tuple[list[dict[str, Any]], str]:
-    """``edge-agent run`` until its camera's frames end; the first revision of every tag event, and its output."""
-    client, got = subscribe(broker.url, "edge/box1/+/tags")
-    try:
-        out = edge_agent(work, "run", "--config", str(config), "--log-level", "warning")
-        time.sleep(1.0)  # the last acknowledged events reach the subscriber
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    first = {d["event_id"]: d for d in got.tags if d.get("revision", 1) == 1}
-    return list(first.values()), out
-
-
-@dataclasses.dataclass(frozen=True)
-class Score:
-    frames: int
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-    @property
-    def f1(self) -> float:
-        return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else 0.0
-
-    @property
-    def pass_f1(self) -> float:
-        return 2 * self.tn / (2 * self.tn + self.fp + self.fn) if self.tn else 0.0
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-
-def score(docs: Sequence[dict[str, Any]], truths: Sequence[frozenset[str]]) -> Score:
-    """pass/defect against the truth of each event's frame (``sequence`` is 1-based); ``uncertain`` (no verdict:
-    the VLM did not answer) counts as a miss of whatever the frame was."""
-    tp = fp = fn = tn = 0
-    for doc in docs:
-        defect = bool(truths[doc["sequence"] - 1])
-        said = doc["verdict"]
-        if said == "defect":
-            tp, fp = tp + defect, fp + (not defect)
-        elif said == "pass":
-            fn, tn = fn + defect, tn + (not defect)
-        else:
-            fn, fp = fn + defect, fp + (not defect)
-    return Score(len(docs), tp, fp, fn, tn)
-
-
-def learn_counts(out: str) -> dict[str, int]:
-    match = re.search(r"^learn mode, camera line3: (.+)$", out, re.M)
-    if match is None:
-        raise SystemExit(f"edge-agent run printed no learn-mode counts:\n{out[-2000:]}")
-    return {k: int(n) for k, n in (item.rsplit(" ", 1) for item in match[1].split(", "))}
-
-
-def inspected(out: str) -> int:
-    match = re.search(r"^inspected (\d+) frames", out, re.M)
-    return int(match[1]) if match else 0
-
-
-@dataclasses.dataclass
-class Services:
-    broker: LocalMosquitto
-    gateway: str
-    oracle: TruthOracle
-
-
-@contextlib.contextmanager
-def services(work: pathlib.Path, oracle: TruthOracle) -> Iterator[Services]:
-    """Mosquitto, the simulated VLM (in this process) and ``edge-agent gateway`` (a process) with the taxonomy."""
-    with LocalMosquitto() as broker, FakeOllama(answer_fn=oracle) as fake:
-        port = free_port()
-        (work / "gateway.yaml").write_text(yaml.safe_dump({
-            "listen": f"127.0.0.1:{port}", "taxonomy": "taxonomy.yaml",
-            "ollama": {"host": fake.url, "timeout_s": 30.0}, "summary_interval_s": 0,
-            "metrics": {"enabled": False}}, sort_keys=False))
-        print(f"   $ edge-agent gateway --config gateway.yaml   (Ollama: the simulated VLM at {fake.url})", flush=True)
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "gateway", "--config", "gateway.yaml"],
-                                cwd=work, env=_env(work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            assert proc.stdout is not None
-            started = time.monotonic()
-            for line in proc.stdout:
-                if "listening on" in line:
-                    print("   " + line.strip(), flush=True)
-                    break
-                if time.monotonic() - started > 60:
-                    raise SystemExit("edge-agent gateway did not start within 60 s")
-            else:
-                raise SystemExit(f"edge-agent gateway exited with {proc.wait()}")
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its pipe drained
-            yield Services(broker, f"127.0.0.1:{port}", oracle)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=pathlib.Path, help="working folder (default: a temporary one, removed)")
+    parser.add_argument("--prefilter", choices=("anomaly", "classify"), default="anomaly",
+                        help="the line's first prefilter: an anomaly model trained on the frames the VLM called pass "
+                             "(models train --task anomaly), or a classifier of the VLM's classes (--new-classes)")
     parser.add_argument("--learn-seed", type=int, default=5, help="the learn-mode camera's scene seed")
     parser.add_argument("--fresh-seed", type=int, default=9, help="the fresh run's scene seed (frames never seen)")
-    parser.add_argument("--learn-frames", type=int, default=800, help="frames of the learn-mode camera")
+    parser.add_argument("--learn-frames", type=int,
+                        help="frames of the learn-mode camera (default: 1600 for anomaly, more good frames; 800)")
     parser.add_argument("--fresh-frames", type=int, default=400, help="frames of the fresh run")
     parser.add_argument("--fps", type=float, default=8.0, help="the camera's frame rate")
     parser.add_argument("--sample-per-minute", type=float, default=120.0, help="learn.sample_per_minute")
@@ -311,13 +124,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--error-rate", type=float, default=0.05, help="share of frames the simulated VLM gets wrong")
     parser.add_argument("--vlm-seed", type=int, default=3, help="seed of the simulated VLM's errors")
     parser.add_argument("--imgsz", default="320x320", help="models train --imgsz (height x width)")
-    parser.add_argument("--epochs", type=int, default=4, help="models train --epochs")
-    parser.add_argument("--time", type=float, default=0.4, help="models train --time (hours)")
-    parser.add_argument("--batch", type=int, default=16, help="models train --batch")
-    parser.add_argument("--lr0", type=float, help="models train --lr0 (default: the command's own)")
+    parser.add_argument("--epochs", type=int, default=4, help="classify: models train --epochs")
+    parser.add_argument("--steps", type=int, default=1500, help="anomaly: models train --steps (--time stops earlier)")
+    parser.add_argument("--pass-below", type=float, default=0.2, help="anomaly: fresh run's triage.anomaly.pass_below")
+    parser.add_argument("--defect-at", type=float, default=0.7, help="anomaly: fresh run's triage.anomaly.defect_at")
+    parser.add_argument("--time", type=float, help="models train --time (hours; default 0.3 anomaly, 0.4 classify)")
+    parser.add_argument("--batch", type=int, default=16, help="classify: models train --batch")
+    parser.add_argument("--lr0", type=float, help="classify: models train --lr0 (default: the command's own)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="dataset export --val-fraction")
     parser.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    anomaly = args.prefilter == "anomaly"
+    args.learn_frames = args.learn_frames or (1600 if anomaly else 800)
+    args.time = args.time or (0.3 if anomaly else 0.4)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,25 +221,47 @@ def _export_train_promote(work: pathlib.Path, args: argparse.Namespace, learn_cf
     split_counts = {split: {c: len(list((work / "data" / split / c).glob("*"))) for c in manifest["names"]
                             if (work / "data" / split / c).is_dir()} for split in ("train", "val")}
     print(f"   exported {split_counts}", flush=True)
-    with steps.run("edge-agent models train --new-classes (and its INT8 gate)"):
-        train_out = edge_agent(work, "models", "train", "--data", "data", "--base", str(BASE), "--new-classes",
-                               "--imgsz", args.imgsz, "--epochs", str(args.epochs), "--time", f"{args.time:g}",
-                               "--batch", str(args.batch), *(("--lr0", f"{args.lr0:g}") if args.lr0 else ()),
-                               "--taxonomy", "taxonomy.yaml", "--out", "candidate",
-                               ok=(0, 1))  # 1: the INT8 gate refused; the FP32 candidate is promoted then
-    epoch_lines = [ln for ln in train_out.splitlines() if re.match(r"^\s*epoch\s", ln, re.I)]
-    gate_lines = [ln for ln in train_out.splitlines() if "gate" in ln.lower() or "uncertain" in ln.lower()
-                  or "val accuracy" in ln.lower()]
-    for line in epoch_lines + gate_lines[-3:]:
+    epoch_lines, gate_lines = (_train_anomaly if args.prefilter == "anomaly" else _train_classifier)(work, args, steps)
+    for line in epoch_lines[-4:] + gate_lines[-4:]:
         print("   " + line, flush=True)
-    with steps.run("edge-agent models promote --allow-new-classes"):
+    # an anomaly model is judged on image AUROC on the export's val split (pass: good; every defect class: defective)
+    flag = ("--allow-new-classes",) if args.prefilter == "classify" else ()
+    with steps.run(f"edge-agent models promote {' '.join(flag)}".rstrip()):
         promote_out = edge_agent(work, "models", "promote", "candidate", "--config", str(learn_cfg), "--val",
-                                 "data", "--allow-new-classes", ok=(0, 1))  # 1: refused (the cameras keep learning)
+                                 "data", *flag, ok=(0, 1))  # 1: refused (the cameras keep learning)
     for line in promote_out.splitlines():
-        if line.startswith(("candidate:", "accepted", "installed", "accuracy", "REFUSED", "refused")):
+        if line.startswith(("candidate:", "accepted", "installed", "accuracy", "image AUROC", "REFUSED", "refused")):
             print("   " + line, flush=True)
     refused = re.search(r"^REFUSED: (.+)$", promote_out, re.M)
     return split_counts, epoch_lines, gate_lines, refused[1] if refused else None
+
+
+def _train_classifier(work: pathlib.Path, args: argparse.Namespace, steps: Steps) -> tuple[list[str], list[str]]:
+    """models train --new-classes: a classifier of the VLM's classes on the shipped classifier's backbone."""
+    with steps.run("edge-agent models train --new-classes (and its INT8 gate)"):
+        out = edge_agent(work, "models", "train", "--data", "data", "--base", str(BASE), "--new-classes",
+                         "--imgsz", args.imgsz, "--epochs", str(args.epochs), "--time", f"{args.time:g}",
+                         "--batch", str(args.batch), *(("--lr0", f"{args.lr0:g}") if args.lr0 else ()),
+                         "--taxonomy", "taxonomy.yaml", "--out", "candidate",
+                         ok=(0, 1))  # 1: the INT8 gate refused; the FP32 candidate is promoted then
+    epoch_lines = [ln for ln in out.splitlines() if re.match(r"^\s*epoch\s", ln, re.I)]
+    gate_lines = [ln for ln in out.splitlines() if "gate" in ln.lower() or "uncertain" in ln.lower()
+                  or "val accuracy" in ln.lower()]
+    return epoch_lines, gate_lines
+
+
+def _train_anomaly(work: pathlib.Path, args: argparse.Namespace, steps: Steps) -> tuple[list[str], list[str]]:
+    """models train --task anomaly on the export's train/pass: the frames the VLM called pass, without the val
+    split's (the gate's held-out good frames stay unseen)."""
+    with steps.run("edge-agent models train --task anomaly (and its INT8 gate)"):
+        out = edge_agent(work, "models", "train", "--task", "anomaly", "--data", "data/train/pass", "--imgsz",
+                         args.imgsz, "--steps", str(args.steps), "--time", f"{args.time:g}", "--out", "candidate",
+                         ok=(0, 1))  # 1: the INT8 gate refused; the FP32 candidate is promoted then
+    lines = out.splitlines()
+    step_lines = [ln for ln in lines if re.match(r"^\s*step\s", ln, re.I)]
+    gate_lines = [ln for ln in lines if ln.startswith(("good frames:", "threshold", "FP32", "INT8", "warning"))
+                  or "AUROC" in ln or "gate" in ln.lower()]
+    return step_lines, gate_lines
 
 
 def _report(work: pathlib.Path, args: argparse.Namespace, steps: Steps, total_s: float, oracle: TruthOracle,

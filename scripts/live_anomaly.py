@@ -10,7 +10,7 @@ escalates the uncertain frames through a real ``edge-agent gateway`` to the fake
 scene's ground truth and is wrong on ``--error-rate`` of the frames it is asked about (``tests.fakes.vlm_oracle``):
 a **stated simulation, not a claim about LLaVA**. Printed, against the ground truth of every frame (positive class:
 defect): the escalation rate, the F1 of defect and of pass over all frames, and the same for the frames the
-prefilter decided alone. Reuses scripts/day_zero.py's services (Mosquitto, the gateway, the subscriber).
+prefilter decided alone. Reuses scripts/day_zero_parts.py's services (Mosquitto, the gateway, the subscriber).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-import day_zero  # noqa: E402
+import day_zero_parts as day_zero  # noqa: E402
 
 from agent.capture.scenes import get_scene  # noqa: E402
 from tests.fakes.vlm_oracle import TruthOracle  # noqa: E402

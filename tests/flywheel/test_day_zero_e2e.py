@@ -67,9 +67,10 @@ def test_the_loop_runs_end_to_end_with_our_commands(numbers: dict[str, Any]) -> 
     assert sum(exported["train"].values()) + sum(exported["val"].values()) == learn["answered"], exported
     assert set(exported["train"]) == {"pass", "scratch", "pit", "stain", "crack", "inclusion", "dent"}
     if not numbers["promote"]["accepted"]:
-        # a first model no better than always answering the most common class is refused; the cameras keep
-        # learning and there is no fresh run (the goal below then stays unmet: its strict xfail holds)
-        assert "most common class" in numbers["promote"]["reason"], numbers["promote"]
+        # a first model no better than chance (anomaly: image AUROC) or the most common class (classifier) is
+        # refused; the cameras keep learning and there is no fresh run
+        reason = numbers["promote"]["reason"]
+        assert "not better than chance" in reason or "most common class" in reason, numbers["promote"]
         assert fresh["events"] == fresh["inspected"] == 0, fresh
         return
     # after: every frame taken was inspected and published once, by the promoted model; every escalation answered
