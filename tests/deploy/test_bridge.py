@@ -12,6 +12,7 @@ import json
 import pathlib
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -159,3 +160,18 @@ def test_the_example_names_one_box_throughout() -> None:
     assert _setting(lines, "remote_clientid") == f"bridge-{DEVICE}"
     assert _setting(lines, "notification_topic") == f"edge/{DEVICE}/bridge"
     assert mqtt.topic_matches_sub("edge/+/+/tags", f"edge/{DEVICE}/cam1/tags")
+
+
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_broker.py"
+
+
+def test_the_broker_bench_runs_and_counts_what_arrived() -> None:
+    """scripts/bench_broker.py in small (docs/fleet.md's broker figures come from its full run)."""
+    proc = subprocess.run([sys.executable, str(BENCH), "--boxes", "1", "2", "--events", "40", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert re.search(r"^\s+1\s+[\d,]+\s+[\d,]+\s+1\.00x\s+0$", proc.stdout, re.M), proc.stdout  # 40 events, none lost
+    assert re.search(r"^\s+2\s+[\d,]+\s+[\d,]+\s+\d+\.\d\dx\s+\d+$", proc.stdout, re.M), proc.stdout
+    bad = subprocess.run([sys.executable, str(BENCH), "--boxes", "0"], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert bad.returncode == 2 and "--boxes each 1 to 64" in bad.stderr
