@@ -73,3 +73,13 @@ def test_runs_as_non_root_with_a_healthcheck(path: pathlib.Path) -> None:
         copy = re.match(r"COPY (?!--from)(\S+) ", line)
         if copy:
             assert (ROOT / copy.group(1)).exists(), line
+
+
+@pytest.mark.parametrize("path", CONTAINER_FILES, ids=lambda p: p.name)
+def test_the_build_context_holds_exactly_what_the_file_copies(path: pathlib.Path) -> None:
+    ignore = path.with_name(path.name + ".dockerignore").read_text(encoding="utf-8").splitlines()
+    kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "*" in ignore  # everything else stays out of the context
+    copies = [line.split()[1:-1] for line in path.read_text(encoding="utf-8").splitlines()
+              if line.startswith("COPY ") and not line.startswith("COPY --from")]  # the sources, not the target
+    assert {source.rstrip("/") for sources in copies for source in sources} == kept
