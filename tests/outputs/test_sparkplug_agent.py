@@ -257,7 +257,8 @@ def test_a_restart_takes_the_next_bdseq_and_sends_what_the_store_kept_as_histori
     checker = checked(sub)
     assert checker.violations == [], checker.summary()
     assert [s.bdseq for s in checker.sessions] == [1]  # the first run's connection had bdSeq 0 (never born)
-    assert checker.messages[0].payload.values()["Health/Backlog"] == 10
+    # the first run's 10, and any of the second run's 5 frames committed before its NBIRTH (on a loaded box: 1)
+    assert 10 <= checker.messages[0].payload.values()["Health/Backlog"] <= 15
     data = checker.ddata()
     assert len({p.values()["Inspection/Event Id"] for p in data}) == 15
     assert [all(m.is_historical for m in p.metrics) for p in data[:10]] == [True] * 10
