@@ -280,8 +280,15 @@ def _report(work: pathlib.Path, args: argparse.Namespace, steps: Steps, total_s:
     fresh_taken = inspected(o.fresh_out)
     _print_table(args, oracle, o, before, after, prefilter_only, len(by_prefilter), len(escalated), fresh_taken)
     model_ids = {d["prefilter"]["model"] for d in o.fresh_docs}
+    # the cascade: what the prefilter tags (an anomaly model: `anomaly`), and whether the VLM names the defect of
+    # the escalated frames it calls defective (a label of the plant's taxonomy)
+    vlm_defects = [d for d in o.fresh_docs if d["escalation"]["status"] == "answered" and d["verdict"] == "defect"]
+    named = sum(any(t["source"] == "vlm" and t["label"] in SURFACE_CLASSES for t in d["tags"]) for d in vlm_defects)
+    prefilter_labels = sorted({t["label"] for d in o.fresh_docs for t in d["tags"] if t["source"] != "vlm"})
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
-    print(f"escalation statuses after: {statuses}; prefilter model(s): {', '.join(sorted(model_ids))}")
+    print(f"escalation statuses after: {statuses}; prefilter model(s): {', '.join(sorted(model_ids))}; prefilter "
+          f"tags {prefilter_labels}; the VLM named a defect of the taxonomy on {named} of the {len(vlm_defects)} "
+          "escalated frames it called defective")
     print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("json", "work")))
     print("steps: " + "; ".join(f"{s.name}: {s.seconds:.0f} s (load {s.load_before:.1f} -> {s.load_after:.1f})"
                                 for s in steps.rows) + f"; total {total_s / 60:.1f} min")
@@ -300,7 +307,8 @@ def _report(work: pathlib.Path, args: argparse.Namespace, steps: Steps, total_s:
                   "pass_f1": after.pass_f1, "precision": after.precision, "recall": after.recall,
                   "prefilter_f1": prefilter_only.f1, "prefilter_pass_f1": prefilter_only.pass_f1,
                   "vlm_f1": by_vlm.f1,
-                  "statuses": statuses, "models": sorted(model_ids)},
+                  "statuses": statuses, "models": sorted(model_ids), "vlm_defects": len(vlm_defects),
+                  "vlm_defects_named": named, "prefilter_labels": prefilter_labels},
         "steps": [dataclasses.asdict(s) for s in steps.rows], "total_s": total_s,
     }
     if args.json:
