@@ -23,7 +23,7 @@ import numpy as np
 from agent.config.models import ModelConfig
 from agent.core.detections import PrefilterResult
 from agent.errors import ModelError, ModelLayoutError
-from agent.prefilter.classify_input import InputPlan, normalise_into, plan_input, resize_into, softmax
+from agent.prefilter.classify_input import InputFitter, InputPlan, softmax
 from agent.prefilter.model_info import (
     ModelInfo,
     check_classifier_layout,
@@ -44,9 +44,8 @@ class ImageClassifier:
         self.session = session
         self.info = info
         self.input = info.classifier_input
-        self._canvas = np.zeros((info.input_h, info.input_w, 3), np.uint8)
-        self._tensor = np.zeros((1, 3, info.input_h, info.input_w), np.float32)
-        self._plans: dict[tuple[int, int], InputPlan] = {}
+        self._fitter = InputFitter(info.input_w, info.input_h, self.input.resize, self.input.interpolation,
+                                   self.input.normalisation)
 
     @classmethod
     def from_file(cls, path: pathlib.Path, config: ModelConfig | None = None) -> ImageClassifier:
@@ -59,16 +58,7 @@ class ImageClassifier:
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, InputPlan]:
         """Fit ``image`` (BGR HxWx3 uint8) into the reused input tensor; returns (tensor, plan)."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected a BGR image of shape (H, W, 3), got {image.shape}")
-        h, w = image.shape[:2]
-        plan = self._plans.get((w, h))
-        if plan is None:
-            plan = plan_input(w, h, self.info.input_w, self.info.input_h, self.input.resize)
-            self._plans[(w, h)] = plan
-        resize_into(image, plan, self._canvas, self.input.interpolation)
-        normalise_into(self._canvas, self.input.normalisation, self._tensor[0])
-        return self._tensor, plan
+        return self._fitter.fit(image)
 
     def forward(self, tensor: np.ndarray) -> np.ndarray:
         outputs = self.session.run([self.info.output_name], {self.info.input_name: tensor})

@@ -130,3 +130,29 @@ def softmax(logits: Sequence[float] | np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     out: np.ndarray = e / e.sum()
     return out
+
+
+class InputFitter:
+    """One model's input, reused frame after frame: fits a BGR frame of any size into it (the plan of each frame
+    size computed once) and normalises it. The classifier and the anomaly model prepare frames with it."""
+
+    def __init__(self, input_w: int, input_h: int, resize: ResizeMode, interpolation: Interpolation,
+                 normalisation: Normalisation) -> None:
+        self._size = (input_w, input_h)
+        self._resize, self._interpolation, self._normalisation = resize, interpolation, normalisation
+        self._canvas = np.zeros((input_h, input_w, 3), np.uint8)
+        self._tensor = np.zeros((1, 3, input_h, input_w), np.float32)
+        self._plans: dict[tuple[int, int], InputPlan] = {}
+
+    def fit(self, image: np.ndarray) -> tuple[np.ndarray, InputPlan]:
+        """Fit ``image`` (BGR HxWx3 uint8) into the reused input tensor; returns (tensor, plan)."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a BGR image of shape (H, W, 3), got {image.shape}")
+        h, w = image.shape[:2]
+        plan = self._plans.get((w, h))
+        if plan is None:
+            plan = plan_input(w, h, *self._size, self._resize)
+            self._plans[(w, h)] = plan
+        resize_into(image, plan, self._canvas, self._interpolation)
+        normalise_into(self._canvas, self._normalisation, self._tensor[0])
+        return self._tensor, plan
