@@ -7,7 +7,6 @@ a broker on localhost. See docs/configuration.md for every field.
 from __future__ import annotations
 
 import ipaddress
-import os
 import pathlib
 import re
 import socket
@@ -16,178 +15,47 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from agent.config.anomaly import AnomalyBandConfig
 from agent.config.base import Strict
+from agent.config.camera import (  # re-exported
+    CameraConfig as CameraConfig,
+)
+from agent.config.camera import (
+    CameraMode as CameraMode,
+)
+from agent.config.camera import (
+    LearnConfig as LearnConfig,
+)
+from agent.config.camera import (
+    TriageConfig as TriageConfig,
+)
+from agent.config.camera import (
+    _check_id as _check_id,
+)
 from agent.config.escalation import EscalationConfig, RateLimitConfig
 from agent.config.images import ImagesConfig
+from agent.config.model import (  # re-exported
+    DEFAULT_MODEL as DEFAULT_MODEL,
+)
+from agent.config.model import (
+    DEFAULT_PREFILTER as DEFAULT_PREFILTER,
+)
+from agent.config.model import (
+    REPO_MODELS as REPO_MODELS,
+)
+from agent.config.model import (
+    ModelConfig as ModelConfig,
+)
+from agent.config.model import (
+    default_concurrent_runs as default_concurrent_runs,
+)
+from agent.config.model import (
+    default_inference_threads as default_inference_threads,
+)
 from agent.config.opcua_server import OpcUaServerConfig
-from agent.config.plc import CameraPlcConfig, PlcConfig, check_camera_plcs
-from agent.config.providers import normalise_providers
+from agent.config.plc import PlcConfig, check_camera_plcs
 from agent.config.sparkplug import SparkplugConfig
 from agent.config.urls import check_broker_url
-from agent.config.zones import ZonesConfig
 from agent.taxonomy.model import Taxonomy
-
-REPO_MODELS = pathlib.Path(__file__).resolve().parent.parent.parent / "models"
-DEFAULT_MODEL = REPO_MODELS / "conveyor-yolov8n.onnx"  # the FP32 source of the shipped detector
-# What the agent runs when the config names no model: the shipped detector's INT8 file, whose accuracy
-# gate record (conveyor-yolov8n.int8.gate.json) says it lost no mAP50 against DEFAULT_MODEL.
-DEFAULT_PREFILTER = REPO_MODELS / "conveyor-yolov8n.int8.onnx"
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _check_id(value: str, what: str) -> str:
-    if not _ID.match(value):
-        raise ValueError(
-            f"{what} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
-            "(it becomes part of MQTT topics, where '+', '#' and '/' are not allowed)"
-        )
-    return value
-
-
-class TriageConfig(Strict):
-    """Confidence band. Detector: a detection >= accept is trusted, < reject is dropped,
-    anything in between makes the frame uncertain. Classifier: the frame is decided when
-    the top class has probability >= accept and leads the runner-up by >= margin
-    (``pass_label`` -> pass, any other class -> defect); otherwise it is uncertain."""
-
-    accept: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
-    reject: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
-    margin: Annotated[float, Field(ge=0.0, le=1.0, description=(
-        "classifiers: least lead of the top class's probability over the runner-up's for a decided frame"))] = 0.2
-    pass_label: str = Field(default="pass", min_length=1, description=(
-        "classifiers: the class that means a good frame; every other class is a defect"))
-    anomaly: AnomalyBandConfig = AnomalyBandConfig()
-
-    @model_validator(mode="after")
-    def _band(self) -> TriageConfig:
-        if self.reject > self.accept:
-            raise ValueError(f"reject ({self.reject}) must not be above accept ({self.accept})")
-        return self
-
-
-class LearnConfig(Strict):
-    """Learn mode (a camera with no prefilter for its line yet): which frames go to the VLM. A frame is sent
-    when the camera's schedule is due (``sample_per_minute``), or when the scene changed (its perceptual hash
-    is more than ``scene_change_bits`` of 63 bits away from the last frame sent) while the scene-change budget
-    (``scene_changes_per_minute``) lasts. Every other frame is skipped, counted, and not published."""
-
-    sample_per_minute: Annotated[float, Field(ge=0.0, le=6000.0)] = Field(
-        default=6.0, description="frames sent on schedule per minute, whatever the scene does; 0: none")
-    scene_change_bits: Annotated[int, Field(ge=1, le=63)] | None = Field(
-        default=12, description="a frame whose hash differs from the last frame sent in more than this many of "
-        "63 bits is a scene change (camera noise flips 0-2, a new scene 26-38); None: scene changes are not sent")
-    scene_changes_per_minute: Annotated[float, Field(ge=0.0, le=6000.0)] = Field(
-        default=12.0, description="most scene-change frames sent per minute (after a quiet spell, up to "
-        "scene_change_burst at once); past it they are skipped as skipped_rate")
-    scene_change_burst: Annotated[int, Field(ge=1, le=100)] = 3
-
-
-CameraMode = Literal["inspect", "learn"]
-
-
-class CameraConfig(Strict):
-    id: str
-    source: str = Field(description="synthetic://conveyor[?seed=N&fps=F&frames=N], a video file, "
-                        "rtsp:// or http(s):// URL, a V4L2 device (/dev/videoN or its index)")
-    fps: Annotated[float, Field(gt=0, le=240)] | None = Field(
-        default=None, description="most frames per second to inspect; None = as the source delivers")
-    realtime: bool | None = Field(
-        default=None,
-        description="keep only the newest frame (live cameras) instead of every frame (files); "
-        "default: true for cameras and URLs, false for files and synthetic sources")
-    triage: TriageConfig | None = None
-    escalation_rate: RateLimitConfig | None = Field(
-        default=None, description="overrides escalation.rate_per_camera for this camera")
-    reconnect_initial_s: Annotated[float, Field(gt=0)] = 1.0
-    reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
-    record: bool | None = Field(
-        default=None, description="keep this camera's frames the VLM answered (and a sample of confident ones) "
-        "as training data (see `dataset`); None: dataset.record")
-    mode: CameraMode | None = Field(
-        default=None, description="inspect: the prefilter inspects every frame; learn: no prefilter for this "
-        "line yet, a sample of the frames goes to the VLM (see `learn`); None: the top-level mode")
-    learn: LearnConfig | None = Field(default=None, description="overrides the top-level learn for this camera")
-    zones: ZonesConfig | None = Field(default=None, description="polygons to inspect and to ignore (docs/zones.md)")
-    plc: CameraPlcConfig | None = Field(default=None, description="results to a PLC (see plc and docs/plc.md)")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _check_id(v, "camera id")
-
-
-def default_concurrent_runs() -> int:
-    """Two model runs in flight on a box with two or more cores, else one. On the 2-core box, one thread per
-    run and two runs gave the agent 1.36x the frames per second of ultralytics' predictor on the same FP32 file,
-    against 1.11x with one run on two threads: ONNX Runtime's second thread inside one run of this small model
-    adds little (bare loop: 1.40x one thread), a second run nearly doubles it (2.08x; scripts/bench_pipeline.py)."""
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
-
-
-def default_inference_threads(concurrent_runs: int | None = None) -> int:
-    """The cores shared out among the model's concurrent runs, at least one thread each: 1 on a 2-core box with
-    two runs. Decoding, letterboxing and publishing run beside the model at a lower priority
-    (agent.capture.priority), so they take what the model leaves."""
-    runs = concurrent_runs or default_concurrent_runs()
-    return max(1, (os.cpu_count() or 1) // runs)
-
-
-class ModelConfig(Strict):
-    path: pathlib.Path = DEFAULT_PREFILTER
-    runtime: Literal["onnxruntime", "openvino", "tensorrt", "auto"] = Field(default="onnxruntime", description=(
-        "onnxruntime: ONNX Runtime with model.providers; openvino: OpenVINO on the CPU (the `openvino` extra; ONNX or "
-        "IR); tensorrt: a native TensorRT engine built from the ONNX file and cached (e.g. Jetson; the `tensorrt` "
-        "extra or JetPack); auto: the fastest installed CPU runtime by a short cached probe (docs/openvino.md)"))
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1, description=(
-        "ONNX Runtime execution providers in order of preference: tensorrt, cuda, cpu (or their ONNX Runtime "
-        "names); [auto] = every one of them this onnxruntime build has. Unavailable ones are skipped with a warning"))
-    precision: Literal["auto", "int8", "fp16", "fp32"] = Field(default="auto", description=(
-        "TensorRT (provider or runtime): auto = int8 for a Q/DQ model, fp32 otherwise; fp16 also runs the "
-        "unquantized layers in FP16; int8 needs a Q/DQ model (`edge-agent models quantize --flavour tensorrt`)"))
-    engine_cache_dir: pathlib.Path | None = Field(default=None, description=(
-        "TensorRT engines and timing caches; default: $STATE_DIRECTORY/engines under systemd, else "
-        "$XDG_STATE_HOME/edge-agent/engines or ~/.local/state/edge-agent/engines"))
-    gpu_device: Annotated[int, Field(ge=0, le=63)] = Field(default=0, description="CUDA device index (GPU runs)")
-    intra_op_threads: Annotated[int, Field(ge=0, le=64)] = Field(
-        default_factory=default_inference_threads, description=(
-            "ONNX Runtime threads of each model run; default: the cores divided by concurrent_runs, at least 1 "
-            "(scripts/bench_pipeline.py); 0 = ONNX Runtime's own choice"))
-    concurrent_runs: Annotated[int, Field(ge=1, le=16)] = Field(
-        default_factory=default_concurrent_runs, description=(
-            "model runs in flight at once, each on its own thread with intra_op_threads threads (ONNX Runtime runs "
-            "one session from several threads; the native TensorRT runtime runs one at a time). Events keep their "
-            "order. Default: 2 on a box with 2 or more cores, else 1"))
-    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
-    max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
-    max_batch: Annotated[int, Field(ge=1, le=16, description=(
-        "frames from up to this many cameras go through one prefilter call when several are ready "
-        "(detectors with the YOLOv8 layout; checked at load, else one frame per call); 1 = one call per frame. "
-        "Four saturated cameras on a 2-core CPU with two concurrent runs: 1.14x the frames per second of one "
-        "call per frame (scripts/bench_cameras.py)"
-    ))] = 4
-    require_gate: bool = Field(
-        default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
-        "(<model>.gate.json from `edge-agent models quantize`); without it the agent starts and logs a warning")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _threads_follow_runs(cls, data: Any) -> Any:
-        """Left out, intra_op_threads shares the cores among the concurrent runs the config asks for."""
-        if isinstance(data, dict) and "intra_op_threads" not in data and "concurrent_runs" in data:
-            try:
-                runs = int(data["concurrent_runs"])  # from YAML an int, from the environment a string
-            except (TypeError, ValueError):
-                return data  # the field's own check names what is wrong
-            data = {**data, "intra_op_threads": default_inference_threads(max(1, runs))}
-        return data
-
-    @field_validator("providers")
-    @classmethod
-    def _providers(cls, v: list[str]) -> list[str]:
-        return normalise_providers(v)
 
 
 class TlsConfig(Strict):

@@ -434,13 +434,13 @@ def test_check_config(tmp_path: pathlib.Path) -> None:
 @pytest.mark.parametrize(("cores", "runs", "threads"), [(1, 1, 1), (2, 2, 1), (4, 2, 2), (16, 2, 8)])
 def test_the_default_runs_share_out_the_cores(monkeypatch: pytest.MonkeyPatch, cores: int, runs: int,
                                               threads: int) -> None:
-    monkeypatch.setattr("agent.config.models.os.cpu_count", lambda: cores)
+    monkeypatch.setattr("agent.config.model.os.cpu_count", lambda: cores)
     model = ModelConfig()
     assert (model.concurrent_runs, model.intra_op_threads) == (runs, threads)
 
 
 def test_threads_left_out_follow_the_runs_asked_for(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agent.config.models.os.cpu_count", lambda: 8)
+    monkeypatch.setattr("agent.config.model.os.cpu_count", lambda: 8)
     assert load_config(write(tmp_path, "model:\n  concurrent_runs: 4\n"), env={}).model.intra_op_threads == 2
     from_env = load_config(write(tmp_path, "device_id: a\n"), env={"EDGE_AGENT_MODEL__CONCURRENT_RUNS": "1"})
     assert (from_env.model.concurrent_runs, from_env.model.intra_op_threads) == (1, 8)
