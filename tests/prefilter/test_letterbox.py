@@ -8,6 +8,7 @@ import pytest
 from agent.prefilter.letterbox import (
     PAD_FLOAT,
     PAD_VALUE,
+    TO_FLOAT,
     boxes_to_source,
     letterbox_into,
     letterbox_to_tensor,
@@ -115,3 +116,25 @@ def test_letterbox_to_tensor_refuses_wrong_buffers():
         letterbox_to_tensor(image, plan, np.zeros((3, 320, 320), np.float64), np.zeros((240, 320, 3), np.uint8))
     with pytest.raises(ValueError, match="plan is for 640x480"):
         letterbox_to_tensor(np.zeros((48, 64, 3), np.uint8), plan, np.zeros((3, 320, 320), np.float32), None)
+
+
+def test_the_float_table_holds_exactly_the_division_by_255():
+    # every uint8 value v: TO_FLOAT[v] has the bits of np.float32(v) / 255, so the look-up equals the division
+    values = np.arange(256, dtype=np.uint8)
+    divided = np.divide(values, np.float32(255.0), dtype=np.float32)
+    assert TO_FLOAT.dtype == np.float32
+    assert np.array_equal(TO_FLOAT.view(np.uint32), divided.view(np.uint32))
+    assert not TO_FLOAT.flags.writeable
+
+
+def test_letterbox_to_tensor_fills_a_tensor_with_strided_columns_too():
+    # a (3, 320, 320) view taking every second column of a wider array: cv2 cannot address it, the division fills it
+    w, h = 640, 480
+    image = np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    plan = plan_letterbox(w, h, 320, 320)
+    scratch = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
+    strided = np.zeros((3, 320, 640), np.float32)[:, :, ::2]
+    dense = np.zeros((3, 320, 320), np.float32)
+    letterbox_to_tensor(image, plan, strided, scratch)
+    letterbox_to_tensor(image, plan, dense, scratch)
+    assert np.array_equal(strided, dense)
