@@ -39,10 +39,10 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from agent.capture.priority import yield_to_model
 from agent.capture.sources import FrameSource, open_source
 from agent.config.models import CameraConfig
 from agent.core.frame import Frame, FrameTruth
+from agent.core.priority import yield_to_model
 from agent.errors import SourceError
 
 __all__ = ["Clock", "Grabber", "GrabberStats", "StateCallback", "STATES"]
@@ -240,7 +240,7 @@ class Grabber:
                 logger.exception("on_state callback failed for camera %s (state %s)", self.camera.id, state)
 
     def _run(self) -> None:
-        yield_to_model()  # decoding feeds the model: it must not take the model's cores (agent.capture.priority)
+        yield_to_model()  # decoding feeds the model: it must not take the model's cores (agent.core.priority)
         final = "stopped"
         try:
             final = self._loop()

@@ -55,6 +55,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import MqttConfig
 from agent.core.event import TagEvent
+from agent.core.priority import yield_to_model
 from agent.core.version import agent_version
 from agent.errors import PublishError
 from agent.publish.acks import AckLedger, Kind
@@ -111,6 +112,7 @@ class MqttPublisher:
         self._ack_listener: AckListener | None = None
         self._limits = UNANNOUNCED
         self._throttle = LogThrottle(_log)
+        self._network_thread: int | None = None  # native id of paho's network thread, once it has yielded
 
         client, self._tls_context = make_client(config, self.client_id, _log, username, password, tls_context)
         self._last_diagnosis = -1e9
@@ -342,6 +344,7 @@ class MqttPublisher:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
+        self._yield_network_thread()
         if reason_code.is_failure:
             where = f"{self._host}:{self._port}"
             error = f"broker {where} refused the connection: {reason_code} ({reason_code.value})"
@@ -367,6 +370,7 @@ class MqttPublisher:
         self._publish_status(self._status.online())
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._yield_network_thread()
         now = time.monotonic()
         if now - self._last_diagnosis >= 60.0:  # paho swallows the OSError: find out why, now and then
             self._last_diagnosis = now
@@ -412,6 +416,14 @@ class MqttPublisher:
         self._acks.on_ack(mid, reason_code)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _yield_network_thread(self) -> None:
+        """Once per network thread (a connect callback runs on it): it yields its core to the model's threads
+        (:mod:`agent.core.priority`), as the other threads around the model do."""
+        me = threading.get_native_id()
+        if self._network_thread != me:
+            self._network_thread = me
+            yield_to_model()
 
     def _settled(self, mid: int, kind: Kind, what: str, reason_code: ReasonCode) -> None:
         """A PUBACK for a tracked message (the ledger counted it; under the lock): a refusal is logged, a row's

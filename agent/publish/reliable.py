@@ -40,6 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.core.event import TagEvent
 from agent.core.ports import ReliableStats
+from agent.core.priority import yield_to_model
 from agent.publish.limits import LogThrottle
 from agent.publish.mqtt_publisher import MqttPublisher
 from agent.publish.outbox import Outbox, OutboxRow, OutboxStats
@@ -231,6 +232,7 @@ class ReliablePublisher:
     # -- the forwarder thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        yield_to_model()  # draining the outbox must not take the model's cores (agent.core.priority)
         try:
             while not self._stop.is_set():
                 self.forwarder_passes += 1

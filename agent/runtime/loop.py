@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.capture.priority import yield_to_model
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
 from agent.core.ports import ConcurrentRuns, Escalation, EventSink, FrameQueue
+from agent.core.priority import yield_to_model
 from agent.escalation.sampler import LEARN_MODEL_ID
 from agent.outputs.images.keeper import ImageKeeper
 from agent.publish.snapshot import SnapshotSender
@@ -233,7 +233,7 @@ class InferenceLoop:
 
     def _guarded(self, stage: Callable[[], None]) -> None:
         if stage != self._model_loop:
-            yield_to_model()  # the threads around the model yield their cores to it (agent.capture.priority)
+            yield_to_model()  # the threads around the model yield their cores to it (agent.core.priority)
         try:
             stage()
         except BaseException as exc:  # recorded for the service, which shuts down on it
