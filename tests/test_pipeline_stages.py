@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -298,3 +299,40 @@ def test_a_learning_camera_beside_an_inspecting_one(detector: YoloDetector, stag
         assert event.decision.tags == ()
     assert len(seen) == 15
     assert spy.heights == [480] * 12  # the model saw the conveyor's 640x480 frames only, never the 640x640 surface
+
+
+class BatchListSink(ListSink):
+    """A sink that takes several events in one call, as ReliablePublisher does (one outbox transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def publish_event(self, event: TagEvent) -> int:
+        self.calls.append(1)
+        return super().publish_event(event)
+
+    def publish_events(self, events: Sequence[TagEvent]) -> list[int]:
+        self.calls.append(len(events))
+        return [super(BatchListSink, self).publish_event(event) for event in events]
+
+
+def test_the_decided_events_of_one_model_batch_go_to_the_sink_in_one_call(detector: YoloDetector) -> None:
+    spy = StageSpy(detector)
+    cams = [CameraConfig(id=f"cam{i}", source=f"synthetic://conveyor?seed={i + 1}&fps=0&frames=8") for i in range(2)]
+    grabbers = [Grabber(c) for c in cams]
+    sink, seen = BatchListSink(), list[Inspection]()
+    loop = InferenceLoop(FrameInspector(AgentConfig(device_id="box", cameras=cams), spy),
+                         [(g.camera.id, g) for g in grabbers], sink, on_inspection=seen.append)
+    for g in grabbers:
+        g.start()
+    deadline = time.monotonic() + 30.0
+    while not all(g.stats().frames_read >= 2 for g in grabbers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    assert len(sink.events) == 16 and sum(sink.calls) == 16
+    assert spy.forwards == len(sink.calls) < 16  # one call per model batch, and batches of two cameras came
+    assert [i.event for i in seen] == sink.events  # on_inspection hears of each after it was published, in order
+    for cam in ("cam0", "cam1"):
+        assert [e.sequence for e in sink.events if e.camera == cam] == list(range(1, 9))

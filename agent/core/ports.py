@@ -106,6 +106,14 @@ class EventSink(Protocol):
     def publish_event(self, event: TagEvent) -> int: ...
 
 
+@runtime_checkable
+class BatchEventSink(EventSink, Protocol):
+    """A sink that takes several events at once (``ReliablePublisher``: one outbox transaction for them all),
+    in order, all or none."""
+
+    def publish_events(self, events: Sequence[TagEvent]) -> list[int]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Published:
     """One event the publisher took, as the runtime's event fan-out tells its listeners."""

@@ -37,6 +37,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 from agent.errors import OutboxError
@@ -208,36 +209,55 @@ class Outbox:
 
     def append(self, event_id: str, camera: str, topic: str, payload: bytes) -> int:
         """Commit one event; evict the oldest rows first if the bounds require it. Returns the row id."""
-        size = len(payload)
-        if size > self.max_bytes:
-            raise OutboxError(f"event {event_id} is {size} bytes, larger than outbox.max_bytes={self.max_bytes}")
+        return self.append_many([(event_id, camera, topic, payload)])[0]
+
+    def append_many(self, items: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
+        """Commit several events (``(event_id, camera, topic, payload)`` each) in one transaction, in order: all
+        of them or, on an error, none. The oldest rows are evicted first where the bounds require it, as for
+        :meth:`append`. Returns their row ids."""
+        for event_id, _camera, _topic, payload in items:
+            if len(payload) > self.max_bytes:
+                raise OutboxError(f"event {event_id} is {len(payload)} bytes, larger than "
+                                  f"outbox.max_bytes={self.max_bytes}")
+        if not items:
+            return []
         with self._lock:
-            evicted = 0
+            evicted, ids, before = 0, [], (self._rows, self._bytes)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                while self._rows and (self._rows + 1 > self.max_rows or self._bytes + size > self.max_bytes):
-                    evicted += self._evict_oldest_locked(max(1, self._rows + 1 - self.max_rows))
-                cur = self._db.execute(
-                    "INSERT INTO events(event_id, camera, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
-                    (event_id, camera, topic, payload, time.time()))
+                created = time.time()
+                for event_id, camera, topic, payload in items:
+                    evicted += self._make_room_locked(len(payload))
+                    cur = self._db.execute(
+                        "INSERT INTO events(event_id, camera, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
+                        (event_id, camera, topic, payload, created))
+                    ids.append(int(cur.lastrowid or 0))
+                    self._rows += 1
+                    self._bytes += len(payload)
                 if evicted:
                     self._db.execute("INSERT INTO meta(key, value) VALUES ('evicted_total', ?) "
                                      "ON CONFLICT(key) DO UPDATE SET value = value + ?", (evicted, evicted))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise OutboxError(f"outbox {self.path}: cannot store event {event_id}: {exc}") from exc
-            self._rows += 1
-            self._bytes += size
-            self._appended += 1
+                self._rows, self._bytes = before
+                what = f"event {items[0][0]}" + (f" and {len(items) - 1} more" if len(items) > 1 else "")
+                raise OutboxError(f"outbox {self.path}: cannot store {what}: {exc}") from exc
+            self._appended += len(items)
             if evicted:
                 self._evicted += evicted
                 self._evicted_total += evicted
                 self._evicted_unlogged += evicted
-            row_id = int(cur.lastrowid or 0)
         if evicted:
             self._log_eviction()
-        return row_id
+        return ids
+
+    def _make_room_locked(self, size: int) -> int:
+        """Evict the oldest rows until one more row of ``size`` bytes fits the bounds; returns rows evicted."""
+        evicted = 0
+        while self._rows and (self._rows + 1 > self.max_rows or self._bytes + size > self.max_bytes):
+            evicted += self._evict_oldest_locked(max(1, self._rows + 1 - self.max_rows))
+        return evicted
 
     def _evict_oldest_locked(self, count: int) -> int:
         rows = self._db.execute("SELECT id, LENGTH(payload) FROM events ORDER BY id LIMIT ?", (count,)).fetchall()

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from paho.mqtt.reasoncodes import ReasonCode
@@ -111,12 +111,19 @@ class ReliablePublisher:
 
     def publish_event(self, event: TagEvent) -> int:
         """Commit ``event`` to the outbox (durably) and return its row id."""
-        row_id = self.outbox.append(event.event_id, event.camera, tags_topic(self._prefix, event.device,
-                                                                             event.camera), event.to_json())
-        with self._cv:
-            self._new_rows = True
-            self._cv.notify_all()
-        return row_id
+        return self.publish_events([event])[0]
+
+    def publish_events(self, events: Sequence[TagEvent]) -> list[int]:
+        """Commit ``events`` to the outbox in one transaction (all or none), in order, and return their row ids:
+        the inference loop's way for the frames of one model batch (one commit and one wake-up of the
+        forwarder for all of them)."""
+        ids = self.outbox.append_many([(e.event_id, e.camera, tags_topic(self._prefix, e.device, e.camera),
+                                        e.to_json()) for e in events])
+        if ids:
+            with self._cv:
+                self._new_rows = True
+                self._cv.notify_all()
+        return ids
 
     def publish_snapshot(self, camera: str, event_id: str, jpeg: bytes, durable: bool) -> bool:
         """A snapshot: through the outbox when ``durable``, else sent only while connected."""

@@ -45,6 +45,8 @@ class FrameInspector:
         self._zones = {c.id: CameraZones(c.id, c.zones) for c in config.cameras if c.zones is not None}
         # a whole-frame model (classifier; an anomaly model) sees the crop of a camera's zones, a detector the frame
         self._crops = isinstance(prefilter, DescribedPrefilter) and prefilter.info.task != "detect"
+        # asked several times a batch by the inference loop: decided once (a protocol check costs ~10 us)
+        self._staged = prefilter if isinstance(prefilter, StagedPrefilter) else None
 
     @property
     def tally(self) -> LearnTally:
@@ -112,8 +114,7 @@ class FrameInspector:
     @property
     def staged(self) -> StagedPrefilter | None:
         """The prefilter, when its call splits into stages the inference loop runs on separate threads."""
-        p = self._prefilter
-        return p if isinstance(p, StagedPrefilter) else None
+        return self._staged
 
     def inspections(self, frames: Sequence[Frame], results: Sequence[PrefilterResult]) -> list[Inspection]:
         """Triage and events for frames whose prefilter results are known (one result per frame)."""

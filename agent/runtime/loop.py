@@ -35,14 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from agent.core.event import TagEvent
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
-from agent.core.ports import ConcurrentRuns, Escalation, EventSink, FrameQueue
+from agent.core.ports import BatchEventSink, ConcurrentRuns, Escalation, EventSink, FrameQueue
 from agent.core.priority import yield_to_model
 from agent.escalation.sampler import LEARN_MODEL_ID
 from agent.outputs.images.keeper import ImageKeeper
 from agent.publish.snapshot import SnapshotSender
-from agent.runtime.imaging import keep_image, send_snapshot
+from agent.runtime.imaging import Rendered, keep_image, send_snapshot
 from agent.runtime.inspector import FrameInspector
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class InferenceLoop:
         self._escalation = escalation
         self._queues = list(queues)
         self._sink = sink
+        self._batch_sink = sink if isinstance(sink, BatchEventSink) else None  # one commit per batch
         self._on_inspection = on_inspection
         self._snapshots = snapshots
         self._stop = threading.Event()
@@ -364,35 +366,46 @@ class InferenceLoop:
                         raise RuntimeError("a batch reached publishing without the model's output")
                     results = staged.finish(batch.output, batch.plans, batch.spent_ms)
                     inspections = batch.inspector.inspections(batch.frames, results)
-                for inspection in inspections:
-                    self._handle(inspection, batch.snapshots, batch.inspector)
                 for frame in batch.learn:
                     learned = batch.inspector.learn(frame, time.monotonic())
                     if learned is not None:
-                        self._handle(learned, batch.snapshots, batch.inspector)
-                    self.last_progress = time.monotonic()
+                        inspections = [*inspections, learned]
+                self._handle(inspections, batch.snapshots, batch.inspector)
             finally:
                 self._leave()
 
-    def _handle(self, inspection: Inspection, snapshots: SnapshotSender | None, inspector: FrameInspector) -> None:
-        frame = inspection.frame
+    def _handle(self, inspections: Sequence[Inspection], snapshots: SnapshotSender | None,
+                inspector: FrameInspector) -> None:
+        """One batch's inspections: the uncertain ones to the escalation thread, the decided ones' events to the
+        sink in one call (one outbox transaction), then their snapshots and ``on_inspection``."""
         c = self.counters
-        if inspection.result.model_id != LEARN_MODEL_ID:  # learn-mode frames are counted by the inspector's tally
-            c.inspected[frame.camera_id] += 1
-            c.latencies_ms.append(inspection.result.latency_ms)
-        event, rendered = keep_image(self._images, snapshots, inspection)
-        if self._escalation is not None and inspection.decision.needs_escalation:
-            # never waits for the VLM: the escalation thread publishes this event (and counts it)
-            # the VLM sees what the prefilter inspected: a camera's ignored zones are blanked out
-            self._escalation.submit(inspector.escalation_frame(frame), inspection.decision, event)
+        decided: list[TagEvent] = []
+        rendered: list[Rendered | None] = []
+        for inspection in inspections:
+            frame = inspection.frame
+            if inspection.result.model_id != LEARN_MODEL_ID:  # learn-mode frames are counted by the inspector's tally
+                c.inspected[frame.camera_id] += 1
+                c.latencies_ms.append(inspection.result.latency_ms)
+            event, image = keep_image(self._images, snapshots, inspection)
+            rendered.append(image)
+            if self._escalation is not None and inspection.decision.needs_escalation:
+                # never waits for the VLM: the escalation thread publishes this event (and counts it)
+                # the VLM sees what the prefilter inspected: a camera's ignored zones are blanked out
+                self._escalation.submit(inspector.escalation_frame(frame), inspection.decision, event)
+            else:
+                c.verdicts[event.verdict] += 1
+                c.escalations[event.escalation.status] += 1
+                decided.append(event)
+        if self._batch_sink is not None:
+            self._batch_sink.publish_events(decided)
         else:
-            c.verdicts[event.verdict] += 1
-            c.escalations[event.escalation.status] += 1
-            self._sink.publish_event(event)
-        send_snapshot(snapshots, inspection, rendered)
+            for event in decided:
+                self._sink.publish_event(event)
+        for inspection, image in zip(inspections, rendered, strict=True):
+            send_snapshot(snapshots, inspection, image)
+            if self._on_inspection is not None:
+                self._on_inspection(inspection)
         self.last_progress = time.monotonic()
-        if self._on_inspection is not None:
-            self._on_inspection(inspection)
 
     # -- helpers --------------------------------------------------------------------------------------
 

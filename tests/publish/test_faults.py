@@ -368,3 +368,25 @@ def test_forwarder_waits_instead_of_spinning_while_the_broker_is_away(tmp_path: 
     # blocked, it sleeps up to 0.2 s per pass and wakes for each commit: at most one pass per commit plus
     # five per second; a spinning forwarder makes tens of thousands
     assert passes <= 200 + 5 * elapsed + 5, passes
+
+
+def test_a_batch_of_events_is_committed_at_once_and_every_one_arrives_in_order(
+        mosquitto: LocalMosquitto, tmp_path: pathlib.Path, event_factory: EventFactory) -> None:
+    sub = MqttCollector(mosquitto.port, "edge/batch-box/+/tags", client_id="batch-sub").start()
+    pub = reliable(tmp_path / "o.sqlite", MqttConfig(url=mosquitto.url), "batch-box")
+    try:
+        assert pub.wait_connected(10.0)
+        batches = [[event_factory(device="batch-box", camera=f"cam{c}", sequence=s) for c in (1, 2)]
+                   for s in range(1, 6)]
+        ids = [row for batch in batches for row in pub.publish_events(batch)]
+        assert ids == sorted(ids) and len(set(ids)) == 10
+        assert pub.flush(10.0)
+        got = [json.loads(m.payload) for m in sub.wait_for(10, timeout=10.0)]
+        assert [(d["camera"], d["sequence"]) for d in got] == [(e.camera, e.sequence) for b in batches for e in b]
+        for doc in got:
+            validate_payload(doc)
+        st = pub.stats()
+        assert (st.committed, st.acked, st.pending) == (10, 10, 0)
+    finally:
+        pub.stop()
+        sub.close()

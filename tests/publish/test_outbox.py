@@ -74,6 +74,50 @@ def test_an_event_larger_than_the_whole_outbox_is_refused(tmp_path: pathlib.Path
     assert box.stats().rows == 2  # nothing already accepted was lost
 
 
+@pytest.mark.parametrize(
+    ("max_rows", "max_bytes", "kept"),
+    [
+        (100, 10_000, ["e0", "e1", "b0", "b1", "b2", "b3"]),  # room for all: one transaction, in order
+        (3, 10_000, ["b1", "b2", "b3"]),  # the bound applies row by row, within the batch too
+        (100, 45, ["b0", "b1", "b2", "b3"]),  # 45 bytes: b2 evicts e0, b3 (15 bytes) evicts e1: 10+10+10+15 fit
+    ],
+)
+def test_a_batch_is_committed_in_order_and_evicts_like_single_rows(tmp_path: pathlib.Path, max_rows: int,
+                                                                   max_bytes: int, kept: list[str]) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_rows=max_rows, max_bytes=max_bytes)
+    fill(box, 2)
+    ids = box.append_many([(f"b{i}", "cam", "edge/d/cam/tags", b"x" * (15 if i == 3 else 10)) for i in range(4)])
+    assert ids == sorted(ids) and len(ids) == 4  # one id each, in the order given
+    assert [r.event_id for r in box.next_rows(0, 100)] == kept
+    st = box.stats()
+    assert (st.rows, st.appended, st.evicted) == (len(kept), 6, 6 - len(kept))
+    assert st.bytes == sum(len(r.payload) for r in box.next_rows(0, 100))
+    assert box.append_many([]) == []
+    box.close()
+
+
+def test_a_batch_with_one_bad_event_stores_none_of_them(tmp_path: pathlib.Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=100)
+    fill(box, 2)
+    with pytest.raises(OutboxError, match="event big is 101 bytes, larger than outbox.max_bytes=100"):
+        box.append_many([("ok", "cam", "t", b"y"), ("big", "cam", "t", b"z" * 101)])
+    st = box.stats()
+    assert [r.event_id for r in box.next_rows(0, 10)] == ["e0", "e1"] and (st.rows, st.bytes) == (2, 20)
+
+
+def test_a_batch_the_database_refuses_is_rolled_back_whole(tmp_path: pathlib.Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_rows=2)
+    fill(box, 2)
+    box._db.execute("CREATE TRIGGER no_b1 BEFORE INSERT ON events WHEN NEW.event_id = 'b1' "  # noqa: SLF001
+                    "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
+    with pytest.raises(OutboxError, match="cannot store event b0 and 1 more: refused by a test trigger"):
+        box.append_many([("b0", "cam", "t", b"x" * 10), ("b1", "cam", "t", b"x" * 10)])
+    st = box.stats()  # the eviction b0 needed was rolled back too: nothing accepted was lost, the counts hold
+    assert [r.event_id for r in box.next_rows(0, 10)] == ["e0", "e1"]
+    assert (st.rows, st.bytes, st.appended, st.evicted) == (2, 20, 2, 0)
+    box.close()
+
+
 def test_corrupt_file_is_moved_aside_and_a_new_outbox_starts(tmp_path: pathlib.Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "o.sqlite"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -97,3 +97,54 @@ def test_the_metrics_count_every_event_the_tally_and_recorder_only_escalated_one
     assert sum(events.values()) == 2 and statuses == {"answered": 2}
     assert tally.snapshot()["cam1"]["answered"] == 1
     assert metrics.latency.snapshots()["publish"].count == 2  # the fan-out timed both calls
+
+
+class BatchPublisher(Publisher):
+    """A publisher that also takes several events in one call (as ReliablePublisher does: one transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []  # events per call, single ones as 1
+
+    def publish_event(self, event: TagEvent) -> int:
+        self.calls.append(1)
+        return super().publish_event(event)
+
+    def publish_events(self, events: Sequence[TagEvent]) -> list[int]:
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append(len(events))
+        self.events.extend(events)
+        return list(range(len(self.events) - len(events) + 1, len(self.events) + 1))
+
+
+def test_a_batch_goes_to_the_publisher_in_one_call_then_each_event_to_the_listeners(
+        event_factory: EventFactory) -> None:
+    log: list[tuple[str, str, bool]] = []
+    publisher = BatchPublisher()
+    fanout = EventFanout(publisher, [Heard("a", log)])
+    events = [event_factory(verdict="pass", sequence=i) for i in range(3)]
+    assert fanout.publish_events(events) == [1, 2, 3]
+    assert fanout.publish_events(events[:1]) == [4]  # one event: the single call
+    assert fanout.publish_events([]) == []
+    assert publisher.calls == [3, 1] and publisher.events == [*events, events[0]]
+    assert log == [("a", e.event_id, False) for e in [*events, events[0]]]
+
+
+def test_a_batch_to_a_publisher_without_batches_goes_one_by_one(event_factory: EventFactory) -> None:
+    log: list[tuple[str, str, bool]] = []
+    publisher = Publisher()
+    fanout = EventFanout(publisher, [Heard("a", log)])
+    events = [event_factory(verdict="pass", sequence=i) for i in range(3)]
+    assert fanout.publish_events(events) == [1, 2, 3]
+    assert publisher.events == events and log == [("a", e.event_id, False) for e in events]
+
+
+def test_a_batch_the_publisher_refused_is_heard_by_nobody(event_factory: EventFactory) -> None:
+    log: list[tuple[str, str, bool]] = []
+    publisher = BatchPublisher()
+    publisher.fail = OSError("disk full")
+    fanout = EventFanout(publisher, [Heard("a", log)])
+    with pytest.raises(OSError, match="disk full"):
+        fanout.publish_events([event_factory(sequence=1), event_factory(sequence=2)])
+    assert log == [] and fanout.busy_since is None
