@@ -41,6 +41,7 @@ class StageSpy:
         self.threads: dict[str, set[str]] = {"prepare": set(), "forward": set(), "finish": set()}
         self.inputs_made = 0
         self.forwards = 0
+        self.mixed = 0
         self.heights: list[int] = []  # of the frames prepared
         self.fail_forward_after = fail_forward_after
 
@@ -59,14 +60,15 @@ class StageSpy:
         self.heights += [image.shape[0] for image in images]
         return self.inner.prepare(images, buffer)
 
-    def forward(self, tensor: np.ndarray) -> np.ndarray:
+    def forward(self, tensor: Any) -> Any:
         self._note("forward")
         self.forwards += 1
+        self.mixed += isinstance(tensor, tuple)  # frames of several input sizes (model.input_size auto)
         if self.fail_forward_after is not None and self.forwards > self.fail_forward_after:
             raise RuntimeError("the model broke")
         return self.inner.forward(tensor)
 
-    def finish(self, output: np.ndarray, plans: Any, spent_ms: float) -> Any:
+    def finish(self, output: Any, plans: Any, spent_ms: float) -> Any:
         self._note("finish")
         return self.inner.finish(output, plans, spent_ms)
 
@@ -167,7 +169,7 @@ class ConcurrentSpy(StageSpy):
         self.most_running = 0
         self.finished_order: list[int] = []
 
-    def forward(self, tensor: np.ndarray) -> np.ndarray:
+    def forward(self, tensor: Any) -> Any:
         self._note("forward")
         with self._lock:
             self.running += 1
@@ -336,3 +338,35 @@ def test_the_decided_events_of_one_model_batch_go_to_the_sink_in_one_call(detect
     assert [i.event for i in seen] == sink.events  # on_inspection hears of each after it was published, in order
     for cam in ("cam0", "cam1"):
         assert [e.sequence for e in sink.events if e.camera == cam] == list(range(1, 9))
+
+
+def test_frames_of_three_sizes_in_one_batch_each_run_at_their_own_input_size() -> None:
+    """model.input_size auto: 4:3, 16:9 and square cameras taken together; each frame runs at the size its
+    shape fits (256x320, 192x320, 320x320), every frame is inspected, in order, as one call per frame gives."""
+    detector = open_prefilter(DEFAULT_PREFILTER, ModelConfig(max_batch=3, input_size="auto"))
+    assert isinstance(detector, YoloDetector) and detector.sizes is not None
+    spy = StageSpy(detector)
+    sizes = ((640, 480), (1280, 720), (480, 480))
+    cams = [CameraConfig(id=f"cam{i}",
+                         source=f"synthetic://conveyor?seed={i + 1}&fps=0&frames=12&width={w}&height={h}")
+            for i, (w, h) in enumerate(sizes)]
+    config = AgentConfig(device_id="box", cameras=cams)
+    grabbers = [Grabber(c) for c in cams]
+    sink, seen = ListSink(), []
+    loop = InferenceLoop(FrameInspector(config, spy), [(g.camera.id, g) for g in grabbers], sink,
+                         on_inspection=seen.append)
+    for g in grabbers:
+        g.start()
+    deadline = time.monotonic() + 30.0
+    while not all(g.stats().frames_read >= 2 for g in grabbers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    assert len(sink.events) == 36
+    for cam in ("cam0", "cam1", "cam2"):
+        assert [i.frame.sequence for i in seen if i.frame.camera_id == cam] == list(range(1, 13))  # in order
+    assert sorted(detector.sizes.sizes) == [(192, 320), (256, 320)]
+    assert spy.forwards < 36 and spy.mixed > 0  # frames of several sizes went through the model together
+    one_call = FrameInspector(config, detector)
+    assert [one_call.inspect(i.frame).result.detections for i in seen] == [i.result.detections for i in seen]
+    assert sum(len(i.result.detections) for i in seen) > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,6 +17,31 @@ DEFAULT_MODEL = REPO_MODELS / "conveyor-yolov8n.onnx"  # the FP32 source of the 
 # What the agent runs when the config names no model: the shipped detector's INT8 file, whose accuracy
 # gate record (conveyor-yolov8n.int8.gate.json) says it lost no mAP50 against DEFAULT_MODEL.
 DEFAULT_PREFILTER = REPO_MODELS / "conveyor-yolov8n.int8.onnx"
+
+
+INPUT_STRIDE = 32  # a YOLOv8 detector's largest stride: every side of its input is a multiple of it
+MAX_INPUT_SIDE = 4096
+InputSize: TypeAlias = Literal["auto", "square"] | tuple[int, int]
+
+
+def check_input_size(value: Any) -> InputSize:
+    """``model.input_size``: "auto", "square" or [height, width], each a multiple of 32 from 32 to 4096."""
+    if isinstance(value, str) and value in ("auto", "square"):
+        return value  # type: ignore[return-value]
+    expected = (f'expected "auto", "square" or [height, width] in pixels, each a multiple of {INPUT_STRIDE} '
+                f"(the detector's largest stride) from {INPUT_STRIDE} to {MAX_INPUT_SIDE}, e.g. [256, 320]")
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"got {value!r}; {expected}")
+    sides = []
+    for what, side in zip(("height", "width"), value, strict=True):
+        if isinstance(side, bool) or not isinstance(side, int):
+            raise ValueError(f"{what} {side!r} is not a whole number; {expected}")
+        if side < INPUT_STRIDE or side > MAX_INPUT_SIDE:
+            raise ValueError(f"{what} {side} is out of range; {expected}")
+        if side % INPUT_STRIDE:
+            raise ValueError(f"{what} {side} is not a multiple of {INPUT_STRIDE}; {expected}")
+        sides.append(side)
+    return sides[0], sides[1]
 
 
 def default_concurrent_runs() -> int:
@@ -69,6 +94,13 @@ class ModelConfig(Strict):
         "Four saturated cameras on a 2-core CPU with two concurrent runs: 1.14x the frames per second of one "
         "call per frame (scripts/bench_cameras.py)"
     ))] = 4
+    input_size: InputSize = Field(default="auto", description=(
+        "the detector's input size. auto: fit each camera's frames: the model's long side kept, the short side "
+        "padded only to a multiple of 32 (a 1280x960 camera runs a 320x320 model at 256x320, about a fifth less "
+        "work; one model session per frame size, at most 4, then square); square: the size the model was "
+        "exported at; [height, width]: that size for every frame. Needs runtime onnxruntime (without the TensorRT "
+        "provider) or openvino with an ONNX file; elsewhere auto means square. Classifiers and anomaly models "
+        "keep their own size (docs/openvino.md#the-models-input-size)"))
     require_gate: bool = Field(
         default=False, description="refuse to start with an INT8 model that has no passing accuracy gate record "
         "(<model>.gate.json from `edge-agent models quantize`); without it the agent starts and logs a warning")
@@ -84,6 +116,11 @@ class ModelConfig(Strict):
                 return data  # the field's own check names what is wrong
             data = {**data, "intra_op_threads": default_inference_threads(max(1, runs))}
         return data
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _input_size(cls, v: Any) -> InputSize:
+        return check_input_size(v)
 
     @field_validator("providers")
     @classmethod

@@ -70,17 +70,19 @@ class StagedPrefilter(Protocol):
     """A prefilter whose call splits into stages, each of which may run on its own thread
     (``YoloDetector``): ``prepare`` frames into an input buffer from ``new_input``, ``forward`` the
     model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency). One
-    ``forward`` at a time, unless it is also a :class:`ConcurrentRuns`."""
+    ``forward`` at a time, unless it is also a :class:`ConcurrentRuns`. The tensor is whatever ``prepare``
+    returns (one array, or a tuple of them for frames at several input sizes), the output whatever
+    ``forward`` returns for it."""
 
     max_batch: int
 
     def new_input(self) -> Any: ...
 
-    def prepare(self, images: Sequence[np.ndarray], buffer: Any) -> tuple[np.ndarray, list[Any]]: ...
+    def prepare(self, images: Sequence[np.ndarray], buffer: Any) -> tuple[Any, list[Any]]: ...
 
-    def forward(self, tensor: np.ndarray) -> np.ndarray: ...
+    def forward(self, tensor: Any) -> Any: ...
 
-    def finish(self, output: np.ndarray, plans: Sequence[Any], spent_ms: float) -> list[PrefilterResult]: ...
+    def finish(self, output: Any, plans: Sequence[Any], spent_ms: float) -> list[PrefilterResult]: ...
 
 
 @runtime_checkable

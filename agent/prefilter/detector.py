@@ -10,6 +10,12 @@ preallocated input buffer. The staged surface the agent's pipelined loop uses (`
 on its own thread (one thread per stage at a time, but ``forward`` from up to ``concurrent_runs`` threads
 at once, each with its own input buffer), so the next frames are prepared and the last ones decoded while
 the model runs. ``infer`` is not safe to call from two threads at once.
+
+With ``model.input_size: auto`` (a :class:`~agent.prefilter.sized_sessions.SizedSessions`) each frame runs at
+the input size its shape fits (1280x960 at 256x320 for a 320x320 model): ``prepare`` letterboxes the frames
+of each size into that size's tensor, and a batch with frames of several sizes is a tuple of tensors, one per
+size in the order the sizes first appear, which ``forward`` runs one after the other and ``finish`` decodes
+back in the frames' order. ``preprocess`` always letterboxes to the model's own size (calibration, benchmarks).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 
@@ -36,16 +43,29 @@ from agent.prefilter.model_info import (
     load_metadata,
 )
 from agent.prefilter.onnx_session import InferenceSessionLike, open_session
+from agent.prefilter.sized_sessions import SizedSessions
 from agent.prefilter.yolo_decode import decode_yolov8
+
+Tensors: TypeAlias = np.ndarray | tuple[np.ndarray, ...]  # one batch tensor, or one per input size
 
 
 class InputBuffer:
     """A preallocated model input, ``tensor`` (batch, 3, H, W) float32, and the letterbox plan whose grey
-    border each slot holds (painted again only when a slot gets a frame of another size)."""
+    border each slot holds (painted again only when a slot gets a frame of another size); with several input
+    sizes (``model.input_size: auto``) one such tensor per size, made on first use."""
 
     def __init__(self, batch: int, height: int, width: int) -> None:
         self.tensor = np.empty((batch, 3, height, width), np.float32)  # pages are touched only when used
         self.painted: list[Letterbox | None] = [None] * batch
+        self._sized = {(height, width): (self.tensor, self.painted)}
+
+    def at(self, height: int, width: int) -> tuple[np.ndarray, list[Letterbox | None]]:
+        """The tensor and painted plans for input size ``height`` x ``width``."""
+        found = self._sized.get((height, width))
+        if found is None:
+            batch = len(self.painted)
+            found = self._sized[(height, width)] = (np.empty((batch, 3, height, width), np.float32), [None] * batch)
+        return found
 
 
 class YoloDetector:
@@ -59,8 +79,10 @@ class YoloDetector:
         max_detections: int = 100,
         max_batch: int = 1,
         concurrent_runs: int = 1,
+        sizes: SizedSessions | None = None,
     ) -> None:
         self.session = session
+        self.sizes = sizes  # sessions at other input sizes (model.input_size auto), or None
         self.info = info
         self.min_score = min_score
         self.iou_threshold = iou_threshold
@@ -70,30 +92,41 @@ class YoloDetector:
         self.max_batch = max(1, max_batch) if not isinstance(batch_dim, int) else 1
         self.concurrent_runs = max(1, concurrent_runs)  # forward calls the session may run at once
         self._input = self.new_input()
-        self._plans: dict[tuple[int, int], Letterbox] = {}
+        self._plans: dict[tuple[int, int, bool], Letterbox] = {}  # (frame w, h, fitted) -> plan
         self._scratch: dict[tuple[int, int], np.ndarray] = {}  # resized image per letterbox size, reused
         self._run_names = [info.output_name]
 
     @classmethod
     def from_file(cls, path: pathlib.Path, config: ModelConfig | None = None) -> YoloDetector:
+        """The detector in ``path`` on ONNX Runtime (``agent.prefilter.open_prefilter`` for every runtime)."""
         config = config or ModelConfig(path=path)
         path = pathlib.Path(path)
-        session, meta = open_session(path, config.providers, config.intra_op_threads, config.max_batch)
+        providers, threads, batch = config.providers, config.intra_op_threads, config.max_batch
+        size = config.input_size if isinstance(config.input_size, tuple) else None
+        session, meta = open_session(path, providers, threads, batch, input_size=size)
         info = describe_model(path, session, meta)
+
+        def opener(fitted: tuple[int, int]) -> InferenceSessionLike:
+            return open_session(path, providers, threads, batch, input_size=fitted)[0]  # type: ignore[no-any-return]
+
+        sizes = SizedSessions(opener, info.input_h, info.input_w, path.name) if config.input_size == "auto" else None
         return cls(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
                    max_detections=config.max_detections, max_batch=config.max_batch,
-                   concurrent_runs=config.concurrent_runs)
+                   concurrent_runs=config.concurrent_runs, sizes=sizes)
 
     def new_input(self) -> InputBuffer:
         """A fresh input buffer for ``prepare`` (``max_batch`` slots)."""
         return InputBuffer(self.max_batch, self.info.input_h, self.info.input_w)
 
-    def _plan(self, image: np.ndarray) -> tuple[Letterbox, np.ndarray | None]:
+    def _plan(self, image: np.ndarray, fitted: bool = True) -> tuple[Letterbox, np.ndarray | None]:
         h, w = image.shape[:2]
-        plan = self._plans.get((w, h))
+        plan = self._plans.get((w, h, fitted))
         if plan is None:
-            plan = plan_letterbox(w, h, self.info.input_w, self.info.input_h)
-            self._plans[(w, h)] = plan
+            in_h, in_w = self.info.input_h, self.info.input_w
+            if fitted and self.sizes is not None:
+                in_h, in_w = self.sizes.size_for(w, h)
+            plan = plan_letterbox(w, h, in_w, in_h)
+            self._plans[(w, h, fitted)] = plan
         if (plan.new_w, plan.new_h) == (w, h):
             return plan, None
         scratch = self._scratch.get((plan.new_w, plan.new_h))
@@ -101,30 +134,49 @@ class YoloDetector:
             scratch = self._scratch[(plan.new_w, plan.new_h)] = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
         return plan, scratch
 
-    def prepare(self, images: Sequence[np.ndarray], buffer: InputBuffer) -> tuple[np.ndarray, list[Letterbox]]:
-        """Letterbox ``images`` into the first slots of ``buffer``; returns (the batch tensor, plans)."""
+    def prepare(self, images: Sequence[np.ndarray], buffer: InputBuffer) -> tuple[Tensors, list[Letterbox]]:
+        """Letterbox ``images`` into the first slots of ``buffer`` (of each input size); returns (the batch
+        tensor, or one per input size when the frames run at several, plans)."""
         if not 1 <= len(images) <= len(buffer.painted):
             raise ValueError(f"{len(images)} images for an input buffer of {len(buffer.painted)} slots")
-        plans = []
-        for slot, image in enumerate(images):
-            plan, scratch = self._plan(image)
-            letterbox_to_tensor(image, plan, buffer.tensor[slot], scratch, border_painted=buffer.painted[slot] is plan)
-            buffer.painted[slot] = plan
-            plans.append(plan)
-        return buffer.tensor[:len(images)], plans
+        planned = [self._plan(image) for image in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (plan, _scratch) in enumerate(planned):
+            groups.setdefault((plan.dst_h, plan.dst_w), []).append(i)
+        tensors = []
+        for (height, width), members in groups.items():
+            tensor, painted = buffer.at(height, width)
+            for slot, i in enumerate(members):
+                plan, scratch = planned[i]
+                letterbox_to_tensor(images[i], plan, tensor[slot], scratch, border_painted=painted[slot] is plan)
+                painted[slot] = plan
+            tensors.append(tensor[:len(members)])
+        return (tensors[0] if len(tensors) == 1 else tuple(tensors)), [plan for plan, _ in planned]
 
     def preprocess(self, image: np.ndarray, slot: int = 0) -> tuple[np.ndarray, Letterbox]:
-        """Letterbox ``image`` into slot ``slot`` of the reused input tensor; returns (that slot as a
-        batch of one, plan)."""
-        plan, scratch = self._plan(image)
+        """Letterbox ``image`` into slot ``slot`` of the reused input tensor at the model's own size; returns
+        (that slot as a batch of one, plan)."""
+        plan, scratch = self._plan(image, fitted=False)
         buffer = self._input
         letterbox_to_tensor(image, plan, buffer.tensor[slot], scratch, border_painted=buffer.painted[slot] is plan)
         buffer.painted[slot] = plan
         return buffer.tensor[slot:slot + 1], plan
 
-    def forward(self, tensor: np.ndarray) -> np.ndarray:
-        outputs = self.session.run(self._run_names, {self.info.input_name: tensor})
-        return np.asarray(outputs[0])
+    def forward(self, tensor: Tensors) -> Tensors:
+        """The model's output for a batch tensor (or a tuple of them, one output each)."""
+        if isinstance(tensor, tuple):
+            return tuple(self._forward(t) for t in tensor)
+        return self._forward(tensor)
+
+    def _forward(self, tensor: np.ndarray) -> np.ndarray:
+        size = (int(tensor.shape[2]), int(tensor.shape[3]))
+        if self.sizes is None or size == (self.info.input_h, self.info.input_w):
+            outputs = self.session.run(self._run_names, {self.info.input_name: tensor})
+            return np.asarray(outputs[0])
+        session = self.sizes.session(size)
+        if isinstance(list(session.get_inputs()[0].shape)[0], int) and len(tensor) > 1:  # no free batch there
+            return np.concatenate([self._forward(tensor[i:i + 1]) for i in range(len(tensor))])
+        return np.asarray(session.run(self._run_names, {self.info.input_name: tensor})[0])
 
     def postprocess(self, output: np.ndarray, plan: Letterbox) -> tuple[Detection, ...]:
         raw = decode_yolov8(output[0], len(self.info.names), min_score=self.min_score,
@@ -138,20 +190,31 @@ class YoloDetector:
             for b, s, c in zip(boxes, raw.scores.tolist(), raw.class_ids.tolist(), strict=True)
         )
 
-    def finish(self, output: np.ndarray, plans: Sequence[Letterbox], spent_ms: float) -> list[PrefilterResult]:
-        """Decode a batch's output (one row per plan); each result's latency is ``spent_ms`` (the time its
-        batch spent in preparing and the model) plus the decoding."""
+    def finish(self, output: Tensors, plans: Sequence[Letterbox], spent_ms: float) -> list[PrefilterResult]:
+        """Decode a batch's output (one row per plan; a tuple: one output per input size, in the order the
+        plans' sizes first appear); each result's latency is ``spent_ms`` (the time its batch spent in
+        preparing and the model) plus the decoding."""
         t0 = time.perf_counter()
-        detections = [self.postprocess(output[i:i + 1], plan) for i, plan in enumerate(plans)]
+        if isinstance(output, tuple):
+            group: dict[tuple[int, int], int] = {}
+            taken: dict[tuple[int, int], int] = {}
+            rows = []
+            for plan in plans:
+                size = (plan.dst_h, plan.dst_w)
+                g, r = group.setdefault(size, len(group)), taken.get(size, 0)
+                taken[size] = r + 1
+                rows.append(output[g][r:r + 1])
+        else:
+            rows = [output[i:i + 1] for i in range(len(plans))]
+        detections = [self.postprocess(row, plan) for row, plan in zip(rows, plans, strict=True)]
         ms = spent_ms + (time.perf_counter() - t0) * 1000.0
         return [PrefilterResult(self.info.model_id, d, ms) for d in detections]
 
     def infer(self, image: np.ndarray) -> PrefilterResult:
         t0 = time.perf_counter()
-        tensor, plan = self.preprocess(image)
+        tensor, plans = self.prepare([image], self._input)
         output = self.forward(tensor)
-        detections = self.postprocess(output, plan)
-        return PrefilterResult(self.info.model_id, detections, (time.perf_counter() - t0) * 1000.0)
+        return self.finish(output, plans, (time.perf_counter() - t0) * 1000.0)[0]
 
     def infer_batch(self, images: Sequence[np.ndarray]) -> list[PrefilterResult]:
         """Several frames (from different cameras) in one session run, ``max_batch`` at a time; each

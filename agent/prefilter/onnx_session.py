@@ -58,7 +58,7 @@ class GpuSettings:
 
 def open_session(
     path: pathlib.Path, providers: Sequence[str], intra_op_threads: int, max_batch: int = 1,
-    gpu: GpuSettings | None = None,
+    gpu: GpuSettings | None = None, input_size: tuple[int, int] | None = None,
 ) -> tuple[Any, dict[str, str]]:
     """Create an onnxruntime session and return it with the model's custom metadata.
 
@@ -69,7 +69,10 @@ def open_session(
 
     ``providers`` are ONNX Runtime names (or ``["auto"]``, see agent.prefilter.providers); the ones this build
     lacks are skipped with a warning. The TensorRT provider gets ``gpu``'s precision and an engine + timing
-    cache directory keyed by the model file."""
+    cache directory keyed by the model file.
+
+    ``input_size`` (height, width) gives a YOLOv8 detector that input size (``agent.prefilter.input_size``);
+    ModelError when its graph cannot be rewritten so."""
     import onnxruntime as ort
 
     if not path.exists():
@@ -89,11 +92,11 @@ def open_session(
     plan = _ProviderPlan(path, chosen, gpu or GpuSettings())
     entries = plan.entries(1, ort.__version__)
     model: str | bytes = str(path)
-    faster = _rewritten(path, batched=False)
+    faster = _rewritten(path, batched=False, input_size=input_size)
     if faster is not None:
         model = faster
     if max_batch > 1:
-        batched = _rewritten(path, batched=True)
+        batched = _rewritten(path, batched=True, input_size=input_size)
         if batched is not None:
             batched_entries = plan.entries(max_batch, ort.__version__)
             try:
@@ -175,14 +178,22 @@ def _batch_shapes(proto: Any, max_batch: int) -> BatchShapes | None:
     return BatchShapes(first.name, (c, h, w), 1, max_batch, max_batch)
 
 
-def _rewritten(path: pathlib.Path, batched: bool) -> bytes | None:
+def _rewritten(path: pathlib.Path, batched: bool, input_size: tuple[int, int] | None = None) -> bytes | None:
     """The model with agent.prefilter.graph_rewrite's rewrites (and a free batch dimension when
     ``batched``), or None when none applies (or the file is not one onnx can read: then onnxruntime
-    reports it, with its own message)."""
+    reports it, with its own message). With ``input_size`` never None unbatched (ModelError when the
+    graph cannot take that size)."""
     import onnx
 
     from agent.prefilter.graph_rewrite import dynamic_batch, fuse_dfl_softmax
+    from agent.prefilter.input_size import load_resized
 
+    if input_size is not None:
+        proto = load_resized(path, input_size)
+        fuse_dfl_softmax(proto)
+        if batched and not dynamic_batch(proto):
+            return None
+        return bytes(proto.SerializeToString())
     try:
         proto = onnx.load(str(path))
         count = fuse_dfl_softmax(proto)

@@ -176,38 +176,61 @@ def compile_options(config: ModelConfig, cache_dir: pathlib.Path | None) -> dict
     return options
 
 
-def cache_folder(path: pathlib.Path, config: ModelConfig, batch: int, version: str) -> pathlib.Path:
+def cache_folder(path: pathlib.Path, config: ModelConfig, batch: int, version: str,
+                 input_size: tuple[int, int] | None = None) -> pathlib.Path:
     """Where OpenVINO caches this model's compiled blobs: keyed like the TensorRT plans (file, SHA-256, batch,
-    runtime version)."""
+    runtime version), and the input size (height x width) where it is not the exported one."""
     from agent.prefilter.model_info import file_digest
 
     root = engine_cache_root(config.engine_cache_dir, os.environ)
-    folder = root / "openvino" / f"{path.stem}-{file_digest(path)[:12]}-b{batch}-ov{version}"
+    size = f"-{input_size[0]}x{input_size[1]}" if input_size is not None else ""
+    folder = root / "openvino" / f"{path.stem}-{file_digest(path)[:12]}-b{batch}{size}-ov{version}"
     return ensure_writable_dir(folder, "OpenVINO compiled-model cache directory")
 
 
-def open_openvino_session(path: pathlib.Path, config: ModelConfig, task: str | None = None) \
-        -> tuple[OpenVINOSession, dict[str, str]]:
+def open_openvino_session(path: pathlib.Path, config: ModelConfig, task: str | None = None,
+                          input_size: tuple[int, int] | None = None) -> tuple[OpenVINOSession, dict[str, str]]:
     """``model.runtime: openvino``: ``path`` compiled for the CPU (cached) as a session, with its metadata.
-    ``task`` "detect" with ``model.max_batch`` > 1 tries a free batch dimension."""
+    ``task`` "detect" with ``model.max_batch`` > 1 tries a free batch dimension. ``input_size`` (height, width):
+    a YOLOv8 detector's ONNX graph rewritten for that input size (agent.prefilter.input_size); ModelError for an
+    IR or a graph that cannot take it."""
     path = pathlib.Path(path)
     ov, model, meta = read_openvino_model(path)
     version = str(ov.__version__).split("-")[0]
+    source: Any = None  # the rewritten ONNX graph, for a size other than the exported one
+    if input_size is not None:
+        if path.suffix.lower() == IR_SUFFIX:
+            raise ModelError(f"model file {path} is an OpenVINO IR, whose input size is fixed when it is converted; "
+                             f"model.input_size {input_size[0]}x{input_size[1]} needs the ONNX file (or use "
+                             "input_size: square)")
+        from agent.prefilter.input_size import load_resized
+
+        source = load_resized(path, input_size)
+        model = _read_proto(ov, path, source)
     if task == "detect" and config.max_batch > 1:
-        batched = _batched_model(ov, path, model, config.max_batch)
+        batched = _batched_model(ov, path, model, config.max_batch, source)
         if batched is not None:
-            session = _compile(ov, batched, path, config, config.max_batch, version)
+            session = _compile(ov, batched, path, config, config.max_batch, version, input_size)
             from agent.prefilter.onnx_session import batch_agrees
 
             if batch_agrees(session):
                 return session, meta
             log.info("model %s: a batch does not give per-frame outputs on OpenVINO; one frame per call", path.name)
-    return _compile(ov, model, path, config, 1, version), meta
+    return _compile(ov, model, path, config, 1, version, input_size), meta
 
 
-def _compile(ov: Any, model: Any, path: pathlib.Path, config: ModelConfig, batch: int, version: str) \
-        -> OpenVINOSession:
-    folder = cache_folder(path, config, batch, version)
+def _read_proto(ov: Any, path: pathlib.Path, proto: Any) -> Any:
+    try:
+        return ov.Core().read_model(proto.SerializeToString())
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
+        first = (str(exc).strip().splitlines() or ["no reason given"])[0][:300]
+        raise ModelError(f"model file {path} rewritten for model.input_size could not be read by OpenVINO: "
+                         f"{first}") from None
+
+
+def _compile(ov: Any, model: Any, path: pathlib.Path, config: ModelConfig, batch: int, version: str,
+             input_size: tuple[int, int] | None = None) -> OpenVINOSession:
+    folder = cache_folder(path, config, batch, version, input_size)
     try:
         compiled = ov.Core().compile_model(model, "CPU", compile_options(config, folder))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
@@ -220,8 +243,9 @@ def _compile(ov: Any, model: Any, path: pathlib.Path, config: ModelConfig, batch
     return OpenVINOSession(compiled, max(1, config.concurrent_runs), f"OpenVINO {version} CPU")
 
 
-def _batched_model(ov: Any, path: pathlib.Path, model: Any, max_batch: int) -> Any | None:
-    """The model with its batch dimension free (bounded 1..``max_batch``), or None where it cannot be freed."""
+def _batched_model(ov: Any, path: pathlib.Path, model: Any, max_batch: int, source: Any = None) -> Any | None:
+    """The model with its batch dimension free (bounded 1..``max_batch``), or None where it cannot be freed.
+    ``source``: the ONNX graph ``model`` was read from, when it is not the file's."""
     first = list(model.inputs[0].get_partial_shape())
     if len(first) != 4 or not all(d.is_static for d in first[1:]):
         return None
@@ -233,7 +257,7 @@ def _batched_model(ov: Any, path: pathlib.Path, model: Any, max_batch: int) -> A
         from agent.prefilter.graph_rewrite import dynamic_batch
 
         try:
-            proto = onnx.load(str(path))
+            proto = onnx.load(str(path)) if source is None else onnx.ModelProto.FromString(source.SerializeToString())
             if not dynamic_batch(proto):
                 return None
             candidate = ov.Core().read_model(proto.SerializeToString())

@@ -33,8 +33,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from agent.core.event import TagEvent
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
@@ -83,12 +81,12 @@ class _Batch:
     snapshots: SnapshotSender | None
     frames: list[Frame]  # for the prefilter
     learn: list[Frame] = dataclasses.field(default_factory=list)  # of cameras in learn mode: no prefilter
-    tensor: np.ndarray | None = None  # staged prefilter: the prepared model input
+    tensor: Any = None  # staged prefilter: the prepared model input (an array, or one per input size)
     plans: list[Any] = dataclasses.field(default_factory=list)
     buffer: Any = None
     pool: queue.Queue[Any] | None = None  # where ``buffer`` goes back once the model has read it
     spent_ms: float = 0.0  # time spent preparing and in the model
-    output: np.ndarray | None = None
+    output: Any = None  # what the model gave for ``tensor``
     inspections: list[Inspection] | None = None  # a prefilter without stages: inspected in one call
     runs: threading.Semaphore | None = None  # the model runs its prefilter allows at once
     done: threading.Event = dataclasses.field(default_factory=threading.Event)  # the model thread is through

@@ -109,7 +109,7 @@ def test_no_file_means_defaults() -> None:
             "model:\n  path: /m.onnx\n  bogus: 1\n",
             "model.bogus (line 3): unknown key; expected one of: path, runtime, providers, precision, "
             "engine_cache_dir, gpu_device, intra_op_threads, concurrent_runs, min_score, iou_threshold, "
-            "max_detections, max_batch, require_gate",
+            "max_detections, max_batch, input_size, require_gate",
         ),
         # unknown key inside a list item: names CameraConfig's fields
         (
@@ -194,7 +194,7 @@ def test_every_problem_is_reported_together(tmp_path: pathlib.Path) -> None:
         "unable to parse string as a number (got 'fast')",
         "model.bogus (line 10): unknown key; expected one of: path, runtime, providers, precision, "
         "engine_cache_dir, gpu_device, intra_op_threads, concurrent_runs, min_score, iou_threshold, max_detections, "
-        "max_batch, require_gate",
+        "max_batch, input_size, require_gate",
         # the later mqtt mapping is the one kept, and its lines are the ones reported
         "mqtt.keepalive_s (line 13): Input should be greater than or equal to 5 (got 1)",
     ]

@@ -98,7 +98,9 @@ def test_the_staged_calls_give_what_infer_gives_on_the_shipped_model():
     from agent.capture.synthetic import render_still
     from agent.config.models import DEFAULT_PREFILTER
 
-    det = YoloDetector.from_file(DEFAULT_PREFILTER, ModelConfig(path=DEFAULT_PREFILTER, max_batch=2))
+    # square: prepare's tensor is preprocess's (model.input_size auto: tests/prefilter/test_input_size.py)
+    det = YoloDetector.from_file(DEFAULT_PREFILTER, ModelConfig(path=DEFAULT_PREFILTER, max_batch=2,
+                                                                input_size="square"))
     assert det.max_batch == 2
     rng = np.random.default_rng(3)
     small = [render_still(rng)[0] for _ in range(3)]

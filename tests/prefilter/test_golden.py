@@ -27,7 +27,9 @@ def load_golden() -> dict:  # type: ignore[type-arg]
 
 
 def our_predictions(conf: float, iou: float) -> dict[str, list[dict[str, object]]]:
-    det = YoloDetector.from_file(DEFAULT_MODEL, ModelConfig(min_score=conf, iou_threshold=iou, max_detections=300))
+    # ultralytics runs a fixed-shape ONNX model square: so do we here
+    det = YoloDetector.from_file(DEFAULT_MODEL, ModelConfig(min_score=conf, iou_threshold=iou, max_detections=300,
+                                                            input_size="square"))
     out = {}
     for path in sorted(GOLDEN.glob("*.jpg")):
         image = cv2.imread(str(path))
