@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from agent.config.models import ModelConfig
-from agent.config.providers import CPU, TENSORRT
+from agent.config.providers import AUTO, CPU, TENSORRT
 from agent.errors import ModelError
 from agent.prefilter.anomaly import AnomalyModel, describe_anomaly
 from agent.prefilter.classifier import ImageClassifier, describe_classifier
@@ -67,7 +67,8 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
             session, meta = open_session(path, config.providers, config.intra_op_threads, gpu=gpu)
         return _wrap(path, session, meta, config)
     describe_model(path, session, meta)  # a bad layout is refused before anything else is tried
-    if TENSORRT in config.providers:
+    tensorrt = TENSORRT in config.providers or (AUTO in config.providers and _has_tensorrt_provider())
+    if tensorrt:
         _refuse_input_size(path, config, "the TensorRT provider builds its engine for the exported size")
     size = config.input_size if isinstance(config.input_size, tuple) else None
     if config.max_batch > 1 or not cpu_only or size is not None:  # again: a free batch dimension, the input size
@@ -78,7 +79,13 @@ def open_prefilter(path: pathlib.Path, config: ModelConfig | None = None) -> Pre
         return open_session(path, config.providers, config.intra_op_threads, config.max_batch, gpu=gpu,
                             input_size=fitted)[0]
 
-    return _wrap(path, session, meta, config, opener if TENSORRT not in config.providers else None)
+    return _wrap(path, session, meta, config, None if tensorrt else opener)
+
+
+def _has_tensorrt_provider() -> bool:
+    import onnxruntime as ort
+
+    return TENSORRT in ort.get_available_providers()
 
 
 def _refuse_input_size(path: pathlib.Path, config: ModelConfig, why: str) -> None:

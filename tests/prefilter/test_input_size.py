@@ -4,6 +4,7 @@ every size it cannot take is refused with a message naming it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 from typing import Any
@@ -88,6 +89,26 @@ def test_at_256x320_the_boxes_are_the_square_models_on_real_1280x960_frames(path
     assert fitted.sizes.sizes == [(256, 320)]
     assert len(ious) >= 20  # a fair number of confident detections (28 here), both ways
     assert min(ious) >= 0.9 and float(np.mean(ious)) >= 0.97, ious
+
+
+def test_auto_gives_ultralytics_own_rect_predictor_s_boxes() -> None:
+    """ultralytics' predictor with its rect letterbox (committed: scripts/make_golden.py --rect) on the golden
+    640x480 frames (256x320 here) and their 640x360 crops (192x320): the same boxes, IoU >= 0.99."""
+    from tests.prefilter.test_golden import assert_same_detections
+
+    golden = json.loads((GOLDEN / "predictions_rect.json").read_text())
+    assert golden["model"] == DEFAULT_MODEL.name and golden["rect"]
+    det = open_prefilter(DEFAULT_MODEL, ModelConfig(path=DEFAULT_MODEL, min_score=golden["conf"], max_batch=1,
+                                                    iou_threshold=golden["iou"], max_detections=300))
+    assert isinstance(det, YoloDetector)
+    ours = {}
+    for path in sorted(GOLDEN.glob("*.jpg")):
+        image = cv2.imread(str(path))
+        for key, frame in ((path.name, image), (f"{path.name}@640x360", image[60:420])):
+            ours[key] = [{"class_id": d.class_id, "confidence": d.confidence, "box": list(d.box)}
+                         for d in det.infer(frame).detections]
+    assert det.sizes is not None and sorted(det.sizes.sizes) == [(192, 320), (256, 320)]
+    assert assert_same_detections(ours, golden["predictions"], golden["conf"]) >= 20
 
 
 def test_openvino_runs_the_rewritten_graph_with_the_same_boxes(tmp_path: pathlib.Path) -> None:
