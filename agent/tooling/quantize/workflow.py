@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -72,14 +72,17 @@ class Evaluation:
     latency_p50_ms: float
 
 
-def _evaluate(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int, label: str) -> Evaluation:
-    """Run one model over the validation set: its task metric, per-class numbers, per-image verdicts."""
+def evaluate_model(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int, label: str,
+                   runtime: Literal["onnxruntime", "openvino"] = "onnxruntime") -> Evaluation:
+    """Run one model over the validation set on ``runtime``: its task metric, per-class numbers, per-image
+    verdicts."""
     from agent.runtime.loop import latency_percentiles
     from agent.tooling.evaluation.classify_dataset import evaluate_classifier
     from agent.tooling.evaluation.dataset import evaluate_detector
 
     model = open_prefilter(path, ModelConfig(path=path, min_score=_EVAL_MIN_SCORE, iou_threshold=0.7,
-                                             max_detections=_EVAL_MAX_DET, intra_op_threads=threads))
+                                             max_detections=_EVAL_MAX_DET, intra_op_threads=threads,
+                                             runtime=runtime))
     verdicts: list[str] = []
     latencies: list[float] = []
 
@@ -264,7 +267,7 @@ def run_quantize(opts: QuantizeOptions) -> int:
         typer.echo(f"model {info.model_id} ({info.task}): {len(info.names)} classes, "
                    f"input {info.input_w}x{info.input_h}; "
                    f"calibration: {calib.description}; validation: {val_desc}", err=True)
-        fp32 = _evaluate(model, dataset, opts.band, opts.threads, "evaluate FP32")
+        fp32 = evaluate_model(model, dataset, opts.band, opts.threads, "evaluate FP32")
 
         def tensors() -> Any:
             for frame in calib.frames():
@@ -279,7 +282,7 @@ def run_quantize(opts: QuantizeOptions) -> int:
                                     float_stem=opts.float_stem,
                                     progress=progress_printer(f"calibrate {flavour.name}"),
                                     provenance={"file": model.name, "sha256": file_digest(model)})
-            int8 = _evaluate(staged, dataset, opts.band, opts.threads, f"evaluate INT8 {flavour.name}")
+            int8 = evaluate_model(staged, dataset, opts.band, opts.threads, f"evaluate INT8 {flavour.name}")
             result = judge(fp32.metric, fp32.value, int8.value, fp32.verdicts, int8.verdicts, opts.limits)
             if not result.passed:
                 refused += 1
