@@ -222,7 +222,12 @@ class ReliablePublisher:
                         self._to_dead.append((row_id, f"refused 0x{reason.value:02X}",
                                               f"the broker refused it {verdict.tries} time(s): {reason} "
                                               f"(PUBACK reason code 0x{reason.value:02X})", verdict.tries))
-            self._cv.notify_all()
+            # wake the forwarder only when the ack changes what it may do now: a refusal, a window or a
+            # reconnect hold it waits on, parked messages, or the last message in flight (its rows deleted at
+            # once, for flush()). Other acks are deleted on its next pass (new rows wake it, or 0.2 s), so a
+            # batch of events costs one or two passes, not one per ack.
+            if reason.is_failure or self._blocked or not self._inflight or self._gate.waiting():
+                self._cv.notify_all()
 
     def _status_extra(self) -> dict[str, Any]:
         o = self.outbox.stats()
