@@ -54,53 +54,12 @@ def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """IoU of every xyxy box (M, 4) against every other, (M, M): row i is ``iou_one_to_many(boxes[i], boxes)``,
-    the same float32 operations in the same order, so the same numbers bit for bit."""
-    b = boxes[:, None, :]  # (M, 1, 4): the one box of each row
-    ix1 = np.maximum(b[..., 0], boxes[:, 0])
-    iy1 = np.maximum(b[..., 1], boxes[:, 1])
-    ix2 = np.minimum(b[..., 2], boxes[:, 2])
-    iy2 = np.minimum(b[..., 3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-SMALL_NMS = 32
-"""From 3 up to this many candidates, NMS computes all their IoUs in one numpy pass (at most 32 x 32) and
-walks them in Python; else it narrows the candidates box by box (memory stays linear). Same result; the
-narrowing runs a dozen numpy calls per kept box, so from three boxes on the one pass is quicker."""
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
     """Greedy NMS. Returns indices into ``boxes`` of the kept boxes, best first.
-    A box is suppressed when its IoU with a kept box is *greater than* the threshold (not when it is at most
-    the threshold: a NaN IoU suppresses too)."""
+    A box is suppressed when its IoU with a kept box is *greater than* the threshold."""
     if boxes.shape[0] != scores.shape[0]:
         raise ValueError(f"boxes {boxes.shape} and scores {scores.shape} disagree on the count")
     order = np.argsort(-scores, kind="stable")
-    if 2 < order.size <= SMALL_NMS:  # a frame's few candidates: one numpy pass instead of a dozen per kept box
-        return nms_small(boxes, order, iou_threshold, max_keep)
-    return nms_narrowing(boxes, order, iou_threshold, max_keep)
-
-
-def nms_small(boxes: np.ndarray, order: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
-    """:func:`nms` over ``order`` (best first) with every IoU computed at once: for a few boxes."""
-    suppresses = np.logical_not(iou_matrix(boxes) <= iou_threshold).tolist()
-    keep: list[int] = []
-    for i in order.tolist():
-        if len(keep) >= max_keep:
-            break
-        if not any(suppresses[k][i] for k in keep):
-            keep.append(i)
-    return np.asarray(keep, dtype=np.int64)
-
-
-def nms_narrowing(boxes: np.ndarray, order: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
-    """:func:`nms` over ``order`` (best first), dropping the boxes each kept one suppresses: for many boxes."""
     keep: list[int] = []
     while order.size and len(keep) < max_keep:
         i = int(order[0])

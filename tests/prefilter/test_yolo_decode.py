@@ -5,16 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.prefilter.yolo_decode import (
-    SMALL_NMS,
-    decode_yolov8,
-    expected_anchor_count,
-    iou_matrix,
-    iou_one_to_many,
-    nms,
-    nms_narrowing,
-    nms_small,
-)
+from agent.prefilter.yolo_decode import decode_yolov8, expected_anchor_count, iou_one_to_many, nms
 
 
 def make_output(rows: list[tuple[float, float, float, float, list[float]]]) -> np.ndarray:
@@ -75,41 +66,3 @@ def test_nothing_above_min_score_gives_empty_arrays():
 def test_wrong_output_shape_names_expected_shape():
     with pytest.raises(ValueError, match=r"expected one image's YOLOv8 output of shape \(4 \+ 2, N\), got \(5, 3\)"):
         decode_yolov8(np.zeros((5, 3), np.float32), 2, min_score=0.1, iou_threshold=0.5, max_detections=5)
-
-
-def test_the_iou_matrix_has_the_one_to_many_numbers_bit_for_bit():
-    rng = np.random.default_rng(7)
-    xy = rng.uniform(0, 600, (20, 2)).astype(np.float32)
-    boxes = np.concatenate([xy, xy + rng.uniform(0, 80, (20, 2)).astype(np.float32)], axis=1)
-    boxes[3] = boxes[4]  # a twin
-    boxes[5, 2:] = boxes[5, :2]  # a box of no area
-    matrix = iou_matrix(boxes)
-    for i in range(len(boxes)):
-        assert np.array_equal(matrix[i].view(np.uint32), iou_one_to_many(boxes[i], boxes).view(np.uint32))
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_the_small_and_the_narrowing_nms_keep_the_same_boxes(seed: int):
-    # clustered random boxes (many overlaps), tied scores, a NaN box now and then, thresholds 0.3-0.8, caps 1-all
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, SMALL_NMS + 1))
-    centres = rng.uniform(0, 200, (3, 2))[rng.integers(0, 3, n)] + rng.normal(0, 12, (n, 2))
-    sizes = rng.uniform(10, 60, (n, 2))
-    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
-    if seed % 4 == 0:
-        boxes[int(rng.integers(0, n))] = np.nan
-    scores = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # rounded: ties
-    order = np.argsort(-scores, kind="stable")
-    for threshold in (0.3, 0.5, 0.8):
-        for cap in (1, 3, n):
-            small = nms_small(boxes, order, threshold, cap)
-            assert small.tolist() == nms_narrowing(boxes, order, threshold, cap).tolist()
-            assert nms(boxes, scores, threshold, cap).tolist() == small.tolist()
-
-
-def test_many_candidates_take_the_narrowing_nms():
-    # more than SMALL_NMS candidates in a row, 20 px apart, 10 px wide: no overlaps, all kept in score order
-    n = SMALL_NMS + 8
-    boxes = np.array([[20 * i, 0, 20 * i + 10, 10] for i in range(n)], np.float32)
-    scores = np.linspace(0.9, 0.1, n).astype(np.float32)
-    assert nms(boxes, scores, 0.5, n).tolist() == list(range(n))
