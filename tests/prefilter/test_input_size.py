@@ -169,6 +169,8 @@ def test_an_openvino_ir_refuses_another_size(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ModelError, match=r"is an OpenVINO IR.*needs the ONNX file"):
         open_prefilter(ir, ModelConfig(path=ir, runtime="openvino", input_size=[256, 320],
                                        engine_cache_dir=tmp_path))
+    auto = open_prefilter(ir, ModelConfig(path=ir, runtime="openvino", engine_cache_dir=tmp_path))
+    assert isinstance(auto, YoloDetector) and auto.sizes is None  # auto: an IR runs at its own size
 
 
 def test_a_graph_whose_anchor_constants_are_not_yolov8s_is_refused() -> None:
