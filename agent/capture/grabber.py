@@ -39,6 +39,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from agent.capture.frame_memory import keep_frame_memory
 from agent.capture.sources import FrameSource, open_source
 from agent.config.models import CameraConfig
 from agent.core.frame import Frame, FrameTruth
@@ -149,6 +150,7 @@ class Grabber:
         """Start the grabber thread. A grabber runs once; make a new one to restart."""
         if self._thread is not None or self._stop.is_set():
             raise RuntimeError(f"grabber for camera {self.camera.id!r} was already started or stopped")
+        keep_frame_memory()  # every frame's buffer from the heap, not a fresh mmap (agent.capture.frame_memory)
         self._thread = threading.Thread(target=self._run, name=f"grab-{self.camera.id}", daemon=True)
         self._thread.start()
 
