@@ -192,8 +192,8 @@ def _check_model(config: AgentConfig) -> list[Check]:
                       "models/conveyor-yolov8n.int8.onnx); `edge-agent models info FILE` shows what a file is")]
     info = model.info
     checks = [Check("model", "OK", f"{path}: {info.model_id}, {info.task}, {len(info.names)} classes, "
-                    f"{info.input_w}x{info.input_h}, {precision}; one inference {facts.warm_up_ms:.0f} ms on "
-                    f"{', '.join(facts.providers) or '?'}")]
+                    f"{info.input_w}x{info.input_h}{_fitted_note(model)}, {precision}; one inference "
+                    f"{facts.warm_up_ms:.0f} ms on {', '.join(facts.providers) or '?'}")]
     checks.append(_model_threads_row(config, getattr(model, "concurrent_runs", 1)))
     if config.model.runtime == "auto":
         checks.append(_runtime_choice_row(config))
@@ -223,6 +223,17 @@ def _runtime_choice_row(config: AgentConfig) -> Check:
         return Check("model runtime", "WARN", "auto: no probe result is cached for this model and these settings",
                      "edge-agent models probe-runtime MODEL runs it")
     return Check("model runtime", "OK", f"auto chose {choice.describe()}")
+
+
+def _fitted_note(model: object) -> str:
+    """What ``model.input_size: auto`` does with a 1280x960 camera, for a detector that fits frames."""
+    from agent.prefilter.detector import YoloDetector
+    from agent.prefilter.input_size import fitted_size
+
+    if not isinstance(model, YoloDetector) or model.sizes is None:
+        return ""
+    h, w = fitted_size(1280, 960, model.info.input_w, model.info.input_h)
+    return f" (input_size auto: fitted to each camera, e.g. 1280x960 at {w}x{h})"
 
 
 def _model_threads_row(config: AgentConfig, runs: int) -> Check:

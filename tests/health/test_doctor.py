@@ -58,7 +58,8 @@ def test_everything_fine_exits_0(mosquitto: LocalMosquitto, tmp_path: pathlib.Pa
     checks = {r["name"]: r for r in rows}
     assert code == 0, rows
     assert checks["config"]["status"] == "OK"
-    assert checks["model"]["status"] == "OK" and "detect, 4 classes, 320x320, int8" in checks["model"]["detail"]
+    assert checks["model"]["status"] == "OK" and "detect, 4 classes, 320x320" in checks["model"]["detail"]
+    assert "(input_size auto: fitted to each camera, e.g. 1280x960 at 320x256), int8" in checks["model"]["detail"]
     assert checks["model gate"]["status"] == "OK"
     assert checks["model threads"]["status"] == "OK" and "model threads on" in checks["model threads"]["detail"]
     assert checks["onnxruntime"]["status"] == "OK" and "CPUExecutionProvider" in checks["onnxruntime"]["detail"]
