@@ -71,6 +71,7 @@ class _Constants:
         self.inits = {t.name: t for t in graph.initializer}
         self.values: dict[str, np.ndarray] = {n: numpy_helper.to_array(t) for n, t in self.inits.items()}
         self.producer: dict[str, Any] = {}
+        self.orphans: set[str] = set()  # initializers that fed a removed node
         for node in graph.node:
             if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
                 self.values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
@@ -90,6 +91,7 @@ class _Constants:
         node = self.producer.pop(name, None)
         if node is not None:
             self.graph.node.remove(node)
+            self.orphans.update(i for i in node.input if i in self.inits)
         tensor = numpy_helper.from_array(value, name)
         if name in self.inits:
             self.inits[name].CopyFrom(tensor)
@@ -106,8 +108,11 @@ def _head_constants(model: Any, old_h: int, old_w: int) -> tuple[list[str], list
     anchors, strides = make_anchors(old_h, old_w)
     count = anchors.shape[1]
     reshape_targets = {n.input[1] for n in model.graph.node if n.op_type == "Reshape" and len(n.input) > 1}
+    behind = {i for node in consts.producer.values() if node.op_type == "DequantizeLinear" for i in node.input}
     points, scales, targets = [], [], []
     for name, value in consts.values.items():
+        if name in behind:
+            continue  # read through the DequantizeLinear's output
         if name in reshape_targets and value.ndim == 1 and value.dtype.kind == "i":
             if count in value.tolist():
                 targets.append(name)
@@ -170,6 +175,9 @@ def resize_detector_input(model: Any, height: int, width: int) -> None:
         for d in out.type.tensor_type.shape.dim:
             if d.HasField("dim_value") and d.dim_value == old_count:
                 d.dim_value = count
+    used = {i for node in graph.node for i in node.input}
+    for name in consts.orphans - used:
+        graph.initializer.remove(consts.inits[name])  # what fed a replaced DequantizeLinear
     del graph.value_info[:]  # shapes inferred at the old size
 
 

@@ -213,3 +213,28 @@ def test_auto_opens_a_handful_of_sizes_then_runs_new_ones_square(caplog: pytest.
         sizes.size_for(960, 1280)  # decided once: no more sessions, no more log lines
     assert opened == [(256, 320), (32, 320), (192, 320)]
     assert sum("960x1280 run at the model's own size" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_anchor_constants_behind_a_dequantize_linear_are_rewritten_too() -> None:
+    """A Q/DQ export may quantize the head's constants: anchors in steps of 0.5 fit int8 exactly, so the graph
+    with them behind a DequantizeLinear must give what the plain one gives, at its own size and at 256x320."""
+    from onnx import helper
+
+    quantized = onnx.load(str(DEFAULT_MODEL))
+    graph = quantized.graph
+    for t in [t for t in graph.initializer if list(t.dims) == [1, 2, 2100]]:
+        values = numpy_helper.to_array(t)
+        name = t.name
+        graph.initializer.remove(t)
+        graph.initializer.extend([numpy_helper.from_array((values / 0.5).astype(np.int8), f"{name}/q"),
+                                  numpy_helper.from_array(np.array(0.5, np.float32), f"{name}/scale"),
+                                  numpy_helper.from_array(np.array(0, np.int8), f"{name}/zero")])
+        graph.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}/q", f"{name}/scale", f"{name}/zero"],
+                                              [name], name=f"{name}/dq"))
+    assert sum(n.op_type == "DequantizeLinear" for n in graph.node) == 2
+    x = np.random.default_rng(8).random((1, 3, 256, 320), dtype=np.float32)
+    plain = onnx.load(str(DEFAULT_MODEL))
+    resize_detector_input(plain, 256, 320)
+    resize_detector_input(quantized, 256, 320)
+    assert not any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)  # now plain new anchors
+    assert np.array_equal(_run(quantized, x), _run(plain, x))
