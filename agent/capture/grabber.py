@@ -39,8 +39,9 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from agent.capture.decoders import camera_source
 from agent.capture.frame_memory import keep_frame_memory
-from agent.capture.sources import FrameSource, open_source
+from agent.capture.sources import FrameSource
 from agent.config.models import CameraConfig
 from agent.core.frame import Frame, FrameTruth
 from agent.core.priority import yield_to_model
@@ -105,13 +106,14 @@ class Grabber:
         self,
         camera: CameraConfig,
         *,
-        source_factory: Callable[[str], FrameSource] = open_source,
+        source_factory: Callable[[str], FrameSource] | None = None,
         clock: Clock = time,
         on_state: StateCallback | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.camera = camera
-        self.source = source_factory(camera.source)
+        # the decoder camera.decoder asks for (agent.capture.decoders); tests hand in their own factory
+        self.source = camera_source(camera) if source_factory is None else source_factory(camera.source)
         self._clock = clock
         self._on_state = on_state
         self._rng = rng or random.Random()

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import math
 import pathlib
-import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Protocol, TypeGuard
@@ -37,6 +36,7 @@ import numpy as np
 from agent.capture.diagnose import quiet_video_libraries, stream_open_failure
 from agent.capture.scenes import SCENES, SceneStream
 from agent.capture.selective import SKIPPED, read_selected
+from agent.capture.spec import ACCEPTED_FORMS, SCHEME, STREAM_SCHEMES, classify, existing_file, unknown_scheme
 from agent.core.frame import FrameTruth
 from agent.errors import SourceError
 from agent.redact import redact
@@ -53,17 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMS = (
-    "synthetic://conveyor or synthetic://surface[?seed=N&fps=F&frames=N&width=W&height=H&edge_marks=1]",
-    "rtsp://[user:pass@]HOST[:PORT]/PATH (also rtsps://)",
-    "http(s)://HOST/PATH (MJPEG or any stream FFmpeg reads)",
-    "/dev/videoN or a device index N (V4L2)",
-    "gst:PIPELINE ... ! appsink (needs OpenCV built with GStreamer)",
-    "a video file path (or file:///path)",
-)
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 @dataclasses.dataclass(frozen=True)
 class SourceFrame:
     """One read from a source: a BGR ``uint8`` HxWx3 image, or ``image=None`` with
@@ -179,37 +168,19 @@ class OpenCVSource:
         self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
 
     def _classify(self, spec: str) -> tuple[str, str | int]:
-        m = _SCHEME.match(spec)
-        if spec.startswith("gst:"):
-            pipeline = spec[len("gst:"):].strip()
-            if not pipeline:
-                raise SourceError(f"camera source {self._desc!r}: empty GStreamer pipeline after 'gst:'")
-            if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
-                raise SourceError(
-                    f"camera source {self._desc!r}: this OpenCV ({cv2.__version__}) was built without "
-                    "GStreamer support (the opencv-python wheels from PyPI are); use an OpenCV built "
-                    "with -DWITH_GSTREAMER=ON, or give the stream as an rtsp:// URL or a file instead"
-                )
-            if "appsink" not in pipeline:
-                pipeline += " ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=2"
-            return "gstreamer", pipeline
-        if m:
-            scheme = m.group(1).lower()
-            if scheme in _STREAM_SCHEMES:
-                return "stream", spec
-            if scheme == "file":
-                path = urllib.parse.unquote(urllib.parse.urlsplit(spec).path)
-                if not path:
-                    raise SourceError(f"camera source {self._desc!r}: file:// URL without a path")
-                return "file", path
-            raise SourceError(_unknown_scheme(spec))
-        if spec.isdigit():
-            return "v4l2", int(spec)
-        if spec.startswith("/dev/video"):
-            return "v4l2", spec
-        if not spec.strip():
-            raise SourceError("camera source is empty; expected one of: " + "; ".join(ACCEPTED_FORMS))
-        return "file", spec
+        kind, target = classify(spec)
+        if kind != "gstreamer":
+            return kind, target
+        pipeline = str(target)
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+            raise SourceError(
+                f"camera source {self._desc!r}: this OpenCV ({cv2.__version__}) was built without "
+                "GStreamer support (the opencv-python wheels from PyPI are); use an OpenCV built "
+                "with -DWITH_GSTREAMER=ON, or give the stream as an rtsp:// URL or a file instead"
+            )
+        if "appsink" not in pipeline:
+            pipeline += " ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=2"
+        return "gstreamer", pipeline
 
     @property
     def kind(self) -> str:
@@ -224,6 +195,11 @@ class OpenCVSource:
     def frame_count(self) -> int:
         """The file's frame count as the container states it; 0 when unknown or live."""
         return self._frame_count
+
+    @property
+    def decoder(self) -> str:
+        """Which decoder runs, for ``doctor`` (camera.decoder)."""
+        return f"opencv {cv2.__version__} ({self._kind}; FFmpeg's frame threads for files and streams)"
 
     def describe(self) -> str:
         return self._desc
@@ -255,15 +231,7 @@ class OpenCVSource:
 
     def _open_capture(self) -> cv2.VideoCapture:
         if self._kind == "file":
-            path = pathlib.Path(str(self._target)).expanduser()
-            if not path.exists():
-                raise SourceError(
-                    f"camera source {self._desc!r}: file not found (expected an existing video file, "
-                    "an rtsp:// or http(s):// URL, /dev/videoN or synthetic://conveyor)"
-                )
-            if not path.is_file():
-                raise SourceError(f"camera source {self._desc!r}: is not a regular file "
-                                  "(expected a video file such as .mp4, .mkv or .avi)")
+            path = existing_file(str(self._target), self._desc)
             return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         if self._kind == "stream":
             params = [
@@ -476,22 +444,15 @@ class SyntheticSource:
         self._scene = None
 
 
-def _unknown_scheme(spec: str) -> str:
-    m = _SCHEME.match(spec)
-    scheme = m.group(1) if m else "?"
-    return (f"camera source {redact(spec)!r}: unknown URL scheme {scheme + '://'!r}; accepted forms: "
-            + "; ".join(ACCEPTED_FORMS))
-
-
 def open_source(spec: str) -> FrameSource:
     """The source for ``spec`` (constructed, not yet opened). Raises
     :class:`SourceError` for a spec no source understands."""
     text = spec.strip()
     if not text:
         raise SourceError("camera source is empty; expected one of: " + "; ".join(ACCEPTED_FORMS))
-    m = _SCHEME.match(text)
+    m = SCHEME.match(text)
     if m and m.group(1).lower() == "synthetic":
         return SyntheticSource(text)
-    if m and m.group(1).lower() not in (*_STREAM_SCHEMES, "file"):
-        raise SourceError(_unknown_scheme(text))
+    if m and m.group(1).lower() not in (*STREAM_SCHEMES, "file"):
+        raise SourceError(unknown_scheme(text))
     return OpenCVSource(text)

@@ -65,6 +65,8 @@ class LearnConfig(Strict):
 
 
 CameraMode = Literal["inspect", "learn"]
+Decoder = Literal["auto", "pyav", "opencv"]
+HwAccel = Literal["none", "auto", "cuda", "qsv", "vaapi", "videotoolbox", "d3d11va", "amf", "drm"]
 
 
 class CameraConfig(Strict):
@@ -91,8 +93,28 @@ class CameraConfig(Strict):
     learn: LearnConfig | None = Field(default=None, description="overrides the top-level learn for this camera")
     zones: ZonesConfig | None = Field(default=None, description="polygons to inspect and to ignore (docs/zones.md)")
     plc: CameraPlcConfig | None = Field(default=None, description="results to a PLC (see plc and docs/plc.md)")
+    decoder: Decoder = Field(default="auto", description="what decodes files and rtsp/http streams: pyav (the "
+                             "`video` extra), opencv, or auto: pyav where installed, else opencv (docs/openvino.md)")
+    decode_threads: Annotated[int, Field(ge=0, le=16)] = Field(
+        default=1, description="pyav: decoder threads per camera; 1 decodes in the camera's own thread, "
+        "0: FFmpeg's frame threads, one per core")
+    skip_deblocking: bool = Field(default=False, description="pyav: skip H.264/HEVC's deblocking filter "
+                                  "(cheaper decoding, a slightly blockier picture; docs/openvino.md)")
+    hwaccel: HwAccel = Field(default="none", description="pyav: decode on this device (cuda, qsv, ...; auto: the "
+                             "first that opens), else on the CPU with one warning")
 
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
         return _check_id(v, "camera id")
+
+    @model_validator(mode="after")
+    def _pyav_only(self) -> CameraConfig:
+        if self.decoder == "opencv":
+            given = [f"{name}: {getattr(self, name)}" for name, default in
+                     (("decode_threads", 1), ("skip_deblocking", False), ("hwaccel", "none"))
+                     if getattr(self, name) != default]
+            if given:
+                raise ValueError(f"{', '.join(given)} needs decoder: pyav (or auto); OpenCV's decoder takes no "
+                                 "decoding options")
+        return self

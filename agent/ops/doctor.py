@@ -389,7 +389,7 @@ def _check_cameras(cameras: list[CameraConfig], timeout_s: float) -> list[Check]
 
 
 def _probe_camera(cam: CameraConfig, results: dict[str, Check]) -> None:
-    from agent.capture.sources import open_source
+    from agent.capture.decoders import camera_source
     from agent.errors import SourceError
 
     name = f"camera {cam.id}"
@@ -400,7 +400,7 @@ def _probe_camera(cam: CameraConfig, results: dict[str, Check]) -> None:
             "SupplementaryGroups=video; a camera held by the running agent is busy: stop the agent first")
     t0 = time.monotonic()
     try:
-        source = open_source(cam.source)
+        source = camera_source(cam)
     except SourceError as exc:
         results[cam.id] = Check(name, "FAIL", str(exc), "fix cameras[].source")
         return
@@ -422,8 +422,10 @@ def _probe_camera(cam: CameraConfig, results: dict[str, Check]) -> None:
         results[cam.id] = Check(name, "FAIL", f"{shown}: opened, but {what}", todo)
         return
     h, w = item.image.shape[:2]
+    decoder = getattr(source, "decoder", None)  # which decoder runs (camera.decoder, camera.hwaccel)
     results[cam.id] = Check(name, "OK", f"{shown}: {w}x{h} frame in {ms:.0f} ms"
-                            + ("" if source.is_live else " (not live: a file or synthetic source)"))
+                            + ("" if source.is_live else " (not live: a file or synthetic source)")
+                            + (f"; decoded by {decoder}" if decoder else ""))
 
 
 # -- metrics endpoint -------------------------------------------------------------------------------------

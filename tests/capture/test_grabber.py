@@ -358,7 +358,9 @@ def test_thread_is_named_after_the_camera() -> None:
     assert not any(t.name == "grab-cam1" for t in threading.enumerate())
 
 
-def test_default_source_factory_is_open_source() -> None:
-    grabber = Grabber(camera("rtsp://user:pw@127.0.0.1:9/cam"))
+def test_the_default_source_is_the_one_the_camera_config_asks_for() -> None:
+    # camera.decoder picks (agent.capture.decoders; tests/capture/test_pyav_source.py has every case)
+    cam = CameraConfig(id="cam1", source="rtsp://user:pw@127.0.0.1:9/cam", decoder="opencv")
+    grabber = Grabber(cam)
     assert grabber.realtime is True and grabber.source.describe() == "rtsp://***:***@127.0.0.1:9/cam"
     assert isinstance(grabber.source, type(open_source("rtsp://127.0.0.1:9/cam")))

@@ -1,0 +1,274 @@
+"""Files and network streams decoded by PyAV (FFmpeg's libraries, the ``video`` extra) instead of OpenCV.
+
+Why: OpenCV's ``VideoCapture`` passes no codec options, converts every frame with swscale and decodes with
+FFmpeg's frame threads. This source decodes in the grabber's thread (``camera.decode_threads``, default 1),
+converts a YUV 4:2:0 frame to BGR with one OpenCV call (full-range ``yuvj420p`` through a lookup table first,
+so the picture matches OpenCV's within half a grey level), may skip H.264/HEVC deblocking
+(``camera.skip_deblocking``) and may decode on a GPU (``camera.hwaccel``, :mod:`agent.capture.hwdecode`);
+docs/openvino.md "Decoding" says what each costs.
+
+It behaves as :class:`agent.capture.sources.OpenCVSource` does for files and streams: the same spec forms
+(:mod:`agent.capture.spec`), the same error messages, corrupt frames reported in place, a file's shortfall
+against its stated frame count reported as corrupt frames, ``wanted`` (a frame the fps limit drops is not
+converted), RTSP over TCP, and the open and read timeouts. V4L2 devices and GStreamer pipelines stay with
+OpenCV (:mod:`agent.capture.decoders` picks).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent.capture.diagnose import stream_open_failure
+from agent.capture.hwdecode import HardwareDecode
+from agent.capture.sources import SourceFrame, as_bgr
+from agent.capture.spec import classify, existing_file
+from agent.errors import SourceError
+from agent.redact import redact
+
+__all__ = ["PyAVSource", "to_bgr"]
+
+logger = logging.getLogger(__name__)
+
+_DEBLOCKED_CODECS = ("h264", "hevc")  # the codecs whose loop filter skip_loop_filter skips
+# full range (JPEG) Y and chroma levels to the video range OpenCV's I420 conversion expects
+_Y_TO_VIDEO = np.clip(np.round(16 + np.arange(256) * 219 / 255), 0, 255).astype(np.uint8)
+_C_TO_VIDEO = np.clip(np.round(128 + (np.arange(256) - 128) * 224 / 255), 0, 255).astype(np.uint8)
+_JPEG_RANGE = 2  # AVCOL_RANGE_JPEG
+
+
+def _av() -> Any:
+    import av  # the video extra; decoders.py checks it is there before a PyAVSource is made
+
+    return av
+
+
+def to_bgr(frame: Any) -> np.ndarray:
+    """A decoded ``av.VideoFrame`` as a BGR ``uint8`` HxWx3 image. YUV 4:2:0 (what cameras send) takes one
+    OpenCV conversion; anything else goes through FFmpeg's swscale."""
+    name = frame.format.name
+    even = frame.width % 2 == 0 and frame.height % 2 == 0
+    if name in ("yuv420p", "yuvj420p") and even:
+        planes: np.ndarray = frame.to_ndarray()  # I420: H*3/2 x W
+        if name == "yuvj420p" or frame.color_range == _JPEG_RANGE:
+            h = frame.height
+            planes[:h] = cv2.LUT(planes[:h], _Y_TO_VIDEO)
+            planes[h:] = cv2.LUT(planes[h:], _C_TO_VIDEO)
+        out: np.ndarray = cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420)
+        return out
+    if name in ("gray", "gray8"):
+        return as_bgr(frame.to_ndarray())
+    image: np.ndarray = frame.to_ndarray(format="bgr24")
+    return image
+
+
+class PyAVSource:
+    """A video file or an ``rtsp://`` / ``rtsps://`` / ``http(s)://`` stream decoded by PyAV.
+
+    ``threads``: decoder threads (1: decode in the calling thread; 0: FFmpeg's frame threads, one per core);
+    ``skip_deblocking``: FFmpeg's ``skip_loop_filter=all`` for H.264 and HEVC (cheaper, a slightly blockier
+    picture); ``hwaccel``: ``none``, ``auto`` or an FFmpeg device type (``cuda``, ``vaapi``, ``qsv``, ...),
+    with a fall back to the CPU (:class:`agent.capture.hwdecode.HardwareDecode`).
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        open_timeout_s: float = 5.0,
+        read_timeout_s: float = 5.0,
+        max_failed_reads: int = 50,
+        threads: int = 1,
+        skip_deblocking: bool = False,
+        hwaccel: str = "none",
+    ) -> None:
+        if open_timeout_s <= 0 or read_timeout_s <= 0:
+            raise ValueError("open_timeout_s and read_timeout_s must be positive")
+        if max_failed_reads < 1 or threads < 0:
+            raise ValueError("max_failed_reads must be at least 1 and threads at least 0")
+        self.spec = spec
+        self._desc = redact(spec)
+        self._kind, target = classify(spec)
+        if self._kind not in ("file", "stream"):
+            raise SourceError(f"camera source {self._desc!r}: the pyav decoder reads video files and "
+                              "rtsp:// or http(s):// streams; use decoder: opencv (or auto) for V4L2 devices "
+                              "and gst: pipelines")
+        self._target = str(target)
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_failed_reads = max_failed_reads
+        self.threads = threads
+        self.skip_deblocking = skip_deblocking
+        self.hardware = HardwareDecode(hwaccel, self._desc)
+        self.nominal_fps: float | None = None  # files play as fast as they are consumed
+        self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
+        self._container: Any = None
+        self._codec: Any = None
+        self._codec_name = ""  # of the last stream opened, for decoder
+        self._stream: Any = None
+        self._packets: Iterator[Any] | None = None
+        self._frames: collections.deque[Any] = collections.deque()  # decoded, not yet handed out
+        self._pending: collections.deque[SourceFrame] = collections.deque()
+        self._frame_count = 0
+        self._decoded = 0
+        self._failed = 0
+        self._eof = False
+        self._flushed = False
+
+    @property
+    def kind(self) -> str:
+        """``file`` or ``stream``."""
+        return self._kind
+
+    @property
+    def is_live(self) -> bool:
+        return self._kind != "file"
+
+    @property
+    def frame_count(self) -> int:
+        """The file's frame count as the container states it; 0 when unknown or live."""
+        return self._frame_count
+
+    @property
+    def decoder(self) -> str:
+        """Which decoder runs, for logs and ``doctor``: e.g. ``pyav h264 on the CPU, 1 thread``."""
+        codec = self._codec_name or "?"
+        threads = "FFmpeg's frame threads" if self.threads == 0 else f"{self.threads} thread(s)"
+        deblock = ", deblocking skipped" if self.skip_deblocking and codec in _DEBLOCKED_CODECS else ""
+        return f"pyav {codec} {self.hardware.describe()}, {threads}{deblock}"
+
+    def describe(self) -> str:
+        return self._desc
+
+    def __repr__(self) -> str:
+        return f"PyAVSource({self._desc!r}, kind={self._kind})"
+
+    def open(self) -> None:
+        self.close()
+        av = _av()
+        target = str(existing_file(self._target, self._desc)) if self._kind == "file" else self._target
+        options = {"rtsp_transport": "tcp"} if target.lower().startswith(("rtsp://", "rtsps://")) else {}
+        try:
+            container = self.hardware.open(lambda hw: av.open(
+                target, options=options, timeout=(self.open_timeout_s, self.read_timeout_s), hwaccel=hw))
+        except (av.FFmpegError, OSError, RuntimeError) as exc:
+            raise SourceError(self._open_failure_message(exc)) from exc
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"camera source {self._desc!r}: has no video stream (expected a video such as "
+                              "H.264, HEVC or MJPEG)")
+        self._start(container)
+
+    def _start(self, container: Any) -> None:
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        if self.threads == 1:
+            stream.thread_type, codec.thread_count = "NONE", 1
+        else:
+            stream.thread_type, codec.thread_count = "AUTO", self.threads
+        if self.skip_deblocking and codec.name in _DEBLOCKED_CODECS:
+            codec.options = {**codec.options, "skip_loop_filter": "all"}
+        self._container, self._stream, self._codec = container, stream, codec
+        self._codec_name = str(codec.name)
+        self._packets = container.demux(stream)
+        self._frames.clear()
+        self._pending.clear()
+        self._decoded = self._failed = 0
+        self._eof = self._flushed = False
+        self._frame_count = int(stream.frames or 0) if self._kind == "file" else 0
+        logger.debug("opened %s (%s, %s, frame count %s)", self._desc, self._kind, self.decoder,
+                     self._frame_count or "unknown")
+
+    def _open_failure_message(self, exc: BaseException) -> str:
+        if self._kind == "stream":
+            return stream_open_failure(self._target, self._desc, self.open_timeout_s)
+        return (f"camera source {self._desc!r}: PyAV/FFmpeg cannot decode this file ({exc}; expected a video "
+                "container such as .mp4, .mkv or .avi with a codec FFmpeg knows)")
+
+    def read(self) -> SourceFrame | None:
+        if self._container is None:
+            raise SourceError(f"camera source {self._desc!r}: read() before open()")
+        if self._pending:
+            return self._pending.popleft()
+        if self._eof:
+            return None
+        failures = 0
+        while True:
+            try:
+                frame = self._next_frame()
+            except _BrokenPacket:
+                failures += 1
+                if self.is_live or failures < self.max_failed_reads:
+                    self._failed += 1
+                    return SourceFrame.broken()  # reported in place; the next read goes on after it
+                return self._end_short()
+            if frame is None:
+                if self.is_live:
+                    raise SourceError(f"camera source {self._desc!r}: the stream ended (connection lost?)")
+                return self._end_short()
+            self._decoded += 1
+            return self._wrap(frame)
+
+    def _next_frame(self) -> Any:
+        """The next decoded frame; ``None`` at the end. Raises :class:`_BrokenPacket` for a packet that did
+        not decode (or a file's demuxer error), :class:`SourceError` for a live stream that broke."""
+        av = _av()
+        while not self._frames:
+            if self._flushed:
+                return None
+            try:
+                packet = next(self._packets) if self._packets is not None else None
+            except StopIteration:
+                packet = None
+            except av.FFmpegError as exc:
+                if self.is_live:
+                    raise SourceError(f"camera source {self._desc!r}: no frame within {self.read_timeout_s:g} s "
+                                      f"or the stream ended (connection lost? {exc})") from exc
+                self._packets = self._container.demux(self._stream)  # resynchronise after the damage
+                raise _BrokenPacket from exc
+            if packet is not None and packet.size == 0 and self.is_live:
+                continue  # nothing in it; a live stream goes on
+            if packet is None or packet.size == 0:  # the end: the decoder hands out what it still holds
+                self._flushed, packet = True, None
+            try:
+                self._frames.extend(self._codec.decode(packet))
+            except av.FFmpegError as exc:
+                logger.debug("%s: a packet did not decode: %s", self._desc, exc)
+                raise _BrokenPacket from exc
+        return self._frames.popleft()
+
+    def _wrap(self, frame: Any) -> SourceFrame:
+        if self.is_live and self.wanted is not None and not self.wanted():
+            return SourceFrame(image=None, skipped=True)
+        return SourceFrame(image=to_bgr(frame))
+
+    def _end_short(self) -> SourceFrame | None:
+        """The file ended: frames missing from its stated count beyond an estimate's slack (1 %, at least 2)
+        are reported as corrupt, as :class:`agent.capture.sources.OpenCVSource` does."""
+        self._eof = True
+        missing = self._frame_count - self._decoded - self._failed
+        if missing > max(2, self._frame_count // 100):
+            logger.warning("%s: the file ended after %d of its %d frames; counting the %d missing as corrupt",
+                           self._desc, self._decoded + self._failed, self._frame_count, missing)
+            self._failed += missing
+            self._pending.extend(SourceFrame.broken() for _ in range(missing))
+            return self._pending.popleft()
+        return None
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        self._packets = None
+        self._codec = self._stream = None
+        self._frames.clear()
+        self._pending.clear()
+        if container is not None:
+            container.close()
+
+
+class _BrokenPacket(Exception):
+    """A packet that did not decode: one corrupt frame."""
