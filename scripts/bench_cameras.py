@@ -3,6 +3,8 @@
 
     python scripts/bench_cameras.py [--cameras 4] [--seconds 10] [--rounds 2] [--model M]
     python scripts/bench_cameras.py --ladder 4 8 12 16 [--size 1280x960] [--codec h264] [--runtimes ...]
+                                    [--decoder pyav] [--skip-deblocking] [--decode-threads 1]
+    python scripts/bench_cameras.py --cpu 8 [--settings opencv pyav pyav-skip-deblocking] [--seconds 10]
 
 The whole agent runs (grabber threads, the inference thread, triage, the SQLite outbox, a
 real Mosquitto started for the run), in two settings, each with ``model.max_batch`` 1 (the
@@ -17,6 +19,11 @@ cameras in one call), alternating in rounds so that load from other processes hi
    agent takes frames (``realtime: false``: every frame, none dropped), so the inference
    thread never waits: frames inspected per second over all cameras, and the ratio of
    batched to one call per frame.
+
+``--cpu N [--settings opencv pyav ...]``: the CPU ms each inspected frame costs, by thread group (capture,
+model, prepare, publish, other), N cameras of the ``--ladder`` video, for each camera decoder setting side by
+side in one run (scripts/bench_cameras_cpu.py). ``--decoder``, ``--skip-deblocking`` (``--decode-fast``) and
+``--decode-threads`` set the cameras' decoding for ``--ladder``.
 
 ``--ladder N1 N2 ...``: how many cameras one box inspects. Each camera plays a recorded video of the
 conveyor at ``--size`` in ``--codec`` (default 1280x960 H.264, as an IP camera's main stream; see
@@ -133,11 +140,18 @@ def main() -> int:
     ap.add_argument("--runtimes", nargs="+", default=None, choices=("onnxruntime", "openvino"),
                     help="--ladder: model.runtime to try (default: both where openvino is installed)")
     ap.add_argument("--p99-ms", type=float, default=150.0, help="--ladder: capture-to-event p99 limit")
+    from bench_cameras_cpu import add_decoder_args
+
+    add_decoder_args(ap)
     args = ap.parse_args()
     if args.ladder:
         from bench_cameras_ladder import run_ladder
 
         return run_ladder(args, run_once)
+    if args.cpu:
+        from bench_cameras_cpu import run_cpu
+
+        return run_cpu(args, run_once)
 
     modes = {"one call per frame": 1, f"batched (max_batch {args.batch})": args.batch}
     model_runs = {name: value for name, value in (("intra_op_threads", args.threads), ("concurrent_runs", args.runs))

@@ -126,24 +126,25 @@ def test_read_before_open_is_an_error(make: Factory, video_file: pathlib.Path) -
         make(str(video_file)).read()
 
 
-def test_pyav_and_opencv_give_the_same_h264_picture(h264_video: pathlib.Path) -> None:
-    ours = _read_all(PyAVSource(str(h264_video)))
+def test_pyav_gives_opencvs_h264_picture_exactly(h264_video: pathlib.Path) -> None:
     theirs = _read_all(OpenCVSource(str(h264_video)))
+    ours = _read_all(PyAVSource(str(h264_video)))
     assert len(ours) == len(theirs) == VIDEO_FRAMES
     for a, b in zip(ours, theirs, strict=True):
-        assert a is not None and b is not None and a.shape == b.shape == (240, 320, 3)
-        assert np.abs(a.astype(np.int16) - b).mean() < 1.5  # the same frame; rounding of the YUV conversion
+        assert a is not None and b is not None and a.shape == (240, 320, 3)
+        assert np.array_equal(a, b)  # the same decoder and the same swscale conversion: the same pixels
 
 
-@pytest.mark.parametrize("fmt", ["yuvj420p", "yuv422p", "gray"])
-def test_other_pixel_formats_convert_as_swscale_does(fmt: str) -> None:
+@pytest.mark.parametrize("fmt", ["yuvj420p", "yuv422p", "gray", "nv12"])
+def test_every_pixel_format_becomes_bgr(fmt: str) -> None:
+    # what cameras and hardware decoders hand out: full-range JPEG YUV, 4:2:2, mono, NV12 (NVDEC, Quick Sync)
     rng = np.random.default_rng(1)
     bgr = cv2.GaussianBlur(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), (9, 9), 3)
-    frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format=fmt)
-    image = pyav_source.to_bgr(frame)
+    if fmt == "gray":
+        bgr = cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    image = pyav_source.to_bgr(av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format=fmt))
     assert image.shape == (64, 96, 3) and image.dtype == np.uint8
-    # full range through the lookup table: within a grey level or so of FFmpeg's own conversion
-    assert np.abs(image.astype(np.int16) - frame.to_ndarray(format="bgr24")).mean() < 1.5
+    assert np.abs(image.astype(np.int16) - bgr).mean() < 4.0  # the picture survives the round trip
 
 
 def test_skipping_deblocking_decodes_every_frame_and_says_so(h264_video: pathlib.Path) -> None:

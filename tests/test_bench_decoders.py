@@ -1,0 +1,56 @@
+"""scripts/bench_cameras.py --cpu (CPU ms per frame by thread group, per camera decoder setting) and
+scripts/bench_deblocking.py (what PyAV and skip_deblocking change in the detector's output), in small: their
+plumbing on a real agent, real Mosquitto and real video, not their numbers."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
+
+pytest.importorskip("av", reason="PyAV (the video extra) is not installed")
+
+
+def run(script: str, *args: str, timeout: float = 280) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_an_unknown_decoder_setting_is_refused_with_the_known_ones() -> None:
+    proc = run("bench_cameras.py", "--cpu", "2", "--settings", "opencv", "gstreamer", timeout=120)
+    assert proc.returncode == 2
+    assert ("--settings: unknown gstreamer; expected some of opencv, pyav, pyav-skip-deblocking, "
+            "pyav-frame-threads") in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_cpu_comparison_prints_every_group_and_the_ratio() -> None:
+    proc = run("bench_cameras.py", "--cpu", "1", "--seconds", "3", "--rounds", "1", "--size", "320x240",
+               "--codec", "mjpg", "--settings", "opencv", "pyav")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("opencv", "pyav"):
+        assert re.search(rf"^  {name}\s+capture +\d+\.\d\d  model +\d+\.\d\d  prepare +\d+\.\d\d  publish +\d+\.\d\d"
+                         r"  other +\d+\.\d\d  \| total +\d+\.\d\d", proc.stdout, re.M), proc.stdout
+    assert re.search(r"total / opencv: pyav \d+\.\d\dx", proc.stdout), proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_deblocking_bench_compares_boxes_and_verdicts() -> None:
+    proc = run("bench_deblocking.py", "--frames", "12", "--size", "320x240", "--rounds", "1")
+    if proc.returncode != 0 and "needs /usr/bin/python3" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"pyav \(first\) against opencv \(second\):\n  pixels: mean \|difference\| 0\.000, largest 0\n"
+                     r"  boxes: matched \d+, only the first 0, only the second 0.*\n  verdicts: 12 of 12 agree",
+                     proc.stdout), proc.stdout
+    assert re.search(r"pyav, deblocking skipped \(first\) against pyav \(second\):\n  pixels: .*\n  boxes: .*\n"
+                     r"  verdicts: \d+ of 12 agree", proc.stdout), proc.stdout
+    assert re.search(r"CPU against pyav: opencv \d+\.\d\dx, pyav 1\.00x, pyav, deblocking skipped \d+\.\d\dx",
+                     proc.stdout), proc.stdout
