@@ -2,10 +2,11 @@
 to the CPU.
 
 ``none``: the CPU. A device type (``cuda`` for NVDEC on NVIDIA cards and Jetsons, ``qsv`` for Intel Quick Sync,
-``vaapi``, ...): that device, or the CPU when it cannot open (no such device, no driver, no permission, a codec
-the device does not decode): one warning says so, once per camera, and the source stays on the CPU from then on
-(a reconnect does not try the device again). ``auto``: the device types this FFmpeg knows, in
-:data:`PREFERRED` order, the first that opens; none: one info line, the CPU. Which one runs is in
+``vaapi``, ...): that device, or the CPU when it cannot open (no such device, no driver, no
+permission, a codec the device does not decode): one warning says so (once per box: the other cameras that find
+the same log it at debug level), and the source stays on the CPU from then on (a reconnect does not try the
+device again). ``auto``: the device types this FFmpeg knows, in :data:`PREFERRED` order, the first that opens;
+none: one info line, the CPU. Which one runs is in
 :meth:`HardwareDecode.describe` (``doctor``'s camera row).
 
 The PyPI wheels of PyAV 18 know ``cuda``, ``qsv``, ``drm`` and ``amf`` (not ``vaapi``: on an Intel box use
@@ -16,6 +17,7 @@ tests has no GPU.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 PREFERRED = ("cuda", "qsv", "vaapi", "videotoolbox", "d3d11va", "amf", "drm")
 """``auto`` tries the device types FFmpeg knows in this order."""
 HWACCEL_CHOICES = ("none", "auto", *PREFERRED)
+_said: set[tuple[str, str]] = set()  # (hwaccel, why unavailable) already logged in this process
+_said_lock = threading.Lock()
 
 
 def available_devices() -> list[str]:
@@ -83,13 +87,18 @@ class HardwareDecode:
         return container
 
     def _give_up(self, reasons: list[str]) -> None:
-        """The CPU opened where the device did not: say so once, and stop trying."""
+        """The CPU opened where the device did not: say so once per box (the other cameras that find the same at
+        debug level), and stop trying."""
         if self.unavailable is not None:
             return
         self.unavailable = "; ".join(reasons)
-        level = logging.INFO if self.requested == "auto" else logging.WARNING
+        with _said_lock:
+            first = (self.requested, self.unavailable) not in _said
+            _said.add((self.requested, self.unavailable))
+        level = logging.DEBUG if not first else logging.INFO if self.requested == "auto" else logging.WARNING
         logger.log(level, "camera source %s: hardware decoding (hwaccel %s) is not available (%s); decoding on "
-                   "the CPU", self._desc, self.requested, self.unavailable)
+                   "the CPU%s", self._desc, self.requested, self.unavailable,
+                   " (other cameras that find the same are not logged again)" if first else "")
 
     def describe(self) -> str:
         """``on cuda``, ``on the CPU`` or ``on the CPU (hwaccel cuda unavailable: ...)``."""
