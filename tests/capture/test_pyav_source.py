@@ -372,3 +372,10 @@ def test_doctor_says_which_decoder_runs(h264_video: pathlib.Path) -> None:
         assert "decoded by pyav h264 on the CPU (hwaccel cuda unavailable: cuda: " in rows["camera gpu"].detail
     assert "deblocking skipped" in rows["camera gpu"].detail
     assert "decoded by opencv " in rows["camera old"].detail
+
+
+@pytest.mark.timeout(60)
+def test_a_wrong_stream_path_is_said_so(make: Factory, rtsp_server: RtspServer) -> None:
+    url = rtsp_server.url.rsplit("/", 1)[0] + "/no-such-stream"  # the camera answers, the path is wrong
+    with pytest.raises(SourceError, match="accepts connections but did not serve the stream"):
+        make(url, open_timeout_s=3.0).open()
