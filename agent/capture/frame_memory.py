@@ -2,10 +2,11 @@
 
 Every frame a source decodes is a new numpy array (1280x960 BGR: 3.7 MB). glibc's malloc serves a block that
 large with a fresh ``mmap`` and returns it with ``munmap`` when the frame is freed, unless its dynamic threshold
-has moved above that size: so every frame's pages were faulted in and zeroed by the kernel again. At 8
-cameras of 1280x960 H.264 that was 300-520 minor page faults per inspected frame in the grabber threads,
-and 5-6 with the thresholds below; the grabbers' CPU per inspected frame went from 2.0-2.4 ms to 1.3-1.6 ms
-on a busy 2-core box (per-thread counters of ``/proc/self/task/<tid>/stat``, runs alternated).
+has moved above that size: so every frame's pages were faulted in and zeroed by the kernel again. It shows
+on a saturated box (frames dropped, freed in bursts): at 8 cameras of 1280x960 H.264, 88-520 minor page
+faults per inspected frame in the grabber threads, 6-7 with the thresholds below, the grabbers' CPU per
+inspected frame 0.72-0.87x; on a quiet box 2-4 faults without them (``python scripts/bench_threads.py
+--baseline DIR``, 2026-12-05).
 
 :func:`keep_frame_memory` raises glibc's mmap threshold to ``MMAP_THRESHOLD`` (frames up to 4K BGR come from
 the heap, whose freed blocks the next frame reuses) and its trim threshold to ``TRIM_THRESHOLD`` (free heap
