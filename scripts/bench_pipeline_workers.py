@@ -71,14 +71,17 @@ def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
         ok, image = cap.read()
         if not ok:
             break
-        tensors.append(model.preprocess(image)[0].copy())  # decoded and letterboxed beforehand
+        # decoded and letterboxed beforehand, at the input size the agent runs this frame at (model.input_size
+        # auto: a 1280x960 frame at 256x320), so the loops run the same model calls as the agent
+        tensor, _plans = model.prepare([image], model.new_input())
+        tensors.append(tensor.copy())
     cap.release()
-    session, feed_name, out = model.session, model.info.input_name, [model.info.output_name]
+    forward = model.forward  # the session of the tensor's input size, then session.run
     stamps: list[float] = []
 
     def loop(mine: list[np.ndarray]) -> None:
         for tensor in mine:
-            session.run(out, {feed_name: tensor})
+            forward(tensor)
             stamps.append(time.perf_counter())
 
     # --runs R: R loops at once on the one session, each over every R-th frame
