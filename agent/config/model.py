@@ -69,9 +69,12 @@ class ModelConfig(Strict):
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1, description=(
         "ONNX Runtime execution providers in order of preference: tensorrt, cuda, cpu (or their ONNX Runtime "
         "names); [auto] = every one of them this onnxruntime build has. Unavailable ones are skipped with a warning"))
-    precision: Literal["auto", "int8", "fp16", "fp32"] = Field(default="auto", description=(
+    precision: Literal["auto", "int8", "fp16", "fp32", "bf16"] = Field(default="auto", description=(
         "TensorRT (provider or runtime): auto = int8 for a Q/DQ model, fp32 otherwise; fp16 also runs the "
-        "unquantized layers in FP16; int8 needs a Q/DQ model (`edge-agent models quantize --flavour tensorrt`)"))
+        "unquantized layers in FP16; int8 needs a Q/DQ model (`edge-agent models quantize --flavour tensorrt`). "
+        "OpenVINO: auto = float layers in f32 (the accuracy gate's reference); bf16 runs them in BF16 where the "
+        "CPU has it (else f32, logged once); a Q/DQ model's quantized layers stay INT8. bf16 needs runtime "
+        "openvino (docs/openvino.md)"))
     engine_cache_dir: pathlib.Path | None = Field(default=None, description=(
         "TensorRT engines and timing caches; default: $STATE_DIRECTORY/engines under systemd, else "
         "$XDG_STATE_HOME/edge-agent/engines or ~/.local/state/edge-agent/engines"))
@@ -116,6 +119,15 @@ class ModelConfig(Strict):
                 return data  # the field's own check names what is wrong
             data = {**data, "intra_op_threads": default_inference_threads(max(1, runs))}
         return data
+
+    @model_validator(mode="after")
+    def _bf16_needs_openvino(self) -> ModelConfig:
+        if self.precision == "bf16" and self.runtime != "openvino":
+            why = " (auto would compare the runtimes at unlike precisions)" if self.runtime == "auto" else ""
+            raise ValueError(f"precision bf16 runs on runtime openvino only (its CPU plugin's BF16 float layers); "
+                             f"runtime {self.runtime} takes precision auto, int8, fp16 or fp32{why}. Set "
+                             "model.runtime: openvino, or another precision")
+        return self
 
     @field_validator("input_size", mode="before")
     @classmethod

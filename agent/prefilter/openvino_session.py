@@ -83,6 +83,8 @@ class OpenVINOSession:
             self._idle.put(compiled.create_infer_request())
         self.requests = max(1, requests)
         self.provider_label = label
+        # what the float layers run in, as the compiled model says (bf16 | f16 | f32); a Q/DQ graph's are INT8
+        self.float_precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         self._inputs = [_spec(port) for port in compiled.inputs]
         self._outputs = [_spec(port) for port in compiled.outputs]
         self._out_index = {spec.name: i for i, spec in enumerate(self._outputs)}
@@ -113,6 +115,11 @@ class OpenVINOSession:
         if name not in self._out_index:
             raise ModelError(f"OpenVINO model has no output {name!r} (it has {list(self._out_index)})")
         return self._out_index[name]
+
+
+def precision_name(hint: Any) -> str:
+    """An ``INFERENCE_PRECISION_HINT`` value (an ``openvino.Type``, or a string) as its short name: bf16, f16, f32."""
+    return str(hint.get_type_name()) if hasattr(hint, "get_type_name") else str(hint)
 
 
 def _spec(port: Any) -> TensorSpec:
@@ -158,16 +165,43 @@ def _framework_metadata(model: Any) -> dict[str, str]:
     return out
 
 
-def compile_options(config: ModelConfig, cache_dir: pathlib.Path | None) -> dict[str, Any]:
+def float_precision(ov: Any, config: ModelConfig) -> str:
+    """The CPU plugin's ``INFERENCE_PRECISION_HINT`` for the float layers: f32 unless ``model.precision`` asks for
+    fp16 or bf16 (``auto`` is f32: the INT8 accuracy gate records were measured against FP32). bf16 on a CPU
+    without BF16 in OPTIMIZATION_CAPABILITIES runs f32, said once per process: FP32 is the reference the BF16
+    tolerance is stated against, so nothing is lost but speed, and one config serves a mixed fleet."""
+    if config.precision == "fp16":
+        return "f16"
+    if config.precision != "bf16":
+        return "f32"
+    capabilities = cpu_capabilities(ov)
+    if "BF16" in capabilities:
+        return "bf16"
+    if not _NO_BF16_SAID:
+        _NO_BF16_SAID.append(True)
+        log.warning("model.precision bf16: this CPU has no BF16 (OpenVINO's CPU capabilities: %s); its float layers "
+                    "run in f32", ", ".join(capabilities))
+    return "f32"
+
+
+def cpu_capabilities(ov: Any) -> list[str]:
+    """The CPU plugin's OPTIMIZATION_CAPABILITIES (e.g. FP32, INT8, BF16 on a CPU with AVX512_BF16 or AMX)."""
+    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+_NO_BF16_SAID: list[bool] = []  # the fall-back warning is logged once per process, not once per compiled model
+
+
+def compile_options(config: ModelConfig, cache_dir: pathlib.Path | None, float_hint: str = "f32") -> dict[str, Any]:
     """CPU plugin properties: one stream per concurrent run with ``intra_op_threads`` threads each, no core
-    pinning (decode threads share the cores), FP32 inference for float layers unless fp16 is asked for (a Q/DQ
-    graph still runs INT8), and the compiled-model cache."""
+    pinning (decode threads share the cores), ``float_hint`` (:func:`float_precision`) for the float layers (a
+    Q/DQ graph's quantized layers still run INT8), and the compiled-model cache."""
     runs = max(1, config.concurrent_runs)
     options: dict[str, Any] = {
         "PERFORMANCE_HINT": "THROUGHPUT",
         "NUM_STREAMS": str(runs),
         "ENABLE_CPU_PINNING": False,
-        "INFERENCE_PRECISION_HINT": "f16" if config.precision == "fp16" else "f32",
+        "INFERENCE_PRECISION_HINT": float_hint,
     }
     if config.intra_op_threads > 0:
         options["INFERENCE_NUM_THREADS"] = str(config.intra_op_threads * runs)
@@ -177,14 +211,18 @@ def compile_options(config: ModelConfig, cache_dir: pathlib.Path | None) -> dict
 
 
 def cache_folder(path: pathlib.Path, config: ModelConfig, batch: int, version: str,
-                 input_size: tuple[int, int] | None = None) -> pathlib.Path:
+                 input_size: tuple[int, int] | None = None, float_hint: str = "f32") -> pathlib.Path:
     """Where OpenVINO caches this model's compiled blobs: keyed like the TensorRT plans (file, SHA-256, batch,
-    runtime version), and the input size (height x width) where it is not the exported one."""
+    runtime version), the input size (height x width) where it is not the exported one, and the float layers'
+    precision where it is not f32. OpenVINO 2026.4's CPU blob name leaves INFERENCE_PRECISION_HINT out (one blob
+    for f32 and bf16; each compile still ran its own precision, as the plugin applies it on import): the folder
+    key keeps that from depending on the plugin's internals."""
     from agent.prefilter.model_info import file_digest
 
     root = engine_cache_root(config.engine_cache_dir, os.environ)
     size = f"-{input_size[0]}x{input_size[1]}" if input_size is not None else ""
-    folder = root / "openvino" / f"{path.stem}-{file_digest(path)[:12]}-b{batch}{size}-ov{version}"
+    floats = f"-{float_hint}" if float_hint != "f32" else ""
+    folder = root / "openvino" / f"{path.stem}-{file_digest(path)[:12]}-b{batch}{size}-ov{version}{floats}"
     return ensure_writable_dir(folder, "OpenVINO compiled-model cache directory")
 
 
@@ -230,17 +268,19 @@ def _read_proto(ov: Any, path: pathlib.Path, proto: Any) -> Any:
 
 def _compile(ov: Any, model: Any, path: pathlib.Path, config: ModelConfig, batch: int, version: str,
              input_size: tuple[int, int] | None = None) -> OpenVINOSession:
-    folder = cache_folder(path, config, batch, version, input_size)
+    hint = float_precision(ov, config)
+    folder = cache_folder(path, config, batch, version, input_size, hint)
     try:
-        compiled = ov.Core().compile_model(model, "CPU", compile_options(config, folder))
+        compiled = ov.Core().compile_model(model, "CPU", compile_options(config, folder, hint))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
         first = (str(exc).strip().splitlines() or ["no reason given"])[0][:300]
         raise ModelError(f"model file {path} could not be compiled by OpenVINO {version} for the CPU: {first}") \
             from None
     streams = int(compiled.get_property("NUM_STREAMS"))
-    log.info("model %s: OpenVINO %s on the CPU, %d stream(s), batch up to %d, compiled-model cache in %s",
-             path.name, version, streams, batch, folder)
-    return OpenVINOSession(compiled, max(1, config.concurrent_runs), f"OpenVINO {version} CPU")
+    session = OpenVINOSession(compiled, max(1, config.concurrent_runs), f"OpenVINO {version} CPU")
+    log.info("model %s: OpenVINO %s on the CPU, %d stream(s), batch up to %d, float layers in %s, compiled-model "
+             "cache in %s", path.name, version, streams, batch, session.float_precision, folder)
+    return session
 
 
 def _batched_model(ov: Any, path: pathlib.Path, model: Any, max_batch: int, source: Any = None) -> Any | None:
