@@ -26,6 +26,10 @@ its own process so that none inherits another's threads, imports or memory:
 
 ``--runtimes`` runs the bare and agent sides on ONNX Runtime and on OpenVINO (``model.runtime``;
 labels ``ov bare TxR``, ``ov agent TxR``); default: both where the openvino extra is installed.
+``--precision`` is the OpenVINO bare and agent sides' ``model.precision`` (default auto: float layers in
+f32; bf16: in BF16 where the CPU has it). Printed: the precision every OpenVINO side's float layers ran
+in, ultralytics' included (its compiled model's INFERENCE_PRECISION_HINT: it sets none on x86, so the
+CPU plugin's default, bf16 on a CPU with AVX512_BF16 or AMX).
 
 ``--setups`` takes one or more agent settings ``TxR``: ``model.intra_op_threads`` T and
 ``model.concurrent_runs`` R (default: the agent's default, and 2x1, one run on two threads, what ONNX
@@ -128,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--models", nargs="+", type=pathlib.Path, default=[FP32, INT8])
     ap.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=None,
                     help="model.runtime of the bare and agent sides (default: both where openvino is installed)")
+    ap.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                    help="model.precision of the OpenVINO bare and agent sides (bf16: float layers in BF16 where the "
+                         "CPU has it; auto: f32)")
     ap.add_argument("--no-ultralytics", action="store_true", help="skip the ultralytics sides (no train extra)")
     ap.add_argument("--no-ultralytics-ov", action="store_true", help="skip ultralytics on its OpenVINO exports")
     ap.add_argument("--ultralytics-ov", type=pathlib.Path, default=None,
@@ -194,7 +201,7 @@ def main() -> int:
         size = args.size[0]
         video = write_video(pathlib.Path(tmp) / "conveyor", args.frames, size, args.codec[0])
         common = ["--video", str(video), "--broker", mosquitto.url, "--warmup", str(args.warmup),
-                  "--frames", str(args.frames)]
+                  "--frames", str(args.frames), "--precision", args.precision]
         setups = " and ".join(setup_name(t) for t in args.setups)
         print(f"{os.cpu_count()} cores, {args.frames} frames of {size[0]}x{size[1]} {args.codec[0]}, agent setups "
               f"(intra-op threads x concurrent runs) {setups}, runtimes {', '.join(args.runtimes)}, "
@@ -292,6 +299,8 @@ def run_rounds(args: argparse.Namespace, common: list[str], sides: list[Side], e
                                                    "--runtime", runtime])
                 out.fps.setdefault((model.name, label), []).append(result["fps"])
                 line.append(f"{precision[model]} {label} {result['fps']:.1f}")
+                if "runs_on" in result and runtime == "openvino":
+                    out.runs_on[(model.name, label)] = result["runs_on"]
                 if "cpu_ms_per_frame" in result:
                     out.cpu[(model.name, label)] = result["cpu_ms_per_frame"]
                 if "boxes" in result and (kind != "agent" or (threads, runs) == first):

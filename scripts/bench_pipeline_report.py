@@ -34,6 +34,7 @@ class Rounds:
     rss: dict[int, list[float]] = dataclasses.field(default_factory=lambda: {1: [], 4: []})  # peak, by cameras
     rss_running: dict[int, list[float]] = dataclasses.field(default_factory=lambda: {1: [], 4: []})  # frames flowing
     loads: list[str] = dataclasses.field(default_factory=list)
+    runs_on: dict[Key, str] = dataclasses.field(default_factory=dict)  # OpenVINO sides: runtime, float precision
 
 
 class Ratios:
@@ -114,6 +115,11 @@ def print_details(args: argparse.Namespace, m: Rounds, checks: list[tuple[str, s
             print(f"  {name:<27} {a} vs {b}: matched {agree['matched']}, only {a} {agree['only_a']}, only {b} "
                   f"{agree['only_b']}; IoU mean {agree['mean_iou']:.4f} min {agree['min_iou']:.4f}; "
                   f"|confidence difference| mean {agree['mean_conf_diff']:.4f} max {agree['max_conf_diff']:.4f}")
+    if m.runs_on:
+        print("\nwhat each OpenVINO side's float layers ran in (the compiled model's INFERENCE_PRECISION_HINT; "
+              "a Q/DQ model's quantized layers run INT8):")
+        for (name, label), runs_on in m.runs_on.items():
+            print(f"  {name:<28} {label:<16} {runs_on}")
     print("\nthe agent's CPU time per frame by thread, ms (last round; 'native': threads Python did not start, e.g. "
           "FFmpeg's decoding threads and the runtime's pool; resolution 10 ms over the run):")
     for (name, label), by_thread in m.cpu.items():

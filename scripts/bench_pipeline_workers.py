@@ -64,7 +64,8 @@ def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
     from agent.prefilter.factory import open_prefilter
 
     model = open_prefilter(args.model, ModelConfig(path=args.model, intra_op_threads=args.threads,
-                                                   concurrent_runs=args.runs, runtime=args.runtime))
+                                                   concurrent_runs=args.runs, runtime=args.runtime,
+                                                   precision=side_precision(args)))
     cap = cv2.VideoCapture(str(args.video), cv2.CAP_FFMPEG)
     tensors = []
     while True:
@@ -90,7 +91,8 @@ def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
         t.start()
     for t in loops:
         t.join()
-    return {"fps": rate(sorted(stamps), args.warmup), "frames": len(stamps)}
+    return {"fps": rate(sorted(stamps), args.warmup), "frames": len(stamps),
+            "runs_on": model.session.get_providers()[0]}
 
 
 def worker_agent(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def worker_agent(args: argparse.Namespace) -> dict[str, Any]:
             device_id="bench", cameras=[CameraConfig(id=f"cam{i + 1}", source=str(args.video), realtime=False)
                                         for i in range(args.cameras)],
             model=ModelConfig(path=args.model, intra_op_threads=args.threads, concurrent_runs=args.runs,
-                              runtime=args.runtime),
+                              runtime=args.runtime, precision=side_precision(args)),
             mqtt=MqttConfig(url=args.broker, stats_interval_s=0), outbox=OutboxConfig(path=pathlib.Path(tmp) / "o.db"),
             metrics=MetricsConfig(enabled=False))
         service = AgentService(config, on_inspection=on_inspection)
@@ -127,13 +129,14 @@ def worker_agent(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"the agent did not connect to the broker at {args.broker}")
         service.wait(threading.Event())  # until every camera's video ended
         summary = service.shutdown(timeout=30.0)
+        runs_on = service.model_facts.providers[0] if service.model_facts and service.model_facts.providers else "?"
     inspected = sum(summary.inspected.values())
     acked = int(summary.publisher.acked)
     if acked != inspected:
         raise SystemExit(f"the broker acknowledged {acked} of {inspected} events")
     return {"fps": rate(stamps, args.warmup * args.cameras), "frames": inspected, "acked": acked,
             "rss_peak_mb": rss_mb(), "rss_running_mb": max(rss_now, default=float("nan")),
-            "cpu_ms_per_frame": cpu_per_frame(cpu_marks, marks[1] - marks[0]),
+            "cpu_ms_per_frame": cpu_per_frame(cpu_marks, marks[1] - marks[0]), "runs_on": runs_on,
             "boxes": {str(k): v for k, v in boxes.items()}}
 
 
@@ -156,7 +159,34 @@ def worker_ultralytics(args: argparse.Namespace) -> dict[str, Any]:
         b = result.boxes
         boxes[index] = [[*map(float, xyxy), int(c), float(s)] for xyxy, c, s in
                         zip(b.xyxy.numpy(), b.cls.numpy(), b.conf.numpy(), strict=True)]
-    return {"fps": rate(stamps, args.warmup), "frames": len(stamps), "boxes": {str(k): v for k, v in boxes.items()}}
+    out = {"fps": rate(stamps, args.warmup), "frames": len(stamps), "boxes": {str(k): v for k, v in boxes.items()}}
+    if args.runtime == "openvino":
+        out["runs_on"] = ultralytics_ov_precision(model, args.model)
+    return out
+
+
+def ultralytics_ov_precision(model: Any, folder: pathlib.Path) -> str:
+    """What the float layers of ultralytics' OpenVINO predictor ran in: its compiled model's
+    INFERENCE_PRECISION_HINT (ultralytics sets none on x86, so the CPU plugin's default: bf16 on a CPU with
+    AVX512_BF16 or AMX); where its backend does not show the compiled model, the same IR compiled as it does."""
+    import openvino
+
+    from agent.prefilter.openvino_session import openvino_version, precision_name
+
+    backend = getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None)
+    compiled = getattr(backend, "ov_compiled_model", None)
+    how = "its compiled model"
+    if compiled is None:
+        xml = next(pathlib.Path(folder).glob("*.xml"))
+        compiled = openvino.Core().compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        how = "the IR compiled with its properties"
+    hint = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return f"OpenVINO {openvino_version()} CPU ({hint}; {how})"
+
+
+def side_precision(args: argparse.Namespace) -> str:
+    """``--precision`` (model.precision) for the OpenVINO sides; the ONNX Runtime sides keep auto."""
+    return str(args.precision) if args.runtime == "openvino" else "auto"
 
 
 def worker_breakdown(args: argparse.Namespace) -> dict[str, Any]:

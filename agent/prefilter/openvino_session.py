@@ -74,7 +74,8 @@ class TensorSpec:
 
 class OpenVINOSession:
     """A compiled model and its infer requests behind an ONNX Runtime-like surface. ``run`` may be called from
-    up to ``requests`` threads at once; more wait for a free request."""
+    up to ``requests`` threads at once; more wait for a free request. Its provider label names the precision
+    its float layers run in ("OpenVINO 2026.4.1 CPU (bf16)"), so the warm-up log and ``doctor`` show it."""
 
     def __init__(self, compiled: Any, requests: int, label: str) -> None:
         self._compiled = compiled
@@ -277,7 +278,8 @@ def _compile(ov: Any, model: Any, path: pathlib.Path, config: ModelConfig, batch
         raise ModelError(f"model file {path} could not be compiled by OpenVINO {version} for the CPU: {first}") \
             from None
     streams = int(compiled.get_property("NUM_STREAMS"))
-    session = OpenVINOSession(compiled, max(1, config.concurrent_runs), f"OpenVINO {version} CPU")
+    floats = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    session = OpenVINOSession(compiled, max(1, config.concurrent_runs), f"OpenVINO {version} CPU ({floats})")
     log.info("model %s: OpenVINO %s on the CPU, %d stream(s), batch up to %d, float layers in %s, compiled-model "
              "cache in %s", path.name, version, streams, batch, session.float_precision, folder)
     return session

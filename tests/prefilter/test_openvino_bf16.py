@@ -38,6 +38,7 @@ def test_bf16_boxes_equal_f32_within_bf16_rounding(frames, cache_dir):  # noqa: 
     f32 = opened(DEFAULT_MODEL, "openvino", cache_dir)
     bf16 = opened(DEFAULT_MODEL, "openvino", cache_dir, precision="bf16")
     assert (f32.session.float_precision, bf16.session.float_precision) == ("f32", "bf16")
+    assert bf16.session.get_providers()[0].endswith(" CPU (bf16)")
     assert set(conv_precisions(bf16)) == {"bf16"} and set(conv_precisions(f32)) == {"f32"}
     pairs = [p for f in frames for p in pair_up(f32.infer(f), bf16.infer(f))]
     assert len(pairs) >= 15

@@ -73,16 +73,17 @@ class Evaluation:
 
 
 def evaluate_model(path: pathlib.Path, dataset: Any, band: TriageConfig, threads: int, label: str,
-                   runtime: Literal["onnxruntime", "openvino"] = "onnxruntime") -> Evaluation:
-    """Run one model over the validation set on ``runtime``: its task metric, per-class numbers, per-image
-    verdicts."""
+                   runtime: Literal["onnxruntime", "openvino"] = "onnxruntime",
+                   precision: Literal["auto", "bf16"] = "auto") -> Evaluation:
+    """Run one model over the validation set on ``runtime`` (``precision`` bf16: OpenVINO's float layers in
+    BF16, scripts/bench_precision.py): its task metric, per-class numbers, per-image verdicts."""
     from agent.runtime.loop import latency_percentiles
     from agent.tooling.evaluation.classify_dataset import evaluate_classifier
     from agent.tooling.evaluation.dataset import evaluate_detector
 
     model = open_prefilter(path, ModelConfig(path=path, min_score=_EVAL_MIN_SCORE, iou_threshold=0.7,
                                              max_detections=_EVAL_MAX_DET, intra_op_threads=threads,
-                                             runtime=runtime))
+                                             runtime=runtime, precision=precision))
     verdicts: list[str] = []
     latencies: list[float] = []
 
