@@ -70,19 +70,13 @@ def _group(name: str) -> str:
 
 
 def _cpu_by_group() -> collections.Counter[str]:
-    """CPU seconds so far of each thread group of this process."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
+    """CPU seconds so far of each thread group of this process (read by scripts/bench_threads.py's counter)."""
+    from bench_threads import thread_counters
+
     tick = os.sysconf("SC_CLK_TCK")
     out: collections.Counter[str] = collections.Counter()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            stat = pathlib.Path(f"/proc/self/task/{tid}/stat").read_text()
-        except OSError:  # the thread ended meanwhile
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        name = names.get(int(tid), comm)
-        out[_group(name)] += (int(fields[11]) + int(fields[12])) / tick
+    for name, (ticks, _faults) in thread_counters().items():
+        out[_group(name)] += ticks / tick
     return out
 
 

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from agent.capture.diagnose import stream_open_failure
 from agent.capture.hwdecode import HardwareDecode
-from agent.capture.sources import SourceFrame
+from agent.capture.sources import SourceFrame, VideoSource
 from agent.capture.spec import classify, existing_file
 from agent.errors import SourceError
-from agent.redact import redact
 
 __all__ = ["PyAVSource", "to_bgr"]
 
@@ -49,7 +48,7 @@ def to_bgr(frame: Any) -> np.ndarray:
     return image
 
 
-class PyAVSource:
+class PyAVSource(VideoSource):
     """A video file or an ``rtsp://`` / ``rtsps://`` / ``http(s)://`` stream decoded by PyAV.
 
     ``threads``: decoder threads (1: decode in the calling thread; 0: FFmpeg's frame threads, one per core);
@@ -69,52 +68,25 @@ class PyAVSource:
         skip_deblocking: bool = False,
         hwaccel: str = "none",
     ) -> None:
-        if open_timeout_s <= 0 or read_timeout_s <= 0:
-            raise ValueError("open_timeout_s and read_timeout_s must be positive")
-        if max_failed_reads < 1 or threads < 0:
-            raise ValueError("max_failed_reads must be at least 1 and threads at least 0")
-        self.spec = spec
-        self._desc = redact(spec)
+        if threads < 0:
+            raise ValueError("threads must be at least 0")
+        super().__init__(spec, open_timeout_s, read_timeout_s, max_failed_reads)
         self._kind, target = classify(spec)
         if self._kind not in ("file", "stream"):
             raise SourceError(f"camera source {self._desc!r}: the pyav decoder reads video files and "
                               "rtsp:// or http(s):// streams; use decoder: opencv (or auto) for V4L2 devices "
                               "and gst: pipelines")
         self._target = str(target)
-        self.open_timeout_s = open_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.max_failed_reads = max_failed_reads
         self.threads = threads
         self.skip_deblocking = skip_deblocking
         self.hardware = HardwareDecode(hwaccel, self._desc)
-        self.nominal_fps: float | None = None  # files play as fast as they are consumed
-        self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
         self._container: Any = None
         self._codec: Any = None
         self._codec_name = ""  # of the last stream opened, for decoder
         self._stream: Any = None
         self._packets: Iterator[Any] | None = None
         self._frames: collections.deque[Any] = collections.deque()  # decoded, not yet handed out
-        self._pending: collections.deque[SourceFrame] = collections.deque()
-        self._frame_count = 0
-        self._decoded = 0
-        self._failed = 0
-        self._eof = False
         self._flushed = False
-
-    @property
-    def kind(self) -> str:
-        """``file`` or ``stream``."""
-        return self._kind
-
-    @property
-    def is_live(self) -> bool:
-        return self._kind != "file"
-
-    @property
-    def frame_count(self) -> int:
-        """The file's frame count as the container states it; 0 when unknown or live."""
-        return self._frame_count
 
     @property
     def decoder(self) -> str:
@@ -123,12 +95,6 @@ class PyAVSource:
         threads = "FFmpeg's frame threads" if self.threads == 0 else f"{self.threads} thread(s)"
         deblock = ", deblocking skipped" if self.skip_deblocking and codec in _DEBLOCKED_CODECS else ""
         return f"pyav {codec} {self.hardware.describe()}, {threads}{deblock}"
-
-    def describe(self) -> str:
-        return self._desc
-
-    def __repr__(self) -> str:
-        return f"PyAVSource({self._desc!r}, kind={self._kind})"
 
     def open(self) -> None:
         self.close()
@@ -228,19 +194,6 @@ class PyAVSource:
         if self.is_live and self.wanted is not None and not self.wanted():
             return SourceFrame(image=None, skipped=True)
         return SourceFrame(image=to_bgr(frame))
-
-    def _end_short(self) -> SourceFrame | None:
-        """The file ended: frames missing from its stated count beyond an estimate's slack (1 %, at least 2)
-        are reported as corrupt, as :class:`agent.capture.sources.OpenCVSource` does."""
-        self._eof = True
-        missing = self._frame_count - self._decoded - self._failed
-        if missing > max(2, self._frame_count // 100):
-            logger.warning("%s: the file ended after %d of its %d frames; counting the %d missing as corrupt",
-                           self._desc, self._decoded + self._failed, self._frame_count, missing)
-            self._failed += missing
-            self._pending.extend(SourceFrame.broken() for _ in range(missing))
-            return self._pending.popleft()
-        return None
 
     def close(self) -> None:
         container, self._container = self._container, None

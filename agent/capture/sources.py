@@ -127,7 +127,70 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
-class OpenCVSource:
+class VideoSource:
+    """What the two decoders of video files and streams share (:class:`OpenCVSource`,
+    :class:`agent.capture.pyav_source.PyAVSource`): the settings checked once, the counters a file's
+    shortfall is judged by, and the properties the grabber and ``doctor`` read. ``_kind``/``_target`` are
+    set by the subclass after ``__init__``."""
+
+    def __init__(self, spec: str, open_timeout_s: float, read_timeout_s: float, max_failed_reads: int) -> None:
+        if open_timeout_s <= 0 or read_timeout_s <= 0:
+            raise ValueError("open_timeout_s and read_timeout_s must be positive")
+        if max_failed_reads < 1:
+            raise ValueError("max_failed_reads must be at least 1")
+        self.spec = spec
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_failed_reads = max_failed_reads
+        self.nominal_fps: float | None = None  # files play as fast as they are consumed
+        self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
+        self._desc = redact(spec)
+        self._kind = ""
+        self._frame_count = 0  # known frame count of a file, 0 = unknown
+        self._decoded = 0  # frames decoded since open
+        self._failed = 0  # failed reads reported as corrupt frames since open
+        self._eof = False
+        self._pending: collections.deque[SourceFrame] = collections.deque()
+
+    @property
+    def kind(self) -> str:
+        """``file``, ``stream`` (and for OpenCV ``v4l2``, ``gstreamer``)."""
+        return self._kind
+
+    @property
+    def is_live(self) -> bool:
+        return self._kind != "file"
+
+    @property
+    def frame_count(self) -> int:
+        """The file's frame count as the container states it; 0 when unknown or live."""
+        return self._frame_count
+
+    def describe(self) -> str:
+        return self._desc
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._desc!r}, kind={self._kind})"
+
+    def _end_short(self) -> SourceFrame | None:
+        """The file ended before its stated frame count. FFmpeg skips broken packets
+        silently, so frames can go missing without a failed read: report the
+        shortfall as corrupt frames, unless it is small enough to be the container's
+        estimate being off (1 % of the count, at least 2 frames)."""
+        self._eof = True
+        missing = self._frame_count - self._decoded - self._failed
+        if missing > max(2, self._frame_count // 100):
+            logger.warning("%s: the file ended after %d of its %d frames; counting the %d missing as corrupt",
+                           self._desc, self._decoded + self._failed, self._frame_count, missing)
+            self._failed += missing
+            self._pending.extend(SourceFrame.broken() for _ in range(missing))
+            return self._pending.popleft()
+        logger.debug("%s: ended after %d of %d frames (count was an estimate)",
+                     self._desc, self._decoded + self._failed, self._frame_count)
+        return None
+
+
+class OpenCVSource(VideoSource):
     """Files, network streams, V4L2 devices and GStreamer pipelines through ``cv2.VideoCapture``.
 
     Files: a read that fails before the container's frame count is reached is a
@@ -148,24 +211,9 @@ class OpenCVSource:
         read_timeout_s: float = 5.0,
         max_failed_reads: int = 50,
     ) -> None:
-        if open_timeout_s <= 0 or read_timeout_s <= 0:
-            raise ValueError("open_timeout_s and read_timeout_s must be positive")
-        if max_failed_reads < 1:
-            raise ValueError("max_failed_reads must be at least 1")
-        self.spec = spec
-        self.open_timeout_s = open_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.max_failed_reads = max_failed_reads
-        self.nominal_fps: float | None = None  # files play as fast as they are consumed
-        self._desc = redact(spec)
+        super().__init__(spec, open_timeout_s, read_timeout_s, max_failed_reads)
         self._cap: cv2.VideoCapture | None = None
-        self._frame_count = 0  # known frame count of a file, 0 = unknown
-        self._decoded = 0  # successful cap.read() calls since open
-        self._failed = 0  # failed reads reported as corrupt frames since open
-        self._eof = False
-        self._pending: collections.deque[SourceFrame] = collections.deque()
         self._kind, self._target = self._classify(spec)
-        self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
 
     def _classify(self, spec: str) -> tuple[str, str | int]:
         kind, target = classify(spec)
@@ -183,29 +231,9 @@ class OpenCVSource:
         return "gstreamer", pipeline
 
     @property
-    def kind(self) -> str:
-        """``file``, ``stream``, ``v4l2`` or ``gstreamer``."""
-        return self._kind
-
-    @property
-    def is_live(self) -> bool:
-        return self._kind != "file"
-
-    @property
-    def frame_count(self) -> int:
-        """The file's frame count as the container states it; 0 when unknown or live."""
-        return self._frame_count
-
-    @property
     def decoder(self) -> str:
         """Which decoder runs, for ``doctor`` (camera.decoder)."""
         return f"opencv {cv2.__version__} ({self._kind}; FFmpeg's frame threads for files and streams)"
-
-    def describe(self) -> str:
-        return self._desc
-
-    def __repr__(self) -> str:
-        return f"OpenCVSource({self._desc!r}, kind={self._kind})"
 
     def open(self) -> None:
         self.close()
@@ -287,23 +315,6 @@ class OpenCVSource:
                 return SourceFrame.broken()
             failures += 1
         return self._end_short()
-
-    def _end_short(self) -> SourceFrame | None:
-        """The file ended before its stated frame count. FFmpeg skips broken packets
-        silently, so frames can go missing without a failed read: report the
-        shortfall as corrupt frames, unless it is small enough to be the container's
-        estimate being off (1 % of the count, at least 2 frames)."""
-        self._eof = True
-        missing = self._frame_count - self._decoded - self._failed
-        if missing > max(2, self._frame_count // 100):
-            logger.warning("%s: the file ended after %d of its %d frames; counting the %d missing as corrupt",
-                           self._desc, self._decoded + self._failed, self._frame_count, missing)
-            self._failed += missing
-            self._pending.extend(SourceFrame.broken() for _ in range(missing))
-            return self._pending.popleft()
-        logger.debug("%s: ended after %d of %d frames (count was an estimate)",
-                     self._desc, self._decoded + self._failed, self._frame_count)
-        return None
 
     def _read_once(self) -> tuple[bool, object]:
         cap = self._cap
