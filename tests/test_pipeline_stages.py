@@ -91,17 +91,21 @@ def detector() -> YoloDetector:
     return model
 
 
-def test_three_threads_give_the_inspections_of_one_call_per_frame(detector: YoloDetector) -> None:
-    spy = StageSpy(detector)
-    loop, grabbers, sink, seen = setup(3, 12, spy)
+
+def _start_together(grabbers: Sequence[Grabber], loop: InferenceLoop) -> None:
+    """Start the cameras, wait until each has a frame or two ready, then the loop: its first take is a batch
+    however slowly a busy machine renders the synthetic frames."""
     for g in grabbers:
         g.start()
-    # every camera has frames waiting before the loop starts, so its first take is a batch however slowly a
-    # busy machine renders the synthetic frames
     deadline = time.monotonic() + 30.0
     while not all(g.stats().frames_read >= 2 for g in grabbers) and time.monotonic() < deadline:
         time.sleep(0.01)
     loop.start()
+
+def test_three_threads_give_the_inspections_of_one_call_per_frame(detector: YoloDetector) -> None:
+    spy = StageSpy(detector)
+    loop, grabbers, sink, seen = setup(3, 12, spy)
+    _start_together(grabbers, loop)
     assert loop.join(60.0), "the loop did not end after every source ended"
     assert loop.error is None
     assert len(sink.events) == 36 and len(seen) == 36
@@ -326,12 +330,7 @@ def test_the_decided_events_of_one_model_batch_go_to_the_sink_in_one_call(detect
     sink, seen = BatchListSink(), list[Inspection]()
     loop = InferenceLoop(FrameInspector(AgentConfig(device_id="box", cameras=cams), spy),
                          [(g.camera.id, g) for g in grabbers], sink, on_inspection=seen.append)
-    for g in grabbers:
-        g.start()
-    deadline = time.monotonic() + 30.0
-    while not all(g.stats().frames_read >= 2 for g in grabbers) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    loop.start()
+    _start_together(grabbers, loop)
     assert loop.join(60.0) and loop.error is None
     assert len(sink.events) == 16 and sum(sink.calls) == 16
     assert spy.forwards == len(sink.calls) < 16  # one call per model batch, and batches of two cameras came
@@ -355,12 +354,7 @@ def test_frames_of_three_sizes_in_one_batch_each_run_at_their_own_input_size() -
     sink, seen = ListSink(), []
     loop = InferenceLoop(FrameInspector(config, spy), [(g.camera.id, g) for g in grabbers], sink,
                          on_inspection=seen.append)
-    for g in grabbers:
-        g.start()
-    deadline = time.monotonic() + 30.0
-    while not all(g.stats().frames_read >= 2 for g in grabbers) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    loop.start()
+    _start_together(grabbers, loop)
     assert loop.join(60.0) and loop.error is None
     assert len(sink.events) == 36
     for cam in ("cam0", "cam1", "cam2"):
