@@ -2,8 +2,9 @@
 
 Why: OpenCV's ``VideoCapture`` passes no codec options and decodes with FFmpeg's frame threads. This source
 decodes in the grabber's thread (``camera.decode_threads``, default 1) and converts to BGR as OpenCV does
-(swscale: the same pixels), may skip H.264/HEVC deblocking (``camera.skip_deblocking``) and may decode on a GPU
-(``camera.hwaccel``, :mod:`agent.capture.hwdecode`); docs/openvino.md "Decoding" says what each costs.
+(swscale: the same pixels, through one kept context, :class:`agent.capture.swscale.Swscale`), may skip
+H.264/HEVC deblocking (``camera.skip_deblocking``) and may decode on a GPU (``camera.hwaccel``,
+:mod:`agent.capture.hwdecode`); docs/openvino.md "Decoding" says what each costs.
 
 It behaves as :class:`agent.capture.sources.OpenCVSource` does for files and streams: the same spec forms
 (:mod:`agent.capture.spec`), the same error messages, corrupt frames reported in place, a file's shortfall
@@ -25,6 +26,7 @@ from agent.capture.diagnose import stream_open_failure
 from agent.capture.hwdecode import HardwareDecode
 from agent.capture.sources import SourceFrame, VideoSource
 from agent.capture.spec import classify, existing_file
+from agent.capture.swscale import Swscale
 from agent.errors import SourceError
 
 __all__ = ["PyAVSource", "to_bgr"]
@@ -40,12 +42,12 @@ def _av() -> Any:
     return av
 
 
-def to_bgr(frame: Any) -> np.ndarray:
+def to_bgr(frame: Any, swscale: Swscale | None = None) -> np.ndarray:
     """A decoded ``av.VideoFrame`` as a BGR ``uint8`` HxWx3 image, through FFmpeg's swscale as OpenCV's
-    ``VideoCapture`` converts: the same pixels. (One ``cv2.cvtColor`` of the I420 planes is not cheaper here:
-    1.1-1.4 ms of CPU against swscale's 0.4-0.5 at 1280x960, and half a grey level off; docs/openvino.md.)"""
-    image: np.ndarray = frame.to_ndarray(format="bgr24")
-    return image
+    ``VideoCapture`` converts: the same pixels; with ``swscale``, through that persistent context (else a new
+    one). (One ``cv2.cvtColor`` of the I420 planes is not cheaper here: 1.1-1.4 ms of CPU against swscale's
+    0.4-0.5 at 1280x960, and half a grey level off; docs/openvino.md.)"""
+    return (swscale or Swscale()).bgr(frame)
 
 
 class PyAVSource(VideoSource):
@@ -80,6 +82,7 @@ class PyAVSource(VideoSource):
         self.threads = threads
         self.skip_deblocking = skip_deblocking
         self.hardware = HardwareDecode(hwaccel, self._desc)
+        self._swscale: Swscale | None = None  # made on the first frame (PyAV is imported by then)
         self._container: Any = None
         self._codec: Any = None
         self._codec_name = ""  # of the last stream opened, for decoder
@@ -193,7 +196,9 @@ class PyAVSource(VideoSource):
     def _wrap(self, frame: Any) -> SourceFrame:
         if self.is_live and self.wanted is not None and not self.wanted():
             return SourceFrame(image=None, skipped=True)
-        return SourceFrame(image=to_bgr(frame))
+        if self._swscale is None:
+            self._swscale = Swscale()
+        return SourceFrame(image=to_bgr(frame, self._swscale))
 
     def close(self) -> None:
         container, self._container = self._container, None

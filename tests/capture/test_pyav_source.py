@@ -338,10 +338,10 @@ def test_pyav_does_not_convert_frames_the_fps_limit_drops(rtsp_server: RtspServe
     converted = 0
     real = pyav_source.to_bgr
 
-    def counting(frame: object) -> np.ndarray:
+    def counting(frame: object, swscale: object = None) -> np.ndarray:
         nonlocal converted
         converted += 1
-        return real(frame)
+        return real(frame, swscale)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pyav_source, "to_bgr", counting)
     cam = CameraConfig(id="rtsp5", source=rtsp_server.url, fps=5, decoder="pyav")  # the stream sends 15 a second
