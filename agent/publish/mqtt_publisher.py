@@ -64,7 +64,7 @@ from agent.publish.device_status import DeviceStatus, now_rfc3339
 from agent.publish.limits import UNANNOUNCED, BrokerLimits, LogThrottle, publish_packet_size
 from agent.publish.mqtt_connection import diagnose_connection as diagnose_connection  # re-exported (doctor)
 from agent.publish.mqtt_connection import make_client, read_password
-from agent.publish.mqtt_connection import paho_log_to as paho_log_to  # re-exported (tail)
+from agent.publish.mqtt_connection import route_paho_log as route_paho_log  # re-exported (tail)
 from agent.publish.mqtt_connection import tls_context_for as tls_context_for  # re-exported (doctor)
 from agent.publish.topics import status_topic, tags_topic
 

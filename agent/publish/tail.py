@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import PublishError
-from agent.publish.mqtt_publisher import paho_log_to
+from agent.publish.mqtt_publisher import route_paho_log
 from agent.publish.schema import validate_payload
 from agent.publish.topics import DEFAULT_PREFIX, tags_filter
 
@@ -187,7 +187,7 @@ def tail(
 
 def _client(session: _Session, tls: bool, username: str | None, password: str | None) -> mqtt.Client:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_log = paho_log_to(_log.getChild("paho"))
+    route_paho_log(client, _log.getChild("paho"))
     client.on_connect = session.on_connect
     client.on_subscribe = session.on_subscribe
     client.on_message = session.on_message

@@ -23,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 import agent.publish.local_broker as local_broker
 from agent.config.models import MqttConfig
@@ -30,7 +31,7 @@ from agent.core.event import TagEvent
 from agent.core.version import agent_version
 from agent.errors import BrokerError, PublishError
 from agent.publish.local_broker import LocalMosquitto, free_port
-from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats
+from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats, route_paho_log
 from agent.publish.schema import validate_payload, validate_status
 from agent.publish.tail import TailCounts, tail
 from agent.publish.topics import parse_tags_topic
@@ -385,6 +386,47 @@ def test_refused_connection_is_reported_once(caplog: pytest.LogCaptureFixture) -
             pub.stop(timeout=0.5)
     refusals = [r for r in caplog.records if "refused the connection" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
+
+
+def test_paho_chatter_goes_to_debug_and_is_formatted_only_when_debug_is_on(
+    mosquitto: LocalMosquitto, event_factory: EventFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = "agent.publish.mqtt_publisher.paho"
+
+    class Counted:
+        formatted = 0
+
+        def __str__(self) -> str:
+            Counted.formatted += 1
+            return "counted"
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    route_paho_log(client, logging.getLogger("tests.quiet.paho"))
+    logger = client.logger
+    assert logger is not None
+    caplog.set_level(logging.INFO, logger="tests.quiet.paho")
+    logger.log(logging.DEBUG, "Sending PUBLISH %s", Counted())
+    logger.log(logging.ERROR, "failed to receive on socket: %s", Counted())  # paho's ERR for routine things
+    assert Counted.formatted == 0 and not caplog.records  # quiet: nothing formatted, nothing logged
+    logger.log(logging.ERROR, "Caught exception in on_connect: %s", ValueError("a bug in our callback"))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "Caught exception in on_connect: a bug in our callback")]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="tests.quiet.paho")
+    logger.log(logging.ERROR, "failed to receive on socket: %s", Counted())
+    assert Counted.formatted >= 1 and [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "failed to receive on socket: counted")]
+
+    caplog.set_level(logging.DEBUG, logger=name)  # the publisher's own client, end to end
+    pub = _started(mosquitto.url, "paho-log-box")
+    try:
+        assert pub.wait_connected(5)
+        pub.publish_event(event_factory(device="paho-log-box"))
+        assert pub.flush(5)
+    finally:
+        pub.stop(timeout=1)
+    sending = [r for r in caplog.records if r.name == name and "Sending PUBLISH" in r.getMessage()]
+    assert sending and all(r.levelno == logging.DEBUG for r in sending)
 
 
 # -- tail() --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import PublishError
-from agent.publish.mqtt_publisher import paho_log_to
+from agent.publish.mqtt_publisher import route_paho_log
 
 __all__ = ["FleetBus", "Message"]
 
@@ -45,7 +45,7 @@ class FleetBus:
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self._client.on_log = paho_log_to(_log.getChild("paho"))
+        route_paho_log(self._client, _log.getChild("paho"))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
