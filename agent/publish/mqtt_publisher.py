@@ -63,7 +63,7 @@ from agent.publish.acks import PublisherStats as PublisherStats  # re-exported
 from agent.publish.device_status import DeviceStatus, now_rfc3339
 from agent.publish.limits import UNANNOUNCED, BrokerLimits, LogThrottle, publish_packet_size
 from agent.publish.mqtt_connection import diagnose_connection as diagnose_connection  # re-exported (doctor)
-from agent.publish.mqtt_connection import make_client, read_password
+from agent.publish.mqtt_connection import fixed_publish_properties, make_client, read_password
 from agent.publish.mqtt_connection import route_paho_log as route_paho_log  # re-exported (tail)
 from agent.publish.mqtt_connection import tls_context_for as tls_context_for  # re-exported (doctor)
 from agent.publish.topics import status_topic, tags_topic
@@ -255,11 +255,7 @@ class MqttPublisher:
                     event_id: str | None = None) -> bool:
         """Queue one QoS 1 message whose settlement goes to the ack listener with ``tag``.
         False when paho's in-memory queue is full (nothing was queued; try again later)."""
-        props = self._properties(PacketTypes.PUBLISH)
-        if props is not None:
-            props.ContentType = content_type
-            if event_id is not None:
-                props.UserProperty = ("event_id", event_id)
+        props = self._properties(PacketTypes.PUBLISH, content_type, event_id)
         info = self._client.publish(topic, payload, qos=self._qos, retain=False, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return False
@@ -486,9 +482,15 @@ class MqttPublisher:
     def _config_inflight(self) -> int:
         return int(getattr(self._client, "_max_inflight_messages", 20))
 
-    def _properties(self, packet_type: int) -> Properties | None:
+    def _properties(self, packet_type: int, content_type: str = CONTENT_TYPE,
+                    event_id: str | None = None) -> Properties | None:
+        """A message's MQTT 5 properties (None on 3.1.1): a PUBLISH without an event id shares one packed set."""
         if not self._v5:
             return None
+        if packet_type == PacketTypes.PUBLISH and event_id is None:
+            return fixed_publish_properties(content_type)
         props = Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it untyped
-        props.ContentType = CONTENT_TYPE
+        props.ContentType = content_type
+        if event_id is not None:
+            props.UserProperty = ("event_id", event_id)
         return props

@@ -24,6 +24,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 import agent.publish.local_broker as local_broker
 from agent.config.models import MqttConfig
@@ -31,6 +33,7 @@ from agent.core.event import TagEvent
 from agent.core.version import agent_version
 from agent.errors import BrokerError, PublishError
 from agent.publish.local_broker import LocalMosquitto, free_port
+from agent.publish.mqtt_connection import fixed_publish_properties
 from agent.publish.mqtt_publisher import MqttPublisher, PublisherStats, route_paho_log
 from agent.publish.schema import validate_payload, validate_status
 from agent.publish.tail import TailCounts, tail
@@ -386,6 +389,19 @@ def test_refused_connection_is_reported_once(caplog: pytest.LogCaptureFixture) -
             pub.stop(timeout=0.5)
     refusals = [r for r in caplog.records if "refused the connection" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
+
+
+def test_shared_publish_properties_pack_as_paho_s_own_and_are_read_only() -> None:
+    shared: Any = fixed_publish_properties("application/json")
+    own: Any = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    own.ContentType = "application/json"
+    assert shared.pack() == own.pack() and shared.ContentType == "application/json"
+    assert fixed_publish_properties("application/json") is shared
+    other: Any = fixed_publish_properties("image/jpeg")
+    assert other.pack() != shared.pack()  # type: ignore[no-untyped-call]
+    with pytest.raises(AttributeError, match="read-only"):
+        shared.ContentType = "text/plain"
+    assert shared.pack() == own.pack()  # type: ignore[no-untyped-call]
 
 
 def test_paho_chatter_goes_to_debug_and_is_formatted_only_when_debug_is_on(
