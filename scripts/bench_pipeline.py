@@ -5,6 +5,8 @@
                                      [--runtimes onnxruntime openvino] [--ultralytics-ov DIR]
     python scripts/bench_pipeline.py --breakdown --size 1280x960 1920x1080 --codec h264 mjpg
                                                         # where one frame's time goes, stage by stage
+    python scripts/bench_pipeline.py --memory [--rounds 3] [--runtimes openvino]
+                                                        # only the resident memory line, on each model
     (the ultralytics sides need the train extra: PYTHONPATH=$PWD /work/venv-train/bin/python scripts/...)
 
 One video (the synthetic conveyor scene, rendered at 640x480 and scaled to ``--size``, the frame a
@@ -71,6 +73,7 @@ from bench_pipeline_workers import WORKERS  # noqa: E402
 FP32 = REPO / "models" / "conveyor-yolov8n.onnx"
 INT8 = REPO / "models" / "conveyor-yolov8n.int8.onnx"
 RUNTIMES = ("onnxruntime", "openvino")
+RSS_LINE_MB = 300  # the agent's peak resident memory with one camera must stay under this
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -141,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="folder for ultralytics' OpenVINO exports, reused when there (default: made in the run's "
                     "temp folder, about a minute)")
     ap.add_argument("--breakdown", action="store_true", help="only time each stage of one frame, per model")
+    ap.add_argument("--memory", action="store_true",
+                    help="only the resident memory line: the agent (first setup, first runtime) on each model with one "
+                    "camera (--rounds times) and four cameras (once), no other side")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--model", type=pathlib.Path, help=argparse.SUPPRESS)
     ap.add_argument("--video", type=pathlib.Path, help=argparse.SUPPRESS)
@@ -174,7 +180,7 @@ def _check_args(args: argparse.Namespace) -> str | None:
         args.rounds, args.frames = min(args.rounds, 2), min(args.frames, 300)
     if args.rounds < 1 or args.frames < args.warmup + 20:
         return f"--rounds must be >= 1 and --frames >= --warmup + 20 ({args.warmup + 20})"
-    if not args.no_ultralytics and not args.breakdown:
+    if not args.no_ultralytics and not args.breakdown and not args.memory:
         try:
             import ultralytics  # noqa: F401
         except ImportError:
@@ -202,6 +208,8 @@ def main() -> int:
         video = write_video(pathlib.Path(tmp) / "conveyor", args.frames, size, args.codec[0])
         common = ["--video", str(video), "--broker", mosquitto.url, "--warmup", str(args.warmup),
                   "--frames", str(args.frames), "--precision", args.precision]
+        if args.memory:
+            return memory(args, common)
         setups = " and ".join(setup_name(t) for t in args.setups)
         print(f"{os.cpu_count()} cores, {args.frames} frames of {size[0]}x{size[1]} {args.codec[0]}, agent setups "
               f"(intra-op threads x concurrent runs) {setups}, runtimes {', '.join(args.runtimes)}, "
@@ -245,6 +253,32 @@ def breakdown(args: argparse.Namespace, broker: str, tmp: pathlib.Path) -> int:
                           f"around it {total - run:.2f} ms", flush=True)
     print(f"{load_text()} at the end")
     return 0
+
+
+def memory(args: argparse.Namespace, common: list[str]) -> int:
+    """The resident memory line alone: the agent's peak RSS (VmHWM over its life, model loading included) and its
+    RSS while frames flow, with one camera and with four, on each model; exit 1 when a one-camera median is over
+    the line."""
+    threads, runs = args.setups[0]
+    runtime = args.runtimes[0]
+    print(f"resident memory of the agent process ({runtime}, setup {setup_name(args.setups[0])}, {args.frames} frames "
+          f"of {args.size[0][0]}x{args.size[0][1]} {args.codec[0]}); {load_text()}", flush=True)
+    over = False
+    for model in args.models:
+        one = [run_worker("agent", model, [*common, "--threads", str(threads), "--runs", str(runs), "--runtime",
+                                           runtime]) for _ in range(args.rounds)]
+        peak = med([r["rss_peak_mb"] for r in one])
+        over |= peak > RSS_LINE_MB
+        print(f"  {model.name:<28} one camera:   peak median {peak:6.1f} MB (rounds: "
+              f"{fmt_rounds([r['rss_peak_mb'] for r in one])}), running {med([r['rss_running_mb'] for r in one]):6.1f}"
+              f" MB; must be <= {RSS_LINE_MB} MB: {'yes' if peak <= RSS_LINE_MB else 'NO'}", flush=True)
+        if not args.quick:
+            four = run_worker("agent", model, [*common, "--threads", str(threads), "--runs", str(runs), "--cameras",
+                                               "4", "--runtime", runtime])
+            print(f"  {model.name:<28} four cameras: peak {four['rss_peak_mb']:6.1f} MB, running "
+                  f"{four['rss_running_mb']:6.1f} MB ({four['fps']:.1f} frames/s over all four)", flush=True)
+    print(f"{load_text()} at the end")
+    return 1 if over else 0
 
 
 def build_sides(args: argparse.Namespace, exports: dict[str, str]) -> tuple[list[Side], list[int]]:

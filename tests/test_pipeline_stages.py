@@ -43,6 +43,7 @@ class StageSpy:
         self.forwards = 0
         self.mixed = 0
         self.heights: list[int] = []  # of the frames prepared
+        self.sources: list[Any] = []  # the camera of each frame prepared
         self.fail_forward_after = fail_forward_after
 
     def _note(self, stage: str) -> None:
@@ -55,10 +56,11 @@ class StageSpy:
         self.inputs_made += 1
         return self.inner.new_input()
 
-    def prepare(self, images: Any, buffer: Any) -> Any:
+    def prepare(self, images: Any, buffer: Any, sources: Any = None) -> Any:
         self._note("prepare")
         self.heights += [image.shape[0] for image in images]
-        return self.inner.prepare(images, buffer)
+        self.sources += list(sources or [])
+        return self.inner.prepare(images, buffer, sources)
 
     def forward(self, tensor: Any) -> Any:
         self._note("forward")
@@ -118,6 +120,7 @@ def test_three_threads_give_the_inspections_of_one_call_per_frame(detector: Yolo
     assert spy.threads == {"prepare": {"inference-prepare"}, "forward": {"inference"}, "finish": {"inference-publish"}}
     assert spy.inputs_made == 2  # two preallocated inputs, reused for every frame
     assert spy.forwards < 36  # frames of several cameras went through the model together
+    assert sorted(spy.sources) == sorted(f"cam{i}" for i in range(3) for _ in range(12))  # each frame's camera
     assert all(i.result.latency_ms > 0 for i in seen)
     assert loop.finished
 

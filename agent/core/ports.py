@@ -11,7 +11,7 @@ needs of a taxonomy is :class:`agent.core.event.LabelMap`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -72,13 +72,15 @@ class StagedPrefilter(Protocol):
     model, ``finish`` decoding (adding its own time to ``spent_ms`` in each result's latency). One
     ``forward`` at a time, unless it is also a :class:`ConcurrentRuns`. The tensor is whatever ``prepare``
     returns (one array, or a tuple of them for frames at several input sizes), the output whatever
-    ``forward`` returns for it."""
+    ``forward`` returns for it. ``sources`` names each image's camera (the detector keeps a session open per
+    input size while a camera's frames run at it); every prepared tensor goes through ``forward`` once."""
 
     max_batch: int
 
     def new_input(self) -> Any: ...
 
-    def prepare(self, images: Sequence[np.ndarray], buffer: Any) -> tuple[Any, list[Any]]: ...
+    def prepare(self, images: Sequence[np.ndarray], buffer: Any,
+                sources: Sequence[Hashable] | None = None) -> tuple[Any, list[Any]]: ...
 
     def forward(self, tensor: Any) -> Any: ...
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TypeAlias
 
 import numpy as np
@@ -81,8 +81,8 @@ class YoloDetector:
         concurrent_runs: int = 1,
         sizes: SizedSessions | None = None,
     ) -> None:
-        self.session = session
-        self.sizes = sizes  # sessions at other input sizes (model.input_size auto), or None
+        self._session: InferenceSessionLike | None = session if sizes is None else None
+        self.sizes = sizes  # sessions by input size (model.input_size auto; ``session`` is its own), or None
         self.info = info
         self.min_score = min_score
         self.iou_threshold = iou_threshold
@@ -92,9 +92,19 @@ class YoloDetector:
         self.max_batch = max(1, max_batch) if not isinstance(batch_dim, int) else 1
         self.concurrent_runs = max(1, concurrent_runs)  # forward calls the session may run at once
         self._input = self.new_input()
-        self._plans: dict[tuple[int, int, bool], Letterbox] = {}  # (frame w, h, fitted) -> plan
+        self._plans: dict[tuple[int, int, int, int], Letterbox] = {}  # (frame w, h, input h, w) -> plan
         self._scratch: dict[tuple[int, int], np.ndarray] = {}  # resized image per letterbox size, reused
         self._run_names = [info.output_name]
+
+    @property
+    def session(self) -> InferenceSessionLike:
+        """The session at the model's own input size (with ``input_size: auto`` opened again should no camera's
+        frames have needed it)."""
+        if self.sizes is not None:
+            return self.sizes.native_session()  # type: ignore[no-any-return]
+        if self._session is None:
+            raise RuntimeError("YoloDetector without a session")  # __init__ keeps one where sizes is None
+        return self._session
 
     @classmethod
     def from_file(cls, path: pathlib.Path, config: ModelConfig | None = None) -> YoloDetector:
@@ -109,7 +119,9 @@ class YoloDetector:
         def opener(fitted: tuple[int, int]) -> InferenceSessionLike:
             return open_session(path, providers, threads, batch, input_size=fitted)[0]  # type: ignore[no-any-return]
 
-        sizes = SizedSessions(opener, info.input_h, info.input_w, path.name) if config.input_size == "auto" else None
+        sizes = None
+        if config.input_size == "auto":
+            sizes = SizedSessions(opener, info.input_h, info.input_w, path.name, native=session)
         return cls(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
                    max_detections=config.max_detections, max_batch=config.max_batch,
                    concurrent_runs=config.concurrent_runs, sizes=sizes)
@@ -118,15 +130,15 @@ class YoloDetector:
         """A fresh input buffer for ``prepare`` (``max_batch`` slots)."""
         return InputBuffer(self.max_batch, self.info.input_h, self.info.input_w)
 
-    def _plan(self, image: np.ndarray, fitted: bool = True) -> tuple[Letterbox, np.ndarray | None]:
+    def _plan(self, image: np.ndarray, fitted: bool = True, source: Hashable | None = None) \
+            -> tuple[Letterbox, np.ndarray | None]:
         h, w = image.shape[:2]
-        plan = self._plans.get((w, h, fitted))
+        in_h, in_w = self.info.input_h, self.info.input_w
+        if fitted and self.sizes is not None:
+            in_h, in_w = self.sizes.size_for(w, h, source)  # the camera's size counted, its session open
+        plan = self._plans.get((w, h, in_h, in_w))
         if plan is None:
-            in_h, in_w = self.info.input_h, self.info.input_w
-            if fitted and self.sizes is not None:
-                in_h, in_w = self.sizes.size_for(w, h)
-            plan = plan_letterbox(w, h, in_w, in_h)
-            self._plans[(w, h, fitted)] = plan
+            plan = self._plans[(w, h, in_h, in_w)] = plan_letterbox(w, h, in_w, in_h)
         if (plan.new_w, plan.new_h) == (w, h):
             return plan, None
         scratch = self._scratch.get((plan.new_w, plan.new_h))
@@ -134,12 +146,18 @@ class YoloDetector:
             scratch = self._scratch[(plan.new_w, plan.new_h)] = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
         return plan, scratch
 
-    def prepare(self, images: Sequence[np.ndarray], buffer: InputBuffer) -> tuple[Tensors, list[Letterbox]]:
+    def prepare(self, images: Sequence[np.ndarray], buffer: InputBuffer,
+                sources: Sequence[Hashable] | None = None) -> tuple[Tensors, list[Letterbox]]:
         """Letterbox ``images`` into the first slots of ``buffer`` (of each input size); returns (the batch
-        tensor, or one per input size when the frames run at several, plans)."""
+        tensor, or one per input size when the frames run at several, plans). ``sources``: the camera of each
+        image (``model.input_size: auto`` keeps a size's session open while a camera's frames run at it); each
+        tensor returned must then go through ``forward`` once."""
         if not 1 <= len(images) <= len(buffer.painted):
             raise ValueError(f"{len(images)} images for an input buffer of {len(buffer.painted)} slots")
-        planned = [self._plan(image) for image in images]
+        if sources is not None and len(sources) != len(images):
+            raise ValueError(f"{len(sources)} sources for {len(images)} images; expected one camera per image")
+        planned = [self._plan(image, source=None if sources is None else sources[i])
+                   for i, image in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (plan, _scratch) in enumerate(planned):
             groups.setdefault((plan.dst_h, plan.dst_w), []).append(i)
@@ -151,6 +169,8 @@ class YoloDetector:
                 letterbox_to_tensor(images[i], plan, tensor[slot], scratch, border_painted=painted[slot] is plan)
                 painted[slot] = plan
             tensors.append(tensor[:len(members)])
+            if self.sizes is not None:
+                self.sizes.prepared((height, width))
         return (tensors[0] if len(tensors) == 1 else tuple(tensors)), [plan for plan, _ in planned]
 
     def preprocess(self, image: np.ndarray, slot: int = 0) -> tuple[np.ndarray, Letterbox]:
@@ -169,13 +189,17 @@ class YoloDetector:
         return self._forward(tensor)
 
     def _forward(self, tensor: np.ndarray) -> np.ndarray:
+        if self.sizes is None:
+            return self._run(self.session, tensor)
         size = (int(tensor.shape[2]), int(tensor.shape[3]))
-        if self.sizes is None or size == (self.info.input_h, self.info.input_w):
-            outputs = self.session.run(self._run_names, {self.info.input_name: tensor})
-            return np.asarray(outputs[0])
-        session = self.sizes.session(size)
-        if isinstance(list(session.get_inputs()[0].shape)[0], int) and len(tensor) > 1:  # no free batch there
-            return np.concatenate([self._forward(tensor[i:i + 1]) for i in range(len(tensor))])
+        try:
+            return self._run(self.sizes.session(size), tensor)
+        finally:
+            self.sizes.ran(size)  # the size's session may be closed now, when no camera uses it
+
+    def _run(self, session: InferenceSessionLike, tensor: np.ndarray) -> np.ndarray:
+        if len(tensor) > 1 and isinstance(list(session.get_inputs()[0].shape)[0], int):  # no free batch there
+            return np.concatenate([self._run(session, tensor[i:i + 1]) for i in range(len(tensor))])
         return np.asarray(session.run(self._run_names, {self.info.input_name: tensor})[0])
 
     def postprocess(self, output: np.ndarray, plan: Letterbox) -> tuple[Detection, ...]:

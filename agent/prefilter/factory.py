@@ -131,7 +131,7 @@ def _wrap(path: pathlib.Path, session: Any, meta: dict[str, str], config: ModelC
     info = describe_model(path, session, meta)
     sizes = None
     if config.input_size == "auto" and opener is not None:
-        sizes = SizedSessions(opener, info.input_h, info.input_w, path.name)
+        sizes = SizedSessions(opener, info.input_h, info.input_w, path.name, native=session)
     return YoloDetector(session, info, min_score=config.min_score, iou_threshold=config.iou_threshold,
                         max_detections=config.max_detections, max_batch=config.max_batch, concurrent_runs=runs,
                         sizes=sizes)

@@ -296,7 +296,8 @@ class InferenceLoop:
             pool.put(buffer)  # only learn-mode frames: the model has nothing to do
         elif staged is not None:
             t0 = time.perf_counter()
-            batch.tensor, batch.plans = staged.prepare([inspector.model_input(f) for f in frames], buffer)
+            batch.tensor, batch.plans = staged.prepare([inspector.model_input(f) for f in frames], buffer,
+                                                       sources=[f.camera_id for f in frames])
             batch.buffer, batch.pool = buffer, pool
             batch.spent_ms = (time.perf_counter() - t0) * 1000.0
         return batch

@@ -202,7 +202,7 @@ def test_auto_opens_a_handful_of_sizes_then_runs_new_ones_square(caplog: pytest.
             raise ModelError("cannot")
         return _Session(expected_anchor_count(size[1], size[0]))
 
-    sizes = SizedSessions(opener, 320, 320, "m.onnx", limit=2)
+    sizes = SizedSessions(opener, 320, 320, "m.onnx", limit=2, native=_Session(2100))
     caplog.set_level(logging.INFO, logger="agent.prefilter.sized_sessions")
     assert sizes.size_for(1280, 960) == (256, 320)
     assert sizes.size_for(640, 480) == (256, 320)  # the same size: no second session
