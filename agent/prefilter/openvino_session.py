@@ -234,27 +234,32 @@ def open_openvino_session(path: pathlib.Path, config: ModelConfig, task: str | N
     a YOLOv8 detector's ONNX graph rewritten for that input size (agent.prefilter.input_size); ModelError for an
     IR or a graph that cannot take it."""
     path = pathlib.Path(path)
-    ov, model, meta = read_openvino_model(path)
-    version = str(ov.__version__).split("-")[0]
     source: Any = None  # the rewritten ONNX graph, for a size other than the exported one
-    if input_size is not None:
+    if input_size is None:
+        ov, model, meta = read_openvino_model(path)
+    else:  # the file itself is not read into OpenVINO: only its rewritten graph (memory: FP32 weights twice)
         if path.suffix.lower() == IR_SUFFIX:
             raise ModelError(f"model file {path} is an OpenVINO IR, whose input size is fixed when it is converted; "
                              f"model.input_size {input_size[0]}x{input_size[1]} needs the ONNX file (or use "
                              "input_size: square)")
         from agent.prefilter.input_size import load_resized
 
+        ov = load_openvino()
         source = load_resized(path, input_size)
         model = _read_proto(ov, path, source)
+        meta = _framework_metadata(model)
+    version = str(ov.__version__).split("-")[0]
+    batched = None
     if task == "detect" and config.max_batch > 1:
         batched = _batched_model(ov, path, model, config.max_batch, source)
-        if batched is not None:
-            session = _compile(ov, batched, path, config, config.max_batch, version, input_size)
-            from agent.prefilter.onnx_session import batch_agrees
+    del source  # OpenVINO holds its own copies: the ONNX graph is not kept while they compile
+    if batched is not None:
+        session = _compile(ov, batched, path, config, config.max_batch, version, input_size)
+        from agent.prefilter.onnx_session import batch_agrees
 
-            if batch_agrees(session):
-                return session, meta
-            log.info("model %s: a batch does not give per-frame outputs on OpenVINO; one frame per call", path.name)
+        if batch_agrees(session):
+            return session, meta
+        log.info("model %s: a batch does not give per-frame outputs on OpenVINO; one frame per call", path.name)
     return _compile(ov, model, path, config, 1, version, input_size), meta
 
 
@@ -287,7 +292,8 @@ def _compile(ov: Any, model: Any, path: pathlib.Path, config: ModelConfig, batch
 
 def _batched_model(ov: Any, path: pathlib.Path, model: Any, max_batch: int, source: Any = None) -> Any | None:
     """The model with its batch dimension free (bounded 1..``max_batch``), or None where it cannot be freed.
-    ``source``: the ONNX graph ``model`` was read from, when it is not the file's."""
+    ``source``: the ONNX graph ``model`` was read from, when it is not the file's (rewritten in place: ``model``
+    is OpenVINO's own copy)."""
     first = list(model.inputs[0].get_partial_shape())
     if len(first) != 4 or not all(d.is_static for d in first[1:]):
         return None
@@ -299,7 +305,7 @@ def _batched_model(ov: Any, path: pathlib.Path, model: Any, max_batch: int, sour
         from agent.prefilter.graph_rewrite import dynamic_batch
 
         try:
-            proto = onnx.load(str(path)) if source is None else onnx.ModelProto.FromString(source.SerializeToString())
+            proto = onnx.load(str(path)) if source is None else source
             if not dynamic_batch(proto):
                 return None
             candidate = ov.Core().read_model(proto.SerializeToString())
