@@ -4,6 +4,8 @@ reused, every frame taken published when stopping, a model error ends the loop."
 
 from __future__ import annotations
 
+import collections
+import datetime
 import threading
 import time
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from agent.capture.grabber import Grabber
 from agent.config.escalation import EscalationConfig
 from agent.config.models import DEFAULT_PREFILTER, AgentConfig, CameraConfig, LearnConfig, ModelConfig
 from agent.core.event import TagEvent
+from agent.core.frame import Frame
 from agent.core.inspection import Inspection
 from agent.prefilter.detector import YoloDetector
 from agent.prefilter.factory import open_prefilter
@@ -366,4 +369,50 @@ def test_frames_of_three_sizes_in_one_batch_each_run_at_their_own_input_size() -
     assert spy.forwards < 36 and spy.mixed > 0  # frames of several sizes went through the model together
     one_call = FrameInspector(config, detector)
     assert [one_call.inspect(i.frame).result.detections for i in seen] == [i.result.detections for i in seen]
+    assert sum(len(i.result.detections) for i in seen) > 0
+
+
+class ReconnectingCamera:
+    """A camera's frames, as the loop takes them from a grabber, from a list (their size may change midway: a
+    reconnect at another resolution)."""
+
+    def __init__(self, camera: str, images: Sequence[np.ndarray]) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._frames = collections.deque(Frame(camera, i + 1, now, time.monotonic(), image)
+                                         for i, image in enumerate(images))
+
+    def take(self, timeout: float) -> Frame | None:
+        return self._frames.popleft() if self._frames else None
+
+    @property
+    def ended(self) -> bool:
+        return not self._frames
+
+
+def test_cameras_whose_frames_change_size_mid_stream_move_to_the_new_size_and_the_old_one_is_closed() -> None:
+    """model.input_size auto: two cameras send 1280x960 frames, then (one sooner than the other) 1920x1080; every
+    frame is inspected in order as one call per frame gives, the square session is gone, and so is 256x320 once
+    no camera's frames run at it: only 192x320 is left open."""
+    import cv2
+
+    detector = open_prefilter(DEFAULT_PREFILTER, ModelConfig(max_batch=2, input_size="auto", min_score=0.25))
+    assert isinstance(detector, YoloDetector) and detector.sizes is not None
+    detector.infer(np.zeros((320, 320, 3), np.uint8))  # the warm-up, as the service runs it
+    golden = [cv2.imread(str(DEFAULT_PREFILTER.parent.parent / "tests" / "data" / "golden" / f"img{i:02d}.jpg"))
+              for i in (6, 10, 11, 18)]
+    small, large = [cv2.resize(g, (1280, 960)) for g in golden], [cv2.resize(g, (1920, 1080)) for g in golden]
+    feeds = {"cam0": small[:2] + large, "cam1": small + large[:2]}  # cam0 reconnects after 2 frames, cam1 after 4
+    spy = StageSpy(detector)
+    config = AgentConfig(device_id="box", cameras=[CameraConfig(id=c, source="x") for c in feeds])
+    sink, seen = ListSink(), list[Inspection]()
+    loop = InferenceLoop(FrameInspector(config, spy), [(c, ReconnectingCamera(c, f)) for c, f in feeds.items()],
+                         sink, on_inspection=seen.append)
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    for cam, images in feeds.items():
+        assert [i.frame.sequence for i in seen if i.frame.camera_id == cam] == list(range(1, len(images) + 1))
+    assert len(sink.events) == 12 and spy.mixed > 0  # batches held frames of both sizes while cam1 lagged
+    assert detector.sizes.open_sizes == [(192, 320)]  # the square and the 256x320 sessions are closed
+    reference = open_prefilter(DEFAULT_PREFILTER, ModelConfig(max_batch=1, input_size="auto", min_score=0.25))
+    assert [reference.infer(i.frame.image).detections for i in seen] == [i.result.detections for i in seen]
     assert sum(len(i.result.detections) for i in seen) > 0
