@@ -1,5 +1,6 @@
-"""scripts/bench_pipeline.py's breakdown on both runtimes and codecs, and scripts/bench_cameras.py --ladder, in
-small (real agent, real Mosquitto, real video): their plumbing, not their numbers."""
+"""scripts/bench_pipeline.py's breakdown on both runtimes and codecs, its memory line alone (--memory), and
+scripts/bench_cameras.py --ladder, in small (real agent, real Mosquitto, real video): their plumbing, not their
+numbers."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_the_camera_ladder_reports_each_step_and_the_most_that_passed() -> None:
 def test_bad_ladder_size_is_refused_with_what_was_expected() -> None:
     proc = run("bench_cameras.py", "--ladder", "2", "--size", "big", timeout=60)
     assert proc.returncode == 2 and "--size must be WIDTHxHEIGHT, e.g. 1280x960, got 'big'" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_memory_line_alone() -> None:
+    proc = run("bench_pipeline.py", "--memory", "--quick", "--frames", "40", "--warmup", "5", "--size", "320x240",
+               "--models", "models/conveyor-yolov8n.int8.onnx", "--runtimes", "onnxruntime")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert re.search(r"conveyor-yolov8n.int8.onnx\s+one camera:\s+peak median +\d+\.\d MB \(rounds: [\d. ]+\), "
+                     r"running +\d+\.\d MB; must be <= 300 MB: yes", proc.stdout), proc.stdout
+    assert "four cameras" not in proc.stdout  # --quick leaves the four-camera round out
