@@ -13,6 +13,7 @@ ids are single topic levels: no ``/``, ``+``, ``#``, and not empty.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 DEFAULT_PREFIX = "edge"
@@ -41,8 +42,10 @@ def _check_level(value: str, what: str, *, wildcard: bool = False) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
 def tags_topic(prefix: str, device: str, camera: str) -> str:
-    """``<prefix>/<device>/<camera>/tags``: where a camera's tag events go."""
+    """``<prefix>/<device>/<camera>/tags``: where a camera's tag events go (checked once per camera: every tag
+    event asks)."""
     return f"{_check_prefix(prefix)}/{_check_level(device, 'device')}/{_check_level(camera, 'camera')}/tags"
 
 
