@@ -416,3 +416,21 @@ def test_cameras_whose_frames_change_size_mid_stream_move_to_the_new_size_and_th
     reference = open_prefilter(DEFAULT_PREFILTER, ModelConfig(max_batch=1, input_size="auto", min_score=0.25))
     assert [reference.infer(i.frame.image).detections for i in seen] == [i.result.detections for i in seen]
     assert sum(len(i.result.detections) for i in seen) > 0
+
+
+def test_a_reload_that_removes_a_camera_closes_the_input_size_only_it_used() -> None:
+    import cv2
+
+    detector = open_prefilter(DEFAULT_PREFILTER, ModelConfig(max_batch=2, input_size="auto"))
+    assert isinstance(detector, YoloDetector) and detector.sizes is not None
+    image = cv2.imread(str(DEFAULT_PREFILTER.parent.parent / "tests" / "data" / "golden" / "img06.jpg"))
+    frames = {"cam0": cv2.resize(image, (1280, 960)), "cam1": cv2.resize(image, (1920, 1080))}
+    config = AgentConfig(device_id="box", cameras=[CameraConfig(id=c, source="x") for c in frames])
+    queues = [(c, ReconnectingCamera(c, [f])) for c, f in frames.items()]
+    loop = InferenceLoop(FrameInspector(config, detector), queues, ListSink())
+    loop.start()
+    assert loop.join(60.0) and loop.error is None
+    assert sorted(detector.sizes.open_sizes) == [(192, 320), (256, 320)]
+    kept = AgentConfig(device_id="box", cameras=[CameraConfig(id="cam0", source="x")])
+    assert loop.reconfigure(FrameInspector(kept, detector), queues[:1], None)  # the reload: cam1 is gone
+    assert detector.sizes.open_sizes == [(256, 320)]

@@ -11,7 +11,7 @@ needs of a taxonomy is :class:`agent.core.event.LabelMap`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -93,6 +93,15 @@ class ConcurrentRuns(Protocol):
     own input buffer; ``model.concurrent_runs``)."""
 
     concurrent_runs: int
+
+
+@runtime_checkable
+class PerCameraState(Protocol):
+    """A staged prefilter that keeps something per camera (``prepare``'s ``sources``: the detector keeps a session
+    open per input size while a camera's frames run at it): told which cameras are left after a reload, so what
+    only a removed camera used is let go."""
+
+    def retain_sources(self, sources: Collection[Hashable]) -> None: ...
 
 
 class FrameQueue(Protocol):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import TypeAlias
 
 import numpy as np
@@ -172,6 +172,11 @@ class YoloDetector:
             if self.sizes is not None:
                 self.sizes.prepared((height, width))
         return (tensors[0] if len(tensors) == 1 else tuple(tensors)), [plan for plan, _ in planned]
+
+    def retain_sources(self, sources: Collection[Hashable]) -> None:
+        """Only ``sources`` are cameras now (a reload removed the others): sizes only the others used are closed."""
+        if self.sizes is not None:
+            self.sizes.retain(sources)
 
     def preprocess(self, image: np.ndarray, slot: int = 0) -> tuple[np.ndarray, Letterbox]:
         """Letterbox ``image`` into slot ``slot`` of the reused input tensor at the model's own size; returns

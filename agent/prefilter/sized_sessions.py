@@ -11,7 +11,8 @@ A session is memory (the shipped FP32 detector's: about 35 MB of weights and buf
 while it loads), so only the sizes in use are kept:
 
 - each camera (the ``source`` the inference loop passes) counts as a user of the size its frames run at; when its
-  frames change size (a reconnect at another resolution) it moves to the new size;
+  frames change size (a reconnect at another resolution) it moves to the new size; a camera a reload removes
+  (:meth:`retain`) no longer counts;
 - before a session is opened for a camera, and whenever a camera moves, every size no camera uses is closed: the
   model's own-size session, which the factory opened to read the model's layout and the warm-up ran, is closed
   before the first fitted one is opened, so the two are never held at once;
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 from agent.core.heap import release_free_memory
@@ -108,6 +109,16 @@ class SizedSessions:
     def native_session(self) -> Any:
         """The session at the model's own size (opened if it is not open)."""
         return self.session(self.native)
+
+    def retain(self, sources: Collection[Hashable]) -> None:
+        """Only ``sources`` are cameras now: the others no longer count as users, and the sizes no camera uses are
+        closed (when their prepared batches have run)."""
+        with self._lock:
+            gone = set(self._where) - set(sources)
+            for source in gone:
+                self._leave(source)
+            if gone:
+                self._close_unused()
 
     def prepared(self, size: Size) -> None:
         """A batch was prepared at ``size``: its session stays open until :meth:`ran` says the batch ran."""

@@ -36,7 +36,7 @@ from typing import Any
 from agent.core.event import TagEvent
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
-from agent.core.ports import BatchEventSink, ConcurrentRuns, Escalation, EventSink, FrameQueue
+from agent.core.ports import BatchEventSink, ConcurrentRuns, Escalation, EventSink, FrameQueue, PerCameraState
 from agent.core.priority import yield_to_model
 from agent.escalation.sampler import LEARN_MODEL_ID
 from agent.outputs.images.keeper import ImageKeeper
@@ -227,6 +227,9 @@ class InferenceLoop:
         if change is None:
             return
         self._inspector, self._queues, self._snapshots = change.inspector, change.queues, change.snapshots
+        staged = change.inspector.staged
+        if isinstance(staged, PerCameraState):  # a removed camera's input size may be unused now
+            staged.retain_sources([camera for camera, _queue in change.queues])
         change.applied.set()
 
     # -- the three stages -----------------------------------------------------------------------------

@@ -134,3 +134,17 @@ def test_the_detector_frees_the_square_session_and_follows_a_camera_that_changes
     expected = reference.infer_batch(old + new)
     assert [r.detections for r in results] == [r.detections for r in expected]
     assert sum(len(r.detections) for r in results) > 0  # boxes were found: the comparison means something
+
+
+def test_a_size_only_a_removed_camera_used_is_closed() -> None:
+    opener = _Opener()
+    sizes = SizedSessions(opener, 320, 320, "m.onnx", native=opener((320, 320)))
+    sizes.size_for(1280, 960, "cam1")
+    sizes.size_for(1920, 1080, "cam2")
+    sizes.prepared((192, 320))  # cam2's last frames are still on their way to the model
+    sizes.retain(["cam1", "cam3"])  # a reload removed cam2 (and added cam3, which has sent nothing yet)
+    assert sorted(opener.held()) == [(192, 320), (256, 320)]
+    sizes.ran((192, 320))
+    assert opener.held() == [(256, 320)]
+    sizes.retain(["cam1"])  # nothing removed: nothing closes
+    assert sizes.open_sizes == [(256, 320)]
