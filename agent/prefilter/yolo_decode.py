@@ -47,7 +47,7 @@ def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     iy1 = np.maximum(box[1], boxes[:, 1])
     ix2 = np.minimum(box[2], boxes[:, 2])
     iy2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    inter = np.maximum(ix2 - ix1, 0) * np.maximum(iy2 - iy1, 0)  # np.clip(.., 0, None) is this, behind 3 calls
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     union = area + areas - inter
@@ -59,7 +59,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     A box is suppressed when its IoU with a kept box is *greater than* the threshold."""
     if boxes.shape[0] != scores.shape[0]:
         raise ValueError(f"boxes {boxes.shape} and scores {scores.shape} disagree on the count")
-    order = np.argsort(-scores, kind="stable")
+    order = (-scores).argsort(kind="stable")
     keep: list[int] = []
     while order.size and len(keep) < max_keep:
         i = int(order[0])
@@ -81,10 +81,10 @@ def decode_yolov8(
     # best score per candidate first, the class only of those above the threshold (few of the N)
     scores_all = output[4:]  # (nc, N)
     best = scores_all.max(axis=0)
-    picked = np.flatnonzero(best > min_score)
+    picked = (best > min_score).nonzero()[0]  # np.flatnonzero's result, without its wrappers
     if not picked.size:
         return RawDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    class_ids = np.argmax(scores_all[:, picked], axis=0).astype(np.int64)
+    class_ids = scores_all[:, picked].argmax(axis=0).astype(np.int64)
     scores = best[picked].astype(np.float32)
     boxes = xywh_to_xyxy(output[:4, picked].T.astype(np.float32))
     if boxes.shape[0] == 1:

@@ -66,3 +66,20 @@ def test_nothing_above_min_score_gives_empty_arrays():
 def test_wrong_output_shape_names_expected_shape():
     with pytest.raises(ValueError, match=r"expected one image's YOLOv8 output of shape \(4 \+ 2, N\), got \(5, 3\)"):
         decode_yolov8(np.zeros((5, 3), np.float32), 2, min_score=0.1, iou_threshold=0.5, max_detections=5)
+
+
+def test_iou_is_bit_for_bit_the_clip_formula_also_for_disjoint_degenerate_and_nan_boxes() -> None:
+    # the overlap is clamped at 0 by np.maximum, which is what np.clip(x, 0, None) calls: the same float32 bits
+    rng = np.random.default_rng(5)
+    boxes = rng.uniform(-20, 120, (400, 4)).astype(np.float32)
+    boxes[::7, 2:] = boxes[::7, :2]  # zero-area boxes
+    boxes[3, 1] = np.nan
+    for box in boxes[:40]:
+        ix1, iy1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+        ix2, iy2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        union = (box[2] - box[0]) * (box[3] - box[1]) + areas - inter
+        expected = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        got = iou_one_to_many(box, boxes)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
