@@ -13,8 +13,10 @@ today's (mean and largest difference, in grey levels):
 * ``today``: ``frame.to_ndarray(format="bgr24")`` (a new swscale context every frame), then
   ``letterbox_to_tensor`` (cv2.resize INTER_LINEAR, a table into the tensor);
 * ``persistent``: the same through one kept context (:class:`agent.capture.swscale.Swscale`);
+* ``planes``: the Y, U and V planes resized to the letterbox window's size by OpenCV and converted small by
+  swscale (:class:`agent.capture.yuv_scale.PlaneScaler`, ``camera.decoder_scaling: planes``), then the table;
 * ``one pass <interpolation>``: swscale straight to the letterbox window's size (persistent context), then
-  the same table into the tensor (:class:`agent.capture.picture_av.DecodedPicture`).
+  the same table into the tensor (``camera.decoder_scaling: area`` etc.).
 
 The decode alone is printed too, for scale.
 """
@@ -37,6 +39,7 @@ import numpy as np  # noqa: E402
 from bench_pipeline_video import CODECS, write_video  # noqa: E402
 
 from agent.capture.swscale import Swscale  # noqa: E402
+from agent.capture.yuv_scale import PlaneScaler  # noqa: E402
 from agent.prefilter.letterbox import Letterbox, letterbox_to_tensor, plan_letterbox  # noqa: E402
 
 INTERPOLATIONS = ("BILINEAR", "AREA", "FAST_BILINEAR", "POINT", "BICUBIC")
@@ -54,11 +57,19 @@ def ways(plan: Letterbox) -> dict[str, Way]:
         "today": lambda f, out: letterbox_to_tensor(f.to_ndarray(format="bgr24"), plan, out, scratch),
         "persistent": lambda f, out: letterbox_to_tensor(kept.bgr(f), plan, out, scratch),
     }
+    planes = PlaneScaler()
+    found["planes"] = lambda f, out: _window(planes(f, plan.new_w, plan.new_h), window, out)
     for name in INTERPOLATIONS:
         sws = Swscale(name)
         found[f"one pass {name}"] = (lambda f, out, sws=sws:
                                      letterbox_to_tensor(sws.bgr(f, plan.new_w, plan.new_h), window, out, None))
     return found
+
+
+def _window(image: np.ndarray | None, plan: Letterbox, out: np.ndarray) -> None:
+    if image is None:
+        raise SystemExit("this video's pixel format is not 4:2:0: the planes way declines it")
+    letterbox_to_tensor(image, plan, out, None)
 
 
 def measure(path: pathlib.Path, frames: int, size: tuple[int, int]) -> None:

@@ -54,3 +54,26 @@ def test_the_deblocking_bench_compares_boxes_and_verdicts() -> None:
                      r"  verdicts: \d+ of 12 agree", proc.stdout), proc.stdout
     assert re.search(r"CPU against pyav: opencv \d+\.\d\dx, pyav 1\.00x, pyav, deblocking skipped \d+\.\d\dx",
                      proc.stdout), proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_conversion_bench_prints_every_way_against_todays() -> None:
+    proc = run("bench_swscale.py", "--frames", "20", "--size", "640x480", "--codec", "mjpg", timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"640x480 mjpeg, 20 frames, model input 320x256 \(window 320x240\)", proc.stdout), proc.stdout
+    assert re.search(r"^  today +\d+\.\d{3} +1\.00x +0\.000 +0\.0$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^  persistent +\d+\.\d{3} +\d\.\d\dx +0\.000 +0\.0$", proc.stdout, re.M), proc.stdout
+    for way in ("planes", "one pass AREA", "one pass POINT"):
+        assert re.search(rf"^  {way} +\d+\.\d{{3}} +\d\.\d\dx +\d+\.\d{{3}} +\d+\.\d$", proc.stdout, re.M), proc.stdout
+
+
+@pytest.mark.timeout(200)
+def test_the_scaling_bench_counts_changed_verdicts_and_map() -> None:
+    proc = run("bench_decoder_scaling.py", "--frames", "12", "--only", "0", "--scalings", "none", "planes",
+               timeout=190)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "conveyor 1280x960 H.264 (libx264-1280x960.mp4, 12 frames;" in proc.stdout, proc.stdout
+    assert re.search(r"^  none +\d+\.\d{3} +1\.00x +(\d+) of +\1 +1\.0000 +0 \( 0\.0%\) +\d\.\d{4}$", proc.stdout,
+                     re.M), proc.stdout
+    assert re.search(r"^  planes +\d+\.\d{3} +\d\.\d\dx +\d+ of +\d+ +\d\.\d{4} +\d+ \( *\d+\.\d%\) +\d\.\d{4}",
+                     proc.stdout, re.M), proc.stdout

@@ -52,5 +52,6 @@ def camera_source(camera: CameraConfig) -> FrameSource:
         return open_source(camera.source)
     from agent.capture.pyav_source import PyAVSource
 
+    scaling = None if camera.decoder_scaling == "none" else camera.decoder_scaling.upper()
     return PyAVSource(camera.source.strip(), threads=camera.decode_threads,
-                      skip_deblocking=camera.skip_deblocking, hwaccel=camera.hwaccel)
+                      skip_deblocking=camera.skip_deblocking, hwaccel=camera.hwaccel, model_scaling=scaling)

@@ -37,13 +37,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-import numpy as np
-
 from agent.capture.decoders import camera_source
 from agent.capture.frame_memory import keep_frame_memory
 from agent.capture.sources import FrameSource
 from agent.config.models import CameraConfig
 from agent.core.frame import Frame, FrameTruth
+from agent.core.picture import Picture
 from agent.core.priority import yield_to_model
 from agent.errors import SourceError
 
@@ -313,14 +312,14 @@ class Grabber:
             with self._cond:
                 self._sequence += 1
                 sequence = self._sequence
-            image = item.image
+            picture = item.picture  # not item.image: a lazy picture is converted only when something needs it
             if item.skipped:
                 got_frame = True
                 with self._cond:
                     self._dropped += 1
                     self._skipped_fps += 1
                 continue
-            if item.corrupt or image is None:
+            if item.corrupt or picture is None:
                 self._count_corrupt()
                 continue
             got_frame = True
@@ -342,7 +341,7 @@ class Grabber:
                     if next_due > now and self._stop.wait(next_due - now):
                         return "stopped", got_frame, ""
                     next_due = max(next_due + period, self._clock.monotonic() - period)
-            if not self._hand_off(self._make_frame(sequence, image, item.truth)):
+            if not self._hand_off(self._make_frame(sequence, picture, item.truth)):
                 return "stopped", got_frame, ""
         return "stopped", got_frame, ""
 
@@ -356,13 +355,13 @@ class Grabber:
         finally:
             self.busy_since = None
 
-    def _make_frame(self, sequence: int, image: np.ndarray, truth: FrameTruth | None) -> Frame:
+    def _make_frame(self, sequence: int, picture: Picture, truth: FrameTruth | None) -> Frame:
         return Frame(
             camera_id=self.camera.id,
             sequence=sequence,
             captured_at=datetime.datetime.now(datetime.timezone.utc),
             monotonic=self._clock.monotonic(),
-            image=image,
+            picture=picture,
             truth=truth,
         )
 

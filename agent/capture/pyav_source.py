@@ -17,19 +17,25 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from agent.capture.diagnose import stream_open_failure
 from agent.capture.hwdecode import HardwareDecode
+from agent.capture.picture_av import DecodedPicture
 from agent.capture.sources import SourceFrame, VideoSource
 from agent.capture.spec import classify, existing_file
-from agent.capture.swscale import Swscale
+from agent.capture.swscale import INTERPOLATIONS, Swscale
+from agent.capture.yuv_scale import PlaneScaler
 from agent.errors import SourceError
 
-__all__ = ["PyAVSource", "to_bgr"]
+__all__ = ["MODEL_SCALINGS", "PyAVSource", "to_bgr"]
+
+MODEL_SCALINGS = ("PLANES", *INTERPOLATIONS)
+"""How a picture scales itself for the model: ``PLANES`` (:class:`agent.capture.yuv_scale.PlaneScaler`), or
+swscale with one of its interpolations."""
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,13 @@ class PyAVSource(VideoSource):
     ``threads``: decoder threads (1: decode in the calling thread; 0: FFmpeg's frame threads, one per core);
     ``skip_deblocking``: FFmpeg's ``skip_loop_filter=all`` for H.264 and HEVC (cheaper, a slightly blockier
     picture); ``hwaccel``: ``none``, ``auto`` or an FFmpeg device type (``cuda``, ``vaapi``, ``qsv``, ...),
-    with a fall back to the CPU (:class:`agent.capture.hwdecode.HardwareDecode`).
+    with a fall back to the CPU (:class:`agent.capture.hwdecode.HardwareDecode`); ``model_scaling``: how the
+    model's input is scaled straight from the decoded YUV picture (``PLANES``: its planes resized by OpenCV and
+    converted small; or a swscale interpolation, ``AREA``, ``BILINEAR``, ...), or None: resized from the
+    full-size BGR image as for any source.
+
+    Frames are handed out as :class:`agent.capture.picture_av.DecodedPicture`: converted to BGR on first use
+    (a hardware frame at once).
     """
 
     def __init__(
@@ -69,9 +81,12 @@ class PyAVSource(VideoSource):
         threads: int = 1,
         skip_deblocking: bool = False,
         hwaccel: str = "none",
+        model_scaling: str | None = None,
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be at least 0")
+        if model_scaling is not None and model_scaling not in MODEL_SCALINGS:
+            raise ValueError(f"model_scaling {model_scaling!r}: expected None or one of {', '.join(MODEL_SCALINGS)}")
         super().__init__(spec, open_timeout_s, read_timeout_s, max_failed_reads)
         self._kind, target = classify(spec)
         if self._kind not in ("file", "stream"):
@@ -82,7 +97,9 @@ class PyAVSource(VideoSource):
         self.threads = threads
         self.skip_deblocking = skip_deblocking
         self.hardware = HardwareDecode(hwaccel, self._desc)
+        self.model_scaling = model_scaling
         self._swscale: Swscale | None = None  # made on the first frame (PyAV is imported by then)
+        self._scaler: Callable[[Any, int, int], np.ndarray | None] | None = None  # model_scaling's, likewise
         self._container: Any = None
         self._codec: Any = None
         self._codec_name = ""  # of the last stream opened, for decoder
@@ -198,7 +215,17 @@ class PyAVSource(VideoSource):
             return SourceFrame(image=None, skipped=True)
         if self._swscale is None:
             self._swscale = Swscale()
-        return SourceFrame(image=to_bgr(frame, self._swscale))
+            self._scaler = self._make_scaler()
+        if self.hardware.active is not None:  # a device surface is not held: copied and converted now
+            return SourceFrame(image=to_bgr(frame, self._swscale))
+        return SourceFrame(picture=DecodedPicture(frame, self._swscale, self._scaler))
+
+    def _make_scaler(self) -> Callable[[Any, int, int], np.ndarray | None] | None:
+        if self.model_scaling is None:
+            return None
+        if self.model_scaling == "PLANES":
+            return PlaneScaler()
+        return Swscale(self.model_scaling).bgr
 
     def close(self) -> None:
         container, self._container = self._container, None

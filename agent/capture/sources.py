@@ -22,7 +22,6 @@ Sources never sleep: pacing and dropping are the grabber's job.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import math
 import pathlib
@@ -36,8 +35,8 @@ import numpy as np
 from agent.capture.diagnose import quiet_video_libraries, stream_open_failure
 from agent.capture.scenes import SCENES, SceneStream
 from agent.capture.selective import SKIPPED, read_selected
+from agent.capture.source_frame import SourceFrame
 from agent.capture.spec import ACCEPTED_FORMS, SCHEME, STREAM_SCHEMES, classify, existing_file, unknown_scheme
-from agent.core.frame import FrameTruth
 from agent.errors import SourceError
 from agent.redact import redact
 
@@ -52,25 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-@dataclasses.dataclass(frozen=True)
-class SourceFrame:
-    """One read from a source: a BGR ``uint8`` HxWx3 image, or ``image=None`` with
-    ``corrupt=True`` when the source produced something that could not be decoded."""
-
-    image: np.ndarray | None
-    truth: FrameTruth | None = None
-    corrupt: bool = False
-    skipped: bool = False  # read but not converted: the grabber's fps limit drops it (OpenCVSource.wanted)
-
-    def __post_init__(self) -> None:
-        if self.image is None and not (self.corrupt or self.skipped):
-            raise ValueError("SourceFrame without an image must be marked corrupt=True")
-
-    @classmethod
-    def broken(cls) -> SourceFrame:
-        """A frame that was read but could not be decoded."""
-        return cls(image=None, corrupt=True)
 
 
 class FrameSource(Protocol):

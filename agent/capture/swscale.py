@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Swscale"]
+__all__ = ["INTERPOLATIONS", "Swscale"]
+
+INTERPOLATIONS = ("BILINEAR", "AREA", "POINT", "FAST_BILINEAR", "BICUBIC")
+"""The swscale interpolations a picture may be scaled with (``av.video.reformatter.Interpolation`` names)."""
 
 
 class Swscale:
@@ -28,6 +31,8 @@ class Swscale:
     ``BILINEAR``, ``AREA``; used only when scaling)."""
 
     def __init__(self, interpolation: str = "BILINEAR") -> None:
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"swscale interpolation {interpolation!r}: expected one of {', '.join(INTERPOLATIONS)}")
         from av.video.reformatter import Interpolation, VideoReformatter  # the video extra
 
         self._reformatter = VideoReformatter()

@@ -67,6 +67,8 @@ class LearnConfig(Strict):
 CameraMode = Literal["inspect", "learn"]
 Decoder = Literal["auto", "pyav", "opencv"]
 HwAccel = Literal["none", "auto", "cuda", "qsv", "vaapi", "videotoolbox", "d3d11va", "amf", "drm"]
+DecoderScaling = Literal["none", "planes", "area", "bilinear", "point", "fast_bilinear", "bicubic"]
+DEFAULT_DECODER_SCALING: DecoderScaling = "none"  # one pass changes 1-5 % of verdicts: docs/openvino.md
 
 
 class CameraConfig(Strict):
@@ -102,6 +104,10 @@ class CameraConfig(Strict):
                                   "(cheaper decoding, a slightly blockier picture; docs/openvino.md)")
     hwaccel: HwAccel = Field(default="none", description="pyav: decode on this device (cuda, qsv, ...; auto: the "
                              "first that opens), else on the CPU with one warning")
+    decoder_scaling: DecoderScaling = Field(
+        default=DEFAULT_DECODER_SCALING, description="pyav: a detector's input is scaled straight from the decoded "
+        "picture by swscale with this interpolation, the full-size BGR frame made only when something needs it; "
+        "none: the BGR frame resized by OpenCV (docs/openvino.md \"Decoding\")")
 
     @field_validator("id")
     @classmethod
@@ -117,4 +123,8 @@ class CameraConfig(Strict):
             if given:
                 raise ValueError(f"{', '.join(given)} needs decoder: pyav (or auto); OpenCV's decoder takes no "
                                  "decoding options")
+            if "decoder_scaling" in self.model_fields_set and self.decoder_scaling != "none":
+                raise ValueError(f"decoder_scaling: {self.decoder_scaling} needs decoder: pyav (or auto); with "
+                                 "OpenCV's decoder the model's input is resized from the BGR frame (leave it out, "
+                                 "or set none)")
         return self

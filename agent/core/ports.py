@@ -1,7 +1,7 @@
 """The seams between the stages and the runtime, as Protocols: what the runtime needs of a prefilter, a frame
 queue, an escalation, an event sink and the publisher. A capability only some implementations have is a small
 port of its own (:class:`DescribedPrefilter`, :class:`BatchPrefilter`, :class:`StagedPrefilter`,
-:class:`ConcurrentRuns`), checked with ``isinstance``, never probed by attribute name.
+:class:`ConcurrentRuns`, :class:`PicturePrefilter`), checked with ``isinstance``, never probed by attribute name.
 
 Implementations: the prefilters in :mod:`agent.prefilter`, the grabber in :mod:`agent.capture.grabber`, the
 escalator in :mod:`agent.escalation.escalator`, the publisher in :mod:`agent.publish.reliable`. What a tag event
@@ -20,6 +20,7 @@ from agent.core.decision import TriageDecision
 from agent.core.detections import PrefilterResult
 from agent.core.event import TagEvent
 from agent.core.frame import Frame
+from agent.core.picture import Picture
 
 
 @runtime_checkable
@@ -79,12 +80,27 @@ class StagedPrefilter(Protocol):
 
     def new_input(self) -> Any: ...
 
-    def prepare(self, images: Sequence[np.ndarray], buffer: Any,
+    def prepare(self, images: Sequence[np.ndarray | Picture], buffer: Any,
                 sources: Sequence[Hashable] | None = None) -> tuple[Any, list[Any]]: ...
 
     def forward(self, tensor: Any) -> Any: ...
 
     def finish(self, output: Any, plans: Sequence[Any], spent_ms: float) -> list[PrefilterResult]: ...
+
+
+@runtime_checkable
+class PicturePrefilter(Protocol):
+    """A prefilter that takes a frame's :class:`~agent.core.picture.Picture` where it takes an image
+    (``YoloDetector``: it letterboxes the whole frame, asking the picture for the letterbox's window straight
+    from the decoder, so that a lazy picture is not converted at full size for the model). ``takes_pictures``
+    is True."""
+
+    takes_pictures: bool
+    max_batch: int
+
+    def infer(self, image: np.ndarray | Picture) -> PrefilterResult: ...
+
+    def infer_batch(self, images: Sequence[np.ndarray | Picture]) -> list[PrefilterResult]: ...
 
 
 @runtime_checkable

@@ -29,12 +29,14 @@ import numpy as np
 
 from agent.config.models import ModelConfig
 from agent.core.detections import Detection, PrefilterResult
+from agent.core.picture import Picture
 from agent.errors import ModelError
 from agent.prefilter.letterbox import (
     Letterbox,
     boxes_to_source,
     letterbox_to_tensor,
     plan_letterbox,
+    window_to_tensor,
 )
 from agent.prefilter.model_info import (
     ModelInfo,
@@ -47,6 +49,7 @@ from agent.prefilter.sized_sessions import SizedSessions
 from agent.prefilter.yolo_decode import decode_yolov8
 
 Tensors: TypeAlias = np.ndarray | tuple[np.ndarray, ...]  # one batch tensor, or one per input size
+Image: TypeAlias = np.ndarray | Picture  # a BGR image, or a frame's picture (asked for the letterbox's size)
 
 
 class InputBuffer:
@@ -95,6 +98,7 @@ class YoloDetector:
         self._plans: dict[tuple[int, int, int, int], Letterbox] = {}  # (frame w, h, input h, w) -> plan
         self._scratch: dict[tuple[int, int], np.ndarray] = {}  # resized image per letterbox size, reused
         self._run_names = [info.output_name]
+        self.takes_pictures = True  # prepare/infer take a frame's Picture (agent.core.ports.PicturePrefilter)
 
     @property
     def session(self) -> InferenceSessionLike:
@@ -130,9 +134,9 @@ class YoloDetector:
         """A fresh input buffer for ``prepare`` (``max_batch`` slots)."""
         return InputBuffer(self.max_batch, self.info.input_h, self.info.input_w)
 
-    def _plan(self, image: np.ndarray, fitted: bool = True, source: Hashable | None = None) \
+    def _plan(self, image: Image, fitted: bool = True, source: Hashable | None = None) \
             -> tuple[Letterbox, np.ndarray | None]:
-        h, w = image.shape[:2]
+        w, h = (image.width, image.height) if isinstance(image, Picture) else (image.shape[1], image.shape[0])
         in_h, in_w = self.info.input_h, self.info.input_w
         if fitted and self.sizes is not None:
             in_h, in_w = self.sizes.size_for(w, h, source)  # the camera's size counted, its session open
@@ -146,12 +150,13 @@ class YoloDetector:
             scratch = self._scratch[(plan.new_w, plan.new_h)] = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
         return plan, scratch
 
-    def prepare(self, images: Sequence[np.ndarray], buffer: InputBuffer,
+    def prepare(self, images: Sequence[Image], buffer: InputBuffer,
                 sources: Sequence[Hashable] | None = None) -> tuple[Tensors, list[Letterbox]]:
         """Letterbox ``images`` into the first slots of ``buffer`` (of each input size); returns (the batch
-        tensor, or one per input size when the frames run at several, plans). ``sources``: the camera of each
-        image (``model.input_size: auto`` keeps a size's session open while a camera's frames run at it); each
-        tensor returned must then go through ``forward`` once."""
+        tensor, or one per input size when the frames run at several, plans). A :class:`Picture` is asked for
+        the letterbox's window straight from its decoder (``scaled_bgr``), else its BGR image is resized.
+        ``sources``: the camera of each image (``model.input_size: auto`` keeps a size's session open while a
+        camera's frames run at it); each tensor returned must then go through ``forward`` once."""
         if not 1 <= len(images) <= len(buffer.painted):
             raise ValueError(f"{len(images)} images for an input buffer of {len(buffer.painted)} slots")
         if sources is not None and len(sources) != len(images):
@@ -166,7 +171,7 @@ class YoloDetector:
             tensor, painted = buffer.at(height, width)
             for slot, i in enumerate(members):
                 plan, scratch = planned[i]
-                letterbox_to_tensor(images[i], plan, tensor[slot], scratch, border_painted=painted[slot] is plan)
+                _letterbox(images[i], plan, tensor[slot], scratch, painted[slot] is plan)
                 painted[slot] = plan
             tensors.append(tensor[:len(members)])
             if self.sizes is not None:
@@ -239,13 +244,13 @@ class YoloDetector:
         ms = spent_ms + (time.perf_counter() - t0) * 1000.0
         return [PrefilterResult(self.info.model_id, d, ms) for d in detections]
 
-    def infer(self, image: np.ndarray) -> PrefilterResult:
+    def infer(self, image: Image) -> PrefilterResult:
         t0 = time.perf_counter()
         tensor, plans = self.prepare([image], self._input)
         output = self.forward(tensor)
         return self.finish(output, plans, (time.perf_counter() - t0) * 1000.0)[0]
 
-    def infer_batch(self, images: Sequence[np.ndarray]) -> list[PrefilterResult]:
+    def infer_batch(self, images: Sequence[Image]) -> list[PrefilterResult]:
         """Several frames (from different cameras) in one session run, ``max_batch`` at a time; each
         result's latency is its batch's (the time the frame waited for its answer)."""
         results: list[PrefilterResult] = []
@@ -260,9 +265,20 @@ class YoloDetector:
             results += self.finish(output, plans, (time.perf_counter() - t0) * 1000.0)
         return results
 
-    def detect(self, image: np.ndarray) -> PrefilterResult:
+    def detect(self, image: Image) -> PrefilterResult:
         """The same as :meth:`infer` (the name every prefilter shares)."""
         return self.infer(image)
+
+
+def _letterbox(image: Image, plan: Letterbox, out: np.ndarray, scratch: np.ndarray | None, painted: bool) -> None:
+    """``image`` letterboxed into ``out``: a picture that can scale itself to the window in one pass."""
+    if isinstance(image, Picture):
+        window = image.scaled_bgr(plan.new_w, plan.new_h) if scratch is not None else None
+        if window is not None:
+            window_to_tensor(window, plan, out, border_painted=painted)
+            return
+        image = image.bgr()
+    letterbox_to_tensor(image, plan, out, scratch, border_painted=painted)
 
 
 def describe_model(path: pathlib.Path, session: InferenceSessionLike, meta: dict[str, str]) -> ModelInfo:

@@ -104,6 +104,17 @@ def letterbox_to_tensor(image: np.ndarray, plan: Letterbox, out: np.ndarray, scr
                              f"{None if scratch is None else scratch.shape}")
         cv2.resize(image, (plan.new_w, plan.new_h), dst=scratch, interpolation=cv2.INTER_LINEAR)
         resized = scratch
+    window_to_tensor(resized, plan, out, border_painted=border_painted)
+
+
+def window_to_tensor(resized: np.ndarray, plan: Letterbox, out: np.ndarray, *, border_painted: bool = False) -> None:
+    """Write ``resized`` (BGR new_h x new_w x 3 uint8: the source already scaled to the letterbox's window, e.g.
+    by the decoder's swscale, :meth:`agent.core.picture.Picture.scaled_bgr`) into the float32 tensor ``out``
+    (3, dst_h, dst_w), RGB in 0..1, the grey border painted unless ``border_painted``."""
+    if resized.ndim != 3 or resized.shape != (plan.new_h, plan.new_w, 3):
+        raise ValueError(f"the window image must be {(plan.new_h, plan.new_w, 3)}, got {resized.shape}")
+    if out.shape != (3, plan.dst_h, plan.dst_w) or out.dtype != np.float32:
+        raise ValueError(f"tensor buffer must be float32 {(3, plan.dst_h, plan.dst_w)}, got {out.dtype} {out.shape}")
     if not border_painted:
         out.fill(PAD_FLOAT)
     window = out[:, plan.top:plan.top + plan.new_h, plan.left:plan.left + plan.new_w]

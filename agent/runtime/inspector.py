@@ -14,7 +14,8 @@ from agent.core.detections import Detection, PrefilterResult
 from agent.core.event import build_event
 from agent.core.frame import Frame
 from agent.core.inspection import Inspection
-from agent.core.ports import BatchPrefilter, DescribedPrefilter, Prefilter, StagedPrefilter
+from agent.core.picture import Picture
+from agent.core.ports import BatchPrefilter, DescribedPrefilter, PicturePrefilter, Prefilter, StagedPrefilter
 from agent.core.zones import FrameZones, ZoneReport
 from agent.escalation.sampler import LEARN_MODEL_ID, LearnSampler, LearnTally
 from agent.triage.policy import decide
@@ -47,6 +48,8 @@ class FrameInspector:
         self._crops = isinstance(prefilter, DescribedPrefilter) and prefilter.info.task != "detect"
         # asked several times a batch by the inference loop: decided once (a protocol check costs ~10 us)
         self._staged = prefilter if isinstance(prefilter, StagedPrefilter) else None
+        # a detector letterboxes the whole frame: it gets the frame's picture, which scales itself for it
+        self._pictured = prefilter if isinstance(prefilter, PicturePrefilter) and not self._crops else None
 
     @property
     def tally(self) -> LearnTally:
@@ -76,10 +79,18 @@ class FrameInspector:
         return Inspection(frame, result, _LEARN_DECISION, event)
 
     def inspect(self, frame: Frame) -> Inspection:
-        return self._inspection(frame, self._model().infer(self.model_input(frame)))
+        if self._pictured is not None:
+            return self._inspection(frame, self._pictured.infer(frame.picture))
+        return self._inspection(frame, self._model().infer(self._image_input(frame)))
 
-    def model_input(self, frame: Frame) -> np.ndarray:
-        """The image the prefilter is given: the frame; for a whole-frame model (a classifier, an anomaly
+    def model_input(self, frame: Frame) -> np.ndarray | Picture:
+        """What the prefilter is given: for a detector, the frame's picture (asked for the model's input size
+        straight from the decoder where it can: :meth:`agent.core.picture.Picture.scaled_bgr`); else
+        :meth:`_image_input`."""
+        return frame.picture if self._pictured is not None else self._image_input(frame)
+
+    def _image_input(self, frame: Frame) -> np.ndarray:
+        """The image a prefilter is given: the frame; for a whole-frame model (a classifier, an anomaly
         model) on a camera with zones, the crop of its inspected area (:meth:`agent.triage.zones.ZoneMask.crop`;
         the whole frame when its zones cannot apply to it). Boxes found in a crop (an anomaly model's regions)
         are moved back into frame pixels before the zones and triage see them."""
@@ -98,7 +109,9 @@ class FrameInspector:
         frame itself otherwise (and when its zones cannot apply to it)."""
         zones = self._zones.get(frame.camera_id)
         mask = zones.for_frame(frame.width, frame.height) if zones is not None else None
-        return dataclasses.replace(frame, image=mask.blank(frame.image)) if isinstance(mask, ZoneMask) else frame
+        if not isinstance(mask, ZoneMask):
+            return frame
+        return dataclasses.replace(frame, picture=Picture(mask.blank(frame.image)))
 
     def inspect_many(self, frames: Sequence[Frame]) -> list[Inspection]:
         """Frames from several cameras, in one prefilter call where the model takes a batch
@@ -108,7 +121,10 @@ class FrameInspector:
         model = self._prefilter
         if len(frames) < 2 or not isinstance(model, BatchPrefilter) or model.max_batch < 2:
             return [self.inspect(frame) for frame in frames]
-        results = model.infer_batch([self.model_input(frame) for frame in frames])
+        if self._pictured is not None:
+            results = self._pictured.infer_batch([frame.picture for frame in frames])
+        else:
+            results = model.infer_batch([self._image_input(frame) for frame in frames])
         return [self._inspection(frame, result) for frame, result in zip(frames, results, strict=True)]
 
     @property

@@ -275,6 +275,15 @@ def test_pyav_asked_for_without_pyav_names_the_extra(monkeypatch: pytest.MonkeyP
 def test_decoding_options_need_the_pyav_decoder() -> None:
     with pytest.raises(ValueError, match="skip_deblocking: True needs decoder: pyav"):
         CameraConfig(id="c1", source="clip.mp4", decoder="opencv", skip_deblocking=True)
+    with pytest.raises(ValueError, match="decoder_scaling: planes needs decoder: pyav"):
+        CameraConfig(id="c1", source="clip.mp4", decoder="opencv", decoder_scaling="planes")
+    CameraConfig(id="c1", source="clip.mp4", decoder="opencv", decoder_scaling="none")  # says what is done anyway
+    with pytest.raises(ValueError, match="decoder_scaling"):
+        CameraConfig(id="c1", source="clip.mp4", decoder_scaling="lanczos")  # type: ignore[arg-type]
+    for value in ("none", "planes", "area", "bilinear", "point", "fast_bilinear", "bicubic"):
+        source = camera_source(CameraConfig(id="c1", source="clip.mp4", decoder="pyav", decoder_scaling=value))
+        assert isinstance(source, PyAVSource)
+        assert source.model_scaling == (None if value == "none" else value.upper())
 
 
 # --------------------------------------------------------------------------- streams, on both decoders
@@ -335,15 +344,15 @@ def test_pyav_rtsp_outage_read_timeout_and_recovery(rtsp_server: RtspServer, sta
 @pytest.mark.timeout(90)
 def test_pyav_does_not_convert_frames_the_fps_limit_drops(rtsp_server: RtspServer, states: StateRecorder,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    converted = 0
-    real = pyav_source.to_bgr
+    converted = 0  # pictures handed out (each converted on first use); a skipped frame makes none
+    real = pyav_source.DecodedPicture
 
-    def counting(frame: object, swscale: object = None) -> np.ndarray:
+    def counting(*args: object) -> object:
         nonlocal converted
         converted += 1
-        return real(frame, swscale)  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pyav_source, "to_bgr", counting)
+    monkeypatch.setattr(pyav_source, "DecodedPicture", counting)
     cam = CameraConfig(id="rtsp5", source=rtsp_server.url, fps=5, decoder="pyav")  # the stream sends 15 a second
     grabber = Grabber(cam, on_state=states)
     assert isinstance(grabber.source, PyAVSource)

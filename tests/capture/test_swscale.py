@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -89,3 +90,37 @@ def test_a_context_serves_several_threads(video_file: pathlib.Path) -> None:
     for t in threads:
         t.join(timeout=60)
     assert not wrong and not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.parametrize(("pix_fmt", "colorspace"), [("yuv420p", None), ("yuvj420p", None), ("yuv420p", "ITU709")])
+def test_the_planes_scale_as_the_bgr_frame_resized(pix_fmt: str, colorspace: str | None) -> None:
+    # resized planes converted small by swscale (the frame's range and colour space): the BGR frame resized
+    from agent.capture.synthetic import ConveyorScene
+    from agent.capture.yuv_scale import PlaneScaler
+
+    bgr = ConveyorScene(seed=2).next_frame()[0]  # 640x480, as a camera's picture
+    yuv = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format=pix_fmt, dst_colorspace=colorspace)
+    scaler = PlaneScaler()
+    small = scaler(yuv, 320, 240)
+    assert small is not None and small.shape == (240, 320, 3) and small.dtype == np.uint8
+    resized = cv2.resize(yuv.to_ndarray(format="bgr24"), (320, 240), interpolation=cv2.INTER_LINEAR)
+    diff = np.abs(small.astype(np.int16) - resized)
+    # rounding, and the chroma upsampled at another size: the still's pixel noise is in its chroma too (decoded
+    # video's chroma is smoother: 0.05-0.2 grey levels, tests/capture/test_picture_av.py)
+    assert diff.mean() < 1.5 and diff.max() <= 10
+    assert scaler(yuv, 63, 48) is None  # an odd size: declined, the caller resizes the BGR frame
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv422p", "nv12", "gray", "bgr24"])
+def test_the_planes_decline_other_formats(pix_fmt: str) -> None:
+    from agent.capture.yuv_scale import PlaneScaler
+
+    frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="bgr24").reformat(format=pix_fmt)
+    assert PlaneScaler()(frame, 32, 24) is None
+
+
+def test_a_bad_scaling_is_refused_before_anything_opens() -> None:
+    with pytest.raises(ValueError, match="model_scaling 'LANCZOS': expected None or one of PLANES, BILINEAR"):
+        PyAVSource("/nonexistent.mp4", model_scaling="LANCZOS")
+    with pytest.raises(ValueError, match="swscale interpolation 'nearest': expected one of BILINEAR"):
+        Swscale("nearest")

@@ -116,7 +116,7 @@ def test_no_file_means_defaults() -> None:
             "cameras:\n  - id: a\n    source: s\n    url: x\n",
             "cameras[0].url (line 4): unknown key; expected one of: id, source, fps, realtime, triage, "
             "escalation_rate, reconnect_initial_s, reconnect_max_s, record, mode, learn, zones, plc, "
-            "decoder, decode_threads, skip_deblocking, hwaccel",
+            "decoder, decode_threads, skip_deblocking, hwaccel, decoder_scaling",
         ),
         # an aliased field is listed under its YAML name
         (
