@@ -3,9 +3,11 @@
 The picture keeps the decoder's ``av.VideoFrame`` (YUV, reference-counted: 1280x960 yuv420p is 1.8 MB against
 BGR's 3.7 MB) and makes the full-size BGR image on the first :meth:`~DecodedPicture.bgr` call, once, through
 the camera's kept swscale context (:class:`agent.capture.swscale.Swscale`); later calls, from any thread, get
-the same array. :meth:`~DecodedPicture.scaled_bgr` scales straight from the YUV frame to the size the model's
-letterbox asks for, in one pass (the camera's ``decoder_scaling``), without the full-size BGR
-image: a frame only the model sees is never converted at full size. The frame is released with the picture.
+the same array. :meth:`~DecodedPicture.scaled_bgr` gives the picture at the size the model's letterbox asks
+for, scaled straight from the YUV frame (the camera's ``decoder_scaling``, :class:`ModelScaling`) without the
+full-size BGR image. The size asked for is remembered, and every later frame is scaled to it as it is decoded,
+in the camera's own thread while the frame is still in its caches (scaling it later on the model's thread, from
+memory, cost more: docs/openvino.md "Decoding"). The frame is released with the picture.
 """
 
 from __future__ import annotations
@@ -19,25 +21,39 @@ import numpy as np
 from agent.capture.swscale import Swscale
 from agent.core.picture import Picture
 
-__all__ = ["DecodedPicture"]
+__all__ = ["DecodedPicture", "ModelScaling"]
+
+Scaler = Callable[[Any, int, int], np.ndarray | None]  # (frame, width, height) -> BGR, or None: declined
+
+
+class ModelScaling:
+    """One camera's way of scaling its decoded frames for the model (``scale``), and the size the model last
+    asked for (``size``; None until it asks), so that the next frames are scaled to it as they are decoded."""
+
+    def __init__(self, scale: Scaler) -> None:
+        self.scale = scale
+        self.size: tuple[int, int] | None = None  # (width, height); set from the model's thread, read here
 
 
 class DecodedPicture(Picture):
     """A decoded ``av.VideoFrame`` (not a hardware frame: those are converted at once, so that no device
     surface is held), converted through ``full`` (a swscale context) to the BGR image at its own size, and
-    through ``scaled(frame, width, height)`` to the model's input size (None, or a None from it:
-    :meth:`scaled_bgr` declines, the caller resizes :meth:`bgr` as for any frame)."""
+    through ``scaling`` to the model's input size (None, or a None from it: :meth:`scaled_bgr` declines, the
+    caller resizes :meth:`bgr` as for any frame). Made in the decoding thread: where the model has asked for a
+    size before, the frame is scaled to it here and now."""
 
-    __slots__ = ("_frame", "_full", "_height", "_lock", "_scaled", "_width")
+    __slots__ = ("_frame", "_full", "_height", "_lock", "_scaled", "_scaling", "_width")
 
-    def __init__(self, frame: Any, full: Swscale, scaled: Callable[[Any, int, int], np.ndarray | None] | None) -> None:
+    def __init__(self, frame: Any, full: Swscale, scaling: ModelScaling | None) -> None:
         super().__init__(None)
         self._frame = frame
         self._full = full
-        self._scaled = scaled
+        self._scaling = scaling
         self._width = int(frame.width)
         self._height = int(frame.height)
         self._lock = threading.Lock()
+        size = scaling.size if scaling is not None else None
+        self._scaled = (size, scaling.scale(frame, *size)) if scaling is not None and size is not None else None
 
     @property
     def width(self) -> int:
@@ -57,6 +73,11 @@ class DecodedPicture(Picture):
         return image
 
     def scaled_bgr(self, width: int, height: int) -> np.ndarray | None:
-        if self._scaled is None:
+        scaling = self._scaling
+        if scaling is None:
             return None
-        return self._scaled(self._frame, width, height)
+        made = self._scaled
+        if made is not None and made[0] == (width, height):
+            return made[1]
+        scaling.size = (width, height)  # the next frames are scaled to this as they are decoded
+        return scaling.scale(self._frame, width, height)

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from agent.capture.diagnose import stream_open_failure
 from agent.capture.hwdecode import HardwareDecode
-from agent.capture.picture_av import DecodedPicture
+from agent.capture.picture_av import DecodedPicture, ModelScaling
 from agent.capture.sources import SourceFrame, VideoSource
 from agent.capture.spec import classify, existing_file
 from agent.capture.swscale import INTERPOLATIONS, Swscale
@@ -67,8 +67,9 @@ class PyAVSource(VideoSource):
     converted small; or a swscale interpolation, ``AREA``, ``BILINEAR``, ...), or None: resized from the
     full-size BGR image as for any source.
 
-    Frames are handed out as :class:`agent.capture.picture_av.DecodedPicture`: converted to BGR on first use
-    (a hardware frame at once).
+    With ``model_scaling``, frames are handed out as :class:`agent.capture.picture_av.DecodedPicture`: scaled for
+    the model as they are decoded, converted to BGR at full size on first use; without it (the model needs the
+    BGR frame anyway) and for a hardware frame, converted at once.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class PyAVSource(VideoSource):
         self.hardware = HardwareDecode(hwaccel, self._desc)
         self.model_scaling = model_scaling
         self._swscale: Swscale | None = None  # made on the first frame (PyAV is imported by then)
-        self._scaler: Callable[[Any, int, int], np.ndarray | None] | None = None  # model_scaling's, likewise
+        self._scaling: ModelScaling | None = None  # model_scaling's, likewise
         self._container: Any = None
         self._codec: Any = None
         self._codec_name = ""  # of the last stream opened, for decoder
@@ -215,17 +216,19 @@ class PyAVSource(VideoSource):
             return SourceFrame(image=None, skipped=True)
         if self._swscale is None:
             self._swscale = Swscale()
-            self._scaler = self._make_scaler()
-        if self.hardware.active is not None:  # a device surface is not held: copied and converted now
+            self._scaling = self._make_scaling()
+        if self._scaling is None or self.hardware.active is not None:
+            # the model needs the BGR frame anyway: converted now, while the frame is in this thread's caches
+            # (a hardware frame: no device surface is held)
             return SourceFrame(image=to_bgr(frame, self._swscale))
-        return SourceFrame(picture=DecodedPicture(frame, self._swscale, self._scaler))
+        return SourceFrame(picture=DecodedPicture(frame, self._swscale, self._scaling))
 
-    def _make_scaler(self) -> Callable[[Any, int, int], np.ndarray | None] | None:
+    def _make_scaling(self) -> ModelScaling | None:
         if self.model_scaling is None:
             return None
         if self.model_scaling == "PLANES":
-            return PlaneScaler()
-        return Swscale(self.model_scaling).bgr
+            return ModelScaling(PlaneScaler())
+        return ModelScaling(Swscale(self.model_scaling).bgr)
 
     def close(self) -> None:
         container, self._container = self._container, None

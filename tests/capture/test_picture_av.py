@@ -32,6 +32,7 @@ from agent.capture import swscale as swscale_module  # noqa: E402
 from agent.capture.decoders import camera_source  # noqa: E402
 from agent.capture.picture_av import DecodedPicture  # noqa: E402
 from agent.capture.pyav_source import PyAVSource  # noqa: E402
+from agent.capture.yuv_scale import PlaneScaler  # noqa: E402
 
 VGA_FRAMES = 30
 
@@ -100,7 +101,7 @@ def test_the_bgr_image_is_made_once_on_first_use(vga_video: pathlib.Path, monkey
         return real(self, frame, width, height)
 
     monkeypatch.setattr(swscale_module.Swscale, "bgr", counting)
-    pictures = list(_pictures(PyAVSource(str(vga_video))))
+    pictures = list(_pictures(PyAVSource(str(vga_video), model_scaling="PLANES")))
     assert len(pictures) == VGA_FRAMES and all(isinstance(p, DecodedPicture) for p in pictures)
     frames = [Frame("cam", i, datetime.datetime.now(datetime.timezone.utc), 0.0, picture=p)
               for i, p in enumerate(pictures)]
@@ -210,3 +211,32 @@ def test_decoded_frames_are_released_with_their_pictures(vga_video: pathlib.Path
         assert len(kept) == VGA_FRAMES and all(ref() is None for ref in kept)  # nothing holds a frame once it is done
     finally:
         source.close()
+
+
+def test_the_size_the_model_asks_for_is_scaled_as_frames_are_decoded(vga_video: pathlib.Path) -> None:
+    source = PyAVSource(str(vga_video), model_scaling="PLANES")
+    source.open()
+    try:
+        first = source.read()
+        assert first is not None and first.picture is not None
+        a, b = first.picture.scaled_bgr(320, 240), first.picture.scaled_bgr(320, 240)
+        assert a is not None and b is not None and a is not b  # not asked for before: scaled on each call
+        second = source.read()  # decoded after the model asked: scaled to that size as it was decoded
+        assert second is not None and second.picture is not None
+        ready = second.picture.scaled_bgr(320, 240)
+        assert ready is not None and second.picture.scaled_bgr(320, 240) is ready
+        frame = next(f for i, f in enumerate(_decoded_frames(vga_video)) if i == 1)
+        assert np.array_equal(ready, PlaneScaler()(frame, 320, 240))  # the same pixels as scaled on request
+        other = second.picture.scaled_bgr(160, 120)  # another size: made now, and learnt for the next frames
+        assert other is not None and other.shape == (120, 160, 3)
+        third = source.read()
+        assert third is not None and third.picture is not None
+        assert third.picture.scaled_bgr(160, 120) is third.picture.scaled_bgr(160, 120)
+        assert not third.picture.converted  # no full-size BGR image was made for any of it
+    finally:
+        source.close()
+
+
+def _decoded_frames(path: pathlib.Path) -> Iterator[Any]:
+    with av.open(str(path)) as container:
+        yield from container.decode(container.streams.video[0])

@@ -348,15 +348,15 @@ def test_pyav_rtsp_outage_read_timeout_and_recovery(rtsp_server: RtspServer, sta
 @pytest.mark.timeout(90)
 def test_pyav_does_not_convert_frames_the_fps_limit_drops(rtsp_server: RtspServer, states: StateRecorder,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    converted = 0  # pictures handed out (each converted on first use); a skipped frame makes none
-    real = pyav_source.DecodedPicture
+    converted = 0
+    real = pyav_source.to_bgr
 
-    def counting(*args: object) -> object:
+    def counting(frame: object, swscale: object = None) -> np.ndarray:
         nonlocal converted
         converted += 1
-        return real(*args)  # type: ignore[arg-type]
+        return real(frame, swscale)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pyav_source, "DecodedPicture", counting)
+    monkeypatch.setattr(pyav_source, "to_bgr", counting)
     cam = CameraConfig(id="rtsp5", source=rtsp_server.url, fps=5, decoder="pyav")  # the stream sends 15 a second
     grabber = Grabber(cam, on_state=states)
     assert isinstance(grabber.source, PyAVSource)
