@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from bench_cameras_ladder import load_text  # noqa: E402
 from bench_pipeline_video import write_video  # noqa: E402
 
+from agent.config.camera import DecoderScaling  # noqa: E402
 from agent.config.models import CameraConfig  # noqa: E402
 from agent.publish.local_broker import LocalMosquitto  # noqa: E402
 
@@ -51,6 +53,8 @@ def add_decoder_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--skip-deblocking", "--decode-fast", action="store_true",
                     help="--ladder: camera.skip_deblocking (pyav: H.264/HEVC without the deblocking filter)")
     ap.add_argument("--decode-threads", type=int, default=1, help="--ladder: camera.decode_threads (pyav; 0: auto)")
+    ap.add_argument("--decoder-scaling", default="none", choices=typing.get_args(DecoderScaling),
+                    help="--ladder: camera.decoder_scaling (pyav: the model's input scaled as the frame is decoded)")
     ap.add_argument("--cpu", type=int, default=None, metavar="N",
                     help="CPU ms per frame by thread group, N cameras, for each of --settings (decoders) side by side")
     ap.add_argument("--settings", nargs="+", default=None,

@@ -43,7 +43,8 @@ def run_ladder(args: argparse.Namespace, run_once: Callable[..., dict[str, Any]]
     print(f"{os.cpu_count()} cores; cameras of {w}x{h} {args.codec} at {args.fps:g} fps (a recorded video played "
           f"in real time, newest frame only); model {args.model or model.path.name}, {model.intra_op_threads} "
           f"intra-op threads x {model.concurrent_runs} runs, max_batch {args.batch}; decoder {args.decoder}"
-          f"{', deblocking skipped' if args.skip_deblocking else ''}, {args.decode_threads} decode thread(s); "
+          f"{', deblocking skipped' if args.skip_deblocking else ''}, {args.decode_threads} decode thread(s), "
+          f"decoder_scaling {args.decoder_scaling}; "
           f"{args.seconds:g} s a step; pass: "
           f"no drops and capture-to-event p99 < {args.p99_ms:g} ms; {load_text()}", flush=True)
     best: dict[str, int] = {rt: 0 for rt in runtimes}
@@ -54,6 +55,7 @@ def run_ladder(args: argparse.Namespace, run_once: Callable[..., dict[str, Any]]
         for step, count in enumerate(sorted(set(args.ladder))):
             cameras = [CameraConfig(id=f"cam{i + 1}", source=str(video), realtime=True, fps=args.fps,
                                     decoder=args.decoder, skip_deblocking=args.skip_deblocking,
+                                    decoder_scaling=args.decoder_scaling,
                                     decode_threads=args.decode_threads) for i in range(count)]
             order = runtimes if step % 2 == 0 else runtimes[::-1]
             passed_any = False
