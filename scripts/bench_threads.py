@@ -3,7 +3,7 @@
 
     python scripts/bench_threads.py [--cameras 8] [--runtime onnxruntime] [--batch 4] [--seconds 10]
                                     [--rounds 2] [--size 1280x960] [--codec h264] [--baseline DIR]
-                                    [--decoder-scaling planes]
+                                    [--decoder-scaling planes] [--skip-deblocking]
 
 The whole agent runs as in ``scripts/bench_cameras.py --ladder`` (each camera a recorded ``--size``
 ``--codec`` video played in real time at ``--fps``, newest frame only, a real Mosquitto); after a warm-up,
@@ -99,7 +99,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         workdir = pathlib.Path(tmp)
         frames = int((1.0 + WARM_UP_S + args.seconds + 3.0) * args.fps)
         video = write_video(workdir / "camera", frames, (w, h), args.codec, fps=int(args.fps))
-        scaling = {"decoder_scaling": args.decoder_scaling} if args.decoder_scaling else {}
+        scaling: dict[str, Any] = {"decoder_scaling": args.decoder_scaling} if args.decoder_scaling else {}
+        if args.skip_deblocking:
+            scaling["skip_deblocking"] = True
         cameras = [CameraConfig(id=f"cam{i + 1}", source=str(video), realtime=True, fps=args.fps, **scaling)
                    for i in range(args.cameras)]
         return [profile_once(mosquitto.url, cameras, args.batch, args.runtime, args.seconds, workdir)
@@ -111,7 +113,8 @@ def side(args: argparse.Namespace, agent_dir: pathlib.Path | None) -> list[dict[
     argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--json", "--rounds", "1",
             *[f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
               if k in ("cameras", "runtime", "batch", "seconds", "size", "codec", "fps")],
-            *([f"--decoder-scaling={args.decoder_scaling}"] if args.decoder_scaling and agent_dir is None else [])]
+            *([f"--decoder-scaling={args.decoder_scaling}"] if args.decoder_scaling and agent_dir is None else []),
+            *(["--skip-deblocking"] if args.skip_deblocking and agent_dir is None else [])]
     env = dict(os.environ, **({AGENT_DIR_ENV: str(agent_dir)} if agent_dir is not None else {}))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
@@ -165,6 +168,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=pathlib.Path, default=None, help="another checkout's root, to compare")
     ap.add_argument("--decoder-scaling", default=None, help="camera.decoder_scaling of this checkout's side only "
                     "(the baseline keeps its default: it may not know the setting)")
+    ap.add_argument("--skip-deblocking", action="store_true", help="camera.skip_deblocking of this checkout's side "
+                    "only (the baseline decodes as its defaults say)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one side's runs, for --baseline
     args = ap.parse_args()
     if not sys.platform.startswith("linux"):
