@@ -3,6 +3,8 @@
 
     python scripts/bench_decoder_scaling.py [--frames 300] [--scalings none area bilinear point]
                                            [--model models/conveyor-yolov8n.int8.onnx] [--video FILE ...]
+    python scripts/bench_decoder_scaling.py --scalings none none+skip area+skip planes+skip --only 0 1
+                                           # with camera.skip_deblocking too (the settings 12 cameras need here)
 
 Videos (written by this script with PyAV's encoders, the conveyor scene with its ground truth; plus any
 ``--video``, unlabelled): 1280x960 H.264 (yuv420p, the 640x480 scene scaled 2x, as the bench video), 1920x1080
@@ -28,6 +30,7 @@ import pathlib
 import sys
 import tempfile
 import time
+import typing
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -37,6 +40,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agent.config.camera import DecoderScaling  # noqa: E402
 from agent.config.models import ModelConfig, TriageConfig  # noqa: E402
 from agent.core.frame import FrameTruth  # noqa: E402
 from agent.tooling.evaluation.agreement import box_agreement  # noqa: E402
@@ -97,7 +101,9 @@ class Side:
         from agent.capture.pyav_source import PyAVSource
 
         self.scaling = scaling
-        self.source = PyAVSource(str(video), model_scaling=None if scaling == "none" else scaling.upper())
+        base, _, extra = scaling.partition("+")  # "area+skip": that scaling with camera.skip_deblocking
+        self.source = PyAVSource(str(video), model_scaling=None if base == "none" else base.upper(),
+                                 skip_deblocking=extra == "skip")
         self.model = model
         self.buffer = model.new_input()
         self.boxes: dict[str, list[list[float]]] = {}
@@ -175,11 +181,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=300, help="frames of each written video (15 fps)")
     ap.add_argument("--scalings", nargs="+", default=["none", "area", "bilinear", "point", "fast_bilinear"],
-                    help="none (OpenCV's resize of the BGR frame) first, then swscale interpolations")
+                    help="none (OpenCV's resize of the BGR frame) first, then swscale interpolations or planes; "
+                    "NAME+skip: with camera.skip_deblocking (H.264/HEVC without the deblocking filter)")
     ap.add_argument("--model", type=pathlib.Path, default=ModelConfig().path)
     ap.add_argument("--video", type=pathlib.Path, nargs="*", default=[], help="more videos (unlabelled)")
     ap.add_argument("--only", nargs="*", type=int, default=None, help="of the written videos, these (0-3)")
     args = ap.parse_args()
+    known = typing.get_args(DecoderScaling)
+    for scaling in args.scalings:
+        base, plus, extra = scaling.partition("+")
+        if base not in known or (plus and extra != "skip"):
+            print(f"--scalings: {scaling!r} is not a setting; expected one of {', '.join(known)}, each optionally "
+                  "followed by +skip (camera.skip_deblocking)", file=sys.stderr)
+            return 2
     try:
         import av  # noqa: F401  the video extra
     except ImportError:

@@ -70,10 +70,23 @@ def test_the_conversion_bench_prints_every_way_against_todays() -> None:
 @pytest.mark.timeout(200)
 def test_the_scaling_bench_counts_changed_verdicts_and_map() -> None:
     proc = run("bench_decoder_scaling.py", "--frames", "12", "--only", "0", "--scalings", "none", "planes",
-               timeout=190)
+               "area+skip", timeout=190)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "conveyor 1280x960 H.264 (libx264-1280x960.mp4, 12 frames;" in proc.stdout, proc.stdout
     assert re.search(r"^  none +\d+\.\d{3} +1\.00x +(\d+) of +\1 +1\.0000 +0 \( 0\.0%\) +\d\.\d{4}$", proc.stdout,
                      re.M), proc.stdout
     assert re.search(r"^  planes +\d+\.\d{3} +\d\.\d\dx +\d+ of +\d+ +\d\.\d{4} +\d+ \( *\d+\.\d%\) +\d\.\d{4}",
                      proc.stdout, re.M), proc.stdout
+    assert re.search(r"^  area\+skip +\d+\.\d{3} +\d\.\d\dx +\d+ of +\d+ ", proc.stdout, re.M), proc.stdout
+
+
+def test_the_scaling_bench_refuses_an_unknown_setting_before_it_writes_a_video() -> None:
+    proc = run("bench_decoder_scaling.py", "--scalings", "none", "area+fast", timeout=60)
+    assert proc.returncode == 2
+    assert ("--scalings: 'area+fast' is not a setting; expected one of none, planes, area, bilinear, point, "
+            "fast_bilinear, bicubic, each optionally followed by +skip") in proc.stderr, proc.stderr
+
+
+def test_the_ladder_refuses_an_unknown_decoder_scaling() -> None:
+    proc = run("bench_cameras.py", "--ladder", "2", "--decoder-scaling", "lanczos", timeout=60)
+    assert proc.returncode == 2 and "--decoder-scaling: invalid choice: 'lanczos'" in proc.stderr, proc.stderr
