@@ -242,11 +242,13 @@ RTSP_PACKAGES = ("gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plug
 
 
 class RtspServer:
-    """tests/capture/rtsp_server.py in a subprocess of the system Python."""
+    """tests/capture/rtsp_server.py in a subprocess of the system Python (``codec``: h264 or mjpeg)."""
 
-    def __init__(self, port: int, log: pathlib.Path, width: int = 320, height: int = 240) -> None:
+    def __init__(self, port: int, log: pathlib.Path, width: int = 320, height: int = 240,
+                 codec: str = "h264") -> None:
         self.port = port
         self.width, self.height = width, height
+        self.codec = codec
         self.url = f"rtsp://127.0.0.1:{port}/cam"
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
@@ -255,7 +257,7 @@ class RtspServer:
         with self._log.open("ab") as log:
             self._proc = subprocess.Popen(
                 [SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port),
-                 "--width", str(self.width), "--height", str(self.height)],
+                 "--width", str(self.width), "--height", str(self.height), "--codec", self.codec],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

@@ -9,7 +9,8 @@ H.264/HEVC deblocking (``camera.skip_deblocking``) and may decode on a GPU (``ca
 It behaves as :class:`agent.capture.sources.OpenCVSource` does for files and streams: the same spec forms
 (:mod:`agent.capture.spec`), the same error messages, corrupt frames reported in place, a file's shortfall
 against its stated frame count reported as corrupt frames, ``wanted`` (a frame the fps limit drops is not
-converted), RTSP over TCP, and the open and read timeouts. V4L2 devices and GStreamer pipelines stay with
+converted; with an intra-only codec such as MJPEG not even decoded), RTSP over TCP, and the open and read
+timeouts. V4L2 devices and GStreamer pipelines stay with
 OpenCV (:mod:`agent.capture.decoders` picks).
 """
 
@@ -65,7 +66,13 @@ class PyAVSource(VideoSource):
     with a fall back to the CPU (:class:`agent.capture.hwdecode.HardwareDecode`); ``model_scaling``: how the
     model's input is scaled straight from the decoded YUV picture (``PLANES``: its planes resized by OpenCV and
     converted small; or a swscale interpolation, ``AREA``, ``BILINEAR``, ...), or None: resized from the
-    full-size BGR image as for any source.
+    full-size BGR image as for any source; ``decode_every_packet``: decode every packet even where the codec
+    is intra-only (the behaviour before: for measuring the saving side by side, scripts/bench_mjpeg_skip.py).
+
+    ``wanted`` (the grabber sets it for a live camera with an fps limit) is asked once each frame is in: for an
+    intra-only codec (MJPEG, where no frame refers to another: FFmpeg's codec descriptor says so) as its packet
+    arrives, and a frame it refuses is not decoded at all (counted in :attr:`undecoded`); for H.264, HEVC,
+    MPEG-4 (later frames refer to it) once the packet is decoded, and a frame it refuses is not converted.
 
     With ``model_scaling``, frames are handed out as :class:`agent.capture.picture_av.DecodedPicture`: scaled for
     the model as they are decoded, converted to BGR at full size on first use; without it (the model needs the
@@ -83,6 +90,7 @@ class PyAVSource(VideoSource):
         skip_deblocking: bool = False,
         hwaccel: str = "none",
         model_scaling: str | None = None,
+        decode_every_packet: bool = False,
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be at least 0")
@@ -99,6 +107,9 @@ class PyAVSource(VideoSource):
         self.skip_deblocking = skip_deblocking
         self.hardware = HardwareDecode(hwaccel, self._desc)
         self.model_scaling = model_scaling
+        self.decode_every_packet = decode_every_packet
+        self.undecoded = 0  # frames wanted() refused before they were decoded (intra-only codecs), in all
+        self._intra_only = False  # of the stream opened: a packet nobody wants need not be decoded
         self._swscale: Swscale | None = None  # made on the first frame (PyAV is imported by then)
         self._scaling: ModelScaling | None = None  # model_scaling's, likewise
         self._container: Any = None
@@ -144,6 +155,7 @@ class PyAVSource(VideoSource):
             codec.options = {**codec.options, "skip_loop_filter": "all"}
         self._container, self._stream, self._codec = container, stream, codec
         self._codec_name = str(codec.name)
+        self._intra_only = bool(codec.codec.intra_only) and not self.decode_every_packet
         self._packets = container.demux(stream)
         self._frames.clear()
         self._pending.clear()
@@ -181,11 +193,15 @@ class PyAVSource(VideoSource):
                     raise SourceError(f"camera source {self._desc!r}: the stream ended (connection lost?)")
                 return self._end_short()
             self._decoded += 1
+            if frame is _UNDECODED:
+                return SourceFrame(image=None, skipped=True)
             return self._wrap(frame)
 
     def _next_frame(self) -> Any:
-        """The next decoded frame; ``None`` at the end. Raises :class:`_BrokenPacket` for a packet that did
-        not decode (or a file's demuxer error), :class:`SourceError` for a live stream that broke."""
+        """The next decoded frame; ``None`` at the end; ``_UNDECODED`` for a frame of an intra-only codec that
+        ``wanted()`` refused as its packet came in (not decoded: no later frame needs it). Raises
+        :class:`_BrokenPacket` for a packet that did not decode (or a file's demuxer error), :class:`SourceError`
+        for a live stream that broke."""
         av = _av()
         while not self._frames:
             if self._flushed:
@@ -204,6 +220,9 @@ class PyAVSource(VideoSource):
                 continue  # nothing in it; a live stream goes on
             if packet is None or packet.size == 0:  # the end: the decoder hands out what it still holds
                 self._flushed, packet = True, None
+            elif self._intra_only and self._unwanted():
+                self.undecoded += 1
+                return _UNDECODED
             try:
                 self._frames.extend(self._codec.decode(packet))
             except av.FFmpegError as exc:
@@ -211,8 +230,12 @@ class PyAVSource(VideoSource):
                 raise _BrokenPacket from exc
         return self._frames.popleft()
 
+    def _unwanted(self) -> bool:
+        """``wanted()`` (the grabber sets it for a live camera with an fps limit) refuses the frame now in."""
+        return self.wanted is not None and not self.wanted()
+
     def _wrap(self, frame: Any) -> SourceFrame:
-        if self.is_live and self.wanted is not None and not self.wanted():
+        if not self._intra_only and self._unwanted():  # an intra-only codec's frame was asked before decoding
             return SourceFrame(image=None, skipped=True)
         if self._swscale is None:
             self._swscale = Swscale()
@@ -238,6 +261,9 @@ class PyAVSource(VideoSource):
         self._pending.clear()
         if container is not None:
             container.close()
+
+
+_UNDECODED = object()  # _next_frame's answer for a frame wanted() refused before it was decoded
 
 
 class _BrokenPacket(Exception):

@@ -1,7 +1,9 @@
 """Decode only what is inspected: a frame a live camera's ``fps`` limit drops is read from the stream (FFmpeg
 reads and decodes its packet in ``grab``: an H.264 stream's later frames need it) but never converted to a BGR
 image (``retrieve``: 1-7 ms at 1280x960 to 1920x1080, docs/openvino.md). The grabber says which frames it
-wants (``OpenCVSource.wanted``), asked once each frame is in, so the fps limit's timing is unchanged."""
+wants (``OpenCVSource.wanted``), asked once each frame is in, so the fps limit's timing is unchanged. (The PyAV
+source asks as an intra-only codec's packet arrives, e.g. MJPEG's, and then does not decode a frame nobody wants:
+:class:`agent.capture.pyav_source.PyAVSource`.)"""
 
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ class VideoSource:
         self.read_timeout_s = read_timeout_s
         self.max_failed_reads = max_failed_reads
         self.nominal_fps: float | None = None  # files play as fast as they are consumed
-        self.wanted: Callable[[], bool] | None = None  # live: asked once a frame is in; False: not converted
+        # live: asked once a frame is in; False: not converted (PyAV, an intra-only codec: not even decoded)
+        self.wanted: Callable[[], bool] | None = None
         self._desc = redact(spec)
         self._kind = ""
         self._frame_count = 0  # known frame count of a file, 0 = unknown

@@ -1,8 +1,9 @@
-"""A real RTSP camera for tests: GStreamer's RTSP server streaming H.264.
+"""A real RTSP camera for tests: GStreamer's RTSP server streaming H.264 (or MJPEG: ``--codec mjpeg``).
 
 Run with the system interpreter (gi is not on PyPI)::
 
     /usr/bin/python3 tests/capture/rtsp_server.py --port 8554 [--path /cam] [--width 320 --height 240]
+                                                  [--codec h264|mjpeg]
 
 Needs the Debian packages gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly.
@@ -16,6 +17,12 @@ import argparse
 import signal
 import sys
 
+ENCODERS = {  # the stream's encoder and payloader
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! rtph264pay name=pay0 pt=96",
+    # every frame a JPEG, as MJPEG IP cameras send (4:2:0: RTP/JPEG carries no other sampling)
+    "mjpeg": "videoconvert ! video/x-raw,format=I420 ! jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26",
+}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -24,6 +31,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264")
     args = parser.parse_args()
 
     try:
@@ -37,7 +45,8 @@ def main() -> int:
         return 3
 
     Gst.init(None)
-    for element in ("videotestsrc", "x264enc", "rtph264pay", "videoconvert"):
+    encode = ENCODERS[args.codec].format(fps=args.fps)
+    for element in ("videotestsrc", "videoconvert", *(e.split()[0] for e in encode.split(" ! ") if "/" not in e)):
         if Gst.ElementFactory.find(element) is None:
             print(f"MISSING GStreamer element {element}", file=sys.stderr, flush=True)
             return 3
@@ -45,8 +54,7 @@ def main() -> int:
     launch = (
         "( videotestsrc is-live=true pattern=ball "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
-        "! rtph264pay name=pay0 pt=96 )"
+        f"! {encode} )"
     )
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
