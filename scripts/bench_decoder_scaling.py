@@ -19,7 +19,8 @@ verdicts that differ (and which), mAP50 against the scene's truth (labelled vide
 decoded frame to the model's input tensor (the picture's conversions and the letterbox; the process's CPU
 time, summed over the frames, the scalings read in turn frame by frame, each frame's preparations before any of
 its model runs, so the box's load falls on all alike; ``scripts/bench_swscale.py`` measures the same without a
-model in the process).
+model in the process), and on a line below the same with the frame's reading and decoding added (``lowres``,
+MJPEG decoded small, saves there).
 """
 
 from __future__ import annotations
@@ -110,10 +111,14 @@ class Side:
         self.detections: list[tuple[Any, ...]] = []
         self.verdicts: list[str] = []
         self.cpu_s = 0.0
+        self.decode_s = 0.0  # reading and decoding the frame, before cpu_s
 
     def prepare(self) -> Any:
-        """Read one frame (decoded, not converted) and letterbox it into the tensor (timed); None at the end."""
+        """Read one frame (decoded, not converted) and letterbox it into the tensor (both timed); None at the
+        end."""
+        t0 = time.process_time()
         got = self.source.read()
+        self.decode_s += time.process_time() - t0
         if got is None:
             return None
         if got.picture is None:
@@ -175,14 +180,17 @@ def run_video(name: str, video: pathlib.Path, truths: list[FrameTruth] | None, s
               + (f" {map50(side, truths, model.info.names):7.4f}" if truths else "")
               + ("" if not differ else "  frames " + ", ".join(map(str, differ[:8])) + (" ..." if len(differ) > 8
                                                                                         else "")))
+    print("  decode + model input, CPU ms/frame: " + ", ".join(
+        f"{side.scaling} {(side.decode_s + side.cpu_s) / n * 1000:.3f}" for side in sides))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=300, help="frames of each written video (15 fps)")
     ap.add_argument("--scalings", nargs="+", default=["none", "area", "bilinear", "point", "fast_bilinear"],
-                    help="none (OpenCV's resize of the BGR frame) first, then swscale interpolations or planes; "
-                    "NAME+skip: with camera.skip_deblocking (H.264/HEVC without the deblocking filter)")
+                    help="none (OpenCV's resize of the BGR frame) first, then swscale interpolations, planes or "
+                    "lowres (MJPEG decoded small); NAME+skip: with camera.skip_deblocking (H.264/HEVC without the "
+                    "deblocking filter)")
     ap.add_argument("--model", type=pathlib.Path, default=ModelConfig().path)
     ap.add_argument("--video", type=pathlib.Path, nargs="*", default=[], help="more videos (unlabelled)")
     ap.add_argument("--only", nargs="*", type=int, default=None, help="of the written videos, these (0-3)")

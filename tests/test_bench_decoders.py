@@ -84,7 +84,7 @@ def test_the_scaling_bench_refuses_an_unknown_setting_before_it_writes_a_video()
     proc = run("bench_decoder_scaling.py", "--scalings", "none", "area+fast", timeout=60)
     assert proc.returncode == 2
     assert ("--scalings: 'area+fast' is not a setting; expected one of none, planes, area, bilinear, point, "
-            "fast_bilinear, bicubic, each optionally followed by +skip") in proc.stderr, proc.stderr
+            "fast_bilinear, bicubic, lowres, each optionally followed by +skip") in proc.stderr, proc.stderr
 
 
 def test_the_ladder_refuses_an_unknown_decoder_scaling() -> None:

@@ -25,18 +25,21 @@ import numpy as np
 
 from agent.capture.diagnose import stream_open_failure
 from agent.capture.hwdecode import HardwareDecode
+from agent.capture.lowres import LowresDecoder
 from agent.capture.picture_av import DecodedPicture, ModelScaling
 from agent.capture.sources import SourceFrame, VideoSource
 from agent.capture.spec import classify, existing_file
 from agent.capture.swscale import INTERPOLATIONS, Swscale
 from agent.capture.yuv_scale import PlaneScaler
+from agent.core.picture import Picture
 from agent.errors import SourceError
 
 __all__ = ["MODEL_SCALINGS", "PyAVSource", "to_bgr"]
 
-MODEL_SCALINGS = ("PLANES", *INTERPOLATIONS)
-"""How a picture scales itself for the model: ``PLANES`` (:class:`agent.capture.yuv_scale.PlaneScaler`), or
-swscale with one of its interpolations."""
+MODEL_SCALINGS = ("PLANES", "LOWRES", *INTERPOLATIONS)
+"""How a picture scales itself for the model: ``PLANES`` (:class:`agent.capture.yuv_scale.PlaneScaler`), swscale
+with one of its interpolations, or ``LOWRES``: MJPEG decoded small (:mod:`agent.capture.lowres`), then swscale's
+``AREA`` to the window (other codecs: ``AREA`` alone)."""
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +68,9 @@ class PyAVSource(VideoSource):
     picture); ``hwaccel``: ``none``, ``auto`` or an FFmpeg device type (``cuda``, ``vaapi``, ``qsv``, ...),
     with a fall back to the CPU (:class:`agent.capture.hwdecode.HardwareDecode`); ``model_scaling``: how the
     model's input is scaled straight from the decoded YUV picture (``PLANES``: its planes resized by OpenCV and
-    converted small; or a swscale interpolation, ``AREA``, ``BILINEAR``, ...), or None: resized from the
-    full-size BGR image as for any source; ``decode_every_packet``: decode every packet even where the codec
+    converted small; or a swscale interpolation, ``AREA``, ``BILINEAR``, ...; ``LOWRES``: MJPEG decoded small by
+    FFmpeg's ``lowres``, :mod:`agent.capture.lowres`), or None: resized from the full-size BGR image as for any
+    source; ``decode_every_packet``: decode every packet even where the codec
     is intra-only (the behaviour before: for measuring the saving side by side, scripts/bench_mjpeg_skip.py).
 
     ``wanted`` (the grabber sets it for a live camera with an fps limit) is asked once each frame is in: for an
@@ -112,6 +116,8 @@ class PyAVSource(VideoSource):
         self._intra_only = False  # of the stream opened: a packet nobody wants need not be decoded
         self._swscale: Swscale | None = None  # made on the first frame (PyAV is imported by then)
         self._scaling: ModelScaling | None = None  # model_scaling's, likewise
+        self._lowres: LowresDecoder | None = None  # LOWRES on an MJPEG stream's first frame
+        self._full_size: tuple[int, int] | None = None  # of the last frame decoded whole (lowres decodes small)
         self._container: Any = None
         self._codec: Any = None
         self._codec_name = ""  # of the last stream opened, for decoder
@@ -161,6 +167,7 @@ class PyAVSource(VideoSource):
         self._pending.clear()
         self._decoded = self._failed = 0
         self._eof = self._flushed = False
+        self._full_size, self._lowres = None, None  # made again on the first frame (the stream may have changed)
         self._frame_count = int(stream.frames or 0) if self._kind == "file" else 0
         logger.debug("opened %s (%s, %s, frame count %s)", self._desc, self._kind, self.decoder,
                      self._frame_count or "unknown")
@@ -224,6 +231,10 @@ class PyAVSource(VideoSource):
                 self.undecoded += 1
                 return _UNDECODED
             try:
+                small = self._lowres.picture(packet, *self._full_size) if (
+                    self._lowres is not None and packet is not None and self._full_size is not None) else None
+                if small is not None:
+                    return small
                 self._frames.extend(self._codec.decode(packet))
             except av.FFmpegError as exc:
                 logger.debug("%s: a packet did not decode: %s", self._desc, exc)
@@ -237,9 +248,15 @@ class PyAVSource(VideoSource):
     def _wrap(self, frame: Any) -> SourceFrame:
         if not self._intra_only and self._unwanted():  # an intra-only codec's frame was asked before decoding
             return SourceFrame(image=None, skipped=True)
+        if isinstance(frame, Picture):  # decoded small (lowres)
+            return SourceFrame(picture=frame)
         if self._swscale is None:
             self._swscale = Swscale()
             self._scaling = self._make_scaling()
+        self._full_size = (int(frame.width), int(frame.height))
+        if (self.model_scaling == "LOWRES" and self._lowres is None and self._scaling is not None
+                and self._codec_name == "mjpeg" and self.hardware.active is None):
+            self._lowres = LowresDecoder(self._scaling, self._swscale)
         if self._scaling is None or self.hardware.active is not None:
             # the model needs the BGR frame anyway: converted now, while the frame is in this thread's caches
             # (a hardware frame: no device surface is held)
@@ -251,7 +268,7 @@ class PyAVSource(VideoSource):
             return None
         if self.model_scaling == "PLANES":
             return ModelScaling(PlaneScaler())
-        return ModelScaling(Swscale(self.model_scaling).bgr)
+        return ModelScaling(Swscale("AREA" if self.model_scaling == "LOWRES" else self.model_scaling).bgr)
 
     def close(self) -> None:
         container, self._container = self._container, None

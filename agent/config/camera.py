@@ -67,7 +67,7 @@ class LearnConfig(Strict):
 CameraMode = Literal["inspect", "learn"]
 Decoder = Literal["auto", "pyav", "opencv"]
 HwAccel = Literal["none", "auto", "cuda", "qsv", "vaapi", "videotoolbox", "d3d11va", "amf", "drm"]
-DecoderScaling = Literal["none", "planes", "area", "bilinear", "point", "fast_bilinear", "bicubic"]
+DecoderScaling = Literal["none", "planes", "area", "bilinear", "point", "fast_bilinear", "bicubic", "lowres"]
 DEFAULT_DECODER_SCALING: DecoderScaling = "none"  # one pass changes 1-5 % of verdicts: docs/openvino.md
 
 
@@ -107,6 +107,7 @@ class CameraConfig(Strict):
     decoder_scaling: DecoderScaling = Field(
         default=DEFAULT_DECODER_SCALING, description="pyav: a detector's input is scaled straight from the decoded "
         "picture by swscale with this interpolation, the full-size BGR frame made only when something needs it; "
+        "lowres: MJPEG decoded small by FFmpeg, the full frame decoded again when needed; "
         "none: the BGR frame resized by OpenCV (docs/openvino.md \"Decoding\")")
 
     @field_validator("id")
