@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.capture.picture_av import ModelScaling
+from agent.capture.picture_av import KeptPicture, ModelScaling
 from agent.capture.swscale import Swscale
-from agent.core.picture import Picture
 
 __all__ = ["LowresDecoder", "LowresPicture", "lowres_level"]
 
@@ -87,41 +86,15 @@ class LowresDecoder:
         return self._full.bgr(frames[0])
 
 
-class LowresPicture(Picture):
+class LowresPicture(KeptPicture):
     """A frame decoded small for the model (``scaled_bgr``, scaled in the camera's thread as it is decoded) that
     decodes its kept packet at full size on the first :meth:`bgr` call."""
 
-    __slots__ = ("_decoder", "_height", "_lock", "_packet", "_scaled", "_small", "_width")
+    __slots__ = ("_decoder", "_packet")
 
     def __init__(self, packet: Any, small: Any, width: int, height: int, decoder: LowresDecoder) -> None:
-        super().__init__(None)
-        self._packet, self._small, self._decoder = packet, small, decoder
-        self._width, self._height = width, height
-        self._lock = threading.Lock()
-        size = decoder.scaling.size
-        self._scaled = (size, decoder.scaling.scale(small, *size)) if size is not None else None
+        super().__init__(small, width, height, decoder.scaling)
+        self._packet, self._decoder = packet, decoder
 
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    def bgr(self) -> np.ndarray:
-        image = self._image
-        if image is None:
-            with self._lock:  # two threads asking at once decode once
-                if self._image is None:
-                    self._image = self._decoder.full_bgr(self._packet)
-                image = self._image
-        return image
-
-    def scaled_bgr(self, width: int, height: int) -> np.ndarray | None:
-        made = self._scaled
-        if made is not None and made[0] == (width, height):
-            return made[1]
-        scaling = self._decoder.scaling
-        scaling.size = (width, height)  # the next frames are decoded and scaled for this
-        return scaling.scale(self._small, width, height)
+    def _convert(self) -> np.ndarray:
+        return self._decoder.full_bgr(self._packet)

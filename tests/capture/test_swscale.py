@@ -120,7 +120,7 @@ def test_the_planes_decline_other_formats(pix_fmt: str) -> None:
 
 
 def test_a_bad_scaling_is_refused_before_anything_opens() -> None:
-    with pytest.raises(ValueError, match="model_scaling 'LANCZOS': expected None or one of PLANES, BILINEAR"):
+    with pytest.raises(ValueError, match="model_scaling 'LANCZOS': expected None or one of PLANES, LOWRES, BILINEAR"):
         PyAVSource("/nonexistent.mp4", model_scaling="LANCZOS")
     with pytest.raises(ValueError, match="swscale interpolation 'nearest': expected one of BILINEAR"):
         Swscale("nearest")
