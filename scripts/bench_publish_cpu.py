@@ -149,10 +149,15 @@ def report(runs: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> None:
         us, b_us = mine.get(name, 0.0), base.get(name, 0.0)
         if max(us, b_us) < 1.0:
             continue
-        print(f"  {name:<20} {us:>9.1f}" + (f" {b_us:>9.1f} {us / b_us if b_us else float('nan'):>6.2f}"
-                                             if baseline else ""))
+        print(f"  {name:<20} {us:>9.1f}" + (f" {b_us:>9.1f} {ratio(us, b_us):>6}" if baseline else ""))
     total, b_total = sum(mine.values()), sum(base.values())
-    print(f"  {'total':<20} {total:>9.1f}" + (f" {b_total:>9.1f} {total / b_total:>6.2f}" if baseline else ""))
+    print(f"  {'total':<20} {total:>9.1f}" + (f" {b_total:>9.1f} {ratio(total, b_total):>6}" if baseline else ""))
+
+
+def ratio(value: float, baseline: float) -> str:
+    """``value / baseline`` to two places, or ``-`` where the baseline read no clock tick (under 10 ms of CPU
+    over its window: too short a run to compare)."""
+    return f"{value / baseline:.2f}" if baseline else "-"
 
 
 def main() -> int:
